@@ -1,0 +1,282 @@
+//! Safetensors checkpoints: opening a single `model.safetensors` or a sharded set listed in
+//! `model.safetensors.index.json`, validating headers, and turning one stored tensor into a
+//! host buffer at the run dtype.
+//!
+//! Files are memory-mapped so a tensor is copied once (stored dtype to run dtype) rather than
+//! read into memory whole first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use engine::runtime::RuntimeError;
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+use serde::Deserialize;
+
+use crate::host::RunFloat;
+
+/// Name of a single-file checkpoint.
+pub(crate) const SINGLE_FILE: &str = "model.safetensors";
+/// Name of the index of a sharded checkpoint.
+pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Side of the square tiles the transpose copies; small enough that a source and a destination
+/// tile stay in L1 together.
+const TRANSPOSE_TILE: usize = 32;
+
+/// One mapped `.safetensors` file with its parsed header.
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// An opened checkpoint: every tensor name mapped to the shard holding it.
+pub(crate) struct Checkpoint {
+    /// The file named in errors about the checkpoint as a whole.
+    origin: PathBuf,
+    shards: Vec<Shard>,
+    location: HashMap<String, usize>,
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> RuntimeError {
+    RuntimeError::InvalidModelFile {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Checkpoint {
+    /// Opens the checkpoint in `dir`, preferring a single file over an index.
+    pub(crate) fn open(dir: &Path) -> Result<Self, RuntimeError> {
+        let single = dir.join(SINGLE_FILE);
+        let index = dir.join(INDEX_FILE);
+        if single.is_file() {
+            let shard = Shard::open(&single)?;
+            let location = shard
+                .metadata
+                .tensors()
+                .into_keys()
+                .map(|n| (n, 0))
+                .collect();
+            return Ok(Self {
+                origin: single,
+                shards: vec![shard],
+                location,
+            });
+        }
+        if index.is_file() {
+            return Self::open_sharded(dir, &index);
+        }
+        let reason = if dir.join("pytorch_model.bin").is_file() {
+            format!(
+                "no {SINGLE_FILE} or {INDEX_FILE}; only pytorch_model.bin, which is not supported (convert it to safetensors)"
+            )
+        } else {
+            format!("no {SINGLE_FILE} or {INDEX_FILE} in the model folder")
+        };
+        Err(invalid(&single, reason))
+    }
+
+    fn open_sharded(dir: &Path, index_path: &Path) -> Result<Self, RuntimeError> {
+        let text = std::fs::read_to_string(index_path)
+            .map_err(|e| invalid(index_path, format!("cannot read: {e}")))?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|e| invalid(index_path, e.to_string()))?;
+        let mut shards = Vec::new();
+        let mut shard_of_file: HashMap<&str, usize> = HashMap::new();
+        let mut location = HashMap::new();
+        for (name, file) in &index.weight_map {
+            // Shard names come from a file we do not control; keep them inside the folder.
+            if Path::new(file).components().count() != 1 || file.contains("..") {
+                return Err(invalid(
+                    index_path,
+                    format!("shard name `{file}` for tensor `{name}` is not a plain file name"),
+                ));
+            }
+            let shard = match shard_of_file.get(file.as_str()) {
+                Some(&i) => i,
+                None => {
+                    shards.push(Shard::open(&dir.join(file))?);
+                    shard_of_file.insert(file, shards.len() - 1);
+                    shards.len() - 1
+                }
+            };
+            if shards[shard].metadata.info(name).is_none() {
+                return Err(invalid(
+                    &shards[shard].path,
+                    format!("tensor `{name}` listed in {INDEX_FILE} is not in this shard"),
+                ));
+            }
+            location.insert(name.clone(), shard);
+        }
+        Ok(Self {
+            origin: index_path.to_path_buf(),
+            shards,
+            location,
+        })
+    }
+
+    /// Every tensor name in the checkpoint.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.location.keys().map(String::as_str)
+    }
+
+    /// The checkpoint file (or index) as a whole, for error messages.
+    pub(crate) fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Reads tensor `name`, checks it has `shape` (as stored), and converts it to `E`. With
+    /// `transpose`, a 2-D `[rows, cols]` tensor comes back as `[cols, rows]`, row-major.
+    pub(crate) fn read<E: RunFloat>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        transpose: bool,
+    ) -> Result<Vec<E>, RuntimeError> {
+        let Some(&shard_idx) = self.location.get(name) else {
+            return Err(invalid(&self.origin, format!("missing tensor `{name}`")));
+        };
+        let shard = &self.shards[shard_idx];
+        let info = shard
+            .metadata
+            .info(name)
+            .ok_or_else(|| invalid(&shard.path, format!("missing tensor `{name}`")))?;
+        if info.shape != shape {
+            return Err(invalid(
+                &shard.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    info.shape
+                ),
+            ));
+        }
+        let bytes = shard.data(info).ok_or_else(|| {
+            invalid(
+                &shard.path,
+                format!("tensor `{name}` points outside the file"),
+            )
+        })?;
+        let values = decode::<E>(info.dtype, bytes)
+            .map_err(|reason| invalid(&shard.path, format!("tensor `{name}`: {reason}")))?;
+        if transpose {
+            match *shape {
+                [rows, cols] => Ok(transposed(&values, rows, cols)),
+                _ => Err(invalid(
+                    &shard.path,
+                    format!("tensor `{name}` must be 2-D, has shape {shape:?}"),
+                )),
+            }
+        } else {
+            Ok(values)
+        }
+    }
+}
+
+impl Shard {
+    fn open(path: &Path) -> Result<Self, RuntimeError> {
+        let file = File::open(path).map_err(|e| invalid(path, format!("cannot open: {e}")))?;
+        // SAFETY: the map is read-only and private to this process. Like every mmap-based
+        // loader we assume the file is not truncated by someone else while loading; the header
+        // is validated against the mapped length below.
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|e| invalid(path, format!("cannot map: {e}")))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|e| invalid(path, format!("not a valid safetensors file: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            header_len,
+            metadata,
+        })
+    }
+
+    /// The raw bytes of one tensor (offsets are relative to the end of the header).
+    fn data(&self, info: &TensorInfo) -> Option<&[u8]> {
+        let start = 8usize.checked_add(self.header_len)?;
+        let (from, to) = info.data_offsets;
+        self.map
+            .get(start.checked_add(from)?..start.checked_add(to)?)
+    }
+}
+
+/// Little-endian stored values to the run type. Every source type goes through f32, which is
+/// exact for f16 and bf16, so the only rounding is the one to the run type.
+fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
+    let out = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| E::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| E::from_f32(f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()))
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| E::from_f32(bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()))
+            .collect(),
+        other => {
+            return Err(format!(
+                "stored as {other:?}; only F32, F16 and BF16 checkpoints are supported"
+            ));
+        }
+    };
+    Ok(out)
+}
+
+/// Row-major `[rows, cols]` to row-major `[cols, rows]`, tile by tile.
+fn transposed<E: Copy + Default>(src: &[E], rows: usize, cols: usize) -> Vec<E> {
+    let mut dst = vec![E::default(); src.len()];
+    for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
+        for c0 in (0..cols).step_by(TRANSPOSE_TILE) {
+            for r in r0..(r0 + TRANSPOSE_TILE).min(rows) {
+                for c in c0..(c0 + TRANSPOSE_TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_matches_definition() {
+        let (rows, cols) = (37, 70);
+        let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        let dst = transposed(&src, rows, cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(dst[c * rows + r], src[r * cols + c]);
+            }
+        }
+    }
+
+    #[test]
+    fn decode_converts_types() {
+        let bytes: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(decode::<f32>(Dtype::F32, &bytes).unwrap(), vec![1.5, -2.0]);
+        let as_half: Vec<f16> = decode(Dtype::F32, &bytes).unwrap();
+        assert_eq!(as_half, vec![f16::from_f32(1.5), f16::from_f32(-2.0)]);
+        let bf: Vec<u8> = bf16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
+        assert_eq!(decode::<f32>(Dtype::BF16, &bf).unwrap(), vec![0.5]);
+        assert!(decode::<f32>(Dtype::I64, &[0; 8]).is_err());
+    }
+}

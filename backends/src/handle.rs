@@ -1,0 +1,68 @@
+//! The public handle of a loaded model: the engine's `LoadedModel` plus direct access to logits
+//! (for golden tests and, later, perplexity), with the burn backend type erased.
+
+use engine::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError};
+
+/// Logits per prompt: one row per returned position, each `vocab_size` long, in f32.
+pub type Logits = Vec<Vec<Vec<f32>>>;
+
+/// Which prompt positions [`BurnModel::logits`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitPositions {
+    /// The last position of each prompt (the next-token distribution).
+    Last,
+    /// Every position of each prompt, first to last.
+    All,
+}
+
+/// What every backend-specific model offers; `BurnModel` holds one behind a box.
+pub(crate) trait ErasedModel: LoadedModel {
+    fn logits(
+        &self,
+        prompts: &[Vec<u32>],
+        positions: LogitPositions,
+    ) -> Result<Logits, RuntimeError>;
+}
+
+/// A model loaded by [`crate::BurnRuntime`] on some device.
+pub struct BurnModel {
+    inner: Box<dyn ErasedModel>,
+}
+
+impl BurnModel {
+    pub(crate) fn new(inner: Box<dyn ErasedModel>) -> Self {
+        Self { inner }
+    }
+
+    /// Runs the prompts (token ids, unpadded, as one left-padded batch) through the model and
+    /// returns f32 logits for the requested positions of each prompt.
+    pub fn logits(
+        &self,
+        prompts: &[Vec<u32>],
+        positions: LogitPositions,
+    ) -> Result<Logits, RuntimeError> {
+        self.inner.logits(prompts, positions)
+    }
+}
+
+impl LoadedModel for BurnModel {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        self.inner.encode(text)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
+        self.inner.decode(ids)
+    }
+
+    fn start<'a>(
+        &'a self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
+        self.inner.start(prompts, options)
+    }
+}

@@ -1,0 +1,282 @@
+//! One batched generation on a Llama model: the prefill step over the left-padded prompts, then
+//! one decode step per token with the KV cache, per-sequence stopping, and token selection.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+use engine::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
+
+use super::batch::PaddedBatch;
+use super::kv_cache::KvCache;
+use super::model::{LlamaModel, LogitRows, StepInput};
+use super::rope::RopeTable;
+use crate::guard::catch_backend_panic;
+use crate::host::to_host;
+use crate::sampler::Sampler;
+
+/// How tokens are chosen from a step's logits.
+enum Picker {
+    /// Argmax on the device, so only `batch` ids cross to the host each step.
+    Greedy,
+    Sample(Box<Sampler>),
+}
+
+/// Per-sequence progress.
+#[derive(Debug, Clone)]
+struct SequenceState {
+    generated: usize,
+    finished: bool,
+    /// The token to feed on the next decode step.
+    last: u32,
+}
+
+/// A generation in progress; borrows the model it runs on.
+pub(crate) struct LlamaGeneration<'a, B: Backend> {
+    model: &'a LlamaModel<B>,
+    /// Needed for the prefill only, emptied after it.
+    prompts: Vec<Vec<u32>>,
+    batch: PaddedBatch,
+    rope: RopeTable<B>,
+    cache: KvCache<B>,
+    picker: Picker,
+    eos: Vec<u32>,
+    options: GenerateOptions,
+    states: Vec<SequenceState>,
+    steps: usize,
+    /// Set when a step failed part-way; the cache is then inconsistent.
+    failed: bool,
+}
+
+/// Checks prompts against the model: non-empty, ids in the vocabulary, and (with `extra` more
+/// positions) within the model's context.
+pub(crate) fn validate_prompts(
+    prompts: &[Vec<u32>],
+    vocab_size: usize,
+    max_positions: usize,
+    extra: usize,
+) -> Result<(), RuntimeError> {
+    if prompts.is_empty() {
+        return Err(RuntimeError::InvalidInput("no prompts given".into()));
+    }
+    for (i, prompt) in prompts.iter().enumerate() {
+        if prompt.is_empty() {
+            return Err(RuntimeError::InvalidInput(format!("prompt {i} is empty")));
+        }
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "prompt {i} contains token id {bad}, outside the vocabulary of {vocab_size}"
+            )));
+        }
+        if prompt.len().saturating_add(extra) > max_positions {
+            return Err(RuntimeError::InvalidInput(format!(
+                "prompt {i} has {} tokens; with {extra} new tokens that exceeds the model's {max_positions} positions",
+                prompt.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<'a, B: Backend> LlamaGeneration<'a, B> {
+    /// Validates the request and reserves the KV cache for the whole generation.
+    pub(crate) fn start(
+        model: &'a LlamaModel<B>,
+        eos: &[u32],
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Self, RuntimeError> {
+        let config = model.config();
+        if options.max_new_tokens == 0 {
+            return Err(RuntimeError::InvalidInput(
+                "max_new_tokens must be at least 1".into(),
+            ));
+        }
+        validate_prompts(
+            prompts,
+            config.vocab_size,
+            config.max_position_embeddings,
+            options.max_new_tokens,
+        )?;
+        let picker = match options.decoding {
+            Decoding::Greedy => Picker::Greedy,
+            Decoding::Sample {
+                temperature: 0.0, ..
+            } => Picker::Greedy,
+            Decoding::Sample {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => Picker::Sample(Box::new(
+                Sampler::new(temperature, top_k, top_p, seed)
+                    .map_err(RuntimeError::InvalidInput)?,
+            )),
+        };
+        let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
+        // The last generated token is never fed back, hence the `- 1`s.
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let (rope, cache) = catch_backend_panic("allocating the generation", || {
+            Ok((
+                model.rope_table(longest + options.max_new_tokens - 1),
+                model.new_cache(batch.batch(), batch.width() + options.max_new_tokens - 1),
+            ))
+        })?;
+        let states = prompts
+            .iter()
+            .map(|p| SequenceState {
+                generated: 0,
+                finished: false,
+                last: p[p.len() - 1],
+            })
+            .collect();
+        Ok(Self {
+            model,
+            prompts: prompts.to_vec(),
+            batch,
+            rope,
+            cache,
+            picker,
+            eos: eos.to_vec(),
+            options: options.clone(),
+            states,
+            steps: 0,
+            failed: false,
+        })
+    }
+
+    /// Runs the model for this step and picks one token per sequence (finished sequences get
+    /// a token too; it is discarded).
+    fn compute(&mut self) -> Result<Vec<u32>, RuntimeError> {
+        let host = if self.steps == 0 {
+            self.batch.prefill(&std::mem::take(&mut self.prompts))
+        } else {
+            let last: Vec<u32> = self.states.iter().map(|s| s.last).collect();
+            self.batch.decode(self.steps, &last, self.cache.len())
+        };
+        let model = self.model;
+        let (rope, cache, picker, states) =
+            (&self.rope, &mut self.cache, &mut self.picker, &self.states);
+        catch_backend_panic("generation step", || {
+            let input = StepInput::upload(host, rope, model.device());
+            let logits = model.forward(&input, cache, LogitRows::Last)?;
+            pick(picker, logits, states)
+        })
+    }
+}
+
+/// Token ids from `[batch, vocab]` logits; the data is on the host when this returns. Greedy
+/// ties go to the lowest id, as in torch (burn-flex's argmax keeps the first maximum).
+fn pick<B: Backend>(
+    picker: &mut Picker,
+    logits: Tensor<B, 2>,
+    states: &[SequenceState],
+) -> Result<Vec<u32>, RuntimeError> {
+    let [batch, vocab] = logits.dims();
+    match picker {
+        Picker::Greedy => {
+            let ids = to_host(logits.argmax(1))?;
+            ids.iter::<i64>()
+                .map(|id| {
+                    u32::try_from(id)
+                        .map_err(|_| RuntimeError::Backend(format!("argmax returned {id}")))
+                })
+                .collect()
+        }
+        Picker::Sample(sampler) => {
+            let data = to_host(logits.cast(DType::F32))?;
+            let values: Vec<f32> = data
+                .to_vec()
+                .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}")))?;
+            Ok((0..batch)
+                .map(|b| {
+                    if states[b].finished {
+                        // Finished rows consume no random draws; their token is discarded.
+                        states[b].last
+                    } else {
+                        sampler.sample(&values[b * vocab..(b + 1) * vocab])
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+impl<B: Backend> Generation for LlamaGeneration<'_, B> {
+    fn step(&mut self) -> Result<StepOutput, RuntimeError> {
+        if self.failed {
+            return Err(RuntimeError::Backend(
+                "an earlier step of this generation failed; start a new one".into(),
+            ));
+        }
+        if self.states.iter().all(|s| s.finished) {
+            return Ok(StepOutput {
+                tokens: vec![None; self.states.len()],
+                finished: true,
+            });
+        }
+        let picked = match self.compute() {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        self.steps += 1;
+        let opts = &self.options;
+        let tokens = self
+            .states
+            .iter_mut()
+            .zip(picked)
+            .map(|(state, token)| {
+                if state.finished {
+                    return None;
+                }
+                state.generated += 1;
+                state.last = token;
+                let at_eos = opts.stop_at_eos
+                    && state.generated >= opts.min_new_tokens
+                    && self.eos.contains(&token);
+                if at_eos || state.generated >= opts.max_new_tokens {
+                    state.finished = true;
+                }
+                Some(token)
+            })
+            .collect();
+        Ok(StepOutput {
+            tokens,
+            finished: self.states.iter().all(|s| s.finished),
+        })
+    }
+
+    fn kv_cache_bytes(&self) -> u64 {
+        self.cache.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+    use burn_flex::{Flex, FlexDevice};
+
+    #[test]
+    fn greedy_ties_pick_the_lowest_id() {
+        let live = SequenceState {
+            generated: 0,
+            finished: false,
+            last: 0,
+        };
+        // Rows long enough for flex's SIMD argmax path as well as short ones.
+        for vocab in [8usize, 4096] {
+            let mut values = vec![0.0f32; 2 * vocab];
+            values[3] = 5.0;
+            values[vocab - 2] = 5.0;
+            values[vocab + vocab - 1] = 1.0;
+            values[vocab + 1] = 1.0;
+            let logits =
+                Tensor::<Flex, 2>::from_data(TensorData::new(values, [2, vocab]), &FlexDevice);
+            let states = vec![live.clone(), live.clone()];
+            let ids = pick(&mut Picker::Greedy, logits, &states).unwrap();
+            assert_eq!(ids, vec![3, 1], "vocab {vocab}");
+        }
+    }
+}

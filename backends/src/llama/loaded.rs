@@ -1,0 +1,175 @@
+//! A Llama model loaded from a model folder onto a device: config, tokenizer and weights put
+//! together, the facts reported about it, and the engine's `LoadedModel` contract.
+
+use std::path::Path;
+
+use burn::tensor::DType as BurnDType;
+use burn::tensor::backend::Backend;
+use engine::runtime::{
+    GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError, WeightsKind,
+};
+use serde_json::Value;
+
+use super::batch::PaddedBatch;
+use super::config::{LlamaConfig, TokenIds};
+use super::generation::{LlamaGeneration, validate_prompts};
+use super::model::{LlamaModel, LogitRows, StepInput};
+use super::weights::{LlamaWeights, WeightSource, parameter_count};
+use crate::checkpoint::Checkpoint;
+use crate::guard::catch_backend_panic;
+use crate::handle::{ErasedModel, LogitPositions, Logits};
+use crate::host::{burn_dtype, to_host};
+use crate::source::ResolvedSource;
+use crate::tokenizer::TextTokenizer;
+
+/// A Llama model ready to generate.
+pub(crate) struct LoadedLlama<B: Backend> {
+    info: ModelInfo,
+    tokenizer: TextTokenizer,
+    model: LlamaModel<B>,
+}
+
+impl<B: Backend> LoadedLlama<B> {
+    /// Loads the model in `source` onto `device` as `spec` asks.
+    pub(crate) fn load(
+        source: &ResolvedSource,
+        spec: &ModelSpec,
+        device: B::Device,
+    ) -> Result<Self, RuntimeError> {
+        let config = LlamaConfig::from_file(&source.dir.join("config.json"))?;
+        let eos_token_ids =
+            generation_config_eos(&source.dir)?.unwrap_or_else(|| config.eos_token_ids.clone());
+        let tokenizer = TextTokenizer::from_dir(&source.dir)?;
+        let dtype = burn_dtype(spec.dtype);
+        let supported = catch_backend_panic("querying the device", || {
+            Ok(B::supports_dtype(&device, dtype))
+        })?;
+        if !supported {
+            return Err(RuntimeError::UnsupportedDType {
+                dtype: spec.dtype,
+                device: spec.device.clone(),
+            });
+        }
+        let checkpoint = match spec.weights {
+            WeightsKind::Pretrained => Some(Checkpoint::open(&source.dir)?),
+            WeightsKind::Random => None,
+        };
+        let weight_source = match &checkpoint {
+            Some(c) => WeightSource::Checkpoint(c),
+            None => WeightSource::Random { seed: spec.seed },
+        };
+        let weights = catch_backend_panic("loading weights", || {
+            LlamaWeights::build(&config, &weight_source, &device, spec.dtype)
+        })?;
+        let parameters = parameter_count(&config);
+        let info = ModelInfo {
+            name: source.name.clone(),
+            architecture: "llama".into(),
+            parameters,
+            weight_bytes: parameters * spec.dtype.size_bytes() as u64,
+            hidden_size: config.hidden_size,
+            num_layers: config.num_layers,
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            intermediate_size: config.intermediate_size,
+            vocab_size: config.vocab_size,
+            max_position_embeddings: config.max_position_embeddings,
+            bos_token_id: config.bos_token_id,
+            eos_token_ids,
+        };
+        Ok(Self {
+            info,
+            tokenizer,
+            model: LlamaModel::new(config, weights, device, dtype),
+        })
+    }
+}
+
+/// EOS ids from `generation_config.json`, which is what transformers' `generate` stops on
+/// (Llama 3 instruct lists several there while `config.json` has one). `None` when the file or
+/// the field is absent.
+fn generation_config_eos(dir: &Path) -> Result<Option<Vec<u32>>, RuntimeError> {
+    let path = dir.join("generation_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let invalid = |reason: String| RuntimeError::InvalidModelFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read: {e}")))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    match value.get("eos_token_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value::<TokenIds>(v.clone())
+            .map(|ids| Some(ids.into_vec()))
+            .map_err(|_| invalid("eos_token_id must be a token id or a list of them".into())),
+    }
+}
+
+impl<B: Backend> LoadedModel for LoadedLlama<B> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        self.tokenizer.encode(text)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn start<'a>(
+        &'a self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
+        let generation =
+            LlamaGeneration::start(&self.model, &self.info.eos_token_ids, prompts, options)?;
+        Ok(Box::new(generation))
+    }
+}
+
+impl<B: Backend> ErasedModel for LoadedLlama<B> {
+    fn logits(
+        &self,
+        prompts: &[Vec<u32>],
+        positions: LogitPositions,
+    ) -> Result<Logits, RuntimeError> {
+        let config = self.model.config();
+        validate_prompts(
+            prompts,
+            config.vocab_size,
+            config.max_position_embeddings,
+            0,
+        )?;
+        let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
+        let width = batch.width();
+        let rows = match positions {
+            LogitPositions::Last => LogitRows::Last,
+            LogitPositions::All => LogitRows::All,
+        };
+        let values: Vec<f32> = catch_backend_panic("computing logits", || {
+            let rope = self.model.rope_table(width);
+            let mut cache = self.model.new_cache(batch.batch(), width);
+            let input = StepInput::upload(batch.prefill(prompts), &rope, self.model.device());
+            let logits = self.model.forward(&input, &mut cache, rows)?;
+            to_host(logits.cast(BurnDType::F32))?
+                .to_vec()
+                .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}")))
+        })?;
+        let vocab = config.vocab_size;
+        let row = |r: usize| values[r * vocab..(r + 1) * vocab].to_vec();
+        Ok((0..batch.batch())
+            .map(|b| match positions {
+                LogitPositions::Last => vec![row(b)],
+                // Skip the pad columns: callers get exactly the prompt's own positions.
+                LogitPositions::All => (width - batch.len(b)..width)
+                    .map(|t| row(b * width + t))
+                    .collect(),
+            })
+            .collect())
+    }
+}

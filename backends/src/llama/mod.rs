@@ -1,0 +1,13 @@
+//! The Llama architecture (`LlamaForCausalLM`): config, weights, forward pass, KV cache and
+//! generation, generic over the burn backend.
+
+mod batch;
+mod config;
+mod generation;
+mod kv_cache;
+mod loaded;
+mod model;
+mod rope;
+mod weights;
+
+pub(crate) use loaded::LoadedLlama;

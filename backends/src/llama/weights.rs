@@ -1,0 +1,342 @@
+//! The Llama parameter set: which tensors a config implies (checkpoint names and shapes), and
+//! building them on a device from a checkpoint or from seeded random values.
+//!
+//! Linear weights are stored transposed, `[in, out]`, so the forward pass is a plain
+//! `x @ W` on a `[rows, in]` view with no per-call transpose.
+
+use std::collections::{HashMap, HashSet};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType as BurnDType, Tensor, TensorData};
+use engine::runtime::{DType, RuntimeError};
+
+use super::config::LlamaConfig;
+use crate::checkpoint::Checkpoint;
+use crate::host::{RunFloat, burn_dtype, with_run_float};
+use crate::random_init;
+
+/// Name of the (possibly tied) output projection in checkpoints.
+const LM_HEAD: &str = "lm_head.weight";
+
+/// How a tensor is used, which decides its on-device layout and its random init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `[vocab, hidden]` lookup table, kept as stored.
+    Embedding,
+    /// Stored `[out, in]`, kept as `[in, out]`.
+    Linear,
+    /// RMSNorm scale, `[hidden]`.
+    Norm,
+}
+
+/// One tensor a config requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WeightSpec {
+    /// Checkpoint name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    /// Shape as stored in a Hugging Face checkpoint.
+    pub shape: Vec<usize>,
+    pub role: Role,
+}
+
+impl WeightSpec {
+    fn new(name: impl Into<String>, shape: &[usize], role: Role) -> Self {
+        Self {
+            name: name.into(),
+            shape: shape.to_vec(),
+            role,
+        }
+    }
+
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Shape on the device (linear weights transposed).
+    fn device_shape(&self) -> Vec<usize> {
+        match (self.role, self.shape.as_slice()) {
+            (Role::Linear, [out, inp]) => vec![*inp, *out],
+            _ => self.shape.clone(),
+        }
+    }
+}
+
+/// Every tensor of a `LlamaForCausalLM` with this config, in checkpoint order. A tied model has
+/// no `lm_head.weight`: the embedding doubles as the output projection.
+pub(crate) fn weight_specs(c: &LlamaConfig) -> Vec<WeightSpec> {
+    let (h, q, kv, ff) = (
+        c.hidden_size,
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let mut specs = vec![WeightSpec::new(
+        "model.embed_tokens.weight",
+        &[c.vocab_size, h],
+        Role::Embedding,
+    )];
+    for i in 0..c.num_layers {
+        let p = format!("model.layers.{i}");
+        specs.extend([
+            WeightSpec::new(format!("{p}.input_layernorm.weight"), &[h], Role::Norm),
+            WeightSpec::new(
+                format!("{p}.self_attn.q_proj.weight"),
+                &[q, h],
+                Role::Linear,
+            ),
+            WeightSpec::new(
+                format!("{p}.self_attn.k_proj.weight"),
+                &[kv, h],
+                Role::Linear,
+            ),
+            WeightSpec::new(
+                format!("{p}.self_attn.v_proj.weight"),
+                &[kv, h],
+                Role::Linear,
+            ),
+            WeightSpec::new(
+                format!("{p}.self_attn.o_proj.weight"),
+                &[h, q],
+                Role::Linear,
+            ),
+            WeightSpec::new(
+                format!("{p}.post_attention_layernorm.weight"),
+                &[h],
+                Role::Norm,
+            ),
+            WeightSpec::new(format!("{p}.mlp.gate_proj.weight"), &[ff, h], Role::Linear),
+            WeightSpec::new(format!("{p}.mlp.up_proj.weight"), &[ff, h], Role::Linear),
+            WeightSpec::new(format!("{p}.mlp.down_proj.weight"), &[h, ff], Role::Linear),
+        ]);
+    }
+    specs.push(WeightSpec::new("model.norm.weight", &[h], Role::Norm));
+    if !c.tie_word_embeddings {
+        specs.push(WeightSpec::new(LM_HEAD, &[c.vocab_size, h], Role::Linear));
+    }
+    specs
+}
+
+/// Total parameter count of a config (tied weights counted once).
+pub(crate) fn parameter_count(c: &LlamaConfig) -> u64 {
+    weight_specs(c).iter().map(|s| s.numel() as u64).sum()
+}
+
+/// One decoder layer's tensors.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerWeights<B: Backend> {
+    pub input_norm: Tensor<B, 1>,
+    /// `[hidden, heads * head_dim]`
+    pub q_proj: Tensor<B, 2>,
+    /// `[hidden, kv_heads * head_dim]`
+    pub k_proj: Tensor<B, 2>,
+    /// `[hidden, kv_heads * head_dim]`
+    pub v_proj: Tensor<B, 2>,
+    /// `[heads * head_dim, hidden]`
+    pub o_proj: Tensor<B, 2>,
+    pub post_attention_norm: Tensor<B, 1>,
+    /// `[hidden, intermediate]`
+    pub gate_proj: Tensor<B, 2>,
+    /// `[hidden, intermediate]`
+    pub up_proj: Tensor<B, 2>,
+    /// `[intermediate, hidden]`
+    pub down_proj: Tensor<B, 2>,
+}
+
+/// All tensors of a Llama model, on one device at one dtype.
+#[derive(Debug, Clone)]
+pub(crate) struct LlamaWeights<B: Backend> {
+    /// `[vocab, hidden]`
+    pub embed_tokens: Tensor<B, 2>,
+    pub layers: Vec<LayerWeights<B>>,
+    pub norm: Tensor<B, 1>,
+    /// `[hidden, vocab]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor<B, 2>>,
+}
+
+/// Where tensor values come from.
+pub(crate) enum WeightSource<'c> {
+    Checkpoint(&'c Checkpoint),
+    Random { seed: u64 },
+}
+
+impl<B: Backend> LlamaWeights<B> {
+    /// Builds every tensor `config` requires, one at a time so at most one host buffer is alive
+    /// besides what is already on the device.
+    pub(crate) fn build(
+        config: &LlamaConfig,
+        source: &WeightSource<'_>,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<Self, RuntimeError> {
+        let specs = weight_specs(config);
+        if let WeightSource::Checkpoint(ckpt) = source {
+            reject_unexpected_tensors(ckpt, &specs, config)?;
+        }
+        let run_dtype: BurnDType = burn_dtype(dtype);
+        let mut matrices: HashMap<String, Tensor<B, 2>> = HashMap::new();
+        let mut vectors: HashMap<String, Tensor<B, 1>> = HashMap::new();
+        for (index, spec) in specs.iter().enumerate() {
+            let index = u32::try_from(index)
+                .map_err(|_| RuntimeError::Backend("model has more than 2^32 tensors".into()))?;
+            let data = with_run_float!(dtype, T => TensorData::new(
+                host_values::<T>(spec, index, source, config)?,
+                spec.device_shape()
+            ));
+            match spec.role {
+                Role::Norm => {
+                    vectors.insert(
+                        spec.name.clone(),
+                        Tensor::from_data(data, (device, run_dtype)),
+                    );
+                }
+                Role::Linear | Role::Embedding => {
+                    matrices.insert(
+                        spec.name.clone(),
+                        Tensor::from_data(data, (device, run_dtype)),
+                    );
+                }
+            }
+        }
+        // Every name below was produced by `weight_specs` above, so lookups cannot miss; the
+        // error path only guards against the two lists drifting apart.
+        let missing =
+            |name: &str| RuntimeError::Backend(format!("internal: tensor `{name}` was not built"));
+        let mut matrix = |name: String| matrices.remove(&name).ok_or_else(|| missing(&name));
+        let embed_tokens = matrix("model.embed_tokens.weight".into())?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(matrix(LM_HEAD.into())?)
+        };
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(LayerWeights {
+                input_norm: vectors
+                    .remove(&format!("{p}.input_layernorm.weight"))
+                    .ok_or_else(|| missing("input_layernorm"))?,
+                q_proj: matrix(format!("{p}.self_attn.q_proj.weight"))?,
+                k_proj: matrix(format!("{p}.self_attn.k_proj.weight"))?,
+                v_proj: matrix(format!("{p}.self_attn.v_proj.weight"))?,
+                o_proj: matrix(format!("{p}.self_attn.o_proj.weight"))?,
+                post_attention_norm: vectors
+                    .remove(&format!("{p}.post_attention_layernorm.weight"))
+                    .ok_or_else(|| missing("post_attention_layernorm"))?,
+                gate_proj: matrix(format!("{p}.mlp.gate_proj.weight"))?,
+                up_proj: matrix(format!("{p}.mlp.up_proj.weight"))?,
+                down_proj: matrix(format!("{p}.mlp.down_proj.weight"))?,
+            });
+        }
+        let norm = vectors
+            .remove("model.norm.weight")
+            .ok_or_else(|| missing("model.norm.weight"))?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+}
+
+/// One tensor's values at the run dtype, in device layout.
+fn host_values<T: RunFloat>(
+    spec: &WeightSpec,
+    index: u32,
+    source: &WeightSource<'_>,
+    config: &LlamaConfig,
+) -> Result<Vec<T>, RuntimeError> {
+    match source {
+        WeightSource::Checkpoint(ckpt) => {
+            ckpt.read::<T>(&spec.name, &spec.shape, spec.role == Role::Linear)
+        }
+        WeightSource::Random { seed } => Ok(match spec.role {
+            // transformers initialises RMSNorm scales to one.
+            Role::Norm => vec![T::from_f32(1.0); spec.numel()],
+            Role::Linear | Role::Embedding => {
+                random_init::normal::<T>(*seed, index, spec.numel(), config.initializer_range)
+            }
+        }),
+    }
+}
+
+/// A tensor the config does not account for means the checkpoint is a different architecture
+/// (biases, extra norms, ...) than the config claims; computing without it would be wrong.
+fn reject_unexpected_tensors(
+    ckpt: &Checkpoint,
+    specs: &[WeightSpec],
+    config: &LlamaConfig,
+) -> Result<(), RuntimeError> {
+    let expected: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut unexpected: Vec<&str> = ckpt
+        .names()
+        .filter(|n| !expected.contains(n))
+        // Old checkpoints persist RoPE buffers; they are recomputed from the config.
+        .filter(|n| !n.ends_with(".rotary_emb.inv_freq"))
+        // transformers ignores a stored lm_head when embeddings are tied, and so do we.
+        .filter(|n| !(config.tie_word_embeddings && *n == LM_HEAD))
+        .collect();
+    if unexpected.is_empty() {
+        return Ok(());
+    }
+    unexpected.sort_unstable();
+    let shown: Vec<&str> = unexpected.iter().take(5).copied().collect();
+    Err(RuntimeError::InvalidModelFile {
+        path: ckpt.origin().display().to_string(),
+        reason: format!(
+            "{} tensor(s) not used by LlamaForCausalLM with this config, e.g. `{}`",
+            unexpected.len(),
+            shown.join("`, `")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::rope::{RopeConfig, RopeScaling};
+
+    fn config(tied: bool) -> LlamaConfig {
+        LlamaConfig {
+            hidden_size: 64,
+            intermediate_size: 172,
+            num_layers: 5,
+            num_heads: 8,
+            num_kv_heads: 4,
+            head_dim: 8,
+            rms_norm_eps: 1e-5,
+            rope: RopeConfig {
+                theta: 10_000.0,
+                scaling: RopeScaling::None,
+            },
+            tie_word_embeddings: tied,
+            vocab_size: 512,
+            max_position_embeddings: 512,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+            initializer_range: 0.02,
+        }
+    }
+
+    #[test]
+    fn stories260k_parameter_count() {
+        // stories260K: 512*64 embedding, 5 layers of (2*64 norms + 64*64 q + 2*32*64 k,v +
+        // 64*64 o + 3*172*64 mlp), final norm; "260K" is the tied count.
+        let per_layer = 2 * 64 + 64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 172 * 64;
+        let tied = 512 * 64 + 5 * per_layer + 64;
+        assert_eq!(parameter_count(&config(true)), tied as u64);
+        assert_eq!(parameter_count(&config(false)), (tied + 512 * 64) as u64);
+    }
+
+    #[test]
+    fn linear_device_shape_is_transposed() {
+        let specs = weight_specs(&config(true));
+        let k = specs
+            .iter()
+            .find(|s| s.name == "model.layers.0.self_attn.k_proj.weight")
+            .unwrap();
+        assert_eq!(k.shape, vec![32, 64]);
+        assert_eq!(k.device_shape(), vec![64, 32]);
+        assert!(!specs.iter().any(|s| s.name == LM_HEAD));
+    }
+}

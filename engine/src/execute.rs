@@ -1,0 +1,286 @@
+//! Executing a schedule: load models, run generations, time them, hand records to a sink.
+//!
+//! A failure inside one run (a corrupt model, a backend error) becomes a failed record and the
+//! study goes on; only a sink failure (results cannot be stored) stops the study.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::latency::{RequestTiming, batch_timings};
+use crate::prompts;
+use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
+use crate::runtime::{GenerateOptions, LoadedModel, ModelSpec, Runtime, RuntimeError, StepOutput};
+use crate::schedule::{Schedule, ScheduledRun};
+use crate::stage::StageId;
+
+/// A monotonic clock in seconds; tests substitute a scripted one.
+pub trait Clock {
+    /// Seconds since an arbitrary fixed origin; never decreases.
+    fn now_s(&self) -> f64;
+}
+
+/// The real monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        MonotonicClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_s(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64()
+    }
+}
+
+/// What the executor tells a progress display.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// The study starts: how many executions are pending and how many were already done.
+    StudyStarted {
+        /// Executions still to run.
+        pending: usize,
+        /// Executions found already stored.
+        already_done: usize,
+    },
+    /// A model is being loaded.
+    Loading {
+        /// Model source.
+        model: String,
+    },
+    /// A run starts.
+    RunStarted {
+        /// 1-based index among pending executions.
+        index: usize,
+        /// Pending executions.
+        total: usize,
+        /// Short description.
+        label: String,
+    },
+    /// A run ended.
+    RunFinished {
+        /// 1-based index.
+        index: usize,
+        /// Ok or failed.
+        status: RunStatus,
+        /// Summary line (throughput or the error).
+        summary: String,
+    },
+}
+
+/// How a study ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Runs that finished.
+    pub ok: usize,
+    /// Runs that failed.
+    pub failed: usize,
+    /// Runs skipped because their results were already stored.
+    pub skipped: usize,
+}
+
+/// The model of one load group in one cycle, or why it failed to load.
+type LoadedGroup = (StageId, usize, Result<Box<dyn LoadedModel>, String>);
+
+/// Runs schedules against a runtime.
+pub struct Executor<'a> {
+    runtime: &'a dyn Runtime,
+    clock: &'a dyn Clock,
+}
+
+impl<'a> Executor<'a> {
+    /// An executor over a runtime and a clock.
+    pub fn new(runtime: &'a dyn Runtime, clock: &'a dyn Clock) -> Self {
+        Executor { runtime, clock }
+    }
+
+    /// Executes every scheduled run not already in the sink.
+    pub fn execute(
+        &self,
+        schedule: &Schedule,
+        sink: &mut dyn RecordSink,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Outcome, SinkError> {
+        let done = sink.completed();
+        let pending: Vec<&ScheduledRun> = schedule
+            .items
+            .iter()
+            .filter(|item| !done.contains(&(item.run.id.hex(), item.cycle)))
+            .collect();
+        let mut outcome = Outcome {
+            skipped: schedule.items.len() - pending.len(),
+            ..Outcome::default()
+        };
+        progress(Progress::StudyStarted {
+            pending: pending.len(),
+            already_done: outcome.skipped,
+        });
+        // The model of the current load group; replaced (and the old one dropped) when the
+        // group changes, so at most one model is resident at a time.
+        let mut loaded: Option<LoadedGroup> = None;
+        for (i, item) in pending.iter().enumerate() {
+            let key = (item.run.load_id, item.cycle);
+            if loaded.as_ref().map(|(id, cycle, _)| (*id, *cycle)) != Some(key) {
+                // Free the previous model before loading the next, so two never coexist.
+                drop(loaded.take());
+                progress(Progress::Loading {
+                    model: item.run.load.model.clone(),
+                });
+                let spec = ModelSpec {
+                    source: item.run.load.model.clone(),
+                    revision: item.run.load.revision.clone(),
+                    dtype: item.run.load.dtype,
+                    weights: item.run.load.weights,
+                    device: item.run.load.device.clone(),
+                    seed: item.run.load.seed,
+                };
+                let model = self.runtime.load(&spec).map_err(|e| e.to_string());
+                loaded = Some((key.0, key.1, model));
+            }
+            let label = format!(
+                "{} {} bs={} cycle {}",
+                item.run.load.model, item.run.load.dtype, item.run.batch.size, item.cycle
+            );
+            progress(Progress::RunStarted {
+                index: i + 1,
+                total: pending.len(),
+                label,
+            });
+            let started_at_unix_s = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let model = loaded.as_ref().map(|(_, _, m)| m.as_ref());
+            let mut record = RunRecord {
+                study: schedule.study.clone(),
+                run_hash: item.run.id.hex(),
+                cycle: item.cycle,
+                spec: (*item.run).clone(),
+                status: RunStatus::Failed,
+                error: None,
+                model: None,
+                started_at_unix_s,
+                metrics: None,
+                requests: Vec::new(),
+            };
+            match model {
+                Some(Ok(model)) => {
+                    record.model = Some(model.info().clone());
+                    match self.run_one(item, model.as_ref()) {
+                        Ok((metrics, requests)) => {
+                            record.status = RunStatus::Ok;
+                            record.metrics = Some(metrics);
+                            record.requests = requests;
+                        }
+                        Err(e) => record.error = Some(e.to_string()),
+                    }
+                }
+                Some(Err(e)) => record.error = Some(format!("model load failed: {e}")),
+                None => record.error = Some("model was not loaded".to_string()),
+            }
+            sink.record(&record)?;
+            let summary = match (&record.status, &record.metrics) {
+                (RunStatus::Ok, Some(m)) => format!(
+                    "{} tokens in {:.3} s ({:.1} tokens/s)",
+                    m.output_tokens,
+                    m.wall_s,
+                    m.output_tokens_per_s().unwrap_or(0.0)
+                ),
+                _ => record.error.clone().unwrap_or_default(),
+            };
+            match record.status {
+                RunStatus::Ok => outcome.ok += 1,
+                RunStatus::Failed => outcome.failed += 1,
+            }
+            progress(Progress::RunFinished {
+                index: i + 1,
+                status: record.status,
+                summary,
+            });
+        }
+        Ok(outcome)
+    }
+
+    fn run_one(
+        &self,
+        item: &ScheduledRun,
+        model: &dyn LoadedModel,
+    ) -> Result<(RunMetrics, Vec<RequestTiming>), RuntimeError> {
+        let run = &item.run;
+        let texts = prompts::materialise(&run.prompts);
+        if texts.is_empty() {
+            return Err(RuntimeError::InvalidInput("the prompt set is empty".into()));
+        }
+        let mut encoded = Vec::with_capacity(texts.len());
+        for text in &texts {
+            let mut ids = model.encode(text)?;
+            if let Some(max) = run.prompts.max_input_tokens {
+                ids.truncate(max);
+            }
+            encoded.push(ids);
+        }
+        let options = GenerateOptions {
+            max_new_tokens: run.infer.max_new_tokens,
+            min_new_tokens: run.infer.min_new_tokens,
+            stop_at_eos: run.infer.stop_at_eos,
+            decoding: run.infer.decoding.to_runtime(),
+        };
+        let batches: Vec<&[Vec<u32>]> = encoded.chunks(run.batch.size).collect();
+
+        let warmup_start = self.clock.now_s();
+        for _ in 0..run.infer.warmup {
+            let mut generation = model.start(batches[0], &options)?;
+            while !generation.step()?.finished {}
+        }
+        let warmup_s = self.clock.now_s() - warmup_start;
+
+        let mut metrics = RunMetrics {
+            warmup_s,
+            num_batches: batches.len(),
+            ..RunMetrics::default()
+        };
+        let mut requests = Vec::with_capacity(encoded.len());
+        // Closed loop, offline: every request is available when the run starts.
+        let run_start = self.clock.now_s();
+        for (b, batch) in batches.iter().enumerate() {
+            let start = self.clock.now_s();
+            let mut generation = model.start(batch, &options)?;
+            let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
+            let mut ends = Vec::with_capacity(options.max_new_tokens);
+            loop {
+                let out = generation.step()?;
+                let end = self.clock.now_s();
+                metrics.kv_cache_peak_bytes =
+                    metrics.kv_cache_peak_bytes.max(generation.kv_cache_bytes());
+                let finished = out.finished;
+                steps.push(out);
+                ends.push(end);
+                if finished || steps.len() > options.max_new_tokens {
+                    break;
+                }
+            }
+            metrics.prefill_s += ends[0] - start;
+            metrics.decode_s += ends[ends.len() - 1] - ends[0];
+            let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
+            requests.extend(batch_timings(
+                b,
+                b * run.batch.size,
+                &lengths,
+                run_start,
+                start,
+                &steps,
+                &ends,
+            ));
+        }
+        metrics.wall_s = self.clock.now_s() - run_start;
+        metrics.num_requests = requests.len();
+        metrics.input_tokens = requests.iter().map(|r| r.input_tokens).sum();
+        metrics.output_tokens = requests.iter().map(|r| r.output_tokens).sum();
+        Ok((metrics, requests))
+    }
+}

@@ -1,0 +1,172 @@
+//! Latency arithmetic: per-request timings from step timestamps, and run-level percentiles.
+//!
+//! Definitions follow MLPerf and vLLM: TTFT is start → first token, TPOT is
+//! (e2e − ttft) / (output_tokens − 1), inter-token latencies are gaps between a request's
+//! consecutive tokens. Padding never counts as a token.
+
+use crate::runtime::StepOutput;
+
+/// Timings of one request (one prompt of a batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestTiming {
+    /// Index of the batch within the run.
+    pub batch_index: usize,
+    /// Index of the prompt within the run.
+    pub request_index: usize,
+    /// Prompt tokens (no padding).
+    pub input_tokens: usize,
+    /// Generated tokens (no padding).
+    pub output_tokens: usize,
+    /// Arrival → start of its batch, seconds.
+    pub queue_s: f64,
+    /// Start → first token, seconds.
+    pub ttft_s: f64,
+    /// Mean time per output token after the first; `None` with fewer than two tokens.
+    pub tpot_s: Option<f64>,
+    /// Start → last token, seconds.
+    pub e2e_s: f64,
+    /// Gaps between consecutive tokens, seconds.
+    pub inter_token_s: Vec<f64>,
+    /// The generated token ids.
+    pub output_ids: Vec<u32>,
+}
+
+/// Turns one batch's step outputs and their completion times into per-request timings.
+///
+/// `arrival_s` is when the requests arrived, `start_s` when the batch started, and
+/// `step_end_s[k]` when step `k` finished (all on one monotonic clock, in seconds).
+pub fn batch_timings(
+    batch_index: usize,
+    first_request_index: usize,
+    input_tokens: &[usize],
+    arrival_s: f64,
+    start_s: f64,
+    steps: &[StepOutput],
+    step_end_s: &[f64],
+) -> Vec<RequestTiming> {
+    (0..input_tokens.len())
+        .map(|seq| {
+            let mut times = Vec::new();
+            let mut ids = Vec::new();
+            for (step, &end) in steps.iter().zip(step_end_s) {
+                if let Some(Some(token)) = step.tokens.get(seq) {
+                    times.push(end);
+                    ids.push(*token);
+                }
+            }
+            let ttft_s = times.first().map_or(0.0, |t| t - start_s);
+            let e2e_s = times.last().map_or(0.0, |t| t - start_s);
+            let n = times.len();
+            RequestTiming {
+                batch_index,
+                request_index: first_request_index + seq,
+                input_tokens: input_tokens[seq],
+                output_tokens: n,
+                queue_s: (start_s - arrival_s).max(0.0),
+                ttft_s,
+                tpot_s: (n >= 2).then(|| (e2e_s - ttft_s) / (n - 1) as f64),
+                e2e_s,
+                inter_token_s: times.windows(2).map(|w| w[1] - w[0]).collect(),
+                output_ids: ids,
+            }
+        })
+        .collect()
+}
+
+/// Percentile with linear interpolation between closest ranks (numpy's default).
+/// `q` in [0, 100]; `None` for no values.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = (q / 100.0).clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
+}
+
+/// Arithmetic mean; `None` for no values.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// p50, p90 and p99 of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Mean.
+    pub mean: Option<f64>,
+}
+
+impl Percentiles {
+    /// Summarises a sample.
+    pub fn of(values: &[f64]) -> Self {
+        Percentiles {
+            p50: percentile(values, 50.0),
+            p90: percentile(values, 90.0),
+            p99: percentile(values, 99.0),
+            mean: mean(values),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(tokens: &[Option<u32>]) -> StepOutput {
+        StepOutput {
+            tokens: tokens.to_vec(),
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn ttft_tpot_and_e2e_follow_their_definitions() {
+        // Two sequences; the second stops after two tokens (None afterwards).
+        let steps = [
+            step(&[Some(5), Some(7)]),
+            step(&[Some(6), Some(2)]),
+            step(&[Some(9), None]),
+            step(&[Some(3), None]),
+        ];
+        let ends = [10.5, 10.7, 11.0, 11.4];
+        let t = batch_timings(0, 0, &[4, 3], 10.0, 10.1, &steps, &ends);
+        let a = &t[0];
+        assert!((a.queue_s - 0.1).abs() < 1e-12);
+        assert!((a.ttft_s - 0.4).abs() < 1e-12);
+        assert!((a.e2e_s - 1.3).abs() < 1e-12);
+        assert!((a.tpot_s.unwrap() - 0.3).abs() < 1e-12); // (1.3 - 0.4) / 3
+        assert_eq!(a.output_tokens, 4);
+        assert_eq!(a.inter_token_s.len(), 3);
+        let b = &t[1];
+        assert_eq!(b.output_tokens, 2);
+        assert!((b.e2e_s - 0.6).abs() < 1e-12);
+        assert!((b.tpot_s.unwrap() - 0.2).abs() < 1e-12);
+        assert_eq!(b.output_ids, vec![7, 2]);
+    }
+
+    #[test]
+    fn one_token_has_no_tpot() {
+        let t = batch_timings(0, 0, &[1], 0.0, 0.0, &[step(&[Some(1)])], &[0.25]);
+        assert_eq!(t[0].tpot_s, None);
+        assert_eq!(t[0].ttft_s, 0.25);
+    }
+
+    #[test]
+    fn percentiles_match_numpy_linear_interpolation() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), Some(2.5));
+        assert!((percentile(&v, 90.0).unwrap() - 3.7).abs() < 1e-12);
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&v, 100.0), Some(4.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! The llmeff engine: study scripts become plans, plans become schedules, schedules run.
+//!
+//! It owns the Rhai DSL and its module resolver, the plan DAG (petgraph), scheduling,
+//! execution and latency arithmetic. It deliberately knows nothing about burn, CUDA or Arrow:
+//! models run behind the traits in [`runtime`], and finished runs leave through
+//! [`record::RecordSink`].
+
+pub mod execute;
+pub mod latency;
+pub mod options;
+pub mod plan;
+pub mod prompts;
+pub mod record;
+pub mod resolver;
+pub mod runtime;
+pub mod schedule;
+pub mod script;
+pub mod shuffle;
+pub mod stage;

@@ -1,0 +1,257 @@
+//! Reading a stage's option map from a script, with errors that say what was valid.
+//!
+//! Every stage reads its options through [`OptionMap`], so an unknown key always lists the
+//! valid ones and a wrong type always names the expected one.
+
+use rhai::{Dynamic, Map};
+
+/// An option problem, phrased for the script author.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// A key the stage does not know.
+    #[error("unknown option `{key}` for {stage}(); valid options: {}", valid.join(", "))]
+    Unknown {
+        /// Stage function name.
+        stage: &'static str,
+        /// The key as written.
+        key: String,
+        /// The keys the stage accepts.
+        valid: Vec<&'static str>,
+    },
+    /// A value of the wrong type.
+    #[error("option `{key}` of {stage}() expects {expected}, got {got}")]
+    WrongType {
+        /// Stage function name.
+        stage: &'static str,
+        /// The key.
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+        /// The type given.
+        got: String,
+    },
+    /// A value of the right type outside its allowed range or set.
+    #[error("option `{key}` of {stage}(): {reason}")]
+    Invalid {
+        /// Stage function name.
+        stage: &'static str,
+        /// The key.
+        key: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+/// A script's option map for one stage, checked against the stage's valid keys.
+pub struct OptionMap {
+    stage: &'static str,
+    map: Map,
+}
+
+impl OptionMap {
+    /// Checks that every key is one of `valid`.
+    pub fn new(stage: &'static str, map: Map, valid: &[&'static str]) -> Result<Self, OptionError> {
+        let mut unknown: Vec<&str> = map
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| !valid.contains(k))
+            .collect();
+        unknown.sort();
+        if let Some(key) = unknown.first() {
+            let mut valid = valid.to_vec();
+            valid.sort();
+            return Err(OptionError::Unknown {
+                stage,
+                key: key.to_string(),
+                valid,
+            });
+        }
+        Ok(OptionMap { stage, map })
+    }
+
+    fn wrong(&self, key: &str, expected: &'static str, value: &Dynamic) -> OptionError {
+        OptionError::WrongType {
+            stage: self.stage,
+            key: key.to_string(),
+            expected,
+            got: value.type_name().to_string(),
+        }
+    }
+
+    /// An error about `key`'s value.
+    pub fn invalid(&self, key: &str, reason: impl Into<String>) -> OptionError {
+        OptionError::Invalid {
+            stage: self.stage,
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Dynamic> {
+        self.map.get(key).filter(|v| !v.is_unit())
+    }
+
+    /// A string option.
+    pub fn string(&self, key: &str) -> Result<Option<String>, OptionError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.is_string() => Ok(Some(v.clone().into_string().unwrap_or_default())),
+            Some(v) => Err(self.wrong(key, "a string", v)),
+        }
+    }
+
+    /// A string option restricted to `allowed`.
+    pub fn choice(
+        &self,
+        key: &str,
+        allowed: &[&'static str],
+    ) -> Result<Option<&'static str>, OptionError> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(s) => allowed
+                .iter()
+                .copied()
+                .find(|a| *a == s)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.invalid(key, format!("`{s}` is not one of: {}", allowed.join(", ")))
+                }),
+        }
+    }
+
+    /// A non-negative integer option.
+    pub fn count(&self, key: &str) -> Result<Option<usize>, OptionError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_int() {
+                Ok(i) if i >= 0 => Ok(Some(i as usize)),
+                Ok(i) => Err(self.invalid(key, format!("must be >= 0, got {i}"))),
+                Err(_) => Err(self.wrong(key, "an integer", v)),
+            },
+        }
+    }
+
+    /// A non-negative integer option used as a seed.
+    pub fn seed(&self, key: &str) -> Result<Option<u64>, OptionError> {
+        Ok(self.count(key)?.map(|c| c as u64))
+    }
+
+    /// A float option (integers are accepted too).
+    pub fn float(&self, key: &str) -> Result<Option<f64>, OptionError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                if let Ok(f) = v.as_float() {
+                    Ok(Some(f))
+                } else if let Ok(i) = v.as_int() {
+                    Ok(Some(i as f64))
+                } else {
+                    Err(self.wrong(key, "a number", v))
+                }
+            }
+        }
+    }
+
+    /// A boolean option.
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, OptionError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .map_err(|_| self.wrong(key, "true or false", v)),
+        }
+    }
+
+    /// An array-of-strings option.
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>, OptionError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.is_array() => {
+                let array = v.clone().into_array().unwrap_or_default();
+                array
+                    .iter()
+                    .map(|item| {
+                        if item.is_string() {
+                            Ok(item.clone().into_string().unwrap_or_default())
+                        } else {
+                            Err(self.wrong(key, "an array of strings", item))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            }
+            Some(v) => Err(self.wrong(key, "an array of strings", v)),
+        }
+    }
+
+    /// A nested map option.
+    pub fn map(&self, key: &str) -> Result<Option<Map>, OptionError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.is_map() => Ok(v.clone().try_cast::<Map>()),
+            Some(v) => Err(self.wrong(key, "a map `#{...}`", v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, Dynamic)]) -> Map {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_key_lists_valid_ones_sorted() {
+        let err = OptionMap::new(
+            "load",
+            map(&[("dtyp", Dynamic::from("f32"))]),
+            &["weights", "dtype"],
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unknown option `dtyp` for load(); valid options: dtype, weights")
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_expected_type() {
+        let opts =
+            OptionMap::new("batch", map(&[("size", Dynamic::from("8"))]), &["size"]).unwrap();
+        assert_eq!(
+            opts.count("size").unwrap_err().to_string(),
+            "option `size` of batch() expects an integer, got string"
+        );
+    }
+
+    #[test]
+    fn choice_rejects_values_outside_the_set() {
+        let opts =
+            OptionMap::new("load", map(&[("dtype", Dynamic::from("f64"))]), &["dtype"]).unwrap();
+        assert_eq!(
+            opts.choice("dtype", &["f32", "f16"])
+                .unwrap_err()
+                .to_string(),
+            "option `dtype` of load(): `f64` is not one of: f32, f16"
+        );
+    }
+
+    #[test]
+    fn floats_accept_integers_and_negative_counts_are_invalid() {
+        let opts = OptionMap::new(
+            "infer",
+            map(&[("t", Dynamic::from(1_i64)), ("n", Dynamic::from(-1_i64))]),
+            &["t", "n"],
+        )
+        .unwrap();
+        assert_eq!(opts.float("t").unwrap(), Some(1.0));
+        assert!(opts.count("n").is_err());
+    }
+}

@@ -1,0 +1,391 @@
+//! The logical plan: a DAG of content-addressed stages built by evaluating a script.
+//!
+//! Architecture Invariant: building a plan does no IO, loads no model and reads no clock.
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use crate::stage::{
+    AggregateStage, BatchStage, InferStage, LoadStage, MeasureStage, PromptsStage, Stage, StageId,
+    StageKind,
+};
+
+/// Meters a run gets when its script does not call `measure` on it.
+pub const DEFAULT_METERS: &[&str] = &["latency"];
+
+/// Study-wide settings (`study(#{...})` in a script).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StudySettings {
+    /// Folder name under `runs/`.
+    pub name: String,
+    /// How many times every run is repeated.
+    pub cycles: usize,
+    /// Seed of the per-cycle run order shuffle.
+    pub seed: u64,
+}
+
+impl StudySettings {
+    /// Defaults for a study named `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        StudySettings {
+            name: name.into(),
+            cycles: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// One node of the plan graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanNode {
+    /// Content address.
+    pub id: StageId,
+    /// What the node does.
+    pub stage: Stage,
+    /// Content addresses of its inputs, in argument order.
+    pub inputs: Vec<StageId>,
+}
+
+/// A stage wired to an input of the wrong kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage}() expects {expected} as argument {position}, got {got}")]
+pub struct WiringError {
+    /// The stage being built.
+    pub stage: &'static str,
+    /// 1-based argument position.
+    pub position: usize,
+    /// What it expects, e.g. "a model (from load)".
+    pub expected: &'static str,
+    /// What it got.
+    pub got: String,
+}
+
+/// Everything one run needs, resolved from the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// The run's content address (its measure node; implicit measures hash too).
+    pub id: StageId,
+    /// Id of the load node (runs sharing it share one loaded model).
+    pub load_id: StageId,
+    /// Model load options.
+    pub load: LoadStage,
+    /// Prompt set.
+    pub prompts: PromptsStage,
+    /// Batching.
+    pub batch: BatchStage,
+    /// Generation options.
+    pub infer: InferStage,
+    /// Meters.
+    pub measure: MeasureStage,
+    /// True when the script did not call `measure` and defaults apply.
+    pub implicit_measure: bool,
+}
+
+impl RunSpec {
+    /// The run's configuration as flat key/value pairs, for tables and EXPLAIN.
+    pub fn config(&self) -> BTreeMap<&'static str, String> {
+        let mut c = BTreeMap::new();
+        c.insert("model", self.load.model.clone());
+        c.insert("dtype", self.load.dtype.name().to_string());
+        c.insert("weights", self.load.weights.name().to_string());
+        c.insert("device", self.load.device.clone());
+        c.insert("prompts", self.prompts.source.to_string());
+        if let Some(n) = self.prompts.count {
+            c.insert("num_prompts", n.to_string());
+        }
+        c.insert("batch_size", self.batch.size.to_string());
+        c.insert("max_new_tokens", self.infer.max_new_tokens.to_string());
+        c.insert("decoding", self.infer.decoding.method().to_string());
+        c.insert("meters", self.measure.meters.join("+"));
+        c
+    }
+
+    /// The whole configuration as JSON (stored with every result row).
+    pub fn config_json(&self) -> serde_json::Value {
+        json!({
+            "load": self.load,
+            "prompts": self.prompts,
+            "batch": self.batch,
+            "infer": self.infer,
+            "measure": self.measure,
+        })
+    }
+}
+
+/// The logical plan of a study.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    graph: DiGraph<PlanNode, usize>,
+    index: HashMap<StageId, NodeIndex>,
+    /// Study-wide settings.
+    pub study: StudySettings,
+}
+
+impl Plan {
+    /// An empty plan for a study.
+    pub fn new(study: StudySettings) -> Self {
+        Plan {
+            graph: DiGraph::new(),
+            index: HashMap::new(),
+            study,
+        }
+    }
+
+    /// Adds a stage, or returns the existing node if an equal one is already there.
+    pub fn add(&mut self, stage: Stage, inputs: &[StageId]) -> StageId {
+        let id = StageId::of(&stage, inputs);
+        if self.index.contains_key(&id) {
+            return id;
+        }
+        let node = self.graph.add_node(PlanNode {
+            id,
+            stage,
+            inputs: inputs.to_vec(),
+        });
+        for (position, input) in inputs.iter().enumerate() {
+            if let Some(&from) = self.index.get(input) {
+                self.graph.add_edge(from, node, position);
+            }
+        }
+        self.index.insert(id, node);
+        id
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: StageId) -> Option<&PlanNode> {
+        self.index.get(&id).map(|&i| &self.graph[i])
+    }
+
+    /// The kind of the node with this id.
+    pub fn kind_of(&self, id: StageId) -> Option<StageKind> {
+        self.node(id).map(|n| n.stage.kind())
+    }
+
+    /// All nodes, in insertion order.
+    pub fn nodes(&self) -> impl Iterator<Item = &PlanNode> {
+        self.graph.node_indices().map(|i| &self.graph[i])
+    }
+
+    /// Number of nodes of a kind.
+    pub fn count(&self, kind: StageKind) -> usize {
+        self.nodes().filter(|n| n.stage.kind() == kind).count()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    /// True when the plan has no stage.
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    /// The aggregate stages of the study.
+    pub fn aggregates(&self) -> Vec<&AggregateStage> {
+        self.nodes()
+            .filter_map(|n| match &n.stage {
+                Stage::Aggregate(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn input_of<'a>(&'a self, node: &'a PlanNode, position: usize) -> Option<&'a PlanNode> {
+        node.inputs.get(position).and_then(|id| self.node(*id))
+    }
+
+    /// Every run of the plan, in the order the script declared them.
+    ///
+    /// A run is a `measure` node; an `infer` node that nothing measures is a run with the
+    /// default meters.
+    pub fn runs(&self) -> Vec<RunSpec> {
+        let mut measured: HashMap<StageId, bool> = HashMap::new();
+        for node in self.nodes() {
+            if let Stage::Measure(_) = node.stage
+                && let Some(&infer) = node.inputs.first()
+            {
+                measured.insert(infer, true);
+            }
+        }
+        let mut runs = Vec::new();
+        for node in self.nodes() {
+            match &node.stage {
+                Stage::Measure(m) => {
+                    if let Some(infer) = self.input_of(node, 0)
+                        && let Some(run) = self.resolve(node.id, infer, m.clone(), false)
+                    {
+                        runs.push(run);
+                    }
+                }
+                Stage::Infer(_) if !measured.contains_key(&node.id) => {
+                    let measure = MeasureStage {
+                        meters: DEFAULT_METERS.iter().map(|s| s.to_string()).collect(),
+                    };
+                    let id = StageId::of(&Stage::Measure(measure.clone()), &[node.id]);
+                    if let Some(run) = self.resolve(id, node, measure, true) {
+                        runs.push(run);
+                    }
+                }
+                _ => {}
+            }
+        }
+        runs
+    }
+
+    fn resolve(
+        &self,
+        id: StageId,
+        infer_node: &PlanNode,
+        measure: MeasureStage,
+        implicit_measure: bool,
+    ) -> Option<RunSpec> {
+        let Stage::Infer(infer) = &infer_node.stage else {
+            return None;
+        };
+        let load_node = self.input_of(infer_node, 0)?;
+        let batch_node = self.input_of(infer_node, 1)?;
+        let prompts_node = self.input_of(batch_node, 0)?;
+        match (&load_node.stage, &batch_node.stage, &prompts_node.stage) {
+            (Stage::Load(load), Stage::Batch(batch), Stage::Prompts(prompts)) => Some(RunSpec {
+                id,
+                load_id: load_node.id,
+                load: load.clone(),
+                prompts: prompts.clone(),
+                batch: batch.clone(),
+                infer: infer.clone(),
+                measure,
+                implicit_measure,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Graphviz DOT text of the DAG.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from(
+            "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
+        for i in self.graph.node_indices() {
+            let n = &self.graph[i];
+            let label = format!(
+                "{} {}\\n{}",
+                n.stage.kind().name(),
+                n.id.short(),
+                summary(&n.stage)
+            );
+            out.push_str(&format!(
+                "  \"{}\" [label=\"{}\"];\n",
+                n.id.short(),
+                label.replace('"', "\\\"")
+            ));
+        }
+        for e in self.graph.edge_references() {
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\";\n",
+                self.graph[e.source()].id.short(),
+                self.graph[e.target()].id.short()
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// Machine-readable plan: nodes with kind and options, edges, runs and study settings.
+    pub fn to_json(&self) -> serde_json::Value {
+        let nodes: Vec<_> = self
+            .nodes()
+            .map(|n| {
+                json!({
+                    "id": n.id.hex(),
+                    "kind": n.stage.kind().name(),
+                    "options": n.stage,
+                    "inputs": n.inputs.iter().map(|i| i.hex()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let edges: Vec<_> = self
+            .graph
+            .edge_references()
+            .map(|e| json!({"from": self.graph[e.source()].id.hex(), "to": self.graph[e.target()].id.hex()}))
+            .collect();
+        let runs: Vec<_> = self
+            .runs()
+            .iter()
+            .map(|r| json!({"id": r.id.hex(), "load": r.load_id.hex(), "config": r.config()}))
+            .collect();
+        json!({ "study": self.study, "nodes": nodes, "edges": edges, "runs": runs })
+    }
+}
+
+fn summary(stage: &Stage) -> String {
+    match stage {
+        Stage::Load(l) => format!(
+            "{} dtype={} weights={} device={}",
+            l.model,
+            l.dtype,
+            l.weights.name(),
+            l.device
+        ),
+        Stage::Prompts(p) => format!(
+            "{} count={} max_input_tokens={}",
+            p.source,
+            p.count.map_or("all".into(), |c| c.to_string()),
+            p.max_input_tokens.map_or("none".into(), |c| c.to_string())
+        ),
+        Stage::Batch(b) => format!("size={}", b.size),
+        Stage::Infer(i) => format!(
+            "max_new_tokens={} decoding={} warmup={}",
+            i.max_new_tokens,
+            i.decoding.method(),
+            i.warmup
+        ),
+        Stage::Measure(m) => format!("meters={}", m.meters.join(",")),
+        Stage::Aggregate(a) => format!("by={} stats={}", a.by.join(","), a.stats.join(",")),
+    }
+}
+
+/// SQL-EXPLAIN-like text: counts, then one line per load and per run.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs = self.runs();
+        writeln!(
+            f,
+            "Study {:?}: {} runs x {} cycles, {} loads, {} stages",
+            self.study.name,
+            runs.len(),
+            self.study.cycles,
+            self.count(StageKind::Load),
+            self.len()
+        )?;
+        for node in self.nodes().filter(|n| n.stage.kind() == StageKind::Load) {
+            let users = runs.iter().filter(|r| r.load_id == node.id).count();
+            writeln!(
+                f,
+                "  Load {} {} (serves {users} runs)",
+                node.id,
+                summary(&node.stage)
+            )?;
+        }
+        for (i, run) in runs.iter().enumerate() {
+            let config: Vec<String> = run
+                .config()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(f, "  Run {:>3} {} {}", i + 1, run.id, config.join(" "))?;
+        }
+        for a in self.aggregates() {
+            writeln!(
+                f,
+                "  Aggregate by={} stats={}",
+                a.by.join(","),
+                a.stats.join(",")
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Resolving `import` in study scripts: the embedded stdlib, script-relative files, then
+//! folders listed in `LLMEFF_PATH`.
+//!
+//! The stdlib is compiled into the binary so an installed `llmeff` has it without files.
+
+use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The stdlib modules: name and Rhai source.
+pub const STDLIB: &[(&str, &str)] = &[
+    ("sweep", include_str!("../../stdlib/sweep.rhai")),
+    ("scenarios", include_str!("../../stdlib/scenarios.rhai")),
+    ("models", include_str!("../../stdlib/models.rhai")),
+];
+
+/// Folders listed in the `LLMEFF_PATH` environment variable.
+pub fn search_path_from_env() -> Vec<PathBuf> {
+    std::env::var_os("LLMEFF_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default()
+}
+
+/// Resolves imports and detects import cycles.
+pub struct ModuleResolver {
+    base_dir: PathBuf,
+    search_path: Vec<PathBuf>,
+    /// Modules being evaluated right now (outermost first), to report cycles as a chain.
+    stack: Mutex<Vec<String>>,
+    cache: Mutex<HashMap<String, Shared<Module>>>,
+}
+
+impl ModuleResolver {
+    /// A resolver for scripts in `base_dir`, falling back to `search_path`.
+    pub fn new(base_dir: PathBuf, search_path: Vec<PathBuf>) -> Self {
+        ModuleResolver {
+            base_dir,
+            search_path,
+            stack: Mutex::new(Vec::new()),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn locate(&self, importer_dir: &Path, path: &str) -> Result<(String, String), String> {
+        let with_ext = if path.ends_with(".rhai") {
+            path.to_string()
+        } else {
+            format!("{path}.rhai")
+        };
+        let relative = path.starts_with("./") || path.starts_with("../") || path.contains('/');
+        if !relative && let Some((_, src)) = STDLIB.iter().find(|(name, _)| *name == path) {
+            return Ok((format!("stdlib:{path}"), src.to_string()));
+        }
+        let mut tried = Vec::new();
+        let mut candidates = vec![importer_dir.join(&with_ext)];
+        candidates.extend(self.search_path.iter().map(|d| d.join(&with_ext)));
+        for candidate in candidates {
+            if candidate.is_file() {
+                let text = std::fs::read_to_string(&candidate)
+                    .map_err(|e| format!("cannot read module {}: {e}", candidate.display()))?;
+                let key = candidate
+                    .canonicalize()
+                    .unwrap_or(candidate)
+                    .display()
+                    .to_string();
+                return Ok((key, text));
+            }
+            tried.push(candidate.display().to_string());
+        }
+        let stdlib: Vec<&str> = STDLIB.iter().map(|(n, _)| *n).collect();
+        Err(format!(
+            "module `{path}` not found; stdlib modules: {}; searched: {}",
+            stdlib.join(", "),
+            tried.join(", ")
+        ))
+    }
+}
+
+impl rhai::ModuleResolver for ModuleResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let importer_dir = source
+            .filter(|s| !s.starts_with("stdlib:") && *s != "<repl>")
+            .and_then(|s| Path::new(s).parent().map(Path::to_path_buf))
+            .filter(|p| !p.as_os_str().is_empty() || self.base_dir.as_os_str().is_empty())
+            .unwrap_or_else(|| self.base_dir.clone());
+        let (key, text) = self
+            .locate(&importer_dir, path)
+            .map_err(|m| EvalAltResult::ErrorRuntime(m.into(), pos))?;
+        if let Some(module) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(module.clone());
+        }
+        {
+            let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            if stack.contains(&key) {
+                let mut chain = stack.clone();
+                chain.push(key.clone());
+                return Err(EvalAltResult::ErrorRuntime(
+                    format!("import cycle: {}", chain.join(" -> ")).into(),
+                    pos,
+                )
+                .into());
+            }
+            stack.push(key.clone());
+        }
+        let result: Result<Shared<Module>, Box<EvalAltResult>> = (|| {
+            let mut ast = engine.compile(&text).map_err(|e| {
+                EvalAltResult::ErrorRuntime(format!("in module {key}: {e}").into(), pos)
+            })?;
+            ast.set_source(key.clone());
+            let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)?;
+            Ok(Shared::new(module))
+        })();
+        self.stack.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let module = result?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, module.clone());
+        Ok(module)
+    }
+}

@@ -1,0 +1,250 @@
+//! The boundary between the engine and whatever runs models.
+//!
+//! API Boundary: `backends` implements these traits; the engine only ever holds
+//! `Box<dyn ...>` values, so it never names a burn type.
+
+use std::fmt;
+
+/// Numeric precision of a model's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    /// 32-bit IEEE float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl DType {
+    /// Every dtype, in the order they are listed to users.
+    pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    /// The lower-case name used in scripts, tables and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// Bytes one element occupies.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Parses a dtype name as written in scripts (`f32`, `f16`, `bf16`).
+    pub fn parse(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a model's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightsKind {
+    /// The checkpoint's trained weights.
+    Pretrained,
+    /// Seeded random weights shaped by the model's config (no download of weights).
+    Random,
+}
+
+impl WeightsKind {
+    /// The name used in scripts and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightsKind::Pretrained => "pretrained",
+            WeightsKind::Random => "random",
+        }
+    }
+}
+
+/// Everything needed to load one model onto one device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelSpec {
+    /// A bundled alias (`tiny-stories`), a local folder, or a Hub id.
+    pub source: String,
+    /// Hub revision, when `source` is a Hub id.
+    pub revision: Option<String>,
+    /// Precision to run in.
+    pub dtype: DType,
+    /// Trained or random weights.
+    pub weights: WeightsKind,
+    /// Device name such as `cpu` or `cuda:0`.
+    pub device: String,
+    /// Seed for random weights.
+    pub seed: u64,
+}
+
+/// Facts about a loaded model that measurement and reporting need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Display name (alias or Hub id or folder name).
+    pub name: String,
+    /// Architecture family, e.g. `llama`.
+    pub architecture: String,
+    /// Total parameter count.
+    pub parameters: u64,
+    /// Bytes the weights occupy in memory at the loaded dtype.
+    pub weight_bytes: u64,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_layers: usize,
+    /// Number of query heads.
+    pub num_heads: usize,
+    /// Number of key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head dimension.
+    pub head_dim: usize,
+    /// Feed-forward inner size.
+    pub intermediate_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest sequence the model accepts.
+    pub max_position_embeddings: usize,
+    /// Beginning-of-sequence token id, if any.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token ids (generation stops at any of them).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// How the next token is picked from the logits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoding {
+    /// Always the most likely token.
+    Greedy,
+    /// Sampling from the softmax at a temperature, optionally restricted to top-k / top-p.
+    Sample {
+        /// Softmax temperature; 0 means greedy.
+        temperature: f64,
+        /// Keep only the k most likely tokens (0 = off).
+        top_k: usize,
+        /// Keep the smallest set whose probability reaches p (1.0 = off).
+        top_p: f64,
+        /// RNG seed, so runs are reproducible.
+        seed: u64,
+    },
+}
+
+/// Options for one batched generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Tokens generated per sequence at most.
+    pub max_new_tokens: usize,
+    /// EOS is ignored until a sequence has this many new tokens.
+    pub min_new_tokens: usize,
+    /// Stop a sequence at EOS (false: always generate `max_new_tokens`).
+    pub stop_at_eos: bool,
+    /// Token selection.
+    pub decoding: Decoding,
+}
+
+/// What one step of a generation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// One entry per sequence: the token it produced this step, or `None` if it had already
+    /// finished. Tokens are real outputs only, never padding.
+    pub tokens: Vec<Option<u32>>,
+    /// True when every sequence has finished.
+    pub finished: bool,
+}
+
+/// A batched generation in progress. The first `step` runs the prompt pass (prefill) and
+/// yields the first token of each sequence; later steps decode one token each.
+///
+/// Every `step` returns only after the device has finished the work (results are on the host),
+/// so the caller may time it with a wall clock.
+pub trait Generation {
+    /// Runs the next step.
+    fn step(&mut self) -> Result<StepOutput, RuntimeError>;
+    /// Bytes currently held by the KV cache.
+    fn kv_cache_bytes(&self) -> u64;
+}
+
+/// A model loaded on a device, ready to generate.
+pub trait LoadedModel: Send {
+    /// Static facts about the model.
+    fn info(&self) -> &ModelInfo;
+    /// Text to token ids, with the model's usual special tokens (BOS) added.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError>;
+    /// Token ids to text, skipping special tokens.
+    fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError>;
+    /// Starts generating continuations for a batch of prompts (token ids, unpadded).
+    fn start<'a>(
+        &'a self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn Generation + 'a>, RuntimeError>;
+}
+
+/// Loads models onto devices. The binary decides which implementation is wired in.
+pub trait Runtime: Send + Sync {
+    /// Loads (or creates, for random weights) the model a spec describes.
+    fn load(&self, spec: &ModelSpec) -> Result<Box<dyn LoadedModel>, RuntimeError>;
+    /// Names of the devices this runtime can use (`cpu`, `cuda:0`, ...).
+    fn devices(&self) -> Vec<String>;
+}
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The model name is neither a bundled alias, a folder nor a cached Hub id.
+    #[error("model `{name}` not found: {reason}")]
+    ModelNotFound {
+        /// What the user asked for.
+        name: String,
+        /// Where it was looked for and how to fix it.
+        reason: String,
+    },
+    /// A model file exists but cannot be used.
+    #[error("invalid model file {path}: {reason}")]
+    InvalidModelFile {
+        /// The offending file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The config asks for something this implementation does not support.
+    #[error("unsupported model config in {path}: {reason}")]
+    UnsupportedConfig {
+        /// The config file.
+        path: String,
+        /// The unsupported value, named.
+        reason: String,
+    },
+    /// The device named is unknown or unusable.
+    #[error("device `{device}` is not available: {reason}")]
+    DeviceUnavailable {
+        /// Device name.
+        device: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// This dtype cannot run on this device/backend.
+    #[error("dtype {dtype} is not supported on device `{device}`")]
+    UnsupportedDType {
+        /// The dtype asked for.
+        dtype: DType,
+        /// The device asked for.
+        device: String,
+    },
+    /// Tokenizer failure.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// Invalid generation input (empty prompt, too long, ...).
+    #[error("invalid generation input: {0}")]
+    InvalidInput(String),
+    /// The backend failed while computing.
+    #[error("backend error: {0}")]
+    Backend(String),
+}

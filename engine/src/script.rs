@@ -1,0 +1,753 @@
+//! Evaluating Rhai study scripts into a [`Plan`].
+//!
+//! The Rhai engine is sandboxed: no `eval`, limits on operations, call depth and sizes, and the
+//! only functions that touch the world are the stage builders, which only add plan nodes.
+
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::options::{OptionError, OptionMap};
+use crate::plan::{Plan, StudySettings};
+use crate::prompts::{self, BUILTIN_SETS};
+use crate::resolver::ModuleResolver;
+use crate::runtime::{DType, WeightsKind};
+use crate::stage::{
+    AggregateStage, BatchStage, DecodingSpec, InferStage, LoadStage, MeasureStage, PromptSource,
+    PromptsStage, Stage, StageId, StageKind,
+};
+
+/// Meter names `measure` accepts.
+pub const METERS: &[&str] = &["latency", "energy", "flops", "memory", "utilisation"];
+/// Statistics `aggregate` accepts.
+pub const STATS: &[&str] = &["mean", "std", "min", "max", "p50", "p90", "p99", "ci95"];
+/// Stage function names, for completion and docs.
+pub const STAGE_FUNCTIONS: &[&str] = &[
+    "load",
+    "prompts",
+    "batch",
+    "infer",
+    "measure",
+    "aggregate",
+    "study",
+];
+
+const LOAD_OPTIONS: &[&str] = &["dtype", "weights", "revision", "device", "seed"];
+const PROMPTS_OPTIONS: &[&str] = &["count", "max_input_tokens", "seed"];
+const BATCH_OPTIONS: &[&str] = &["size"];
+const INFER_OPTIONS: &[&str] = &[
+    "max_new_tokens",
+    "min_new_tokens",
+    "stop_at_eos",
+    "decoding",
+    "warmup",
+];
+const DECODING_OPTIONS: &[&str] = &["method", "temperature", "top_k", "top_p", "seed"];
+const MEASURE_OPTIONS: &[&str] = &["meters"];
+const AGGREGATE_OPTIONS: &[&str] = &["by", "stats"];
+const STUDY_OPTIONS: &[&str] = &["name", "cycles", "seed"];
+
+/// Every option key of every stage, for completion.
+pub fn option_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = [
+        LOAD_OPTIONS,
+        PROMPTS_OPTIONS,
+        BATCH_OPTIONS,
+        INFER_OPTIONS,
+        DECODING_OPTIONS,
+        MEASURE_OPTIONS,
+        AGGREGATE_OPTIONS,
+        STUDY_OPTIONS,
+    ]
+    .concat();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A handle to a plan node, as Rhai scripts hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// Content address of the node.
+    pub id: StageId,
+    /// What kind of node it is.
+    pub kind: StageKind,
+}
+
+impl Node {
+    fn describe(&self) -> String {
+        format!("{} (from {}())", kind_noun(self.kind), self.kind.name())
+    }
+}
+
+fn kind_noun(kind: StageKind) -> &'static str {
+    match kind {
+        StageKind::Load => "a model",
+        StageKind::Prompts => "prompts",
+        StageKind::Batch => "batches",
+        StageKind::Infer => "an inference run",
+        StageKind::Measure => "a measured run",
+        StageKind::Aggregate => "an aggregate",
+    }
+}
+
+/// A script error with its location, rendered with the source line and a caret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ScriptError {
+    /// File (or `<repl>`) the error is in.
+    pub file: String,
+    /// 1-based line, 0 if unknown.
+    pub line: usize,
+    /// 1-based column, 0 if unknown.
+    pub column: usize,
+    /// What went wrong.
+    pub message: String,
+    /// The offending source line, when known.
+    pub source_line: Option<String>,
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        writeln!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
+        if let Some(src) = &self.source_line {
+            let gutter = self.line.to_string().len();
+            writeln!(f, "{:gutter$} |", "")?;
+            writeln!(f, "{} | {}", self.line, src)?;
+            write!(
+                f,
+                "{:gutter$} | {:>col$}",
+                "",
+                "^",
+                col = self.column.max(1)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+type Shared = Arc<Mutex<Plan>>;
+
+fn lock(plan: &Shared) -> MutexGuard<'_, Plan> {
+    // A poisoned lock only means an earlier binding panicked; the plan itself stays consistent
+    // because every mutation is a single `add`.
+    plan.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn opt_err(e: OptionError) -> Box<EvalAltResult> {
+    e.to_string().into()
+}
+
+fn expect_node(
+    value: &Dynamic,
+    stage: &'static str,
+    position: usize,
+    expected: &'static str,
+    kinds: &[StageKind],
+) -> Result<Node, Box<EvalAltResult>> {
+    let got = match value.clone().try_cast::<Node>() {
+        Some(node) if kinds.contains(&node.kind) => return Ok(node),
+        Some(node) => node.describe(),
+        None => value.type_name().to_string(),
+    };
+    Err(format!("{stage}() expects {expected} as argument {position}, got {got}").into())
+}
+
+fn options(
+    value: Dynamic,
+    stage: &'static str,
+    valid: &[&'static str],
+) -> Result<OptionMap, Box<EvalAltResult>> {
+    if value.is_unit() {
+        return OptionMap::new(stage, Map::new(), valid).map_err(opt_err);
+    }
+    match value.try_cast::<Map>() {
+        Some(map) => OptionMap::new(stage, map, valid).map_err(opt_err),
+        None => Err(format!("{stage}() expects its options as a map `#{{...}}`").into()),
+    }
+}
+
+fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
+    let dtype_names: Vec<&'static str> = DType::ALL.iter().map(|d| d.name()).collect();
+    let dtype = opts
+        .choice("dtype", &dtype_names)?
+        .and_then(DType::parse)
+        .unwrap_or(DType::F32);
+    let weights = match opts.choice("weights", &["pretrained", "random"])? {
+        Some("random") => WeightsKind::Random,
+        _ => WeightsKind::Pretrained,
+    };
+    let device = opts.string("device")?.unwrap_or_else(|| "cpu".to_string());
+    if device != "cpu" && !is_cuda_name(&device) {
+        return Err(opts.invalid(
+            "device",
+            format!("`{device}` is not a device; use `cpu` or `cuda:N`"),
+        ));
+    }
+    if model.trim().is_empty() {
+        return Err(opts.invalid("model", "the model name is empty"));
+    }
+    Ok(LoadStage {
+        model: model.to_string(),
+        revision: opts.string("revision")?,
+        dtype,
+        weights,
+        device,
+        seed: opts.seed("seed")?.unwrap_or(0),
+    })
+}
+
+fn is_cuda_name(device: &str) -> bool {
+    device
+        .strip_prefix("cuda:")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn build_prompts(source: Dynamic, opts: OptionMap) -> Result<PromptsStage, Box<EvalAltResult>> {
+    let source = if source.is_string() {
+        let s = source.into_string().unwrap_or_default();
+        match s.strip_prefix("builtin:") {
+            Some(name) if prompts::builtin(name).is_some() => {
+                PromptSource::Builtin(name.to_string())
+            }
+            _ => {
+                let valid: Vec<String> = BUILTIN_SETS
+                    .iter()
+                    .map(|n| format!("builtin:{n}"))
+                    .collect();
+                return Err(format!(
+                    "unknown prompt source `{s}`; valid sources: {}, or an array of strings",
+                    valid.join(", ")
+                )
+                .into());
+            }
+        }
+    } else if source.is_array() {
+        let items: Array = source.into_array().unwrap_or_default();
+        let mut texts = Vec::with_capacity(items.len());
+        for item in items {
+            if !item.is_string() {
+                return Err(format!(
+                    "prompts() expects an array of strings, found {}",
+                    item.type_name()
+                )
+                .into());
+            }
+            texts.push(item.into_string().unwrap_or_default());
+        }
+        if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
+            return Err("prompts() needs at least one prompt and no empty prompt".into());
+        }
+        PromptSource::Inline(texts)
+    } else {
+        return Err(format!(
+            "prompts() expects a source string like \"builtin:stories\" or an array of strings, got {}",
+            source.type_name()
+        )
+        .into());
+    };
+    let count = opts.count("count").map_err(opt_err)?;
+    if count == Some(0) {
+        return Err(opt_err(opts.invalid("count", "must be at least 1")));
+    }
+    let max_input_tokens = opts.count("max_input_tokens").map_err(opt_err)?;
+    if max_input_tokens == Some(0) {
+        return Err(opt_err(
+            opts.invalid("max_input_tokens", "must be at least 1"),
+        ));
+    }
+    Ok(PromptsStage {
+        source,
+        count,
+        max_input_tokens,
+        seed: opts.seed("seed").map_err(opt_err)?.unwrap_or(0),
+    })
+}
+
+fn build_decoding(map: Option<Map>) -> Result<DecodingSpec, OptionError> {
+    let Some(map) = map else {
+        return Ok(DecodingSpec::Greedy);
+    };
+    let opts = OptionMap::new("decoding", map, DECODING_OPTIONS)?;
+    match opts
+        .choice("method", &["greedy", "sample"])?
+        .unwrap_or("greedy")
+    {
+        "greedy" => {
+            for key in ["temperature", "top_k", "top_p", "seed"] {
+                if opts.float(key).ok().flatten().is_some() {
+                    return Err(opts.invalid(key, "only applies to method \"sample\""));
+                }
+            }
+            Ok(DecodingSpec::Greedy)
+        }
+        _ => {
+            let temperature = opts.float("temperature")?.unwrap_or(1.0);
+            if !(temperature >= 0.0 && temperature.is_finite()) {
+                return Err(opts.invalid("temperature", "must be a finite number >= 0"));
+            }
+            let top_p = opts.float("top_p")?.unwrap_or(1.0);
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                return Err(opts.invalid("top_p", "must be in (0, 1]"));
+            }
+            Ok(DecodingSpec::Sample {
+                temperature,
+                top_k: opts.count("top_k")?.unwrap_or(0),
+                top_p,
+                seed: opts.seed("seed")?.unwrap_or(0),
+            })
+        }
+    }
+}
+
+fn build_infer(opts: OptionMap) -> Result<InferStage, OptionError> {
+    let max_new_tokens = opts.count("max_new_tokens")?.unwrap_or(32);
+    if max_new_tokens == 0 {
+        return Err(opts.invalid("max_new_tokens", "must be at least 1"));
+    }
+    let min_new_tokens = opts.count("min_new_tokens")?.unwrap_or(0);
+    if min_new_tokens > max_new_tokens {
+        return Err(opts.invalid(
+            "min_new_tokens",
+            format!("{min_new_tokens} is more than max_new_tokens ({max_new_tokens})"),
+        ));
+    }
+    Ok(InferStage {
+        max_new_tokens,
+        min_new_tokens,
+        stop_at_eos: opts.boolean("stop_at_eos")?.unwrap_or(true),
+        decoding: build_decoding(opts.map("decoding")?)?,
+        warmup: opts.count("warmup")?.unwrap_or(1),
+    })
+}
+
+fn checked_names(
+    opts: &OptionMap,
+    key: &str,
+    valid: &[&'static str],
+    default: &[&str],
+) -> Result<Vec<String>, OptionError> {
+    let mut names = opts
+        .strings(key)?
+        .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+    for name in &names {
+        if !valid.contains(&name.as_str()) {
+            return Err(opts.invalid(key, format!("`{name}` is not one of: {}", valid.join(", "))));
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn register_stages(engine: &mut Engine, plan: &Shared) {
+    engine
+        .register_type_with_name::<Node>("Node")
+        .register_fn("to_string", |n: &mut Node| {
+            format!("<{} {}>", n.kind.name(), n.id)
+        })
+        .register_fn("to_debug", |n: &mut Node| {
+            format!("<{} {}>", n.kind.name(), n.id)
+        })
+        .register_get("id", |n: &mut Node| n.id.short())
+        .register_get("kind", |n: &mut Node| n.kind.name().to_string());
+
+    let p = plan.clone();
+    let load = move |model: &str, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+        let stage = build_load(model, options(opts, "load", LOAD_OPTIONS)?).map_err(opt_err)?;
+        let id = lock(&p).add(Stage::Load(stage), &[]);
+        Ok(Node {
+            id,
+            kind: StageKind::Load,
+        })
+    };
+    let load1 = load.clone();
+    engine.register_fn("load", load);
+    engine.register_fn("load", move |model: &str| load1(model, Dynamic::UNIT));
+
+    let p = plan.clone();
+    let prompts = move |source: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+        let stage = build_prompts(source, options(opts, "prompts", PROMPTS_OPTIONS)?)?;
+        let id = lock(&p).add(Stage::Prompts(stage), &[]);
+        Ok(Node {
+            id,
+            kind: StageKind::Prompts,
+        })
+    };
+    let prompts1 = prompts.clone();
+    engine.register_fn("prompts", prompts);
+    engine.register_fn("prompts", move |source: Dynamic| {
+        prompts1(source, Dynamic::UNIT)
+    });
+
+    let p = plan.clone();
+    let batch = move |input: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+        let prompts = expect_node(
+            &input,
+            "batch",
+            1,
+            "prompts (from prompts())",
+            &[StageKind::Prompts],
+        )?;
+        let opts = options(opts, "batch", BATCH_OPTIONS)?;
+        let size = opts.count("size").map_err(opt_err)?.unwrap_or(1);
+        if size == 0 {
+            return Err(opt_err(opts.invalid("size", "must be at least 1")));
+        }
+        let id = lock(&p).add(Stage::Batch(BatchStage { size }), &[prompts.id]);
+        Ok(Node {
+            id,
+            kind: StageKind::Batch,
+        })
+    };
+    let batch1 = batch.clone();
+    engine.register_fn("batch", batch.clone());
+    engine.register_fn("batch", move |input: Dynamic| batch1(input, Dynamic::UNIT));
+
+    let p = plan.clone();
+    let infer = move |model: Dynamic,
+                      batches: Dynamic,
+                      opts: Dynamic|
+          -> Result<Node, Box<EvalAltResult>> {
+        let model = expect_node(
+            &model,
+            "infer",
+            1,
+            "a model (from load())",
+            &[StageKind::Load],
+        )?;
+        let batches = expect_node(
+            &batches,
+            "infer",
+            2,
+            "batches (from batch()) or prompts (from prompts())",
+            &[StageKind::Batch, StageKind::Prompts],
+        )?;
+        // Prompts passed straight to infer run one at a time.
+        let batches = if batches.kind == StageKind::Prompts {
+            batch(Dynamic::from(batches), Dynamic::UNIT)?
+        } else {
+            batches
+        };
+        let stage = build_infer(options(opts, "infer", INFER_OPTIONS)?).map_err(opt_err)?;
+        let id = lock(&p).add(Stage::Infer(stage), &[model.id, batches.id]);
+        Ok(Node {
+            id,
+            kind: StageKind::Infer,
+        })
+    };
+    let infer2 = infer.clone();
+    engine.register_fn("infer", infer);
+    engine.register_fn("infer", move |m: Dynamic, b: Dynamic| {
+        infer2(m, b, Dynamic::UNIT)
+    });
+
+    let p = plan.clone();
+    let measure = move |run: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+        let run = expect_node(
+            &run,
+            "measure",
+            1,
+            "an inference run (from infer())",
+            &[StageKind::Infer],
+        )?;
+        let opts = options(opts, "measure", MEASURE_OPTIONS)?;
+        let meters =
+            checked_names(&opts, "meters", METERS, crate::plan::DEFAULT_METERS).map_err(opt_err)?;
+        let id = lock(&p).add(Stage::Measure(MeasureStage { meters }), &[run.id]);
+        Ok(Node {
+            id,
+            kind: StageKind::Measure,
+        })
+    };
+    let measure1 = measure.clone();
+    engine.register_fn("measure", measure);
+    engine.register_fn("measure", move |run: Dynamic| measure1(run, Dynamic::UNIT));
+
+    let p = plan.clone();
+    engine.register_fn(
+        "aggregate",
+        move |opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+            let opts = options(opts, "aggregate", AGGREGATE_OPTIONS)?;
+            let by = opts.strings("by").map_err(opt_err)?.unwrap_or_default();
+            let stats = checked_names(&opts, "stats", STATS, &["mean", "std"]).map_err(opt_err)?;
+            let id = lock(&p).add(Stage::Aggregate(AggregateStage { by, stats }), &[]);
+            Ok(Node {
+                id,
+                kind: StageKind::Aggregate,
+            })
+        },
+    );
+
+    let p = plan.clone();
+    engine.register_fn(
+        "study",
+        move |opts: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let opts = options(opts, "study", STUDY_OPTIONS)?;
+            let mut plan = lock(&p);
+            if let Some(name) = opts.string("name").map_err(opt_err)? {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    || name.starts_with('.')
+                {
+                    return Err(opt_err(
+                        opts.invalid("name", "use letters, digits, '-', '_' and '.' only"),
+                    ));
+                }
+                plan.study.name = name;
+            }
+            if let Some(cycles) = opts.count("cycles").map_err(opt_err)? {
+                if cycles == 0 {
+                    return Err(opt_err(opts.invalid("cycles", "must be at least 1")));
+                }
+                plan.study.cycles = cycles;
+            }
+            if let Some(seed) = opts.seed("seed").map_err(opt_err)? {
+                plan.study.seed = seed;
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Builds the sandboxed Rhai engine whose stage functions add nodes to `plan`.
+pub fn build_engine(
+    plan: &Arc<Mutex<Plan>>,
+    resolver: ModuleResolver,
+    messages: &Arc<Mutex<Vec<String>>>,
+) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_operations(50_000_000);
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(1 << 20);
+    engine.set_max_array_size(1_000_000);
+    engine.set_max_map_size(100_000);
+    engine.set_max_modules(256);
+    engine.disable_symbol("eval");
+    engine.set_module_resolver(resolver);
+    let m = messages.clone();
+    engine.on_print(move |s| {
+        m.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.to_string())
+    });
+    let m = messages.clone();
+    engine.on_debug(move |s, _, pos| {
+        m.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("[{pos}] {s}"))
+    });
+    register_stages(&mut engine, plan);
+    engine.register_fn("builtin_prompt_sets", |_ctx: NativeCallContext| -> Array {
+        BUILTIN_SETS
+            .iter()
+            .map(|s| Dynamic::from(s.to_string()))
+            .collect()
+    });
+    engine
+}
+
+/// A script evaluation context: one plan that successive evaluations extend (the REPL uses
+/// one session for a whole conversation; `llmeff run` uses one per script).
+pub struct Session {
+    plan: Arc<Mutex<Plan>>,
+    messages: Arc<Mutex<Vec<String>>>,
+    engine: Engine,
+    scope: Scope<'static>,
+    base_dir: PathBuf,
+}
+
+impl Session {
+    /// A session whose relative imports resolve against `base_dir`.
+    pub fn new(study: StudySettings, base_dir: &Path, search_path: Vec<PathBuf>) -> Self {
+        let plan = Arc::new(Mutex::new(Plan::new(study)));
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let resolver = ModuleResolver::new(base_dir.to_path_buf(), search_path);
+        let engine = build_engine(&plan, resolver, &messages);
+        Session {
+            plan,
+            messages,
+            engine,
+            scope: Scope::new(),
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    /// Evaluates source text named `file` (for error messages), extending the plan.
+    /// Returns the value of the last statement.
+    pub fn eval(&mut self, file: &str, source: &str) -> Result<Dynamic, ScriptError> {
+        let mut ast: AST = self
+            .engine
+            .compile_with_scope(&self.scope, source)
+            .map_err(|e| {
+                let pos = e.position();
+                located(file, source, pos, e.err_type().to_string())
+            })?;
+        ast.set_source(file.to_string());
+        self.engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &ast)
+            .map_err(|e| runtime_error(file, source, &e))
+    }
+
+    /// A copy of the plan built so far.
+    pub fn plan(&self) -> Plan {
+        lock(&self.plan).clone()
+    }
+
+    /// Lines the script printed since the last call.
+    pub fn take_messages(&self) -> Vec<String> {
+        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The folder relative imports resolve against.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Names of variables defined so far (for completion).
+    pub fn variables(&self) -> Vec<String> {
+        self.scope
+            .iter()
+            .map(|(name, _, _)| name.to_string())
+            .collect()
+    }
+}
+
+/// Evaluates a whole script file's text into a plan whose study is named `study_name`.
+pub fn plan_script(file: &Path, source: &str, study_name: &str) -> Result<Plan, ScriptError> {
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut session = Session::new(
+        StudySettings::named(study_name),
+        &base,
+        crate::resolver::search_path_from_env(),
+    );
+    let _last_value = session.eval(&file.display().to_string(), source)?;
+    Ok(session.plan())
+}
+
+fn located(file: &str, source: &str, pos: Position, message: String) -> ScriptError {
+    let line = pos.line().unwrap_or(0);
+    let column = pos.position().unwrap_or(1);
+    ScriptError {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+        source_line: (line > 0).then(|| source.lines().nth(line - 1).unwrap_or("").to_string()),
+    }
+}
+
+/// Finds the innermost message and the outermost position in the script being evaluated.
+fn runtime_error(file: &str, source: &str, err: &EvalAltResult) -> ScriptError {
+    let mut position = err.position();
+    let mut current = err;
+    let mut context: Vec<String> = Vec::new();
+    loop {
+        match current {
+            EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
+                if !src.is_empty() && src != file {
+                    context.push(format!("in {name}() of {src}"));
+                } else if !pos.is_none() {
+                    position = *pos;
+                }
+                current = inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, _) => {
+                context.push(format!("in module `{name}`"));
+                current = inner;
+            }
+            _ => break,
+        }
+    }
+    if position.is_none() {
+        position = current.position();
+    }
+    let mut message = match current {
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "the script exceeded the limit of 50,000,000 operations (an endless loop?)".to_string()
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            "the script exceeded the call depth limit of 64".to_string()
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => format!("{what} exceeds its size limit"),
+        other => other.to_string(),
+    };
+    if !context.is_empty() {
+        message = format!("{message} ({})", context.join(", "));
+    }
+    located(file, source, position, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(src: &str) -> Result<Plan, ScriptError> {
+        plan_script(Path::new("test.rhai"), src, "test")
+    }
+
+    #[test]
+    fn equal_calls_return_the_same_node() {
+        let p = plan(
+            r#"
+            let a = load("tiny-stories");
+            let b = load("tiny-stories", #{ dtype: "f32" });
+            let ps = prompts("builtin:stories", #{ count: 4 });
+            infer(a, batch(ps, #{ size: 2 }));
+            infer(b, batch(ps, #{ size: 2 }));
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.count(StageKind::Load), 1);
+        assert_eq!(p.runs().len(), 1);
+    }
+
+    #[test]
+    fn unknown_option_is_located_and_lists_valid_keys() {
+        let err = plan("let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:1:9: unknown option `dtyp` for load(); valid options: device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
+        );
+    }
+
+    #[test]
+    fn wrong_input_kind_names_both() {
+        let err = plan("let p = prompts(\"builtin:stories\");\ninfer(p, p);").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(
+            err.message,
+            "infer() expects a model (from load()) as argument 1, got prompts (from prompts())"
+        );
+    }
+
+    #[test]
+    fn endless_loop_hits_the_operation_limit() {
+        let err = plan("loop { }").unwrap_err();
+        assert!(
+            err.message.contains("limit of 50,000,000 operations"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn eval_is_disabled() {
+        assert!(plan("eval(\"1\")").is_err());
+    }
+
+    #[test]
+    fn parse_error_has_line_and_column() {
+        let err = plan("let x = ;").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 9));
+    }
+}

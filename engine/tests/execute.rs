@@ -1,0 +1,247 @@
+//! Executor tests against a fake runtime whose steps take scripted times on a fake clock.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use engine::execute::{Clock, Executor, Progress};
+use engine::record::{MemorySink, RunStatus};
+use engine::runtime::{
+    GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, Runtime, RuntimeError,
+    StepOutput,
+};
+use engine::schedule::Schedule;
+
+/// Seconds on the fake clock; steps advance it.
+#[derive(Clone, Default)]
+struct FakeTime(Arc<Mutex<f64>>);
+
+impl FakeTime {
+    fn advance(&self, s: f64) {
+        *self.0.lock().unwrap() += s;
+    }
+}
+
+impl Clock for FakeTime {
+    fn now_s(&self) -> f64 {
+        *self.0.lock().unwrap()
+    }
+}
+
+const PREFILL_S: f64 = 0.5;
+const DECODE_S: f64 = 0.1;
+const LOAD_S: f64 = 3.0;
+
+struct FakeModel {
+    info: ModelInfo,
+    time: FakeTime,
+}
+
+struct FakeGeneration {
+    time: FakeTime,
+    remaining: Vec<usize>,
+    step: usize,
+}
+
+impl Generation for FakeGeneration {
+    fn step(&mut self) -> Result<StepOutput, RuntimeError> {
+        self.time
+            .advance(if self.step == 0 { PREFILL_S } else { DECODE_S });
+        self.step += 1;
+        let tokens = self
+            .remaining
+            .iter_mut()
+            .map(|r| {
+                if *r == 0 {
+                    None
+                } else {
+                    *r -= 1;
+                    Some(7)
+                }
+            })
+            .collect();
+        Ok(StepOutput {
+            tokens,
+            finished: self.remaining.iter().all(|r| *r == 0),
+        })
+    }
+
+    fn kv_cache_bytes(&self) -> u64 {
+        1024 * self.step as u64
+    }
+}
+
+impl LoadedModel for FakeModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        // One token per word, plus BOS.
+        Ok(std::iter::once(1)
+            .chain(text.split_whitespace().map(|_| 5))
+            .collect())
+    }
+    fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
+        Ok(format!("{} tokens", ids.len()))
+    }
+    fn start<'a>(
+        &'a self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
+        // Sequence i stops after max_new_tokens - i tokens, so lengths differ within a batch.
+        let remaining = (0..prompts.len())
+            .map(|i| options.max_new_tokens.saturating_sub(i).max(1))
+            .collect();
+        Ok(Box::new(FakeGeneration {
+            time: self.time.clone(),
+            remaining,
+            step: 0,
+        }))
+    }
+}
+
+struct FakeRuntime {
+    time: FakeTime,
+    loads: Mutex<Vec<String>>,
+}
+
+impl Runtime for FakeRuntime {
+    fn load(&self, spec: &ModelSpec) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+        self.loads.lock().unwrap().push(spec.source.clone());
+        self.time.advance(LOAD_S);
+        if spec.source == "broken" {
+            return Err(RuntimeError::InvalidModelFile {
+                path: "broken/model.safetensors".into(),
+                reason: "truncated".into(),
+            });
+        }
+        Ok(Box::new(FakeModel {
+            info: ModelInfo {
+                name: spec.source.clone(),
+                architecture: "fake".into(),
+                parameters: 10,
+                weight_bytes: 40,
+                hidden_size: 4,
+                num_layers: 1,
+                num_heads: 1,
+                num_kv_heads: 1,
+                head_dim: 4,
+                intermediate_size: 8,
+                vocab_size: 16,
+                max_position_embeddings: 64,
+                bos_token_id: Some(1),
+                eos_token_ids: vec![2],
+            },
+            time: self.time.clone(),
+        }))
+    }
+    fn devices(&self) -> Vec<String> {
+        vec!["cpu".into()]
+    }
+}
+
+fn plan(src: &str) -> engine::plan::Plan {
+    engine::script::plan_script(Path::new("t.rhai"), src, "t").unwrap()
+}
+
+fn execute(src: &str) -> (MemorySink, Vec<String>) {
+    let time = FakeTime::default();
+    let runtime = FakeRuntime {
+        time: time.clone(),
+        loads: Mutex::new(Vec::new()),
+    };
+    let executor = Executor::new(&runtime, &time);
+    let mut sink = MemorySink::default();
+    let events = Rc::new(Cell::new(0));
+    let counter = events.clone();
+    executor
+        .execute(
+            &Schedule::from_plan(&plan(src)),
+            &mut sink,
+            &mut |_: Progress| counter.set(counter.get() + 1),
+        )
+        .unwrap();
+    assert!(events.get() > 0);
+    let loads = runtime.loads.lock().unwrap().clone();
+    (sink, loads)
+}
+
+#[test]
+fn latency_arithmetic_on_scripted_step_times() {
+    let (sink, _) = execute(
+        r#"
+        let m = load("fake");
+        let p = prompts(["a b", "c d e", "f"]);
+        infer(m, batch(p, #{ size: 2 }), #{ max_new_tokens: 4, warmup: 1 });
+        "#,
+    );
+    let record = &sink.records[0];
+    assert_eq!(record.status, RunStatus::Ok);
+    let m = record.metrics.as_ref().unwrap();
+    // Batch 0: prompts of 3 and 4 tokens; lengths 4 and 3 -> 4 steps. Batch 1: one prompt, 4 steps.
+    assert_eq!(m.num_batches, 2);
+    assert_eq!(m.input_tokens, 3 + 4 + 2);
+    assert_eq!(m.output_tokens, 4 + 3 + 4);
+    let eps = 1e-9;
+    assert!((m.prefill_s - 2.0 * PREFILL_S).abs() < eps);
+    assert!((m.decode_s - 6.0 * DECODE_S).abs() < eps);
+    assert!((m.wall_s - (2.0 * PREFILL_S + 6.0 * DECODE_S)).abs() < eps);
+    // Warm-up is one real generation of the first batch, excluded from wall_s.
+    assert!((m.warmup_s - (PREFILL_S + 3.0 * DECODE_S)).abs() < eps);
+    let r = &record.requests;
+    assert_eq!(r.len(), 3);
+    assert!((r[0].ttft_s - PREFILL_S).abs() < eps);
+    assert!((r[0].e2e_s - (PREFILL_S + 3.0 * DECODE_S)).abs() < eps);
+    assert!((r[0].tpot_s.unwrap() - DECODE_S).abs() < eps);
+    assert!((r[1].e2e_s - (PREFILL_S + 2.0 * DECODE_S)).abs() < eps);
+    // The second batch waited for the first one.
+    assert!((r[2].queue_s - (PREFILL_S + 3.0 * DECODE_S)).abs() < eps);
+    assert!((m.output_tokens_per_s().unwrap() - 11.0 / m.wall_s).abs() < eps);
+}
+
+#[test]
+fn each_model_loads_once_per_cycle_and_a_broken_one_fails_alone() {
+    let (sink, loads) = execute(
+        r#"
+        import "sweep" as sweep;
+        let p = prompts(["x"]);
+        for cfg in sweep::grid(#{ model: ["a", "broken", "c"], bs: [1, 2, 3, 4] }) {
+            infer(load(cfg.model), batch(p, #{ size: cfg.bs }), #{ max_new_tokens: 2, warmup: 0 });
+        }
+        "#,
+    );
+    assert_eq!(loads, vec!["a", "broken", "c"]);
+    assert_eq!(sink.records.len(), 12);
+    let failed: Vec<_> = sink
+        .records
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 4);
+    assert!(failed.iter().all(|r| r.spec.load.model == "broken"));
+    assert!(
+        failed[0].error.as_deref().unwrap().contains("truncated"),
+        "{:?}",
+        failed[0].error
+    );
+}
+
+#[test]
+fn completed_runs_are_skipped_on_resume() {
+    let src = r#"infer(load("a"), batch(prompts(["x"])), #{ max_new_tokens: 2, warmup: 0 });"#;
+    let time = FakeTime::default();
+    let runtime = FakeRuntime {
+        time: time.clone(),
+        loads: Mutex::new(Vec::new()),
+    };
+    let executor = Executor::new(&runtime, &time);
+    let mut sink = MemorySink::default();
+    let schedule = Schedule::from_plan(&plan(src));
+    let first = executor.execute(&schedule, &mut sink, &mut |_| {}).unwrap();
+    let second = executor.execute(&schedule, &mut sink, &mut |_| {}).unwrap();
+    assert_eq!((first.ok, first.skipped), (1, 0));
+    assert_eq!((second.ok, second.skipped), (0, 1));
+    assert_eq!(sink.records.len(), 1);
+}

@@ -1,0 +1,90 @@
+//! Every example study plans, and its plan is snapshotted (examples are tests).
+
+use std::path::{Path, PathBuf};
+
+use engine::schedule::Schedule;
+use engine::stage::StageKind;
+
+fn experiments() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments")
+}
+
+fn plan_of(name: &str) -> engine::plan::Plan {
+    let path = experiments().join(format!("{name}.rhai"));
+    let source = std::fs::read_to_string(&path).unwrap();
+    engine::script::plan_script(&path, &source, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_experiment_plans_and_matches_its_snapshot() {
+    let mut names: Vec<String> = std::fs::read_dir(experiments())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "controlled",
+            "grid",
+            "models",
+            "scenarios",
+            "single",
+            "suite"
+        ]
+    );
+    for name in names {
+        let plan = plan_of(&name);
+        assert!(!plan.runs().is_empty(), "{name} has no runs");
+        let text = format!("{plan}{}", Schedule::from_plan(&plan));
+        insta::assert_snapshot!(format!("plan_{name}"), text);
+    }
+}
+
+#[test]
+fn grid_loads_each_model_dtype_once() {
+    let plan = plan_of("grid");
+    assert_eq!(plan.runs().len(), 8);
+    assert_eq!(plan.count(StageKind::Load), 4);
+    assert_eq!(Schedule::from_plan(&plan).loads(), 4);
+}
+
+#[test]
+fn suite_repeats_every_run_per_cycle_in_shuffled_orders() {
+    let plan = plan_of("suite");
+    let schedule = Schedule::from_plan(&plan);
+    let runs = plan.runs().len();
+    assert_eq!(schedule.items.len(), runs * 3);
+    let order = |cycle: usize| -> Vec<_> {
+        schedule
+            .items
+            .iter()
+            .filter(|i| i.cycle == cycle)
+            .map(|i| i.run.id)
+            .collect()
+    };
+    assert!(
+        order(0) != order(1) || order(1) != order(2),
+        "cycles should be shuffled"
+    );
+}
+
+#[test]
+fn shards_partition_the_schedule() {
+    let plan = plan_of("grid");
+    let full = Schedule::from_plan(&plan);
+    let mut seen = Vec::new();
+    for index in 0..3 {
+        let part = full
+            .clone()
+            .shard(engine::schedule::Shard { index, count: 3 });
+        seen.extend(part.items.iter().map(|i| (i.run.id, i.cycle)));
+    }
+    seen.sort();
+    let mut all: Vec<_> = full.items.iter().map(|i| (i.run.id, i.cycle)).collect();
+    all.sort();
+    assert_eq!(seen, all);
+}

@@ -1,0 +1,62 @@
+//! llmeff's results: the table schemas, the Parquet store and its exports.
+//!
+//! It owns everything Arrow and Parquet; it knows nothing about Rhai, plans or burn. Rows are
+//! filled by column name and checked against [`schema`], the one place columns are defined.
+
+pub mod parquet_io;
+pub mod row;
+pub mod schema;
+pub mod store;
+
+pub use row::{Cell, Row};
+pub use store::Store;
+
+use std::path::{Path, PathBuf};
+
+/// Why results could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Filesystem failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Parquet encoding or decoding failure (e.g. a corrupt file).
+    #[error("{path}: parquet: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the parquet library said.
+        message: String,
+    },
+    /// A row does not fit the schema.
+    #[error("schema: {0}")]
+    Schema(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn parquet(path: &Path, e: parquet::errors::ParquetError) -> Self {
+        StoreError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn arrow(path: &Path, e: arrow_schema::ArrowError) -> Self {
+        StoreError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}

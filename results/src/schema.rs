@@ -1,0 +1,258 @@
+//! The one place the results tables' columns are defined: names (with units), types, docs.
+//!
+//! Units are part of column names (`_s` seconds, `_bytes`, `_per_s`); counts are Int64,
+//! times Float64, names Utf8.
+
+use arrow_schema::{DataType, Field, Schema};
+use std::sync::Arc;
+
+/// A column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// UTF-8 text.
+    Text,
+    /// 64-bit signed integer (counts, bytes).
+    Int,
+    /// 64-bit float (seconds, rates).
+    Float,
+}
+
+impl ColumnType {
+    fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Float => DataType::Float64,
+        }
+    }
+}
+
+/// One column of a results table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// Name, with its unit as a suffix.
+    pub name: &'static str,
+    /// Type.
+    pub ty: ColumnType,
+    /// Whether it may be null.
+    pub nullable: bool,
+    /// What it means and where the number comes from.
+    pub doc: &'static str,
+}
+
+const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static str) -> Column {
+    Column {
+        name,
+        ty,
+        nullable,
+        doc,
+    }
+}
+
+use ColumnType::{Float, Int, Text};
+
+/// Columns of `runs.parquet`: one row per execution (run × cycle).
+pub const RUN_COLUMNS: &[Column] = &[
+    col("study", Text, false, "study name"),
+    col(
+        "run_hash",
+        Text,
+        false,
+        "content hash of the run's configuration",
+    ),
+    col("cycle_id", Int, false, "0-based repetition of the run"),
+    col("status", Text, false, "`ok` or `failed`"),
+    col("error", Text, true, "why the run failed"),
+    col(
+        "started_at_unix_s",
+        Float,
+        false,
+        "wall-clock start, seconds since the Unix epoch",
+    ),
+    col("model", Text, false, "model alias, folder or Hub id"),
+    col("revision", Text, true, "Hub revision"),
+    col("dtype", Text, false, "precision: f32, f16, bf16"),
+    col("weights", Text, false, "`pretrained` or `random`"),
+    col("device", Text, false, "device name"),
+    col("prompts", Text, false, "prompt source"),
+    col("num_prompts", Int, false, "prompts in the run"),
+    col("max_input_tokens", Int, true, "prompt truncation length"),
+    col("batch_size", Int, false, "prompts per batch"),
+    col("max_new_tokens", Int, false, "generation cap per prompt"),
+    col(
+        "min_new_tokens",
+        Int,
+        false,
+        "EOS ignored before this many tokens",
+    ),
+    col("stop_at_eos", Text, false, "`true` or `false`"),
+    col("decoding", Text, false, "`greedy` or `sample`"),
+    col("temperature", Float, true, "sampling temperature"),
+    col("top_k", Int, true, "sampling top-k (0 = off)"),
+    col("top_p", Float, true, "sampling top-p (1 = off)"),
+    col("warmup_runs", Int, false, "untimed warm-up generations"),
+    col("meters", Text, false, "meters requested, `+`-separated"),
+    col("architecture", Text, true, "model family"),
+    col(
+        "model_parameters",
+        Int,
+        true,
+        "parameter count, analytic from the loaded tensors",
+    ),
+    col(
+        "model_bytes",
+        Int,
+        true,
+        "bytes of weights at the run's dtype, analytic",
+    ),
+    col("num_requests", Int, true, "requests measured"),
+    col("num_batches", Int, true, "batches measured"),
+    col("input_tokens", Int, true, "prompt tokens, no padding"),
+    col("output_tokens", Int, true, "generated tokens, no padding"),
+    col(
+        "wall_s",
+        Float,
+        true,
+        "timed wall time, warm-up excluded; monotonic clock",
+    ),
+    col(
+        "prefill_s",
+        Float,
+        true,
+        "time in prompt passes; monotonic clock",
+    ),
+    col(
+        "decode_s",
+        Float,
+        true,
+        "time in decode steps; monotonic clock",
+    ),
+    col(
+        "warmup_s",
+        Float,
+        true,
+        "time spent warming up (not in wall_s)",
+    ),
+    col("output_tokens_per_s", Float, true, "output_tokens / wall_s"),
+    col(
+        "total_tokens_per_s",
+        Float,
+        true,
+        "(input_tokens + output_tokens) / wall_s",
+    ),
+    col("requests_per_s", Float, true, "num_requests / wall_s"),
+    col(
+        "ttft_mean_s",
+        Float,
+        true,
+        "mean time to first token (batch start to first token)",
+    ),
+    col("ttft_p50_s", Float, true, "median time to first token"),
+    col(
+        "ttft_p90_s",
+        Float,
+        true,
+        "90th percentile time to first token",
+    ),
+    col(
+        "ttft_p99_s",
+        Float,
+        true,
+        "99th percentile time to first token",
+    ),
+    col(
+        "tpot_mean_s",
+        Float,
+        true,
+        "mean time per output token after the first",
+    ),
+    col("tpot_p50_s", Float, true, "median time per output token"),
+    col(
+        "tpot_p90_s",
+        Float,
+        true,
+        "90th percentile time per output token",
+    ),
+    col(
+        "tpot_p99_s",
+        Float,
+        true,
+        "99th percentile time per output token",
+    ),
+    col(
+        "e2e_mean_s",
+        Float,
+        true,
+        "mean request latency (batch start to last token)",
+    ),
+    col("e2e_p50_s", Float, true, "median request latency"),
+    col("e2e_p90_s", Float, true, "90th percentile request latency"),
+    col("e2e_p99_s", Float, true, "99th percentile request latency"),
+    col(
+        "kv_cache_peak_bytes",
+        Int,
+        true,
+        "largest KV cache seen, analytic from its shape",
+    ),
+    col(
+        "config_json",
+        Text,
+        false,
+        "the run's full resolved configuration",
+    ),
+    col(
+        "llmeff_version",
+        Text,
+        false,
+        "version of llmeff that measured the run",
+    ),
+];
+
+/// Columns of `requests/<hash>.parquet`: one row per request of a run.
+pub const REQUEST_COLUMNS: &[Column] = &[
+    col("run_hash", Text, false, "content hash of the run"),
+    col("cycle_id", Int, false, "0-based repetition"),
+    col("request_index", Int, false, "prompt index within the run"),
+    col("batch_index", Int, false, "batch index within the run"),
+    col("input_tokens", Int, false, "prompt tokens, no padding"),
+    col("output_tokens", Int, false, "generated tokens, no padding"),
+    col("queue_s", Float, false, "arrival to batch start"),
+    col("ttft_s", Float, false, "batch start to first token"),
+    col(
+        "tpot_s",
+        Float,
+        true,
+        "(e2e_s - ttft_s) / (output_tokens - 1)",
+    ),
+    col("e2e_s", Float, false, "batch start to last token"),
+    col("itl_max_s", Float, true, "largest inter-token gap"),
+];
+
+/// The Arrow schema of a column list.
+pub fn arrow_schema(columns: &[Column]) -> Arc<Schema> {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(c.name, c.ty.arrow(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// A Markdown table documenting a column list (used in docs and a snapshot test).
+pub fn markdown(columns: &[Column]) -> String {
+    let mut out = String::from("| column | type | nullable | meaning |\n|---|---|---|---|\n");
+    for c in columns {
+        let ty = match c.ty {
+            ColumnType::Text => "string",
+            ColumnType::Int => "int64",
+            ColumnType::Float => "float64",
+        };
+        out.push_str(&format!(
+            "| `{}` | {ty} | {} | {} |\n",
+            c.name,
+            if c.nullable { "yes" } else { "no" },
+            c.doc
+        ));
+    }
+    out
+}

@@ -1,0 +1,204 @@
+//! A study's results folder: one Parquet part per finished run, compacted into tables.
+//!
+//! Layout: `parts/<run_hash>-c<cycle>.parquet` (one row), `requests/<run_hash>-c<cycle>.parquet`,
+//! and the compacted `runs.parquet`, `runs.csv`, `runs.json`. A part's existence means the
+//! run is stored; failed runs get a `.failed.parquet` part so a resume retries them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+use crate::parquet_io::{read_rows, write_bytes, write_rows};
+use crate::row::{Cell, Row};
+use crate::schema::{Column, REQUEST_COLUMNS, RUN_COLUMNS};
+
+/// A study's results folder.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn part_name(run_hash: &str, cycle: i64, failed: bool) -> String {
+    if failed {
+        format!("{run_hash}-c{cycle}.failed.parquet")
+    } else {
+        format!("{run_hash}-c{cycle}.parquet")
+    }
+}
+
+fn text<'a>(row: &'a Row, name: &str) -> Result<&'a str, StoreError> {
+    match row.get(name) {
+        Some(Cell::Text(s)) => Ok(s),
+        _ => Err(StoreError::Schema(format!("row has no `{name}`"))),
+    }
+}
+
+fn int(row: &Row, name: &str) -> Result<i64, StoreError> {
+    match row.get(name) {
+        Some(Cell::Int(i)) => Ok(*i),
+        _ => Err(StoreError::Schema(format!("row has no `{name}`"))),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the folder of a study.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        for sub in ["parts", "requests"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
+        }
+        Ok(Store { dir })
+    }
+
+    /// The study folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores one execution: its run row and its request rows, each atomically. The run part
+    /// is written last, so its presence implies the requests are there too.
+    pub fn write_run(&self, run: &Row, requests: &[Row]) -> Result<(), StoreError> {
+        let hash = text(run, "run_hash")?.to_string();
+        if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(StoreError::Schema(format!(
+                "run_hash `{hash}` is not a hex digest"
+            )));
+        }
+        let cycle = int(run, "cycle_id")?;
+        let failed = text(run, "status")? != "ok";
+        if !requests.is_empty() {
+            let path = self
+                .dir
+                .join("requests")
+                .join(format!("{hash}-c{cycle}.parquet"));
+            write_rows(&path, REQUEST_COLUMNS, requests)?;
+        }
+        let path = self.dir.join("parts").join(part_name(&hash, cycle, failed));
+        write_rows(&path, RUN_COLUMNS, std::slice::from_ref(run))?;
+        // A success replaces an earlier failure of the same execution.
+        if !failed {
+            let stale = self.dir.join("parts").join(part_name(&hash, cycle, true));
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(|e| StoreError::io(&stale, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// (run hash, cycle) of every successfully stored execution.
+    pub fn completed(&self) -> Result<HashSet<(String, usize)>, StoreError> {
+        let mut done = HashSet::new();
+        for name in self.part_names()? {
+            if name.ends_with(".failed.parquet") {
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".parquet")
+                && let Some((hash, cycle)) = stem.rsplit_once("-c")
+                && let Ok(cycle) = cycle.parse::<usize>()
+            {
+                done.insert((hash.to_string(), cycle));
+            }
+        }
+        Ok(done)
+    }
+
+    fn part_names(&self) -> Result<Vec<String>, StoreError> {
+        let parts = self.dir.join("parts");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&parts).map_err(|e| StoreError::io(&parts, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&parts, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            // Temporary files of an interrupted write start with a dot and are ignored.
+            if name.ends_with(".parquet") && !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// All stored run rows (failed ones whose execution later succeeded are gone), ordered by
+    /// start time.
+    pub fn runs(&self) -> Result<Vec<Row>, StoreError> {
+        let mut rows = Vec::new();
+        for name in self.part_names()? {
+            rows.extend(read_rows(&self.dir.join("parts").join(name), RUN_COLUMNS)?);
+        }
+        rows.sort_by(|a, b| {
+            let key = |r: &Row| match r.get("started_at_unix_s") {
+                Some(Cell::Float(f)) => *f,
+                _ => 0.0,
+            };
+            key(a).total_cmp(&key(b))
+        });
+        Ok(rows)
+    }
+
+    /// Writes `runs.parquet`, `runs.csv` and `runs.json` from all parts; returns the rows.
+    pub fn compact(&self) -> Result<Vec<Row>, StoreError> {
+        let rows = self.runs()?;
+        write_rows(&self.dir.join("runs.parquet"), RUN_COLUMNS, &rows)?;
+        write_bytes(
+            &self.dir.join("runs.csv"),
+            to_csv(RUN_COLUMNS, &rows).as_bytes(),
+        )?;
+        let json = serde_json::to_vec_pretty(&to_json(&rows))
+            .map_err(|e| StoreError::Schema(e.to_string()))?;
+        write_bytes(&self.dir.join("runs.json"), &json)?;
+        Ok(rows)
+    }
+}
+
+/// Rows as CSV with a header (RFC 4180 quoting).
+pub fn to_csv(columns: &[Column], rows: &[Row]) -> String {
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = columns.iter().map(|c| c.name).collect::<Vec<_>>().join(",");
+    out.push('\n');
+    for row in rows {
+        let line: Vec<String> = row
+            .cells()
+            .iter()
+            .map(|c| match c {
+                Cell::Null => String::new(),
+                Cell::Text(s) => quote(s),
+                Cell::Int(i) => i.to_string(),
+                Cell::Float(f) => format!("{f}"),
+            })
+            .collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Rows as a JSON array of objects (nulls kept).
+pub fn to_json(rows: &[Row]) -> serde_json::Value {
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|row| {
+                let map = row
+                    .columns()
+                    .iter()
+                    .zip(row.cells())
+                    .map(|(c, v)| {
+                        let value = match v {
+                            Cell::Null => serde_json::Value::Null,
+                            Cell::Text(s) => serde_json::Value::from(s.clone()),
+                            Cell::Int(i) => serde_json::Value::from(*i),
+                            Cell::Float(f) => serde_json::Value::from(*f),
+                        };
+                        (c.name.to_string(), value)
+                    })
+                    .collect();
+                serde_json::Value::Object(map)
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,107 @@
+//! Store tests: round trips, atomic parts, the resume index and the documented schema.
+
+use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, markdown};
+use results::store::to_csv;
+use results::{Cell, Row, Store};
+
+fn run_row(hash: &str, cycle: i64, status: &str, started: f64) -> Row {
+    let mut row = Row::new(RUN_COLUMNS);
+    for c in RUN_COLUMNS.iter().filter(|c| !c.nullable) {
+        let value: Cell = match c.ty {
+            results::schema::ColumnType::Text => Cell::Text(format!("{}-value", c.name)),
+            results::schema::ColumnType::Int => Cell::Int(1),
+            results::schema::ColumnType::Float => Cell::Float(1.5),
+        };
+        row.set(c.name, value).unwrap();
+    }
+    row.set("run_hash", hash).unwrap();
+    row.set("cycle_id", cycle).unwrap();
+    row.set("status", status).unwrap();
+    row.set("started_at_unix_s", started).unwrap();
+    row.set("output_tokens", 42_i64).unwrap();
+    row.set("wall_s", 0.25).unwrap();
+    row
+}
+
+#[test]
+fn parts_round_trip_and_compact_in_start_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store.write_run(&run_row("bb", 0, "ok", 2.0), &[]).unwrap();
+    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    let rows = store.compact().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get("run_hash"), Some(&Cell::Text("aa".into())));
+    assert_eq!(rows[1].get("output_tokens"), Some(&Cell::Int(42)));
+    assert_eq!(rows[1].get("error"), Some(&Cell::Null));
+    let back =
+        results::parquet_io::read_rows(&store.dir().join("runs.parquet"), RUN_COLUMNS).unwrap();
+    assert_eq!(back, rows);
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(store.dir().join("parts"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+    let csv = std::fs::read_to_string(store.dir().join("runs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.dir().join("runs.json")).unwrap()).unwrap();
+    assert_eq!(json[0]["output_tokens"], 42);
+}
+
+#[test]
+fn failed_parts_do_not_count_as_done_and_a_success_replaces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write_run(&run_row("cc", 1, "failed", 1.0), &[])
+        .unwrap();
+    assert!(store.completed().unwrap().is_empty());
+    assert_eq!(store.runs().unwrap().len(), 1);
+    store.write_run(&run_row("cc", 1, "ok", 2.0), &[]).unwrap();
+    let done = store.completed().unwrap();
+    assert!(done.contains(&("cc".to_string(), 1)));
+    let rows = store.runs().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), Some(&Cell::Text("ok".into())));
+}
+
+#[test]
+fn rows_reject_unknown_columns_wrong_types_and_missing_required_cells() {
+    let mut row = Row::new(RUN_COLUMNS);
+    assert!(row.set("no_such_column", 1_i64).is_err());
+    assert!(row.set("wall_s", "fast").is_err());
+    assert!(row.validate().is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.write_run(&row, &[]).is_err());
+}
+
+#[test]
+fn a_corrupt_part_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    std::fs::write(
+        store.dir().join("parts").join("dd-c0.parquet"),
+        b"not parquet",
+    )
+    .unwrap();
+    let err = store.runs().unwrap_err().to_string();
+    assert!(err.contains("dd-c0.parquet"), "{err}");
+}
+
+#[test]
+fn csv_quotes_commas_and_quotes() {
+    let mut row = run_row("ee", 0, "failed", 1.0);
+    row.set("error", "bad, \"very\" bad").unwrap();
+    let csv = to_csv(RUN_COLUMNS, &[row]);
+    assert!(csv.contains("\"bad, \"\"very\"\" bad\""), "{csv}");
+}
+
+#[test]
+fn schema_is_documented() {
+    insta::assert_snapshot!("run_columns", markdown(RUN_COLUMNS));
+    insta::assert_snapshot!("request_columns", markdown(REQUEST_COLUMNS));
+}

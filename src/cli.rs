@@ -1,0 +1,126 @@
+//! Command-line definitions (clap).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// llmeff measures what large language models cost to run: energy, latency, throughput,
+/// FLOPs and memory, across models, precisions, batch sizes, devices and decoding methods.
+///
+/// Studies are Rhai scripts: evaluating one builds a plan (load → batch → infer → measure),
+/// which llmeff then runs and stores under runs/<study>/ as Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "llmeff", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a study script and store its results under <out>/<study>/.
+    ///
+    /// Finished runs are stored one file each as they end; running the same script again
+    /// resumes and runs only what is missing.
+    Run(RunArgs),
+    /// Show the plan a study script builds, without running anything.
+    Plan(PlanArgs),
+    /// Generate a continuation of a prompt with one model and print it.
+    Generate(GenerateArgs),
+    /// Build a plan interactively: each statement extends it; :plan, :run, :results, :help.
+    Repl(ReplArgs),
+}
+
+/// Arguments of `llmeff repl`.
+#[derive(Debug, clap::Args)]
+pub struct ReplArgs {
+    /// Study name for :run.
+    #[arg(long, default_value = "repl")]
+    pub study: String,
+    /// Folder that holds one sub-folder per study.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+}
+
+/// Arguments of `llmeff run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The study script (.rhai).
+    pub script: PathBuf,
+    /// Folder that holds one sub-folder per study.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Study name (default: the script's `study(#{ name })`, else its file name).
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Run only shard I of N (0-based, `I/N`); defaults from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX with SLURM_ARRAY_TASK_COUNT / LLMEFF_SHARDS.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Plain log lines instead of a progress bar.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// Output formats of `llmeff plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// EXPLAIN-style text: loads, runs and their configs, then the schedule.
+    Text,
+    /// Graphviz DOT of the DAG.
+    Dot,
+    /// Nodes (kind, options), edges and runs as JSON.
+    Json,
+}
+
+/// Arguments of `llmeff plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The study script (.rhai).
+    pub script: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
+/// Arguments of `llmeff generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Model: bundled alias (tiny-stories), local folder, or Hub id.
+    #[arg(long, default_value = "tiny-stories")]
+    pub model: String,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Precision.
+    #[arg(long, value_parser = ["f32", "f16", "bf16"], default_value = "f32")]
+    pub dtype: String,
+    /// Trained weights or seeded random weights shaped by the model's config.
+    #[arg(long, value_parser = ["pretrained", "random"], default_value = "pretrained")]
+    pub weights: String,
+    /// Device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Sample with this temperature instead of greedy decoding.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Top-k cut when sampling (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Top-p cut when sampling (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Seed for sampling and random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print {prompt, input_ids, output_ids, text} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,54 @@
+//! The `llmeff` command line: parses arguments, wires the engine to a runtime and the results
+//! store, renders progress and errors. Logic lives in the library crates.
+
+mod cli;
+mod commands;
+mod sink;
+mod table;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// An error that ends the command, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// 1 = the work failed, 2 = bad input (arguments, script, missing file or model).
+    pub code: u8,
+    /// Message printed after `error: `.
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad input: exit code 2.
+    pub fn input(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// The work failed: exit code 1.
+    pub fn work(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Run(args) => commands::run::run(args),
+        cli::Command::Plan(args) => commands::plan::run(args),
+        cli::Command::Generate(args) => commands::generate::run(args),
+        cli::Command::Repl(args) => commands::repl::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Connects the engine's finished-run records to the results store.
+//!
+//! This is the only code that knows both an engine record and a results row.
+
+use std::collections::HashSet;
+
+use engine::latency::{Percentiles, RequestTiming};
+use engine::record::{RecordSink, RunRecord, SinkError};
+use engine::stage::DecodingSpec;
+use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS};
+use results::{Row, Store, StoreError};
+
+/// A [`RecordSink`] that writes each record to a [`Store`] as it arrives.
+pub struct StoreSink {
+    store: Store,
+    completed: HashSet<(String, usize)>,
+}
+
+impl StoreSink {
+    /// A sink over a store, remembering what it already holds.
+    pub fn new(store: Store) -> Result<Self, StoreError> {
+        let completed = store.completed()?;
+        Ok(StoreSink { store, completed })
+    }
+}
+
+impl RecordSink for StoreSink {
+    fn record(&mut self, record: &RunRecord) -> Result<(), SinkError> {
+        let wrap = |e: StoreError| SinkError {
+            run_hash: record.run_hash.clone(),
+            source: Box::new(e),
+        };
+        let run = run_row(record).map_err(wrap)?;
+        let requests = record
+            .requests
+            .iter()
+            .map(|r| request_row(record, r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?;
+        self.store.write_run(&run, &requests).map_err(wrap)?;
+        Ok(())
+    }
+
+    fn completed(&self) -> HashSet<(String, usize)> {
+        self.completed.clone()
+    }
+}
+
+/// The runs-table row of a record.
+pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
+    let spec = &record.spec;
+    let mut row = Row::new(RUN_COLUMNS);
+    row.set("study", record.study.as_str())?
+        .set("run_hash", record.run_hash.as_str())?
+        .set("cycle_id", record.cycle)?
+        .set("status", record.status.name())?
+        .set("error", record.error.clone())?
+        .set("started_at_unix_s", record.started_at_unix_s)?
+        .set("model", spec.load.model.as_str())?
+        .set("revision", spec.load.revision.clone())?
+        .set("dtype", spec.load.dtype.name())?
+        .set("weights", spec.load.weights.name())?
+        .set("device", spec.load.device.as_str())?
+        .set("prompts", spec.prompts.source.to_string())?
+        .set(
+            "num_prompts",
+            engine::prompts::materialise(&spec.prompts).len(),
+        )?
+        .set("max_input_tokens", spec.prompts.max_input_tokens)?
+        .set("batch_size", spec.batch.size)?
+        .set("max_new_tokens", spec.infer.max_new_tokens)?
+        .set("min_new_tokens", spec.infer.min_new_tokens)?
+        .set("stop_at_eos", spec.infer.stop_at_eos.to_string())?
+        .set("decoding", spec.infer.decoding.method())?
+        .set("warmup_runs", spec.infer.warmup)?
+        .set("meters", spec.measure.meters.join("+"))?
+        .set("config_json", spec.config_json().to_string())?
+        .set("llmeff_version", env!("CARGO_PKG_VERSION"))?;
+    if let DecodingSpec::Sample {
+        temperature,
+        top_k,
+        top_p,
+        ..
+    } = spec.infer.decoding
+    {
+        row.set("temperature", temperature)?
+            .set("top_k", top_k)?
+            .set("top_p", top_p)?;
+    }
+    if let Some(model) = &record.model {
+        row.set("architecture", model.architecture.as_str())?
+            .set("model_parameters", model.parameters)?
+            .set("model_bytes", model.weight_bytes)?;
+    }
+    if let Some(m) = &record.metrics {
+        let ttft: Vec<f64> = record.requests.iter().map(|r| r.ttft_s).collect();
+        let tpot: Vec<f64> = record.requests.iter().filter_map(|r| r.tpot_s).collect();
+        let e2e: Vec<f64> = record.requests.iter().map(|r| r.e2e_s).collect();
+        row.set("num_requests", m.num_requests)?
+            .set("num_batches", m.num_batches)?
+            .set("input_tokens", m.input_tokens)?
+            .set("output_tokens", m.output_tokens)?
+            .set("wall_s", m.wall_s)?
+            .set("prefill_s", m.prefill_s)?
+            .set("decode_s", m.decode_s)?
+            .set("warmup_s", m.warmup_s)?
+            .set("output_tokens_per_s", m.output_tokens_per_s())?
+            .set("total_tokens_per_s", m.total_tokens_per_s())?
+            .set("requests_per_s", m.requests_per_s())?
+            .set("kv_cache_peak_bytes", m.kv_cache_peak_bytes)?;
+        for (name, values) in [("ttft", &ttft), ("tpot", &tpot), ("e2e", &e2e)] {
+            let p = Percentiles::of(values);
+            row.set(&format!("{name}_mean_s"), p.mean)?
+                .set(&format!("{name}_p50_s"), p.p50)?
+                .set(&format!("{name}_p90_s"), p.p90)?
+                .set(&format!("{name}_p99_s"), p.p99)?;
+        }
+    }
+    Ok(row)
+}
+
+fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError> {
+    let mut row = Row::new(REQUEST_COLUMNS);
+    row.set("run_hash", record.run_hash.as_str())?
+        .set("cycle_id", record.cycle)?
+        .set("request_index", r.request_index)?
+        .set("batch_index", r.batch_index)?
+        .set("input_tokens", r.input_tokens)?
+        .set("output_tokens", r.output_tokens)?
+        .set("queue_s", r.queue_s)?
+        .set("ttft_s", r.ttft_s)?
+        .set("tpot_s", r.tpot_s)?
+        .set("e2e_s", r.e2e_s)?
+        .set(
+            "itl_max_s",
+            r.inter_token_s.iter().copied().reduce(f64::max),
+        )?;
+    Ok(row)
+}

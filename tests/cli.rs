@@ -1,0 +1,214 @@
+//! End-to-end tests: the real `llmeff` binary on the bundled tiny-stories model.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn llmeff() -> Command {
+    Command::cargo_bin("llmeff").expect("the llmeff binary is built for integration tests")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden(model: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(repo().join("models").join(model).join("golden.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn generate_reproduces_the_golden_greedy_continuation() {
+    let golden = golden("tiny-stories");
+    let case = &golden["prompts"][0];
+    let max_new = golden["generation"]["max_new_tokens"].as_u64().unwrap();
+    let out = llmeff()
+        .args(["generate", "--model", "tiny-stories", "--prompt"])
+        .arg(case["prompt"].as_str().unwrap())
+        .args([
+            "--max-new-tokens",
+            &max_new.to_string(),
+            "--ignore-eos",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["input_ids"], case["input_ids"]);
+    assert_eq!(json["output_ids"], case["greedy_new_ids"]);
+    assert_eq!(json["text"], case["greedy_new_text"]);
+    assert_eq!(json["prompt"], case["prompt"]);
+}
+
+#[test]
+fn generate_prints_prompt_and_continuation() {
+    llmeff()
+        .args([
+            "generate",
+            "--model",
+            "tiny-stories",
+            "--prompt",
+            "Once upon a time",
+            "--max-new-tokens",
+            "12",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "Once upon a time, there was a little girl named Lily",
+        ));
+}
+
+#[test]
+fn missing_model_is_a_one_line_error_with_exit_code_2() {
+    let out = llmeff()
+        .args(["generate", "--model", "no-such-model", "--prompt", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no-such-model"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn missing_script_is_a_one_line_error_with_exit_code_2() {
+    let out = llmeff()
+        .args(["run", "does/not/exist.rhai"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does/not/exist.rhai"), "{stderr}");
+}
+
+#[test]
+fn unknown_flag_exits_2() {
+    llmeff()
+        .args(["run", "--no-such-flag", "x.rhai"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--no-such-flag"));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [vec![], vec!["run"], vec!["plan"], vec!["generate"]] {
+        let mut args = sub.clone();
+        args.push("--help");
+        llmeff()
+            .args(&args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage: llmeff"));
+    }
+}
+
+#[test]
+fn script_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bad.rhai");
+    std::fs::write(
+        &script,
+        "let m = load(\"tiny-stories\");\nlet r = infer(m, m);\n",
+    )
+    .unwrap();
+    let out = llmeff().arg("plan").arg(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.rhai:2:9"), "{stderr}");
+    assert!(stderr.contains("infer() expects batches"), "{stderr}");
+    assert!(stderr.contains("^"), "{stderr}");
+}
+
+fn run_single(out_dir: &Path) -> std::process::Output {
+    llmeff()
+        .current_dir(repo())
+        .args(["run", "experiments/single.rhai", "--plain", "--out"])
+        .arg(out_dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn single_study_runs_end_to_end_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_single(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("tiny-stories"), "{stdout}");
+    assert!(stdout.contains("output_tokens_per_s"), "{stdout}");
+
+    let study = dir.path().join("single");
+    let rows =
+        results::parquet_io::read_rows(&study.join("runs.parquet"), results::schema::RUN_COLUMNS)
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.get("status"), Some(&results::Cell::Text("ok".into())));
+    assert_eq!(
+        row.get("model"),
+        Some(&results::Cell::Text("tiny-stories".into()))
+    );
+    assert_eq!(row.get("batch_size"), Some(&results::Cell::Int(4)));
+    assert_eq!(row.get("num_requests"), Some(&results::Cell::Int(8)));
+    let Some(results::Cell::Int(output_tokens)) = row.get("output_tokens") else {
+        panic!("output_tokens missing")
+    };
+    assert!(*output_tokens > 0 && *output_tokens <= 8 * 32);
+    let Some(results::Cell::Float(wall)) = row.get("wall_s") else {
+        panic!("wall_s missing")
+    };
+    let Some(results::Cell::Float(rate)) = row.get("output_tokens_per_s") else {
+        panic!("output_tokens_per_s missing")
+    };
+    assert!((rate - *output_tokens as f64 / wall).abs() < 1e-6 * rate);
+    assert!(study.join("runs.csv").is_file() && study.join("runs.json").is_file());
+
+    // A second run finds everything stored and adds no row.
+    let again = run_single(dir.path());
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("1 already done"));
+    let rows =
+        results::parquet_io::read_rows(&study.join("runs.parquet"), results::schema::RUN_COLUMNS)
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[test]
+fn plan_prints_loads_and_runs_without_running() {
+    llmeff()
+        .current_dir(repo())
+        .args(["plan", "experiments/single.rhai"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 runs x 1 cycles, 1 loads"))
+        .stdout(predicate::str::contains("batch_size=4"));
+    let out = llmeff()
+        .current_dir(repo())
+        .args(["plan", "experiments/single.rhai", "--format", "json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 1);
+    assert!(
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "load")
+    );
+}
