@@ -68,6 +68,8 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         )?
         .set("max_input_tokens", spec.prompts.max_input_tokens)?
         .set("batch_size", spec.batch.size)?
+        .set("token_budget", spec.batch.token_budget)?
+        .set("arrival", spec.infer.arrival.name())?
         .set("max_new_tokens", spec.infer.max_new_tokens)?
         .set("min_new_tokens", spec.infer.min_new_tokens)?
         .set("stop_at_eos", spec.infer.stop_at_eos.to_string())?

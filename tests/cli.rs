@@ -212,3 +212,99 @@ fn plan_prints_loads_and_runs_without_running() {
             .any(|n| n["kind"] == "load")
     );
 }
+
+#[test]
+fn grid_study_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmeff()
+        .current_dir(repo())
+        .args(["run", "experiments/grid.rhai", "--plain", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("loading ").count(), 4, "{stderr}");
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("grid/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 8);
+    // Fixed output length: 8 prompts x 16 tokens in every run.
+    for row in &rows {
+        assert_eq!(row.get("output_tokens"), Some(&results::Cell::Int(8 * 16)));
+    }
+}
+
+#[test]
+fn repl_extends_one_plan_and_survives_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = "\
+let m = load(\"tiny-stories\");
+let p = prompts(\"builtin:stories\", #{ count: 2 });
+let r = infer(m, batch(p, #{ size: 2 }), #{
+    max_new_tokens: 4,
+});
+load(\"tiny-stories\", #{ dtyp: \"f32\" });
+:plan
+:run
+:results
+:bogus
+:quit
+";
+    let out = llmeff()
+        .current_dir(dir.path())
+        .env("LLMEFF_HISTORY", dir.path().join("history"))
+        .args(["repl", "--study", "repl-test"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unknown option `dtyp` for load()"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 runs x 1 cycles, 1 loads"), "{stdout}");
+    assert!(stdout.matches("tiny-stories").count() >= 2, "{stdout}");
+    assert!(stderr.contains("unknown command `:bogus`"), "{stderr}");
+    assert!(dir.path().join("runs/repl-test/runs.parquet").is_file());
+}
+
+#[test]
+fn imports_resolve_relative_then_llmeff_path_and_report_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("shared");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("extra.rhai"), "fn size() { 3 }").unwrap();
+    std::fs::write(dir.path().join("a.rhai"), "import \"b\" as b;").unwrap();
+    std::fs::write(dir.path().join("b.rhai"), "import \"a\" as a;").unwrap();
+    std::fs::write(
+        dir.path().join("study.rhai"),
+        "import \"extra\" as extra;\nlet p = prompts([\"x\"]);\ninfer(load(\"tiny-stories\"), batch(p, #{ size: extra::size() }));\n",
+    )
+    .unwrap();
+    llmeff()
+        .env("LLMEFF_PATH", &lib)
+        .arg("plan")
+        .arg(dir.path().join("study.rhai"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("batch_size=3"));
+    llmeff()
+        .env_remove("LLMEFF_PATH")
+        .arg("plan")
+        .arg(dir.path().join("study.rhai"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("module `extra` not found"));
+    llmeff()
+        .arg("plan")
+        .arg(dir.path().join("a.rhai"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("import cycle"))
+        .stderr(predicate::str::contains("a.rhai -> "));
+}

@@ -5,6 +5,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::batching::form_batches;
 use crate::latency::{RequestTiming, batch_timings};
 use crate::prompts;
 use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
@@ -16,6 +17,8 @@ use crate::stage::StageId;
 pub trait Clock {
     /// Seconds since an arbitrary fixed origin; never decreases.
     fn now_s(&self) -> f64;
+    /// Waits `seconds` (used to wait for scheduled request arrivals, outside any timing).
+    fn sleep_s(&self, seconds: f64);
 }
 
 /// The real monotonic clock.
@@ -35,6 +38,12 @@ impl Default for MonotonicClock {
 impl Clock for MonotonicClock {
     fn now_s(&self) -> f64 {
         self.origin.elapsed().as_secs_f64()
+    }
+
+    fn sleep_s(&self, seconds: f64) {
+        if seconds > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+        }
     }
 }
 
@@ -230,7 +239,15 @@ impl<'a> Executor<'a> {
             stop_at_eos: run.infer.stop_at_eos,
             decoding: run.infer.decoding.to_runtime(),
         };
-        let batches: Vec<&[Vec<u32>]> = encoded.chunks(run.batch.size).collect();
+        let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+        let ranges = form_batches(
+            &lengths,
+            run.batch.size,
+            run.batch.token_budget,
+            options.max_new_tokens,
+        );
+        let batches: Vec<&[Vec<u32>]> = ranges.iter().map(|r| &encoded[r.clone()]).collect();
+        let arrivals = run.infer.arrival.arrivals(encoded.len());
 
         let warmup_start = self.clock.now_s();
         for _ in 0..run.infer.warmup {
@@ -245,9 +262,16 @@ impl<'a> Executor<'a> {
             ..RunMetrics::default()
         };
         let mut requests = Vec::with_capacity(encoded.len());
-        // Closed loop, offline: every request is available when the run starts.
         let run_start = self.clock.now_s();
         for (b, batch) in batches.iter().enumerate() {
+            let range = ranges[b].clone();
+            // A batch starts once its last request has arrived; the wait is idle time, outside
+            // every request's timing (it shows up as queue_s of the earlier arrivals).
+            let ready = run_start + arrivals[range.clone()].iter().copied().fold(0.0, f64::max);
+            let now = self.clock.now_s();
+            if ready > now {
+                self.clock.sleep_s(ready - now);
+            }
             let start = self.clock.now_s();
             let mut generation = model.start(batch, &options)?;
             let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
@@ -266,12 +290,15 @@ impl<'a> Executor<'a> {
             }
             metrics.prefill_s += ends[0] - start;
             metrics.decode_s += ends[ends.len() - 1] - ends[0];
-            let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
+            let absolute: Vec<f64> = arrivals[range.clone()]
+                .iter()
+                .map(|a| run_start + a)
+                .collect();
             requests.extend(batch_timings(
                 b,
-                b * run.batch.size,
-                &lengths,
-                run_start,
+                range.start,
+                &lengths[range.clone()],
+                &absolute,
                 start,
                 &steps,
                 &ends,

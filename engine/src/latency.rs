@@ -33,13 +33,13 @@ pub struct RequestTiming {
 
 /// Turns one batch's step outputs and their completion times into per-request timings.
 ///
-/// `arrival_s` is when the requests arrived, `start_s` when the batch started, and
-/// `step_end_s[k]` when step `k` finished (all on one monotonic clock, in seconds).
+/// `arrival_s[i]` is when request `i` of the batch arrived, `start_s` when the batch started,
+/// and `step_end_s[k]` when step `k` finished (all on one monotonic clock, in seconds).
 pub fn batch_timings(
     batch_index: usize,
     first_request_index: usize,
     input_tokens: &[usize],
-    arrival_s: f64,
+    arrival_s: &[f64],
     start_s: f64,
     steps: &[StepOutput],
     step_end_s: &[f64],
@@ -62,7 +62,7 @@ pub fn batch_timings(
                 request_index: first_request_index + seq,
                 input_tokens: input_tokens[seq],
                 output_tokens: n,
-                queue_s: (start_s - arrival_s).max(0.0),
+                queue_s: (start_s - arrival_s[seq]).max(0.0),
                 ttft_s,
                 tpot_s: (n >= 2).then(|| (e2e_s - ttft_s) / (n - 1) as f64),
                 e2e_s,
@@ -138,7 +138,7 @@ mod tests {
             step(&[Some(3), None]),
         ];
         let ends = [10.5, 10.7, 11.0, 11.4];
-        let t = batch_timings(0, 0, &[4, 3], 10.0, 10.1, &steps, &ends);
+        let t = batch_timings(0, 0, &[4, 3], &[10.0, 10.0], 10.1, &steps, &ends);
         let a = &t[0];
         assert!((a.queue_s - 0.1).abs() < 1e-12);
         assert!((a.ttft_s - 0.4).abs() < 1e-12);
@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn one_token_has_no_tpot() {
-        let t = batch_timings(0, 0, &[1], 0.0, 0.0, &[step(&[Some(1)])], &[0.25]);
+        let t = batch_timings(0, 0, &[1], &[0.0], 0.0, &[step(&[Some(1)])], &[0.25]);
         assert_eq!(t[0].tpot_s, None);
         assert_eq!(t[0].ttft_s, 0.25);
     }

@@ -5,6 +5,7 @@
 //! models run behind the traits in [`runtime`], and finished runs leave through
 //! [`record::RecordSink`].
 
+pub mod batching;
 pub mod execute;
 pub mod latency;
 pub mod options;

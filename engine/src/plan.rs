@@ -97,6 +97,12 @@ impl RunSpec {
             c.insert("num_prompts", n.to_string());
         }
         c.insert("batch_size", self.batch.size.to_string());
+        if let Some(t) = self.batch.token_budget {
+            c.insert("token_budget", t.to_string());
+        }
+        if self.infer.arrival != crate::stage::ArrivalSpec::ClosedLoop {
+            c.insert("arrival", self.infer.arrival.name().to_string());
+        }
         c.insert("max_new_tokens", self.infer.max_new_tokens.to_string());
         c.insert("decoding", self.infer.decoding.method().to_string());
         c.insert("meters", self.measure.meters.join("+"));
@@ -222,9 +228,7 @@ impl Plan {
                     }
                 }
                 Stage::Infer(_) if !measured.contains_key(&node.id) => {
-                    let measure = MeasureStage {
-                        meters: DEFAULT_METERS.iter().map(|s| s.to_string()).collect(),
-                    };
+                    let measure = MeasureStage::default_for_run();
                     let id = StageId::of(&Stage::Measure(measure.clone()), &[node.id]);
                     if let Some(run) = self.resolve(id, node, measure, true) {
                         runs.push(run);
@@ -336,12 +340,16 @@ fn summary(stage: &Stage) -> String {
             p.count.map_or("all".into(), |c| c.to_string()),
             p.max_input_tokens.map_or("none".into(), |c| c.to_string())
         ),
-        Stage::Batch(b) => format!("size={}", b.size),
+        Stage::Batch(b) => match b.token_budget {
+            Some(t) => format!("size={} token_budget={t}", b.size),
+            None => format!("size={}", b.size),
+        },
         Stage::Infer(i) => format!(
-            "max_new_tokens={} decoding={} warmup={}",
+            "max_new_tokens={} decoding={} warmup={} arrival={}",
             i.max_new_tokens,
             i.decoding.method(),
-            i.warmup
+            i.warmup,
+            i.arrival.name()
         ),
         Stage::Measure(m) => format!("meters={}", m.meters.join(",")),
         Stage::Aggregate(a) => format!("by={} stats={}", a.by.join(","), a.stats.join(",")),

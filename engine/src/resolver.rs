@@ -3,7 +3,7 @@
 //!
 //! The stdlib is compiled into the binary so an installed `llmeff` has it without files.
 
-use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position, Scope, Shared};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,6 +20,32 @@ pub fn search_path_from_env() -> Vec<PathBuf> {
     std::env::var_os("LLMEFF_PATH")
         .map(|v| std::env::split_paths(&v).collect())
         .unwrap_or_default()
+}
+
+/// `sweep::grid`: the cartesian product of a map of arrays, keys in sorted order, the last key
+/// varying fastest.
+pub fn sweep_grid(axes: Map) -> Result<Array, Box<EvalAltResult>> {
+    let mut keys: Vec<_> = axes.keys().cloned().collect();
+    keys.sort();
+    let mut out: Vec<Map> = vec![Map::new()];
+    for key in keys {
+        let values = axes[&key].clone().into_array().map_err(|got| {
+            Box::new(EvalAltResult::ErrorRuntime(
+                format!("sweep::grid: axis `{key}` must be an array, got {got}").into(),
+                Position::NONE,
+            ))
+        })?;
+        let mut next = Vec::with_capacity(out.len() * values.len());
+        for partial in &out {
+            for v in &values {
+                let mut c = partial.clone();
+                c.insert(key.clone(), v.clone());
+                next.push(c);
+            }
+        }
+        out = next;
+    }
+    Ok(out.into_iter().map(Dynamic::from_map).collect())
 }
 
 /// Resolves imports and detects import cycles.
@@ -119,7 +145,10 @@ impl rhai::ModuleResolver for ModuleResolver {
                 EvalAltResult::ErrorRuntime(format!("in module {key}: {e}").into(), pos)
             })?;
             ast.set_source(key.clone());
-            let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)?;
+            let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine)?;
+            if key == "stdlib:sweep" {
+                module.set_native_fn("grid", sweep_grid);
+            }
             Ok(Shared::new(module))
         })();
         self.stack.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -129,5 +158,40 @@ impl rhai::ModuleResolver for ModuleResolver {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, module.clone());
         Ok(module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_is_the_cartesian_product_with_the_last_key_fastest() {
+        let mut axes = Map::new();
+        axes.insert(
+            "b".into(),
+            Dynamic::from_array(vec![Dynamic::from("x"), Dynamic::from("y")]),
+        );
+        axes.insert(
+            "a".into(),
+            Dynamic::from_array(vec![Dynamic::from(1_i64), Dynamic::from(2_i64)]),
+        );
+        let grid = sweep_grid(axes).unwrap();
+        let pairs: Vec<String> = grid
+            .into_iter()
+            .map(|m| {
+                let m = m.cast::<Map>();
+                format!("{}{}", m["a"], m["b"])
+            })
+            .collect();
+        assert_eq!(pairs, ["1x", "1y", "2x", "2y"]);
+    }
+
+    #[test]
+    fn grid_rejects_a_non_array_axis() {
+        let mut axes = Map::new();
+        axes.insert("a".into(), Dynamic::from(1_i64));
+        let err = sweep_grid(axes).unwrap_err().to_string();
+        assert!(err.contains("axis `a` must be an array"), "{err}");
     }
 }

@@ -13,8 +13,8 @@ use crate::prompts::{self, BUILTIN_SETS};
 use crate::resolver::ModuleResolver;
 use crate::runtime::{DType, WeightsKind};
 use crate::stage::{
-    AggregateStage, BatchStage, DecodingSpec, InferStage, LoadStage, MeasureStage, PromptSource,
-    PromptsStage, Stage, StageId, StageKind,
+    AggregateStage, ArrivalSpec, BatchStage, CarbonSpec, DecodingSpec, InferStage, LoadStage,
+    MeasureStage, PromptSource, PromptsStage, Stage, StageId, StageKind,
 };
 
 /// Meter names `measure` accepts.
@@ -34,16 +34,26 @@ pub const STAGE_FUNCTIONS: &[&str] = &[
 
 const LOAD_OPTIONS: &[&str] = &["dtype", "weights", "revision", "device", "seed"];
 const PROMPTS_OPTIONS: &[&str] = &["count", "max_input_tokens", "seed"];
-const BATCH_OPTIONS: &[&str] = &["size"];
+const BATCH_OPTIONS: &[&str] = &["size", "token_budget"];
 const INFER_OPTIONS: &[&str] = &[
     "max_new_tokens",
     "min_new_tokens",
     "stop_at_eos",
     "decoding",
     "warmup",
+    "arrival",
 ];
+const ARRIVAL_OPTIONS: &[&str] = &[
+    "pattern",
+    "interval_s",
+    "rate_per_s",
+    "seed",
+    "burst",
+    "off_s",
+];
+const CARBON_OPTIONS: &[&str] = &["country", "region", "intensity_g_per_kwh", "pue"];
 const DECODING_OPTIONS: &[&str] = &["method", "temperature", "top_k", "top_p", "seed"];
-const MEASURE_OPTIONS: &[&str] = &["meters"];
+const MEASURE_OPTIONS: &[&str] = &["meters", "interval_ms", "idle_baseline_s", "carbon"];
 const AGGREGATE_OPTIONS: &[&str] = &["by", "stats"];
 const STUDY_OPTIONS: &[&str] = &["name", "cycles", "seed"];
 
@@ -55,6 +65,8 @@ pub fn option_keys() -> Vec<&'static str> {
         BATCH_OPTIONS,
         INFER_OPTIONS,
         DECODING_OPTIONS,
+        ARRIVAL_OPTIONS,
+        CARBON_OPTIONS,
         MEASURE_OPTIONS,
         AGGREGATE_OPTIONS,
         STUDY_OPTIONS,
@@ -324,6 +336,91 @@ fn build_infer(opts: OptionMap) -> Result<InferStage, OptionError> {
         stop_at_eos: opts.boolean("stop_at_eos")?.unwrap_or(true),
         decoding: build_decoding(opts.map("decoding")?)?,
         warmup: opts.count("warmup")?.unwrap_or(1),
+        arrival: build_arrival(opts.map("arrival")?)?,
+    })
+}
+
+fn positive(opts: &OptionMap, key: &str) -> Result<f64, OptionError> {
+    match opts.float(key)? {
+        Some(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Some(v) => Err(opts.invalid(key, format!("must be a positive number, got {v}"))),
+        None => Err(opts.invalid(key, "is required for this pattern")),
+    }
+}
+
+fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
+    let Some(map) = map else {
+        return Ok(ArrivalSpec::ClosedLoop);
+    };
+    let opts = OptionMap::new("arrival", map, ARRIVAL_OPTIONS)?;
+    let pattern = opts
+        .choice("pattern", &["closed_loop", "constant", "poisson", "bursty"])?
+        .unwrap_or("closed_loop");
+    let allowed: &[&str] = match pattern {
+        "constant" => &["pattern", "interval_s"],
+        "poisson" => &["pattern", "rate_per_s", "seed"],
+        "bursty" => &["pattern", "burst", "off_s"],
+        _ => &["pattern"],
+    };
+    for key in ARRIVAL_OPTIONS {
+        if !allowed.contains(key) && opts.float(key).ok().flatten().is_some() {
+            return Err(opts.invalid(key, format!("does not apply to pattern \"{pattern}\"")));
+        }
+    }
+    Ok(match pattern {
+        "constant" => ArrivalSpec::Constant {
+            interval_s: positive(&opts, "interval_s")?,
+        },
+        "poisson" => ArrivalSpec::Poisson {
+            rate_per_s: positive(&opts, "rate_per_s")?,
+            seed: opts.seed("seed")?.unwrap_or(0),
+        },
+        "bursty" => {
+            let burst = opts.count("burst")?.unwrap_or(0);
+            if burst == 0 {
+                return Err(opts.invalid("burst", "must be at least 1"));
+            }
+            ArrivalSpec::Bursty {
+                burst,
+                off_s: positive(&opts, "off_s")?,
+            }
+        }
+        _ => ArrivalSpec::ClosedLoop,
+    })
+}
+
+fn build_measure(opts: &OptionMap) -> Result<MeasureStage, OptionError> {
+    let meters = checked_names(opts, "meters", METERS, crate::plan::DEFAULT_METERS)?;
+    let interval_ms = opts.count("interval_ms")?.unwrap_or(100);
+    if interval_ms == 0 {
+        return Err(opts.invalid("interval_ms", "must be at least 1"));
+    }
+    let idle_baseline_s = opts.float("idle_baseline_s")?.unwrap_or(0.0);
+    if !(idle_baseline_s >= 0.0 && idle_baseline_s.is_finite()) {
+        return Err(opts.invalid("idle_baseline_s", "must be a number >= 0"));
+    }
+    let mut carbon = CarbonSpec::default();
+    if let Some(map) = opts.map("carbon")? {
+        let c = OptionMap::new("carbon", map, CARBON_OPTIONS)?;
+        carbon.country = c.string("country")?.map(|s| s.to_ascii_uppercase());
+        carbon.region = c.string("region")?;
+        carbon.intensity_g_per_kwh = c.float("intensity_g_per_kwh")?;
+        if carbon
+            .intensity_g_per_kwh
+            .is_some_and(|v| v.is_nan() || v < 0.0)
+        {
+            return Err(c.invalid("intensity_g_per_kwh", "must be >= 0"));
+        }
+        carbon.pue = c.float("pue")?.unwrap_or(1.0);
+        if !(carbon.pue >= 1.0 && carbon.pue.is_finite()) {
+            return Err(c.invalid("pue", "must be a number >= 1"));
+        }
+    }
+    Ok(MeasureStage {
+        meters,
+        interval_ms: interval_ms as u64,
+        idle_baseline_s,
+        carbon,
     })
 }
 
@@ -396,11 +493,30 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             &[StageKind::Prompts],
         )?;
         let opts = options(opts, "batch", BATCH_OPTIONS)?;
-        let size = opts.count("size").map_err(opt_err)?.unwrap_or(1);
+        let token_budget = opts.count("token_budget").map_err(opt_err)?;
+        if token_budget == Some(0) {
+            return Err(opt_err(opts.invalid("token_budget", "must be at least 1")));
+        }
+        // With a token budget alone, batches may grow to the whole prompt set.
+        let all_prompts = match lock(&p).node(prompts.id).map(|n| &n.stage) {
+            Some(Stage::Prompts(stage)) => prompts::materialise(stage).len().max(1),
+            _ => 1,
+        };
+        let size = opts
+            .count("size")
+            .map_err(opt_err)?
+            .unwrap_or(if token_budget.is_some() {
+                all_prompts
+            } else {
+                1
+            });
         if size == 0 {
             return Err(opt_err(opts.invalid("size", "must be at least 1")));
         }
-        let id = lock(&p).add(Stage::Batch(BatchStage { size }), &[prompts.id]);
+        let id = lock(&p).add(
+            Stage::Batch(BatchStage { size, token_budget }),
+            &[prompts.id],
+        );
         Ok(Node {
             id,
             kind: StageKind::Batch,
@@ -458,9 +574,8 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             &[StageKind::Infer],
         )?;
         let opts = options(opts, "measure", MEASURE_OPTIONS)?;
-        let meters =
-            checked_names(&opts, "meters", METERS, crate::plan::DEFAULT_METERS).map_err(opt_err)?;
-        let id = lock(&p).add(Stage::Measure(MeasureStage { meters }), &[run.id]);
+        let stage = build_measure(&opts).map_err(opt_err)?;
+        let id = lock(&p).add(Stage::Measure(stage), &[run.id]);
         Ok(Node {
             id,
             kind: StageKind::Measure,

@@ -174,8 +174,75 @@ pub struct PromptsStage {
 /// `batch(prompts, #{...})`: how prompts are grouped into generation batches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct BatchStage {
-    /// Prompts per batch (the last batch may be smaller).
+    /// Prompts per batch at most (the last batch may be smaller).
     pub size: usize,
+    /// Adaptive batching: a batch also stops growing before its padded token count
+    /// (batch × (longest prompt + max_new_tokens)) would exceed this budget.
+    pub token_budget: Option<usize>,
+}
+
+/// When requests arrive (`infer(..., #{ arrival: #{...} })`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "pattern", rename_all = "snake_case")]
+pub enum ArrivalSpec {
+    /// All requests are waiting when the run starts (offline, closed loop).
+    ClosedLoop,
+    /// One request every `interval_s` seconds.
+    Constant {
+        /// Seconds between arrivals.
+        interval_s: f64,
+    },
+    /// A Poisson process of `rate_per_s` requests per second (seeded).
+    Poisson {
+        /// Mean arrivals per second.
+        rate_per_s: f64,
+        /// RNG seed.
+        seed: u64,
+    },
+    /// Bursts: `burst` requests at once, then `off_s` seconds of silence.
+    Bursty {
+        /// Requests per burst.
+        burst: usize,
+        /// Seconds between bursts.
+        off_s: f64,
+    },
+}
+
+impl ArrivalSpec {
+    /// Short name for tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArrivalSpec::ClosedLoop => "closed_loop",
+            ArrivalSpec::Constant { .. } => "constant",
+            ArrivalSpec::Poisson { .. } => "poisson",
+            ArrivalSpec::Bursty { .. } => "bursty",
+        }
+    }
+
+    /// Arrival time of each of `n` requests, seconds after the run starts.
+    pub fn arrivals(&self, n: usize) -> Vec<f64> {
+        match *self {
+            ArrivalSpec::ClosedLoop => vec![0.0; n],
+            ArrivalSpec::Constant { interval_s } => (0..n).map(|i| i as f64 * interval_s).collect(),
+            ArrivalSpec::Poisson { rate_per_s, seed } => {
+                let mut rng = crate::shuffle::SplitMix64::new(seed);
+                let mut t = 0.0;
+                (0..n)
+                    .map(|i| {
+                        if i > 0 {
+                            // Exponential gaps by inversion; 53 random bits give a uniform in (0, 1].
+                            let u = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                            t += -u.ln() / rate_per_s;
+                        }
+                        t
+                    })
+                    .collect()
+            }
+            ArrivalSpec::Bursty { burst, off_s } => {
+                (0..n).map(|i| (i / burst.max(1)) as f64 * off_s).collect()
+            }
+        }
+    }
 }
 
 /// How tokens are chosen, as written in a script.
@@ -238,6 +305,8 @@ pub struct InferStage {
     pub decoding: DecodingSpec,
     /// Untimed warm-up generations (real generate calls on the first batch) before timing.
     pub warmup: usize,
+    /// Request arrival pattern.
+    pub arrival: ArrivalSpec,
 }
 
 /// `measure(run, #{...})`: the meters of one run.
@@ -245,6 +314,51 @@ pub struct InferStage {
 pub struct MeasureStage {
     /// Meter names, in a canonical (sorted, deduplicated) order.
     pub meters: Vec<String>,
+    /// Sampling interval of background meters (power, utilisation, memory), milliseconds.
+    pub interval_ms: u64,
+    /// Seconds of idle measurement before the run, for a baseline power (0 = none).
+    pub idle_baseline_s: f64,
+    /// Carbon accounting settings.
+    pub carbon: CarbonSpec,
+}
+
+/// Where electricity comes from, for `co2e_g`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CarbonSpec {
+    /// ISO 3166-1 alpha-3 country code (`GBR`), or `None` for the world average.
+    pub country: Option<String>,
+    /// Sub-national region within the country, where the table has one.
+    pub region: Option<String>,
+    /// Explicit grid intensity, gCO2e per kWh, overriding the table.
+    pub intensity_g_per_kwh: Option<f64>,
+    /// Power usage effectiveness of the facility (1.0 = none).
+    pub pue: f64,
+}
+
+impl Default for CarbonSpec {
+    fn default() -> Self {
+        CarbonSpec {
+            country: None,
+            region: None,
+            intensity_g_per_kwh: None,
+            pue: 1.0,
+        }
+    }
+}
+
+impl MeasureStage {
+    /// The meters a run gets when nothing measures it explicitly.
+    pub fn default_for_run() -> Self {
+        MeasureStage {
+            meters: crate::plan::DEFAULT_METERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            interval_ms: 100,
+            idle_baseline_s: 0.0,
+            carbon: CarbonSpec::default(),
+        }
+    }
 }
 
 /// `aggregate(#{...})`: statistics over all runs of the study.
@@ -254,4 +368,48 @@ pub struct AggregateStage {
     pub by: Vec<String>,
     /// Statistic names.
     pub stats: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_arrivals_are_seeded_with_the_requested_mean_rate() {
+        let a = ArrivalSpec::Poisson {
+            rate_per_s: 4.0,
+            seed: 3,
+        }
+        .arrivals(20_000);
+        assert_eq!(
+            a,
+            ArrivalSpec::Poisson {
+                rate_per_s: 4.0,
+                seed: 3
+            }
+            .arrivals(20_000)
+        );
+        assert_eq!(a[0], 0.0);
+        assert!(a.windows(2).all(|w| w[1] >= w[0]));
+        let mean_gap = a[a.len() - 1] / (a.len() - 1) as f64;
+        // Standard error of the mean gap is 0.25 / sqrt(20000) = 0.0018; allow 4 of them.
+        assert!((mean_gap - 0.25).abs() < 0.0072, "{mean_gap}");
+    }
+
+    #[test]
+    fn constant_and_bursty_arrivals() {
+        assert_eq!(
+            ArrivalSpec::Constant { interval_s: 0.5 }.arrivals(3),
+            vec![0.0, 0.5, 1.0]
+        );
+        assert_eq!(
+            ArrivalSpec::Bursty {
+                burst: 2,
+                off_s: 3.0
+            }
+            .arrivals(5),
+            vec![0.0, 0.0, 3.0, 3.0, 6.0]
+        );
+        assert_eq!(ArrivalSpec::ClosedLoop.arrivals(2), vec![0.0, 0.0]);
+    }
 }

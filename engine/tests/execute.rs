@@ -27,6 +27,9 @@ impl Clock for FakeTime {
     fn now_s(&self) -> f64 {
         *self.0.lock().unwrap()
     }
+    fn sleep_s(&self, seconds: f64) {
+        self.advance(seconds);
+    }
 }
 
 const PREFILL_S: f64 = 0.5;
@@ -244,4 +247,37 @@ fn completed_runs_are_skipped_on_resume() {
     assert_eq!((first.ok, first.skipped), (1, 0));
     assert_eq!((second.ok, second.skipped), (0, 1));
     assert_eq!(sink.records.len(), 1);
+}
+
+#[test]
+fn arrivals_delay_batches_and_show_as_queue_time() {
+    // One request every 2 s, batches of 2: batch 0 waits for request 1 (t=2), batch 1 for
+    // request 3 (t=6).
+    let (sink, _) = execute(
+        r#"
+        let p = prompts(["a", "b", "c", "d"]);
+        infer(load("m"), batch(p, #{ size: 2 }), #{ max_new_tokens: 1, warmup: 0,
+              arrival: #{ pattern: "constant", interval_s: 2.0 } });
+        "#,
+    );
+    let r = &sink.records[0].requests;
+    let eps = 1e-9;
+    assert!((r[0].queue_s - 2.0).abs() < eps);
+    assert!((r[1].queue_s - 0.0).abs() < eps);
+    assert!((r[2].queue_s - 2.0).abs() < eps);
+    assert!((r[0].ttft_s - PREFILL_S).abs() < eps);
+    let m = sink.records[0].metrics.as_ref().unwrap();
+    assert!((m.wall_s - (6.0 + PREFILL_S)).abs() < eps);
+}
+
+#[test]
+fn token_budget_splits_batches_by_padded_cost() {
+    // Prompts of 2 tokens + 4 new tokens cost 6 each: a budget of 12 allows two per batch.
+    let (sink, _) = execute(
+        r#"
+        let p = prompts(["a", "b", "c", "d", "e"]);
+        infer(load("m"), batch(p, #{ token_budget: 12 }), #{ max_new_tokens: 4, warmup: 0 });
+        "#,
+    );
+    assert_eq!(sink.records[0].metrics.as_ref().unwrap().num_batches, 3);
 }

@@ -88,3 +88,32 @@ fn shards_partition_the_schedule() {
     all.sort();
     assert_eq!(seen, all);
 }
+
+/// The example in the design document plans exactly as written (regression guard for the
+/// public vocabulary: stage names, option keys and values).
+#[test]
+fn the_design_document_example_plans_as_written() {
+    let src = r#"
+import "sweep" as sweep;                         // stdlib module
+
+let prompts = prompts("builtin:stories", #{ count: 32, max_input_tokens: 64, seed: 1 });
+
+for cfg in sweep::grid(#{ model: ["tiny-stories", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"],
+                          dtype: ["f32", "bf16"], batch_size: [1, 4, 8] }) {
+    let m = load(cfg.model, #{ dtype: cfg.dtype, weights: "random" });  // default "pretrained"
+    let r = infer(m, batch(prompts, #{ size: cfg.batch_size }),
+                  #{ max_new_tokens: 32, decoding: #{ method: "greedy" } });
+    measure(r, #{ meters: ["latency", "energy", "flops", "memory"], carbon: #{ country: "GBR" } });
+}
+aggregate(#{ by: ["model", "dtype", "batch_size"], stats: ["mean", "std", "p50", "p99"] });
+"#;
+    let plan = engine::script::plan_script(Path::new("design.rhai"), src, "design")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.runs().len(), 12);
+    assert_eq!(plan.count(StageKind::Load), 4);
+    assert_eq!(plan.count(StageKind::Prompts), 1);
+    assert_eq!(plan.aggregates().len(), 1);
+    let run = &plan.runs()[0];
+    assert_eq!(run.measure.carbon.country.as_deref(), Some("GBR"));
+    assert_eq!(run.measure.meters, ["energy", "flops", "latency", "memory"]);
+}

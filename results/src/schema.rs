@@ -77,7 +77,19 @@ pub const RUN_COLUMNS: &[Column] = &[
     col("prompts", Text, false, "prompt source"),
     col("num_prompts", Int, false, "prompts in the run"),
     col("max_input_tokens", Int, true, "prompt truncation length"),
-    col("batch_size", Int, false, "prompts per batch"),
+    col("batch_size", Int, false, "prompts per batch at most"),
+    col(
+        "token_budget",
+        Int,
+        true,
+        "adaptive batching: padded tokens per batch at most",
+    ),
+    col(
+        "arrival",
+        Text,
+        false,
+        "request arrival pattern: closed_loop, constant, poisson, bursty",
+    ),
     col("max_new_tokens", Int, false, "generation cap per prompt"),
     col(
         "min_new_tokens",
