@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Plain log lines instead of a progress bar.
     #[arg(long)]
     pub plain: bool,
+    /// Run even if the study folder holds results of a different plan; results of runs no
+    /// longer planned move to superseded/ (nothing is deleted).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Output formats of `llmeff plan`.

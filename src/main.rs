@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod environment;
 mod sink;
 mod table;
 

@@ -14,13 +14,20 @@ use results::{Row, Store, StoreError};
 pub struct StoreSink {
     store: Store,
     completed: HashSet<(String, usize)>,
+    /// Last experiment id handed out; continues from the store's maximum after a restart.
+    experiment_id: i64,
 }
 
 impl StoreSink {
     /// A sink over a store, remembering what it already holds.
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let completed = store.completed()?;
-        Ok(StoreSink { store, completed })
+        let experiment_id = store.max_experiment_id()?;
+        Ok(StoreSink {
+            store,
+            completed,
+            experiment_id,
+        })
     }
 }
 
@@ -30,7 +37,9 @@ impl RecordSink for StoreSink {
             run_hash: record.run_hash.clone(),
             source: Box::new(e),
         };
-        let run = run_row(record).map_err(wrap)?;
+        self.experiment_id += 1;
+        let mut run = run_row(record).map_err(wrap)?;
+        run.set("experiment_id", self.experiment_id).map_err(wrap)?;
         let requests = record
             .requests
             .iter()
@@ -38,6 +47,10 @@ impl RecordSink for StoreSink {
             .collect::<Result<Vec<_>, _>>()
             .map_err(wrap)?;
         self.store.write_run(&run, &requests).map_err(wrap)?;
+        if record.status == engine::record::RunStatus::Ok {
+            self.completed
+                .insert((record.run_hash.clone(), record.cycle));
+        }
         Ok(())
     }
 
@@ -60,6 +73,12 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         .set("revision", spec.load.revision.clone())?
         .set("dtype", spec.load.dtype.name())?
         .set("weights", spec.load.weights.name())?
+        .set(
+            "quantization",
+            spec.quantize.as_ref().map_or("none".to_string(), |q| {
+                format!("{}/b{}", q.method, q.block_size)
+            }),
+        )?
         .set("device", spec.load.device.as_str())?
         .set("prompts", spec.prompts.source.to_string())?
         .set(

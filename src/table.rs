@@ -56,6 +56,17 @@ impl ProgressDisplay {
                 Some(bar) => bar.set_message(label),
                 None => eprintln!("[{index}/{total}] {label}"),
             },
+            Progress::Retrying {
+                index,
+                attempt,
+                error,
+            } => {
+                let line = format!("run {index} failed ({error}); retry {attempt}");
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
             Progress::RunFinished {
                 index,
                 status,

@@ -308,3 +308,64 @@ fn imports_resolve_relative_then_llmeff_path_and_report_cycles() {
         .stderr(predicate::str::contains("import cycle"))
         .stderr(predicate::str::contains("a.rhai -> "));
 }
+
+#[test]
+fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("s.rhai");
+    let write = |bs: usize| {
+        std::fs::write(
+            &script,
+            format!(
+                "study(#{{ name: \"s\" }});\nlet p = prompts([\"Once upon a time\"]);\ninfer(load(\"tiny-stories\"), batch(p, #{{ size: {bs} }}), #{{ max_new_tokens: 4, warmup: 0 }});\n"
+            ),
+        )
+        .unwrap()
+    };
+    let run = |extra: &[&str]| {
+        llmeff()
+            .arg("run")
+            .arg(&script)
+            .args(["--plain", "--out"])
+            .arg(dir.path().join("runs"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    write(1);
+    assert!(run(&[]).status.success());
+    assert!(dir.path().join("runs/s/manifest.json").is_file());
+
+    // A live holder (pid 1 always exists) blocks a second writer.
+    std::fs::write(dir.path().join("runs/s/lock"), "1\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by pid 1"));
+    std::fs::remove_file(dir.path().join("runs/s/lock")).unwrap();
+
+    // A changed plan is refused, then superseded with --force.
+    write(2);
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 runs added, 1 runs removed") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let out = run(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("runs/s/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("batch_size"), Some(&results::Cell::Int(2)));
+    // The experiment counter continued from the first run.
+    assert_eq!(rows[0].get("experiment_id"), Some(&results::Cell::Int(2)));
+    assert!(dir.path().join("runs/s/superseded").is_dir());
+}

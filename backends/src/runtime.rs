@@ -20,6 +20,14 @@ impl BurnRuntime {
 
     /// Like [`Runtime::load`], returning the concrete handle (which also exposes logits).
     pub fn load_model(&self, spec: &ModelSpec) -> Result<BurnModel, RuntimeError> {
+        // Until quantized weights are implemented, refuse rather than run full precision under
+        // a quantized label.
+        if let Some(q) = &spec.quantization {
+            return Err(RuntimeError::UnsupportedConfig {
+                path: spec.source.clone(),
+                reason: format!("quantization {q} is not supported by this backend yet"),
+            });
+        }
         let kind = device::parse(&spec.device)?;
         let source = source::resolve(&spec.source)?;
         if let Some(revision) = &spec.revision {

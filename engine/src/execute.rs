@@ -71,6 +71,15 @@ pub enum Progress {
         /// Short description.
         label: String,
     },
+    /// A run failed with a backend error and will be tried again.
+    Retrying {
+        /// 1-based index.
+        index: usize,
+        /// Which retry this is (1-based).
+        attempt: usize,
+        /// The error of the failed attempt.
+        error: String,
+    },
     /// A run ended.
     RunFinished {
         /// 1-based index.
@@ -147,6 +156,7 @@ impl<'a> Executor<'a> {
                     weights: item.run.load.weights,
                     device: item.run.load.device.clone(),
                     seed: item.run.load.seed,
+                    quantization: item.run.quantize.as_ref().and_then(|q| q.to_runtime()),
                 };
                 let model = self.runtime.load(&spec).map_err(|e| e.to_string());
                 loaded = Some((key.0, key.1, model));
@@ -180,13 +190,37 @@ impl<'a> Executor<'a> {
             match model {
                 Some(Ok(model)) => {
                     record.model = Some(model.info().clone());
-                    match self.run_one(item, model.as_ref()) {
-                        Ok((metrics, requests)) => {
-                            record.status = RunStatus::Ok;
-                            record.metrics = Some(metrics);
-                            record.requests = requests;
+                    let mut attempt = 0;
+                    loop {
+                        match self.run_one(item, model.as_ref()) {
+                            Ok((metrics, requests)) => {
+                                record.status = RunStatus::Ok;
+                                record.metrics = Some(metrics);
+                                record.requests = requests;
+                                record.error = None;
+                                break;
+                            }
+                            // Only backend failures can be transient (device busy, memory
+                            // pressure); bad input would fail the same way again.
+                            Err(e @ RuntimeError::Backend(_)) if attempt < schedule.retries => {
+                                attempt += 1;
+                                record.error = Some(e.to_string());
+                                progress(Progress::Retrying {
+                                    index: i + 1,
+                                    attempt,
+                                    error: e.to_string(),
+                                });
+                                self.clock.sleep_s(schedule.retry_delay_s);
+                            }
+                            Err(e) => {
+                                record.error = Some(if attempt > 0 {
+                                    format!("{e} (after {attempt} retries)")
+                                } else {
+                                    e.to_string()
+                                });
+                                break;
+                            }
                         }
-                        Err(e) => record.error = Some(e.to_string()),
                     }
                 }
                 Some(Err(e)) => record.error = Some(format!("model load failed: {e}")),

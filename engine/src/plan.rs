@@ -9,9 +9,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::stage::{
-    AggregateStage, BatchStage, InferStage, LoadStage, MeasureStage, PromptsStage, Stage, StageId,
-    StageKind,
+    AggregateStage, BatchStage, InferStage, LoadStage, MeasureStage, PromptsStage, QuantizeStage,
+    Stage, StageId, StageKind,
 };
+
+/// SHA-256 of a text, hex (scripts are identified by it in manifests).
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Meters a run gets when its script does not call `measure` on it.
 pub const DEFAULT_METERS: &[&str] = &["latency"];
@@ -25,6 +34,11 @@ pub struct StudySettings {
     pub cycles: usize,
     /// Seed of the per-cycle run order shuffle.
     pub seed: u64,
+    /// Extra attempts after a run fails with a backend error (load failures and invalid input
+    /// are not retried: they would fail the same way).
+    pub retries: usize,
+    /// Seconds to wait before each retry.
+    pub retry_delay_s: f64,
 }
 
 impl StudySettings {
@@ -34,6 +48,8 @@ impl StudySettings {
             name: name.into(),
             cycles: 1,
             seed: 0,
+            retries: 3,
+            retry_delay_s: 5.0,
         }
     }
 }
@@ -68,10 +84,13 @@ pub struct WiringError {
 pub struct RunSpec {
     /// The run's content address (its measure node; implicit measures hash too).
     pub id: StageId,
-    /// Id of the load node (runs sharing it share one loaded model).
+    /// Id of the model node (the load, or the quantize on top of it): runs sharing it share
+    /// one loaded model.
     pub load_id: StageId,
     /// Model load options.
     pub load: LoadStage,
+    /// Weight quantization applied after loading.
+    pub quantize: Option<QuantizeStage>,
     /// Prompt set.
     pub prompts: PromptsStage,
     /// Batching.
@@ -92,6 +111,9 @@ impl RunSpec {
         c.insert("dtype", self.load.dtype.name().to_string());
         c.insert("weights", self.load.weights.name().to_string());
         c.insert("device", self.load.device.clone());
+        if let Some(q) = &self.quantize {
+            c.insert("quantization", format!("{}/b{}", q.method, q.block_size));
+        }
         c.insert("prompts", self.prompts.source.to_string());
         if let Some(n) = self.prompts.count {
             c.insert("num_prompts", n.to_string());
@@ -113,6 +135,7 @@ impl RunSpec {
     pub fn config_json(&self) -> serde_json::Value {
         json!({
             "load": self.load,
+            "quantize": self.quantize,
             "prompts": self.prompts,
             "batch": self.batch,
             "infer": self.infer,
@@ -250,14 +273,19 @@ impl Plan {
         let Stage::Infer(infer) = &infer_node.stage else {
             return None;
         };
-        let load_node = self.input_of(infer_node, 0)?;
+        let model_node = self.input_of(infer_node, 0)?;
+        let (load_node, quantize) = match &model_node.stage {
+            Stage::Quantize(q) => (self.input_of(model_node, 0)?, Some(q.clone())),
+            _ => (model_node, None),
+        };
         let batch_node = self.input_of(infer_node, 1)?;
         let prompts_node = self.input_of(batch_node, 0)?;
         match (&load_node.stage, &batch_node.stage, &prompts_node.stage) {
             (Stage::Load(load), Stage::Batch(batch), Stage::Prompts(prompts)) => Some(RunSpec {
                 id,
-                load_id: load_node.id,
+                load_id: model_node.id,
                 load: load.clone(),
+                quantize,
                 prompts: prompts.clone(),
                 batch: batch.clone(),
                 infer: infer.clone(),
@@ -334,6 +362,7 @@ fn summary(stage: &Stage) -> String {
             l.weights.name(),
             l.device
         ),
+        Stage::Quantize(q) => format!("method={} block_size={}", q.method, q.block_size),
         Stage::Prompts(p) => format!(
             "{} count={} max_input_tokens={}",
             p.source,

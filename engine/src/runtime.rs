@@ -83,6 +83,61 @@ pub struct ModelSpec {
     pub device: String,
     /// Seed for random weights.
     pub seed: u64,
+    /// Weight-only quantization applied after loading, if any.
+    pub quantization: Option<Quantization>,
+}
+
+/// Weight-only quantization schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuantMethod {
+    /// Symmetric 8-bit integers with one scale per block.
+    Int8,
+    /// Symmetric 4-bit integers with one scale per block.
+    Int4,
+    /// 4-bit NormalFloat (QLoRA's code book) with one absmax scale per block.
+    Nf4,
+}
+
+impl QuantMethod {
+    /// Every method, in the order listed to users.
+    pub const ALL: [QuantMethod; 3] = [QuantMethod::Int8, QuantMethod::Int4, QuantMethod::Nf4];
+
+    /// The name used in scripts and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantMethod::Int8 => "int8",
+            QuantMethod::Int4 => "int4",
+            QuantMethod::Nf4 => "nf4",
+        }
+    }
+
+    /// Bits per stored weight (scales not included).
+    pub fn bits(self) -> u32 {
+        match self {
+            QuantMethod::Int8 => 8,
+            QuantMethod::Int4 | QuantMethod::Nf4 => 4,
+        }
+    }
+
+    /// Parses a script name.
+    pub fn parse(name: &str) -> Option<QuantMethod> {
+        QuantMethod::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A quantization request: method and block size (weights per scale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quantization {
+    /// Scheme.
+    pub method: QuantMethod,
+    /// Consecutive weights (along the input dimension) sharing one scale.
+    pub block_size: usize,
+}
+
+impl fmt::Display for Quantization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/b{}", self.method.name(), self.block_size)
+    }
 }
 
 /// Facts about a loaded model that measurement and reporting need.

@@ -28,6 +28,10 @@ pub struct Schedule {
     pub study: String,
     /// Number of cycles.
     pub cycles: usize,
+    /// Extra attempts after a backend error.
+    pub retries: usize,
+    /// Seconds between attempts.
+    pub retry_delay_s: f64,
     /// Everything to execute, in order.
     pub items: Vec<ScheduledRun>,
 }
@@ -75,6 +79,8 @@ impl Schedule {
         Schedule {
             study: plan.study.name.clone(),
             cycles,
+            retries: plan.study.retries,
+            retry_delay_s: plan.study.retry_delay_s,
             items,
         }
     }

@@ -11,10 +11,10 @@ use crate::options::{OptionError, OptionMap};
 use crate::plan::{Plan, StudySettings};
 use crate::prompts::{self, BUILTIN_SETS};
 use crate::resolver::ModuleResolver;
-use crate::runtime::{DType, WeightsKind};
+use crate::runtime::{DType, QuantMethod, WeightsKind};
 use crate::stage::{
     AggregateStage, ArrivalSpec, BatchStage, CarbonSpec, DecodingSpec, InferStage, LoadStage,
-    MeasureStage, PromptSource, PromptsStage, Stage, StageId, StageKind,
+    MeasureStage, PromptSource, PromptsStage, QuantizeStage, Stage, StageId, StageKind,
 };
 
 /// Meter names `measure` accepts.
@@ -33,6 +33,7 @@ pub const STAGE_FUNCTIONS: &[&str] = &[
 ];
 
 const LOAD_OPTIONS: &[&str] = &["dtype", "weights", "revision", "device", "seed"];
+const QUANTIZE_OPTIONS: &[&str] = &["method", "block_size"];
 const PROMPTS_OPTIONS: &[&str] = &["count", "max_input_tokens", "seed"];
 const BATCH_OPTIONS: &[&str] = &["size", "token_budget"];
 const INFER_OPTIONS: &[&str] = &[
@@ -55,12 +56,13 @@ const CARBON_OPTIONS: &[&str] = &["country", "region", "intensity_g_per_kwh", "p
 const DECODING_OPTIONS: &[&str] = &["method", "temperature", "top_k", "top_p", "seed"];
 const MEASURE_OPTIONS: &[&str] = &["meters", "interval_ms", "idle_baseline_s", "carbon"];
 const AGGREGATE_OPTIONS: &[&str] = &["by", "stats"];
-const STUDY_OPTIONS: &[&str] = &["name", "cycles", "seed"];
+const STUDY_OPTIONS: &[&str] = &["name", "cycles", "seed", "retries", "retry_delay_s"];
 
 /// Every option key of every stage, for completion.
 pub fn option_keys() -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = [
         LOAD_OPTIONS,
+        QUANTIZE_OPTIONS,
         PROMPTS_OPTIONS,
         BATCH_OPTIONS,
         INFER_OPTIONS,
@@ -95,6 +97,7 @@ impl Node {
 fn kind_noun(kind: StageKind) -> &'static str {
     match kind {
         StageKind::Load => "a model",
+        StageKind::Quantize => "a quantized model",
         StageKind::Prompts => "prompts",
         StageKind::Batch => "batches",
         StageKind::Infer => "an inference run",
@@ -469,6 +472,49 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
     engine.register_fn("load", move |model: &str| load1(model, Dynamic::UNIT));
 
     let p = plan.clone();
+    let quantize = move |model: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+        let model = expect_node(
+            &model,
+            "quantize",
+            1,
+            "a model (from load())",
+            &[StageKind::Load],
+        )?;
+        let opts = options(opts, "quantize", QUANTIZE_OPTIONS)?;
+        let methods: Vec<&'static str> = QuantMethod::ALL.iter().map(|m| m.name()).collect();
+        let method = opts
+            .choice("method", &methods)
+            .map_err(opt_err)?
+            .ok_or_else(|| {
+                opt_err(opts.invalid(
+                    "method",
+                    format!("is required; one of: {}", methods.join(", ")),
+                ))
+            })?;
+        let block_size = opts.count("block_size").map_err(opt_err)?.unwrap_or(32);
+        if !(block_size >= 8 && block_size.is_power_of_two()) {
+            return Err(opt_err(opts.invalid(
+                "block_size",
+                format!("must be a power of two >= 8, got {block_size}"),
+            )));
+        }
+        let stage = QuantizeStage {
+            method: method.to_string(),
+            block_size,
+        };
+        let id = lock(&p).add(Stage::Quantize(stage), &[model.id]);
+        Ok(Node {
+            id,
+            kind: StageKind::Quantize,
+        })
+    };
+    let quantize1 = quantize.clone();
+    engine.register_fn("quantize", quantize);
+    engine.register_fn("quantize", move |model: Dynamic| {
+        quantize1(model, Dynamic::UNIT)
+    });
+
+    let p = plan.clone();
     let prompts = move |source: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
         let stage = build_prompts(source, options(opts, "prompts", PROMPTS_OPTIONS)?)?;
         let id = lock(&p).add(Stage::Prompts(stage), &[]);
@@ -535,8 +581,8 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             &model,
             "infer",
             1,
-            "a model (from load())",
-            &[StageKind::Load],
+            "a model (from load() or quantize())",
+            &[StageKind::Load, StageKind::Quantize],
         )?;
         let batches = expect_node(
             &batches,
@@ -842,7 +888,7 @@ mod tests {
         assert_eq!(err.line, 2);
         assert_eq!(
             err.message,
-            "infer() expects a model (from load()) as argument 1, got prompts (from prompts())"
+            "infer() expects a model (from load() or quantize()) as argument 1, got prompts (from prompts())"
         );
     }
 

@@ -54,6 +54,8 @@ impl fmt::Display for StageId {
 pub enum StageKind {
     /// Load a model onto a device.
     Load,
+    /// Quantize a loaded model's weights.
+    Quantize,
     /// A set of prompts.
     Prompts,
     /// Prompts grouped into batches.
@@ -71,6 +73,7 @@ impl StageKind {
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Load => "load",
+            StageKind::Quantize => "quantize",
             StageKind::Prompts => "prompts",
             StageKind::Batch => "batch",
             StageKind::Infer => "infer",
@@ -86,6 +89,8 @@ impl StageKind {
 pub enum Stage {
     /// See [`LoadStage`].
     Load(LoadStage),
+    /// See [`QuantizeStage`].
+    Quantize(QuantizeStage),
     /// See [`PromptsStage`].
     Prompts(PromptsStage),
     /// See [`BatchStage`].
@@ -103,6 +108,7 @@ impl Stage {
     pub fn kind(&self) -> StageKind {
         match self {
             Stage::Load(_) => StageKind::Load,
+            Stage::Quantize(_) => StageKind::Quantize,
             Stage::Prompts(_) => StageKind::Prompts,
             Stage::Batch(_) => StageKind::Batch,
             Stage::Infer(_) => StageKind::Infer,
@@ -137,6 +143,25 @@ pub struct LoadStage {
     pub device: String,
     /// Seed for random weights.
     pub seed: u64,
+}
+
+/// `quantize(model, #{...})`: weight-only quantization of a loaded model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct QuantizeStage {
+    /// `int8`, `int4` or `nf4`.
+    pub method: String,
+    /// Weights per scale.
+    pub block_size: usize,
+}
+
+impl QuantizeStage {
+    /// The runtime form (the method name was validated when the stage was built).
+    pub fn to_runtime(&self) -> Option<crate::runtime::Quantization> {
+        Some(crate::runtime::Quantization {
+            method: crate::runtime::QuantMethod::parse(&self.method)?,
+            block_size: self.block_size,
+        })
+    }
 }
 
 /// Where prompts come from.

@@ -39,6 +39,8 @@ const LOAD_S: f64 = 3.0;
 struct FakeModel {
     info: ModelInfo,
     time: FakeTime,
+    /// Generations that fail with a backend error before one succeeds.
+    failures_left: Mutex<usize>,
 }
 
 struct FakeGeneration {
@@ -93,6 +95,13 @@ impl LoadedModel for FakeModel {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
+        {
+            let mut left = self.failures_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(RuntimeError::Backend("device busy".into()));
+            }
+        }
         // Sequence i stops after max_new_tokens - i tokens, so lengths differ within a batch.
         let remaining = (0..prompts.len())
             .map(|i| options.max_new_tokens.saturating_sub(i).max(1))
@@ -138,6 +147,11 @@ impl Runtime for FakeRuntime {
                 eos_token_ids: vec![2],
             },
             time: self.time.clone(),
+            failures_left: Mutex::new(match spec.source.as_str() {
+                "flaky" => 2,
+                "hopeless" => usize::MAX,
+                _ => 0,
+            }),
         }))
     }
     fn devices(&self) -> Vec<String> {
@@ -280,4 +294,23 @@ fn token_budget_splits_batches_by_padded_cost() {
         "#,
     );
     assert_eq!(sink.records[0].metrics.as_ref().unwrap().num_batches, 3);
+}
+
+#[test]
+fn backend_errors_are_retried_after_a_delay_then_recorded() {
+    let (sink, _) = execute(
+        r#"
+        study(#{ retries: 3, retry_delay_s: 5.0 });
+        let p = batch(prompts(["x"]));
+        infer(load("flaky"), p, #{ max_new_tokens: 2, warmup: 0 });
+        infer(load("hopeless"), p, #{ max_new_tokens: 2, warmup: 0 });
+        "#,
+    );
+    assert_eq!(sink.records[0].status, RunStatus::Ok);
+    assert_eq!(sink.records[0].error, None);
+    assert_eq!(sink.records[1].status, RunStatus::Failed);
+    assert_eq!(
+        sink.records[1].error.as_deref(),
+        Some("backend error: device busy (after 3 retries)")
+    );
 }

@@ -117,3 +117,45 @@ aggregate(#{ by: ["model", "dtype", "batch_size"], stats: ["mean", "std", "p50",
     assert_eq!(run.measure.carbon.country.as_deref(), Some("GBR"));
     assert_eq!(run.measure.meters, ["energy", "flops", "latency", "memory"]);
 }
+
+#[test]
+fn quantized_models_are_their_own_load_groups() {
+    let src = r#"
+let m = load("tiny-stories");
+let p = batch(prompts(["x"]));
+infer(m, p);
+for method in ["int8", "int4", "nf4"] {
+    infer(quantize(m, #{ method: method, block_size: 32 }), p);
+}
+infer(quantize(m, #{ method: "int8" }), p);   // default block size 32: same node as above
+"#;
+    let plan = engine::script::plan_script(Path::new("q.rhai"), src, "q")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.count(StageKind::Load), 1);
+    assert_eq!(plan.count(StageKind::Quantize), 3);
+    assert_eq!(plan.runs().len(), 4);
+    assert_eq!(Schedule::from_plan(&plan).loads(), 4);
+    let q = plan.runs()[1].quantize.clone().unwrap();
+    assert_eq!((q.method.as_str(), q.block_size), ("int8", 32));
+}
+
+#[test]
+fn quantize_rejects_bad_methods_and_inputs() {
+    let err = |src: &str| {
+        engine::script::plan_script(Path::new("q.rhai"), src, "q")
+            .unwrap_err()
+            .message
+    };
+    assert_eq!(
+        err(r#"quantize(load("m"), #{ method: "int3" })"#),
+        "option `method` of quantize(): `int3` is not one of: int8, int4, nf4"
+    );
+    assert!(err(r#"quantize(load("m"))"#).contains("`method` of quantize(): is required"));
+    assert!(
+        err(r#"quantize(load("m"), #{ method: "int8", block_size: 12 })"#).contains("power of two")
+    );
+    assert_eq!(
+        err(r#"quantize(quantize(load("m"), #{ method: "int8" }), #{ method: "int4" })"#),
+        "quantize() expects a model (from load()) as argument 1, got a quantized model (from quantize())"
+    );
+}

@@ -3,11 +3,15 @@
 //! It owns everything Arrow and Parquet; it knows nothing about Rhai, plans or burn. Rows are
 //! filled by column name and checked against [`schema`], the one place columns are defined.
 
+pub mod lock;
+pub mod manifest;
 pub mod parquet_io;
 pub mod row;
 pub mod schema;
 pub mod store;
 
+pub use lock::StudyLock;
+pub use manifest::Manifest;
 pub use row::{Cell, Row};
 pub use store::Store;
 
@@ -36,6 +40,17 @@ pub enum StoreError {
     /// A row does not fit the schema.
     #[error("schema: {0}")]
     Schema(String),
+    /// Another process is writing this study.
+    #[error("study is in use by {} (lock file {path}); wait for it or stop it", pid.map_or("another process".to_string(), |p| format!("pid {p}")))]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder, when known.
+        pid: Option<u32>,
+    },
+    /// The study folder holds results of a different plan.
+    #[error("{0}")]
+    PlanChanged(String),
 }
 
 impl StoreError {

@@ -61,6 +61,12 @@ pub const RUN_COLUMNS: &[Column] = &[
         "content hash of the run's configuration",
     ),
     col("cycle_id", Int, false, "0-based repetition of the run"),
+    col(
+        "experiment_id",
+        Int,
+        false,
+        "study-level execution counter, monotonic across restarts",
+    ),
     col("status", Text, false, "`ok` or `failed`"),
     col("error", Text, true, "why the run failed"),
     col(
@@ -73,6 +79,12 @@ pub const RUN_COLUMNS: &[Column] = &[
     col("revision", Text, true, "Hub revision"),
     col("dtype", Text, false, "precision: f32, f16, bf16"),
     col("weights", Text, false, "`pretrained` or `random`"),
+    col(
+        "quantization",
+        Text,
+        false,
+        "weight quantization: `none` or method/block size, e.g. `int8/b32`",
+    ),
     col("device", Text, false, "device name"),
     col("prompts", Text, false, "prompt source"),
     col("num_prompts", Int, false, "prompts in the run"),

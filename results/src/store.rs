@@ -135,6 +135,65 @@ impl Store {
         Ok(rows)
     }
 
+    /// The largest `experiment_id` stored so far, superseded parts included, so the counter
+    /// never repeats within a study folder (0 when none).
+    pub fn max_experiment_id(&self) -> Result<i64, StoreError> {
+        let mut rows = self.runs()?;
+        let superseded = self.dir.join("superseded");
+        if superseded.is_dir() {
+            for entry in
+                std::fs::read_dir(&superseded).map_err(|e| StoreError::io(&superseded, e))?
+            {
+                let parts = entry
+                    .map_err(|e| StoreError::io(&superseded, e))?
+                    .path()
+                    .join("parts");
+                let Ok(files) = std::fs::read_dir(&parts) else {
+                    continue;
+                };
+                for file in files.flatten() {
+                    rows.extend(read_rows(&file.path(), RUN_COLUMNS)?);
+                }
+            }
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|r| match r.get("experiment_id") {
+                Some(Cell::Int(i)) => Some(*i),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Moves parts and request files of runs not in `keep` into `superseded/<label>/`, so a
+    /// re-planned study does not mix results while nothing is deleted.
+    pub fn supersede_except(
+        &self,
+        keep: &HashSet<String>,
+        label: &str,
+    ) -> Result<usize, StoreError> {
+        let target = self.dir.join("superseded").join(label);
+        let mut moved = 0;
+        for sub in ["parts", "requests"] {
+            let from_dir = self.dir.join(sub);
+            for entry in std::fs::read_dir(&from_dir).map_err(|e| StoreError::io(&from_dir, e))? {
+                let entry = entry.map_err(|e| StoreError::io(&from_dir, e))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let hash = name.split("-c").next().unwrap_or_default();
+                if keep.contains(hash) {
+                    continue;
+                }
+                let to_dir = target.join(sub);
+                std::fs::create_dir_all(&to_dir).map_err(|e| StoreError::io(&to_dir, e))?;
+                std::fs::rename(entry.path(), to_dir.join(&name))
+                    .map_err(|e| StoreError::io(&entry.path(), e))?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Writes `runs.parquet`, `runs.csv` and `runs.json` from all parts; returns the rows.
     pub fn compact(&self) -> Result<Vec<Row>, StoreError> {
         let rows = self.runs()?;

@@ -23,6 +23,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, Failure> {
         },
         device: args.device.clone(),
         seed: args.seed,
+        quantization: None,
     };
     let model = runtime.load(&spec).map_err(|e| match e {
         RuntimeError::ModelNotFound { .. } | RuntimeError::DeviceUnavailable { .. } => {

@@ -130,6 +130,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
     let mut last_results: Option<Vec<Row>> = None;
     let mut buffer = String::new();
     let mut line_no = 0usize;
+    let mut transcript = String::new();
     loop {
         let prompt = if buffer.is_empty() {
             "llmeff> "
@@ -156,7 +157,18 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
                     print!("{plan}");
                     print!("{}", Schedule::from_plan(&plan));
                 }
-                ":run" => match super::run::execute_plan(&session.plan(), &args.out, None, true) {
+                // REPL studies are exploratory: each :run supersedes what the plan no longer has.
+                ":run" => match super::run::execute_plan(
+                    &session.plan(),
+                    &super::run::ScriptOrigin {
+                        path: "<repl>",
+                        text: &transcript,
+                    },
+                    &args.out,
+                    None,
+                    true,
+                    true,
+                ) {
                     Ok(result) => {
                         crate::table::print_runs(&result.rows);
                         last_results = Some(result.rows);
@@ -185,6 +197,8 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
             continue;
         }
         let _ = editor.add_history_entry(source.as_str());
+        transcript.push_str(&source);
+        transcript.push('\n');
         line_no += 1;
         match session.eval(&format!("<repl:{line_no}>"), &source) {
             Ok(value) => {

@@ -9,8 +9,11 @@ use crate::cli::RunArgs;
 use crate::sink::StoreSink;
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
+use engine::runtime::Runtime;
 use engine::schedule::{Schedule, Shard, parse_shard};
-use results::{Row, Store};
+use results::{Manifest, Row, Store, StudyLock};
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn shard_from_env() -> Option<String> {
     let index = std::env::var("SLURM_ARRAY_TASK_ID")
@@ -30,12 +33,75 @@ pub struct StudyResult {
     pub rows: Vec<Row>,
 }
 
+/// Where a plan came from, for the study manifest.
+pub struct ScriptOrigin<'a> {
+    /// Script path (or `<repl>`).
+    pub path: &'a str,
+    /// Script text.
+    pub text: &'a str,
+}
+
+/// Checks the study folder belongs to this plan (or takes it over with `force`) and records
+/// the plan in `manifest.json`.
+fn claim_study(
+    store: &Store,
+    plan: &Plan,
+    origin: &ScriptOrigin<'_>,
+    force: bool,
+    devices: &[String],
+) -> Result<(), Failure> {
+    let runs = plan
+        .runs()
+        .iter()
+        .map(|r| (r.id.hex(), r.config_json()))
+        .collect();
+    let mut manifest = Manifest {
+        study: plan.study.name.clone(),
+        script_sha256: engine::plan::sha256_hex(origin.text),
+        script: origin.path.to_string(),
+        cycles: plan.study.cycles,
+        runs,
+        environment: crate::environment::describe(devices),
+        created_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    };
+    if let Some(old) = Manifest::load(store.dir()).map_err(|e| Failure::work(e.to_string()))? {
+        match old.difference(&manifest) {
+            None => manifest.created_unix_s = old.created_unix_s,
+            Some(change) if !force => {
+                return Err(Failure::input(format!(
+                    "study `{}` in {} was planned differently ({change}); rerun with --force to supersede its old results, or choose another name with --study",
+                    plan.study.name,
+                    store.dir().display()
+                )));
+            }
+            Some(change) => {
+                let keep: HashSet<String> = manifest.runs.keys().cloned().collect();
+                let label = format!("{}", manifest.created_unix_s as u64);
+                let moved = store
+                    .supersede_except(&keep, &label)
+                    .map_err(|e| Failure::work(e.to_string()))?;
+                eprintln!(
+                    "plan changed ({change}); {moved} files of unplanned runs moved to superseded/{label}/"
+                );
+            }
+        }
+    }
+    manifest
+        .save(store.dir())
+        .map_err(|e| Failure::work(e.to_string()))
+}
+
 /// Executes a plan into `<out>/<study>/` and compacts the study's tables.
 pub fn execute_plan(
     plan: &Plan,
+    origin: &ScriptOrigin<'_>,
     out: &Path,
     shard: Option<Shard>,
     plain: bool,
+    force: bool,
 ) -> Result<StudyResult, Failure> {
     let mut schedule = Schedule::from_plan(plan);
     if schedule.items.is_empty() {
@@ -47,10 +113,12 @@ pub fn execute_plan(
         schedule = schedule.shard(shard);
     }
     let dir = out.join(&plan.study.name);
+    let _lock = StudyLock::acquire(&dir).map_err(|e| Failure::work(e.to_string()))?;
     let store = Store::open(&dir).map_err(|e| Failure::work(e.to_string()))?;
+    let runtime = backends::BurnRuntime::new();
+    claim_study(&store, plan, origin, force, &runtime.devices())?;
     let mut sink = StoreSink::new(store.clone()).map_err(|e| Failure::work(e.to_string()))?;
 
-    let runtime = backends::BurnRuntime::new();
     let clock = MonotonicClock::default();
     let executor = Executor::new(&runtime, &clock);
     let interactive = !plain && std::io::stderr().is_terminal();
@@ -75,6 +143,14 @@ pub fn execute_plan(
 /// Runs a study end to end.
 pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let plan = super::load_plan(&args.script, args.study.as_deref())?;
+    let text = std::fs::read_to_string(&args.script).map_err(|e| {
+        Failure::input(format!("cannot read script {}: {e}", args.script.display()))
+    })?;
+    let path = args.script.display().to_string();
+    let origin = ScriptOrigin {
+        path: &path,
+        text: &text,
+    };
     let shard = match args.shard.clone().or_else(shard_from_env) {
         Some(text) => Some(parse_shard(&text).ok_or_else(|| {
             Failure::input(format!(
@@ -83,7 +159,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         })?),
         None => None,
     };
-    let result = execute_plan(&plan, &args.out, shard, args.plain)?;
+    let result = execute_plan(&plan, &origin, &args.out, shard, args.plain, args.force)?;
     crate::table::print_runs(&result.rows);
     let failed_rows = result
         .rows

@@ -25,6 +25,7 @@ pub fn spec(source: &str, dtype: DType, weights: WeightsKind, seed: u64) -> Mode
         weights,
         device: "cpu".to_string(),
         seed,
+        quantization: None,
     }
 }
 
