@@ -235,6 +235,15 @@ fn grid_study_runs_end_to_end() {
     for row in &rows {
         assert_eq!(row.get("output_tokens"), Some(&results::Cell::Int(8 * 16)));
     }
+    // aggregate(#{ by: [model, dtype, batch_size] }) -> one summary row per run here.
+    let summary = std::fs::read_to_string(dir.path().join("grid/summary.csv")).unwrap();
+    assert!(
+        summary
+            .starts_with("model,dtype,batch_size,n,wall_s_mean,wall_s_p50,wall_s_p99,wall_s_std"),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 9);
+    assert!(dir.path().join("grid/summary.parquet").is_file());
 }
 
 #[test]
@@ -368,4 +377,72 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
     // The experiment counter continued from the first run.
     assert_eq!(rows[0].get("experiment_id"), Some(&results::Cell::Int(2)));
     assert!(dir.path().join("runs/s/superseded").is_dir());
+}
+
+/// Kill -9 in the middle of a study, run again: every planned run appears exactly once and no
+/// part is corrupt.
+#[test]
+fn a_killed_study_resumes_without_losing_or_duplicating_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("long.rhai");
+    std::fs::write(
+        &script,
+        "study(#{ name: \"long\" });\nlet p = prompts(\"builtin:stories\", #{ count: 6 });\nfor bs in [1, 2, 3, 6] { for n in [60, 61, 62] {\n  infer(load(\"tiny-stories\"), batch(p, #{ size: bs }), #{ max_new_tokens: n, min_new_tokens: n, stop_at_eos: false, warmup: 0 });\n} }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("runs");
+    let bin = assert_cmd::cargo::cargo_bin("llmeff");
+    let mut child = std::process::Command::new(&bin)
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let parts = out.join("long/parts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let stored = std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0);
+        if stored >= 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = std::fs::read_dir(&parts).unwrap().count();
+    assert!(before < 12, "the study finished before it could be killed");
+
+    let again = llmeff()
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("already done"), "{stderr}");
+    let rows = results::parquet_io::read_rows(
+        &out.join("long/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 12);
+    let mut hashes: Vec<String> = rows
+        .iter()
+        .map(|r| r.get("run_hash").unwrap().display())
+        .collect();
+    hashes.sort();
+    hashes.dedup();
+    assert_eq!(hashes.len(), 12);
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.get("experiment_id").unwrap().display())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "experiment ids repeat");
 }

@@ -3,6 +3,7 @@
 //! It owns everything Arrow and Parquet; it knows nothing about Rhai, plans or burn. Rows are
 //! filled by column name and checked against [`schema`], the one place columns are defined.
 
+pub mod aggregate;
 pub mod lock;
 pub mod manifest;
 pub mod parquet_io;

@@ -58,6 +58,15 @@ pub fn write_rows(path: &Path, columns: &'static [Column], rows: &[Row]) -> Resu
         .collect();
     let batch =
         RecordBatch::try_new(schema.clone(), arrays).map_err(|e| StoreError::arrow(path, e))?;
+    write_batch(path, schema, &batch)
+}
+
+/// Writes one record batch to `path` atomically.
+pub fn write_batch(
+    path: &Path,
+    schema: Arc<arrow_schema::Schema>,
+    batch: &RecordBatch,
+) -> Result<(), StoreError> {
     write_atomically(path, |file| {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -65,7 +74,7 @@ pub fn write_rows(path: &Path, columns: &'static [Column], rows: &[Row]) -> Resu
         let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
             .map_err(|e| StoreError::parquet(path, e))?;
         writer
-            .write(&batch)
+            .write(batch)
             .map_err(|e| StoreError::parquet(path, e))?;
         let file = writer
             .into_inner()

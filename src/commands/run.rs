@@ -130,6 +130,27 @@ pub fn execute_plan(
         .map_err(|e| Failure::work(e.to_string()))?;
     progress.finish();
     let rows = store.compact().map_err(|e| Failure::work(e.to_string()))?;
+    for (i, spec) in plan.aggregates().iter().enumerate() {
+        let name = if i == 0 {
+            "summary".to_string()
+        } else {
+            format!("summary-{}", i + 1)
+        };
+        let summary = results::aggregate::aggregate(&rows, &spec.by, &spec.stats)
+            .map_err(|e| Failure::input(e.to_string()))?;
+        summary
+            .write(
+                &dir.join(format!("{name}.parquet")),
+                &dir.join(format!("{name}.csv")),
+            )
+            .map_err(|e| Failure::work(e.to_string()))?;
+        eprintln!(
+            "{name}: {} groups by {} -> {}",
+            summary.rows.len(),
+            spec.by.join(", "),
+            dir.join(format!("{name}.parquet")).display()
+        );
+    }
     eprintln!(
         "{} ok, {} failed, {} already done; results in {}",
         outcome.ok,
