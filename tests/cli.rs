@@ -446,3 +446,58 @@ fn a_killed_study_resumes_without_losing_or_duplicating_runs() {
     ids.dedup();
     assert_eq!(ids.len(), 12, "experiment ids repeat");
 }
+
+#[test]
+fn a_broken_model_fails_alone_and_the_study_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken-model");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in ["config.json", "tokenizer.json", "generation_config.json"] {
+        std::fs::copy(repo().join("models/tiny-stories").join(f), broken.join(f)).unwrap();
+    }
+    let weights = std::fs::read(repo().join("models/tiny-stories/model.safetensors")).unwrap();
+    std::fs::write(
+        broken.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let script = dir.path().join("mixed.rhai");
+    std::fs::write(
+        &script,
+        format!(
+            "study(#{{ name: \"mixed\" }});\nlet p = batch(prompts([\"Once upon a time\"]));\nfor m in [\"tiny-stories\", \"{}\"] {{ infer(load(m), p, #{{ max_new_tokens: 4, warmup: 0 }}); }}\n",
+            broken.display()
+        ),
+    )
+    .unwrap();
+    let out = llmeff()
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "--out"])
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("runs/mixed/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get("status") == Some(&results::Cell::Text("failed".into())))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let error = failed[0].get("error").unwrap().display();
+    assert!(error.contains("model.safetensors"), "{error}");
+    assert!(
+        rows.iter()
+            .any(|r| r.get("status") == Some(&results::Cell::Text("ok".into())))
+    );
+}
