@@ -14,19 +14,26 @@ use results::{Row, Store, StoreError};
 pub struct StoreSink {
     store: Store,
     completed: HashSet<(String, usize)>,
-    /// Last experiment id handed out; continues from the store's maximum after a restart.
-    experiment_id: i64,
+    /// Next experiment id to hand out.
+    next_experiment_id: i64,
+    /// Step between ids: the shard count, so concurrent shards never hand out the same id.
+    stride: i64,
 }
 
 impl StoreSink {
-    /// A sink over a store, remembering what it already holds.
-    pub fn new(store: Store) -> Result<Self, StoreError> {
+    /// A sink over a store, remembering what it already holds. With shard `(index, count)`,
+    /// experiment ids are `≡ index + 1 (mod count)` above everything stored, so shards running
+    /// at once on one study folder stay unique and each stays monotonic across restarts.
+    pub fn new(store: Store, shard: Option<(usize, usize)>) -> Result<Self, StoreError> {
         let completed = store.completed()?;
-        let experiment_id = store.max_experiment_id()?;
+        let (index, count) = shard.map_or((0, 1), |(i, n)| (i as i64, n.max(1) as i64));
+        let max = store.max_experiment_id()?;
+        let base = (max + count - 1) / count * count;
         Ok(StoreSink {
             store,
             completed,
-            experiment_id,
+            next_experiment_id: base + index + 1,
+            stride: count,
         })
     }
 }
@@ -37,9 +44,10 @@ impl RecordSink for StoreSink {
             run_hash: record.run_hash.clone(),
             source: Box::new(e),
         };
-        self.experiment_id += 1;
         let mut run = run_row(record).map_err(wrap)?;
-        run.set("experiment_id", self.experiment_id).map_err(wrap)?;
+        run.set("experiment_id", self.next_experiment_id)
+            .map_err(wrap)?;
+        self.next_experiment_id += self.stride;
         let requests = record
             .requests
             .iter()

@@ -501,3 +501,45 @@ fn a_broken_model_fails_alone_and_the_study_goes_on() {
             .any(|r| r.get("status") == Some(&results::Cell::Text("ok".into())))
     );
 }
+
+#[test]
+fn shards_run_disjoint_slices_that_merge_into_the_whole_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    for shard in ["0/2", "1/2"] {
+        let o = llmeff()
+            .current_dir(repo())
+            .args([
+                "run",
+                "experiments/grid.rhai",
+                "--plain",
+                "--shard",
+                shard,
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let rows = results::parquet_io::read_rows(
+        &out.join("grid/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 8);
+    let mut hashes: Vec<String> = rows
+        .iter()
+        .map(|r| r.get("run_hash").unwrap().display())
+        .collect();
+    hashes.sort();
+    hashes.dedup();
+    assert_eq!(hashes.len(), 8);
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.get("experiment_id").unwrap().display())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "experiment ids repeat across shards");
+}

@@ -26,8 +26,18 @@ fn process_alive(pid: u32) -> bool {
 impl StudyLock {
     /// Takes the lock of the study folder `dir`.
     pub fn acquire(dir: &Path) -> Result<StudyLock, StoreError> {
+        Self::acquire_named(dir, "lock")
+    }
+
+    /// Takes the lock of one shard of a study: shards of one plan write disjoint parts, so each
+    /// shard (not the whole folder) has one writer.
+    pub fn acquire_shard(dir: &Path, index: usize, count: usize) -> Result<StudyLock, StoreError> {
+        Self::acquire_named(dir, &format!("lock.shard-{index}-of-{count}"))
+    }
+
+    fn acquire_named(dir: &Path, name: &str) -> Result<StudyLock, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let path = dir.join("lock");
+        let path = dir.join(name);
         for _ in 0..2 {
             match std::fs::OpenOptions::new()
                 .write(true)

@@ -100,7 +100,19 @@ fn write_atomically(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Shards on several machines may write the same file on a shared filesystem: the pid
+    // alone could collide, so the temporary name also carries the time and a counter.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let tmp = dir.join(format!(".{name}.{unique}.tmp"));
     let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
     let result = fill(file).and_then(|file| file.sync_all().map_err(|e| StoreError::io(&tmp, e)));
     if let Err(e) = result {

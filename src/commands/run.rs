@@ -113,11 +113,16 @@ pub fn execute_plan(
         schedule = schedule.shard(shard);
     }
     let dir = out.join(&plan.study.name);
-    let _lock = StudyLock::acquire(&dir).map_err(|e| Failure::work(e.to_string()))?;
+    let _lock = match shard {
+        Some(s) => StudyLock::acquire_shard(&dir, s.index, s.count),
+        None => StudyLock::acquire(&dir),
+    }
+    .map_err(|e| Failure::work(e.to_string()))?;
     let store = Store::open(&dir).map_err(|e| Failure::work(e.to_string()))?;
     let runtime = backends::BurnRuntime::new();
     claim_study(&store, plan, origin, force, &runtime.devices())?;
-    let mut sink = StoreSink::new(store.clone()).map_err(|e| Failure::work(e.to_string()))?;
+    let mut sink = StoreSink::new(store.clone(), shard.map(|s| (s.index, s.count)))
+        .map_err(|e| Failure::work(e.to_string()))?;
 
     let clock = MonotonicClock::default();
     let executor = Executor::new(&runtime, &clock);
