@@ -136,7 +136,10 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
             .set("output_tokens_per_s", m.output_tokens_per_s())?
             .set("total_tokens_per_s", m.total_tokens_per_s())?
             .set("requests_per_s", m.requests_per_s())?
-            .set("kv_cache_peak_bytes", m.kv_cache_peak_bytes)?;
+            .set("kv_cache_peak_bytes", m.kv_cache_peak_bytes)?
+            .set("flops_prefill", m.flops_prefill)?
+            .set("flops_decode", m.flops_decode)?
+            .set("flops_per_s", m.flops_per_s())?;
         for (name, values) in [("ttft", &ttft), ("tpot", &tpot), ("e2e", &e2e)] {
             let p = Percentiles::of(values);
             row.set(&format!("{name}_mean_s"), p.mean)?

@@ -342,6 +342,15 @@ impl<'a> Executor<'a> {
         metrics.num_requests = requests.len();
         metrics.input_tokens = requests.iter().map(|r| r.input_tokens).sum();
         metrics.output_tokens = requests.iter().map(|r| r.output_tokens).sum();
+        for r in &requests {
+            let (prefill, decode) = crate::flops::generation(
+                model.info(),
+                r.input_tokens as u64,
+                r.output_tokens as u64,
+            );
+            metrics.flops_prefill += prefill;
+            metrics.flops_decode += decode;
+        }
         Ok((metrics, requests))
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod batching;
 pub mod execute;
+pub mod flops;
 pub mod latency;
 pub mod options;
 pub mod plan;

@@ -49,6 +49,10 @@ pub struct RunMetrics {
     pub warmup_s: f64,
     /// Peak KV-cache size seen, bytes.
     pub kv_cache_peak_bytes: u64,
+    /// Analytic FLOPs of the prompt passes (unpadded prompts).
+    pub flops_prefill: u64,
+    /// Analytic FLOPs of the decode steps (real KV lengths, no padding).
+    pub flops_decode: u64,
 }
 
 impl RunMetrics {
@@ -60,6 +64,11 @@ impl RunMetrics {
     /// Input plus output tokens per second of wall time.
     pub fn total_tokens_per_s(&self) -> Option<f64> {
         (self.wall_s > 0.0).then(|| (self.input_tokens + self.output_tokens) as f64 / self.wall_s)
+    }
+
+    /// Analytic FLOPs per second of wall time.
+    pub fn flops_per_s(&self) -> Option<f64> {
+        (self.wall_s > 0.0).then(|| (self.flops_prefill + self.flops_decode) as f64 / self.wall_s)
     }
 
     /// Requests per second of wall time.

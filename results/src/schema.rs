@@ -219,6 +219,24 @@ pub const RUN_COLUMNS: &[Column] = &[
         "largest KV cache seen, analytic from its shape",
     ),
     col(
+        "flops_prefill",
+        Int,
+        true,
+        "FLOPs of the prompt passes, analytic from the architecture (no padding)",
+    ),
+    col(
+        "flops_decode",
+        Int,
+        true,
+        "FLOPs of the decode steps, analytic with the real KV length",
+    ),
+    col(
+        "flops_per_s",
+        Float,
+        true,
+        "(flops_prefill + flops_decode) / wall_s; analytic over measured time",
+    ),
+    col(
         "config_json",
         Text,
         false,
