@@ -91,9 +91,15 @@ pub struct PlanArgs {
 /// Arguments of `llmeff generate`.
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// Model: bundled alias (tiny-stories), local folder, or Hub id.
+    /// Model: bundled alias (tiny-stories, tiny-llama3-gqa), local folder, or Hub id
+    /// (org/name, from the Hugging Face cache; HF_HUB_OFFLINE=1 never touches the network).
+    /// With --weights random, the built-in presets need no download: TinyLlama/TinyLlama-1.1B-Chat-v1.0,
+    /// meta-llama/Llama-3.2-1B, meta-llama/Llama-3.2-3B, meta-llama/Llama-3.1-8B, HuggingFaceTB/SmolLM-135M.
     #[arg(long, default_value = "tiny-stories")]
     pub model: String,
+    /// Hub revision (branch, tag or commit) of a Hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,

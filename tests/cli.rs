@@ -543,3 +543,120 @@ fn shards_run_disjoint_slices_that_merge_into_the_whole_study() {
     ids.dedup();
     assert_eq!(ids.len(), 8, "experiment ids repeat across shards");
 }
+
+#[test]
+fn models_study_runs_full_precision_and_int8_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmeff()
+        .current_dir(repo())
+        .args(["run", "experiments/models.rhai", "--plain", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("models/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 3);
+    let bytes = |q: &str| {
+        rows.iter()
+            .find(|r| {
+                r.get("quantization") == Some(&results::Cell::Text(q.into()))
+                    && r.get("model") == Some(&results::Cell::Text("tiny-stories".into()))
+            })
+            .and_then(|r| match r.get("model_bytes") {
+                Some(results::Cell::Int(b)) => Some(*b),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert!(
+        bytes("int8/b32") < bytes("none"),
+        "int8 must hold fewer weight bytes"
+    );
+}
+
+/// `generate` on a Hub id served from a (test) Hugging Face cache, fully offline.
+#[test]
+fn generate_loads_a_hub_id_from_the_cache_offline() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo_dir = cache.path().join("models--test-org--tiny");
+    let snapshot = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(repo().join("models/tiny-stories").join(f), snapshot.join(f)).unwrap();
+    }
+    let golden = golden("tiny-stories");
+    let case = &golden["prompts"][0];
+    let out = llmeff()
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "generate",
+            "--model",
+            "test-org/tiny",
+            "--max-new-tokens",
+            "32",
+            "--ignore-eos",
+            "--json",
+            "--prompt",
+        ])
+        .arg(case["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["output_ids"], case["greedy_new_ids"]);
+
+    // A folder works too.
+    let folder = llmeff()
+        .args([
+            "generate",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "--prompt",
+            "Once upon a time",
+            "--model",
+        ])
+        .arg(&snapshot)
+        .output()
+        .unwrap();
+    assert!(
+        folder.status.success(),
+        "{}",
+        String::from_utf8_lossy(&folder.stderr)
+    );
+
+    // An id that is not cached fails fast, naming the id and the cache folder.
+    let missing = llmeff()
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["generate", "--model", "test-org/absent", "--prompt", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("test-org/absent") && stderr.contains(&cache.path().display().to_string()),
+        "{stderr}"
+    );
+}

@@ -1,4 +1,5 @@
-//! burn implementations of the engine's model runtime: model sources, devices, the Llama
+//! burn implementations of the engine's model runtime: model sources (bundled aliases, folders,
+//! Hugging Face Hub ids through the local cache, built-in preset configs), devices, the Llama
 //! architecture, weight loading (safetensors or seeded random), tokenization and decoding.
 //!
 //! API Boundary: the engine sees only [`BurnRuntime`] (an `engine::runtime::Runtime`) and the
@@ -9,7 +10,9 @@ mod device;
 mod guard;
 mod handle;
 mod host;
+mod hub;
 mod llama;
+mod presets;
 mod random_init;
 mod runtime;
 mod sampler;
@@ -17,4 +20,6 @@ mod source;
 mod tokenizer;
 
 pub use handle::{BurnModel, LogitPositions, Logits};
+pub use hub::HubCache;
+pub use presets::preset_ids;
 pub use runtime::BurnRuntime;

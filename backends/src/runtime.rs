@@ -1,41 +1,55 @@
-//! The engine's `Runtime` implemented with burn: resolving a spec's model source and device and
-//! loading the model on the matching backend (burn-flex on the CPU, burn-cuda on CUDA).
+//! The engine's `Runtime` implemented with burn: resolving a spec's model source (alias, folder,
+//! Hub id or preset) and device, and loading the model on the matching backend (burn-flex on the
+//! CPU, burn-cuda on CUDA).
 
 use engine::runtime::{LoadedModel, ModelSpec, Runtime, RuntimeError};
 
 use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
+use crate::hub::HubCache;
 use crate::llama::LoadedLlama;
 use crate::source::{self, ResolvedSource};
 
 /// Loads Llama-family models on burn backends.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BurnRuntime;
+///
+/// It holds only where Hub models are cached; models own their devices' resources.
+#[derive(Debug, Clone)]
+pub struct BurnRuntime {
+    hub: HubCache,
+}
+
+impl Default for BurnRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl BurnRuntime {
-    /// A runtime; it holds no state, models own their devices' resources.
+    /// A runtime using the Hub cache and offline setting of the environment
+    /// ([`HubCache::from_env`]).
     pub fn new() -> Self {
-        Self
+        Self::with_hub_cache(HubCache::from_env())
+    }
+
+    /// A runtime finding Hub ids in `hub` (tests use this to avoid global environment).
+    pub fn with_hub_cache(hub: HubCache) -> Self {
+        Self { hub }
+    }
+
+    /// Where Hub ids are looked for.
+    pub fn hub_cache(&self) -> &HubCache {
+        &self.hub
     }
 
     /// Like [`Runtime::load`], returning the concrete handle (which also exposes logits).
     pub fn load_model(&self, spec: &ModelSpec) -> Result<BurnModel, RuntimeError> {
-        // Until quantized weights are implemented, refuse rather than run full precision under
-        // a quantized label.
-        if let Some(q) = &spec.quantization {
-            return Err(RuntimeError::UnsupportedConfig {
-                path: spec.source.clone(),
-                reason: format!("quantization {q} is not supported by this backend yet"),
-            });
-        }
         let kind = device::parse(&spec.device)?;
-        let source = source::resolve(&spec.source)?;
-        if let Some(revision) = &spec.revision {
-            return Err(RuntimeError::InvalidInput(format!(
-                "revision `{revision}` applies only to Hub ids; `{}` is a local model",
-                spec.source
-            )));
-        }
+        let source = source::resolve(
+            &spec.source,
+            spec.revision.as_deref(),
+            spec.weights,
+            &self.hub,
+        )?;
         match kind {
             DeviceKind::Cpu => load_on::<burn_flex::Flex>(&source, spec, burn_flex::FlexDevice),
             DeviceKind::Cuda(index) => load_cuda(&source, spec, index),

@@ -1,15 +1,22 @@
 //! Where a model named in a spec lives: bundled aliases in the repository's `models/` folder,
-//! or a local folder holding `config.json`.
+//! a local folder holding `config.json`, or a Hugging Face Hub id (`org/name`) found in, or
+//! downloaded to, the Hub cache; for random weights, a built-in preset config.
 
 use std::path::{Path, PathBuf};
 
-use engine::runtime::RuntimeError;
+use engine::runtime::{RuntimeError, WeightsKind};
+
+use crate::hub::{HubCache, Needed};
+use crate::presets::{self, Preset};
 
 /// Models shipped in `models/`, loadable by name without any network.
 pub(crate) const BUNDLED_ALIASES: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
 
 /// Environment variable overriding the bundled models folder (e.g. for an installed binary).
 pub(crate) const MODELS_DIR_ENV: &str = "LLMEFF_MODELS_DIR";
+
+/// The Hub revision used when a spec names none.
+const DEFAULT_REVISION: &str = "main";
 
 /// The bundled models folder: `$LLMEFF_MODELS_DIR`, else the repository's `models/` as seen at
 /// build time.
@@ -22,27 +29,50 @@ pub(crate) fn models_dir() -> PathBuf {
     }
 }
 
-/// A model folder and the name to show for it.
+/// A model's files and the name to show for it.
+///
+/// Files are read from `dir` when it has them; a `preset` supplies the config (and, through the
+/// byte-level fallback, a tokenizer) where it does not. At least one of the two is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ResolvedSource {
-    pub dir: PathBuf,
+    /// A folder with `config.json`, `tokenizer.json`, weights ...; `None` for a preset with
+    /// nothing cached.
+    pub dir: Option<PathBuf>,
+    /// Built-in config for a Hub id loaded with random weights.
+    pub preset: Option<&'static Preset>,
+    /// Alias, folder name or Hub id.
     pub name: String,
 }
 
-/// Resolves an alias or folder. Hub ids are not fetched (yet), so anything else is reported as
-/// not found together with the aliases that would work.
-pub(crate) fn resolve(source: &str) -> Result<ResolvedSource, RuntimeError> {
+/// Resolves a spec's source: a bundled alias, then an existing folder, then a Hub id.
+/// `revision` applies to Hub ids only; random weights need no checkpoint, and for preset ids no
+/// files at all.
+pub(crate) fn resolve(
+    source: &str,
+    revision: Option<&str>,
+    weights: WeightsKind,
+    hub: &HubCache,
+) -> Result<ResolvedSource, RuntimeError> {
     let not_found = |reason: String| RuntimeError::ModelNotFound {
         name: source.to_string(),
         reason,
     };
+    let local = |dir: PathBuf, name: String| {
+        if let Some(revision) = revision {
+            return Err(RuntimeError::InvalidInput(format!(
+                "revision `{revision}` applies only to Hub ids; `{source}` is a local model"
+            )));
+        }
+        Ok(ResolvedSource {
+            dir: Some(dir),
+            preset: None,
+            name,
+        })
+    };
     if BUNDLED_ALIASES.contains(&source) {
         let dir = models_dir().join(source);
         if dir.join("config.json").is_file() {
-            return Ok(ResolvedSource {
-                dir,
-                name: source.to_string(),
-            });
+            return local(dir, source.to_string());
         }
         return Err(not_found(format!(
             "bundled model folder {} is missing or has no config.json (set {MODELS_DIR_ENV} to the folder holding the bundled models)",
@@ -62,41 +92,159 @@ pub(crate) fn resolve(source: &str) -> Result<ResolvedSource, RuntimeError> {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| source.to_string());
-        return Ok(ResolvedSource {
-            dir: path.to_path_buf(),
-            name,
-        });
+        return local(path.to_path_buf(), name);
     }
-    Err(not_found(format!(
-        "not a bundled alias ({}) nor a folder with config.json; downloading from the Hugging Face Hub is not supported yet",
-        BUNDLED_ALIASES.join(", ")
-    )))
+    if !is_hub_id(source) {
+        return Err(not_found(format!(
+            "not a bundled alias ({}), a folder with config.json, nor a Hugging Face Hub id of the form `org/name`",
+            BUNDLED_ALIASES.join(", ")
+        )));
+    }
+    let revision = revision.unwrap_or(DEFAULT_REVISION);
+    let hub_source = |dir, preset| ResolvedSource {
+        dir,
+        preset,
+        name: source.to_string(),
+    };
+    match (weights, presets::find(source)) {
+        // A cached config (and tokenizer) wins over the preset; otherwise nothing is fetched,
+        // so preset shapes run offline.
+        (WeightsKind::Random, Some(preset)) => {
+            let cached = hub
+                .cached_snapshot(source, revision)?
+                .filter(|dir| dir.join("config.json").is_file());
+            Ok(hub_source(cached, Some(preset)))
+        }
+        (WeightsKind::Random, None) => hub
+            .resolve(source, revision, Needed::ConfigAndTokenizer)
+            .map(|dir| hub_source(Some(dir), None))
+            .map_err(with_preset_note),
+        (WeightsKind::Pretrained, _) => hub
+            .resolve(source, revision, Needed::Everything)
+            .map(|dir| hub_source(Some(dir), None)),
+    }
+}
+
+/// True for `org/name` with the characters the Hub allows (letters, digits, `-`, `_`, `.`),
+/// neither part starting or ending with `-` or `.`, and no `--` or `..` (as huggingface_hub's
+/// `validate_repo_id` requires).
+pub(crate) fn is_hub_id(source: &str) -> bool {
+    let Some((org, name)) = source.split_once('/') else {
+        return false;
+    };
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !p.starts_with(['-', '.'])
+            && !p.ends_with(['-', '.'])
+    };
+    source.len() <= 96
+        && part_ok(org)
+        && part_ok(name)
+        && !source.contains("--")
+        && !source.contains("..")
+}
+
+/// Adds the ids that would run with random weights without any download to a not-found error.
+fn with_preset_note(err: RuntimeError) -> RuntimeError {
+    match err {
+        RuntimeError::ModelNotFound { name, reason } => RuntimeError::ModelNotFound {
+            name,
+            reason: format!(
+                "{reason}. (With random weights these Hub ids need no download: {}.)",
+                presets::preset_ids().collect::<Vec<_>>().join(", ")
+            ),
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn offline_hub() -> (tempfile::TempDir, HubCache) {
+        let tmp = tempfile::tempdir().unwrap();
+        let hub = HubCache::new(tmp.path()).offline(true);
+        (tmp, hub)
+    }
+
+    fn resolve_offline(source: &str, weights: WeightsKind) -> Result<ResolvedSource, RuntimeError> {
+        let (_tmp, hub) = offline_hub();
+        resolve(source, None, weights, &hub)
+    }
+
     #[test]
     fn aliases_resolve_to_models_dir() {
-        let r = resolve("tiny-stories").unwrap();
+        let r = resolve_offline("tiny-stories", WeightsKind::Pretrained).unwrap();
         assert_eq!(r.name, "tiny-stories");
-        assert!(r.dir.join("model.safetensors").is_file());
+        assert!(r.dir.unwrap().join("model.safetensors").is_file());
+        assert_eq!(r.preset, None);
     }
 
     #[test]
     fn folders_resolve_with_their_name() {
         let dir = models_dir().join("tiny-llama3-gqa");
-        let r = resolve(dir.to_str().unwrap()).unwrap();
+        let r = resolve_offline(dir.to_str().unwrap(), WeightsKind::Pretrained).unwrap();
         assert_eq!(r.name, "tiny-llama3-gqa");
     }
 
     #[test]
+    fn revisions_are_for_hub_ids_only() {
+        let (_tmp, hub) = offline_hub();
+        assert!(matches!(
+            resolve("tiny-stories", Some("main"), WeightsKind::Pretrained, &hub),
+            Err(RuntimeError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
     fn unknown_sources_list_aliases() {
-        match resolve("meta-llama/Llama-3.2-1B") {
+        match resolve_offline("no-such-model", WeightsKind::Pretrained) {
             Err(RuntimeError::ModelNotFound { name, reason }) => {
-                assert_eq!(name, "meta-llama/Llama-3.2-1B");
+                assert_eq!(name, "no-such-model");
                 assert!(reason.contains("tiny-stories") && reason.contains("tiny-llama3-gqa"));
+                assert!(reason.contains("org/name"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hub_ids_are_recognised() {
+        for id in [
+            "meta-llama/Llama-3.2-1B",
+            "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+            "a/b_c.d",
+        ] {
+            assert!(is_hub_id(id), "{id}");
+        }
+        for not in [
+            "gpt2", "a/b/c", "/abs", "./x", "a/", "a/-b", "a/b.", "a--b/c", "a/b..c", "a b/c",
+        ] {
+            assert!(!is_hub_id(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn presets_need_nothing_with_random_weights() {
+        let r = resolve_offline("meta-llama/Llama-3.1-8B", WeightsKind::Random).unwrap();
+        assert_eq!(r.dir, None);
+        assert_eq!(r.preset.map(|p| p.id), Some("meta-llama/Llama-3.1-8B"));
+        assert_eq!(r.name, "meta-llama/Llama-3.1-8B");
+        // Pretrained weights of a preset id still have to come from the cache.
+        assert!(matches!(
+            resolve_offline("meta-llama/Llama-3.1-8B", WeightsKind::Pretrained),
+            Err(RuntimeError::ModelNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn random_weights_of_other_ids_mention_the_presets() {
+        match resolve_offline("org/unknown", WeightsKind::Random) {
+            Err(RuntimeError::ModelNotFound { reason, .. }) => {
+                assert!(reason.contains("HuggingFaceTB/SmolLM-135M"), "{reason}");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use backends::{BurnRuntime, LogitPositions};
+use backends::LogitPositions;
 use common::*;
 use engine::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, Runtime, RuntimeError, WeightsKind,
@@ -151,7 +151,7 @@ fn missing_weights_file_is_an_invalid_file() {
     invalid_file(load_dir(&dir));
     // Random weights need no checkpoint at all.
     let random = spec(dir.to_str().unwrap(), DType::F32, WeightsKind::Random, 1);
-    BurnRuntime::new().load_model(&random).unwrap();
+    runtime().load_model(&random).unwrap();
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn sharded_checkpoint_loads_like_the_single_file() {
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     std::fs::remove_file(&single).unwrap();
 
-    let sharded = BurnRuntime::new()
+    let sharded = runtime()
         .load_model(&spec(
             dir.to_str().unwrap(),
             DType::F32,
@@ -223,6 +223,14 @@ fn sharded_checkpoint_loads_like_the_single_file() {
 
 #[test]
 fn unknown_sources_are_not_found() {
+    match load_err(&spec("not-a-model", DType::F32, WeightsKind::Pretrained, 0)) {
+        RuntimeError::ModelNotFound { name, reason } => {
+            assert_eq!(name, "not-a-model");
+            assert!(reason.contains("tiny-stories"), "{reason}");
+        }
+        other => panic!("expected ModelNotFound, got {other:?}"),
+    }
+    // Hub ids are looked for in the (here empty, offline) Hub cache.
     match load_err(&spec(
         "org/not-a-model",
         DType::F32,
@@ -231,7 +239,7 @@ fn unknown_sources_are_not_found() {
     )) {
         RuntimeError::ModelNotFound { name, reason } => {
             assert_eq!(name, "org/not-a-model");
-            assert!(reason.contains("tiny-stories"), "{reason}");
+            assert!(reason.contains("no-hub-cache-here"), "{reason}");
         }
         other => panic!("expected ModelNotFound, got {other:?}"),
     }
@@ -255,7 +263,7 @@ fn unknown_sources_are_not_found() {
 
 #[test]
 fn devices_are_checked() {
-    let runtime = BurnRuntime::new();
+    let runtime = runtime();
     assert_eq!(runtime.devices()[0], "cpu");
     let mut s = spec("tiny-stories", DType::F32, WeightsKind::Pretrained, 0);
     s.device = "tpu:0".into();

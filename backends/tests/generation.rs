@@ -76,7 +76,7 @@ fn stops_at_eos_only_after_min_new_tokens() {
         gen_config.to_string(),
     )
     .unwrap();
-    let model = backends::BurnRuntime::new()
+    let model = runtime()
         .load_model(&spec(
             tmp.path().to_str().unwrap(),
             DType::F32,
@@ -116,10 +116,30 @@ fn stops_at_eos_only_after_min_new_tokens() {
     let after = generation.step().unwrap();
     assert!(after.finished && after.tokens.iter().all(Option::is_none));
 
-    // min_new_tokens past the EOS position: the EOS does not stop it.
-    let (out, _) = generate(&model, &prompts[..1], &options(first_eos + 2, true));
-    assert!(out[0].len() > first_eos + 1);
-    assert_eq!(out[0][..=first_eos], continuation[..=first_eos]);
+    // min_new_tokens past the EOS position: as in transformers, EOS logits are −inf until then,
+    // so the step that gave EOS picks the best other token instead of EOS.
+    let min_new_tokens = first_eos + 2;
+    let (out, _) = generate(&model, &prompts[..1], &options(min_new_tokens, true));
+    assert!(out[0].len() >= min_new_tokens, "{:?}", out[0]);
+    assert_eq!(out[0][..first_eos], continuation[..first_eos]);
+    assert!(
+        out[0][..min_new_tokens]
+            .iter()
+            .all(|t| *t != eos && *t != 2),
+        "EOS before min_new_tokens: {:?}",
+        out[0]
+    );
+    let mut context = PROMPT.to_vec();
+    context.extend_from_slice(&continuation[..first_eos]);
+    let logits = model
+        .logits(&[context], backends::LogitPositions::Last)
+        .unwrap()
+        .remove(0)
+        .remove(0);
+    let best_other = (0..logits.len())
+        .filter(|&i| i as u32 != eos && i != 2)
+        .fold(0, |best, i| if logits[i] > logits[best] { i } else { best });
+    assert_eq!(out[0][first_eos], best_other as u32);
     // stop_at_eos false: always max_new_tokens.
     let (out, _) = generate(&model, &prompts[..1], &options(0, false));
     assert_eq!(out[0].len(), 20);
@@ -147,4 +167,63 @@ fn sampling_is_seeded_and_temperature_zero_is_greedy() {
     assert_ne!(a, c);
     let (zero, _) = generate(&model, &prompts[..1], &sample(5, 0.0));
     assert_eq!(zero[0], golden_continuation()[..24].to_vec());
+}
+
+/// min_new_tokens holds for sampling too: with a frequent token made an EOS id, sampled
+/// sequences that end early without it never do so with it.
+#[test]
+fn sampled_eos_is_suppressed_before_min_new_tokens() {
+    let continuation = golden_continuation();
+    let eos = continuation[2];
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(models_dir().join("tiny-stories")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let gen_config = serde_json::json!({"bos_token_id": 1, "eos_token_id": [2, eos]});
+    std::fs::write(
+        tmp.path().join("generation_config.json"),
+        gen_config.to_string(),
+    )
+    .unwrap();
+    let model = runtime()
+        .load_model(&spec(
+            tmp.path().to_str().unwrap(),
+            DType::F32,
+            engine::runtime::WeightsKind::Pretrained,
+            0,
+        ))
+        .unwrap();
+    let min_new_tokens = 8;
+    let options = |min_new_tokens, seed| GenerateOptions {
+        max_new_tokens: 12,
+        min_new_tokens,
+        stop_at_eos: true,
+        decoding: Decoding::Sample {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            seed,
+        },
+    };
+    let prompts = vec![PROMPT.to_vec(); 4];
+    let is_eos = |t: &u32| *t == eos || *t == 2;
+    let mut ended_early_without = false;
+    for seed in 0..4 {
+        let (free, _) = generate(&model, &prompts, &options(0, seed));
+        ended_early_without |= free.iter().any(|s| {
+            s.iter()
+                .position(is_eos)
+                .is_some_and(|p| p < min_new_tokens)
+        });
+        let (held, _) = generate(&model, &prompts, &options(min_new_tokens, seed));
+        for seq in &held {
+            assert!(seq.len() > min_new_tokens, "{seq:?}");
+            assert!(!seq[..min_new_tokens].iter().any(is_eos), "{seq:?}");
+        }
+    }
+    assert!(
+        ended_early_without,
+        "no sampled sequence met EOS early without min_new_tokens; the test proves nothing"
+    );
 }

@@ -3,12 +3,12 @@
 
 mod common;
 
-use backends::{BurnRuntime, LogitPositions};
+use backends::LogitPositions;
 use common::*;
 use engine::runtime::{DType, LoadedModel, WeightsKind};
 
 fn random_logits(source: &str, dtype: DType, seed: u64) -> Vec<f32> {
-    let model = BurnRuntime::new()
+    let model = runtime()
         .load_model(&spec(source, dtype, WeightsKind::Random, seed))
         .unwrap();
     let mut out = model
@@ -37,7 +37,7 @@ fn same_seed_same_model_other_seed_other_model() {
 #[test]
 fn random_model_reports_the_pretrained_shape() {
     let pretrained = load("tiny-llama3-gqa", DType::F32);
-    let random = BurnRuntime::new()
+    let random = runtime()
         .load_model(&spec("tiny-llama3-gqa", DType::F16, WeightsKind::Random, 3))
         .unwrap();
     let (p, r) = (pretrained.info(), random.info());

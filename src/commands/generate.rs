@@ -13,7 +13,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, Failure> {
     let runtime = backends::BurnRuntime::new();
     let spec = ModelSpec {
         source: args.model.clone(),
-        revision: None,
+        revision: args.revision.clone(),
         // clap's value_parser only admits the three names.
         dtype: DType::parse(&args.dtype).unwrap_or(DType::F32),
         weights: if args.weights == "random" {

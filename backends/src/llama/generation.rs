@@ -2,7 +2,7 @@
 //! one decode step per token with the KV cache, per-sequence stopping, and token selection.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{Bool, DType, Tensor, TensorData};
 use engine::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 
 use super::batch::PaddedBatch;
@@ -152,15 +152,61 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
             let last: Vec<u32> = self.states.iter().map(|s| s.last).collect();
             self.batch.decode(self.steps, &last, self.cache.len())
         };
+        // Live sequences short of min_new_tokens may not end yet: their EOS logits go to −inf
+        // before picking, as transformers' MinNewTokensLengthLogitsProcessor does (applied
+        // whether or not generation stops at EOS, again as there).
+        let min_new_tokens = self.options.min_new_tokens;
+        let suppress: Vec<bool> = self
+            .states
+            .iter()
+            .map(|s| !s.finished && s.generated < min_new_tokens)
+            .collect();
         let model = self.model;
-        let (rope, cache, picker, states) =
-            (&self.rope, &mut self.cache, &mut self.picker, &self.states);
+        let (rope, cache, picker, states, eos) = (
+            &self.rope,
+            &mut self.cache,
+            &mut self.picker,
+            &self.states,
+            &self.eos,
+        );
         catch_backend_panic("generation step", || {
             let input = StepInput::upload(host, rope, model.device());
-            let logits = model.forward(&input, cache, LogitRows::Last)?;
+            let mut logits = model.forward(&input, cache, LogitRows::Last)?;
+            if suppress.contains(&true) && !eos.is_empty() {
+                logits = suppress_tokens(logits, &suppress, eos);
+            }
             pick(picker, logits, states)
         })
     }
+}
+
+/// Sets the logits of `tokens` to −inf in the rows flagged in `rows`, so those tokens cannot be
+/// picked there, greedy or sampled. Only the few affected columns are touched: a full
+/// `[batch, vocab]` mask would be uploaded every step.
+fn suppress_tokens<B: Backend>(
+    logits: Tensor<B, 2>,
+    rows: &[bool],
+    tokens: &[u32],
+) -> Tensor<B, 2> {
+    let [batch, vocab] = logits.dims();
+    let mask = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(rows.to_vec(), [batch, 1]),
+        &logits.device(),
+    );
+    let mut logits = logits;
+    for &token in tokens {
+        let t = token as usize;
+        // An EOS id outside the vocabulary can never be produced anyway.
+        if t >= vocab {
+            continue;
+        }
+        let column = logits
+            .clone()
+            .slice([0..batch, t..t + 1])
+            .mask_fill(mask.clone(), f32::NEG_INFINITY);
+        logits = logits.slice_assign([0..batch, t..t + 1], column);
+    }
+    logits
 }
 
 /// Token ids from `[batch, vocab]` logits; the data is on the host when this returns. Greedy
@@ -232,8 +278,10 @@ impl<B: Backend> Generation for LlamaGeneration<'_, B> {
                 }
                 state.generated += 1;
                 state.last = token;
+                // EOS was suppressed before min_new_tokens; the count check only guards a
+                // degenerate all −inf row, where the suppressed id could still come out.
                 let at_eos = opts.stop_at_eos
-                    && state.generated >= opts.min_new_tokens
+                    && state.generated > opts.min_new_tokens
                     && self.eos.contains(&token);
                 if at_eos || state.generated >= opts.max_new_tokens {
                     state.finished = true;
@@ -255,7 +303,6 @@ impl<B: Backend> Generation for LlamaGeneration<'_, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
     use burn_flex::{Flex, FlexDevice};
 
     #[test]
@@ -277,6 +324,39 @@ mod tests {
             let states = vec![live.clone(), live.clone()];
             let ids = pick(&mut Picker::Greedy, logits, &states).unwrap();
             assert_eq!(ids, vec![3, 1], "vocab {vocab}");
+        }
+    }
+
+    #[test]
+    fn suppressed_tokens_are_never_picked_in_flagged_rows() {
+        let live = SequenceState {
+            generated: 0,
+            finished: false,
+            last: 0,
+        };
+        let vocab = 6;
+        // Token 2 is the clear favourite in both rows, token 4 second.
+        let row = [0.0f32, 1.0, 9.0, 0.5, 3.0, 8.5];
+        let values: Vec<f32> = row.iter().chain(row.iter()).copied().collect();
+        let logits = || {
+            Tensor::<Flex, 2>::from_data(TensorData::new(values.clone(), [2, vocab]), &FlexDevice)
+        };
+        let states = vec![live.clone(), live.clone()];
+        let suppressed = suppress_tokens(logits(), &[true, false], &[2, 5, 99]);
+        let ids = pick(&mut Picker::Greedy, suppressed.clone(), &states).unwrap();
+        assert_eq!(ids, vec![4, 2]);
+        let host: Vec<f32> = suppressed.into_data().to_vec().unwrap();
+        assert_eq!(host[2], f32::NEG_INFINITY);
+        assert_eq!(host[5], f32::NEG_INFINITY);
+        assert_eq!(host[vocab..], row);
+
+        // Sampling at a high temperature still never draws them.
+        let sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
+        let mut picker = Picker::Sample(Box::new(sampler));
+        for _ in 0..200 {
+            let suppressed = suppress_tokens(logits(), &[true, true], &[2, 5]);
+            let ids = pick(&mut picker, suppressed, &states).unwrap();
+            assert!(ids.iter().all(|&id| id != 2 && id != 5), "{ids:?}");
         }
     }
 }

@@ -1,17 +1,15 @@
-//! A Llama model loaded from a model folder onto a device: config, tokenizer and weights put
-//! together, the facts reported about it, and the engine's `LoadedModel` contract.
-
-use std::path::Path;
+//! A Llama model loaded onto a device from a model folder or a built-in preset: config,
+//! tokenizer and weights put together, the facts reported about it, and the engine's
+//! `LoadedModel` contract.
 
 use burn::tensor::DType as BurnDType;
 use burn::tensor::backend::Backend;
 use engine::runtime::{
     GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError, WeightsKind,
 };
-use serde_json::Value;
 
 use super::batch::PaddedBatch;
-use super::config::{LlamaConfig, TokenIds};
+use super::files::ModelFiles;
 use super::generation::{LlamaGeneration, validate_prompts};
 use super::model::{LlamaModel, LogitRows, StepInput};
 use super::weights::{LlamaWeights, WeightSource, parameter_count};
@@ -36,10 +34,11 @@ impl<B: Backend> LoadedLlama<B> {
         spec: &ModelSpec,
         device: B::Device,
     ) -> Result<Self, RuntimeError> {
-        let config = LlamaConfig::from_file(&source.dir.join("config.json"))?;
-        let eos_token_ids =
-            generation_config_eos(&source.dir)?.unwrap_or_else(|| config.eos_token_ids.clone());
-        let tokenizer = TextTokenizer::from_dir(&source.dir)?;
+        let ModelFiles {
+            config,
+            eos_token_ids,
+            tokenizer,
+        } = ModelFiles::read(source)?;
         let dtype = burn_dtype(spec.dtype);
         let supported = catch_backend_panic("querying the device", || {
             Ok(B::supports_dtype(&device, dtype))
@@ -51,22 +50,42 @@ impl<B: Backend> LoadedLlama<B> {
             });
         }
         let checkpoint = match spec.weights {
-            WeightsKind::Pretrained => Some(Checkpoint::open(&source.dir)?),
+            WeightsKind::Pretrained => match &source.dir {
+                Some(dir) => Some(Checkpoint::open(dir)?),
+                // Resolution only yields a folderless source for random weights.
+                None => {
+                    return Err(RuntimeError::ModelNotFound {
+                        name: source.name.clone(),
+                        reason: "pretrained weights need the model's files, not a built-in preset"
+                            .into(),
+                    });
+                }
+            },
             WeightsKind::Random => None,
         };
         let weight_source = match &checkpoint {
             Some(c) => WeightSource::Checkpoint(c),
             None => WeightSource::Random { seed: spec.seed },
         };
-        let weights = catch_backend_panic("loading weights", || {
+        let mut weights = catch_backend_panic("loading weights", || {
             LlamaWeights::build(&config, &weight_source, &device, spec.dtype)
         })?;
         let parameters = parameter_count(&config);
+        let mut weight_bytes = (parameters * spec.dtype.size_bytes() as u64) as i64;
+        if let Some(q) = spec.quantization {
+            for (i, layer) in weights.layers.iter_mut().enumerate() {
+                for (name, linear) in layer.linears_mut() {
+                    let full = format!("model.layers.{i}.{name}.weight");
+                    weight_bytes -=
+                        catch_backend_panic("quantizing weights", || linear.quantize(&full, q))?;
+                }
+            }
+        }
         let info = ModelInfo {
             name: source.name.clone(),
             architecture: "llama".into(),
             parameters,
-            weight_bytes: parameters * spec.dtype.size_bytes() as u64,
+            weight_bytes: weight_bytes.max(0) as u64,
             hidden_size: config.hidden_size,
             num_layers: config.num_layers,
             num_heads: config.num_heads,
@@ -83,28 +102,6 @@ impl<B: Backend> LoadedLlama<B> {
             tokenizer,
             model: LlamaModel::new(config, weights, device, dtype),
         })
-    }
-}
-
-/// EOS ids from `generation_config.json`, which is what transformers' `generate` stops on
-/// (Llama 3 instruct lists several there while `config.json` has one). `None` when the file or
-/// the field is absent.
-fn generation_config_eos(dir: &Path) -> Result<Option<Vec<u32>>, RuntimeError> {
-    let path = dir.join("generation_config.json");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let invalid = |reason: String| RuntimeError::InvalidModelFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read: {e}")))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    match value.get("eos_token_id") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value::<TokenIds>(v.clone())
-            .map(|ids| Some(ids.into_vec()))
-            .map_err(|_| invalid("eos_token_id must be a token id or a list of them".into())),
     }
 }
 

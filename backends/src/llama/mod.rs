@@ -3,10 +3,12 @@
 
 mod batch;
 mod config;
+mod files;
 mod generation;
 mod kv_cache;
 mod loaded;
 mod model;
+mod quant;
 mod rope;
 mod weights;
 

@@ -198,9 +198,9 @@ impl<B: Backend> LlamaModel<B> {
         let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let group = heads / kv_heads;
         let split = |x: Tensor<B, 2>, n: usize| x.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = split(h.clone().matmul(w.q_proj.clone()), heads);
-        let k = split(h.clone().matmul(w.k_proj.clone()), kv_heads);
-        let v = split(h.matmul(w.v_proj.clone()), kv_heads);
+        let q = split(w.q_proj.forward(h.clone()), heads);
+        let k = split(w.k_proj.forward(h.clone()), kv_heads);
+        let v = split(w.v_proj.forward(h), kv_heads);
         let q = apply_rope(q, &input.cos, &input.sin);
         let k = apply_rope(k, &input.cos, &input.sin);
         let (k_all, v_all) = cache.append(index, k, v)?;
@@ -222,7 +222,7 @@ impl<B: Backend> LlamaModel<B> {
             .reshape([b, heads, t, d])
             .swap_dims(1, 2)
             .reshape([b * t, heads * d]);
-        Ok(out.matmul(w.o_proj.clone()))
+        Ok(w.o_proj.forward(out))
     }
 }
 
@@ -231,7 +231,7 @@ impl<B: Backend> LlamaModel<B> {
 /// # Shapes
 /// - `h`: `[rows, hidden]`, returns `[rows, hidden]`
 fn mlp<B: Backend>(w: &LayerWeights<B>, h: Tensor<B, 2>) -> Tensor<B, 2> {
-    let gate = silu(h.clone().matmul(w.gate_proj.clone()));
-    let up = h.matmul(w.up_proj.clone());
-    (gate * up).matmul(w.down_proj.clone())
+    let gate = silu(w.gate_proj.forward(h.clone()));
+    let up = w.up_proj.forward(h);
+    w.down_proj.forward(gate * up)
 }

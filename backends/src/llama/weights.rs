@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::quant::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 use engine::runtime::{DType, RuntimeError};
@@ -126,20 +127,35 @@ pub(crate) fn parameter_count(c: &LlamaConfig) -> u64 {
 pub(crate) struct LayerWeights<B: Backend> {
     pub input_norm: Tensor<B, 1>,
     /// `[hidden, heads * head_dim]`
-    pub q_proj: Tensor<B, 2>,
+    pub q_proj: Linear<B>,
     /// `[hidden, kv_heads * head_dim]`
-    pub k_proj: Tensor<B, 2>,
+    pub k_proj: Linear<B>,
     /// `[hidden, kv_heads * head_dim]`
-    pub v_proj: Tensor<B, 2>,
+    pub v_proj: Linear<B>,
     /// `[heads * head_dim, hidden]`
-    pub o_proj: Tensor<B, 2>,
+    pub o_proj: Linear<B>,
     pub post_attention_norm: Tensor<B, 1>,
     /// `[hidden, intermediate]`
-    pub gate_proj: Tensor<B, 2>,
+    pub gate_proj: Linear<B>,
     /// `[hidden, intermediate]`
-    pub up_proj: Tensor<B, 2>,
+    pub up_proj: Linear<B>,
     /// `[intermediate, hidden]`
-    pub down_proj: Tensor<B, 2>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> LayerWeights<B> {
+    /// The linear layers with their checkpoint names, for quantization.
+    pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 7] {
+        [
+            ("self_attn.q_proj", &mut self.q_proj),
+            ("self_attn.k_proj", &mut self.k_proj),
+            ("self_attn.v_proj", &mut self.v_proj),
+            ("self_attn.o_proj", &mut self.o_proj),
+            ("mlp.gate_proj", &mut self.gate_proj),
+            ("mlp.up_proj", &mut self.up_proj),
+            ("mlp.down_proj", &mut self.down_proj),
+        ]
+    }
 }
 
 /// All tensors of a Llama model, on one device at one dtype.
@@ -215,16 +231,16 @@ impl<B: Backend> LlamaWeights<B> {
                 input_norm: vectors
                     .remove(&format!("{p}.input_layernorm.weight"))
                     .ok_or_else(|| missing("input_layernorm"))?,
-                q_proj: matrix(format!("{p}.self_attn.q_proj.weight"))?,
-                k_proj: matrix(format!("{p}.self_attn.k_proj.weight"))?,
-                v_proj: matrix(format!("{p}.self_attn.v_proj.weight"))?,
-                o_proj: matrix(format!("{p}.self_attn.o_proj.weight"))?,
+                q_proj: Linear::Dense(matrix(format!("{p}.self_attn.q_proj.weight"))?),
+                k_proj: Linear::Dense(matrix(format!("{p}.self_attn.k_proj.weight"))?),
+                v_proj: Linear::Dense(matrix(format!("{p}.self_attn.v_proj.weight"))?),
+                o_proj: Linear::Dense(matrix(format!("{p}.self_attn.o_proj.weight"))?),
                 post_attention_norm: vectors
                     .remove(&format!("{p}.post_attention_layernorm.weight"))
                     .ok_or_else(|| missing("post_attention_layernorm"))?,
-                gate_proj: matrix(format!("{p}.mlp.gate_proj.weight"))?,
-                up_proj: matrix(format!("{p}.mlp.up_proj.weight"))?,
-                down_proj: matrix(format!("{p}.mlp.down_proj.weight"))?,
+                gate_proj: Linear::Dense(matrix(format!("{p}.mlp.gate_proj.weight"))?),
+                up_proj: Linear::Dense(matrix(format!("{p}.mlp.up_proj.weight"))?),
+                down_proj: Linear::Dense(matrix(format!("{p}.mlp.down_proj.weight"))?),
             });
         }
         let norm = vectors

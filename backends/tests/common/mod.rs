@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use backends::{BurnModel, BurnRuntime};
+use backends::{BurnModel, BurnRuntime, HubCache};
 use engine::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, RuntimeError, WeightsKind,
 };
@@ -15,6 +15,13 @@ pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("models")
+}
+
+/// A runtime whose Hub cache is an empty folder in offline mode, so no test depends on the
+/// machine's real cache or touches the network.
+pub fn runtime() -> BurnRuntime {
+    let nowhere = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/no-hub-cache-here");
+    BurnRuntime::with_hub_cache(HubCache::new(nowhere).offline(true))
 }
 
 pub fn spec(source: &str, dtype: DType, weights: WeightsKind, seed: u64) -> ModelSpec {
@@ -30,13 +37,13 @@ pub fn spec(source: &str, dtype: DType, weights: WeightsKind, seed: u64) -> Mode
 }
 
 pub fn load(source: &str, dtype: DType) -> BurnModel {
-    BurnRuntime::new()
+    runtime()
         .load_model(&spec(source, dtype, WeightsKind::Pretrained, 0))
         .unwrap_or_else(|e| panic!("loading {source}: {e}"))
 }
 
 pub fn load_err(spec: &ModelSpec) -> RuntimeError {
-    match BurnRuntime::new().load_model(spec) {
+    match runtime().load_model(spec) {
         Ok(_) => panic!("loading {} unexpectedly succeeded", spec.source),
         Err(e) => e,
     }
