@@ -30,6 +30,27 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Build a plan interactively: each statement extends it; :plan, :run, :results, :help.
     Repl(ReplArgs),
+    /// Summarise a study folder: tables of each configuration's means, failed runs, and charts
+    /// (SVG and PNG) with one self-contained HTML page under <dir>/report/.
+    Report(ReportArgs),
+    /// Show this machine: CPU, memory, devices, and which meters (NVML, RAPL, estimate, /proc,
+    /// device peaks) are available here and why the others are missing.
+    Env(EnvArgs),
+}
+
+/// Arguments of `llmeff env`.
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `llmeff report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The study folder, e.g. runs/single (it holds runs.parquet).
+    pub dir: PathBuf,
 }
 
 /// Arguments of `llmeff repl`.

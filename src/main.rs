@@ -44,6 +44,8 @@ fn main() -> ExitCode {
         cli::Command::Plan(args) => commands::plan::run(args),
         cli::Command::Generate(args) => commands::generate::run(args),
         cli::Command::Repl(args) => commands::repl::run(args),
+        cli::Command::Report(args) => commands::report::run(args),
+        cli::Command::Env(args) => commands::env::run(args.json),
     };
     match result {
         Ok(code) => code,

@@ -5,9 +5,11 @@
 use std::collections::HashSet;
 
 use engine::latency::{Percentiles, RequestTiming};
+use engine::meter::{Domain, Sample};
+use engine::metering::EnergySource;
 use engine::record::{RecordSink, RunRecord, SinkError};
 use engine::stage::DecodingSpec;
-use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS};
+use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
 use results::{Row, Store, StoreError};
 
 /// A [`RecordSink`] that writes each record to a [`Store`] as it arrives.
@@ -53,6 +55,16 @@ impl RecordSink for StoreSink {
             .iter()
             .map(|r| request_row(record, r))
             .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?;
+        let samples = record
+            .metrics
+            .iter()
+            .flat_map(|m| m.meters.samples.iter())
+            .map(|s| sample_row(record, s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?;
+        self.store
+            .write_samples(&record.run_hash, record.cycle, &samples)
             .map_err(wrap)?;
         self.store.write_run(&run, &requests).map_err(wrap)?;
         if record.status == engine::record::RunStatus::Ok {
@@ -140,6 +152,7 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
             .set("flops_prefill", m.flops_prefill)?
             .set("flops_decode", m.flops_decode)?
             .set("flops_per_s", m.flops_per_s())?;
+        set_meter_columns(&mut row, m)?;
         for (name, values) in [("ttft", &ttft), ("tpot", &tpot), ("e2e", &e2e)] {
             let p = Percentiles::of(values);
             row.set(&format!("{name}_mean_s"), p.mean)?
@@ -148,6 +161,88 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
                 .set(&format!("{name}_p99_s"), p.p99)?;
         }
     }
+    Ok(row)
+}
+
+/// Energy, carbon, utilisation, memory and MFU/MBU columns of a finished run.
+fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<(), StoreError> {
+    let report = &m.meters;
+    let energy_on = !report.energy.is_empty();
+    for domain in Domain::ALL {
+        let (joules, source) = match report.domain(domain) {
+            Some(d) => (d.joules, d.source),
+            None if energy_on => (None, EnergySource::Unavailable),
+            None => (None, EnergySource::Off),
+        };
+        row.set(&format!("energy_{}_j", domain.name()), joules)?
+            .set(&format!("energy_{}_source", domain.name()), source.name())?;
+    }
+    let meters: Vec<String> = report
+        .energy
+        .iter()
+        .filter_map(|d| Some(format!("{}: {}", d.domain.name(), d.meter.as_ref()?)))
+        .collect();
+    row.set("energy_total_j", report.total_j())?
+        .set("energy_total_source", report.total_source())?
+        .set("energy_prefill_j", report.prefill_j)?
+        .set("energy_decode_j", report.decode_j)?
+        .set("energy_split", report.split.map(|s| s.name()))?
+        .set("idle_power_w", report.idle_power_w)?
+        .set("energy_net_j", m.energy_net_j())?
+        .set("j_per_output_token", m.j_per_output_token())?
+        .set("co2e_g", m.co2e_g())?
+        .set(
+            "energy_meters",
+            (!meters.is_empty()).then(|| meters.join("; ")),
+        )?
+        .set("decode_bytes", m.decode_bytes)?
+        .set("decode_bytes_per_s", m.decode_bytes_per_s())?
+        .set("mfu", m.mfu())?
+        .set("mbu", m.mbu())?
+        .set("peak_rss_bytes", report.peak(|s| s.rss_bytes))?
+        .set("rss_hwm_bytes", report.rss_high_water_bytes)?
+        .set("gpu_mem_peak_bytes", report.peak(|s| s.gpu_mem_bytes))?
+        .set("process_cpu_mean_pct", report.mean(|s| s.process_cpu_pct))?
+        .set("process_cpu_peak_pct", report.peak(|s| s.process_cpu_pct))?
+        .set("system_cpu_mean_pct", report.mean(|s| s.system_cpu_pct))?
+        .set("gpu_util_mean_pct", report.mean(|s| s.gpu_util_pct))?
+        .set("gpu_util_peak_pct", report.peak(|s| s.gpu_util_pct))?
+        .set("num_samples", report.samples.len())?
+        .set(
+            "meter_notes",
+            (!report.notes.is_empty()).then(|| report.notes.join("; ")),
+        )?;
+    if let Some(i) = &m.intensity {
+        row.set("carbon_intensity_g_per_kwh", i.g_per_kwh)?
+            .set("carbon_intensity_source", i.source.as_str())?
+            .set("pue", i.pue)?;
+    }
+    if let Some(p) = &m.peak {
+        row.set("peak_flops_per_s", p.flops_per_s)?
+            .set("peak_bytes_per_s", p.bytes_per_s)?
+            .set("peak_source", p.source.as_str())?;
+    }
+    Ok(())
+}
+
+fn sample_row(record: &RunRecord, s: &Sample) -> Result<Row, StoreError> {
+    let powers: Vec<f64> = Domain::ALL.iter().filter_map(|d| s.power_w(*d)).collect();
+    let mut row = Row::new(SAMPLE_COLUMNS);
+    row.set("run_hash", record.run_hash.as_str())?
+        .set("cycle_id", record.cycle)?
+        .set("t_s", s.t_s)?
+        .set("rss_bytes", s.rss_bytes)?
+        .set("process_cpu_pct", s.process_cpu_pct)?
+        .set("system_cpu_pct", s.system_cpu_pct)?
+        .set("gpu_util_pct", s.gpu_util_pct)?
+        .set("gpu_mem_bytes", s.gpu_mem_bytes)?
+        .set("power_cpu_w", s.power_cpu_w)?
+        .set("power_gpu_w", s.power_gpu_w)?
+        .set("power_ram_w", s.power_ram_w)?
+        .set(
+            "power_total_w",
+            (!powers.is_empty()).then(|| powers.iter().sum::<f64>()),
+        )?;
     Ok(row)
 }
 

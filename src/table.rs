@@ -120,6 +120,8 @@ const SHOWN: &[&str] = &[
     "ttft_p50_s",
     "tpot_p50_s",
     "output_tokens_per_s",
+    "j_per_output_token",
+    "energy_total_source",
 ];
 
 /// Prints the runs table to stdout.
@@ -134,6 +136,22 @@ pub fn print_runs(rows: &[Row]) {
                 .map(|c| row.get(c).map(|v| v.display()).unwrap_or_default())
                 .collect::<Vec<_>>(),
         );
+    }
+    println!("{table}");
+}
+
+/// Prints the meter inventory: each meter, whether it is usable here, and why not.
+pub fn print_meters(inventory: &[engine::meter::MeterStatus]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    table.set_header(vec!["meter", "available", "detail"]);
+    for m in inventory {
+        table.add_row(vec![
+            m.name.clone(),
+            if m.available { "yes" } else { "no" }.to_string(),
+            m.detail.clone(),
+        ]);
     }
     println!("{table}");
 }

@@ -101,7 +101,15 @@ fn unknown_flag_exits_2() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [vec![], vec!["run"], vec!["plan"], vec!["generate"]] {
+    for sub in [
+        vec![],
+        vec!["run"],
+        vec!["plan"],
+        vec!["generate"],
+        vec!["repl"],
+        vec!["report"],
+        vec!["env"],
+    ] {
         let mut args = sub.clone();
         args.push("--help");
         llmeff()
@@ -110,6 +118,37 @@ fn every_subcommand_has_help() {
             .success()
             .stdout(predicate::str::contains("Usage: llmeff"));
     }
+}
+
+#[test]
+fn env_lists_every_meter_with_a_reason() {
+    let out = llmeff().args(["env", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meters = json["meters"].as_array().unwrap();
+    let names: Vec<&str> = meters.iter().filter_map(|m| m["name"].as_str()).collect();
+    for name in ["nvml", "rapl", "estimate", "procfs", "peak"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for m in meters {
+        assert!(
+            !m["detail"].as_str().unwrap_or_default().is_empty(),
+            "{m}: no detail"
+        );
+    }
+    // The estimate needs only /proc, so every Linux machine has it.
+    let estimate = meters.iter().find(|m| m["name"] == "estimate").unwrap();
+    assert_eq!(estimate["available"], true);
+    assert!(json["environment"]["logical_cores"].as_u64().unwrap() >= 1);
+    llmeff()
+        .arg("env")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("meters:"));
 }
 
 #[test]
@@ -136,6 +175,80 @@ fn run_single(out_dir: &Path) -> std::process::Output {
         .arg(out_dir)
         .output()
         .unwrap()
+}
+
+fn float(row: &results::Row, column: &str) -> Option<f64> {
+    match row.get(column) {
+        Some(results::Cell::Float(v)) => Some(*v),
+        Some(results::Cell::Null) => None,
+        other => panic!("{column}: expected a float or null, got {other:?}"),
+    }
+}
+
+fn text(row: &results::Row, column: &str) -> String {
+    match row.get(column) {
+        Some(results::Cell::Text(v)) => v.clone(),
+        other => panic!("{column}: expected text, got {other:?}"),
+    }
+}
+
+/// Every meter's figure is present with its source, or null and labelled unavailable.
+fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
+    let mut sum = 0.0;
+    let mut sources = Vec::new();
+    for domain in ["cpu", "gpu", "ram"] {
+        let source = text(row, &format!("energy_{domain}_source"));
+        let joules = float(row, &format!("energy_{domain}_j"));
+        match source.as_str() {
+            "nvml" | "rapl" | "estimate" => {
+                let j = joules.unwrap_or_else(|| panic!("{domain}: {source} without joules"));
+                assert!(j >= 0.0, "{domain}: {j} J");
+                sum += j;
+                sources.push(source);
+            }
+            "unavailable" => assert_eq!(joules, None, "{domain}: a figure without a source"),
+            other => panic!("{domain}: unexpected source {other}"),
+        }
+    }
+    // No NVIDIA GPU serves a CPU run.
+    assert_eq!(text(row, "energy_gpu_source"), "unavailable");
+    // Every machine has at least the CPU estimate, so the total exists and adds up.
+    let total = float(row, "energy_total_j").expect("energy_total_j");
+    assert!((total - sum).abs() < 1e-9 * total.max(1.0));
+    sources.sort();
+    sources.dedup();
+    assert_eq!(text(row, "energy_total_source"), sources.join("+"));
+    let per_token = float(row, "j_per_output_token").unwrap();
+    assert!((per_token - total / output_tokens as f64).abs() < 1e-9 * per_token);
+    // World average, no PUE: 475 g per kWh.
+    assert_eq!(text(row, "carbon_intensity_source"), "table: world 2019");
+    let co2 = float(row, "co2e_g").unwrap();
+    assert!((co2 - total / 3.6e6 * 475.0).abs() < 1e-9 * co2.max(1e-12));
+    let prefill = float(row, "energy_prefill_j").unwrap();
+    let decode = float(row, "energy_decode_j").unwrap();
+    assert!(prefill > 0.0 && decode > 0.0 && prefill + decode <= total * (1.0 + 1e-9));
+    // Memory and utilisation were sampled, and the series is stored beside the runs.
+    let Some(results::Cell::Int(samples)) = row.get("num_samples") else {
+        panic!("num_samples missing")
+    };
+    assert!(*samples >= 2, "{samples} samples");
+    let hash = text(row, "run_hash");
+    let series = results::parquet_io::read_rows(
+        &study.join("samples").join(format!("{hash}-c0.parquet")),
+        results::schema::SAMPLE_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(series.len() as i64, *samples);
+    let Some(results::Cell::Int(rss)) = row.get("peak_rss_bytes") else {
+        panic!("peak_rss_bytes missing")
+    };
+    assert!(*rss > 1 << 20, "{rss}");
+    // MFU and MBU against the machine's measured CPU peak: positive, below 1.
+    for column in ["mfu", "mbu"] {
+        let v = float(row, column).unwrap();
+        assert!(v > 0.0 && v < 1.0, "{column} = {v}");
+    }
+    assert!(text(row, "peak_source").starts_with("microbenchmark"));
 }
 
 #[test]
@@ -173,6 +286,7 @@ fn single_study_runs_end_to_end_and_resumes() {
     };
     assert!((rate - *output_tokens as f64 / wall).abs() < 1e-6 * rate);
     assert!(study.join("runs.csv").is_file() && study.join("runs.json").is_file());
+    check_meters(&study, row, *output_tokens);
 
     // A second run finds everything stored and adds no row.
     let again = run_single(dir.path());

@@ -22,6 +22,7 @@ pub(crate) trait ErasedModel: LoadedModel {
         prompts: &[Vec<u32>],
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError>;
+    fn executed_flops(&self) -> u64;
 }
 
 /// A model loaded by [`crate::BurnRuntime`] on some device.
@@ -42,6 +43,12 @@ impl BurnModel {
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError> {
         self.inner.logits(prompts, positions)
+    }
+
+    /// FLOPs of the matrix products this model has executed since it was loaded, counted from
+    /// the operands' shapes (checks the engine's analytic count).
+    pub fn executed_flops(&self) -> u64 {
+        self.inner.executed_flops()
     }
 }
 

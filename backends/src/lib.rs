@@ -12,6 +12,7 @@ mod handle;
 mod host;
 mod hub;
 mod llama;
+pub mod meters;
 mod presets;
 mod random_init;
 mod runtime;
@@ -21,5 +22,6 @@ mod tokenizer;
 
 pub use handle::{BurnModel, LogitPositions, Logits};
 pub use hub::HubCache;
+pub use meters::MachineMeters;
 pub use presets::preset_ids;
 pub use runtime::BurnRuntime;

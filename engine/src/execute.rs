@@ -7,6 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batching::form_batches;
 use crate::latency::{RequestTiming, batch_timings};
+use crate::meter::{MeterProvider, NoMeters};
+use crate::metering::RunMeters;
 use crate::prompts;
 use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
 use crate::runtime::{GenerateOptions, LoadedModel, ModelSpec, Runtime, RuntimeError, StepOutput};
@@ -109,12 +111,23 @@ type LoadedGroup = (StageId, usize, Result<Box<dyn LoadedModel>, String>);
 pub struct Executor<'a> {
     runtime: &'a dyn Runtime,
     clock: &'a dyn Clock,
+    meters: &'a dyn MeterProvider,
 }
 
 impl<'a> Executor<'a> {
     /// An executor over a runtime and a clock.
     pub fn new(runtime: &'a dyn Runtime, clock: &'a dyn Clock) -> Self {
-        Executor { runtime, clock }
+        Executor {
+            runtime,
+            clock,
+            meters: &NoMeters,
+        }
+    }
+
+    /// Uses a machine's meters (energy, memory, utilisation, device peaks).
+    pub fn with_meters(mut self, meters: &'a dyn MeterProvider) -> Self {
+        self.meters = meters;
+        self
     }
 
     /// Executes every scheduled run not already in the sink.
@@ -283,6 +296,13 @@ impl<'a> Executor<'a> {
         let batches: Vec<&[Vec<u32>]> = ranges.iter().map(|r| &encoded[r.clone()]).collect();
         let arrivals = run.infer.arrival.arrivals(encoded.len());
 
+        let mut meters = RunMeters::open(self.meters, &run.load.device, &run.measure);
+        // The peak may run a short microbenchmark the first time: outside any timing.
+        let peak = self.meters.peak(&run.load.device, run.load.dtype.name());
+        meters.idle_baseline(run.measure.idle_baseline_s, &|| self.clock.now_s(), &|s| {
+            self.clock.sleep_s(s)
+        });
+
         let warmup_start = self.clock.now_s();
         for _ in 0..run.infer.warmup {
             let mut generation = model.start(batches[0], &options)?;
@@ -293,9 +313,12 @@ impl<'a> Executor<'a> {
         let mut metrics = RunMetrics {
             warmup_s,
             num_batches: batches.len(),
+            peak,
             ..RunMetrics::default()
         };
+        let dtype_bytes = run.load.dtype.size_bytes() as u64;
         let mut requests = Vec::with_capacity(encoded.len());
+        meters.start();
         let run_start = self.clock.now_s();
         for (b, batch) in batches.iter().enumerate() {
             let range = ranges[b].clone();
@@ -307,12 +330,19 @@ impl<'a> Executor<'a> {
                 self.clock.sleep_s(ready - now);
             }
             let start = self.clock.now_s();
+            let energy_start = meters.read_energy();
+            let mut energy_prefilled = energy_start;
             let mut generation = model.start(batch, &options)?;
             let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
             let mut ends = Vec::with_capacity(options.max_new_tokens);
             loop {
                 let out = generation.step()?;
                 let end = self.clock.now_s();
+                if steps.is_empty() {
+                    // The phase boundary: what came before was the prompt pass.
+                    energy_prefilled = meters.read_energy();
+                    meters.add_prefill(&energy_start, &energy_prefilled);
+                }
                 metrics.kv_cache_peak_bytes =
                     metrics.kv_cache_peak_bytes.max(generation.kv_cache_bytes());
                 let finished = out.finished;
@@ -322,6 +352,9 @@ impl<'a> Executor<'a> {
                     break;
                 }
             }
+            let energy_end = meters.read_energy();
+            meters.add_decode(&energy_prefilled, &energy_end);
+            metrics.decode_bytes += model.info().weight_bytes * (steps.len() as u64 - 1);
             metrics.prefill_s += ends[0] - start;
             metrics.decode_s += ends[ends.len() - 1] - ends[0];
             let absolute: Vec<f64> = arrivals[range.clone()]
@@ -339,6 +372,11 @@ impl<'a> Executor<'a> {
             ));
         }
         metrics.wall_s = self.clock.now_s() - run_start;
+        metrics.meters = meters.finish(metrics.prefill_s, metrics.decode_s);
+        if metrics.meters.total_j().is_some() {
+            // Validated while planning, so this resolves; a failure leaves co2e null.
+            metrics.intensity = crate::carbon::resolve(&run.measure.carbon).ok();
+        }
         metrics.num_requests = requests.len();
         metrics.input_tokens = requests.iter().map(|r| r.input_tokens).sum();
         metrics.output_tokens = requests.iter().map(|r| r.output_tokens).sum();
@@ -350,6 +388,12 @@ impl<'a> Executor<'a> {
             );
             metrics.flops_prefill += prefill;
             metrics.flops_decode += decode;
+            metrics.decode_bytes += crate::flops::decode_kv_read_bytes(
+                model.info(),
+                r.input_tokens as u64,
+                r.output_tokens as u64,
+                dtype_bytes,
+            );
         }
         Ok((metrics, requests))
     }

@@ -59,6 +59,29 @@ pub fn generation(info: &ModelInfo, prompt_len: u64, new_tokens: u64) -> (u64, u
     (prefill, decode)
 }
 
+/// Bytes of keys and values one sequence reads in one decode step with `kv_len` cached
+/// positions, at `dtype_bytes` per element.
+pub fn kv_read_bytes(info: &ModelInfo, kv_len: u64, dtype_bytes: u64) -> u64 {
+    2 * info.num_layers as u64
+        * info.num_kv_heads as u64
+        * info.head_dim as u64
+        * kv_len
+        * dtype_bytes
+}
+
+/// Bytes of KV cache read by the decode steps of one request (the first token comes from the
+/// prefill; each later step reads the cache including the new position).
+pub fn decode_kv_read_bytes(
+    info: &ModelInfo,
+    prompt_len: u64,
+    new_tokens: u64,
+    dtype_bytes: u64,
+) -> u64 {
+    (1..new_tokens)
+        .map(|i| kv_read_bytes(info, prompt_len + i, dtype_bytes))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,12 @@
 //! [`record::RecordSink`].
 
 pub mod batching;
+pub mod carbon;
 pub mod execute;
 pub mod flops;
 pub mod latency;
+pub mod meter;
+pub mod metering;
 pub mod options;
 pub mod plan;
 pub mod prompts;

@@ -23,7 +23,7 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// Meters a run gets when its script does not call `measure` on it.
-pub const DEFAULT_METERS: &[&str] = &["latency"];
+pub const DEFAULT_METERS: &[&str] = &["energy", "flops", "latency", "memory", "utilisation"];
 
 /// Study-wide settings (`study(#{...})` in a script).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

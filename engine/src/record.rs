@@ -5,7 +5,10 @@
 
 use std::collections::HashSet;
 
+use crate::carbon::Intensity;
 use crate::latency::RequestTiming;
+use crate::meter::DevicePeak;
+use crate::metering::MeterReport;
 use crate::plan::RunSpec;
 use crate::runtime::ModelInfo;
 
@@ -53,6 +56,15 @@ pub struct RunMetrics {
     pub flops_prefill: u64,
     /// Analytic FLOPs of the decode steps (real KV lengths, no padding).
     pub flops_decode: u64,
+    /// Analytic bytes read by the decode steps: the weights once per step plus each
+    /// sequence's KV cache.
+    pub decode_bytes: u64,
+    /// The device's peak compute and bandwidth, for MFU and MBU.
+    pub peak: Option<DevicePeak>,
+    /// Energy, samples and memory from the meters.
+    pub meters: MeterReport,
+    /// The grid intensity the run is accounted with (when energy was measured).
+    pub intensity: Option<Intensity>,
 }
 
 impl RunMetrics {
@@ -69,6 +81,37 @@ impl RunMetrics {
     /// Analytic FLOPs per second of wall time.
     pub fn flops_per_s(&self) -> Option<f64> {
         (self.wall_s > 0.0).then(|| (self.flops_prefill + self.flops_decode) as f64 / self.wall_s)
+    }
+
+    /// Total energy minus idle power × wall time, joules (needs an idle baseline).
+    pub fn energy_net_j(&self) -> Option<f64> {
+        Some(self.meters.total_j()? - self.meters.idle_power_w? * self.wall_s)
+    }
+
+    /// Total energy per generated token, joules.
+    pub fn j_per_output_token(&self) -> Option<f64> {
+        let total = self.meters.total_j()?;
+        (self.output_tokens > 0).then(|| total / self.output_tokens as f64)
+    }
+
+    /// Grams of CO2e of the total energy.
+    pub fn co2e_g(&self) -> Option<f64> {
+        Some(self.intensity.as_ref()?.co2e_g(self.meters.total_j()?))
+    }
+
+    /// Model FLOPs utilisation: achieved FLOP/s over the device's peak.
+    pub fn mfu(&self) -> Option<f64> {
+        Some(self.flops_per_s()? / self.peak.as_ref()?.flops_per_s)
+    }
+
+    /// Bytes read per second of decode time (weights and KV cache).
+    pub fn decode_bytes_per_s(&self) -> Option<f64> {
+        (self.decode_s > 0.0).then(|| self.decode_bytes as f64 / self.decode_s)
+    }
+
+    /// Model bandwidth utilisation of the decode steps: achieved over peak bandwidth.
+    pub fn mbu(&self) -> Option<f64> {
+        Some(self.decode_bytes_per_s()? / self.peak.as_ref()?.bytes_per_s)
     }
 
     /// Requests per second of wall time.

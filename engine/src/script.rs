@@ -418,6 +418,15 @@ fn build_measure(opts: &OptionMap) -> Result<MeasureStage, OptionError> {
         if !(carbon.pue >= 1.0 && carbon.pue.is_finite()) {
             return Err(c.invalid("pue", "must be a number >= 1"));
         }
+        // Checked while planning, so a typo fails before any model loads.
+        if let Err(e) = crate::carbon::resolve(&carbon) {
+            let key = match e {
+                crate::carbon::CarbonError::UnknownRegion { .. }
+                | crate::carbon::CarbonError::RegionWithoutCountry => "region",
+                crate::carbon::CarbonError::UnknownCountry(_) => "country",
+            };
+            return Err(c.invalid(key, e.to_string()));
+        }
     }
     Ok(MeasureStage {
         meters,
@@ -880,6 +889,29 @@ mod tests {
             err.to_string(),
             "test.rhai:1:9: unknown option `dtyp` for load(); valid options: device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
         );
+    }
+
+    #[test]
+    fn an_unknown_carbon_place_fails_while_planning() {
+        let src = |carbon: &str| {
+            format!(
+                "let r = infer(load(\"tiny-stories\"), batch(prompts(\"builtin:stories\")));\nmeasure(r, #{{ carbon: {carbon} }});"
+            )
+        };
+        let err = plan(&src("#{ country: \"XYZ\" }")).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(
+            err.message.contains("unknown country `XYZ`"),
+            "{}",
+            err.message
+        );
+        let err = plan(&src("#{ country: \"swe\", region: \"SE9\" }")).unwrap_err();
+        assert!(
+            err.message.contains("SE1, SE2, SE3, SE4"),
+            "{}",
+            err.message
+        );
+        assert!(plan(&src("#{ country: \"swe\", region: \"SE3\", pue: 1.2 }")).is_ok());
     }
 
     #[test]

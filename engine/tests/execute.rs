@@ -6,6 +6,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use engine::execute::{Clock, Executor, Progress};
+use engine::meter::{
+    DevicePeak, Domain, EnergyCounter, MeterError, MeterProvider, MeterStatus, Probe, Source,
+};
+use engine::metering::{EnergySource, EnergySplit};
 use engine::record::{MemorySink, RunStatus};
 use engine::runtime::{
     GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, Runtime, RuntimeError,
@@ -313,4 +317,117 @@ fn backend_errors_are_retried_after_a_delay_then_recorded() {
         sink.records[1].error.as_deref(),
         Some("backend error: device busy (after 3 retries)")
     );
+}
+
+/// A counter that integrates a constant power over the fake clock, like RAPL under a steady
+/// load: its joules are exact functions of fake time, whoever reads them and when.
+struct SteadyPower {
+    time: FakeTime,
+    watts: f64,
+    domain: Domain,
+    source: Source,
+}
+
+impl EnergyCounter for SteadyPower {
+    fn domain(&self) -> Domain {
+        self.domain
+    }
+    fn source(&self) -> Source {
+        self.source
+    }
+    fn describe(&self) -> String {
+        format!("steady {} W", self.watts)
+    }
+    fn read_j(&mut self) -> Result<f64, MeterError> {
+        Ok(self.watts * self.time.now_s())
+    }
+}
+
+struct SteadyMachine {
+    time: FakeTime,
+}
+
+impl MeterProvider for SteadyMachine {
+    fn energy_counters(&self, _device: &str) -> Vec<Box<dyn EnergyCounter>> {
+        vec![
+            Box::new(SteadyPower {
+                time: self.time.clone(),
+                watts: 30.0,
+                domain: Domain::Cpu,
+                source: Source::Rapl,
+            }),
+            Box::new(SteadyPower {
+                time: self.time.clone(),
+                watts: 6.0,
+                domain: Domain::Ram,
+                source: Source::Estimate,
+            }),
+        ]
+    }
+    fn probes(&self, _device: &str) -> Vec<Box<dyn Probe>> {
+        Vec::new()
+    }
+    fn peak(&self, _device: &str, _dtype: &str) -> Option<DevicePeak> {
+        Some(DevicePeak {
+            flops_per_s: 1e6,
+            bytes_per_s: 1e4,
+            source: "test".into(),
+        })
+    }
+    fn inventory(&self) -> Vec<MeterStatus> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn energy_is_split_by_phase_with_sources_and_idle_baseline() {
+    let time = FakeTime::default();
+    let runtime = FakeRuntime {
+        time: time.clone(),
+        loads: Mutex::new(Vec::new()),
+    };
+    let machine = SteadyMachine { time: time.clone() };
+    let executor = Executor::new(&runtime, &time).with_meters(&machine);
+    let mut sink = MemorySink::default();
+    let src = r#"
+        let m = load("fake");
+        let r = infer(m, batch(prompts(["a b", "c d e", "f"]), #{ size: 2 }),
+                      #{ max_new_tokens: 4, warmup: 1 });
+        measure(r, #{ meters: ["energy", "latency"], idle_baseline_s: 2.0,
+                      carbon: #{ country: "FRA", pue: 1.5 } });
+    "#;
+    executor
+        .execute(&Schedule::from_plan(&plan(src)), &mut sink, &mut |_| {})
+        .unwrap();
+    let m = sink.records[0].metrics.as_ref().unwrap();
+    // Two batches of 4 steps: 2 × (0.5 s prefill + 3 × 0.1 s decode) = 1.6 s.
+    assert!((m.wall_s - 1.6).abs() < 1e-9);
+    let total = m.meters.total_j().unwrap();
+    assert!((total - 36.0 * 1.6).abs() < 1e-9, "{total}");
+    assert_eq!(m.meters.total_source(), "rapl+estimate");
+    let cpu = m.meters.domain(Domain::Cpu).unwrap();
+    assert!((cpu.joules.unwrap() - 48.0).abs() < 1e-9);
+    assert_eq!(cpu.source, EnergySource::From(Source::Rapl));
+    assert_eq!(
+        m.meters.domain(Domain::Gpu).unwrap().source,
+        EnergySource::Unavailable
+    );
+    // CPU is split at the boundaries (30 W × 1.0 s prefill); RAM is apportioned by time.
+    let prefill = m.meters.prefill_j.unwrap();
+    assert!((prefill - (30.0 * 1.0 + 6.0 * 1.6 * 1.0 / 1.6)).abs() < 1e-9);
+    assert!((m.meters.decode_j.unwrap() - 36.0 * 0.6).abs() < 1e-9);
+    assert_eq!(m.meters.split, Some(EnergySplit::Apportioned));
+    // Idle baseline: the same steady 36 W, so nothing is left net of idle.
+    assert!((m.meters.idle_power_w.unwrap() - 36.0).abs() < 1e-9);
+    assert!(m.energy_net_j().unwrap().abs() < 1e-9);
+    // Joules per generated token use the total, not the net figure.
+    let tokens = m.output_tokens as f64;
+    assert!((m.j_per_output_token().unwrap() - total / tokens).abs() < 1e-12);
+    // France 2021: 67.39 g/kWh, PUE 1.5.
+    let co2 = m.co2e_g().unwrap();
+    assert!((co2 - total / 3.6e6 * 67.39 * 1.5).abs() < 1e-12);
+    // MFU and MBU use the device peak.
+    assert!((m.mfu().unwrap() - m.flops_per_s().unwrap() / 1e6).abs() < 1e-12);
+    assert!(m.decode_bytes > 0);
+    assert!((m.mbu().unwrap() - m.decode_bytes as f64 / m.decode_s / 1e4).abs() < 1e-12);
 }

@@ -7,12 +7,14 @@ pub mod aggregate;
 pub mod lock;
 pub mod manifest;
 pub mod parquet_io;
+pub mod report;
 pub mod row;
 pub mod schema;
 pub mod store;
 
 pub use lock::StudyLock;
 pub use manifest::Manifest;
+pub use report::{Report, ReportError, write_report};
 pub use row::{Cell, Row};
 pub use store::Store;
 

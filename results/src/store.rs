@@ -1,7 +1,7 @@
 //! A study's results folder: one Parquet part per finished run, compacted into tables.
 //!
 //! Layout: `parts/<run_hash>-c<cycle>.parquet` (one row), `requests/<run_hash>-c<cycle>.parquet`,
-//! and the compacted `runs.parquet`, `runs.csv`, `runs.json`. A part's existence means the
+//! `samples/<run_hash>-c<cycle>.parquet` (the meters' time series), and the compacted `runs.parquet`, `runs.csv`, `runs.json`. A part's existence means the
 //! run is stored; failed runs get a `.failed.parquet` part so a resume retries them.
 
 use std::collections::HashSet;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::StoreError;
 use crate::parquet_io::{read_rows, write_bytes, write_rows};
 use crate::row::{Cell, Row};
-use crate::schema::{Column, REQUEST_COLUMNS, RUN_COLUMNS};
+use crate::schema::{Column, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
 
 /// A study's results folder.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ impl Store {
     /// Opens (creating if needed) the folder of a study.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let dir = dir.into();
-        for sub in ["parts", "requests"] {
+        for sub in ["parts", "requests", "samples"] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
         }
@@ -84,6 +84,24 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Stores the background sample series of one execution (call before [`Store::write_run`],
+    /// whose part marks the execution complete).
+    pub fn write_samples(
+        &self,
+        hash: &str,
+        cycle: usize,
+        samples: &[Row],
+    ) -> Result<(), StoreError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let path = self
+            .dir
+            .join("samples")
+            .join(format!("{hash}-c{cycle}.parquet"));
+        write_rows(&path, SAMPLE_COLUMNS, samples)
     }
 
     /// (run hash, cycle) of every successfully stored execution.
@@ -175,7 +193,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let target = self.dir.join("superseded").join(label);
         let mut moved = 0;
-        for sub in ["parts", "requests"] {
+        for sub in ["parts", "requests", "samples"] {
             let from_dir = self.dir.join(sub);
             for entry in std::fs::read_dir(&from_dir).map_err(|e| StoreError::io(&from_dir, e))? {
                 let entry = entry.map_err(|e| StoreError::io(&from_dir, e))?;

@@ -1,6 +1,6 @@
 //! Store tests: round trips, atomic parts, the resume index and the documented schema.
 
-use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, markdown};
+use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS, markdown};
 use results::store::to_csv;
 use results::{Cell, Row, Store};
 
@@ -104,4 +104,36 @@ fn csv_quotes_commas_and_quotes() {
 fn schema_is_documented() {
     insta::assert_snapshot!("run_columns", markdown(RUN_COLUMNS));
     insta::assert_snapshot!("request_columns", markdown(REQUEST_COLUMNS));
+    insta::assert_snapshot!("sample_columns", markdown(SAMPLE_COLUMNS));
+}
+
+#[test]
+fn samples_round_trip_with_nulls_kept_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rows: Vec<Row> = (0..3)
+        .map(|i| {
+            let mut row = Row::new(SAMPLE_COLUMNS);
+            row.set("run_hash", "abcd")
+                .unwrap()
+                .set("cycle_id", 0_i64)
+                .unwrap()
+                .set("t_s", 0.1 * i as f64)
+                .unwrap()
+                .set("rss_bytes", Some(1000_u64 + i))
+                .unwrap()
+                // No GPU, no power meter: these stay null, never 0.
+                .set("gpu_util_pct", None::<f64>)
+                .unwrap();
+            row
+        })
+        .collect();
+    store.write_samples("abcd", 0, &rows).unwrap();
+    let path = dir.path().join("samples/abcd-c0.parquet");
+    let back = results::parquet_io::read_rows(&path, SAMPLE_COLUMNS).unwrap();
+    assert_eq!(back, rows);
+    assert_eq!(back[0].get("power_cpu_w"), Some(&results::row::Cell::Null));
+    // Nothing to write, no file.
+    store.write_samples("ef01", 0, &[]).unwrap();
+    assert!(!dir.path().join("samples/ef01-c0.parquet").exists());
 }

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod env;
 pub mod generate;
 pub mod plan;
 pub mod repl;
+pub mod report;
 pub mod run;
 
 use std::path::Path;

@@ -125,7 +125,8 @@ pub fn execute_plan(
         .map_err(|e| Failure::work(e.to_string()))?;
 
     let clock = MonotonicClock::default();
-    let executor = Executor::new(&runtime, &clock);
+    let meters = backends::MachineMeters::detect();
+    let executor = Executor::new(&runtime, &clock).with_meters(&meters);
     let interactive = !plain && std::io::stderr().is_terminal();
     let mut progress = crate::table::ProgressDisplay::new(interactive);
     let outcome = executor

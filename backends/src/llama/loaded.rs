@@ -130,6 +130,10 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
 }
 
 impl<B: Backend> ErasedModel for LoadedLlama<B> {
+    fn executed_flops(&self) -> u64 {
+        self.model.executed_flops()
+    }
+
     fn logits(
         &self,
         prompts: &[Vec<u32>],

@@ -2,6 +2,8 @@
 //! burn backend: RMSNorm, rotary attention with grouped key/value heads and a KV cache, the
 //! SwiGLU MLP and the output projection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
@@ -10,6 +12,7 @@ use engine::runtime::RuntimeError;
 use super::batch::HostStep;
 use super::config::LlamaConfig;
 use super::kv_cache::KvCache;
+use super::quant::Linear;
 use super::rope::{RopeTable, apply_rope};
 use super::weights::{LayerWeights, LlamaWeights};
 
@@ -72,6 +75,9 @@ pub(crate) struct LlamaModel<B: Backend> {
     weights: LlamaWeights<B>,
     device: B::Device,
     dtype: DType,
+    /// FLOPs of every matrix product executed, from the operands' shapes: the check on the
+    /// engine's analytic count (one relaxed add per product, nothing per element).
+    executed_flops: AtomicU64,
 }
 
 impl<B: Backend> LlamaModel<B> {
@@ -86,7 +92,31 @@ impl<B: Backend> LlamaModel<B> {
             weights,
             device,
             dtype,
+            executed_flops: AtomicU64::new(0),
         }
+    }
+
+    /// FLOPs of the matrix products executed since the model was built.
+    pub(crate) fn executed_flops(&self) -> u64 {
+        self.executed_flops.load(Ordering::Relaxed)
+    }
+
+    /// A (batched) matrix product `[.., m, k] · [.., k, n]`, counted.
+    fn matmul<const D: usize>(&self, a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+        let (ad, bd) = (a.dims(), b.dims());
+        let batch: usize = ad[..D - 2].iter().product();
+        let flops = 2 * batch as u64 * ad[D - 2] as u64 * ad[D - 1] as u64 * bd[D - 1] as u64;
+        self.executed_flops.fetch_add(flops, Ordering::Relaxed);
+        a.matmul(b)
+    }
+
+    /// A linear layer applied to `[rows, in]`, counted.
+    fn linear(&self, w: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [rows, _] = x.dims();
+        let [k, n] = w.dims();
+        self.executed_flops
+            .fetch_add(2 * rows as u64 * k as u64 * n as u64, Ordering::Relaxed);
+        w.forward(x)
     }
 
     pub(crate) fn config(&self) -> &LlamaConfig {
@@ -145,7 +175,7 @@ impl<B: Backend> LlamaModel<B> {
             let h = self.rms_norm(x.clone(), &layer.input_norm);
             x = x + self.attention(i, layer, h, input, cache)?;
             let h = self.rms_norm(x.clone(), &layer.post_attention_norm);
-            x = x + mlp(layer, h);
+            x = x + self.mlp(layer, h);
         }
         cache.advance(t);
         let x = match rows {
@@ -157,8 +187,8 @@ impl<B: Backend> LlamaModel<B> {
         };
         let x = self.rms_norm(x, &self.weights.norm);
         Ok(match &self.weights.lm_head {
-            Some(w) => x.matmul(w.clone()),
-            None => x.matmul(self.weights.embed_tokens.clone().transpose()),
+            Some(w) => self.matmul(x, w.clone()),
+            None => self.matmul(x, self.weights.embed_tokens.clone().transpose()),
         })
     }
 
@@ -198,9 +228,9 @@ impl<B: Backend> LlamaModel<B> {
         let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let group = heads / kv_heads;
         let split = |x: Tensor<B, 2>, n: usize| x.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = split(w.q_proj.forward(h.clone()), heads);
-        let k = split(w.k_proj.forward(h.clone()), kv_heads);
-        let v = split(w.v_proj.forward(h), kv_heads);
+        let q = split(self.linear(&w.q_proj, h.clone()), heads);
+        let k = split(self.linear(&w.k_proj, h.clone()), kv_heads);
+        let v = split(self.linear(&w.v_proj, h), kv_heads);
         let q = apply_rope(q, &input.cos, &input.sin);
         let k = apply_rope(k, &input.cos, &input.sin);
         let (k_all, v_all) = cache.append(index, k, v)?;
@@ -210,19 +240,19 @@ impl<B: Backend> LlamaModel<B> {
         let q = q
             .mul_scalar(1.0 / (d as f64).sqrt())
             .reshape([b, kv_heads, group * t, d]);
-        let scores = q.matmul(k_all.swap_dims(2, 3));
+        let scores = self.matmul(q, k_all.swap_dims(2, 3));
         // Softmax in f32 like transformers' eager path, so f16/bf16 only round the inputs.
         let scores =
             scores.cast(DType::F32).reshape([b, kv_heads, group, t, s]) + input.mask.clone();
         let probs = softmax(scores, 4)
             .cast(self.dtype)
             .reshape([b, kv_heads, group * t, s]);
-        let out = probs
-            .matmul(v_all)
+        let out = self
+            .matmul(probs, v_all)
             .reshape([b, heads, t, d])
             .swap_dims(1, 2)
             .reshape([b * t, heads * d]);
-        Ok(w.o_proj.forward(out))
+        Ok(self.linear(&w.o_proj, out))
     }
 }
 
@@ -230,8 +260,10 @@ impl<B: Backend> LlamaModel<B> {
 ///
 /// # Shapes
 /// - `h`: `[rows, hidden]`, returns `[rows, hidden]`
-fn mlp<B: Backend>(w: &LayerWeights<B>, h: Tensor<B, 2>) -> Tensor<B, 2> {
-    let gate = silu(w.gate_proj.forward(h.clone()));
-    let up = w.up_proj.forward(h);
-    w.down_proj.forward(gate * up)
+impl<B: Backend> LlamaModel<B> {
+    fn mlp(&self, w: &LayerWeights<B>, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        let gate = silu(self.linear(&w.gate_proj, h.clone()));
+        let up = self.linear(&w.up_proj, h);
+        self.linear(&w.down_proj, gate * up)
+    }
 }

@@ -162,6 +162,14 @@ pub(crate) enum Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// `[in, out]` of the weight.
+    pub(crate) fn dims(&self) -> [usize; 2] {
+        match self {
+            Linear::Dense(w) => w.dims(),
+            Linear::Quantized { matrix, .. } => [matrix.rows, matrix.cols],
+        }
+    }
+
     /// `x · W` for `x` of shape `[rows, in]`.
     pub(crate) fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {

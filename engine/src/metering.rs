@@ -1,0 +1,617 @@
+//! Metering one run: energy counters read at phase boundaries, probes sampled on a background
+//! thread, and the arithmetic that turns readings into the run's energy figures.
+//!
+//! The timed window opens after warm-up and after the optional idle baseline, so neither is
+//! counted; the sampler thread costs one wake-up per interval, which the overhead benchmark
+//! measures.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::meter::{Domain, EnergyCounter, MeterProvider, Probe, Sample, Source};
+use crate::stage::MeasureStage;
+
+/// Cumulative joules per domain at one instant (`None`: no counter, or it failed).
+pub type EnergyReading = [Option<f64>; 3];
+
+fn index(domain: Domain) -> usize {
+    match domain {
+        Domain::Cpu => 0,
+        Domain::Gpu => 1,
+        Domain::Ram => 2,
+    }
+}
+
+/// Where a domain's energy figure came from, as written in its `*_source` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnergySource {
+    /// Read or estimated by this source.
+    From(Source),
+    /// No meter covers the domain on this machine (the figure is null).
+    Unavailable,
+    /// The study did not ask for energy (the figure is null).
+    Off,
+}
+
+impl EnergySource {
+    /// Column value: `nvml`, `rapl`, `estimate`, `unavailable` or `off`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnergySource::From(s) => s.name(),
+            EnergySource::Unavailable => "unavailable",
+            EnergySource::Off => "off",
+        }
+    }
+}
+
+/// Energy of one domain over the timed window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainEnergy {
+    /// The domain.
+    pub domain: Domain,
+    /// Joules over the timed window; `None` where not measured.
+    pub joules: Option<f64>,
+    /// Where the joules come from.
+    pub source: EnergySource,
+    /// What was read (`rapl package-0`), for provenance.
+    pub meter: Option<String>,
+}
+
+/// How prefill and decode energy were separated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnergySplit {
+    /// Counters were read at each prefill/decode boundary.
+    Measured,
+    /// At least one domain is an estimate, so its energy was apportioned by phase time.
+    Apportioned,
+}
+
+impl EnergySplit {
+    /// Column value.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnergySplit::Measured => "measured",
+            EnergySplit::Apportioned => "apportioned",
+        }
+    }
+}
+
+/// Everything the meters produced for one run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MeterReport {
+    /// Per-domain energy, in [`Domain::ALL`] order (empty when energy was not requested).
+    pub energy: Vec<DomainEnergy>,
+    /// Energy of the prompt passes, joules (all domains measured).
+    pub prefill_j: Option<f64>,
+    /// Energy of the decode steps, joules.
+    pub decode_j: Option<f64>,
+    /// How `prefill_j`/`decode_j` were obtained.
+    pub split: Option<EnergySplit>,
+    /// Mean power over the idle baseline window, watts (all measured domains).
+    pub idle_power_w: Option<f64>,
+    /// The background samples.
+    pub samples: Vec<Sample>,
+    /// OS high-water mark of resident memory during the run, bytes.
+    pub rss_high_water_bytes: Option<u64>,
+    /// Problems met while metering (a counter that failed mid-run, ...).
+    pub notes: Vec<String>,
+}
+
+impl MeterReport {
+    /// Sum over domains that have a figure.
+    pub fn total_j(&self) -> Option<f64> {
+        let known: Vec<f64> = self.energy.iter().filter_map(|d| d.joules).collect();
+        (!known.is_empty()).then(|| known.iter().sum())
+    }
+
+    /// Sources of the total, `+`-joined in a fixed order (`rapl+estimate`), or
+    /// `unavailable`/`off`.
+    pub fn total_source(&self) -> String {
+        if self.energy.is_empty() {
+            return EnergySource::Off.name().to_string();
+        }
+        let mut sources: Vec<Source> = self
+            .energy
+            .iter()
+            .filter(|d| d.joules.is_some())
+            .filter_map(|d| match d.source {
+                EnergySource::From(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        sources.sort();
+        sources.dedup();
+        if sources.is_empty() {
+            EnergySource::Unavailable.name().to_string()
+        } else {
+            sources
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        }
+    }
+
+    /// Energy of one domain.
+    pub fn domain(&self, domain: Domain) -> Option<&DomainEnergy> {
+        self.energy.iter().find(|d| d.domain == domain)
+    }
+
+    /// Largest sampled value of a figure.
+    pub fn peak<T: PartialOrd + Copy>(&self, f: impl Fn(&Sample) -> Option<T>) -> Option<T> {
+        self.samples
+            .iter()
+            .filter_map(f)
+            .fold(None, |acc, v| match acc {
+                Some(a) if a >= v => Some(a),
+                _ => Some(v),
+            })
+    }
+
+    /// Mean of a sampled figure over the samples that have it.
+    pub fn mean(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+        let values: Vec<f64> = self.samples.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
+struct Shared {
+    counters: Vec<(Box<dyn EnergyCounter>, Option<f64>)>,
+    probes: Vec<Box<dyn Probe>>,
+    samples: Vec<Sample>,
+    notes: Vec<String>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic on the sampler thread poisons the lock; the data (readings so far) is still
+    // sound, so keep using it rather than losing the run.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn read(&mut self) -> EnergyReading {
+        let mut reading: EnergyReading = [None; 3];
+        for (counter, last) in &mut self.counters {
+            match counter.read_j() {
+                Ok(j) => {
+                    *last = Some(j);
+                    reading[index(counter.domain())] = Some(j);
+                }
+                Err(e) => {
+                    let note = e.to_string();
+                    if !self.notes.contains(&note) {
+                        self.notes.push(note);
+                    }
+                }
+            }
+        }
+        reading
+    }
+
+    fn sample(&mut self, t_s: f64, previous: &mut Option<(f64, EnergyReading)>) {
+        let mut sample = Sample {
+            t_s,
+            ..Sample::default()
+        };
+        for probe in &mut self.probes {
+            probe.sample(&mut sample);
+        }
+        let reading = self.read();
+        if let Some((t0, before)) = previous.as_ref() {
+            let dt = t_s - t0;
+            if dt > 0.0 {
+                for domain in Domain::ALL {
+                    let i = index(domain);
+                    if let (Some(a), Some(b)) = (before[i], reading[i]) {
+                        sample.set_power_w(domain, (b - a) / dt);
+                    }
+                }
+            }
+        }
+        *previous = Some((t_s, reading));
+        self.samples.push(sample);
+    }
+}
+
+/// The meters of one run, from opening to the report.
+pub struct RunMeters {
+    shared: Arc<Mutex<Shared>>,
+    energy_on: bool,
+    interval: Duration,
+    sampler: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    window_start: Option<EnergyReading>,
+    idle_power_w: Option<f64>,
+    phase: PhaseEnergy,
+}
+
+/// Energy accumulated per phase from readings taken at the phase boundaries.
+#[derive(Debug, Default, Clone, Copy)]
+struct PhaseEnergy {
+    prefill: [f64; 3],
+    decode: [f64; 3],
+}
+
+fn delta(a: &EnergyReading, b: &EnergyReading) -> [f64; 3] {
+    let mut d = [0.0; 3];
+    for i in 0..3 {
+        if let (Some(x), Some(y)) = (a[i], b[i]) {
+            d[i] = y - x;
+        }
+    }
+    d
+}
+
+impl RunMeters {
+    /// Opens the meters a measure stage asks for, from a machine's provider.
+    pub fn open(provider: &dyn MeterProvider, device: &str, measure: &MeasureStage) -> RunMeters {
+        let wants = |name: &str| measure.meters.iter().any(|m| m == name);
+        let energy_on = wants("energy");
+        let counters = if energy_on {
+            provider.energy_counters(device)
+        } else {
+            Vec::new()
+        };
+        let probes = if wants("memory") || wants("utilisation") {
+            provider.probes(device)
+        } else {
+            Vec::new()
+        };
+        RunMeters {
+            shared: Arc::new(Mutex::new(Shared {
+                counters: counters.into_iter().map(|c| (c, None)).collect(),
+                probes,
+                samples: Vec::new(),
+                notes: Vec::new(),
+            })),
+            energy_on,
+            interval: Duration::from_millis(measure.interval_ms.max(1)),
+            sampler: None,
+            window_start: None,
+            idle_power_w: None,
+            phase: PhaseEnergy::default(),
+        }
+    }
+
+    /// True when nothing would be read (no counters, no probes): the run skips the thread.
+    fn is_empty(&self) -> bool {
+        let shared = lock(&self.shared);
+        shared.counters.is_empty() && shared.probes.is_empty()
+    }
+
+    /// Reads every energy counter now.
+    pub fn read_energy(&self) -> EnergyReading {
+        if !self.energy_on {
+            return [None; 3];
+        }
+        lock(&self.shared).read()
+    }
+
+    /// Measures mean idle power over `seconds` (before the timed window), using `sleep`.
+    pub fn idle_baseline(&mut self, seconds: f64, now: &dyn Fn() -> f64, sleep: &dyn Fn(f64)) {
+        if seconds <= 0.0 || !self.energy_on {
+            return;
+        }
+        let t0 = now();
+        let before = self.read_energy();
+        sleep(seconds);
+        let after = self.read_energy();
+        let elapsed = now() - t0;
+        let measured: Vec<f64> = (0..3)
+            .filter_map(|i| Some(after[i]? - before[i]?))
+            .collect();
+        if elapsed > 0.0 && !measured.is_empty() {
+            self.idle_power_w = Some(measured.iter().sum::<f64>() / elapsed);
+        }
+    }
+
+    /// Opens the timed window: probes start, the sampler thread runs, counters are read.
+    pub fn start(&mut self) {
+        {
+            let mut shared = lock(&self.shared);
+            for probe in &mut shared.probes {
+                probe.start();
+            }
+        }
+        if !self.is_empty() {
+            let (stop, stopped) = mpsc::channel::<()>();
+            let shared = Arc::clone(&self.shared);
+            let interval = self.interval;
+            let handle = std::thread::Builder::new()
+                .name("llmeff-meters".into())
+                .spawn(move || {
+                    let origin = Instant::now();
+                    let mut previous = None;
+                    loop {
+                        lock(&shared).sample(origin.elapsed().as_secs_f64(), &mut previous);
+                        match stopped.recv_timeout(interval) {
+                            Err(RecvTimeoutError::Timeout) => continue,
+                            // Stop requested (or the run is gone): one last sample, so the
+                            // series covers the whole window.
+                            _ => {
+                                lock(&shared).sample(origin.elapsed().as_secs_f64(), &mut previous);
+                                break;
+                            }
+                        }
+                    }
+                });
+            match handle {
+                Ok(handle) => self.sampler = Some((stop, handle)),
+                Err(e) => lock(&self.shared)
+                    .notes
+                    .push(format!("sampler thread could not start: {e}")),
+            }
+        }
+        self.window_start = Some(self.read_energy());
+    }
+
+    /// Adds the energy between two readings to the prefill phase.
+    pub fn add_prefill(&mut self, from: &EnergyReading, to: &EnergyReading) {
+        let d = delta(from, to);
+        for (acc, v) in self.phase.prefill.iter_mut().zip(d) {
+            *acc += v;
+        }
+    }
+
+    /// Adds the energy between two readings to the decode phase.
+    pub fn add_decode(&mut self, from: &EnergyReading, to: &EnergyReading) {
+        let d = delta(from, to);
+        for (acc, v) in self.phase.decode.iter_mut().zip(d) {
+            *acc += v;
+        }
+    }
+
+    /// Closes the window and computes the report. `prefill_s` and `decode_s` apportion the
+    /// energy of estimated domains.
+    pub fn finish(mut self, prefill_s: f64, decode_s: f64) -> MeterReport {
+        let end = self.read_energy();
+        if let Some((stop, handle)) = self.sampler.take() {
+            let _ = stop.send(());
+            if handle.join().is_err() {
+                lock(&self.shared)
+                    .notes
+                    .push("the sampler thread panicked; samples may be incomplete".into());
+            }
+        }
+        let start = self.window_start.unwrap_or([None; 3]);
+        let mut shared = lock(&self.shared);
+        let rss_high_water_bytes = shared
+            .probes
+            .iter_mut()
+            .find_map(|p| p.rss_high_water_bytes());
+        let mut report = MeterReport {
+            samples: std::mem::take(&mut shared.samples),
+            rss_high_water_bytes,
+            idle_power_w: self.idle_power_w,
+            ..MeterReport::default()
+        };
+        if self.energy_on {
+            let mut any_estimate = false;
+            let mut prefill = 0.0;
+            let mut decode = 0.0;
+            let mut any = false;
+            for domain in Domain::ALL {
+                let i = index(domain);
+                let counter = shared.counters.iter().find(|(c, _)| c.domain() == domain);
+                let joules = match (start[i], end[i]) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                };
+                let (source, meter) = match counter {
+                    Some((c, _)) if joules.is_some() => {
+                        (EnergySource::From(c.source()), Some(c.describe()))
+                    }
+                    Some((c, _)) => (EnergySource::Unavailable, Some(c.describe())),
+                    None => (EnergySource::Unavailable, None),
+                };
+                if let (Some(j), EnergySource::From(s)) = (joules, source) {
+                    any = true;
+                    if s.is_measured() {
+                        prefill += self.phase.prefill[i];
+                        decode += self.phase.decode[i];
+                    } else {
+                        any_estimate = true;
+                        let busy = prefill_s + decode_s;
+                        if busy > 0.0 {
+                            prefill += j * prefill_s / busy;
+                            decode += j * decode_s / busy;
+                        }
+                    }
+                }
+                report.energy.push(DomainEnergy {
+                    domain,
+                    joules,
+                    source,
+                    meter,
+                });
+            }
+            if any {
+                report.prefill_j = Some(prefill);
+                report.decode_j = Some(decode);
+                report.split = Some(if any_estimate {
+                    EnergySplit::Apportioned
+                } else {
+                    EnergySplit::Measured
+                });
+            }
+        }
+        report.notes = std::mem::take(&mut shared.notes);
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::{DevicePeak, MeterError, MeterStatus, NoMeters};
+
+    /// A counter whose joules are scripted: each read returns the next value.
+    struct Scripted {
+        domain: Domain,
+        source: Source,
+        values: Vec<f64>,
+        at: usize,
+    }
+
+    impl EnergyCounter for Scripted {
+        fn domain(&self) -> Domain {
+            self.domain
+        }
+        fn source(&self) -> Source {
+            self.source
+        }
+        fn describe(&self) -> String {
+            format!("scripted {}", self.domain.name())
+        }
+        fn read_j(&mut self) -> Result<f64, MeterError> {
+            let v = self.values.get(self.at).copied().ok_or(MeterError {
+                meter: "scripted".into(),
+                reason: "exhausted".into(),
+            });
+            self.at += 1;
+            v
+        }
+    }
+
+    struct Provider(Mutex<Vec<Box<dyn EnergyCounter>>>);
+
+    impl MeterProvider for Provider {
+        fn energy_counters(&self, _device: &str) -> Vec<Box<dyn EnergyCounter>> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+        fn probes(&self, _device: &str) -> Vec<Box<dyn Probe>> {
+            Vec::new()
+        }
+        fn peak(&self, _: &str, _: &str) -> Option<DevicePeak> {
+            None
+        }
+        fn inventory(&self) -> Vec<MeterStatus> {
+            Vec::new()
+        }
+    }
+
+    fn measure(meters: &[&str]) -> MeasureStage {
+        MeasureStage {
+            meters: meters.iter().map(|s| s.to_string()).collect(),
+            ..MeasureStage::default_for_run()
+        }
+    }
+
+    fn reading(cpu: f64, ram: f64) -> EnergyReading {
+        [Some(cpu), None, Some(ram)]
+    }
+
+    #[test]
+    fn phases_are_measured_where_counters_resolve_them() {
+        let mut m = RunMeters::open(&NoMeters, "cpu", &measure(&["energy"]));
+        m.energy_on = true;
+        m.window_start = Some(reading(100.0, 10.0));
+        m.add_prefill(&reading(100.0, 10.0), &reading(103.0, 11.0));
+        m.add_decode(&reading(103.0, 11.0), &reading(110.0, 12.0));
+        // No counters at all: every domain unavailable, nothing invented.
+        let report = m.finish(1.0, 2.0);
+        assert_eq!(report.total_j(), None);
+        assert_eq!(report.total_source(), "unavailable");
+        assert!(
+            report
+                .energy
+                .iter()
+                .all(|d| d.source == EnergySource::Unavailable)
+        );
+        assert_eq!(report.prefill_j, None);
+    }
+
+    #[test]
+    fn measured_and_estimated_domains_add_up_with_their_sources() {
+        // CPU (rapl): read at start and end → 10 J. RAM (estimate): 2 J.
+        let provider = Provider(Mutex::new(vec![
+            Box::new(Scripted {
+                domain: Domain::Cpu,
+                source: Source::Rapl,
+                values: vec![100.0, 110.0],
+                at: 0,
+            }),
+            Box::new(Scripted {
+                domain: Domain::Ram,
+                source: Source::Estimate,
+                values: vec![5.0, 7.0],
+                at: 0,
+            }),
+        ]));
+        let mut m = RunMeters::open(&provider, "cpu", &measure(&["energy"]));
+        // `start` is not called, so no sampler thread consumes the scripted readings.
+        m.window_start = Some(m.read_energy());
+        m.phase.prefill = [4.0, 0.0, 0.0];
+        m.phase.decode = [6.0, 0.0, 0.0];
+        let report = m.finish(1.0, 3.0);
+        assert_eq!(report.total_j(), Some(12.0));
+        assert_eq!(report.total_source(), "rapl+estimate");
+        let ram = report.domain(Domain::Ram).unwrap();
+        assert_eq!(ram.source, EnergySource::From(Source::Estimate));
+        // Prefill: 4 J measured CPU + RAM's 2 J × 1/4 of the busy time.
+        assert_eq!(report.prefill_j, Some(4.5));
+        assert_eq!(report.decode_j, Some(7.5));
+        assert_eq!(report.split, Some(EnergySplit::Apportioned));
+        assert_eq!(
+            report.domain(Domain::Gpu).unwrap().source,
+            EnergySource::Unavailable
+        );
+    }
+
+    #[test]
+    fn energy_off_reads_nothing() {
+        let provider = Provider(Mutex::new(vec![Box::new(Scripted {
+            domain: Domain::Cpu,
+            source: Source::Rapl,
+            values: vec![],
+            at: 0,
+        })]));
+        let m = RunMeters::open(&provider, "cpu", &measure(&["latency"]));
+        assert_eq!(m.read_energy(), [None; 3]);
+        let report = m.finish(1.0, 1.0);
+        assert!(report.energy.is_empty());
+        assert_eq!(report.total_source(), "off");
+    }
+
+    #[test]
+    fn a_failing_counter_is_a_note_and_a_null() {
+        let provider = Provider(Mutex::new(vec![Box::new(Scripted {
+            domain: Domain::Cpu,
+            source: Source::Rapl,
+            values: vec![1.0],
+            at: 0,
+        })]));
+        let mut m = RunMeters::open(&provider, "cpu", &measure(&["energy"]));
+        m.window_start = Some(m.read_energy());
+        let report = m.finish(1.0, 1.0);
+        let cpu = report.domain(Domain::Cpu).unwrap();
+        assert_eq!(cpu.joules, None);
+        assert_eq!(cpu.source, EnergySource::Unavailable);
+        assert_eq!(report.notes, vec!["scripted: exhausted".to_string()]);
+    }
+
+    #[test]
+    fn samples_carry_power_from_counter_deltas() {
+        let mut shared = Shared {
+            counters: vec![(
+                Box::new(Scripted {
+                    domain: Domain::Cpu,
+                    source: Source::Rapl,
+                    values: vec![0.0, 5.0, 15.0],
+                    at: 0,
+                }) as Box<dyn EnergyCounter>,
+                None,
+            )],
+            probes: Vec::new(),
+            samples: Vec::new(),
+            notes: Vec::new(),
+        };
+        let mut previous = None;
+        shared.sample(0.0, &mut previous);
+        shared.sample(0.5, &mut previous);
+        shared.sample(1.5, &mut previous);
+        let power: Vec<Option<f64>> = shared.samples.iter().map(|s| s.power_cpu_w).collect();
+        assert_eq!(power, vec![None, Some(10.0), Some(10.0)]);
+    }
+}

@@ -1,0 +1,490 @@
+//! Configurations of a study and the mean of each metric over their successful cycles.
+//!
+//! A configuration is one run hash (the content hash of its resolved options); its cycles are
+//! repetitions, so the report averages them. Failed cycles are listed, never averaged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::view::TableView;
+use crate::row::Cell;
+
+/// Configuration columns, in display order, with their short headers.
+const CONFIG_COLUMNS: &[(&str, &str)] = &[
+    ("model", "model"),
+    ("revision", "revision"),
+    ("dtype", "dtype"),
+    ("weights", "weights"),
+    ("quantization", "quantization"),
+    ("device", "device"),
+    ("prompts", "prompts"),
+    ("num_prompts", "prompts (n)"),
+    ("max_input_tokens", "max input tokens"),
+    ("batch_size", "batch size"),
+    ("token_budget", "token budget"),
+    ("arrival", "arrival"),
+    ("max_new_tokens", "max new tokens"),
+    ("min_new_tokens", "min new tokens"),
+    ("stop_at_eos", "stop at EOS"),
+    ("decoding", "decoding"),
+    ("temperature", "temperature"),
+    ("top_k", "top-k"),
+    ("top_p", "top-p"),
+    ("warmup_runs", "warm-up runs"),
+];
+
+/// Shown even when constant, since every reader asks for them first.
+const ALWAYS_SHOWN: &[&str] = &["model", "dtype", "quantization", "batch_size"];
+
+/// A metric averaged per configuration: column name and table header (with unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    /// Column of `runs.parquet`.
+    pub column: &'static str,
+    /// Header with its unit.
+    pub header: &'static str,
+}
+
+/// Throughput and latency metrics, always shown.
+pub const PERFORMANCE_METRICS: &[Metric] = &[
+    Metric {
+        column: "output_tokens_per_s",
+        header: "output tokens/s",
+    },
+    Metric {
+        column: "total_tokens_per_s",
+        header: "total tokens/s",
+    },
+    Metric {
+        column: "e2e_p50_s",
+        header: "e2e p50 (s)",
+    },
+    Metric {
+        column: "ttft_p50_s",
+        header: "TTFT p50 (s)",
+    },
+    Metric {
+        column: "tpot_p50_s",
+        header: "TPOT p50 (s)",
+    },
+];
+
+/// Energy per output token: shown always, as "not measured" when null.
+pub const ENERGY_PER_TOKEN: Metric = Metric {
+    column: "j_per_output_token",
+    header: "energy (J/output token)",
+};
+
+/// Energy figures shown only when the study measured them.
+pub const OPTIONAL_ENERGY_METRICS: &[Metric] = &[
+    Metric {
+        column: "energy_total_j",
+        header: "energy (J)",
+    },
+    Metric {
+        column: "co2e_g",
+        header: "CO2e (g)",
+    },
+];
+
+/// One configuration of the study and its per-cycle means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configuration {
+    /// The run hash, or the joined configuration values when a file has no hash.
+    pub key: String,
+    /// Values of the shown configuration columns, in [`Study::config_columns`] order.
+    pub values: Vec<String>,
+    /// Label of the line this configuration belongs to in plots over batch size: every shown
+    /// configuration value except the batch size.
+    pub series: String,
+    /// Batch size, when known.
+    pub batch_size: Option<i64>,
+    /// Successful cycles.
+    pub ok_cycles: usize,
+    /// Failed cycles.
+    pub failed_cycles: usize,
+    /// Energy sources reported by the successful cycles (`nvml`, `rapl+estimate`, ...).
+    pub energy_sources: Vec<String>,
+    means: BTreeMap<String, f64>,
+}
+
+impl Configuration {
+    /// The mean of a column over the successful cycles that have a value; `None` when none has.
+    pub fn mean(&self, column: &str) -> Option<f64> {
+        self.means.get(column).copied()
+    }
+}
+
+/// A failed execution, for the failure list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRun {
+    /// Configuration label (the shown configuration values).
+    pub configuration: String,
+    /// Repetition of the run.
+    pub cycle: Option<i64>,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// A study's configurations and failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Study {
+    /// Configuration columns shown: the always-shown ones present in the file, plus any that
+    /// vary between configurations.
+    pub config_columns: Vec<&'static str>,
+    /// Headers of `config_columns`.
+    pub config_headers: Vec<&'static str>,
+    /// Configurations, ordered by series then batch size.
+    pub configurations: Vec<Configuration>,
+    /// Failed executions in file order.
+    pub failures: Vec<FailedRun>,
+}
+
+/// Columns whose mean is kept per configuration.
+fn averaged_columns() -> impl Iterator<Item = &'static str> {
+    PERFORMANCE_METRICS
+        .iter()
+        .chain(std::iter::once(&ENERGY_PER_TOKEN))
+        .chain(OPTIONAL_ENERGY_METRICS)
+        .map(|m| m.column)
+}
+
+/// Whether a row is a successful execution; a file without `status` holds only successes,
+/// since failures are recorded with a status.
+fn is_ok(runs: &TableView, row: usize) -> bool {
+    match runs.text(row, "status") {
+        Some(s) => s == "ok",
+        None => !runs.has_column("status"),
+    }
+}
+
+/// The arithmetic mean; `None` for no values.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        None
+    } else {
+        Some(values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
+/// Groups runs by configuration and averages each metric over successful cycles.
+pub fn analyse(runs: &TableView) -> Study {
+    let present: Vec<(&'static str, &'static str)> = CONFIG_COLUMNS
+        .iter()
+        .copied()
+        .filter(|(c, _)| runs.has_column(c))
+        .collect();
+    let key_of = |row: usize| -> String {
+        match runs.text(row, "run_hash") {
+            Some(h) => h.to_string(),
+            None => present
+                .iter()
+                .map(|(c, _)| runs.get(row, c).display())
+                .collect::<Vec<_>>()
+                .join("\u{1f}"),
+        }
+    };
+    // Rows of each configuration, in first-seen order.
+    let mut order: Vec<String> = Vec::new();
+    let mut rows_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for row in 0..runs.len() {
+        let key = key_of(row);
+        if !rows_of.contains_key(&key) {
+            order.push(key.clone());
+        }
+        rows_of.entry(key).or_default().push(row);
+    }
+    let first_row = |key: &str| rows_of.get(key).and_then(|r| r.first().copied());
+    let shown: Vec<(&'static str, &'static str)> = present
+        .iter()
+        .copied()
+        .filter(|(c, _)| {
+            ALWAYS_SHOWN.contains(c) || {
+                let distinct: BTreeSet<String> = order
+                    .iter()
+                    .filter_map(|k| first_row(k))
+                    .map(|r| runs.get(r, c).display())
+                    .collect();
+                distinct.len() > 1
+            }
+        })
+        .collect();
+
+    let mut configurations = Vec::new();
+    for key in &order {
+        // Every key in `order` has at least one row; the guards only avoid index panics.
+        let Some(rows) = rows_of.get(key) else {
+            continue;
+        };
+        let Some(&first) = rows.first() else {
+            continue;
+        };
+        let values: Vec<String> = shown
+            .iter()
+            .map(|(c, _)| runs.get(first, c).display())
+            .collect();
+        let series = series_label(&shown, &values);
+        let ok_rows: Vec<usize> = rows.iter().copied().filter(|&r| is_ok(runs, r)).collect();
+        let mut means = BTreeMap::new();
+        for column in averaged_columns() {
+            let values: Vec<f64> = ok_rows
+                .iter()
+                .filter_map(|&r| runs.float(r, column))
+                .collect();
+            if let Some(m) = mean(&values) {
+                means.insert(column.to_string(), m);
+            }
+        }
+        let energy_sources: BTreeSet<String> = ok_rows
+            .iter()
+            .filter_map(|&r| runs.text(r, "energy_total_source"))
+            // `off`: no energy meter was asked for, which the missing figures already say.
+            .filter(|s| *s != "off")
+            .map(str::to_string)
+            .collect();
+        configurations.push(Configuration {
+            key: key.clone(),
+            values,
+            series,
+            batch_size: runs.int(first, "batch_size"),
+            ok_cycles: ok_rows.len(),
+            failed_cycles: rows.len() - ok_rows.len(),
+            energy_sources: energy_sources.into_iter().collect(),
+            means,
+        });
+    }
+    // Series in first-seen order, batch sizes ascending within a series.
+    let series_rank: BTreeMap<String, usize> = {
+        let mut rank = BTreeMap::new();
+        for c in &configurations {
+            let next = rank.len();
+            rank.entry(c.series.clone()).or_insert(next);
+        }
+        rank
+    };
+    configurations.sort_by_key(|c| {
+        (
+            series_rank.get(&c.series).copied().unwrap_or(usize::MAX),
+            c.batch_size,
+        )
+    });
+
+    let failures = (0..runs.len())
+        .filter(|&r| !is_ok(runs, r))
+        .map(|r| FailedRun {
+            configuration: shown
+                .iter()
+                .map(|(c, _)| runs.get(r, c).display())
+                .collect::<Vec<_>>()
+                .join(" "),
+            cycle: runs.int(r, "cycle_id"),
+            error: runs
+                .text(r, "error")
+                .unwrap_or("(no error recorded)")
+                .to_string(),
+        })
+        .collect();
+
+    Study {
+        config_columns: shown.iter().map(|(c, _)| *c).collect(),
+        config_headers: shown.iter().map(|(_, h)| *h).collect(),
+        configurations,
+        failures,
+    }
+}
+
+/// The label of a configuration without its batch size; a quantization of `none` is left out
+/// because it is the common case and only clutters legends.
+fn series_label(shown: &[(&'static str, &'static str)], values: &[String]) -> String {
+    let mut parts = Vec::new();
+    for ((column, _), value) in shown.iter().zip(values) {
+        match *column {
+            "batch_size" => {}
+            "quantization" if value == "none" || value == "-" => {}
+            "model" | "dtype" | "quantization" => parts.push(value.clone()),
+            other => parts.push(format!("{other}={value}")),
+        }
+    }
+    if parts.is_empty() {
+        "all runs".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The Pareto front of (throughput, latency) points: those no other point beats on one axis
+/// without losing on the other (higher x and lower y are better). Sorted by x ascending;
+/// non-finite points are ignored, duplicates kept once.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut sorted: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    // Highest throughput first; among equal throughput the lowest latency first, so one sweep
+    // keeps each point whose latency beats every faster point's.
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.total_cmp(&b.1)));
+    let mut front: Vec<(f64, f64)> = Vec::new();
+    let mut best_latency = f64::INFINITY;
+    for p in sorted {
+        if p.1 < best_latency {
+            best_latency = p.1;
+            front.push(p);
+        }
+    }
+    front.reverse();
+    front
+}
+
+/// Whether any successful run has a value in `column`.
+pub fn measured(runs: &TableView, column: &str) -> bool {
+    (0..runs.len()).any(|r| is_ok(runs, r) && *runs.get(r, column) != Cell::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (run hash, model, batch size, cycle, status, output tokens/s, J/output token).
+    type TestRun<'a> = (
+        &'a str,
+        &'a str,
+        i64,
+        i64,
+        &'a str,
+        Option<f64>,
+        Option<f64>,
+    );
+
+    fn runs(rows: &[TestRun<'_>]) -> TableView {
+        let columns = [
+            "run_hash",
+            "model",
+            "batch_size",
+            "cycle_id",
+            "status",
+            "output_tokens_per_s",
+            "j_per_output_token",
+            "dtype",
+            "quantization",
+            "error",
+        ];
+        TableView::new(
+            columns.iter().map(|c| c.to_string()).collect(),
+            rows.iter()
+                .map(|(h, m, b, c, s, t, j)| {
+                    vec![
+                        Cell::from(*h),
+                        Cell::from(*m),
+                        Cell::Int(*b),
+                        Cell::Int(*c),
+                        Cell::from(*s),
+                        Cell::from(*t),
+                        Cell::from(*j),
+                        Cell::from("f32"),
+                        Cell::from("none"),
+                        if *s == "ok" {
+                            Cell::Null
+                        } else {
+                            Cell::from("out of memory")
+                        },
+                    ]
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn pareto_front_keeps_undominated_points_sorted_by_throughput() {
+        let points = [
+            (10.0, 1.0),
+            (20.0, 2.0),
+            (15.0, 3.0), // dominated by (20, 2)
+            (30.0, 2.0), // dominates (20, 2)
+            (5.0, 0.5),
+            (5.0, 0.7), // same throughput, slower
+            (f64::NAN, 0.1),
+        ];
+        assert_eq!(
+            pareto_front(&points),
+            vec![(5.0, 0.5), (10.0, 1.0), (30.0, 2.0)]
+        );
+        assert!(pareto_front(&[]).is_empty());
+        assert_eq!(pareto_front(&[(1.0, 1.0), (1.0, 1.0)]), vec![(1.0, 1.0)]);
+    }
+
+    #[test]
+    fn configurations_average_ok_cycles_and_list_failures() {
+        let t = runs(&[
+            ("aa", "m1", 1, 0, "ok", Some(10.0), None),
+            ("bb", "m1", 4, 0, "ok", Some(30.0), None),
+            ("aa", "m1", 1, 1, "ok", Some(20.0), None),
+            ("bb", "m1", 4, 1, "failed", None, None),
+            ("aa", "m1", 1, 2, "failed", Some(1000.0), None),
+        ]);
+        let study = analyse(&t);
+        assert_eq!(
+            study.config_columns,
+            vec!["model", "dtype", "quantization", "batch_size"]
+        );
+        assert_eq!(study.configurations.len(), 2);
+        let a = &study.configurations[0];
+        assert_eq!(a.key, "aa");
+        assert_eq!(a.mean("output_tokens_per_s"), Some(15.0));
+        assert_eq!((a.ok_cycles, a.failed_cycles), (2, 1));
+        assert_eq!(a.mean("j_per_output_token"), None);
+        assert_eq!(a.series, "m1 f32");
+        let b = &study.configurations[1];
+        assert_eq!(b.mean("output_tokens_per_s"), Some(30.0));
+        assert_eq!(b.batch_size, Some(4));
+        assert_eq!(study.failures.len(), 2);
+        assert_eq!(study.failures[0].cycle, Some(1));
+        assert_eq!(study.failures[0].error, "out of memory");
+        assert!(!measured(&t, "j_per_output_token"));
+        assert!(measured(&t, "output_tokens_per_s"));
+    }
+
+    #[test]
+    fn varying_columns_are_shown_and_split_series() {
+        let t = runs(&[
+            ("aa", "m1", 1, 0, "ok", Some(10.0), Some(0.5)),
+            ("bb", "m2", 1, 0, "ok", Some(30.0), Some(0.25)),
+        ]);
+        let study = analyse(&t);
+        let series: Vec<&str> = study
+            .configurations
+            .iter()
+            .map(|c| c.series.as_str())
+            .collect();
+        assert_eq!(series, vec!["m1 f32", "m2 f32"]);
+        assert_eq!(
+            study.configurations[1].mean("j_per_output_token"),
+            Some(0.25)
+        );
+        assert!(measured(&t, "j_per_output_token"));
+    }
+
+    #[test]
+    fn a_table_without_hash_or_status_still_groups() {
+        let t = TableView::new(
+            vec!["model".into(), "output_tokens_per_s".into()],
+            vec![
+                vec![Cell::from("m"), Cell::Float(2.0)],
+                vec![Cell::from("m"), Cell::Float(4.0)],
+            ],
+        );
+        let study = analyse(&t);
+        assert_eq!(study.configurations.len(), 1);
+        assert_eq!(study.configurations[0].ok_cycles, 2);
+        assert_eq!(
+            study.configurations[0].mean("output_tokens_per_s"),
+            Some(3.0)
+        );
+        assert!(study.failures.is_empty());
+    }
+
+    #[test]
+    fn mean_of_nothing_is_none() {
+        assert_eq!(mean(&[]), None);
+        assert_eq!(mean(&[1.0, 2.0]), Some(1.5));
+    }
+}

@@ -1,0 +1,624 @@
+//! `llmeff report`: a study folder's results as tables, charts (SVG and PNG) and one
+//! self-contained HTML page under `<study>/report/`.
+//!
+//! Tables are read by column name ([`view::TableView`]) rather than through the schema, so a
+//! report works on folders written by any llmeff version, including columns this code has never
+//! heard of being absent or all null. A figure that was not measured is said so, never drawn as
+//! zero.
+
+pub mod analysis;
+pub mod html;
+pub mod plot;
+pub mod view;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::StoreError;
+use crate::parquet_io::write_bytes;
+use crate::row::Cell;
+use analysis::{
+    ENERGY_PER_TOKEN, OPTIONAL_ENERGY_METRICS, PERFORMANCE_METRICS, Study, analyse, measured,
+    pareto_front,
+};
+use plot::{Chart, Series, SeriesKind, XScale};
+use view::TableView;
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The study folder does not exist or is not a folder.
+    #[error("study folder {} does not exist; run `llmeff run <script>` first, or pass runs/<study>", path.display())]
+    MissingFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The folder has no compacted runs table.
+    #[error("{} not found: is {} a study folder? `llmeff run <script>` writes it when a study ends", path.display(), path.parent().unwrap_or(Path::new(".")).display())]
+    NoRuns {
+        /// Where `runs.parquet` was expected.
+        path: PathBuf,
+    },
+    /// A Parquet file could not be decoded.
+    #[error("{}: cannot read parquet: {message}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the parquet library said.
+        message: String,
+    },
+    /// Filesystem failure.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing an output file failed.
+    #[error(transparent)]
+    Write(#[from] StoreError),
+    /// A chart could not be drawn.
+    #[error("chart `{name}`: {message}")]
+    Plot {
+        /// The chart's title.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ReportError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn read(path: &Path, e: impl std::fmt::Display) -> Self {
+        ReportError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Whether the error is the caller's input (a wrong or unfinished folder) rather than a
+    /// failure while reading or writing.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            ReportError::MissingFolder { .. } | ReportError::NoRuns { .. }
+        )
+    }
+}
+
+/// A table ready to print: every cell already formatted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTable {
+    /// Heading.
+    pub title: String,
+    /// Column headers, with units.
+    pub header: Vec<String>,
+    /// Rows, as long as `header`.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// A chart written as SVG and PNG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotFile {
+    /// Heading.
+    pub title: String,
+    /// What the chart shows and how to read it.
+    pub caption: String,
+    /// The SVG file.
+    pub svg_path: PathBuf,
+    /// The PNG file.
+    pub png_path: PathBuf,
+    svg: String,
+}
+
+/// A report, as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Study name.
+    pub study: String,
+    /// When the report was made (UTC).
+    pub generated_at: String,
+    /// Rows in `runs.parquet`.
+    pub runs: usize,
+    /// Tables, in display order.
+    pub tables: Vec<TextTable>,
+    /// What was not measured or could not be shown.
+    pub notes: Vec<String>,
+    /// Charts written.
+    pub plots: Vec<PlotFile>,
+    /// Every file written, the HTML page last.
+    pub files: Vec<PathBuf>,
+}
+
+/// Text of a figure the study did not measure.
+pub const NOT_MEASURED: &str = "not measured";
+
+/// Charts by file stem; a chart not drawn this time has its old files removed, so the folder
+/// never shows a chart of an earlier state of the study.
+const CHART_STEMS: &[&str] = &[
+    "latency_throughput",
+    "throughput_batch",
+    "energy_batch",
+    "power_time",
+];
+
+/// Power columns of a samples file, with their legend names.
+const POWER_COLUMNS: &[(&str, &str)] = &[
+    ("power_total_w", "total"),
+    ("power_cpu_w", "CPU"),
+    ("power_gpu_w", "GPU"),
+    ("power_ram_w", "RAM"),
+];
+
+/// Reads `dir` (a study folder) and writes `dir/report/`: charts as SVG and PNG and
+/// `report.html`.
+pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
+    if !dir.is_dir() {
+        return Err(ReportError::MissingFolder {
+            path: dir.to_path_buf(),
+        });
+    }
+    let runs_path = dir.join("runs.parquet");
+    if !runs_path.is_file() {
+        return Err(ReportError::NoRuns { path: runs_path });
+    }
+    let runs = TableView::read(&runs_path)?;
+    let study_name = runs
+        .text(0, "study")
+        .map(str::to_string)
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_else(|| "study".to_string());
+    let study = analyse(&runs);
+    let mut notes = Vec::new();
+    let ok_runs = study
+        .configurations
+        .iter()
+        .map(|c| c.ok_cycles)
+        .sum::<usize>();
+    if runs.is_empty() {
+        notes.push("runs.parquet holds no runs".to_string());
+    } else if ok_runs == 0 {
+        notes.push("no run succeeded, so there is nothing to average or plot".to_string());
+    }
+    let energy = measured(&runs, ENERGY_PER_TOKEN.column);
+    if !energy {
+        notes.push(format!(
+            "energy {NOT_MEASURED} in this study (no {} values)",
+            ENERGY_PER_TOKEN.column
+        ));
+    }
+
+    let mut tables = vec![configuration_table(&study, &runs)];
+    if !study.failures.is_empty() {
+        tables.push(failure_table(&study));
+    }
+    let summary_path = dir.join("summary.parquet");
+    if summary_path.is_file() {
+        match TableView::read(&summary_path) {
+            Ok(summary) => tables.push(generic_table("Summary (summary.parquet)", &summary)),
+            Err(e) => notes.push(format!("summary not shown: {e}")),
+        }
+    }
+
+    let out = dir.join("report");
+    std::fs::create_dir_all(&out).map_err(|e| ReportError::io(&out, e))?;
+    let mut charts: Vec<(&str, Chart, String)> = Vec::new();
+    if let Some(c) = latency_throughput(&study) {
+        let mut caption = "Each point is one configuration (mean over its successful cycles), labelled with its batch size.".to_string();
+        if c.series.iter().any(|s| s.kind == SeriesKind::Front) {
+            caption.push_str(" The dashed line is the Pareto front: the configurations that no other beats on both throughput and latency.");
+        }
+        charts.push(("latency_throughput", c, caption));
+    }
+    if let Some(c) = over_batch(
+        &study,
+        "output_tokens_per_s",
+        "Throughput by batch size",
+        "throughput (output tokens/s)",
+    ) {
+        charts.push((
+            "throughput_batch",
+            c,
+            "Mean output tokens per second over successful cycles; one line per model and precision."
+                .into(),
+        ));
+    }
+    if energy
+        && let Some(c) = over_batch(
+            &study,
+            ENERGY_PER_TOKEN.column,
+            "Energy per output token by batch size",
+            "energy per output token (J)",
+        )
+    {
+        charts.push((
+            "energy_batch",
+            c,
+            "Mean energy per output token over successful cycles; lower is better.".into(),
+        ));
+    }
+    match power_over_time(dir, &runs, &study, &mut notes) {
+        Some((c, caption)) => charts.push(("power_time", c, caption)),
+        None => notes.push(format!(
+            "power {NOT_MEASURED} in this study (no power samples under samples/)"
+        )),
+    }
+
+    let mut plots = Vec::new();
+    let mut files = Vec::new();
+    for (stem, chart, caption) in charts {
+        let svg_path = out.join(format!("{stem}.svg"));
+        let png_path = out.join(format!("{stem}.png"));
+        let drawn = chart.to_svg().and_then(|svg| Ok((svg, chart.to_png()?)));
+        match drawn {
+            Ok((svg, png)) => {
+                write_bytes(&svg_path, svg.as_bytes())?;
+                write_bytes(&png_path, &png)?;
+                files.push(svg_path.clone());
+                files.push(png_path.clone());
+                plots.push(PlotFile {
+                    title: chart.title.clone(),
+                    caption,
+                    svg_path,
+                    png_path,
+                    svg,
+                });
+            }
+            Err(e) => notes.push(format!("chart not drawn: {e}")),
+        }
+    }
+    remove_stale_charts(&out, &plots)?;
+
+    let html_path = out.join("report.html");
+    files.push(html_path.clone());
+    let report = Report {
+        study: study_name,
+        generated_at: utc_timestamp(SystemTime::now()),
+        runs: runs.len(),
+        tables,
+        notes,
+        plots,
+        files,
+    };
+    write_bytes(&html_path, html::render(&report).as_bytes())?;
+    Ok(report)
+}
+
+fn remove_stale_charts(out: &Path, plots: &[PlotFile]) -> Result<(), ReportError> {
+    let written: BTreeSet<&Path> = plots
+        .iter()
+        .flat_map(|p| [p.svg_path.as_path(), p.png_path.as_path()])
+        .collect();
+    for stem in CHART_STEMS {
+        for ext in ["svg", "png"] {
+            let path = out.join(format!("{stem}.{ext}"));
+            if !written.contains(path.as_path()) && path.exists() {
+                std::fs::remove_file(&path).map_err(|e| ReportError::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn number(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| Cell::from(v).display())
+}
+
+fn configuration_table(study: &Study, runs: &TableView) -> TextTable {
+    let optional: Vec<_> = OPTIONAL_ENERGY_METRICS
+        .iter()
+        .filter(|m| measured(runs, m.column))
+        .collect();
+    let sources = study
+        .configurations
+        .iter()
+        .any(|c| !c.energy_sources.is_empty());
+    let mut header: Vec<String> = study.config_headers.iter().map(|h| h.to_string()).collect();
+    header.push("cycles ok/all".into());
+    header.extend(PERFORMANCE_METRICS.iter().map(|m| m.header.to_string()));
+    header.push(ENERGY_PER_TOKEN.header.to_string());
+    header.extend(optional.iter().map(|m| m.header.to_string()));
+    if sources {
+        header.push("energy source".into());
+    }
+    let rows = study
+        .configurations
+        .iter()
+        .map(|c| {
+            let mut row = c.values.clone();
+            row.push(format!("{}/{}", c.ok_cycles, c.ok_cycles + c.failed_cycles));
+            row.extend(PERFORMANCE_METRICS.iter().map(|m| number(c.mean(m.column))));
+            // A configuration that never succeeded measured nothing at all: "-" like the rest.
+            row.push(match c.mean(ENERGY_PER_TOKEN.column) {
+                Some(v) => Cell::from(v).display(),
+                None if c.ok_cycles == 0 => "-".to_string(),
+                None => NOT_MEASURED.to_string(),
+            });
+            row.extend(optional.iter().map(|m| number(c.mean(m.column))));
+            if sources {
+                row.push(if c.energy_sources.is_empty() {
+                    "-".into()
+                } else {
+                    c.energy_sources.join(", ")
+                });
+            }
+            row
+        })
+        .collect();
+    TextTable {
+        title: "Configurations (means over successful cycles)".into(),
+        header,
+        rows,
+    }
+}
+
+fn failure_table(study: &Study) -> TextTable {
+    TextTable {
+        title: "Failed runs".into(),
+        header: vec!["configuration".into(), "cycle".into(), "error".into()],
+        rows: study
+            .failures
+            .iter()
+            .map(|f| {
+                vec![
+                    f.configuration.clone(),
+                    f.cycle.map_or_else(|| "-".into(), |c| c.to_string()),
+                    f.error.clone(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn generic_table(title: &str, t: &TableView) -> TextTable {
+    TextTable {
+        title: title.into(),
+        header: t.columns().to_vec(),
+        rows: (0..t.len())
+            .map(|r| t.columns().iter().map(|c| t.get(r, c).display()).collect())
+            .collect(),
+    }
+}
+
+/// Series names in first-seen order.
+fn series_names(study: &Study) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for c in &study.configurations {
+        if !names.contains(&c.series) {
+            names.push(c.series.clone());
+        }
+    }
+    names
+}
+
+fn latency_throughput(study: &Study) -> Option<Chart> {
+    let mut series = Vec::new();
+    let mut all = Vec::new();
+    for name in series_names(study) {
+        let mut points = Vec::new();
+        let mut labels = Vec::new();
+        for c in study.configurations.iter().filter(|c| c.series == name) {
+            if let (Some(x), Some(y)) = (c.mean("output_tokens_per_s"), c.mean("e2e_p50_s")) {
+                points.push((x, y));
+                labels.push(c.batch_size.map_or_else(String::new, |b| format!("b={b}")));
+            }
+        }
+        if !points.is_empty() {
+            all.extend(points.iter().copied());
+            series.push(Series {
+                name,
+                points,
+                labels,
+                kind: SeriesKind::Markers,
+            });
+        }
+    }
+    if all.is_empty() {
+        return None;
+    }
+    let front = pareto_front(&all);
+    if front.len() >= 2 {
+        series.push(Series {
+            name: "Pareto front".into(),
+            points: front,
+            labels: Vec::new(),
+            kind: SeriesKind::Front,
+        });
+    }
+    Some(Chart {
+        title: "Latency vs throughput".into(),
+        x_label: "throughput (output tokens/s)".into(),
+        y_label: "median end-to-end latency (s)".into(),
+        x_scale: XScale::Linear,
+        series,
+    })
+}
+
+fn over_batch(study: &Study, column: &str, title: &str, y_label: &str) -> Option<Chart> {
+    let mut series = Vec::new();
+    let mut batches = Vec::new();
+    for name in series_names(study) {
+        let points: Vec<(f64, f64)> = study
+            .configurations
+            .iter()
+            .filter(|c| c.series == name)
+            .filter_map(|c| Some((c.batch_size? as f64, c.mean(column)?)))
+            .collect();
+        if !points.is_empty() {
+            batches.extend(points.iter().map(|p| p.0));
+            series.push(Series {
+                name,
+                points,
+                labels: Vec::new(),
+                kind: SeriesKind::LineMarkers,
+            });
+        }
+    }
+    let lo = batches.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = batches.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if series.is_empty() {
+        return None;
+    }
+    // Batch sizes are usually swept in powers of two; a log axis keeps them evenly spaced.
+    let x_scale = if lo >= 1.0 && hi / lo >= 8.0 {
+        XScale::Log2
+    } else {
+        XScale::Integer
+    };
+    Some(Chart {
+        title: title.into(),
+        x_label: if x_scale == XScale::Log2 {
+            "batch size (prompts, log scale)".into()
+        } else {
+            "batch size (prompts)".into()
+        },
+        y_label: y_label.into(),
+        x_scale,
+        series,
+    })
+}
+
+/// The power chart of the first successful run with power samples, and its caption.
+fn power_over_time(
+    dir: &Path,
+    runs: &TableView,
+    study: &Study,
+    notes: &mut Vec<String>,
+) -> Option<(Chart, String)> {
+    let samples = dir.join("samples");
+    if !samples.is_dir() {
+        return None;
+    }
+    for r in 0..runs.len() {
+        if runs.text(r, "status").is_some_and(|s| s != "ok") {
+            continue;
+        }
+        let (Some(hash), Some(cycle)) = (runs.text(r, "run_hash"), runs.int(r, "cycle_id")) else {
+            continue;
+        };
+        let path = samples.join(format!("{hash}-c{cycle}.parquet"));
+        if !path.is_file() {
+            continue;
+        }
+        let table = match TableView::read(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(format!("samples not shown: {e}"));
+                continue;
+            }
+        };
+        let series: Vec<Series> = POWER_COLUMNS
+            .iter()
+            .filter_map(|(column, name)| {
+                let points: Vec<(f64, f64)> = (0..table.len())
+                    .filter_map(|i| Some((table.float(i, "t_s")?, table.float(i, column)?)))
+                    .collect();
+                (!points.is_empty()).then(|| Series {
+                    name: (*name).to_string(),
+                    kind: if points.len() <= 30 {
+                        SeriesKind::LineMarkers
+                    } else {
+                        SeriesKind::Line
+                    },
+                    points,
+                    labels: Vec::new(),
+                })
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let label = study
+            .configurations
+            .iter()
+            .find(|c| c.key == hash)
+            .map(|c| c.values.join(" "))
+            .unwrap_or_default();
+        let short: String = hash.chars().take(12).collect();
+        let chart = Chart {
+            title: "Power over time".into(),
+            x_label: "time since run start (s)".into(),
+            y_label: "power (W)".into(),
+            x_scale: XScale::Linear,
+            series,
+        };
+        let caption = format!(
+            "Sampled power of run {short}, cycle {cycle} ({label}): the first successful run with power samples."
+        );
+        return Some((chart, caption));
+    }
+    None
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a system time (the epoch for times before it).
+pub fn utc_timestamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661);
+        assert_eq!(utc_timestamp(t), "2000-02-29 01:01:01 UTC");
+        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599);
+        assert_eq!(utc_timestamp(t), "2024-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn missing_folder_and_runs_are_input_errors_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope");
+        let e = write_report(&missing).unwrap_err();
+        assert!(e.is_input());
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(e.to_string().contains("llmeff run"), "{e}");
+        let e = write_report(tmp.path()).unwrap_err();
+        assert!(e.is_input());
+        assert!(e.to_string().contains("runs.parquet"), "{e}");
+        assert!(e.to_string().contains("llmeff run"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_runs_file_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("runs.parquet"), b"not parquet").unwrap();
+        let e = write_report(tmp.path()).unwrap_err();
+        assert!(!e.is_input());
+        assert!(e.to_string().contains("runs.parquet"), "{e}");
+    }
+}

@@ -1,0 +1,166 @@
+//! End-to-end tests of `llmeff report`: the real binary runs the bundled single study, reports
+//! it, and a headless Chromium renders the page (required where LLMEFF_REQUIRE_CHROMIUM=1).
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn llmeff() -> Command {
+    Command::cargo_bin("llmeff").expect("the llmeff binary is built for integration tests")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `experiments/single.rhai` into `out` and reports it; returns the study folder.
+fn run_and_report(out: &Path) -> (PathBuf, String) {
+    llmeff()
+        .current_dir(repo())
+        .args(["run", "experiments/single.rhai", "--plain", "--out"])
+        .arg(out)
+        .assert()
+        .success();
+    let study = out.join("single");
+    let output = llmeff().arg("report").arg(&study).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "report failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (study, stdout)
+}
+
+#[test]
+fn report_of_the_single_study_writes_tables_charts_and_a_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (study, stdout) = run_and_report(tmp.path());
+    assert!(stdout.contains("Configurations"), "{stdout}");
+    assert!(stdout.contains("tiny-stories"), "{stdout}");
+    assert!(stdout.contains("written:"), "{stdout}");
+    let report = study.join("report");
+    for stem in ["latency_throughput", "throughput_batch"] {
+        let svg = std::fs::read_to_string(report.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{stem}.svg");
+        let png = std::fs::read(report.join(format!("{stem}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{stem}.png");
+        assert!(stdout.contains(&format!("{stem}.png")), "{stdout}");
+    }
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(html.contains("Study single"));
+    // Whether energy is measured depends on the machine's meters; either way the page says so
+    // consistently with the files written.
+    let energy_chart = report.join("energy_batch.png").exists();
+    assert_eq!(
+        html.contains("energy not measured"),
+        !energy_chart,
+        "energy chart {energy_chart}, page disagrees"
+    );
+    assert_eq!(
+        stdout.contains("energy not measured"),
+        !energy_chart,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn report_of_a_missing_or_unfinished_folder_is_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [tmp.path().join("no-such-study"), tmp.path().to_path_buf()] {
+        let out = llmeff().arg("report").arg(&dir).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("llmeff run"), "{stderr}");
+        assert!(stderr.contains(&dir.display().to_string()), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium with everything that could reach the network or a profile turned off.
+fn browser(binary: &Path, profile: &Path) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,2000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .timeout(Duration::from_secs(120));
+    cmd
+}
+
+#[test]
+fn the_report_page_renders_in_a_browser() {
+    let Some(binary) = chromium() else {
+        if std::env::var("LLMEFF_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
+            panic!(
+                "LLMEFF_REQUIRE_CHROMIUM=1 but no chromium at /usr/bin/chromium: apt-get install chromium"
+            );
+        }
+        eprintln!("skipped: no chromium (set LLMEFF_REQUIRE_CHROMIUM=1 to require it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (study, _) = run_and_report(tmp.path());
+    let page = study.join("report").join("report.html");
+    let url = format!("file://{}", page.display());
+
+    let shot = tmp.path().join("shot.png");
+    let out = browser(&binary, &tmp.path().join("profile-shot"))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium --screenshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&shot).unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1200, 2000));
+    let pixels = &pixels[..info.buffer_size()];
+    let channels = info.color_type.samples();
+    let inked = pixels
+        .chunks(channels)
+        .filter(|px| px.iter().take(3).any(|&c| c < 200))
+        .count();
+    let total = pixels.len() / channels;
+    // Text, table rules and chart lines: a blank or error page inks almost nothing.
+    assert!(
+        inked > total / 100,
+        "screenshot looks blank: {inked} of {total} pixels inked"
+    );
+
+    let out = browser(&binary, &tmp.path().join("profile-dom"))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("<svg class=\"plot\""), "no chart in the DOM");
+    assert!(dom.contains("Latency vs throughput"));
+    assert!(dom.contains("<table>"), "no table in the DOM");
+    assert!(dom.contains("tiny-stories"));
+}
