@@ -36,6 +36,40 @@ pub enum Command {
     /// Show this machine: CPU, memory, devices, and which meters (NVML, RAPL, estimate, /proc,
     /// device peaks) are available here and why the others are missing.
     Env(EnvArgs),
+    /// Measure llmeff's own CPU inference speed: prefill time and decode tokens/s at batch 1
+    /// and 8 for tiny-stories and the SmolLM-135M and TinyLlama-1.1B shapes, with MBU.
+    ///
+    /// Build with --release; debug builds measure the debug build.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `llmeff bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Only models whose name contains one of these (tiny-stories, smollm, tinyllama).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
+    pub batches: Vec<usize>,
+    /// Prompt length, tokens.
+    #[arg(long, default_value_t = 32)]
+    pub prompt_tokens: usize,
+    /// New tokens per sequence (EOS ignored).
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    /// Timed repetitions after one warm-up; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// CPU threads (default: rayon's, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also generate this many tokens and report resident-memory growth (0 = skip).
+    #[arg(long, default_value_t = 1000)]
+    pub growth_tokens: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `llmeff env`.

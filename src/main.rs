@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         cli::Command::Repl(args) => commands::repl::run(args),
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::Env(args) => commands::env::run(args.json),
+        cli::Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(code) => code,

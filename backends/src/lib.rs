@@ -11,6 +11,7 @@ mod guard;
 mod handle;
 mod host;
 mod hub;
+pub mod kernels;
 mod llama;
 pub mod meters;
 mod presets;

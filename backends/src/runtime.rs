@@ -51,18 +51,27 @@ impl BurnRuntime {
             &self.hub,
         )?;
         match kind {
-            DeviceKind::Cpu => load_on::<burn_flex::Flex>(&source, spec, burn_flex::FlexDevice),
+            DeviceKind::Cpu => {
+                load_on::<burn_flex::Flex>(&source, spec, burn_flex::FlexDevice, host_kernels())
+            }
             DeviceKind::Cuda(index) => load_cuda(&source, spec, index),
         }
     }
+}
+
+/// Whether f32 linear layers on the CPU use llmeff's kernels (`crate::kernels`) rather than
+/// burn-flex's matmul; `LLMEFF_CPU_MATMUL=burn` selects burn's, to compare the two.
+fn host_kernels() -> bool {
+    std::env::var("LLMEFF_CPU_MATMUL").map_or(true, |v| v != "burn")
 }
 
 fn load_on<B: burn::tensor::backend::Backend>(
     source: &ResolvedSource,
     spec: &ModelSpec,
     device: B::Device,
+    host_kernels: bool,
 ) -> Result<BurnModel, RuntimeError> {
-    let model = LoadedLlama::<B>::load(source, spec, device)?;
+    let model = LoadedLlama::<B>::load(source, spec, device, host_kernels)?;
     Ok(BurnModel::new(Box::new(model)))
 }
 
@@ -72,7 +81,7 @@ fn load_cuda(
     spec: &ModelSpec,
     index: usize,
 ) -> Result<BurnModel, RuntimeError> {
-    load_on::<burn_cuda::Cuda>(source, spec, burn_cuda::CudaDevice::new(index))
+    load_on::<burn_cuda::Cuda>(source, spec, burn_cuda::CudaDevice::new(index), false)
 }
 
 #[cfg(not(feature = "cuda"))]

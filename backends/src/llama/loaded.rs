@@ -28,11 +28,13 @@ pub(crate) struct LoadedLlama<B: Backend> {
 }
 
 impl<B: Backend> LoadedLlama<B> {
-    /// Loads the model in `source` onto `device` as `spec` asks.
+    /// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU),
+    /// f32 linear layers run on llmeff's own kernels instead of burn's matmul.
     pub(crate) fn load(
         source: &ResolvedSource,
         spec: &ModelSpec,
         device: B::Device,
+        host_kernels: bool,
     ) -> Result<Self, RuntimeError> {
         let ModelFiles {
             config,
@@ -80,6 +82,11 @@ impl<B: Backend> LoadedLlama<B> {
                         catch_backend_panic("quantizing weights", || linear.quantize(&full, q))?;
                 }
             }
+        }
+        if host_kernels {
+            catch_backend_panic("moving weights to the host kernels", || {
+                weights.move_linears_to_host()
+            })?;
         }
         let info = ModelInfo {
             name: source.name.clone(),

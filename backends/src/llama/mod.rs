@@ -6,6 +6,7 @@ mod config;
 mod files;
 mod generation;
 mod kv_cache;
+mod linear;
 mod loaded;
 mod model;
 mod quant;

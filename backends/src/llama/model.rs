@@ -12,7 +12,7 @@ use engine::runtime::RuntimeError;
 use super::batch::HostStep;
 use super::config::LlamaConfig;
 use super::kv_cache::KvCache;
-use super::quant::Linear;
+use super::linear::Linear;
 use super::rope::{RopeTable, apply_rope};
 use super::weights::{LayerWeights, LlamaWeights};
 
@@ -187,7 +187,7 @@ impl<B: Backend> LlamaModel<B> {
         };
         let x = self.rms_norm(x, &self.weights.norm);
         Ok(match &self.weights.lm_head {
-            Some(w) => self.matmul(x, w.clone()),
+            Some(w) => self.linear(w, x),
             None => self.matmul(x, self.weights.embed_tokens.clone().transpose()),
         })
     }

@@ -8,8 +8,6 @@
 //! Embeddings, norms and the LM head stay in full precision, as transformers' bitsandbytes
 //! integration keeps them by default.
 
-use burn::tensor::backend::Backend;
-use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 use engine::runtime::{QuantMethod, Quantization, RuntimeError};
 
 /// QLoRA's NormalFloat-4 code book (quantiles of N(0, 1) scaled to [-1, 1]).
@@ -126,6 +124,16 @@ impl QuantizedMatrix {
     }
 
     /// Bytes held: codes plus scales.
+    /// Rows (`in`) of the dense matrix.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (`out`) of the dense matrix.
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
     pub(crate) fn bytes(&self) -> u64 {
         (self.codes.len() + 4 * self.scales.len()) as u64
     }
@@ -144,61 +152,6 @@ impl QuantizedMatrix {
                 value_of(self.method, code) * self.scales[(r / self.block_size) * self.cols + c]
             })
             .collect()
-    }
-}
-
-/// A linear layer's weight: dense on the device, or quantized on the host.
-#[derive(Debug, Clone)]
-pub(crate) enum Linear<B: Backend> {
-    /// `[in, out]` on the device at the run dtype.
-    Dense(Tensor<B, 2>),
-    /// Quantized; dequantized to `dtype` for each product.
-    Quantized {
-        /// The codes and scales.
-        matrix: QuantizedMatrix,
-        /// Run dtype.
-        dtype: BurnDType,
-    },
-}
-
-impl<B: Backend> Linear<B> {
-    /// `[in, out]` of the weight.
-    pub(crate) fn dims(&self) -> [usize; 2] {
-        match self {
-            Linear::Dense(w) => w.dims(),
-            Linear::Quantized { matrix, .. } => [matrix.rows, matrix.cols],
-        }
-    }
-
-    /// `x · W` for `x` of shape `[rows, in]`.
-    pub(crate) fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self {
-            Linear::Dense(w) => x.matmul(w.clone()),
-            Linear::Quantized { matrix, dtype } => {
-                let data = TensorData::new(matrix.dequantize(), [matrix.rows, matrix.cols]);
-                let w = Tensor::<B, 2>::from_data(data, (&x.device(), *dtype));
-                x.matmul(w)
-            }
-        }
-    }
-
-    /// Replaces a dense weight by its quantized form; returns bytes saved.
-    pub(crate) fn quantize(&mut self, name: &str, q: Quantization) -> Result<i64, RuntimeError> {
-        let Linear::Dense(w) = self else { return Ok(0) };
-        let [rows, cols] = w.dims();
-        let dtype = w.dtype();
-        let dense_bytes = (rows * cols * dtype.size()) as i64;
-        let values = w
-            .to_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| {
-                RuntimeError::Backend(format!("reading {name} for quantization: {e:?}"))
-            })?;
-        let matrix = QuantizedMatrix::quantize(name, &values, rows, cols, q)?;
-        let saved = dense_bytes - matrix.bytes() as i64;
-        *self = Linear::Quantized { matrix, dtype };
-        Ok(saved)
     }
 }
 

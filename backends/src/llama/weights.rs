@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::quant::Linear;
+use super::linear::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 use engine::runtime::{DType, RuntimeError};
@@ -143,6 +143,36 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
+impl<B: Backend> LlamaWeights<B> {
+    /// Moves every f32 linear layer, the LM head included, to the host for llmeff's CPU
+    /// kernels. A tied LM head gets its own host copy of the embedding matrix, which is
+    /// already in the kernels' `[out, in]` layout.
+    pub(crate) fn move_linears_to_host(&mut self) -> Result<(), RuntimeError> {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, linear) in layer.linears_mut() {
+                linear.move_to_host(&format!("model.layers.{i}.{name}.weight"))?;
+            }
+        }
+        match &mut self.lm_head {
+            Some(head) => head.move_to_host(LM_HEAD)?,
+            None if self.embed_tokens.dtype() == BurnDType::F32 => {
+                let [vocab, hidden] = self.embed_tokens.dims();
+                let weight =
+                    self.embed_tokens.to_data().into_vec::<f32>().map_err(|e| {
+                        RuntimeError::Backend(format!("reading the embeddings: {e:?}"))
+                    })?;
+                self.lm_head = Some(Linear::Host {
+                    weight,
+                    in_features: hidden,
+                    out_features: vocab,
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
 impl<B: Backend> LayerWeights<B> {
     /// The linear layers with their checkpoint names, for quantization.
     pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 7] {
@@ -165,8 +195,9 @@ pub(crate) struct LlamaWeights<B: Backend> {
     pub embed_tokens: Tensor<B, 2>,
     pub layers: Vec<LayerWeights<B>>,
     pub norm: Tensor<B, 1>,
-    /// `[hidden, vocab]`; `None` when tied to `embed_tokens`.
-    pub lm_head: Option<Tensor<B, 2>>,
+    /// `[hidden, vocab]`; `None` when tied to `embed_tokens` (unless the CPU kernels hold a
+    /// host copy of the tied matrix).
+    pub lm_head: Option<Linear<B>>,
 }
 
 /// Where tensor values come from.
@@ -222,7 +253,7 @@ impl<B: Backend> LlamaWeights<B> {
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(matrix(LM_HEAD.into())?)
+            Some(Linear::Dense(matrix(LM_HEAD.into())?))
         };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {

@@ -1,0 +1,127 @@
+//! AVX2 + FMA small-batch kernel: 8 lanes, 16 vector registers.
+//!
+//! The same scheme as the AVX-512 kernel (each weight row loaded once and applied to all `M`
+//! input rows from registers) with half the lanes and half the registers, so fewer weight rows
+//! per group.
+
+use std::arch::x86_64::{
+    __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps,
+    _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_maskload_ps, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setzero_ps,
+};
+
+use super::gemv::Panels;
+
+const LANES: usize = 8;
+
+/// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8) and weight row of the
+/// panels. Returns
+/// `false`, computing nothing, when the CPU lacks AVX2 or FMA.
+///
+/// Invalid operands are handled as by the AVX-512 kernel: nothing is read out of bounds.
+pub(super) fn block(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) -> bool {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return false;
+    }
+    // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+    unsafe { block_avx2(p, out, col0) };
+    true
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn block_avx2(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
+    if !p.is_valid() || out.len() < p.mb {
+        return;
+    }
+    // M·R accumulators + R weights + 1 input ≤ 16 registers.
+    match p.mb {
+        1 => rows::<1, 4>(p, out, col0),
+        2 => rows::<2, 4>(p, out, col0),
+        3 => rows::<3, 3>(p, out, col0),
+        4 => rows::<4, 2>(p, out, col0),
+        5 => rows::<5, 2>(p, out, col0),
+        6 => rows::<6, 2>(p, out, col0),
+        7 => rows::<7, 1>(p, out, col0),
+        8 => rows::<8, 1>(p, out, col0),
+        _ => debug_assert!(false, "block of {} input rows", p.mb),
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn rows<const M: usize, const R: usize>(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
+    let mut r = 0;
+    while r + R <= p.rows {
+        group::<M, R>(p.x, &p.w[r * p.k..], p.k, out, col0 + r);
+        r += R;
+    }
+    while r < p.rows {
+        group::<M, 1>(p.x, &p.w[r * p.k..], p.k, out, col0 + r);
+        r += 1;
+    }
+}
+
+/// `out[i][col + r] = x[i] · w[r]` for `i < M`, `r < R`; rows are `k` floats long.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn group<const M: usize, const R: usize>(
+    x: &[f32],
+    w: &[f32],
+    k: usize,
+    out: &mut [&mut [f32]],
+    col: usize,
+) {
+    // The raw loads below rely on these bounds; checking once per group costs nothing.
+    if x.len() < M * k || w.len() < R * k {
+        return;
+    }
+    let xp = x.as_ptr();
+    let wp = w.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); R]; M];
+    let mut wv = [_mm256_setzero_ps(); R];
+    let mut p = 0;
+    while p + LANES <= k {
+        for (r, v) in wv.iter_mut().enumerate() {
+            // SAFETY: p + 8 ≤ k, so r·k + p + 8 ≤ R·k ≤ w.len().
+            *v = unsafe { _mm256_loadu_ps(wp.add(r * k + p)) };
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: p + 8 ≤ k, so i·k + p + 8 ≤ M·k ≤ x.len().
+            let xv = unsafe { _mm256_loadu_ps(xp.add(i * k + p)) };
+            for (a, v) in acc_i.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(*v, xv, *a);
+            }
+        }
+        p += LANES;
+    }
+    if p < k {
+        // Lane l is loaded when its mask element is negative, i.e. when l < k − p (< 8).
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((k - p) as i32), lane);
+        for (r, v) in wv.iter_mut().enumerate() {
+            // SAFETY: masked-off lanes are neither read nor able to fault; the enabled lanes
+            // r·k + p .. r·k + k lie inside w (r < R, R·k ≤ w.len()).
+            *v = unsafe { _mm256_maskload_ps(wp.add(r * k + p), mask) };
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: as above, the enabled lanes i·k + p .. i·k + k lie inside x.
+            let xv = unsafe { _mm256_maskload_ps(xp.add(i * k + p), mask) };
+            for (a, v) in acc_i.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(*v, xv, *a);
+            }
+        }
+    }
+    for (o, acc_i) in out.iter_mut().zip(&acc) {
+        for (r, a) in acc_i.iter().enumerate() {
+            o[col + r] = hsum(*a);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}

@@ -1,0 +1,143 @@
+//! Choosing a kernel: the instruction set this CPU offers, and where batches stop being
+//! bandwidth-bound enough for the streaming kernels to beat a packed GEMM.
+
+/// A kernel family `linear_f32` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// The register-blocked streaming kernels (weights read once), on this instruction set.
+    Small(Isa),
+    /// The packed AVX-512 GEMM.
+    Packed,
+    /// The `gemm` crate.
+    Gemm,
+}
+
+impl Path {
+    /// Every path, the streaming ones first.
+    pub const ALL: [Path; 5] = [
+        Path::Small(Isa::Portable),
+        Path::Small(Isa::Avx2),
+        Path::Small(Isa::Avx512),
+        Path::Packed,
+        Path::Gemm,
+    ];
+
+    /// Whether this CPU and build can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Path::Small(isa) => isa.is_supported(),
+            Path::Packed => cfg!(target_arch = "x86_64") && Isa::Avx512.is_supported(),
+            Path::Gemm => true,
+        }
+    }
+}
+
+/// Batch size from which the packed AVX-512 GEMM beats the streaming AVX-512 kernel. Measured
+/// (benches/kernels.rs, threshold sweep, 2 threads, cold weights, k×n = 2048×5632, 576×1536,
+/// 5632×2048): streaming ahead up to m = 48, even at 64, packed ahead from 128.
+const PACKED_MIN_M: usize = 64;
+/// Batch size from which the `gemm` crate (AVX2 kernels) beats the streaming AVX2 kernel;
+/// measured the same way (on an AVX-512 CPU forced onto AVX2): even at 16, gemm ahead from 24.
+const GEMM_MIN_M_AVX2: usize = 16;
+/// Batch size from which the `gemm` crate beats the portable kernel. Not measured on a CPU
+/// without AVX2; once arithmetic dominates, gemm's hand-written SIMD outpaces plain Rust.
+const GEMM_MIN_M_PORTABLE: usize = 4;
+
+/// The fastest path for `m` input rows on `isa`.
+pub fn choose(isa: Isa, m: usize) -> Path {
+    match isa {
+        Isa::Avx512 if m >= PACKED_MIN_M => Path::Packed,
+        Isa::Avx2 if m >= GEMM_MIN_M_AVX2 => Path::Gemm,
+        Isa::Portable if m >= GEMM_MIN_M_PORTABLE => Path::Gemm,
+        _ => Path::Small(isa),
+    }
+}
+
+/// An instruction set a small-batch kernel is compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust the compiler vectorises for the build target; runs everywhere.
+    Portable,
+    /// x86-64 AVX2 with FMA, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
+}
+
+impl Isa {
+    /// Every instruction set, slowest first.
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    /// The fastest instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        // The std macro caches its CPUID probe, so detecting per call costs an atomic load.
+        if Isa::Avx512.is_supported() {
+            Isa::Avx512
+        } else if Isa::Avx2.is_supported() {
+            Isa::Avx2
+        } else {
+            Isa::Portable
+        }
+    }
+
+    /// Whether this CPU can run kernels compiled for `self`.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512 => false,
+        }
+    }
+}
+
+/// Output rows per parallel task: few enough tasks that rayon's per-task cost vanishes next to
+/// the work, enough that a stalled thread's share can be stolen, and a multiple of 8 so every
+/// task runs whole register blocks.
+pub(crate) fn rows_per_task(m: usize, k: usize, n: usize, threads: usize) -> usize {
+    // Below ~256 K multiply-adds a task costs about as much to schedule as to run.
+    const MIN_TASK_MACS: usize = 1 << 18;
+    const MIN_ROWS: usize = 64;
+    const TASKS_PER_THREAD: usize = 4;
+    let by_work = MIN_TASK_MACS.div_ceil(m.max(1) * k.max(1));
+    let by_balance = n.div_ceil(threads.max(1) * TASKS_PER_THREAD);
+    by_balance.max(by_work).max(MIN_ROWS).next_multiple_of(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detected_isa_is_supported() {
+        assert!(Isa::detect().is_supported());
+        assert!(Isa::Portable.is_supported());
+    }
+
+    #[test]
+    fn decode_streams_and_prefill_multiplies() {
+        for isa in Isa::ALL {
+            assert_eq!(choose(isa, 1), Path::Small(isa));
+            assert_ne!(choose(isa, 256), Path::Small(isa));
+        }
+    }
+
+    #[test]
+    fn tasks_are_whole_blocks_and_not_tiny() {
+        for (m, k, n, t) in [
+            (1, 2048, 5632, 2),
+            (8, 576, 1536, 2),
+            (1, 7, 3, 1),
+            (3, 1, 1000, 64),
+        ] {
+            let rows = rows_per_task(m, k, n, t);
+            assert_eq!(rows % 8, 0);
+            assert!(rows >= 64);
+        }
+        // A large GEMV is split into several tasks per thread.
+        assert!(5632 / rows_per_task(1, 2048, 5632, 2) >= 4);
+    }
+}

@@ -1,0 +1,209 @@
+//! The linear-layer kernels against a naive f64-accumulated reference, on every path this CPU
+//! can run (each streaming kernel's instruction set, the packed AVX-512 GEMM and the gemm crate,
+//! each forced) and through the dispatcher.
+
+use backends::kernels::{self, Path};
+
+const MS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33];
+const KS: &[usize] = &[1, 7, 16, 64, 100, 576, 2048];
+const NS: &[usize] = &[1, 3, 64, 65, 1000];
+
+/// Deterministic values in [−1, 1), different per seed.
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    (0..len)
+        .map(|_| {
+            // xorshift32: cheap, and not periodic in the shapes' strides.
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// The exact product (f64 sums) and a tolerance per output: f32 rounding grows like √k and
+/// with the size of the terms (Σ|x·w|, which bounds it even when the terms cancel).
+struct Reference {
+    y: Vec<f64>,
+    tol: Vec<f64>,
+}
+
+impl Reference {
+    fn new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Self {
+        let mut y = vec![0.0; m * n];
+        let mut tol = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let (xr, wr) = (&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+                let (mut sum, mut magnitude) = (0.0f64, 0.0f64);
+                for (a, b) in xr.iter().zip(wr) {
+                    let t = f64::from(*a) * f64::from(*b);
+                    sum += t;
+                    magnitude += t.abs();
+                }
+                y[i * n + j] = sum;
+                tol[i * n + j] = 1e-5 * (k as f64).sqrt().max(1.0) * magnitude.max(1e-30);
+            }
+        }
+        Reference { y, tol }
+    }
+
+    fn check(&self, what: &str, got: &[f32], m: usize, k: usize, n: usize) {
+        assert_eq!(got.len(), self.y.len(), "{what} m={m} k={k} n={n}: length");
+        for (at, ((g, want), tol)) in got.iter().zip(&self.y).zip(&self.tol).enumerate() {
+            let g = f64::from(*g);
+            assert!(
+                (g - want).abs() <= *tol,
+                "{what} m={m} k={k} n={n} at ({}, {}): {g} vs {want} (tolerance {tol})",
+                at / n,
+                at % n
+            );
+        }
+    }
+}
+
+fn check(what: &str, y: &[f32], x: &[f32], m: usize, k: usize, w: &[f32], n: usize) {
+    Reference::new(x, m, k, w, n).check(what, y, m, k, n);
+}
+
+#[test]
+fn every_path_matches_the_reference_on_many_shapes() {
+    let mut skipped = Vec::new();
+    for &m in MS {
+        for &k in KS {
+            for &n in NS {
+                let x = values(m * k, (m * 31 + k) as u32);
+                let w = values(n * k, (n * 17 + k) as u32 + 1);
+                let r = Reference::new(&x, m, k, &w, n);
+                for path in Path::ALL {
+                    let mut y = vec![f32::NAN; m * n];
+                    if kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y) {
+                        r.check(&format!("{path:?}"), &y, m, k, n);
+                    } else if !skipped.contains(&path) {
+                        assert!(!path.is_supported(), "{path:?} refused a supported run");
+                        println!("skipping {path:?}: this CPU or build lacks it");
+                        skipped.push(path);
+                    }
+                }
+                let mut y = vec![f32::NAN; m * n];
+                kernels::linear_f32(&x, m, k, &w, n, &mut y);
+                r.check("linear_f32", &y, m, k, n);
+                assert_eq!(kernels::linear_f32_into_new(&x, m, k, &w, n), y);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_tail_length_is_exact() {
+    // k from 1 to 40 covers every remainder modulo 8 and 16 on either side of a full vector;
+    // n up to 9 covers every remainder of the row groups.
+    for path in supported() {
+        for k in 1..=40 {
+            for n in 1..=9 {
+                for m in 1..=9 {
+                    let x = values(m * k, k as u32);
+                    let w = values(n * k, 100 + n as u32);
+                    let mut y = vec![f32::NAN; m * n];
+                    assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                    check(&format!("{path:?} tail"), &y, &x, m, k, &w, n);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn many_threads_split_large_outputs_correctly() {
+    // More output rows than one task takes, across a pool wider than the machine, so tasks are
+    // split, stolen and run concurrently.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(5)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for m in [1, 3, 8, 9, 20] {
+            let (k, n) = (130, 4099);
+            let x = values(m * k, 5);
+            let w = values(n * k, 6);
+            for path in supported() {
+                let mut y = vec![f32::NAN; m * n];
+                assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                check(&format!("{path:?} pooled"), &y, &x, m, k, &w, n);
+            }
+            let mut y = vec![f32::NAN; m * n];
+            kernels::linear_f32(&x, m, k, &w, n, &mut y);
+            check("pooled", &y, &x, m, k, &w, n);
+        }
+    });
+}
+
+#[test]
+fn misaligned_slices_are_fine() {
+    // Sub-slices starting one float in, so no load is 64-byte aligned.
+    let (m, k, n) = (13, 37, 70);
+    let xs = values(m * k + 1, 8);
+    let ws = values(n * k + 1, 9);
+    let (x, w) = (&xs[1..], &ws[1..]);
+    for path in supported() {
+        let mut y = vec![f32::NAN; m * n + 1];
+        assert!(kernels::linear_f32_with(path, x, m, k, w, n, &mut y[1..]));
+        check(&format!("{path:?} misaligned"), &y[1..], x, m, k, w, n);
+    }
+}
+
+#[test]
+fn depth_blocks_accumulate() {
+    // The packed GEMM works in depth blocks of 256: depths just around multiples of it, with
+    // row tiles of 12 and column panels of 32 both partial.
+    for k in [255, 256, 257, 511, 513, 1000] {
+        let (m, n) = (25, 70);
+        let x = values(m * k, 10);
+        let w = values(n * k, 11);
+        for path in supported() {
+            let mut y = vec![f32::NAN; m * n];
+            assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+            check(&format!("{path:?} depth"), &y, &x, m, k, &w, n);
+        }
+    }
+}
+
+#[test]
+fn degenerate_shapes() {
+    // k = 0: an empty sum is zero.
+    let mut y = vec![f32::NAN; 6];
+    kernels::linear_f32(&[], 2, 0, &[], 3, &mut y);
+    assert_eq!(y, vec![0.0; 6]);
+    let mut y = vec![f32::NAN; 40];
+    kernels::linear_f32(&[], 20, 0, &[], 2, &mut y);
+    assert_eq!(y, vec![0.0; 40]);
+    // m = 0 or n = 0: nothing to write.
+    kernels::linear_f32(&[], 0, 4, &[1.0; 12], 3, &mut []);
+    kernels::linear_f32(&[1.0; 8], 2, 4, &[], 0, &mut []);
+    assert!(kernels::linear_f32_into_new(&[1.0; 4], 1, 4, &[], 0).is_empty());
+}
+
+#[test]
+fn unsupported_path_is_refused_not_run() {
+    for path in Path::ALL {
+        let mut y = vec![7.0; 2];
+        let ran = kernels::linear_f32_with(path, &[1.0; 2], 1, 2, &[1.0; 4], 2, &mut y);
+        assert_eq!(ran, path.is_supported());
+        assert_eq!(y, if ran { vec![2.0; 2] } else { vec![7.0; 2] });
+    }
+}
+
+/// The paths this CPU and build run, announcing the others.
+fn supported() -> Vec<Path> {
+    Path::ALL
+        .into_iter()
+        .filter(|path| {
+            let ok = path.is_supported();
+            if !ok {
+                println!("skipping {path:?}: this CPU or build lacks it");
+            }
+            ok
+        })
+        .collect()
+}

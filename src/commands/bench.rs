@@ -1,0 +1,312 @@
+//! `llmeff bench`: llmeff's own inference speed on the CPU: prefill time and decode tokens/s at
+//! batch 1 and 8 for three model shapes, with the bandwidth decode achieves against the
+//! machine's measured copy bandwidth (MBU), and memory growth over a long generation.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use engine::meter::MeterProvider;
+use engine::runtime::{
+    DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, Runtime, WeightsKind,
+};
+
+use crate::Failure;
+use crate::cli::BenchArgs;
+
+/// A model the benchmark measures.
+struct BenchModel {
+    /// Name in the table.
+    label: &'static str,
+    /// Model source for the runtime.
+    source: &'static str,
+    weights: WeightsKind,
+}
+
+const MODELS: &[BenchModel] = &[
+    BenchModel {
+        label: "tiny-stories",
+        source: "tiny-stories",
+        weights: WeightsKind::Pretrained,
+    },
+    BenchModel {
+        label: "SmolLM-135M shape",
+        source: "HuggingFaceTB/SmolLM-135M",
+        weights: WeightsKind::Random,
+    },
+    BenchModel {
+        label: "TinyLlama-1.1B shape",
+        source: "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        weights: WeightsKind::Random,
+    },
+];
+
+/// One measured row.
+#[derive(Debug, Clone, serde::Serialize)]
+struct BenchRow {
+    model: String,
+    batch: usize,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    prefill_s: f64,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+    decode_bytes_per_s: f64,
+    mbu: Option<f64>,
+}
+
+/// Runs the benchmark and prints the table (or JSON).
+pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
+    if let Some(threads) = args.threads {
+        // burn's CPU backend runs on rayon's global pool; it must be sized before first use.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| Failure::work(format!("cannot size the thread pool: {e}")))?;
+    }
+    let runtime = backends::BurnRuntime::new();
+    let meters = backends::MachineMeters::detect();
+    let peak = meters.peak("cpu", "f32");
+    let selected: Vec<&BenchModel> = MODELS
+        .iter()
+        .filter(|m| {
+            args.models.is_empty()
+                || args
+                    .models
+                    .iter()
+                    .any(|w| m.label.to_lowercase().contains(&w.to_lowercase()))
+        })
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = MODELS.iter().map(|m| m.label).collect();
+        return Err(Failure::input(format!(
+            "no benchmark model matches {:?}; models: {}",
+            args.models,
+            names.join(", ")
+        )));
+    }
+    let mut rows = Vec::new();
+    for bench in selected {
+        eprintln!("loading {}", bench.label);
+        let spec = ModelSpec {
+            source: bench.source.to_string(),
+            revision: None,
+            dtype: DType::F32,
+            weights: bench.weights,
+            device: "cpu".to_string(),
+            seed: 0,
+            quantization: None,
+        };
+        let model = runtime
+            .load(&spec)
+            .map_err(|e| Failure::work(format!("{}: {e}", bench.label)))?;
+        for &batch in &args.batches {
+            eprintln!("  batch {batch}");
+            let row = measure(
+                bench.label,
+                model.as_ref(),
+                batch,
+                &args,
+                peak.as_ref().map(|p| p.bytes_per_s),
+            )
+            .map_err(|e| Failure::work(format!("{} batch {batch}: {e}", bench.label)))?;
+            rows.push(row);
+        }
+    }
+    let growth = if args.growth_tokens > 0 {
+        Some(memory_growth(&runtime, args.growth_tokens).map_err(Failure::work)?)
+    } else {
+        None
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "threads": rayon::current_num_threads(),
+            "copy_bytes_per_s": peak.as_ref().map(|p| p.bytes_per_s),
+            "copy_source": peak.as_ref().map(|p| p.source.clone()),
+            "rows": rows,
+            "rss_growth_bytes": growth.map(|g| g.1 - g.0),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).map_err(|e| Failure::work(e.to_string()))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "llmeff bench: f32 on the CPU, {} threads, {}-token prompt, {} new tokens (EOS ignored), best of {}",
+        rayon::current_num_threads(),
+        args.prompt_tokens,
+        args.new_tokens,
+        args.repeats
+    );
+    match &peak {
+        Some(p) => println!(
+            "copy bandwidth {:.1} GB/s ({}); MBU = decode bytes read per second / copy bandwidth",
+            p.bytes_per_s / 1e9,
+            p.source
+        ),
+        None => println!("copy bandwidth: not measured (MBU not reported)"),
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(vec![
+        "model",
+        "batch",
+        "prefill ms",
+        "prefill tok/s",
+        "decode tok/s",
+        "decode GB/s",
+        "MBU",
+    ]);
+    for r in &rows {
+        table.add_row(vec![
+            r.model.clone(),
+            r.batch.to_string(),
+            format!("{:.2}", r.prefill_s * 1e3),
+            format!("{:.0}", r.prefill_tokens_per_s),
+            format!("{:.1}", r.decode_tokens_per_s),
+            format!("{:.2}", r.decode_bytes_per_s / 1e9),
+            r.mbu
+                .map(|m| format!("{:.0} %", m * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{table}");
+    println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
+    if let Some((early, late)) = growth {
+        println!(
+            "memory over a {}-token generation (tiny-llama3-gqa): RSS {:.1} MB after 10 % of the steps, {:.1} MB at the end ({:+.2} MB)",
+            args.growth_tokens,
+            early as f64 / 1e6,
+            late as f64 / 1e6,
+            (late as f64 - early as f64) / 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prompts of `len` tokens: ids spread over the vocabulary, different per sequence, so no
+/// two sequences of a batch are identical.
+fn prompts(batch: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
+    (0..batch)
+        .map(|b| {
+            (0..len)
+                .map(|i| ((7 + 31 * i + 101 * b) % vocab.max(1)) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn measure(
+    label: &str,
+    model: &dyn LoadedModel,
+    batch: usize,
+    args: &BenchArgs,
+    copy_bytes_per_s: Option<f64>,
+) -> Result<BenchRow, String> {
+    let info = model.info().clone();
+    let prompts = prompts(batch, args.prompt_tokens, info.vocab_size);
+    let options = GenerateOptions {
+        max_new_tokens: args.new_tokens,
+        min_new_tokens: 0,
+        stop_at_eos: false,
+        decoding: Decoding::Greedy,
+    };
+    let mut best_prefill = f64::INFINITY;
+    let mut best_decode = f64::INFINITY;
+    let mut decode_steps = 0;
+    // One untimed generation warms caches and allocators, as every timed run of a study has.
+    for repeat in 0..=args.repeats {
+        let start = Instant::now();
+        let mut generation = model.start(&prompts, &options).map_err(|e| e.to_string())?;
+        generation.step().map_err(|e| e.to_string())?;
+        let prefilled = Instant::now();
+        let mut steps = 0;
+        loop {
+            let out = generation.step().map_err(|e| e.to_string())?;
+            steps += 1;
+            if out.finished || steps >= args.new_tokens {
+                break;
+            }
+        }
+        let end = Instant::now();
+        if repeat > 0 {
+            best_prefill = best_prefill.min((prefilled - start).as_secs_f64());
+            best_decode = best_decode.min((end - prefilled).as_secs_f64());
+            decode_steps = steps;
+        }
+    }
+    // Each decode step reads every weight once and each sequence's KV cache.
+    let dtype_bytes = DType::F32.size_bytes() as u64;
+    let kv: u64 = (1..=decode_steps as u64)
+        .map(|i| {
+            engine::flops::kv_read_bytes(&info, args.prompt_tokens as u64 + i, dtype_bytes)
+                * batch as u64
+        })
+        .sum();
+    let bytes = info.weight_bytes * decode_steps as u64 + kv;
+    let decode_bytes_per_s = bytes as f64 / best_decode;
+    Ok(BenchRow {
+        model: label.to_string(),
+        batch,
+        prompt_tokens: args.prompt_tokens,
+        new_tokens: decode_steps + 1,
+        prefill_s: best_prefill,
+        prefill_tokens_per_s: (batch * args.prompt_tokens) as f64 / best_prefill,
+        decode_tokens_per_s: (batch * decode_steps) as f64 / best_decode,
+        decode_bytes_per_s,
+        mbu: copy_bytes_per_s.map(|c| decode_bytes_per_s / c),
+    })
+}
+
+/// RSS after 10 % of a long generation and at its end, bytes (the bundled tiny-llama3-gqa,
+/// whose context is long enough; batch 1).
+fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64, u64), String> {
+    let spec = ModelSpec {
+        source: "tiny-llama3-gqa".into(),
+        revision: None,
+        dtype: DType::F32,
+        weights: WeightsKind::Pretrained,
+        device: "cpu".into(),
+        seed: 0,
+        quantization: None,
+    };
+    let model = runtime.load(&spec).map_err(|e| e.to_string())?;
+    let max = model.info().max_position_embeddings;
+    let prompt_len = 8.min(max.saturating_sub(tokens).max(1));
+    let tokens = tokens.min(max.saturating_sub(prompt_len));
+    let options = GenerateOptions {
+        max_new_tokens: tokens,
+        min_new_tokens: 0,
+        stop_at_eos: false,
+        decoding: Decoding::Greedy,
+    };
+    let prompt = prompts(1, prompt_len, model.info().vocab_size);
+    let mut generation = model.start(&prompt, &options).map_err(|e| e.to_string())?;
+    let mut early = None;
+    for step in 0..tokens {
+        let out = generation.step().map_err(|e| e.to_string())?;
+        if step == tokens / 10 {
+            early = rss_bytes();
+        }
+        if out.finished {
+            break;
+        }
+    }
+    match (early, rss_bytes()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err("resident memory is not readable from /proc/self/status".into()),
+    }
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
