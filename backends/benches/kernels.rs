@@ -9,8 +9,8 @@
 //! (k×n) and `KERNELS_M=1,8,…` pick the table's rows (an empty list skips it); `KERNELS_FLEX=0`
 //! skips burn-flex, `KERNELS_FORCED=0` the per-path rows, `KERNELS_SWEEP=0` the threshold sweep
 //! (`KERNELS_SWEEP_SHAPES`, `KERNELS_SWEEP_M`, `KERNELS_SWEEP_PATHS` set its rows and
-//! columns), `KERNELS_MEMORY=0` the memory ceiling;
-//! `KERNELS_HOT=1` reuses one weight copy (cache-resident when it fits in L3).
+//! columns), `KERNELS_MEMORY=0` the memory ceiling; `KERNELS_HOT=1` reuses one weight copy
+//! (cache-resident when it fits in L3).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -30,14 +30,10 @@ fn main() {
     let sweep = flag("KERNELS_SWEEP", true);
     let flex = flag("KERNELS_FLEX", true);
     let forced = flag("KERNELS_FORCED", true);
-    let shapes = list(
+    let shapes = shape_list(
         "KERNELS_SHAPES",
         "2048x5632,5632x2048,2048x32000,576x1536,576x49152",
-    )
-    .iter()
-    .filter_map(|s| s.split_once('x'))
-    .filter_map(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)))
-    .collect::<Vec<(usize, usize)>>();
+    );
     let ms = list("KERNELS_M", "1,8,32,256")
         .iter()
         .filter_map(|m| m.parse().ok())

@@ -178,6 +178,13 @@ fn degenerate_shapes() {
     let mut y = vec![f32::NAN; 40];
     kernels::linear_f32(&[], 20, 0, &[], 2, &mut y);
     assert_eq!(y, vec![0.0; 40]);
+    for path in supported() {
+        for m in [1, 9, 70] {
+            let mut y = vec![f32::NAN; m * 3];
+            assert!(kernels::linear_f32_with(path, &[], m, 0, &[], 3, &mut y));
+            assert_eq!(y, vec![0.0; m * 3], "{path:?} m = {m}");
+        }
+    }
     // m = 0 or n = 0: nothing to write.
     kernels::linear_f32(&[], 0, 4, &[1.0; 12], 3, &mut []);
     kernels::linear_f32(&[1.0; 8], 2, 4, &[], 0, &mut []);

@@ -34,10 +34,12 @@ impl Path {
 
 /// Batch size from which the packed AVX-512 GEMM beats the streaming AVX-512 kernel. Measured
 /// (benches/kernels.rs, threshold sweep, 2 threads, cold weights, k×n = 2048×5632, 576×1536,
-/// 5632×2048): streaming ahead up to m = 48, even at 64, packed ahead from 128.
+/// 5632×2048): the crossover fell between m = 32 and 128 depending on shape and run, about even
+/// at 64; from 128 on packed led every time, by up to 2×.
 const PACKED_MIN_M: usize = 64;
 /// Batch size from which the `gemm` crate (AVX2 kernels) beats the streaming AVX2 kernel;
-/// measured the same way (on an AVX-512 CPU forced onto AVX2): even at 16, gemm ahead from 24.
+/// measured the same way (on an AVX-512 CPU forced onto AVX2): about even at 16, gemm ahead
+/// from 24 to 32 on.
 const GEMM_MIN_M_AVX2: usize = 16;
 /// Batch size from which the `gemm` crate beats the portable kernel. Not measured on a CPU
 /// without AVX2; once arithmetic dominates, gemm's hand-written SIMD outpaces plain Rust.

@@ -1,12 +1,17 @@
-//! Large-batch linear layers (prefill): arithmetic-bound, so the `gemm` crate's packed,
-//! cache-blocked micro-kernels beat streaming the weights once per block of input rows.
+//! Large-batch linear layers (prefill) without AVX-512: arithmetic-bound, so the `gemm` crate's
+//! packed, cache-blocked micro-kernels beat streaming the weights once per block of input rows.
 
 use gemm::{Parallelism, gemm};
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ` through `gemm::gemm` on rayon's current pool. Lengths must
 /// agree (`x`: `m·k`, `w`: `n·k`, `y`: `m·n`); a mismatch computes nothing.
 pub fn linear_gemm(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
-    if x.len() != m * k || w.len() != n * k || y.len() != m * n || m == 0 || n == 0 {
+    if Some(x.len()) != m.checked_mul(k)
+        || Some(w.len()) != n.checked_mul(k)
+        || Some(y.len()) != m.checked_mul(n)
+        || m == 0
+        || n == 0
+    {
         return;
     }
     let threads = rayon::current_num_threads();

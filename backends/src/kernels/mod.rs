@@ -123,22 +123,28 @@ mod tests {
     }
 
     #[test]
-    fn every_supported_isa_matches_the_reference() {
-        for isa in Isa::ALL {
-            if !isa.is_supported() {
-                println!("skipping {isa:?}: not supported by this CPU");
+    fn every_supported_path_matches_the_reference() {
+        for path in Path::ALL {
+            if !path.is_supported() {
+                println!("skipping {path:?}: not supported by this CPU or build");
                 continue;
             }
-            for (m, k, n) in [(1, 17, 5), (3, 33, 9), (8, 40, 130), (11, 16, 70)] {
+            for (m, k, n) in [
+                (1, 17, 5),
+                (3, 33, 9),
+                (8, 40, 130),
+                (11, 16, 70),
+                (13, 300, 33),
+            ] {
                 let x = values(m * k, 1);
                 let w = values(n * k, 2);
                 let mut y = vec![f32::NAN; m * n];
-                assert!(linear_f32_with(Path::Small(isa), &x, m, k, &w, n, &mut y));
+                assert!(linear_f32_with(path, &x, m, k, &w, n, &mut y));
                 let r = reference(&x, m, k, &w, n);
                 for (a, b) in y.iter().zip(&r) {
                     assert!(
                         (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{isa:?} {m}×{k}×{n}: {a} vs {b}"
+                        "{path:?} {m}×{k}×{n}: {a} vs {b}"
                     );
                 }
             }
@@ -146,14 +152,19 @@ mod tests {
     }
 
     #[test]
-    fn gemm_path_matches_the_reference() {
-        let (m, k, n) = (20, 37, 45);
-        let x = values(m * k, 3);
-        let w = values(n * k, 4);
-        let y = linear_f32_into_new(&x, m, k, &w, n);
-        let r = reference(&x, m, k, &w, n);
-        for (a, b) in y.iter().zip(&r) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+    fn dispatcher_matches_the_reference() {
+        for m in [1, 20, 70] {
+            let (k, n) = (37, 45);
+            let x = values(m * k, 3);
+            let w = values(n * k, 4);
+            let y = linear_f32_into_new(&x, m, k, &w, n);
+            let r = reference(&x, m, k, &w, n);
+            for (a, b) in y.iter().zip(&r) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "m = {m}: {a} vs {b}"
+                );
+            }
         }
     }
 

@@ -266,32 +266,34 @@ fn tile<const M: usize>(t: &Tile<'_>, out: &mut [&mut [f32]]) {
     let bits = (1u32 << (t.cols - 1) << 1).wrapping_sub(1);
     let masks = [bits as u16, (bits >> 16) as u16];
     for (o, acc_i) in out.iter_mut().zip(&acc) {
-        let dst = o[t.col..].as_mut_ptr();
         for (h, (v, mask)) in acc_i.iter().zip(masks).enumerate() {
-            store(dst, h * 16, *v, mask, t.accumulate);
+            store(o, t.col + h * 16, *v, mask, t.accumulate);
         }
     }
 }
 
-/// `dst[at + l] (+)= v[l]` for the lanes `l` in `mask`.
+/// `o[at + l] (+)= v[l]` for the lanes `l` in `mask`; nothing when a lane would fall outside
+/// `o`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn store(dst: *mut f32, at: usize, v: __m512, mask: u16, accumulate: bool) {
-    if mask == 0 {
+fn store(o: &mut [f32], at: usize, v: __m512, mask: u16, accumulate: bool) {
+    // The highest enabled lane must lie inside `o`; the masked accesses touch no other.
+    let Some(top) = mask.checked_ilog2() else {
+        return;
+    };
+    if at + top as usize >= o.len() {
         return;
     }
-    // Callers hand `dst` = o[col..] with o.len() ≥ col + cols and set only lanes below cols
-    // (counting from dst) in the masks, so every enabled lane is inside `o`.
-    let p = dst.wrapping_add(at);
+    let p = o[at..].as_mut_ptr();
     let v = if accumulate {
-        // SAFETY: masked-off lanes are neither read nor able to fault; enabled ones lie inside
-        // the output slice (see above).
+        // SAFETY: masked-off lanes are neither read nor able to fault, and the enabled ones,
+        // at most at + top, lie inside `o` (checked above).
         _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(mask, p) })
     } else {
         v
     };
-    // SAFETY: as for the load, only enabled lanes are written, and they lie inside the slice,
-    // which the caller borrows mutably.
+    // SAFETY: as for the load, only enabled lanes are written and they lie inside `o`, which
+    // is borrowed mutably.
     unsafe { _mm512_mask_storeu_ps(p, mask, v) };
 }
 
