@@ -63,6 +63,16 @@ fn report_of_the_single_study_writes_tables_charts_and_a_page() {
         !energy_chart,
         "{stdout}"
     );
+    // An estimated domain is named as such beside its power chart, never shown as a reading.
+    let runs =
+        results::parquet_io::read_rows(&study.join("runs.parquet"), results::schema::RUN_COLUMNS)
+            .unwrap();
+    let estimated = ["cpu", "gpu", "ram"].iter().any(|d| {
+        runs[0].get(&format!("energy_{d}_source")) == Some(&results::Cell::Text("estimate".into()))
+    });
+    if report.join("power_time.svg").exists() {
+        assert_eq!(html.contains("includes estimates"), estimated);
+    }
 }
 
 #[test]

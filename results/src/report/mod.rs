@@ -544,16 +544,38 @@ fn power_over_time(
             .map(|c| c.values.join(" "))
             .unwrap_or_default();
         let short: String = hash.chars().take(12).collect();
+        // Say where each domain's watts come from, so an estimate never reads as a reading.
+        let sources: Vec<String> = ["cpu", "gpu", "ram"]
+            .iter()
+            .filter_map(|d| {
+                let source = runs.text(r, &format!("energy_{d}_source"))?;
+                matches!(source, "rapl" | "nvml" | "estimate")
+                    .then(|| format!("{} {source}", d.to_uppercase()))
+            })
+            .collect();
+        let estimated = sources.iter().any(|s| s.ends_with("estimate"));
         let chart = Chart {
-            title: "Power over time".into(),
+            title: if estimated {
+                "Power over time (includes estimates)".into()
+            } else {
+                "Power over time".into()
+            },
             x_label: "time since run start (s)".into(),
             y_label: "power (W)".into(),
             x_scale: XScale::Linear,
             series,
         };
-        let caption = format!(
+        let mut caption = format!(
             "Sampled power of run {short}, cycle {cycle} ({label}): the first successful run with power samples."
         );
+        if !sources.is_empty() {
+            caption.push_str(&format!(" Sources: {}.", sources.join(", ")));
+        }
+        if estimated {
+            caption.push_str(
+                " Estimated domains follow CodeCarbon's model (CPU TDP x load curve, RAM by size), not a sensor.",
+            );
+        }
         return Some((chart, caption));
     }
     None
