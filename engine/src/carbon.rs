@@ -4,6 +4,8 @@
 //! A study picks a country (and optionally a region), or overrides the intensity outright;
 //! with neither, the world average applies, and the chosen row is recorded with every run.
 
+use std::sync::OnceLock;
+
 use crate::stage::CarbonSpec;
 
 const TABLE: &str = include_str!("../data/carbon_intensity.csv");
@@ -67,14 +69,17 @@ pub enum CarbonError {
     RegionWithoutCountry,
 }
 
-/// Every row of the shipped table.
-pub fn table() -> Vec<IntensityRow> {
-    TABLE
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .skip(1) // header
-        .filter_map(parse_row)
-        .collect()
+/// Every row of the shipped table, parsed once per process.
+pub fn table() -> &'static [IntensityRow] {
+    static ROWS: OnceLock<Vec<IntensityRow>> = OnceLock::new();
+    ROWS.get_or_init(|| {
+        TABLE
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .skip(1) // header
+            .filter_map(parse_row)
+            .collect()
+    })
 }
 
 fn parse_row(line: &'static str) -> Option<IntensityRow> {

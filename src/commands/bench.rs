@@ -238,12 +238,12 @@ fn measure(
     }
     // Each decode step reads every weight once and each sequence's KV cache.
     let dtype_bytes = DType::F32.size_bytes() as u64;
-    let kv: u64 = (1..=decode_steps as u64)
-        .map(|i| {
-            engine::flops::kv_read_bytes(&info, args.prompt_tokens as u64 + i, dtype_bytes)
-                * batch as u64
-        })
-        .sum();
+    let kv = engine::flops::decode_kv_read_bytes(
+        &info,
+        args.prompt_tokens as u64,
+        decode_steps as u64 + 1,
+        dtype_bytes,
+    ) * batch as u64;
     let bytes = info.weight_bytes * decode_steps as u64 + kv;
     let decode_bytes_per_s = bytes as f64 / best_decode;
     Ok(BenchRow {
@@ -282,6 +282,16 @@ fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64,
         decoding: Decoding::Greedy,
     };
     let prompt = prompts(1, prompt_len, model.info().vocab_size);
+    // The meters' own /proc probe reads resident memory, as in a study's samples.
+    let mut probe = backends::meters::procfs::ProcessProbe::new(
+        std::path::Path::new("/proc"),
+        backends::meters::monotonic(),
+    );
+    let mut rss_bytes = || {
+        let mut sample = engine::meter::Sample::default();
+        engine::meter::Probe::sample(&mut probe, &mut sample);
+        sample.rss_bytes
+    };
     let mut generation = model.start(&prompt, &options).map_err(|e| e.to_string())?;
     let mut early = None;
     for step in 0..tokens {
@@ -297,16 +307,4 @@ fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64,
         (Some(a), Some(b)) => Ok((a, b)),
         _ => Err("resident memory is not readable from /proc/self/status".into()),
     }
-}
-
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::meter::{Domain, EnergyCounter, MeterError, Probe, Sample, Source};
+use engine::meter::{Domain, EnergyCounter, MeterError, Probe, Sample, Source, integrate_power_j};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
@@ -338,7 +338,7 @@ impl EnergyCounter for NvmlEnergyCounter {
                     let now = (self.clock)();
                     let w = f64::from(mw) / 1000.0;
                     let dt = now.saturating_duration_since(*last_t).as_secs_f64();
-                    *total_j += dt * (*last_w + w) / 2.0;
+                    *total_j += integrate_power_j(&[(0.0, *last_w), (dt, w)]);
                     *last_t = now;
                     *last_w = w;
                     total += *total_j;
