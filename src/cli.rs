@@ -67,9 +67,21 @@ pub struct BenchArgs {
     /// Also generate this many tokens and report resident-memory growth (0 = skip).
     #[arg(long, default_value_t = 1000)]
     pub growth_tokens: usize,
+    /// The CPU forward pass to measure (default: `LLMEFF_CPU_FORWARD`, else host).
+    #[arg(long, value_enum)]
+    pub forward: Option<ForwardArg>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The CPU forward passes `llmeff bench` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForwardArg {
+    /// llmeff's host kernels (the default for f32).
+    Host,
+    /// burn-flex's tensor ops.
+    Burn,
 }
 
 /// Arguments of `llmeff env`.

@@ -236,7 +236,7 @@ fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
 }
 
 /// Row-major `[rows, cols]` to row-major `[cols, rows]`, tile by tile.
-fn transposed<E: Copy + Default>(src: &[E], rows: usize, cols: usize) -> Vec<E> {
+pub(crate) fn transposed<E: Copy + Default>(src: &[E], rows: usize, cols: usize) -> Vec<E> {
     let mut dst = vec![E::default(); src.len()];
     for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
         for c0 in (0..cols).step_by(TRANSPOSE_TILE) {

@@ -23,6 +23,9 @@ pub(crate) trait ErasedModel: LoadedModel {
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError>;
     fn executed_flops(&self) -> u64;
+
+    /// Whether the model runs on llmeff's host kernels rather than burn's ops.
+    fn on_host_kernels(&self) -> bool;
 }
 
 /// A model loaded by [`crate::BurnRuntime`] on some device.
@@ -43,6 +46,11 @@ impl BurnModel {
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError> {
         self.inner.logits(prompts, positions)
+    }
+
+    /// Whether the model runs on llmeff's host kernels (f32 on the CPU) rather than burn's ops.
+    pub fn on_host_kernels(&self) -> bool {
+        self.inner.on_host_kernels()
     }
 
     /// FLOPs of the matrix products this model has executed since it was loaded, counted from

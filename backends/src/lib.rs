@@ -25,4 +25,4 @@ pub use handle::{BurnModel, LogitPositions, Logits};
 pub use hub::HubCache;
 pub use meters::MachineMeters;
 pub use presets::preset_ids;
-pub use runtime::BurnRuntime;
+pub use runtime::{BurnRuntime, CpuForward};

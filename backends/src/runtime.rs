@@ -10,12 +10,34 @@ use crate::hub::HubCache;
 use crate::llama::LoadedLlama;
 use crate::source::{self, ResolvedSource};
 
+/// Which forward pass unquantized f32 models take on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuForward {
+    /// llmeff's host kernels (`crate::kernels`): fused layers over host f32 buffers.
+    #[default]
+    Host,
+    /// burn-flex's tensor ops, as on every other dtype; kept to compare the two.
+    Burn,
+}
+
+impl CpuForward {
+    /// `LLMEFF_CPU_FORWARD=burn` selects [`CpuForward::Burn`]; anything else the default.
+    pub fn from_env() -> Self {
+        match std::env::var("LLMEFF_CPU_FORWARD").as_deref() {
+            Ok("burn") => CpuForward::Burn,
+            _ => CpuForward::Host,
+        }
+    }
+}
+
 /// Loads Llama-family models on burn backends.
 ///
-/// It holds only where Hub models are cached; models own their devices' resources.
+/// It holds where Hub models are cached and which CPU forward pass to use; models own their
+/// devices' resources.
 #[derive(Debug, Clone)]
 pub struct BurnRuntime {
     hub: HubCache,
+    cpu_forward: CpuForward,
 }
 
 impl Default for BurnRuntime {
@@ -25,15 +47,25 @@ impl Default for BurnRuntime {
 }
 
 impl BurnRuntime {
-    /// A runtime using the Hub cache and offline setting of the environment
-    /// ([`HubCache::from_env`]).
+    /// A runtime using the Hub cache, offline setting and CPU forward pass of the environment
+    /// ([`HubCache::from_env`], [`CpuForward::from_env`]).
     pub fn new() -> Self {
-        Self::with_hub_cache(HubCache::from_env())
+        Self::with_hub_cache(HubCache::from_env()).with_cpu_forward(CpuForward::from_env())
     }
 
-    /// A runtime finding Hub ids in `hub` (tests use this to avoid global environment).
+    /// A runtime finding Hub ids in `hub`, with the default CPU forward pass (tests use this to
+    /// avoid global environment).
     pub fn with_hub_cache(hub: HubCache) -> Self {
-        Self { hub }
+        Self {
+            hub,
+            cpu_forward: CpuForward::default(),
+        }
+    }
+
+    /// The same runtime running f32 CPU models on `forward`.
+    pub fn with_cpu_forward(mut self, forward: CpuForward) -> Self {
+        self.cpu_forward = forward;
+        self
     }
 
     /// Where Hub ids are looked for.
@@ -51,18 +83,15 @@ impl BurnRuntime {
             &self.hub,
         )?;
         match kind {
-            DeviceKind::Cpu => {
-                load_on::<burn_flex::Flex>(&source, spec, burn_flex::FlexDevice, host_kernels())
-            }
+            DeviceKind::Cpu => load_on::<burn_flex::Flex>(
+                &source,
+                spec,
+                burn_flex::FlexDevice,
+                self.cpu_forward == CpuForward::Host,
+            ),
             DeviceKind::Cuda(index) => load_cuda(&source, spec, index),
         }
     }
-}
-
-/// Whether f32 linear layers on the CPU use llmeff's kernels (`crate::kernels`) rather than
-/// burn-flex's matmul; `LLMEFF_CPU_MATMUL=burn` selects burn's, to compare the two.
-fn host_kernels() -> bool {
-    std::env::var("LLMEFF_CPU_MATMUL").map_or(true, |v| v != "burn")
 }
 
 fn load_on<B: burn::tensor::backend::Backend>(

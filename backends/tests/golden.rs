@@ -3,7 +3,7 @@
 
 mod common;
 
-use backends::LogitPositions;
+use backends::{BurnModel, CpuForward, LogitPositions};
 use common::*;
 use engine::runtime::{DType, LoadedModel};
 
@@ -13,10 +13,21 @@ const LOGIT_TOLERANCE: f32 = 1e-4;
 
 const MODELS: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
 
+/// Every bundled model in f32 on each CPU forward pass: both must reproduce transformers.
+fn each_model_and_forward() -> Vec<(&'static str, CpuForward, BurnModel)> {
+    MODELS
+        .into_iter()
+        .flat_map(|name| {
+            load_f32_each_forward(name)
+                .into_iter()
+                .map(move |(forward, model)| (name, forward, model))
+        })
+        .collect()
+}
+
 #[test]
 fn last_and_all_position_logits_match_golden() {
-    for name in MODELS {
-        let model = load(name, DType::F32);
+    for (name, forward, model) in each_model_and_forward() {
         let golden = golden(name);
         let mut worst = 0.0f32;
         for case in golden["prompts"].as_array().unwrap() {
@@ -35,8 +46,11 @@ fn last_and_all_position_logits_match_golden() {
                 worst = worst.max(max_abs_diff(row, &floats(exp)));
             }
         }
-        eprintln!("{name}: max abs logit error vs transformers = {worst:e}");
-        assert!(worst <= LOGIT_TOLERANCE, "{name}: max abs error {worst}");
+        eprintln!("{name} on {forward:?}: max abs logit error vs transformers = {worst:e}");
+        assert!(
+            worst <= LOGIT_TOLERANCE,
+            "{name} on {forward:?}: max abs error {worst}"
+        );
     }
 }
 
@@ -44,8 +58,7 @@ fn last_and_all_position_logits_match_golden() {
 /// logits must equal transformers' logits at that position of the full prompt.
 #[test]
 fn mixed_length_batch_logits_match_golden() {
-    for name in MODELS {
-        let model = load(name, DType::F32);
+    for (name, forward, model) in each_model_and_forward() {
         let golden = golden(name);
         let cases = golden["prompts"].as_array().unwrap();
         let mut prompts = Vec::new();
@@ -66,15 +79,17 @@ fn mixed_length_batch_logits_match_golden() {
                 worst = worst.max(max_abs_diff(row, &floats(e)));
             }
         }
-        eprintln!("{name}: mixed batch max abs logit error = {worst:e}");
-        assert!(worst <= LOGIT_TOLERANCE, "{name}: max abs error {worst}");
+        eprintln!("{name} on {forward:?}: mixed batch max abs logit error = {worst:e}");
+        assert!(
+            worst <= LOGIT_TOLERANCE,
+            "{name} on {forward:?}: max abs error {worst}"
+        );
     }
 }
 
 #[test]
 fn greedy_continuations_match_golden_alone_and_batched() {
-    for name in MODELS {
-        let model = load(name, DType::F32);
+    for (name, forward, model) in each_model_and_forward() {
         let golden = golden(name);
         let steps = golden["generation"]["max_new_tokens"].as_u64().unwrap() as usize;
         let cases = golden["prompts"].as_array().unwrap();
@@ -82,10 +97,16 @@ fn greedy_continuations_match_golden_alone_and_batched() {
         let expected: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["greedy_new_ids"])).collect();
         for (prompt, exp) in prompts.iter().zip(&expected) {
             let (got, _) = generate(&model, std::slice::from_ref(prompt), &greedy(steps));
-            assert_eq!(&got[0], exp, "{name}: prompt {prompt:?} alone");
+            assert_eq!(
+                &got[0], exp,
+                "{name} on {forward:?}: prompt {prompt:?} alone"
+            );
         }
         let (batched, _) = generate(&model, &prompts, &greedy(steps));
-        assert_eq!(batched, expected, "{name}: all prompts as one batch");
+        assert_eq!(
+            batched, expected,
+            "{name} on {forward:?}: all prompts as one batch"
+        );
     }
 }
 
@@ -93,8 +114,7 @@ fn greedy_continuations_match_golden_alone_and_batched() {
 /// transformers' tokens and the others give what they give alone.
 #[test]
 fn mixed_length_greedy_batch_matches_single_runs() {
-    for name in MODELS {
-        let model = load(name, DType::F32);
+    for (name, forward, model) in each_model_and_forward() {
         let golden = golden(name);
         let steps = golden["generation"]["max_new_tokens"].as_u64().unwrap() as usize;
         let cases = golden["prompts"].as_array().unwrap();
@@ -106,11 +126,19 @@ fn mixed_length_greedy_batch_matches_single_runs() {
             ids(&cases[2]["input_ids"]),
         ];
         let (batched, _) = generate(&model, &prompts, &greedy(steps));
-        assert_eq!(batched[0], ids(&cases[0]["greedy_new_ids"]), "{name}");
-        assert_eq!(batched[3], ids(&cases[2]["greedy_new_ids"]), "{name}");
+        assert_eq!(
+            batched[0],
+            ids(&cases[0]["greedy_new_ids"]),
+            "{name} on {forward:?}"
+        );
+        assert_eq!(
+            batched[3],
+            ids(&cases[2]["greedy_new_ids"]),
+            "{name} on {forward:?}"
+        );
         for i in [1, 2] {
             let (alone, _) = generate(&model, &prompts[i..=i], &greedy(steps));
-            assert_eq!(batched[i], alone[0], "{name}: prompt {i}");
+            assert_eq!(batched[i], alone[0], "{name} on {forward:?}: prompt {i}");
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use backends::CpuForward;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use engine::meter::MeterProvider;
 use engine::runtime::{
@@ -12,7 +13,7 @@ use engine::runtime::{
 };
 
 use crate::Failure;
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, ForwardArg};
 
 /// A model the benchmark measures.
 struct BenchModel {
@@ -64,7 +65,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             .build_global()
             .map_err(|e| Failure::work(format!("cannot size the thread pool: {e}")))?;
     }
-    let runtime = backends::BurnRuntime::new();
+    let forward = match args.forward {
+        Some(ForwardArg::Host) => CpuForward::Host,
+        Some(ForwardArg::Burn) => CpuForward::Burn,
+        None => CpuForward::from_env(),
+    };
+    let runtime = backends::BurnRuntime::new().with_cpu_forward(forward);
+    let forward_name = match forward {
+        CpuForward::Host => "llmeff host kernels",
+        CpuForward::Burn => "burn-flex",
+    };
     let meters = backends::MachineMeters::detect();
     let peak = meters.peak("cpu", "f32");
     let selected: Vec<&BenchModel> = MODELS
@@ -121,6 +131,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     if args.json {
         let value = serde_json::json!({
             "threads": rayon::current_num_threads(),
+            "forward": forward_name,
             "copy_bytes_per_s": peak.as_ref().map(|p| p.bytes_per_s),
             "copy_source": peak.as_ref().map(|p| p.source.clone()),
             "rows": rows,
@@ -133,7 +144,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "llmeff bench: f32 on the CPU, {} threads, {}-token prompt, {} new tokens (EOS ignored), best of {}",
+        "llmeff bench: f32 on the CPU ({forward_name}), {} threads, {}-token prompt, {} new tokens (EOS ignored), best of {}",
         rayon::current_num_threads(),
         args.prompt_tokens,
         args.new_tokens,

@@ -1,5 +1,9 @@
-//! CPU kernels for the linear layers of LLM inference: `y = x · wᵀ` with `w` stored the way
-//! PyTorch and Hugging Face store a `Linear` weight (`[out, in]`, row-major).
+//! CPU kernels for LLM inference in f32: the linear layers (`y = x · wᵀ` with `w` stored the
+//! way PyTorch and Hugging Face store a `Linear` weight, `[out, in]`, row-major), and the rest
+//! of a decoder layer fused so each runs in one pass over host memory: attention over a KV
+//! cache (`attention`), RMSNorm (`norm`), rotary embeddings (`rotary`) and the SwiGLU gate
+//! (`activation`). The non-linear kernels are plain Rust compiled per instruction set
+//! (`simd`).
 //!
 //! Decoding is bound by reading the weights, so small batches (module `gemv`) stream every
 //! weight row from memory once, apply it to all input rows from registers, and split the output
@@ -12,6 +16,8 @@
 //! caught by a debug assertion and, in release builds, answered by leaving `y` untouched rather
 //! than by reading or writing out of bounds.
 
+mod activation;
+mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -19,11 +25,18 @@ mod avx512;
 mod dispatch;
 mod gemv;
 mod large;
+mod norm;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 mod portable;
+mod rotary;
+mod simd;
 
+pub use activation::silu_mul;
+pub use attention::{AttentionShape, attention};
 pub use dispatch::{Isa, Path, choose};
+pub use norm::rms_norm;
+pub use rotary::rotate_half;
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ`, choosing the fastest path for the shape and this CPU.
 ///

@@ -6,9 +6,7 @@ use burn::tensor::{Bool, DType, Tensor, TensorData};
 use engine::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 
 use super::batch::PaddedBatch;
-use super::kv_cache::KvCache;
-use super::model::{LlamaModel, LogitRows, StepInput};
-use super::rope::RopeTable;
+use super::model::{LlamaModel, LogitRows, StepState};
 use crate::guard::catch_backend_panic;
 use crate::host::to_host;
 use crate::sampler::Sampler;
@@ -35,8 +33,7 @@ pub(crate) struct LlamaGeneration<'a, B: Backend> {
     /// Needed for the prefill only, emptied after it.
     prompts: Vec<Vec<u32>>,
     batch: PaddedBatch,
-    rope: RopeTable<B>,
-    cache: KvCache<B>,
+    state: StepState<B>,
     picker: Picker,
     eos: Vec<u32>,
     options: GenerateOptions,
@@ -114,10 +111,11 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
         let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
         // The last generated token is never fed back, hence the `- 1`s.
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let (rope, cache) = catch_backend_panic("allocating the generation", || {
-            Ok((
-                model.rope_table(longest + options.max_new_tokens - 1),
-                model.new_cache(batch.batch(), batch.width() + options.max_new_tokens - 1),
+        let state = catch_backend_panic("allocating the generation", || {
+            Ok(model.new_state(
+                batch.batch(),
+                batch.width() + options.max_new_tokens - 1,
+                longest + options.max_new_tokens - 1,
             ))
         })?;
         let states = prompts
@@ -132,8 +130,7 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
             model,
             prompts: prompts.to_vec(),
             batch,
-            rope,
-            cache,
+            state,
             picker,
             eos: eos.to_vec(),
             options: options.clone(),
@@ -150,7 +147,7 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
             self.batch.prefill(&std::mem::take(&mut self.prompts))
         } else {
             let last: Vec<u32> = self.states.iter().map(|s| s.last).collect();
-            self.batch.decode(self.steps, &last, self.cache.len())
+            self.batch.decode(self.steps, &last, self.state.len())
         };
         // Live sequences short of min_new_tokens may not end yet: their EOS logits go to −inf
         // before picking, as transformers' MinNewTokensLengthLogitsProcessor does (applied
@@ -162,16 +159,10 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
             .map(|s| !s.finished && s.generated < min_new_tokens)
             .collect();
         let model = self.model;
-        let (rope, cache, picker, states, eos) = (
-            &self.rope,
-            &mut self.cache,
-            &mut self.picker,
-            &self.states,
-            &self.eos,
-        );
+        let (state, picker, states, eos) =
+            (&mut self.state, &mut self.picker, &self.states, &self.eos);
         catch_backend_panic("generation step", || {
-            let input = StepInput::upload(host, rope, model.device());
-            let mut logits = model.forward(&input, cache, LogitRows::Last)?;
+            let mut logits = model.step(host, state, LogitRows::Last)?;
             if suppress.contains(&true) && !eos.is_empty() {
                 logits = suppress_tokens(logits, &suppress, eos);
             }
@@ -296,7 +287,7 @@ impl<B: Backend> Generation for LlamaGeneration<'_, B> {
     }
 
     fn kv_cache_bytes(&self) -> u64 {
-        self.cache.bytes()
+        self.state.kv_bytes()
     }
 }
 

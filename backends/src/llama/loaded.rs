@@ -5,13 +5,15 @@
 use burn::tensor::DType as BurnDType;
 use burn::tensor::backend::Backend;
 use engine::runtime::{
-    GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError, WeightsKind,
+    DType, GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError,
+    WeightsKind,
 };
 
 use super::batch::PaddedBatch;
 use super::files::ModelFiles;
 use super::generation::{LlamaGeneration, validate_prompts};
-use super::model::{LlamaModel, LogitRows, StepInput};
+use super::host_model::HostWeights;
+use super::model::{LlamaModel, LogitRows, ModelWeights};
 use super::weights::{LlamaWeights, WeightSource, parameter_count};
 use crate::checkpoint::Checkpoint;
 use crate::guard::catch_backend_panic;
@@ -29,7 +31,7 @@ pub(crate) struct LoadedLlama<B: Backend> {
 
 impl<B: Backend> LoadedLlama<B> {
     /// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU),
-    /// f32 linear layers run on llmeff's own kernels instead of burn's matmul.
+    /// an unquantized f32 model runs on llmeff's host kernels instead of burn's ops.
     pub(crate) fn load(
         source: &ResolvedSource,
         spec: &ModelSpec,
@@ -69,25 +71,27 @@ impl<B: Backend> LoadedLlama<B> {
             Some(c) => WeightSource::Checkpoint(c),
             None => WeightSource::Random { seed: spec.seed },
         };
-        let mut weights = catch_backend_panic("loading weights", || {
-            LlamaWeights::build(&config, &weight_source, &device, spec.dtype)
-        })?;
         let parameters = parameter_count(&config);
         let mut weight_bytes = (parameters * spec.dtype.size_bytes() as u64) as i64;
-        if let Some(q) = spec.quantization {
-            for (i, layer) in weights.layers.iter_mut().enumerate() {
-                for (name, linear) in layer.linears_mut() {
-                    let full = format!("model.layers.{i}.{name}.weight");
-                    weight_bytes -=
-                        catch_backend_panic("quantizing weights", || linear.quantize(&full, q))?;
+        let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
+        let weights = if on_host {
+            ModelWeights::Host(HostWeights::build(&config, &weight_source)?)
+        } else {
+            let mut weights = catch_backend_panic("loading weights", || {
+                LlamaWeights::build(&config, &weight_source, &device, spec.dtype)
+            })?;
+            if let Some(q) = spec.quantization {
+                for (i, layer) in weights.layers.iter_mut().enumerate() {
+                    for (name, linear) in layer.linears_mut() {
+                        let full = format!("model.layers.{i}.{name}.weight");
+                        weight_bytes -= catch_backend_panic("quantizing weights", || {
+                            linear.quantize(&full, q)
+                        })?;
+                    }
                 }
             }
-        }
-        if host_kernels {
-            catch_backend_panic("moving weights to the host kernels", || {
-                weights.move_linears_to_host()
-            })?;
-        }
+            ModelWeights::Burn(weights)
+        };
         let info = ModelInfo {
             name: source.name.clone(),
             architecture: "llama".into(),
@@ -141,6 +145,10 @@ impl<B: Backend> ErasedModel for LoadedLlama<B> {
         self.model.executed_flops()
     }
 
+    fn on_host_kernels(&self) -> bool {
+        self.model.on_host()
+    }
+
     fn logits(
         &self,
         prompts: &[Vec<u32>],
@@ -160,10 +168,8 @@ impl<B: Backend> ErasedModel for LoadedLlama<B> {
             LogitPositions::All => LogitRows::All,
         };
         let values: Vec<f32> = catch_backend_panic("computing logits", || {
-            let rope = self.model.rope_table(width);
-            let mut cache = self.model.new_cache(batch.batch(), width);
-            let input = StepInput::upload(batch.prefill(prompts), &rope, self.model.device());
-            let logits = self.model.forward(&input, &mut cache, rows)?;
+            let mut state = self.model.new_state(batch.batch(), width, width);
+            let logits = self.model.step(batch.prefill(prompts), &mut state, rows)?;
             to_host(logits.cast(BurnDType::F32))?
                 .to_vec()
                 .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}")))

@@ -5,6 +5,7 @@ mod batch;
 mod config;
 mod files;
 mod generation;
+mod host_model;
 mod kv_cache;
 mod linear;
 mod loaded;

@@ -1,6 +1,7 @@
 //! The Llama forward pass (as transformers' `LlamaForCausalLM` computes it), generic over the
 //! burn backend: RMSNorm, rotary attention with grouped key/value heads and a KV cache, the
-//! SwiGLU MLP and the output projection.
+//! SwiGLU MLP and the output projection. f32 runs on the CPU take the host path instead
+//! ([`super::host_model`]); [`LlamaModel::step`] hides which one a model uses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,6 +12,7 @@ use engine::runtime::RuntimeError;
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
+use super::host_model::{HostCache, HostRope, HostWeights};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::rope::{RopeTable, apply_rope};
@@ -27,7 +29,7 @@ pub(crate) enum LogitRows {
 }
 
 /// The inputs of one forward call, already on the device.
-pub(crate) struct StepInput<B: Backend> {
+struct StepInput<B: Backend> {
     /// `[batch * seq]`
     tokens: Tensor<B, 1, Int>,
     /// `[batch, 1, seq, head_dim]`
@@ -42,7 +44,7 @@ pub(crate) struct StepInput<B: Backend> {
 
 impl<B: Backend> StepInput<B> {
     /// Uploads host-side ids and mask and gathers the RoPE rows for the positions.
-    pub(crate) fn upload(host: HostStep, rope: &RopeTable<B>, device: &B::Device) -> Self {
+    fn upload(host: HostStep, rope: &RopeTable<B>, device: &B::Device) -> Self {
         let HostStep {
             tokens,
             positions,
@@ -69,10 +71,50 @@ impl<B: Backend> StepInput<B> {
     }
 }
 
+/// The weights a model computes with, which decides its forward pass.
+pub(crate) enum ModelWeights<B: Backend> {
+    /// burn tensors on the device (any backend, dtype or quantization).
+    Burn(LlamaWeights<B>),
+    /// Host f32 for llmeff's CPU kernels.
+    Host(HostWeights),
+}
+
+/// A generation's RoPE rows and KV cache, in the form its model's forward pass uses.
+pub(crate) enum StepState<B: Backend> {
+    /// For [`ModelWeights::Burn`].
+    Burn {
+        rope: RopeTable<B>,
+        cache: KvCache<B>,
+    },
+    /// For [`ModelWeights::Host`] (boxed: it carries the step's scratch buffers inline).
+    Host {
+        rope: HostRope,
+        cache: Box<HostCache>,
+    },
+}
+
+impl<B: Backend> StepState<B> {
+    /// Bytes of keys and values cached so far.
+    pub(crate) fn kv_bytes(&self) -> u64 {
+        match self {
+            StepState::Burn { cache, .. } => cache.bytes(),
+            StepState::Host { cache, .. } => cache.bytes(),
+        }
+    }
+
+    /// Positions cached so far.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            StepState::Burn { cache, .. } => cache.len(),
+            StepState::Host { cache, .. } => cache.len(),
+        }
+    }
+}
+
 /// A Llama model on one device.
 pub(crate) struct LlamaModel<B: Backend> {
     config: LlamaConfig,
-    weights: LlamaWeights<B>,
+    weights: ModelWeights<B>,
     device: B::Device,
     dtype: DType,
     /// FLOPs of every matrix product executed, from the operands' shapes: the check on the
@@ -83,7 +125,7 @@ pub(crate) struct LlamaModel<B: Backend> {
 impl<B: Backend> LlamaModel<B> {
     pub(crate) fn new(
         config: LlamaConfig,
-        weights: LlamaWeights<B>,
+        weights: ModelWeights<B>,
         device: B::Device,
         dtype: DType,
     ) -> Self {
@@ -123,33 +165,69 @@ impl<B: Backend> LlamaModel<B> {
         &self.config
     }
 
-    pub(crate) fn device(&self) -> &B::Device {
-        &self.device
+    /// Whether this model runs on the host kernels.
+    pub(crate) fn on_host(&self) -> bool {
+        matches!(self.weights, ModelWeights::Host(_))
     }
 
-    /// An empty cache with room for `capacity` positions of `batch` sequences.
-    pub(crate) fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+    /// An empty KV cache with room for `capacity` positions of `batch` sequences, and RoPE rows
+    /// for positions `0..rope_len`.
+    pub(crate) fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> StepState<B> {
         let c = &self.config;
-        KvCache::new(
-            c.num_layers,
-            batch,
-            c.num_kv_heads,
-            c.head_dim,
-            capacity,
-            &self.device,
-            self.dtype,
-        )
+        match self.weights {
+            ModelWeights::Burn(_) => StepState::Burn {
+                rope: RopeTable::new(&c.rope, c.head_dim, rope_len, &self.device, self.dtype),
+                cache: KvCache::new(
+                    c.num_layers,
+                    batch,
+                    c.num_kv_heads,
+                    c.head_dim,
+                    capacity,
+                    &self.device,
+                    self.dtype,
+                ),
+            },
+            ModelWeights::Host(_) => StepState::Host {
+                rope: HostRope::new(&c.rope, c.head_dim, rope_len),
+                cache: Box::new(HostCache::new(c, batch, capacity)),
+            },
+        }
     }
 
-    /// A RoPE table for positions `0..len`.
-    pub(crate) fn rope_table(&self, len: usize) -> RopeTable<B> {
-        RopeTable::new(
-            &self.config.rope,
-            self.config.head_dim,
-            len,
-            &self.device,
-            self.dtype,
-        )
+    /// Runs one step (`host`: the prompt pass or one decode position per sequence), appending
+    /// to `state`'s cache, and returns logits in the run dtype: `[batch, vocab]` for
+    /// [`LogitRows::Last`], `[batch * seq, vocab]` for [`LogitRows::All`].
+    pub(crate) fn step(
+        &self,
+        host: HostStep,
+        state: &mut StepState<B>,
+        rows: LogitRows,
+    ) -> Result<Tensor<B, 2>, RuntimeError> {
+        match (&self.weights, state) {
+            (ModelWeights::Burn(weights), StepState::Burn { rope, cache }) => {
+                let input = StepInput::upload(host, rope, &self.device);
+                self.forward(weights, &input, cache, rows)
+            }
+            (ModelWeights::Host(weights), StepState::Host { rope, cache }) => {
+                let logits = weights.forward(
+                    &self.config,
+                    &host,
+                    rope,
+                    cache,
+                    rows,
+                    &self.executed_flops,
+                )?;
+                let vocab = self.config.vocab_size;
+                let count = logits.len() / vocab.max(1);
+                Ok(Tensor::from_data(
+                    TensorData::new(logits, [count, vocab]),
+                    (&self.device, DType::F32),
+                ))
+            }
+            _ => Err(RuntimeError::Backend(
+                "internal: a generation's state does not match its model's weights".into(),
+            )),
+        }
     }
 
     /// Runs `seq` new tokens per sequence through the model, appending their keys and values to
@@ -159,19 +237,16 @@ impl<B: Backend> LlamaModel<B> {
     /// - `input`: `batch` sequences of `seq` tokens each, `cache.len()` positions already cached
     /// - returns `[batch, vocab]` for [`LogitRows::Last`], `[batch * seq, vocab]` (row-major
     ///   over `(sequence, column)`) for [`LogitRows::All`]
-    pub(crate) fn forward(
+    fn forward(
         &self,
+        weights: &LlamaWeights<B>,
         input: &StepInput<B>,
         cache: &mut KvCache<B>,
         rows: LogitRows,
     ) -> Result<Tensor<B, 2>, RuntimeError> {
         let (b, t, hidden) = (input.batch, input.seq, self.config.hidden_size);
-        let mut x = self
-            .weights
-            .embed_tokens
-            .clone()
-            .select(0, input.tokens.clone());
-        for (i, layer) in self.weights.layers.iter().enumerate() {
+        let mut x = weights.embed_tokens.clone().select(0, input.tokens.clone());
+        for (i, layer) in weights.layers.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &layer.input_norm);
             x = x + self.attention(i, layer, h, input, cache)?;
             let h = self.rms_norm(x.clone(), &layer.post_attention_norm);
@@ -185,10 +260,10 @@ impl<B: Backend> LlamaModel<B> {
                 .reshape([b, hidden]),
             LogitRows::All => x,
         };
-        let x = self.rms_norm(x, &self.weights.norm);
-        Ok(match &self.weights.lm_head {
+        let x = self.rms_norm(x, &weights.norm);
+        Ok(match &weights.lm_head {
             Some(w) => self.linear(w, x),
-            None => self.matmul(x, self.weights.embed_tokens.clone().transpose()),
+            None => self.matmul(x, weights.embed_tokens.clone().transpose()),
         })
     }
 

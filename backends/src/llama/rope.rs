@@ -70,6 +70,30 @@ impl RopeConfig {
     }
 }
 
+/// The cos and sin tables for positions `0..len`, `[len, head_dim]` each, row-major. Angles and
+/// trigonometry are done in f64 so the only rounding is the final one to f32.
+pub(crate) fn rope_table_values(
+    rope: &RopeConfig,
+    head_dim: usize,
+    len: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let inv_freq = rope.inverse_frequencies(head_dim);
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for pos in 0..len {
+        let row_start = cos.len();
+        for &f in &inv_freq {
+            let angle = pos as f64 * f;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+        cos.extend_from_within(row_start..row_start + half);
+        sin.extend_from_within(row_start..row_start + half);
+    }
+    (cos, sin)
+}
+
 /// cos/sin for positions `0..len`, each row `[cos(p*f_0..f_{d/2}), cos(p*f_0..f_{d/2})]` as
 /// rotate-half expects.
 #[derive(Debug, Clone)]
@@ -88,20 +112,7 @@ impl<B: Backend> RopeTable<B> {
         device: &B::Device,
         dtype: DType,
     ) -> Self {
-        let inv_freq = rope.inverse_frequencies(head_dim);
-        let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(len * head_dim);
-        let mut sin = Vec::with_capacity(len * head_dim);
-        for pos in 0..len {
-            let row_start = cos.len();
-            for &f in &inv_freq {
-                let angle = pos as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-            cos.extend_from_within(row_start..row_start + half);
-            sin.extend_from_within(row_start..row_start + half);
-        }
+        let (cos, sin) = rope_table_values(rope, head_dim, len);
         let make = |v: Vec<f32>| {
             Tensor::<B, 2>::from_data(TensorData::new(v, [len, head_dim]), (device, dtype))
         };

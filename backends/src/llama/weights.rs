@@ -12,12 +12,12 @@ use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 use engine::runtime::{DType, RuntimeError};
 
 use super::config::LlamaConfig;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, transposed};
 use crate::host::{RunFloat, burn_dtype, with_run_float};
 use crate::random_init;
 
 /// Name of the (possibly tied) output projection in checkpoints.
-const LM_HEAD: &str = "lm_head.weight";
+pub(crate) const LM_HEAD: &str = "lm_head.weight";
 
 /// How a tensor is used, which decides its on-device layout and its random init.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,36 +143,6 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> LlamaWeights<B> {
-    /// Moves every f32 linear layer, the LM head included, to the host for llmeff's CPU
-    /// kernels. A tied LM head gets its own host copy of the embedding matrix, which is
-    /// already in the kernels' `[out, in]` layout.
-    pub(crate) fn move_linears_to_host(&mut self) -> Result<(), RuntimeError> {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            for (name, linear) in layer.linears_mut() {
-                linear.move_to_host(&format!("model.layers.{i}.{name}.weight"))?;
-            }
-        }
-        match &mut self.lm_head {
-            Some(head) => head.move_to_host(LM_HEAD)?,
-            None if self.embed_tokens.dtype() == BurnDType::F32 => {
-                let [vocab, hidden] = self.embed_tokens.dims();
-                let weight =
-                    self.embed_tokens.to_data().into_vec::<f32>().map_err(|e| {
-                        RuntimeError::Backend(format!("reading the embeddings: {e:?}"))
-                    })?;
-                self.lm_head = Some(Linear::Host {
-                    weight,
-                    in_features: hidden,
-                    out_features: vocab,
-                });
-            }
-            None => {}
-        }
-        Ok(())
-    }
-}
-
 impl<B: Backend> LayerWeights<B> {
     /// The linear layers with their checkpoint names, for quantization.
     pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 7] {
@@ -195,8 +165,7 @@ pub(crate) struct LlamaWeights<B: Backend> {
     pub embed_tokens: Tensor<B, 2>,
     pub layers: Vec<LayerWeights<B>>,
     pub norm: Tensor<B, 1>,
-    /// `[hidden, vocab]`; `None` when tied to `embed_tokens` (unless the CPU kernels hold a
-    /// host copy of the tied matrix).
+    /// `[hidden, vocab]`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<Linear<B>>,
 }
 
@@ -307,9 +276,28 @@ fn host_values<T: RunFloat>(
     }
 }
 
+/// One tensor's f32 values in the checkpoint's layout (`[out, in]` for a linear weight), for
+/// the host forward pass. Random values are the ones [`LlamaWeights::build`] draws for the same
+/// seed, transposed back, so both paths run the same model.
+pub(crate) fn checkpoint_layout_f32(
+    spec: &WeightSpec,
+    index: u32,
+    source: &WeightSource<'_>,
+    config: &LlamaConfig,
+) -> Result<Vec<f32>, RuntimeError> {
+    match (source, spec.role, spec.shape.as_slice()) {
+        (WeightSource::Checkpoint(ckpt), _, _) => ckpt.read::<f32>(&spec.name, &spec.shape, false),
+        (WeightSource::Random { .. }, Role::Linear, &[out, inp]) => {
+            let device_layout = host_values::<f32>(spec, index, source, config)?;
+            Ok(transposed(&device_layout, inp, out))
+        }
+        (WeightSource::Random { .. }, _, _) => host_values::<f32>(spec, index, source, config),
+    }
+}
+
 /// A tensor the config does not account for means the checkpoint is a different architecture
 /// (biases, extra norms, ...) than the config claims; computing without it would be wrong.
-fn reject_unexpected_tensors(
+pub(crate) fn reject_unexpected_tensors(
     ckpt: &Checkpoint,
     specs: &[WeightSpec],
     config: &LlamaConfig,

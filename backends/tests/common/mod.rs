@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use backends::{BurnModel, BurnRuntime, HubCache};
+use backends::{BurnModel, BurnRuntime, CpuForward, HubCache};
 use engine::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, RuntimeError, WeightsKind,
 };
@@ -40,6 +40,22 @@ pub fn load(source: &str, dtype: DType) -> BurnModel {
     runtime()
         .load_model(&spec(source, dtype, WeightsKind::Pretrained, 0))
         .unwrap_or_else(|e| panic!("loading {source}: {e}"))
+}
+
+/// The model loaded in f32 on each CPU forward pass (llmeff's host kernels and burn-flex), so
+/// a test checks both; panics if a model does not run on the pass asked for.
+pub fn load_f32_each_forward(source: &str) -> Vec<(CpuForward, BurnModel)> {
+    [CpuForward::Host, CpuForward::Burn]
+        .into_iter()
+        .map(|forward| {
+            let model = runtime()
+                .with_cpu_forward(forward)
+                .load_model(&spec(source, DType::F32, WeightsKind::Pretrained, 0))
+                .unwrap_or_else(|e| panic!("loading {source} on {forward:?}: {e}"));
+            assert_eq!(model.on_host_kernels(), forward == CpuForward::Host);
+            (forward, model)
+        })
+        .collect()
 }
 
 pub fn load_err(spec: &ModelSpec) -> RuntimeError {

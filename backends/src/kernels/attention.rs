@@ -1,0 +1,306 @@
+//! Causal self-attention with grouped key/value heads over a preallocated KV cache, in one pass
+//! per query row: scores, a float32 softmax and the weighted sum of values, with no transposed
+//! or repeated copies of the cache (each query head reads its key/value head in place).
+
+use rayon::prelude::*;
+
+use super::simd::{dot, exp, isa_specialised};
+
+/// The sizes of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Sequences.
+    pub batch: usize,
+    /// New positions (query rows) per sequence.
+    pub seq: usize,
+    /// Cached positions each query may see, the new ones included.
+    pub keys: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads; `heads` is a multiple of it.
+    pub kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// Positions the cache has room for: its stride between heads.
+    pub capacity: usize,
+}
+
+impl AttentionShape {
+    fn agrees(&self, q: &[f32], keys: &[f32], values: &[f32], mask: &[f32], out: &[f32]) -> bool {
+        let s = *self;
+        let rows = s.batch.checked_mul(s.seq);
+        let q_len = rows.and_then(|r| r.checked_mul(s.heads * s.head_dim));
+        let cache = s
+            .batch
+            .checked_mul(s.kv_heads)
+            .and_then(|n| n.checked_mul(s.capacity))
+            .and_then(|n| n.checked_mul(s.head_dim));
+        let mask_len = rows.and_then(|r| r.checked_mul(s.keys));
+        s.kv_heads > 0
+            && s.heads.is_multiple_of(s.kv_heads)
+            && s.keys <= s.capacity
+            && q_len == Some(q.len())
+            && q_len == Some(out.len())
+            && cache == Some(keys.len())
+            && cache == Some(values.len())
+            && mask_len == Some(mask.len())
+    }
+}
+
+/// Below this many multiply-adds a call runs on the calling thread: handing rows to rayon
+/// costs more than a decode step's attention on a small model.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// `out[b·seq + t, h] = softmax(q[b·seq + t, h] · K[b, h/g]ᵀ · scale + mask[b, t]) · V[b, h/g]`.
+///
+/// # Shapes
+/// - `q`, `out`: `[batch · seq, heads · head_dim]`, rows ordered by sequence then position
+/// - `keys`, `values`: `[batch, kv_heads, capacity, head_dim]`; positions `0..keys` are read
+/// - `mask`: additive, `[batch, seq, keys]`; `-inf` hides a key (and skips its work)
+///
+/// Returns `false`, leaving `out` untouched, when the lengths disagree with `shape`. A row whose
+/// keys are all hidden comes out as zeros rather than NaN.
+pub fn attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    mask: &[f32],
+    shape: AttentionShape,
+    scale: f32,
+    out: &mut [f32],
+) -> bool {
+    if !shape.agrees(q, keys, values, mask, out) {
+        return false;
+    }
+    let width = shape.heads * shape.head_dim;
+    if width == 0 || shape.keys == 0 {
+        out.fill(0.0);
+        return true;
+    }
+    let row = |(r, out_row): (usize, &mut [f32]), scores: &mut Vec<f32>| {
+        let (b, t) = (r / shape.seq, r % shape.seq);
+        let context = RowContext {
+            shape,
+            scale,
+            sequence: b,
+        };
+        scores.resize(shape.keys, 0.0);
+        attend_row(
+            &q[r * width..(r + 1) * width],
+            keys,
+            values,
+            &mask[(b * shape.seq + t) * shape.keys..][..shape.keys],
+            context,
+            scores,
+            out_row,
+        );
+    };
+    let macs = shape.batch * shape.seq * shape.heads * shape.keys * shape.head_dim * 2;
+    if macs < PARALLEL_MIN_MACS || rayon::current_num_threads() == 1 {
+        let mut scores = Vec::new();
+        out.chunks_exact_mut(width)
+            .enumerate()
+            .for_each(|item| row(item, &mut scores));
+    } else {
+        out.par_chunks_exact_mut(width)
+            .enumerate()
+            .for_each_init(Vec::new, |scores, item| row(item, scores));
+    }
+    true
+}
+
+/// What a query row needs besides its slices.
+#[derive(Debug, Clone, Copy)]
+struct RowContext {
+    shape: AttentionShape,
+    scale: f32,
+    sequence: usize,
+}
+
+isa_specialised! {
+    /// Every head of one query row; `scores` has `shape.keys` slots.
+    fn attend_row(
+        q_row: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        mask_row: &[f32],
+        context: RowContext,
+        scores: &mut [f32],
+        out_row: &mut [f32],
+    ) {
+        let RowContext { shape, scale, sequence } = context;
+        let d = shape.head_dim;
+        let group = shape.heads / shape.kv_heads;
+        for (h, (qh, oh)) in q_row.chunks_exact(d).zip(out_row.chunks_exact_mut(d)).enumerate() {
+            let base = (sequence * shape.kv_heads + h / group) * shape.capacity * d;
+            let k_head = &keys[base..base + shape.keys * d];
+            let v_head = &values[base..base + shape.keys * d];
+            // Scores as transformers' eager path forms them: (q·k)·scale + mask, in f32.
+            let mut max = f32::NEG_INFINITY;
+            for ((s, m), k) in scores.iter_mut().zip(mask_row).zip(k_head.chunks_exact(d)) {
+                *s = if *m == f32::NEG_INFINITY {
+                    f32::NEG_INFINITY
+                } else {
+                    dot(qh, k) * scale + m
+                };
+                max = max.max(*s);
+            }
+            oh.fill(0.0);
+            if max == f32::NEG_INFINITY {
+                continue;
+            }
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = if *s == f32::NEG_INFINITY { 0.0 } else { exp(*s - max) };
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            for (p, v) in scores.iter().zip(v_head.chunks_exact(d)) {
+                if *p == 0.0 {
+                    continue;
+                }
+                let p = p * inv;
+                for (o, x) in oh.iter_mut().zip(v) {
+                    *o += p * x;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// Straightforward f64 attention with repeated KV heads, as the definition reads.
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        mask: &[f32],
+        s: AttentionShape,
+        scale: f32,
+    ) -> Vec<f32> {
+        let d = s.head_dim;
+        let mut out = vec![0.0; s.batch * s.seq * s.heads * d];
+        for b in 0..s.batch {
+            for t in 0..s.seq {
+                let r = b * s.seq + t;
+                for h in 0..s.heads {
+                    let kv = h / (s.heads / s.kv_heads);
+                    let base = (b * s.kv_heads + kv) * s.capacity * d;
+                    let qh = &q[(r * s.heads + h) * d..][..d];
+                    let scores: Vec<f64> = (0..s.keys)
+                        .map(|j| {
+                            let dot: f64 = (0..d)
+                                .map(|i| f64::from(qh[i]) * f64::from(k[base + j * d + i]))
+                                .sum();
+                            dot * f64::from(scale) + f64::from(mask[r * s.keys + j])
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for i in 0..d {
+                        let o: f64 = (0..s.keys)
+                            .map(|j| e[j] / sum * f64::from(v[base + j * d + i]))
+                            .sum();
+                        out[(r * s.heads + h) * d + i] = o as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(shape: AttentionShape, mask: Vec<f32>) {
+        let d = shape.head_dim;
+        let q = values(shape.batch * shape.seq * shape.heads * d, 1);
+        let cache = shape.batch * shape.kv_heads * shape.capacity * d;
+        let (k, v) = (values(cache, 2), values(cache, 3));
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut out = vec![f32::NAN; q.len()];
+        assert!(attention(&q, &k, &v, &mask, shape, scale, &mut out));
+        let want = reference(&q, &k, &v, &mask, shape, scale);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{shape:?}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn causal_prefill_with_grouped_heads_matches_the_definition() {
+        let shape = AttentionShape {
+            batch: 2,
+            seq: 5,
+            keys: 5,
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 20,
+            capacity: 7,
+        };
+        let mut mask = vec![f32::NEG_INFINITY; 2 * 5 * 5];
+        for b in 0..2 {
+            // Sequence 1 has two left pads; a pad row sees only itself.
+            let pad = 2 * b;
+            for i in 0..5 {
+                let row = &mut mask[(b * 5 + i) * 5..][..5];
+                if i < pad {
+                    row[i] = 0.0;
+                } else {
+                    row[pad..=i].fill(0.0);
+                }
+            }
+        }
+        check(shape, mask);
+    }
+
+    #[test]
+    fn decode_rows_and_large_calls_match_the_definition() {
+        // One new position after 40 cached ones, large enough to run in parallel.
+        let shape = AttentionShape {
+            batch: 3,
+            seq: 1,
+            keys: 41,
+            heads: 32,
+            kv_heads: 4,
+            head_dim: 64,
+            capacity: 50,
+        };
+        let mut mask = vec![0.0; 3 * 41];
+        mask[41..44].fill(f32::NEG_INFINITY);
+        check(shape, mask);
+    }
+
+    #[test]
+    fn fully_hidden_rows_are_zero_and_bad_lengths_are_refused() {
+        let shape = AttentionShape {
+            batch: 1,
+            seq: 1,
+            keys: 2,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            capacity: 2,
+        };
+        let mut out = vec![f32::NAN; 8];
+        let mask = [f32::NEG_INFINITY; 2];
+        assert!(attention(
+            &[1.0; 8], &[1.0; 8], &[1.0; 8], &mask, shape, 1.0, &mut out
+        ));
+        assert_eq!(out, vec![0.0; 8]);
+        let mut out = vec![7.0; 8];
+        assert!(!attention(
+            &[1.0; 8], &[1.0; 7], &[1.0; 8], &mask, shape, 1.0, &mut out
+        ));
+        assert_eq!(out, vec![7.0; 8]);
+    }
+}

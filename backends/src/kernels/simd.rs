@@ -1,0 +1,150 @@
+//! Run-time instruction-set specialisation for plain-Rust kernels: one body, compiled three
+//! times (AVX-512F, AVX2 + FMA, the build's baseline) and picked per call by [`super::Isa`].
+//!
+//! The loops are written with independent lanes so the compiler vectorises them at whatever
+//! width the enabled features allow; the baseline x86-64 target only guarantees SSE2, which
+//! would leave three quarters of an AVX-512 register idle.
+
+/// Defines a function whose body is compiled for every [`super::Isa`] and dispatched at run
+/// time. The body must be safe code; the dispatch only adds target features.
+macro_rules! isa_specialised {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                match $crate::kernels::Isa::detect() {
+                    // SAFETY: `detect` reports an instruction set only when this CPU has it.
+                    $crate::kernels::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::kernels::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::kernels::Isa::Portable => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use isa_specialised;
+
+/// Independent partial sums per reduction: one AVX-512 register's worth.
+pub(crate) const LANES: usize = 16;
+
+/// `a · b` over the common length, with [`LANES`] independent partial sums so it vectorises.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a²`, vectorisable like [`dot`].
+#[inline(always)]
+pub(crate) fn sum_of_squares(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+    for c in chunks {
+        for (s, x) in acc.iter_mut().zip(c) {
+            *s += x * x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `eˣ` to about 2 ulp for finite `x`, in branch-free arithmetic the compiler vectorises
+/// (libm's `expf` is a call per element). Cephes' `expf`: `x = n·ln2 + r` with `|r| ≤ ln2/2`,
+/// a degree-6 polynomial for `eʳ`, and `2ⁿ` built in the exponent bits. Inputs are clamped to
+/// the finite range: below it the result is the smallest normal (callers only ever add it to
+/// 1 or weigh it against the maximum, where it vanishes), above it the largest finite value.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so `n·LN2_HI` is exact for |n| < 2⁹.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits, without a
+    // rounding instruction SSE2 lacks.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // Near 1.5·2²³ one ulp is 1, so `t`'s bits are the offset's bits plus n; moving n onto the
+    // exponent bias gives the bits of 2ⁿ.
+    let bits = (t.to_bits().wrapping_sub(ROUND.to_bits()) as i32).wrapping_add(127) << 23;
+    er * f32::from_bits(bits as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_over_the_finite_range() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let got = f64::from(exp(x));
+            let want = f64::from(x).exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        // 2 ulp of f32 is 2.4e-7 relative.
+        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn reductions_match_sequential_sums() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.5).collect();
+        let want: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+        assert!((f64::from(dot(&a, &b)) - want).abs() < 1e-3);
+        let sq: f64 = a.iter().map(|x| f64::from(x * x)).sum();
+        assert!((f64::from(sum_of_squares(&a)) - sq).abs() < 1e-3);
+    }
+
+    isa_specialised! {
+        fn doubled(x: &[f32], out: &mut [f32]) {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = 2.0 * v;
+            }
+        }
+    }
+
+    #[test]
+    fn specialised_functions_run() {
+        let mut out = [0.0; 3];
+        doubled(&[1.0, 2.0, 3.0], &mut out);
+        assert_eq!(out, [2.0, 4.0, 6.0]);
+    }
+}

@@ -1,0 +1,445 @@
+//! The Llama forward pass on host memory, for f32 runs on the CPU: every layer runs on
+//! llmeff's kernels (`crate::kernels`) over plain `f32` buffers, with the query, key and value
+//! projections fused into one matrix, gate and up into another, attention read straight from a
+//! preallocated KV cache, and scratch buffers kept across steps. It computes what
+//! [`super::model`]'s burn forward pass computes (both reproduce transformers' golden logits).
+//! It exists because burn-flex spends most of a small model's decode step, and most of any
+//! model's prefill, outside the matrix products: per-op dispatch and allocation, and strided
+//! copies for the head reshapes. `LLMEFF_CPU_FORWARD=burn llmeff bench` measures the burn path
+//! for comparison.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use engine::runtime::RuntimeError;
+
+use super::batch::HostStep;
+use super::config::LlamaConfig;
+use super::model::LogitRows;
+use super::rope::{RopeConfig, rope_table_values};
+use super::weights::{
+    LM_HEAD, Role, WeightSource, checkpoint_layout_f32, reject_unexpected_tensors, weight_specs,
+};
+use crate::kernels::{AttentionShape, attention, linear_f32, rms_norm, rotate_half, silu_mul};
+
+/// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
+#[derive(Debug, Clone)]
+pub(crate) struct HostMatrix {
+    values: Vec<f32>,
+    out_features: usize,
+    in_features: usize,
+}
+
+impl HostMatrix {
+    fn new(values: Vec<f32>, out_features: usize, in_features: usize) -> Self {
+        debug_assert_eq!(values.len(), out_features * in_features);
+        Self {
+            values,
+            out_features,
+            in_features,
+        }
+    }
+
+    /// Rows stacked: `[a; b; ...]`, all with the same `in_features`.
+    fn stacked(parts: Vec<HostMatrix>) -> Self {
+        let in_features = parts.first().map_or(0, |p| p.in_features);
+        let out_features = parts.iter().map(|p| p.out_features).sum();
+        let mut values = Vec::with_capacity(out_features * in_features);
+        for p in parts {
+            debug_assert_eq!(p.in_features, in_features);
+            values.extend_from_slice(&p.values);
+        }
+        Self::new(values, out_features, in_features)
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ`, adding its FLOPs to `flops`.
+    fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], flops: &AtomicU64) {
+        product(
+            &self.values,
+            self.out_features,
+            self.in_features,
+            x,
+            rows,
+            y,
+            flops,
+        );
+    }
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+struct HostLayer {
+    input_norm: Vec<f32>,
+    /// `q_proj`, `k_proj` and `v_proj` stacked: `[(heads + 2·kv_heads)·head_dim, hidden]`.
+    qkv: HostMatrix,
+    o_proj: HostMatrix,
+    post_attention_norm: Vec<f32>,
+    /// `gate_proj` then `up_proj`: `[2·intermediate, hidden]`.
+    gate_up: HostMatrix,
+    down_proj: HostMatrix,
+}
+
+/// Every weight of a Llama model as host f32.
+#[derive(Debug, Clone)]
+pub(crate) struct HostWeights {
+    /// `[vocab, hidden]`; doubles as the output projection when embeddings are tied.
+    embed_tokens: Vec<f32>,
+    layers: Vec<HostLayer>,
+    norm: Vec<f32>,
+    /// `[vocab, hidden]`; `None` when tied.
+    lm_head: Option<HostMatrix>,
+}
+
+impl HostWeights {
+    /// Reads (or draws) every tensor `config` requires in f32. Random weights are the same
+    /// values the burn path draws for the same seed, so both paths run the same model.
+    pub(crate) fn build(
+        config: &LlamaConfig,
+        source: &WeightSource<'_>,
+    ) -> Result<Self, RuntimeError> {
+        let specs = weight_specs(config);
+        if let WeightSource::Checkpoint(ckpt) = source {
+            reject_unexpected_tensors(ckpt, &specs, config)?;
+        }
+        let read = |name: &str| -> Result<Vec<f32>, RuntimeError> {
+            let (index, spec) = specs
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.name == name)
+                .ok_or_else(|| {
+                    RuntimeError::Backend(format!("internal: tensor `{name}` is not in the spec"))
+                })?;
+            // At most 2^32 tensors: a model has a few per layer.
+            let index = u32::try_from(index)
+                .map_err(|_| RuntimeError::Backend("model has more than 2^32 tensors".into()))?;
+            checkpoint_layout_f32(spec, index, source, config)
+        };
+        let matrix = |name: &str| -> Result<HostMatrix, RuntimeError> {
+            let spec = specs.iter().find(|s| s.name == name);
+            match spec.map(|s| (s.role, s.shape.as_slice())) {
+                Some((Role::Linear, &[out, inp])) => Ok(HostMatrix::new(read(name)?, out, inp)),
+                _ => Err(RuntimeError::Backend(format!(
+                    "internal: `{name}` is not a linear weight"
+                ))),
+            }
+        };
+        let embed_tokens = read("model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(HostLayer {
+                input_norm: read(&format!("{p}.input_layernorm.weight"))?,
+                qkv: HostMatrix::stacked(vec![
+                    matrix(&format!("{p}.self_attn.q_proj.weight"))?,
+                    matrix(&format!("{p}.self_attn.k_proj.weight"))?,
+                    matrix(&format!("{p}.self_attn.v_proj.weight"))?,
+                ]),
+                o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
+                post_attention_norm: read(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate_up: HostMatrix::stacked(vec![
+                    matrix(&format!("{p}.mlp.gate_proj.weight"))?,
+                    matrix(&format!("{p}.mlp.up_proj.weight"))?,
+                ]),
+                down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
+            });
+        }
+        let norm = read("model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(matrix(LM_HEAD)?)
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+}
+
+/// cos/sin rows for positions `0..len`, `[len, head_dim]` each.
+#[derive(Debug, Clone)]
+pub(crate) struct HostRope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    head_dim: usize,
+}
+
+impl HostRope {
+    /// The table for positions `0..len`, built as the burn path's is.
+    pub(crate) fn new(rope: &RopeConfig, head_dim: usize, len: usize) -> Self {
+        let (cos, sin) = rope_table_values(rope, head_dim, len);
+        Self { cos, sin, head_dim }
+    }
+
+    fn row(&self, position: usize) -> Option<(&[f32], &[f32])> {
+        let range = position * self.head_dim..(position + 1) * self.head_dim;
+        Some((self.cos.get(range.clone())?, self.sin.get(range)?))
+    }
+}
+
+/// Keys and values of every layer, `[batch, kv_heads, capacity, head_dim]` each, written in
+/// place; plus the step's scratch buffers, so a generation allocates once.
+pub(crate) struct HostCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    batch: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    len: usize,
+    scratch: Scratch,
+}
+
+impl HostCache {
+    /// Reserves room for `capacity` positions of `batch` sequences.
+    pub(crate) fn new(config: &LlamaConfig, batch: usize, capacity: usize) -> Self {
+        let size = batch * config.num_kv_heads * capacity * config.head_dim;
+        let layer = || committed_zeros(size);
+        Self {
+            keys: (0..config.num_layers).map(|_| layer()).collect(),
+            values: (0..config.num_layers).map(|_| layer()).collect(),
+            batch,
+            kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            capacity,
+            len: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Positions written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of the positions written so far, keys and values of every layer.
+    pub(crate) fn bytes(&self) -> u64 {
+        (2 * self.keys.len() * self.batch * self.kv_heads * self.len * self.head_dim * 4) as u64
+    }
+}
+
+/// `len` zeros with every page already mapped. A plain zeroed allocation gets fresh pages that
+/// are only mapped when first written, so the cache would grow by page faults during decoding,
+/// adding to step times and making memory look like it grows per step; committing it up front
+/// also makes a too-large cache fail at the start rather than mid-generation.
+fn committed_zeros(len: usize) -> Vec<f32> {
+    const FLOATS_PER_PAGE: usize = 4096 / size_of::<f32>();
+    let mut values = vec![0.0f32; len];
+    for i in (0..len).step_by(FLOATS_PER_PAGE) {
+        // SAFETY: `i < len`, so the pointer is in bounds of the live allocation. A volatile
+        // write, unlike a plain one, cannot be dropped as redundant with the zeroing.
+        unsafe { std::ptr::write_volatile(values.as_mut_ptr().add(i), 0.0) };
+    }
+    values
+}
+
+/// Activations of one step, reused across steps (resizing within capacity never reallocates,
+/// so decoding allocates nothing per step).
+#[derive(Debug, Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    attn: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    &mut buffer[..len]
+}
+
+fn internal(what: String) -> RuntimeError {
+    RuntimeError::Backend(format!("internal: {what}"))
+}
+
+impl HostWeights {
+    /// Runs `step` through the model, appending its keys and values to `cache`, and returns
+    /// f32 logits: `[batch, vocab]` for [`LogitRows::Last`], `[batch·seq, vocab]` for
+    /// [`LogitRows::All`]. FLOPs of every product go to `flops`, counted as the burn path
+    /// counts them.
+    pub(crate) fn forward(
+        &self,
+        config: &LlamaConfig,
+        step: &HostStep,
+        rope: &HostRope,
+        cache: &mut HostCache,
+        rows: LogitRows,
+        flops: &AtomicU64,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let c = config;
+        let (b, t, hidden) = (step.batch, step.seq, c.hidden_size);
+        let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let (qd, kvd, ff) = (heads * d, kv_heads * d, c.intermediate_size);
+        let n = b * t;
+        let past = cache.len;
+        if step.past != past || cache.batch != b || step.tokens.len() != n {
+            return Err(internal(format!(
+                "step for {b}×{t} after {} positions does not fit a cache of {} sequences at {past}",
+                step.past, cache.batch
+            )));
+        }
+        if past + t > cache.capacity {
+            return Err(RuntimeError::Backend(format!(
+                "KV cache holds {} positions, {} needed",
+                cache.capacity,
+                past + t
+            )));
+        }
+        let keys_seen = past + t;
+        if step.mask.len() != n * keys_seen || step.positions.len() != n {
+            return Err(internal("mask or positions do not match the step".into()));
+        }
+        let eps = c.rms_norm_eps as f32;
+        let scale = 1.0 / (d as f32).sqrt();
+        let attention_shape = AttentionShape {
+            batch: b,
+            seq: t,
+            keys: keys_seen,
+            heads,
+            kv_heads,
+            head_dim: d,
+            capacity: cache.capacity,
+        };
+        let capacity = cache.capacity;
+        let HostCache {
+            keys,
+            values,
+            scratch,
+            ..
+        } = cache;
+        let Scratch {
+            x,
+            h,
+            qkv,
+            q,
+            attn,
+            gate_up,
+            act,
+        } = scratch;
+        let x = sized(x, n * hidden);
+        for (row, &token) in x.chunks_exact_mut(hidden).zip(&step.tokens) {
+            let embedding = usize::try_from(token)
+                .ok()
+                .and_then(|t| self.embed_tokens.get(t * hidden..(t + 1) * hidden))
+                .ok_or_else(|| {
+                    RuntimeError::InvalidInput(format!(
+                        "token id {token} is outside the vocabulary"
+                    ))
+                })?;
+            row.copy_from_slice(embedding);
+        }
+        let h = sized(h, n * hidden);
+        let qkv = sized(qkv, n * (qd + 2 * kvd));
+        let q = sized(q, n * qd);
+        let attn = sized(attn, n * qd);
+        let gate_up = sized(gate_up, n * 2 * ff);
+        let act = sized(act, n * ff);
+        for ((layer, layer_keys), layer_values) in self.layers.iter().zip(keys).zip(values) {
+            rms_norm(x, &layer.input_norm, eps, h);
+            layer.qkv.apply(h, n, qkv, flops);
+            for (r, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
+                let position = usize::try_from(step.positions[r]).unwrap_or(usize::MAX);
+                let (cos, sin) = rope.row(position).ok_or_else(|| {
+                    internal(format!("position {position} is past the RoPE table"))
+                })?;
+                let (row_q, rest) = row.split_at_mut(qd);
+                let (row_k, row_v) = rest.split_at_mut(kvd);
+                rotate_half(row_q, cos, sin);
+                rotate_half(row_k, cos, sin);
+                q[r * qd..(r + 1) * qd].copy_from_slice(row_q);
+                let (sequence, column) = (r / t, r % t);
+                for g in 0..kv_heads {
+                    let at = ((sequence * kv_heads + g) * capacity + past + column) * d;
+                    layer_keys[at..at + d].copy_from_slice(&row_k[g * d..(g + 1) * d]);
+                    layer_values[at..at + d].copy_from_slice(&row_v[g * d..(g + 1) * d]);
+                }
+            }
+            if !attention(
+                q,
+                layer_keys,
+                layer_values,
+                &step.mask,
+                attention_shape,
+                scale,
+                attn,
+            ) {
+                return Err(internal(format!(
+                    "attention shapes disagree: {attention_shape:?}"
+                )));
+            }
+            // Scores and weighted values, over every visible and hidden key, as the burn path
+            // and the analytic count reckon them.
+            flops.fetch_add(
+                2 * 2 * (b * heads * t * keys_seen * d) as u64,
+                Ordering::Relaxed,
+            );
+            layer.o_proj.apply(attn, n, h, flops);
+            add_in_place(x, h);
+            rms_norm(x, &layer.post_attention_norm, eps, h);
+            layer.gate_up.apply(h, n, gate_up, flops);
+            silu_mul(gate_up, ff, act);
+            layer.down_proj.apply(act, n, h, flops);
+            add_in_place(x, h);
+        }
+        cache.len += t;
+
+        let selected: Vec<f32>;
+        let (final_rows, count) = match rows {
+            LogitRows::All => (&x[..], n),
+            LogitRows::Last => {
+                selected = x
+                    .chunks_exact(hidden)
+                    .skip(t - 1)
+                    .step_by(t)
+                    .flatten()
+                    .copied()
+                    .collect();
+                (&selected[..], b)
+            }
+        };
+        let mut normed = vec![0.0f32; count * hidden];
+        rms_norm(final_rows, &self.norm, eps, &mut normed);
+        let mut logits = vec![0.0f32; count * c.vocab_size];
+        match &self.lm_head {
+            Some(head) => head.apply(&normed, count, &mut logits, flops),
+            // The embedding table is already `[vocab, hidden]`: the tied head needs no copy.
+            None => product(
+                &self.embed_tokens,
+                c.vocab_size,
+                hidden,
+                &normed,
+                count,
+                &mut logits,
+                flops,
+            ),
+        }
+        Ok(logits)
+    }
+}
+
+/// `y[rows, out] = x[rows, in] · wᵀ` for `w` in `[out, in]` layout, counted in `flops`.
+fn product(
+    w: &[f32],
+    out_features: usize,
+    in_features: usize,
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+    flops: &AtomicU64,
+) {
+    flops.fetch_add(
+        2 * (rows * in_features * out_features) as u64,
+        Ordering::Relaxed,
+    );
+    linear_f32(x, rows, in_features, w, out_features, y);
+}
+
+fn add_in_place(x: &mut [f32], delta: &[f32]) {
+    for (a, b) in x.iter_mut().zip(delta) {
+        *a += b;
+    }
+}
