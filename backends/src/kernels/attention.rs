@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{dot, exp, isa_specialised};
+use super::simd::{dot, exp, isa_specialised, max, sum};
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,34 +131,31 @@ isa_specialised! {
         let RowContext { shape, scale, sequence } = context;
         let d = shape.head_dim;
         let group = shape.heads / shape.kv_heads;
+        // Only the span between the first and last visible key is computed: a causal prefill
+        // row skips its future, a left-padded sequence its pads.
+        let Some(lo) = mask_row.iter().position(|m| *m != f32::NEG_INFINITY) else {
+            out_row.fill(0.0);
+            return;
+        };
+        let hi = mask_row.iter().rposition(|m| *m != f32::NEG_INFINITY).map_or(lo, |i| i) + 1;
+        let mask = &mask_row[lo..hi];
+        let scores = &mut scores[..hi - lo];
         for (h, (qh, oh)) in q_row.chunks_exact(d).zip(out_row.chunks_exact_mut(d)).enumerate() {
             let base = (sequence * shape.kv_heads + h / group) * shape.capacity * d;
-            let k_head = &keys[base..base + shape.keys * d];
-            let v_head = &values[base..base + shape.keys * d];
-            // Scores as transformers' eager path forms them: (q·k)·scale + mask, in f32.
-            let mut max = f32::NEG_INFINITY;
-            for ((s, m), k) in scores.iter_mut().zip(mask_row).zip(k_head.chunks_exact(d)) {
-                *s = if *m == f32::NEG_INFINITY {
-                    f32::NEG_INFINITY
-                } else {
-                    dot(qh, k) * scale + m
-                };
-                max = max.max(*s);
+            let k_head = &keys[base + lo * d..base + hi * d];
+            let v_head = &values[base + lo * d..base + hi * d];
+            // Scores as transformers' eager path forms them: (q·k)·scale + mask, in f32; a
+            // hidden key inside the span gets −inf and so weight 0.
+            for ((s, m), k) in scores.iter_mut().zip(mask).zip(k_head.chunks_exact(d)) {
+                *s = dot(qh, k) * scale + m;
             }
-            oh.fill(0.0);
-            if max == f32::NEG_INFINITY {
-                continue;
-            }
-            let mut sum = 0.0f32;
+            let top = max(scores);
             for s in scores.iter_mut() {
-                *s = if *s == f32::NEG_INFINITY { 0.0 } else { exp(*s - max) };
-                sum += *s;
+                *s = if *s == f32::NEG_INFINITY { 0.0 } else { exp(*s - top) };
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / sum(scores);
+            oh.fill(0.0);
             for (p, v) in scores.iter().zip(v_head.chunks_exact(d)) {
-                if *p == 0.0 {
-                    continue;
-                }
                 let p = p * inv;
                 for (o, x) in oh.iter_mut().zip(v) {
                     *o += p * x;

@@ -33,10 +33,13 @@ impl Path {
 }
 
 /// Batch size from which the packed AVX-512 GEMM beats the streaming AVX-512 kernel. Measured
-/// (benches/kernels.rs, threshold sweep, 2 threads, cold weights, k×n = 2048×5632, 576×1536,
-/// 5632×2048): the crossover fell between m = 32 and 128 depending on shape and run, about even
-/// at 64; from 128 on packed led every time, by up to 2×.
-const PACKED_MIN_M: usize = 64;
+/// with both forced, alternating call by call, best of 10, 2 threads, cold weights, on the
+/// SmolLM-135M and TinyLlama-1.1B shapes (k×n = 576×{576, 1728, 3072}, 1536×576,
+/// 2048×{2048, 2560, 11264}, 5632×2048) on a 2-core Sapphire Rapids VM: packed led at m = 32
+/// on all 8 in two runs (by 8–56 %), and at 64, 128 and 256 by 7–80 %; at 16 the streaming
+/// kernel led on 6 of 8 (both are near the memory bound there); m = 24, 40 and 48 were within
+/// noise (±15 %).
+const PACKED_MIN_M: usize = 32;
 /// Batch size from which the `gemm` crate (AVX2 kernels) beats the streaming AVX2 kernel;
 /// measured the same way (on an AVX-512 CPU forced onto AVX2): about even at 16, gemm ahead
 /// from 24 to 32 on.

@@ -1,31 +1,53 @@
 //! AVX-512F packed GEMM for prefill-sized batches: arithmetic-bound, so it is organised to keep
-//! both FMA ports busy rather than to read the weights once.
+//! both FMA ports busy, while still reading every weight from memory only once.
 //!
-//! Each task owns a range of output columns (weight rows). Per depth block of [`KC`] columns it
-//! packs its weight rows transposed into panels of [`NR`] = 32 columns (`[kc][32]`, about
-//! 32 KiB, L1-sized) and, per 12 input rows, those rows interleaved (`[kc][12]`); a 12 × 32
-//! register tile (24 accumulators) then walks each panel, broadcasting one input value per row
-//! and depth step: 24 FMAs per 2 panel loads and 12 broadcasts. The gemm crate in this build
-//! has no AVX-512 kernels (its `x86-v4` feature is off, and turning it on would rebuild burn),
-//! so on AVX-512 CPUs this path measured 1.3–2× faster than it from m = 64 up.
-
-use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4,
-    _mm512_shuffle_ps, _mm512_storeu_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
-};
+//! The input rows are the small operand (a prompt has tens to hundreds of tokens, a layer
+//! thousands of outputs), so they are the one transposed: packed once per call into panels of
+//! [`MV`] = 32 rows, `[k][32]`. The weights are used as stored. Each task owns a range of
+//! output columns (weight rows); per depth block of at most [`KC`] it copies [`NR`] = 12 weight
+//! rows into an L1-resident buffer (a plain copy, rows padded apart so they share no L1 set)
+//! and runs a 32 × 12 register tile (24 accumulators) over every x panel: per depth step 2
+//! panel loads, 12 broadcasts of one weight each, 24 FMAs. While a group computes, the next
+//! group's weight rows are prefetched into L2, so at m = 32 (where the product is nearly
+//! bound by reading the weights) the memory stream overlaps the arithmetic.
+//!
+//! The previous version packed the weights instead, transposing each 16 × 16 block in
+//! registers (4 shuffles per 16 weights, on the port that also runs one of the two FMA units,
+//! about a quarter of the FMA time at m = 32) in a pass of its own that waited on memory; at
+//! m = 32 it was slower than the streaming kernel. The gemm crate in this build has no AVX-512
+//! kernels (its `x86-v4` feature is off, and turning it on would rebuild burn), so on AVX-512
+//! CPUs this path is the prefill kernel.
+//!
+//! Measured on a 2-core Sapphire Rapids VM (2 rayon threads, cold weights, this kernel and the
+//! previous one alternated call by call, best of 10, GFLOP/s) over the SmolLM-135M and
+//! TinyLlama-1.1B shapes: at m = 32, 41–108 against 33–70 before (+18–70 %); at m = 256,
+//! 64–138 against 57–130 (−5 % to +17 %, even within noise). The VM's cores were shared with
+//! other work during the measurement (a register-only FMA loop reached 105–130 GFLOP/s on one
+//! thread and no more on two), so these are lower bounds; the ratios held across runs.
 
 use rayon::prelude::*;
+use std::arch::x86_64::{
+    __m512, _MM_HINT_T1, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
+    _mm512_unpackhi_ps, _mm512_unpacklo_ps,
+};
 
-use super::dispatch::rows_per_task;
-
-/// Output columns per panel: two 16-lane vectors.
-const NR: usize = 32;
-/// Input rows per register tile: 12 × 2 accumulators + 2 panel vectors + 1 broadcast ≤ 32.
-const MR: usize = 12;
-/// Depth per packed block: a `[KC][NR]` panel (32 KiB) plus 12 input rows' slices (12 KiB)
-/// fit a 48 KiB L1.
-const KC: usize = 256;
+/// Input rows per x panel: the two 16-lane vectors a tile multiplies per depth step.
+const MV: usize = 32;
+/// Weight rows per register tile: 12 × 2 accumulators + 2 panel vectors + 1 broadcast ≤ 32
+/// registers. 14 rows (28 accumulators) measured the same within noise.
+const NR: usize = 12;
+/// Deepest depth block: 12 copied weight rows (24 KiB) stay in the 48 KiB L1 while the x panels
+/// stream past from L2 (`m`·512·4 bytes, 512 KiB at m = 256). 256 measured the same within
+/// noise.
+const KC: usize = 512;
+/// Floats between the rows of a copied weight block: one cache line more than the deepest
+/// block, so that rows whose original stride is a multiple of 4 KiB (k = 2048) do not all map
+/// to one L1 set.
+const STRIDE: usize = KC + 16;
+/// Tasks per pool thread: equal shares of the weight-row groups, several per thread so a
+/// thread that is descheduled (or finishes late) has its remaining share stolen.
+const TASKS_PER_THREAD: usize = 4;
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ` on the packed AVX-512 kernel, split across rayon's current
 /// pool; returns `false`, computing nothing, when the CPU lacks AVX-512F or the lengths
@@ -45,7 +67,12 @@ pub fn linear_packed(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut
         y.fill(0.0);
         return true;
     }
-    let cols = rows_per_task(m, k, n, rayon::current_num_threads()).next_multiple_of(NR);
+    let mut xp = vec![0.0f32; m.div_ceil(MV) * k * MV];
+    // SAFETY: the CPU supports AVX-512F, checked on entry.
+    unsafe { pack_x(x, m, k, &mut xp) };
+    let groups = n.div_ceil(NR);
+    let tasks = (rayon::current_num_threads().max(1) * TASKS_PER_THREAD).min(groups);
+    let cols = groups.div_ceil(tasks) * NR;
     let tasks = n.div_ceil(cols);
     let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
     for y_row in y.chunks_mut(n) {
@@ -53,9 +80,10 @@ pub fn linear_packed(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut
             task.push(piece);
         }
     }
+    let xp = &xp[..];
     let run = |out: &mut [&mut [f32]], w_cols: &[f32]| {
         // SAFETY: the CPU supports AVX-512F, checked on entry.
-        unsafe { task(x, m, k, w_cols, out) }
+        unsafe { task(xp, m, k, w_cols, out) }
     };
     if tasks == 1 {
         run(&mut pieces[0], w);
@@ -68,86 +96,222 @@ pub fn linear_packed(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut
     true
 }
 
-/// One task: `out[i][c] = x[i] · w[c]` for every input row and every row `c` of `w`.
+/// One task: `out[i][c] = x[i] · w[c]` for every input row `i < m` and every row `c` of `w`
+/// (`[nc, k]`), from `xp`, x packed by [`pack_x`].
 #[target_feature(enable = "avx512f")]
-fn task(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [&mut [f32]]) {
+fn task(xp: &[f32], m: usize, k: usize, w: &[f32], out: &mut [&mut [f32]]) {
     let nc = w.len() / k;
-    let panels = nc.div_ceil(NR);
-    let mut packed = vec![0.0f32; panels * KC.min(k) * NR];
-    let mut x_packed = vec![0.0f32; KC.min(k) * MR];
-    for p0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - p0);
-        pack_w(w, k, p0, kc, &mut packed[..panels * kc * NR]);
-        for i0 in (0..m).step_by(MR) {
-            let i1 = (i0 + MR).min(m);
-            let x_block = &mut x_packed[..kc * (i1 - i0)];
-            pack_x(&x[i0 * k..i1 * k], k, p0, x_block);
-            for (q, panel) in packed[..panels * kc * NR].chunks_exact(kc * NR).enumerate() {
-                let tile = Tile {
-                    x: x_block,
+    let panels = m.div_ceil(MV);
+    if nc == 0 || xp.len() < panels * k * MV || out.len() < m {
+        return;
+    }
+    // Equal blocks, a multiple of 16 deep where k allows: k = 576 is one block, not 512 + 64.
+    let blocks = k.div_ceil(KC);
+    let kc_max = k.div_ceil(blocks).next_multiple_of(16).min(k);
+    let groups = nc.div_ceil(NR);
+    let mut wb = vec![0.0f32; NR * STRIDE];
+    // Partial sums between depth blocks, one 32 × 12 tile per (group, panel); a single tile
+    // (written, then read back transposed) when one block covers k.
+    let tiles = if blocks > 1 { groups * panels } else { 1 };
+    let mut scratch = vec![0.0f32; tiles * NR * MV];
+    for p0 in (0..k).step_by(kc_max) {
+        let kc = kc_max.min(k - p0);
+        for g in 0..groups {
+            let r0 = g * NR;
+            let rows = (nc - r0).min(NR);
+            // Rows past `rows` in a last, partial group keep earlier (finite) values: their
+            // accumulators are computed but never stored.
+            for r in 0..rows {
+                wb[r * STRIDE..r * STRIDE + kc].copy_from_slice(&w[(r0 + r) * k + p0..][..kc]);
+            }
+            let (next_r0, next_p0) = if g + 1 < groups {
+                (r0 + NR, p0)
+            } else {
+                (0, p0 + kc)
+            };
+            let next = (next_p0 < k).then(|| Prefetch {
+                w,
+                at: next_r0 * k + next_p0,
+                rows: (nc - next_r0).min(NR),
+                k,
+                len: kc.min(k - next_p0),
+            });
+            for pi in 0..panels {
+                let i0 = pi * MV;
+                let slot = &mut scratch[(g * panels + pi) % tiles * NR * MV..][..NR * MV];
+                let t = Tile {
+                    x: &xp[(pi * k + p0) * MV..][..kc * MV],
+                    w: &wb,
                     kc,
-                    panel,
-                    col: q * NR,
-                    cols: (nc - q * NR).min(NR),
                     accumulate: p0 > 0,
+                    // Once per group is enough: the later panels find the rows in L2.
+                    prefetch: if pi == 0 { next.as_ref() } else { None },
                 };
-                tile_dispatch(i1 - i0, &tile, &mut out[i0..i1]);
+                let mi = (m - i0).min(MV);
+                let dest = (p0 + kc == k).then(|| Dest {
+                    out: &mut out[i0..i0 + mi],
+                    col: r0,
+                    cols: rows,
+                });
+                // A panel of at most 16 real rows (m = 16, or the rest of m = 40) runs half a
+                // tile rather than multiply zeros.
+                if mi > 16 {
+                    tile::<2>(&t, slot, dest);
+                } else {
+                    tile::<1>(&t, slot, dest);
+                }
             }
         }
     }
 }
 
-/// Packs columns `p0 .. p0 + kc` of the `mr` rows of `x` (`[mr, k]`) into `[kc][mr]`
-/// (`x_block.len() == kc·mr`), so a tile's broadcasts read one contiguous run: with the rows
-/// themselves, a power-of-two `k` puts all 12 in one L1 set.
+/// Weight rows to prefetch while a tile computes: `rows` rows of `w`, `k` apart, `len` floats
+/// each from `at`.
+struct Prefetch<'a> {
+    w: &'a [f32],
+    at: usize,
+    rows: usize,
+    k: usize,
+    len: usize,
+}
+
+/// One register tile's operands.
+struct Tile<'a> {
+    /// The x panel over the depth block, `[kc][MV]`.
+    x: &'a [f32],
+    /// The copied weight rows, `[NR][STRIDE]`, the first `kc` floats of each in use.
+    w: &'a [f32],
+    /// Depth of the block (1 ..= [`KC`]).
+    kc: usize,
+    /// Start from the partial sums in the slot (later depth blocks) instead of zero.
+    accumulate: bool,
+    /// The next group's weight rows, fetched into L2 as the depth steps go.
+    prefetch: Option<&'a Prefetch<'a>>,
+}
+
+/// Where a tile's last depth block goes: `out[i][col .. col + cols]` for the panel's rows.
+struct Dest<'a, 'b> {
+    out: &'a mut [&'b mut [f32]],
+    col: usize,
+    cols: usize,
+}
+
+/// `acc[r][i] (+)= Σ_p w[r·STRIDE + p] · x[p·MV + i]` over the block, kept in `slot`
+/// (`[NR][MV]`) and, with a `dest`, written transposed to the outputs.
 ///
-/// Never inlined into the AVX-512 code, which vectorised it into scatters slower than these
-/// scalar moves.
+/// Never inlined: alone, the 24 accumulators get registers to themselves, and one call does
+/// thousands of FMAs.
+#[target_feature(enable = "avx512f")]
 #[inline(never)]
-fn pack_x(x: &[f32], k: usize, p0: usize, x_block: &mut [f32]) {
-    let mr = x.len() / k;
-    for (i, row) in x.chunks_exact(k).enumerate() {
-        for (step, v) in x_block.chunks_exact_mut(mr).zip(&row[p0..]) {
-            step[i] = *v;
+fn tile<const V: usize>(t: &Tile<'_>, slot: &mut [f32], dest: Option<Dest<'_, '_>>) {
+    // The raw accesses below rely on these bounds; checking once per tile costs nothing.
+    if V == 0
+        || V * 16 > MV
+        || t.kc == 0
+        || t.kc > STRIDE
+        || t.x.len() < t.kc * MV
+        || t.w.len() < NR * STRIDE
+        || slot.len() < NR * MV
+    {
+        return;
+    }
+    let xp = t.x.as_ptr();
+    let wp = t.w.as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); V]; NR];
+    if t.accumulate {
+        for (r, a) in acc.iter_mut().enumerate() {
+            for (v, a) in a.iter_mut().enumerate() {
+                // SAFETY: r < NR and v < V ≤ 2, so r·MV + 16·v + 16 ≤ NR·MV ≤ slot.len().
+                *a = unsafe { _mm512_loadu_ps(slot.as_ptr().add(r * MV + 16 * v)) };
+            }
+        }
+    }
+    let step = |acc: &mut [[__m512; V]; NR], p: usize| {
+        let mut xv = [_mm512_setzero_ps(); V];
+        for (v, xv) in xv.iter_mut().enumerate() {
+            // SAFETY: p < kc and v < V ≤ 2, so p·MV + 16·v + 16 ≤ kc·MV ≤ x.len().
+            *xv = unsafe { _mm512_loadu_ps(xp.add(p * MV + 16 * v)) };
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: r < NR and p < kc ≤ STRIDE, so r·STRIDE + p < NR·STRIDE ≤ w.len().
+            let b = _mm512_set1_ps(unsafe { *wp.add(r * STRIDE + p) });
+            for (a, xv) in a.iter_mut().zip(&xv) {
+                *a = _mm512_fmadd_ps(b, *xv, *a);
+            }
+        }
+    };
+    // A cache line of each weight row per 16 steps: one prefetch per next row per 16 steps
+    // keeps pace with the copy that will read them.
+    let lines = t.kc / 16;
+    for c in 0..lines {
+        if let Some(pf) = t.prefetch
+            && c * 16 < pf.len
+        {
+            for r in 0..pf.rows {
+                let at = pf.at + r * pf.k + c * 16;
+                if at < pf.w.len() {
+                    // SAFETY: at < w.len(), so the address lies inside w (and a prefetch
+                    // never faults anyway).
+                    unsafe { _mm_prefetch::<_MM_HINT_T1>(pf.w.as_ptr().add(at).cast::<i8>()) };
+                }
+            }
+        }
+        for q in 0..16 {
+            step(&mut acc, c * 16 + q);
+        }
+    }
+    for p in lines * 16..t.kc {
+        step(&mut acc, p);
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (v, a) in a.iter().enumerate() {
+            // SAFETY: r < NR and v < V ≤ 2, so r·MV + 16·v + 16 ≤ NR·MV ≤ slot.len().
+            unsafe { _mm512_storeu_ps(slot.as_mut_ptr().add(r * MV + 16 * v), *a) };
+        }
+    }
+    if let Some(d) = dest {
+        // A column of outputs per accumulator pair: scalar moves through the slot cost a few
+        // percent of a block's FMAs, once per tile.
+        let cols = d.cols.min(NR);
+        for (i, o) in d.out.iter_mut().enumerate().take(V * 16) {
+            if let Some(o) = o.get_mut(d.col..d.col + cols) {
+                for (r, v) in o.iter_mut().enumerate() {
+                    *v = slot[r * MV + i];
+                }
+            }
         }
     }
 }
 
-/// Packs columns `p0 .. p0 + kc` of the rows of `w` (`[nc, k]`) into `[panel][kc][NR]`, the
-/// padding lanes of a partial last panel zero.
+/// Packs x (`[m, k]`) into panels of [`MV`] rows, `[panel][k][MV]`, the rows past `m` zero,
+/// so a tile's two vectors per depth step are one contiguous 128-byte run.
 ///
-/// A transpose, done 16 × 16 in registers: element by element it costs about as much as the
-/// arithmetic it feeds at m = 32.
+/// A transpose, done 16 × 16 in registers: x is the small operand, so this costs little next
+/// to the product (well under 1 % of it at the shapes benchmarked).
 #[target_feature(enable = "avx512f")]
-fn pack_w(w: &[f32], k: usize, p0: usize, kc: usize, packed: &mut [f32]) {
-    let nc = w.len() / k;
-    if k == 0 || p0 + kc > k || packed.len() < nc.div_ceil(NR) * kc * NR {
+fn pack_x(x: &[f32], m: usize, k: usize, xp: &mut [f32]) {
+    let panels = m.div_ceil(MV);
+    if k == 0 || x.len() < m * k || xp.len() < panels * k * MV {
         return;
     }
-    for (q, panel) in packed
-        .chunks_exact_mut(kc * NR)
-        .take(nc.div_ceil(NR))
-        .enumerate()
-    {
-        for half in 0..NR / 16 {
-            let c0 = q * NR + half * 16;
-            let rows = nc.saturating_sub(c0).min(16);
-            for p in (0..kc).step_by(16) {
-                let width = (kc - p).min(16);
-                // 1 ≤ width ≤ 16: the lanes of the columns this step covers.
+    for (pi, panel) in xp.chunks_exact_mut(k * MV).take(panels).enumerate() {
+        for half in 0..MV / 16 {
+            let i0 = pi * MV + half * 16;
+            let rows = m.saturating_sub(i0).min(16);
+            for p in (0..k).step_by(16) {
+                let width = (k - p).min(16);
                 let mask = ((1u32 << width) - 1) as u16;
                 let mut v = [_mm512_setzero_ps(); 16];
                 for (r, v) in v.iter_mut().enumerate().take(rows) {
-                    let at = (c0 + r) * k + p0 + p;
-                    // SAFETY: row c0 + r < nc and p0 + p + width ≤ p0 + kc ≤ k, so the enabled
-                    // lanes at .. at + width lie inside w (nc·k ≤ w.len()); masked-off lanes are
-                    // neither read nor able to fault.
-                    *v = unsafe { _mm512_maskz_loadu_ps(mask, w.as_ptr().add(at)) };
+                    let at = (i0 + r) * k + p;
+                    // SAFETY: row i0 + r < m and p + width ≤ k, so the enabled lanes lie
+                    // inside x; masked-off lanes are neither read nor able to fault.
+                    *v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(at)) };
                 }
                 let t = transpose16(v);
                 for (j, column) in t.iter().enumerate().take(width) {
-                    let at = (p + j) * NR + half * 16;
-                    // SAFETY: p + j < kc, so at + 16 ≤ (kc − 1)·NR + 32 = kc·NR = panel.len().
+                    let at = (p + j) * MV + half * 16;
+                    // SAFETY: p + j < k, so at + 16 ≤ (k − 1)·MV + 32 = k·MV = panel.len().
                     unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add(at), *column) };
                 }
             }
@@ -190,146 +354,51 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     out
 }
 
-/// One register tile's operands.
-struct Tile<'a> {
-    /// The tile's input rows over the depth block, packed `[kc][M]`.
-    x: &'a [f32],
-    /// Depth of the block.
-    kc: usize,
-    /// The packed panel, `[kc][NR]`.
-    panel: &'a [f32],
-    /// First output column of the panel.
-    col: usize,
-    /// Output columns the panel holds (1 ..= NR); the rest are padding.
-    cols: usize,
-    /// Add to the outputs (later depth blocks) instead of overwriting them (the first).
-    accumulate: bool,
-}
-
-#[target_feature(enable = "avx512f")]
-fn tile_dispatch(mr: usize, t: &Tile<'_>, out: &mut [&mut [f32]]) {
-    match mr {
-        1 => tile::<1>(t, out),
-        2 => tile::<2>(t, out),
-        3 => tile::<3>(t, out),
-        4 => tile::<4>(t, out),
-        5 => tile::<5>(t, out),
-        6 => tile::<6>(t, out),
-        7 => tile::<7>(t, out),
-        8 => tile::<8>(t, out),
-        9 => tile::<9>(t, out),
-        10 => tile::<10>(t, out),
-        11 => tile::<11>(t, out),
-        12 => tile::<12>(t, out),
-        _ => debug_assert!(false, "tile of {mr} input rows"),
-    }
-}
-
-/// `out[i][col .. col + cols] (+)= Σ_p x[p·M + i] · panel[p]` for `i < M`.
-///
-/// Never inlined: alone, the 24 accumulators get registers to themselves (inlined into the
-/// packing loops they were spilled), and one call does thousands of FMAs.
-#[target_feature(enable = "avx512f")]
-#[inline(never)]
-fn tile<const M: usize>(t: &Tile<'_>, out: &mut [&mut [f32]]) {
-    // The raw accesses below rely on these bounds; checking once per tile costs nothing.
-    if M == 0
-        || t.kc == 0
-        || t.cols == 0
-        || t.cols > NR
-        || t.x.len() < t.kc * M
-        || t.panel.len() < t.kc * NR
-        || out.len() < M
-        || out[..M].iter().any(|o| o.len() < t.col + t.cols)
-    {
-        return;
-    }
-    let xp = t.x.as_ptr();
-    let bp = t.panel.as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); 2]; M];
-    for p in 0..t.kc {
-        // SAFETY: p < kc, so p·NR + 32 ≤ kc·NR ≤ panel.len().
-        let b = unsafe {
-            [
-                _mm512_loadu_ps(bp.add(p * NR)),
-                _mm512_loadu_ps(bp.add(p * NR + 16)),
-            ]
-        };
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: i < M and p < kc, so p·M + i < kc·M ≤ x.len().
-            let a = _mm512_set1_ps(unsafe { *xp.add(p * M + i) });
-            acc_i[0] = _mm512_fmadd_ps(a, b[0], acc_i[0]);
-            acc_i[1] = _mm512_fmadd_ps(a, b[1], acc_i[1]);
-        }
-    }
-    // Lanes of each half that are real columns: 1 ≤ cols ≤ 32.
-    let bits = (1u32 << (t.cols - 1) << 1).wrapping_sub(1);
-    let masks = [bits as u16, (bits >> 16) as u16];
-    for (o, acc_i) in out.iter_mut().zip(&acc) {
-        for (h, (v, mask)) in acc_i.iter().zip(masks).enumerate() {
-            store(o, t.col + h * 16, *v, mask, t.accumulate);
-        }
-    }
-}
-
-/// `o[at + l] (+)= v[l]` for the lanes `l` in `mask`; nothing when a lane would fall outside
-/// `o`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn store(o: &mut [f32], at: usize, v: __m512, mask: u16, accumulate: bool) {
-    // The highest enabled lane must lie inside `o`; the masked accesses touch no other.
-    let Some(top) = mask.checked_ilog2() else {
-        return;
-    };
-    if at + top as usize >= o.len() {
-        return;
-    }
-    let p = o[at..].as_mut_ptr();
-    let v = if accumulate {
-        // SAFETY: masked-off lanes are neither read nor able to fault, and the enabled ones,
-        // at most at + top, lie inside `o` (checked above).
-        _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(mask, p) })
-    } else {
-        v
-    };
-    // SAFETY: as for the load, only enabled lanes are written and they lie inside `o`, which
-    // is borrowed mutably.
-    unsafe { _mm512_mask_storeu_ps(p, mask, v) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn input_packing_interleaves_rows() {
-        let (mr, k, p0, kc) = (3, 7, 2, 4);
-        let x: Vec<f32> = (0..mr * k).map(|i| i as f32).collect();
-        let mut block = vec![f32::NAN; kc * mr];
-        pack_x(&x, k, p0, &mut block);
-        for p in 0..kc {
-            for i in 0..mr {
-                assert_eq!(block[p * mr + i], x[i * k + p0 + p]);
+    fn input_packing_transposes_into_padded_panels() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let (m, k): (usize, usize) = (35, 41);
+        let x: Vec<f32> = (0..m * k).map(|i| i as f32 + 1.0).collect();
+        let panels = m.div_ceil(MV);
+        let mut xp = vec![f32::NAN; panels * k * MV];
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        unsafe { pack_x(&x, m, k, &mut xp) };
+        for i in 0..panels * MV {
+            for p in 0..k {
+                let got = xp[(i / MV) * k * MV + p * MV + i % MV];
+                let want = if i < m { x[i * k + p] } else { 0.0 };
+                assert_eq!(got, want, "row {i}, depth {p}");
             }
         }
     }
 
     #[test]
-    fn packing_transposes_and_pads() {
-        let (nc, k) = (35, 41);
-        let w: Vec<f32> = (0..nc * k).map(|i| i as f32 + 1.0).collect();
-        let (p0, kc) = (3, 37);
-        let mut packed = vec![f32::NAN; 2 * kc * NR];
-        if !is_x86_feature_detected!("avx512f") {
+    fn deep_ragged_shapes_match_a_plain_product() {
+        // Several depth blocks (k > KC, not a multiple of 16), a partial last panel and a
+        // partial last weight group, split over more tasks than threads.
+        let (m, k, n) = (37, 2 * KC + 9, 2 * NR + 5);
+        let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect();
+        let mut y = vec![f32::NAN; m * n];
+        if !linear_packed(&x, m, k, &w, n, &mut y) {
             return;
         }
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        unsafe { pack_w(&w, k, p0, kc, &mut packed) };
-        for c in 0..2 * NR {
-            for p in 0..kc {
-                let got = packed[(c / NR) * kc * NR + p * NR + c % NR];
-                let want = if c < nc { w[c * k + p0 + p] } else { 0.0 };
-                assert_eq!(got, want, "column {c}, depth {p}");
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|p| f64::from(x[i * k + p]) * f64::from(w[j * k + p]))
+                    .sum();
+                let got = f64::from(y[i * n + j]);
+                assert!(
+                    (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                    "({i}, {j}): {got} vs {want}"
+                );
             }
         }
     }

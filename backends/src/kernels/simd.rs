@@ -36,39 +36,97 @@ pub(crate) use isa_specialised;
 /// Independent partial sums per reduction: one AVX-512 register's worth.
 pub(crate) const LANES: usize = 16;
 
-/// `a · b` over the common length, with [`LANES`] independent partial sums so it vectorises.
+/// `a · b` over the common length: [`LANES`] independent partial sums, then 8, then single
+/// products, each reduced as a tree, so both long rows and attention's short heads (8–128
+/// values) vectorise without a chain of dependent adds.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let (ra, rb) = (ca.remainder(), cb.remainder());
     for (xa, xb) in ca.zip(cb) {
         for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
             *s += x * y;
         }
     }
-    acc.iter().sum::<f32>() + tail
+    let mut acc8 = [0.0f32; 8];
+    let (ca8, cb8) = (ra.chunks_exact(8), rb.chunks_exact(8));
+    let tail: f32 = ca8
+        .remainder()
+        .iter()
+        .zip(cb8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xa, xb) in ca8.zip(cb8) {
+        for ((s, x), y) in acc8.iter_mut().zip(xa).zip(xb) {
+            *s += x * y;
+        }
+    }
+    tree_sum16(acc) + tree_sum8(acc8) + tail
 }
 
 /// `Σ a²`, vectorisable like [`dot`].
 #[inline(always)]
 pub(crate) fn sum_of_squares(a: &[f32]) -> f32 {
+    dot(a, a)
+}
+
+/// `Σ a` with [`LANES`] independent partial sums.
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks = a.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+    let tail: f32 = chunks.remainder().iter().sum();
     for c in chunks {
         for (s, x) in acc.iter_mut().zip(c) {
-            *s += x * x;
+            *s += x;
         }
     }
-    acc.iter().sum::<f32>() + tail
+    tree_sum16(acc) + tail
+}
+
+/// The largest value of `a` (−inf when empty; NaNs are ignored, as `f32::max` does), with
+/// [`LANES`] independent running maxima.
+#[inline(always)]
+pub(crate) fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+    for c in chunks {
+        for (s, x) in acc.iter_mut().zip(c) {
+            *s = s.max(*x);
+        }
+    }
+    acc.iter().fold(tail, |m, x| m.max(*x))
+}
+
+/// Sum of 16 partial sums by halving, which compiles to a few shuffles and adds instead of 15
+/// dependent scalar adds.
+#[inline(always)]
+fn tree_sum16(mut v: [f32; 16]) -> f32 {
+    for i in 0..8 {
+        v[i] += v[i + 8];
+    }
+    let mut h = [0.0f32; 8];
+    h.copy_from_slice(&v[..8]);
+    tree_sum8(h)
+}
+
+/// Sum of 8 partial sums by halving.
+#[inline(always)]
+fn tree_sum8(mut v: [f32; 8]) -> f32 {
+    for i in 0..4 {
+        v[i] += v[i + 4];
+    }
+    for i in 0..2 {
+        v[i] += v[i + 2];
+    }
+    v[0] + v[1]
 }
 
 /// `eˣ` to about 2 ulp for finite `x`, in branch-free arithmetic the compiler vectorises
@@ -125,12 +183,29 @@ mod tests {
 
     #[test]
     fn reductions_match_sequential_sums() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.25 - 3.0).collect();
-        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.5).collect();
-        let want: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
-        assert!((f64::from(dot(&a, &b)) - want).abs() < 1e-3);
-        let sq: f64 = a.iter().map(|x| f64::from(x * x)).sum();
-        assert!((f64::from(sum_of_squares(&a)) - sq).abs() < 1e-3);
+        // Lengths that exercise every combination of the 16-, 8- and 1-wide parts.
+        for len in [0, 1, 7, 8, 9, 16, 24, 31, 37, 64, 128] {
+            let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| 1.0 - i as f32 * 0.5).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            assert!((f64::from(dot(&a, &b)) - want).abs() < 1e-3, "len {len}");
+            let sq: f64 = a.iter().map(|x| f64::from(x * x)).sum();
+            assert!(
+                (f64::from(sum_of_squares(&a)) - sq).abs() < 1e-2,
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn sums_and_maxima_cover_every_length() {
+        for len in [0usize, 1, 15, 16, 17, 40] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 7.3) % 11.0 - 5.0).collect();
+            let want: f64 = a.iter().map(|x| f64::from(*x)).sum();
+            assert!((f64::from(sum(&a)) - want).abs() < 1e-4, "len {len}");
+            let m = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&a), m, "len {len}");
+        }
     }
 
     isa_specialised! {
