@@ -542,6 +542,7 @@ fn the_cpu_peak_cache_round_trips() {
     let entry = CpuPeakEntry {
         cpu_model: "Acme CPU".to_string(),
         threads: 8,
+        method: backends::meters::peak::PEAK_METHOD,
         bytes_per_s: 20e9,
         flops_per_s: [("f32".to_string(), 1e11)].into_iter().collect(),
     };
@@ -549,7 +550,7 @@ fn the_cpu_peak_cache_round_trips() {
         entries: vec![entry.clone()],
     })
     .unwrap();
-    assert_eq!(peak.cached(), Some(entry));
+    assert_eq!(peak.cached(), Some(entry.clone()));
     let p = peak.peak("f32").unwrap();
     assert_eq!((p.flops_per_s, p.bytes_per_s), (1e11, 20e9));
     let path = f.cache.join("cpu_peak.json");
@@ -559,8 +560,23 @@ fn the_cpu_peak_cache_round_trips() {
     );
     // Another thread count is another entry.
     assert_eq!(CpuPeak::new(Some(&f.cache), "Acme CPU", 4).cached(), None);
+    // Figures from an older measuring method are not used.
+    let old = CpuPeakEntry {
+        method: 1,
+        ..entry.clone()
+    };
+    peak.store_cache(&CpuPeakCache { entries: vec![old] })
+        .unwrap();
+    assert_eq!(peak.cached(), None);
     // A corrupt cache is an empty one.
     fs::write(&path, "{not json").unwrap();
+    assert_eq!(peak.cached(), None);
+    // Files from before the method field read as method 0, an old one.
+    fs::write(
+        &path,
+        r#"{"entries":[{"cpu_model":"Acme CPU","threads":8,"bytes_per_s":1.0,"flops_per_s":{}}]}"#,
+    )
+    .unwrap();
     assert_eq!(peak.cached(), None);
 }
 

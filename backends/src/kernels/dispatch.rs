@@ -99,18 +99,26 @@ impl Isa {
     }
 }
 
-/// Output rows per parallel task: few enough tasks that rayon's per-task cost vanishes next to
-/// the work, enough that a stalled thread's share can be stolen, and a multiple of 8 so every
-/// task runs whole register blocks.
+/// Output rows per parallel task: equal shares, a whole number of them per thread (so no
+/// thread idles while another finishes a larger share), up to [`TASKS_PER_THREAD`] per thread
+/// so a stalled thread's share can be stolen, but none under [`MIN_TASK_MACS`]; a multiple of 8
+/// so every task runs whole register blocks.
 pub(crate) fn rows_per_task(m: usize, k: usize, n: usize, threads: usize) -> usize {
-    // Below ~256 K multiply-adds a task costs about as much to schedule as to run.
-    const MIN_TASK_MACS: usize = 1 << 18;
-    const MIN_ROWS: usize = 64;
-    const TASKS_PER_THREAD: usize = 4;
-    let by_work = MIN_TASK_MACS.div_ceil(m.max(1) * k.max(1));
-    let by_balance = n.div_ceil(threads.max(1) * TASKS_PER_THREAD);
-    by_balance.max(by_work).max(MIN_ROWS).next_multiple_of(8)
+    let threads = threads.max(1);
+    let macs = m.max(1).saturating_mul(k.max(1)).saturating_mul(n);
+    let affordable = (macs / MIN_TASK_MACS).max(1);
+    let mut tasks = (threads * TASKS_PER_THREAD).min(affordable);
+    if tasks > threads {
+        tasks -= tasks % threads;
+    }
+    n.div_ceil(tasks).next_multiple_of(8).max(8)
 }
+
+/// The least work worth a task of its own: 64 K multiply-adds, which in a decode step is 256 KiB
+/// of weights, tens of microseconds of streaming against a few for handing a task to a thread.
+const MIN_TASK_MACS: usize = 1 << 16;
+/// Tasks per thread when the work allows.
+const TASKS_PER_THREAD: usize = 4;
 
 #[cfg(test)]
 mod tests {
@@ -131,16 +139,31 @@ mod tests {
     }
 
     #[test]
-    fn tasks_are_whole_blocks_and_not_tiny() {
+    fn tasks_are_whole_blocks_equal_shares_and_not_tiny() {
+        // Decode and prefill shapes of SmolLM-135M and TinyLlama-1.1B (fused q/k/v, o, gate/up,
+        // down, LM head) and some degenerate ones.
         for (m, k, n, t) in [
-            (1, 2048, 5632, 2),
-            (8, 576, 1536, 2),
+            (1, 576, 960, 2),
+            (1, 576, 576, 2),
+            (1, 576, 3072, 2),
+            (1, 1536, 576, 2),
+            (1, 576, 49152, 2),
+            (8, 2048, 2560, 2),
+            (1, 5632, 2048, 2),
+            (1, 2048, 32000, 2),
             (1, 7, 3, 1),
             (3, 1, 1000, 64),
         ] {
             let rows = rows_per_task(m, k, n, t);
+            let tasks = n.div_ceil(rows);
             assert_eq!(rows % 8, 0);
-            assert!(rows >= 64);
+            assert!(
+                tasks == 1 || rows * m * k >= MIN_TASK_MACS / 2,
+                "{m}×{k}×{n}: {rows}"
+            );
+            if n * m * k >= 2 * t * MIN_TASK_MACS && n >= 8 * t * TASKS_PER_THREAD {
+                assert_eq!(tasks % t, 0, "{m}×{k}×{n} on {t}: {tasks} tasks of {rows}");
+            }
         }
         // A large GEMV is split into several tasks per thread.
         assert!(5632 / rows_per_task(1, 2048, 5632, 2) >= 4);

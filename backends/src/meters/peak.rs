@@ -2,8 +2,8 @@
 //!
 //! GPUs: a table of datasheet figures keyed by the exact NVML product name. CPUs: nothing
 //! comparable is published per SKU, so a short microbenchmark (a multi-threaded memory copy and
-//! a burn-flex matmul, the library the runs use) is measured once per machine, CPU model and
-//! thread count, and cached as JSON.
+//! a matmul on the code the runs use: llmeff's GEMM for f32, burn-flex for f16/bf16) is
+//! measured once per machine, CPU model and thread count, and cached as JSON.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -216,6 +216,10 @@ pub struct CpuPeakEntry {
     pub cpu_model: String,
     /// Threads the benchmark used.
     pub threads: usize,
+    /// How the figures were measured ([`PEAK_METHOD`]); entries from an older method are
+    /// measured again (files written before the field existed read as 0).
+    #[serde(default)]
+    pub method: u32,
     /// Best memory copy bandwidth, bytes read + written per second.
     pub bytes_per_s: f64,
     /// Best matmul FLOP/s by dtype name.
@@ -238,6 +242,11 @@ pub struct CpuPeak {
     cpu_model: String,
     threads: usize,
 }
+
+/// The current measuring method. 2: f32 FLOP/s on llmeff's own GEMM (`crate::kernels`), which
+/// is what f32 runs on the CPU use; method 1 timed burn-flex's matmul, about half as fast on
+/// AVX-512 CPUs (`cargo bench -p llmeff-backends --bench kernels`), so MFU could read above 1.
+pub const PEAK_METHOD: u32 = 2;
 
 /// Buffer of the memory copy: far larger than any CPU cache, so DRAM is what is measured.
 const COPY_BYTES: usize = 256 << 20;
@@ -275,7 +284,11 @@ impl CpuPeak {
         self.load_cache()
             .entries
             .into_iter()
-            .find(|e| e.cpu_model == self.cpu_model && e.threads == self.threads)
+            .find(|e| self.is_mine(e))
+    }
+
+    fn is_mine(&self, e: &CpuPeakEntry) -> bool {
+        e.cpu_model == self.cpu_model && e.threads == self.threads && e.method == PEAK_METHOD
     }
 
     /// Writes `cache` atomically (temp file, rename), so a concurrent reader never sees half
@@ -299,10 +312,11 @@ impl CpuPeak {
     pub fn peak(&self, dtype: &str) -> Result<DevicePeak, PeakError> {
         let burn_dtype = burn_dtype(dtype)?;
         let mut cache = self.load_cache();
-        let idx = cache
-            .entries
-            .iter()
-            .position(|e| e.cpu_model == self.cpu_model && e.threads == self.threads);
+        // Figures from an older method for this CPU are replaced, not kept beside new ones.
+        cache.entries.retain(|e| {
+            e.method == PEAK_METHOD || e.cpu_model != self.cpu_model || e.threads != self.threads
+        });
+        let idx = cache.entries.iter().position(|e| self.is_mine(e));
         let entry = match idx {
             Some(i) if cache.entries[i].flops_per_s.contains_key(dtype) => {
                 return Ok(self.to_peak(&cache.entries[i], dtype));
@@ -312,6 +326,7 @@ impl CpuPeak {
                 cache.entries.push(CpuPeakEntry {
                     cpu_model: self.cpu_model.clone(),
                     threads: self.threads,
+                    method: PEAK_METHOD,
                     bytes_per_s: measure_copy_bandwidth(COPY_BYTES, self.threads, 4)?,
                     flops_per_s: BTreeMap::new(),
                 });
@@ -377,9 +392,13 @@ pub fn measure_copy_bandwidth(bytes: usize, threads: usize, reps: usize) -> Resu
     }
 }
 
-/// Best of `reps` `n`×`n`×`n` matmuls on burn-flex at `dtype` after one warm-up,
-/// 2·n³ FLOP each, FLOP/s.
+/// Best of `reps` `n`×`n`×`n` matmuls at `dtype` after one warm-up, 2·n³ FLOP each, FLOP/s:
+/// f32 on llmeff's own kernel (`crate::kernels::linear_f32`, what f32 CPU runs use), f16 and
+/// bf16 on burn-flex (what those runs use).
 pub fn measure_matmul_flops(n: usize, dtype: DType, reps: usize) -> Result<f64, PeakError> {
+    if dtype == DType::F32 {
+        return measure_kernel_flops(n, reps);
+    }
     let run = || -> Result<f64, PeakError> {
         let device = FlexDevice;
         // Deterministic, non-trivial values; their magnitude keeps f16 finite.
@@ -415,6 +434,29 @@ pub fn measure_matmul_flops(n: usize, dtype: DType, reps: usize) -> Result<f64, 
             .unwrap_or_else(|| "panic".to_string());
         Err(PeakError::Benchmark(msg))
     })
+}
+
+/// [`measure_matmul_flops`] for f32: llmeff's CPU GEMM on `[n, n] · [n, n]ᵀ`.
+fn measure_kernel_flops(n: usize, reps: usize) -> Result<f64, PeakError> {
+    let values: Vec<f32> = (0..n * n)
+        .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let mut y = vec![0.0f32; n * n];
+    let mut best = f64::INFINITY;
+    for i in 0..=reps.max(1) {
+        let start = Instant::now();
+        crate::kernels::linear_f32(&values, n, n, &values, n, &mut y);
+        let secs = start.elapsed().as_secs_f64();
+        if i > 0 {
+            best = best.min(secs);
+        }
+    }
+    std::hint::black_box(&y);
+    if best > 0.0 && best.is_finite() {
+        Ok(2.0 * (n as f64).powi(3) / best)
+    } else {
+        Err(PeakError::NoTime("matmul"))
+    }
 }
 
 #[cfg(test)]
