@@ -2,6 +2,8 @@
 //! batch 1 and 8 for three model shapes, with the bandwidth decode achieves against the
 //! machine's measured copy bandwidth (MBU), and memory growth over a long generation.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -22,6 +24,8 @@ struct BenchModel {
     /// Model source for the runtime.
     source: &'static str,
     weights: WeightsKind,
+    /// Its name in `benches/transformers_shapes.py`'s output.
+    baseline_key: &'static str,
 }
 
 const MODELS: &[BenchModel] = &[
@@ -29,16 +33,19 @@ const MODELS: &[BenchModel] = &[
         label: "tiny-stories",
         source: "tiny-stories",
         weights: WeightsKind::Pretrained,
+        baseline_key: "tiny-stories-dir",
     },
     BenchModel {
         label: "SmolLM-135M shape",
         source: "HuggingFaceTB/SmolLM-135M",
         weights: WeightsKind::Random,
+        baseline_key: "smollm-135m",
     },
     BenchModel {
         label: "TinyLlama-1.1B shape",
         source: "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
         weights: WeightsKind::Random,
+        baseline_key: "tinyllama-1.1b",
     },
 ];
 
@@ -54,6 +61,67 @@ struct BenchRow {
     decode_tokens_per_s: f64,
     decode_bytes_per_s: f64,
     mbu: Option<f64>,
+    /// transformers' figures for the same model and batch, from `--baseline`.
+    baseline: Option<Baseline>,
+}
+
+/// A peer's speed on one model and batch.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+struct Baseline {
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+}
+
+/// Prompt and generation lengths `benches/transformers_shapes.py` measures with.
+const BASELINE_PROMPT_TOKENS: usize = 32;
+const BASELINE_NEW_TOKENS: usize = 64;
+
+/// Reads `benches/transformers_shapes.py`'s output: per-shape lines `<shape> {json}` and/or the
+/// final line with every shape, so the output of an interrupted run still counts. Returns the
+/// figures by (shape, batch).
+fn read_baseline(path: &Path) -> Result<BTreeMap<(String, usize), Baseline>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the baseline {}: {e}", path.display()))?;
+    let mut shapes: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Ok(serde_json::Value::Object(all)) = serde_json::from_str(line) {
+            shapes.extend(all.into_iter().filter(|(_, v)| v.is_object()));
+        } else if let Some((name, json)) = line.split_once(' ')
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(json)
+        {
+            shapes.insert(name.to_string(), value);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (shape, value) in &shapes {
+        for batch in [1usize, 8] {
+            let Some(row) = value.get(format!("batch{batch}")) else {
+                continue;
+            };
+            let prefill_s = row.get("prefill_s").and_then(serde_json::Value::as_f64);
+            let decode = row
+                .get("decode_tokens_per_s")
+                .and_then(serde_json::Value::as_f64);
+            if let (Some(prefill_s), Some(decode)) = (prefill_s, decode)
+                && prefill_s > 0.0
+            {
+                out.insert(
+                    (shape.clone(), batch),
+                    Baseline {
+                        prefill_tokens_per_s: (batch * BASELINE_PROMPT_TOKENS) as f64 / prefill_s,
+                        decode_tokens_per_s: decode,
+                    },
+                );
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{} holds no figures from benches/transformers_shapes.py (lines `<shape> {{\"batch1\": ...}}`)",
+            path.display()
+        ));
+    }
+    Ok(out)
 }
 
 /// Runs the benchmark and prints the table (or JSON).
@@ -69,6 +137,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         Some(ForwardArg::Host) => CpuForward::Host,
         Some(ForwardArg::Burn) => CpuForward::Burn,
         None => CpuForward::from_env(),
+    };
+    let baseline = match &args.baseline {
+        Some(path) => {
+            if (args.prompt_tokens, args.new_tokens)
+                != (BASELINE_PROMPT_TOKENS, BASELINE_NEW_TOKENS)
+            {
+                return Err(Failure::input(format!(
+                    "the baseline is measured with a {BASELINE_PROMPT_TOKENS}-token prompt and {BASELINE_NEW_TOKENS} new tokens; drop --prompt-tokens/--new-tokens to compare"
+                )));
+            }
+            Some(read_baseline(path).map_err(Failure::input)?)
+        }
+        None => None,
     };
     let runtime = backends::BurnRuntime::new().with_cpu_forward(forward);
     let forward_name = match forward {
@@ -120,7 +201,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                 peak.as_ref().map(|p| p.bytes_per_s),
             )
             .map_err(|e| Failure::work(format!("{} batch {batch}: {e}", bench.label)))?;
-            rows.push(row);
+            let peer = baseline
+                .as_ref()
+                .and_then(|b| b.get(&(bench.baseline_key.to_string(), batch)).copied());
+            rows.push(BenchRow {
+                baseline: peer,
+                ..row
+            });
         }
     }
     let growth = if args.growth_tokens > 0 {
@@ -160,7 +247,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(vec![
+    let mut header = vec![
         "model",
         "batch",
         "prefill ms",
@@ -168,9 +255,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         "decode tok/s",
         "decode GB/s",
         "MBU",
-    ]);
+    ];
+    if baseline.is_some() {
+        header.extend([
+            "transformers prefill tok/s",
+            "transformers decode tok/s",
+            "prefill ×",
+            "decode ×",
+        ]);
+    }
+    table.set_header(header);
     for r in &rows {
-        table.add_row(vec![
+        let mut cells = vec![
             r.model.clone(),
             r.batch.to_string(),
             format!("{:.2}", r.prefill_s * 1e3),
@@ -180,9 +276,32 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             r.mbu
                 .map(|m| format!("{:.0} %", m * 100.0))
                 .unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if baseline.is_some() {
+            cells.extend(match r.baseline {
+                Some(b) => vec![
+                    format!("{:.0}", b.prefill_tokens_per_s),
+                    format!("{:.1}", b.decode_tokens_per_s),
+                    format!("{:.2}", r.prefill_tokens_per_s / b.prefill_tokens_per_s),
+                    format!("{:.2}", r.decode_tokens_per_s / b.decode_tokens_per_s),
+                ],
+                None => vec![
+                    "not measured".into(),
+                    "not measured".into(),
+                    "-".into(),
+                    "-".into(),
+                ],
+            });
+        }
+        table.add_row(cells);
     }
     println!("{table}");
+    if let Some(path) = &args.baseline {
+        println!(
+            "transformers figures from {} (measure them on this machine just before or after: the same sitting)",
+            path.display()
+        );
+    }
     println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
     if let Some((early, late)) = growth {
         println!(
@@ -267,6 +386,7 @@ fn measure(
         decode_tokens_per_s: (batch * decode_steps) as f64 / best_decode,
         decode_bytes_per_s,
         mbu: copy_bytes_per_s.map(|c| decode_bytes_per_s / c),
+        baseline: None,
     })
 }
 
@@ -317,5 +437,47 @@ fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64,
     match (early, rss_bytes()) {
         (Some(a), Some(b)) => Ok((a, b)),
         _ => Err("resident memory is not readable from /proc/self/status".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_reads_shape_lines_and_the_final_json() {
+        let dir = std::env::temp_dir().join(format!("llmeff-baseline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("baseline.jsonl");
+        // An interrupted run: one shape line, no final line.
+        std::fs::write(
+            &path,
+            "Loading weights: 100%\nsmollm-135m {\"batch1\": {\"prefill_s\": 0.2, \"decode_tokens_per_s\": 14.2, \"generate_s\": 4.6}}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap();
+        assert_eq!(
+            b[&("smollm-135m".to_string(), 1)],
+            Baseline {
+                prefill_tokens_per_s: 160.0,
+                decode_tokens_per_s: 14.2
+            }
+        );
+        assert!(!b.contains_key(&("smollm-135m".to_string(), 8)));
+        // A finished run's last line holds every shape.
+        std::fs::write(
+            &path,
+            "{\"torch\": \"2.15.0\", \"threads\": 2, \"tinyllama-1.1b\": {\"batch8\": {\"prefill_s\": 6.4, \"decode_tokens_per_s\": 4.1}}}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap();
+        assert_eq!(
+            b[&("tinyllama-1.1b".to_string(), 8)].prefill_tokens_per_s,
+            40.0
+        );
+        std::fs::write(&path, "nothing useful\n").unwrap();
+        assert!(read_baseline(&path).unwrap_err().contains("no figures"));
+        assert!(read_baseline(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,53 @@
+"""Peer baseline for `llmeff bench --baseline`: transformers (PyTorch eager, CPU, 2 threads) on
+random-weight Llama models of real shapes. Prefill time for a 32-token prompt, then decode tokens/s for 64 new tokens
+(greedy, EOS ignored), batch 1 and 8. Median of RUNS after one warm-up.
+Usage: python benches/transformers_shapes.py [shape ...] > baseline.jsonl
+       shapes: tiny-stories-dir smollm-135m tinyllama-1.1b
+Needs torch and transformers (pip install torch transformers). Copied from the bundled models'
+scripts (models were made with them); the last line printed is the JSON llmeff bench reads."""
+import json, statistics, sys, time, os
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, AutoModelForCausalLM
+
+SHAPES = {
+    "smollm-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                        num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
+    "tinyllama-1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                           num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False),
+}
+PROMPT, NEW, RUNS = 32, 64, int(os.environ.get("RUNS", "3"))
+
+def model_for(shape):
+    if shape == "tiny-stories-dir":
+        shape = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "tiny-stories")
+    if shape in SHAPES:
+        cfg = LlamaConfig(**SHAPES[shape], rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=2048)
+        torch.manual_seed(0)
+        return LlamaForCausalLM(cfg).eval(), cfg.vocab_size
+    m = AutoModelForCausalLM.from_pretrained(shape, dtype=torch.float32).eval()
+    return m, m.config.vocab_size
+
+def bench(shape):
+    model, vocab = model_for(shape)
+    out = {}
+    for bs in (1, 8):
+        ids = torch.randint(3, vocab, (bs, PROMPT), generator=torch.Generator().manual_seed(1))
+        kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+        with torch.inference_mode():
+            model.generate(ids, max_new_tokens=NEW, **kw)
+            pre, full = [], []
+            for _ in range(RUNS):
+                t0 = time.perf_counter(); model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw); pre.append(time.perf_counter() - t0)
+                t0 = time.perf_counter(); model.generate(ids, max_new_tokens=NEW, min_new_tokens=NEW, **kw); full.append(time.perf_counter() - t0)
+        p, f = statistics.median(pre), statistics.median(full)
+        out[f"batch{bs}"] = {"prefill_s": round(p, 4), "decode_tokens_per_s": round(bs * (NEW - 1) / (f - p), 1),
+                             "generate_s": round(f, 4)}
+    return out
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    res = {"torch": torch.__version__, "threads": 2}
+    for s in sys.argv[1:] or list(SHAPES):
+        res[s] = bench(s)
+        print(s, json.dumps(res[s]), flush=True)
+    print(json.dumps(res))
