@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use engine::runtime::RuntimeError;
 use half::{bf16, f16};
 use memmap2::Mmap;
+use rayon::prelude::*;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use serde::Deserialize;
@@ -235,18 +236,30 @@ fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
     Ok(out)
 }
 
-/// Row-major `[rows, cols]` to row-major `[cols, rows]`, tile by tile.
-pub(crate) fn transposed<E: Copy + Default>(src: &[E], rows: usize, cols: usize) -> Vec<E> {
+/// Row-major `[rows, cols]` to row-major `[cols, rows]`, tile by tile, bands of output rows in
+/// parallel (loading a billion-parameter model transposes gigabytes).
+pub(crate) fn transposed<E: Copy + Default + Send + Sync>(
+    src: &[E],
+    rows: usize,
+    cols: usize,
+) -> Vec<E> {
     let mut dst = vec![E::default(); src.len()];
-    for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
-        for c0 in (0..cols).step_by(TRANSPOSE_TILE) {
-            for r in r0..(r0 + TRANSPOSE_TILE).min(rows) {
-                for c in c0..(c0 + TRANSPOSE_TILE).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+    if rows == 0 || cols == 0 || src.len() != rows * cols {
+        return dst;
+    }
+    dst.par_chunks_mut(TRANSPOSE_TILE * rows)
+        .enumerate()
+        .for_each(|(band, out)| {
+            let c0 = band * TRANSPOSE_TILE;
+            let c1 = (c0 + TRANSPOSE_TILE).min(cols);
+            for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
+                for c in c0..c1 {
+                    for r in r0..(r0 + TRANSPOSE_TILE).min(rows) {
+                        out[(c - c0) * rows + r] = src[r * cols + c];
+                    }
                 }
             }
-        }
-    }
+        });
     dst
 }
 
