@@ -282,6 +282,11 @@ impl HostWeights {
                 step.past, cache.batch
             )));
         }
+        if t == 0 || b == 0 {
+            return Err(RuntimeError::InvalidInput(
+                "a step needs at least one sequence and one position".into(),
+            ));
+        }
         if past + t > cache.capacity {
             return Err(RuntimeError::Backend(format!(
                 "KV cache holds {} positions, {} needed",
