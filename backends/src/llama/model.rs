@@ -342,3 +342,106 @@ impl<B: Backend> LlamaModel<B> {
         self.linear(&w.down_proj, gate * up)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn_flex::{Flex, FlexDevice};
+
+    use super::*;
+    use crate::llama::batch::PaddedBatch;
+    use crate::llama::rope::{RopeConfig, RopeScaling};
+    use crate::llama::weights::WeightSource;
+
+    /// A small GQA config with head_dim 16 and a tied head, so both paths' special cases run.
+    fn config() -> LlamaConfig {
+        LlamaConfig {
+            hidden_size: 64,
+            intermediate_size: 96,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            rms_norm_eps: 1e-5,
+            rope: RopeConfig {
+                theta: 10_000.0,
+                scaling: RopeScaling::None,
+            },
+            tie_word_embeddings: true,
+            vocab_size: 97,
+            max_position_embeddings: 64,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+            initializer_range: 0.2,
+        }
+    }
+
+    fn models() -> (LlamaModel<Flex>, LlamaModel<Flex>) {
+        let c = config();
+        let source = WeightSource::Random { seed: 7 };
+        let burn =
+            LlamaWeights::build(&c, &source, &FlexDevice, engine::runtime::DType::F32).unwrap();
+        let host = HostWeights::build(&c, &source).unwrap();
+        let make = |w| LlamaModel::new(c.clone(), w, FlexDevice, DType::F32);
+        (
+            make(ModelWeights::Burn(burn)),
+            make(ModelWeights::Host(host)),
+        )
+    }
+
+    fn values(t: Tensor<Flex, 2>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn host_and_burn_paths_compute_the_same_random_model() {
+        let (burn, host) = models();
+        assert!(host.on_host() && !burn.on_host());
+        let prompts = vec![vec![3, 5, 8, 13, 21], vec![34, 55]];
+        let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
+        let mut states = [burn.new_state(2, 7, 7), host.new_state(2, 7, 7)];
+        let mut logits = [Vec::new(), Vec::new()];
+        for ((model, state), out) in [&burn, &host].into_iter().zip(&mut states).zip(&mut logits) {
+            let all = model
+                .step(batch.prefill(&prompts), state, LogitRows::All)
+                .unwrap();
+            out.extend(values(all));
+            let next = model
+                .step(
+                    batch.decode(1, &[4, 6], state.len()),
+                    state,
+                    LogitRows::Last,
+                )
+                .unwrap();
+            out.extend(values(next));
+            assert_eq!(state.len(), 6);
+            assert_eq!(state.kv_bytes(), 2 * 2 * 2 * 2 * 16 * 4 * 6);
+        }
+        assert_eq!(logits[0].len(), (2 * 5 + 2) * 97);
+        let worst = logits[0]
+            .iter()
+            .zip(&logits[1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        // Both are f32 with different summation orders.
+        assert!(worst < 1e-4, "max abs difference {worst}");
+        assert_eq!(burn.executed_flops(), host.executed_flops());
+    }
+
+    #[test]
+    fn a_full_host_cache_or_a_stale_step_is_an_error() {
+        let (_, host) = models();
+        let batch = PaddedBatch::new(vec![2]);
+        let mut state = host.new_state(1, 3, 3);
+        host.step(batch.prefill(&[vec![3, 4]]), &mut state, LogitRows::Last)
+            .unwrap();
+        // A step that claims the wrong number of cached positions.
+        let stale = batch.decode(1, &[5], 0);
+        assert!(host.step(stale, &mut state, LogitRows::Last).is_err());
+        host.step(batch.decode(1, &[5], 2), &mut state, LogitRows::Last)
+            .unwrap();
+        let err = host
+            .step(batch.decode(2, &[6], 3), &mut state, LogitRows::Last)
+            .unwrap_err();
+        assert!(err.to_string().contains("KV cache holds 3"), "{err}");
+    }
+}
