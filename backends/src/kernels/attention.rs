@@ -168,15 +168,7 @@ isa_specialised! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
-                    - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::tests::values;
 
     /// Straightforward f64 attention with repeated KV heads, as the definition reads.
     fn reference(

@@ -2,10 +2,7 @@
 //! with whatever SIMD the build target guarantees (SSE2 on x86-64, NEON on aarch64).
 
 use super::gemv::Panels;
-
-/// Independent partial sums per dot product: one vector's worth on wide targets, and enough
-/// chains to hide the add latency on narrow ones.
-const LANES: usize = 16;
+use super::simd::dot;
 
 /// `out[i][col0 + r] = x[i] · w[r]` for every input row and weight row of the panels.
 ///
@@ -22,21 +19,4 @@ pub(super) fn block(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
             o[col0 + r] = dot(xr, wr);
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
