@@ -130,6 +130,7 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
     }
     if let Some(model) = &record.model {
         row.set("architecture", model.architecture.as_str())?
+            .set("compute", model.compute.as_str())?
             .set("model_parameters", model.parameters)?
             .set("model_bytes", model.weight_bytes)?;
     }

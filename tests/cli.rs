@@ -249,6 +249,8 @@ fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
         assert!(v > 0.0 && v < 1.0, "{column} = {v}");
     }
     assert!(text(row, "peak_source").starts_with("microbenchmark"));
+    // f32 on the CPU runs on llmeff's kernels, and the row says so.
+    assert!(text(row, "compute").starts_with("llmeff-kernels/"));
 }
 
 #[test]

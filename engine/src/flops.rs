@@ -90,6 +90,7 @@ mod tests {
         ModelInfo {
             name: "tiny-stories".into(),
             architecture: "llama".into(),
+            compute: "test".into(),
             parameters: 0,
             weight_bytes: 0,
             hidden_size: 64,

@@ -147,6 +147,9 @@ pub struct ModelInfo {
     pub name: String,
     /// Architecture family, e.g. `llama`.
     pub architecture: String,
+    /// What computes the forward pass, e.g. `llmeff-kernels/avx512` or a burn backend's name:
+    /// speed depends on it as much as on the device.
+    pub compute: String,
     /// Total parameter count.
     pub parameters: u64,
     /// Bytes the weights occupy in memory at the loaded dtype.

@@ -137,6 +137,7 @@ impl Runtime for FakeRuntime {
             info: ModelInfo {
                 name: spec.source.clone(),
                 architecture: "fake".into(),
+                compute: "fake".into(),
                 parameters: 10,
                 weight_bytes: 40,
                 hidden_size: 4,

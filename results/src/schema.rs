@@ -118,6 +118,12 @@ pub const RUN_COLUMNS: &[Column] = &[
     col("meters", Text, false, "meters requested, `+`-separated"),
     col("architecture", Text, true, "model family"),
     col(
+        "compute",
+        Text,
+        true,
+        "what ran the forward pass: `llmeff-kernels/<isa>` (f32 on the CPU) or the burn backend",
+    ),
+    col(
         "model_parameters",
         Int,
         true,

@@ -92,9 +92,17 @@ impl<B: Backend> LoadedLlama<B> {
             }
             ModelWeights::Burn(weights)
         };
+        let compute = match &weights {
+            ModelWeights::Host(_) => format!(
+                "llmeff-kernels/{}",
+                format!("{:?}", crate::kernels::Isa::detect()).to_lowercase()
+            ),
+            ModelWeights::Burn(_) => format!("burn-{}", B::name(&device)),
+        };
         let info = ModelInfo {
             name: source.name.clone(),
             architecture: "llama".into(),
+            compute,
             parameters,
             weight_bytes: weight_bytes.max(0) as u64,
             hidden_size: config.hidden_size,

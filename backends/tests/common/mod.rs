@@ -53,6 +53,15 @@ pub fn load_f32_each_forward(source: &str) -> Vec<(CpuForward, BurnModel)> {
                 .load_model(&spec(source, DType::F32, WeightsKind::Pretrained, 0))
                 .unwrap_or_else(|e| panic!("loading {source} on {forward:?}: {e}"));
             assert_eq!(model.on_host_kernels(), forward == CpuForward::Host);
+            let compute = &model.info().compute;
+            let expected = match forward {
+                CpuForward::Host => "llmeff-kernels/",
+                CpuForward::Burn => "burn-",
+            };
+            assert!(
+                compute.starts_with(expected),
+                "{forward:?} ran on {compute}"
+            );
             (forward, model)
         })
         .collect()
