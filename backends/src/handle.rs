@@ -23,10 +23,10 @@ pub(crate) trait ErasedModel: LoadedModel {
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError>;
     fn executed_flops(&self) -> u64;
-
-    /// Whether the model runs on llmeff's host kernels rather than burn's ops.
-    fn on_host_kernels(&self) -> bool;
 }
+
+/// How [`ModelInfo::compute`] starts for a model on llmeff's host kernels (`/<isa>` follows).
+pub(crate) const HOST_COMPUTE: &str = "llmeff-kernels";
 
 /// A model loaded by [`crate::BurnRuntime`] on some device.
 pub struct BurnModel {
@@ -50,7 +50,10 @@ impl BurnModel {
 
     /// Whether the model runs on llmeff's host kernels (f32 on the CPU) rather than burn's ops.
     pub fn on_host_kernels(&self) -> bool {
-        self.inner.on_host_kernels()
+        self.info()
+            .compute
+            .strip_prefix(HOST_COMPUTE)
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// FLOPs of the matrix products this model has executed since it was loaded, counted from

@@ -9,6 +9,7 @@
 //! against this path measured burn-flex 1.6–5.6× slower end to end (prefill and decode, batch 1
 //! and 8, tiny-stories and the SmolLM-135M and TinyLlama-1.1B shapes).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::runtime::RuntimeError;
@@ -18,7 +19,8 @@ use super::config::LlamaConfig;
 use super::model::LogitRows;
 use super::rope::{RopeConfig, rope_table_values};
 use super::weights::{
-    LM_HEAD, Role, WeightSource, checkpoint_layout_f32, reject_unexpected_tensors, weight_specs,
+    LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
+    weight_specs,
 };
 use crate::kernels::{AttentionShape, attention, linear_f32, rms_norm, rotate_half, silu_mul};
 
@@ -101,23 +103,33 @@ impl HostWeights {
         if let WeightSource::Checkpoint(ckpt) = source {
             reject_unexpected_tensors(ckpt, &specs, config)?;
         }
+        if u32::try_from(specs.len()).is_err() {
+            return Err(RuntimeError::Backend(
+                "model has more than 2^32 tensors".into(),
+            ));
+        }
+        // The index is the tensor's position in `specs`, which seeds its random values.
+        let by_name: HashMap<&str, (u32, &WeightSpec)> = (0u32..)
+            .zip(&specs)
+            .map(|(index, spec)| (spec.name.as_str(), (index, spec)))
+            .collect();
+        let lookup = |name: &str| {
+            by_name.get(name).copied().ok_or_else(|| {
+                RuntimeError::Backend(format!("internal: tensor `{name}` is not in the spec"))
+            })
+        };
         let read = |name: &str| -> Result<Vec<f32>, RuntimeError> {
-            let (index, spec) = specs
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.name == name)
-                .ok_or_else(|| {
-                    RuntimeError::Backend(format!("internal: tensor `{name}` is not in the spec"))
-                })?;
-            // At most 2^32 tensors: a model has a few per layer.
-            let index = u32::try_from(index)
-                .map_err(|_| RuntimeError::Backend("model has more than 2^32 tensors".into()))?;
+            let (index, spec) = lookup(name)?;
             checkpoint_layout_f32(spec, index, source, config)
         };
         let matrix = |name: &str| -> Result<HostMatrix, RuntimeError> {
-            let spec = specs.iter().find(|s| s.name == name);
-            match spec.map(|s| (s.role, s.shape.as_slice())) {
-                Some((Role::Linear, &[out, inp])) => Ok(HostMatrix::new(read(name)?, out, inp)),
+            let (index, spec) = lookup(name)?;
+            match (spec.role, spec.shape.as_slice()) {
+                (Role::Linear, &[out, inp]) => Ok(HostMatrix::new(
+                    checkpoint_layout_f32(spec, index, source, config)?,
+                    out,
+                    inp,
+                )),
                 _ => Err(RuntimeError::Backend(format!(
                     "internal: `{name}` is not a linear weight"
                 ))),
@@ -246,6 +258,10 @@ struct Scratch {
     attn: Vec<f32>,
     gate_up: Vec<f32>,
     act: Vec<f32>,
+    /// Each sequence's last hidden row, for [`LogitRows::Last`].
+    last: Vec<f32>,
+    /// The final norm's output.
+    normed: Vec<f32>,
 }
 
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -325,6 +341,8 @@ impl HostWeights {
             attn,
             gate_up,
             act,
+            last,
+            normed,
         } = scratch;
         let x = sized(x, n * hidden);
         for (row, &token) in x.chunks_exact_mut(hidden).zip(&step.tokens) {
@@ -393,31 +411,30 @@ impl HostWeights {
         }
         cache.len += t;
 
-        let selected: Vec<f32>;
         let (final_rows, count) = match rows {
             LogitRows::All => (&x[..], n),
             LogitRows::Last => {
-                selected = x
-                    .chunks_exact(hidden)
-                    .skip(t - 1)
-                    .step_by(t)
-                    .flatten()
-                    .copied()
-                    .collect();
-                (&selected[..], b)
+                let last = sized(last, b * hidden);
+                for (dst, src) in last
+                    .chunks_exact_mut(hidden)
+                    .zip(x.chunks_exact(hidden).skip(t - 1).step_by(t))
+                {
+                    dst.copy_from_slice(src);
+                }
+                (&last[..], b)
             }
         };
-        let mut normed = vec![0.0f32; count * hidden];
-        rms_norm(final_rows, &self.norm, eps, &mut normed);
+        let normed = sized(normed, count * hidden);
+        rms_norm(final_rows, &self.norm, eps, normed);
         let mut logits = vec![0.0f32; count * c.vocab_size];
         match &self.lm_head {
-            Some(head) => head.apply(&normed, count, &mut logits, flops),
+            Some(head) => head.apply(normed, count, &mut logits, flops),
             // The embedding table is already `[vocab, hidden]`: the tied head needs no copy.
             None => product(
                 &self.embed_tokens,
                 c.vocab_size,
                 hidden,
-                &normed,
+                normed,
                 count,
                 &mut logits,
                 flops,

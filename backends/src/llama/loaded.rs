@@ -17,7 +17,7 @@ use super::model::{LlamaModel, LogitRows, ModelWeights};
 use super::weights::{LlamaWeights, WeightSource, parameter_count};
 use crate::checkpoint::Checkpoint;
 use crate::guard::catch_backend_panic;
-use crate::handle::{ErasedModel, LogitPositions, Logits};
+use crate::handle::{ErasedModel, HOST_COMPUTE, LogitPositions, Logits};
 use crate::host::{burn_dtype, to_host};
 use crate::source::ResolvedSource;
 use crate::tokenizer::TextTokenizer;
@@ -93,10 +93,9 @@ impl<B: Backend> LoadedLlama<B> {
             ModelWeights::Burn(weights)
         };
         let compute = match &weights {
-            ModelWeights::Host(_) => format!(
-                "llmeff-kernels/{}",
-                format!("{:?}", crate::kernels::Isa::detect()).to_lowercase()
-            ),
+            ModelWeights::Host(_) => {
+                format!("{HOST_COMPUTE}/{}", crate::kernels::Isa::detect().name())
+            }
             ModelWeights::Burn(_) => format!("burn-{}", B::name(&device)),
         };
         let info = ModelInfo {
@@ -151,10 +150,6 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
 impl<B: Backend> ErasedModel for LoadedLlama<B> {
     fn executed_flops(&self) -> u64 {
         self.model.executed_flops()
-    }
-
-    fn on_host_kernels(&self) -> bool {
-        self.model.on_host()
     }
 
     fn logits(

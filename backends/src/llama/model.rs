@@ -165,7 +165,8 @@ impl<B: Backend> LlamaModel<B> {
         &self.config
     }
 
-    /// Whether this model runs on the host kernels.
+    /// Whether this model runs on the host kernels (tests; results read `ModelInfo::compute`).
+    #[cfg(test)]
     pub(crate) fn on_host(&self) -> bool {
         matches!(self.weights, ModelWeights::Host(_))
     }

@@ -396,35 +396,30 @@ pub fn measure_copy_bandwidth(bytes: usize, threads: usize, reps: usize) -> Resu
 /// f32 on llmeff's own kernel (`crate::kernels::linear_f32`, what f32 CPU runs use), f16 and
 /// bf16 on burn-flex (what those runs use).
 pub fn measure_matmul_flops(n: usize, dtype: DType, reps: usize) -> Result<f64, PeakError> {
+    let values = matrix_values(n);
     if dtype == DType::F32 {
-        return measure_kernel_flops(n, reps);
+        let mut y = vec![0.0f32; n * n];
+        let flops = best_flops_per_s(n, reps, || {
+            crate::kernels::linear_f32(&values, n, n, &values, n, &mut y);
+            Ok(())
+        });
+        std::hint::black_box(&y);
+        return flops;
     }
     let run = || -> Result<f64, PeakError> {
         let device = FlexDevice;
-        // Deterministic, non-trivial values; their magnitude keeps f16 finite.
-        let values: Vec<f32> = (0..n * n)
-            .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
-            .collect();
         let a = Tensor::<Flex, 2>::from_data(TensorData::new(values.clone(), [n, n]), &device)
             .cast(dtype);
-        let b = Tensor::<Flex, 2>::from_data(TensorData::new(values, [n, n]), &device).cast(dtype);
-        let mut best = f64::INFINITY;
-        for i in 0..=reps.max(1) {
-            let start = Instant::now();
-            let c = a.clone().matmul(b.clone());
+        let b = Tensor::<Flex, 2>::from_data(TensorData::new(values.clone(), [n, n]), &device)
+            .cast(dtype);
+        best_flops_per_s(n, reps, || {
             // Reading the result back is what makes the product complete.
-            c.try_into_data()
-                .map_err(|e| PeakError::Benchmark(e.to_string()))?;
-            let secs = start.elapsed().as_secs_f64();
-            if i > 0 {
-                best = best.min(secs);
-            }
-        }
-        if best > 0.0 && best.is_finite() {
-            Ok(2.0 * (n as f64).powi(3) / best)
-        } else {
-            Err(PeakError::NoTime("matmul"))
-        }
+            a.clone()
+                .matmul(b.clone())
+                .try_into_data()
+                .map(drop)
+                .map_err(|e| PeakError::Benchmark(e.to_string()))
+        })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|payload| {
         let msg = payload
@@ -436,22 +431,28 @@ pub fn measure_matmul_flops(n: usize, dtype: DType, reps: usize) -> Result<f64, 
     })
 }
 
-/// [`measure_matmul_flops`] for f32: llmeff's CPU GEMM on `[n, n] · [n, n]ᵀ`.
-fn measure_kernel_flops(n: usize, reps: usize) -> Result<f64, PeakError> {
-    let values: Vec<f32> = (0..n * n)
+/// Deterministic, non-trivial `n`×`n` values; their magnitude keeps f16 finite.
+fn matrix_values(n: usize) -> Vec<f32> {
+    (0..n * n)
         .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
-        .collect();
-    let mut y = vec![0.0f32; n * n];
+        .collect()
+}
+
+/// 2·n³ FLOP over the best of `reps` timed calls of `product` after one untimed warm-up.
+fn best_flops_per_s(
+    n: usize,
+    reps: usize,
+    mut product: impl FnMut() -> Result<(), PeakError>,
+) -> Result<f64, PeakError> {
     let mut best = f64::INFINITY;
     for i in 0..=reps.max(1) {
         let start = Instant::now();
-        crate::kernels::linear_f32(&values, n, n, &values, n, &mut y);
+        product()?;
         let secs = start.elapsed().as_secs_f64();
         if i > 0 {
             best = best.min(secs);
         }
     }
-    std::hint::black_box(&y);
     if best > 0.0 && best.is_finite() {
         Ok(2.0 * (n as f64).powi(3) / best)
     } else {
