@@ -7,6 +7,7 @@ Needs torch and transformers (pip install torch transformers). Copied from the b
 scripts (models were made with them); the last line printed is the JSON llmeff bench reads."""
 import json, statistics, sys, time, os
 import torch
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, AutoModelForCausalLM
 
 SHAPES = {
@@ -46,7 +47,9 @@ def bench(shape):
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    res = {"torch": torch.__version__, "threads": 2}
+    res = {"tool": f"transformers {transformers.__version__} (torch {torch.__version__})", "torch": torch.__version__, "threads": 2}
+    # First line names the tool, so an interrupted run's output is still labelled.
+    print(json.dumps({"tool": res["tool"]}), flush=True)
     for s in sys.argv[1:] or list(SHAPES):
         res[s] = bench(s)
         print(s, json.dumps(res[s]), flush=True)

@@ -67,10 +67,11 @@ pub struct BenchArgs {
     /// Also generate this many tokens and report resident-memory growth (0 = skip).
     #[arg(long, default_value_t = 1000)]
     pub growth_tokens: usize,
-    /// Output of `python benches/transformers_shapes.py` (measured on this machine): adds
-    /// transformers' figures and llmeff's speed-up beside each row.
+    /// A peer's figures measured on this machine (the output of `benches/transformers_shapes.py`,
+    /// `benches/candle-shapes` or `benches/llama_cpp_shapes.py`): adds them and llmeff's speed-up
+    /// beside each row. Repeat for several peers.
     #[arg(long)]
-    pub baseline: Option<PathBuf>,
+    pub baseline: Vec<PathBuf>,
     /// The CPU forward pass to measure (default: `LLMEFF_CPU_FORWARD`, else host).
     #[arg(long, value_enum)]
     pub forward: Option<ForwardArg>,

@@ -24,7 +24,7 @@ struct BenchModel {
     /// Model source for the runtime.
     source: &'static str,
     weights: WeightsKind,
-    /// Its name in `benches/transformers_shapes.py`'s output.
+    /// Its name in the peer baselines' output (`benches/transformers_shapes.py` and the others).
     baseline_key: &'static str,
 }
 
@@ -61,8 +61,9 @@ struct BenchRow {
     decode_tokens_per_s: f64,
     decode_bytes_per_s: f64,
     mbu: Option<f64>,
-    /// transformers' figures for the same model and batch, from `--baseline`.
-    baseline: Option<Baseline>,
+    /// Each peer's figures for the same model and batch (one per `--baseline`, in order; `None`
+    /// where that peer did not measure this row).
+    peers: Vec<Option<Baseline>>,
 }
 
 /// A peer's speed on one model and batch.
@@ -72,19 +73,33 @@ struct Baseline {
     decode_tokens_per_s: f64,
 }
 
-/// Prompt and generation lengths `benches/transformers_shapes.py` measures with.
+/// One `--baseline` file: who was measured, and their figures by (shape, batch).
+#[derive(Debug)]
+struct Peer {
+    /// The tool and version, from the file's `tool` field (else `transformers` when the file
+    /// names a torch version, else the file's name).
+    tool: String,
+    figures: BTreeMap<(String, usize), Baseline>,
+}
+
+/// Prompt and generation lengths every peer baseline measures with.
 const BASELINE_PROMPT_TOKENS: usize = 32;
 const BASELINE_NEW_TOKENS: usize = 64;
 
-/// Reads `benches/transformers_shapes.py`'s output: per-shape lines `<shape> {json}` and/or the
-/// final line with every shape, so the output of an interrupted run still counts. Returns the
-/// figures by (shape, batch).
-fn read_baseline(path: &Path) -> Result<BTreeMap<(String, usize), Baseline>, String> {
+/// Reads a peer baseline's output: per-shape lines `<shape> {json}` and/or a JSON line with
+/// every shape (and the `tool`), so the output of an interrupted run still counts.
+fn read_baseline(path: &Path) -> Result<Peer, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the baseline {}: {e}", path.display()))?;
     let mut shapes: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut tool = None;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Ok(serde_json::Value::Object(all)) = serde_json::from_str(line) {
+            if let Some(name) = all.get("tool").and_then(serde_json::Value::as_str) {
+                tool = Some(name.to_string());
+            } else if let Some(torch) = all.get("torch").and_then(serde_json::Value::as_str) {
+                tool.get_or_insert_with(|| format!("transformers (torch {torch})"));
+            }
             shapes.extend(all.into_iter().filter(|(_, v)| v.is_object()));
         } else if let Some((name, json)) = line.split_once(' ')
             && let Ok(value) = serde_json::from_str::<serde_json::Value>(json)
@@ -117,11 +132,17 @@ fn read_baseline(path: &Path) -> Result<BTreeMap<(String, usize), Baseline>, Str
     }
     if out.is_empty() {
         return Err(format!(
-            "{} holds no figures from benches/transformers_shapes.py (lines `<shape> {{\"batch1\": ...}}`)",
+            "{} holds no peer figures (lines `<shape> {{\"batch1\": ...}}` as benches/transformers_shapes.py prints)",
             path.display()
         ));
     }
-    Ok(out)
+    let tool = tool.unwrap_or_else(|| {
+        path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    });
+    Ok(Peer { tool, figures: out })
 }
 
 /// Runs the benchmark and prints the table (or JSON).
@@ -138,19 +159,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         Some(ForwardArg::Burn) => CpuForward::Burn,
         None => CpuForward::from_env(),
     };
-    let baseline = match &args.baseline {
-        Some(path) => {
-            if (args.prompt_tokens, args.new_tokens)
-                != (BASELINE_PROMPT_TOKENS, BASELINE_NEW_TOKENS)
-            {
-                return Err(Failure::input(format!(
-                    "the baseline is measured with a {BASELINE_PROMPT_TOKENS}-token prompt and {BASELINE_NEW_TOKENS} new tokens; drop --prompt-tokens/--new-tokens to compare"
-                )));
-            }
-            Some(read_baseline(path).map_err(Failure::input)?)
-        }
-        None => None,
-    };
+    if !args.baseline.is_empty()
+        && (args.prompt_tokens, args.new_tokens) != (BASELINE_PROMPT_TOKENS, BASELINE_NEW_TOKENS)
+    {
+        return Err(Failure::input(format!(
+            "the baselines are measured with a {BASELINE_PROMPT_TOKENS}-token prompt and {BASELINE_NEW_TOKENS} new tokens; drop --prompt-tokens/--new-tokens to compare"
+        )));
+    }
+    let peers = args
+        .baseline
+        .iter()
+        .map(|path| read_baseline(path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::input)?;
     let runtime = backends::BurnRuntime::new().with_cpu_forward(forward);
     let forward_name = match forward {
         CpuForward::Host => "llmeff host kernels",
@@ -201,11 +222,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                 peak.as_ref().map(|p| p.bytes_per_s),
             )
             .map_err(|e| Failure::work(format!("{} batch {batch}: {e}", bench.label)))?;
-            let peer = baseline
-                .as_ref()
-                .and_then(|b| b.get(&(bench.baseline_key.to_string(), batch)).copied());
+            let key = (bench.baseline_key.to_string(), batch);
             rows.push(BenchRow {
-                baseline: peer,
+                peers: peers.iter().map(|p| p.figures.get(&key).copied()).collect(),
                 ..row
             });
         }
@@ -221,6 +240,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             "forward": forward_name,
             "copy_bytes_per_s": peak.as_ref().map(|p| p.bytes_per_s),
             "copy_source": peak.as_ref().map(|p| p.source.clone()),
+            "peers": peers.iter().map(|p| p.tool.as_str()).collect::<Vec<_>>(),
             "rows": rows,
             "rss_growth_bytes": growth.map(|g| g.1 - g.0),
         });
@@ -247,7 +267,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    let mut header = vec![
+    let header = vec![
         "model",
         "batch",
         "prefill ms",
@@ -256,13 +276,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         "decode GB/s",
         "MBU",
     ];
-    if baseline.is_some() {
-        header.extend([
-            "transformers prefill tok/s",
-            "transformers decode tok/s",
-            "prefill ×",
-            "decode ×",
-        ]);
+    let mut header: Vec<String> = header.into_iter().map(String::from).collect();
+    for peer in &peers {
+        header.push(format!("{}\nprefill / decode tok/s", peer.tool));
+        header.push("llmeff ×\nprefill / decode".into());
     }
     table.set_header(header);
     for r in &rows {
@@ -277,28 +294,29 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                 .map(|m| format!("{:.0} %", m * 100.0))
                 .unwrap_or_else(|| "-".into()),
         ];
-        if baseline.is_some() {
-            cells.extend(match r.baseline {
-                Some(b) => vec![
-                    format!("{:.0}", b.prefill_tokens_per_s),
-                    format!("{:.1}", b.decode_tokens_per_s),
-                    format!("{:.2}", r.prefill_tokens_per_s / b.prefill_tokens_per_s),
-                    format!("{:.2}", r.decode_tokens_per_s / b.decode_tokens_per_s),
+        for peer in &r.peers {
+            cells.extend(match peer {
+                Some(b) => [
+                    format!(
+                        "{:.0} / {:.1}",
+                        b.prefill_tokens_per_s, b.decode_tokens_per_s
+                    ),
+                    format!(
+                        "{:.2} / {:.2}",
+                        r.prefill_tokens_per_s / b.prefill_tokens_per_s,
+                        r.decode_tokens_per_s / b.decode_tokens_per_s
+                    ),
                 ],
-                None => vec![
-                    "not measured".into(),
-                    "not measured".into(),
-                    "-".into(),
-                    "-".into(),
-                ],
+                None => ["not measured".into(), "-".into()],
             });
         }
         table.add_row(cells);
     }
     println!("{table}");
-    if let Some(path) = &args.baseline {
+    for (peer, path) in peers.iter().zip(&args.baseline) {
         println!(
-            "transformers figures from {} (measure them on this machine just before or after: the same sitting)",
+            "{} figures from {} (measure them on this machine just before or after: the same sitting)",
+            peer.tool,
             path.display()
         );
     }
@@ -391,7 +409,7 @@ fn measure(
         decode_tokens_per_s: (batch * decode_steps) as f64 / best_decode,
         decode_bytes_per_s,
         mbu: copy_bytes_per_s.map(|c| decode_bytes_per_s / c),
-        baseline: None,
+        peers: Vec::new(),
     })
 }
 
@@ -461,6 +479,8 @@ mod tests {
         )
         .unwrap();
         let b = read_baseline(&path).unwrap();
+        assert_eq!(b.tool, "baseline", "no tool named: the file's name");
+        let b = b.figures;
         assert_eq!(
             b[&("smollm-135m".to_string(), 1)],
             Baseline {
@@ -476,9 +496,22 @@ mod tests {
         )
         .unwrap();
         let b = read_baseline(&path).unwrap();
+        assert_eq!(b.tool, "transformers (torch 2.15.0)");
         assert_eq!(
-            b[&("tinyllama-1.1b".to_string(), 8)].prefill_tokens_per_s,
+            b.figures[&("tinyllama-1.1b".to_string(), 8)].prefill_tokens_per_s,
             40.0
+        );
+        // Other peers name themselves, on their first or last line.
+        std::fs::write(
+            &path,
+            "{\"tool\": \"candle 0.11.1\"}\nsmollm-135m {\"batch8\": {\"prefill_s\": 0.5, \"decode_tokens_per_s\": 140.0}}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap();
+        assert_eq!(b.tool, "candle 0.11.1");
+        assert_eq!(
+            b.figures[&("smollm-135m".to_string(), 8)].prefill_tokens_per_s,
+            512.0
         );
         std::fs::write(&path, "nothing useful\n").unwrap();
         assert!(read_baseline(&path).unwrap_err().contains("no figures"));

@@ -191,8 +191,9 @@ impl HostRope {
     }
 }
 
-/// Keys and values of every layer, `[batch, kv_heads, capacity, head_dim]` each, written in
-/// place; plus the step's scratch buffers, so a generation allocates once.
+/// Keys and values of every layer, written in place: keys `[batch, kv_heads, head_dim,
+/// capacity]` (transposed, as `kernels::attention` reads them), values `[batch, kv_heads,
+/// capacity, head_dim]`; plus the step's scratch buffers, so a generation allocates once.
 pub(crate) struct HostCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -377,8 +378,14 @@ impl HostWeights {
                 q[r * qd..(r + 1) * qd].copy_from_slice(row_q);
                 let (sequence, column) = (r / t, r % t);
                 for g in 0..kv_heads {
-                    let at = ((sequence * kv_heads + g) * capacity + past + column) * d;
-                    layer_keys[at..at + d].copy_from_slice(&row_k[g * d..(g + 1) * d]);
+                    let head = sequence * kv_heads + g;
+                    // Keys transposed (see `kernels::attention`): value i of this position
+                    // at i·capacity.
+                    let key_column = &mut layer_keys[head * d * capacity + past + column..];
+                    for (i, k) in row_k[g * d..(g + 1) * d].iter().enumerate() {
+                        key_column[i * capacity] = *k;
+                    }
+                    let at = (head * capacity + past + column) * d;
                     layer_values[at..at + d].copy_from_slice(&row_v[g * d..(g + 1) * d]);
                 }
             }
