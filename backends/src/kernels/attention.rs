@@ -62,7 +62,8 @@ const PARALLEL_MIN_MACS: usize = 1 << 16;
 ///
 /// # Shapes
 /// - `q`, `out`: `[batch · seq, heads · head_dim]`, rows ordered by sequence then position
-/// - `keys`: `[batch, kv_heads, head_dim, capacity]` (transposed); positions `0..keys` are read
+/// - `keys`: `[batch, kv_heads, head_dim, capacity]` (transposed); positions `0..keys` are used
+///   (later ones may be read, their lanes dropped: a capacity of whole 16-key blocks is fastest)
 /// - `values`: `[batch, kv_heads, capacity, head_dim]`; positions `0..keys` are read
 /// - `mask`: additive, `[batch, seq, keys]`; `-inf` hides a key (and skips its work)
 ///
@@ -173,32 +174,51 @@ isa_specialised! {
 
 /// Keys per block of [`key_scores`]: four AVX-512 registers of accumulators.
 const KEY_BLOCK: usize = 64;
+/// Keys per block of the span's rest: one AVX-512 register.
+const KEY_TAIL_BLOCK: usize = 16;
 
 /// `scores[j] = Σᵢ q[i] · kt[i · capacity + lo + j]`: the dot products of `q` with the keys
 /// `lo ..` stored as columns of `kt` (`[q.len(), capacity]`).
+///
+/// The span's rest after whole 64-key blocks is computed in 16-key blocks reading past the
+/// span's end while the row has room: those lanes are independent of the others and dropped,
+/// so whatever the cache holds there cannot reach a score. Only at the row's end does a
+/// variable-width loop (through memory) remain.
 #[inline(always)]
 fn key_scores(q: &[f32], kt: &[f32], capacity: usize, lo: usize, scores: &mut [f32]) {
-    let mut blocks = scores.chunks_exact_mut(KEY_BLOCK);
-    let mut j = lo;
-    for block in &mut blocks {
-        // A fixed-size block stays in registers across the depth loop.
-        let mut acc = [0.0f32; KEY_BLOCK];
-        for (i, qi) in q.iter().enumerate() {
-            for (a, k) in acc.iter_mut().zip(&kt[i * capacity + j..][..KEY_BLOCK]) {
-                *a += qi * k;
-            }
-        }
-        block.copy_from_slice(&acc);
+    let n = scores.len();
+    let mut j = 0;
+    while j + KEY_BLOCK <= n {
+        scores[j..j + KEY_BLOCK].copy_from_slice(&key_block::<KEY_BLOCK>(q, kt, capacity, lo + j));
         j += KEY_BLOCK;
     }
-    let tail = blocks.into_remainder();
+    while j < n && lo + j + KEY_TAIL_BLOCK <= capacity {
+        let block = key_block::<KEY_TAIL_BLOCK>(q, kt, capacity, lo + j);
+        let take = (n - j).min(KEY_TAIL_BLOCK);
+        scores[j..j + take].copy_from_slice(&block[..take]);
+        j += take;
+    }
+    let tail = &mut scores[j..];
     tail.fill(0.0);
     let width = tail.len();
     for (i, qi) in q.iter().enumerate() {
-        for (a, k) in tail.iter_mut().zip(&kt[i * capacity + j..][..width]) {
+        for (a, k) in tail.iter_mut().zip(&kt[i * capacity + lo + j..][..width]) {
             *a += qi * k;
         }
     }
+}
+
+/// The scores of the `W` keys from position `at`; `at + W ≤ capacity`.
+#[inline(always)]
+fn key_block<const W: usize>(q: &[f32], kt: &[f32], capacity: usize, at: usize) -> [f32; W] {
+    // A fixed-size block stays in registers across the depth loop.
+    let mut acc = [0.0f32; W];
+    for (i, qi) in q.iter().enumerate() {
+        for (a, k) in acc.iter_mut().zip(&kt[i * capacity + at..][..W]) {
+            *a += qi * k;
+        }
+    }
+    acc
 }
 
 /// `out = Σⱼ p[j] · v[j]` over the value rows of `v` (`[p.len(), out.len()]`), with the row

@@ -192,8 +192,8 @@ impl HostRope {
 }
 
 /// Keys and values of every layer, written in place: keys `[batch, kv_heads, head_dim,
-/// capacity]` (transposed, as `kernels::attention` reads them), values `[batch, kv_heads,
-/// capacity, head_dim]`; plus the step's scratch buffers, so a generation allocates once.
+/// stride]` (transposed, as `kernels::attention` reads them), values `[batch, kv_heads,
+/// stride, head_dim]`; plus the step's scratch buffers, so a generation allocates once.
 pub(crate) struct HostCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -201,6 +201,9 @@ pub(crate) struct HostCache {
     kv_heads: usize,
     head_dim: usize,
     capacity: usize,
+    /// Positions allocated per head: `capacity` rounded up to whole 16-key blocks, which the
+    /// attention kernel then computes without a scalar tail.
+    stride: usize,
     len: usize,
     scratch: Scratch,
 }
@@ -208,7 +211,8 @@ pub(crate) struct HostCache {
 impl HostCache {
     /// Reserves room for `capacity` positions of `batch` sequences.
     pub(crate) fn new(config: &LlamaConfig, batch: usize, capacity: usize) -> Self {
-        let size = batch * config.num_kv_heads * capacity * config.head_dim;
+        let stride = capacity.next_multiple_of(16);
+        let size = batch * config.num_kv_heads * stride * config.head_dim;
         let layer = || committed_zeros(size);
         Self {
             keys: (0..config.num_layers).map(|_| layer()).collect(),
@@ -217,6 +221,7 @@ impl HostCache {
             kv_heads: config.num_kv_heads,
             head_dim: config.head_dim,
             capacity,
+            stride,
             len: 0,
             scratch: Scratch::default(),
         }
@@ -325,9 +330,9 @@ impl HostWeights {
             heads,
             kv_heads,
             head_dim: d,
-            capacity: cache.capacity,
+            capacity: cache.stride,
         };
-        let capacity = cache.capacity;
+        let stride = cache.stride;
         let HostCache {
             keys,
             values,
@@ -380,12 +385,12 @@ impl HostWeights {
                 for g in 0..kv_heads {
                     let head = sequence * kv_heads + g;
                     // Keys transposed (see `kernels::attention`): value i of this position
-                    // at i·capacity.
-                    let key_column = &mut layer_keys[head * d * capacity + past + column..];
+                    // at i·stride.
+                    let key_column = &mut layer_keys[head * d * stride + past + column..];
                     for (i, k) in row_k[g * d..(g + 1) * d].iter().enumerate() {
-                        key_column[i * capacity] = *k;
+                        key_column[i * stride] = *k;
                     }
-                    let at = (head * capacity + past + column) * d;
+                    let at = (head * stride + past + column) * d;
                     layer_values[at..at + d].copy_from_slice(&row_v[g * d..(g + 1) * d]);
                 }
             }
