@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{exp, isa_specialised, max, sum};
+use super::simd::{exp, isa_specialised, madd, max, sum};
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +153,7 @@ isa_specialised! {
             let head = sequence * shape.kv_heads + h / group;
             let k_head = &keys[head * d * shape.capacity..(head + 1) * d * shape.capacity];
             let v_head = &values[(head * shape.capacity + lo) * d..(head * shape.capacity + hi) * d];
-            key_scores(qh, k_head, shape.capacity, lo, scores);
+            key_scores::<FUSED>(qh, k_head, shape.capacity, lo, scores);
             // Scores as transformers' eager path forms them: (q·k)·scale + mask, in f32; a
             // hidden key inside the span gets −inf and so weight 0.
             for (s, m) in scores.iter_mut().zip(mask) {
@@ -164,7 +164,7 @@ isa_specialised! {
                 *s = if *s == f32::NEG_INFINITY { 0.0 } else { exp(*s - top) };
             }
             let inv = 1.0 / sum(scores);
-            weighted_values(scores, v_head, oh);
+            weighted_values::<FUSED>(scores, v_head, oh);
             for o in oh.iter_mut() {
                 *o *= inv;
             }
@@ -185,15 +185,26 @@ const KEY_TAIL_BLOCK: usize = 16;
 /// so whatever the cache holds there cannot reach a score. Only at the row's end does a
 /// variable-width loop (through memory) remain.
 #[inline(always)]
-fn key_scores(q: &[f32], kt: &[f32], capacity: usize, lo: usize, scores: &mut [f32]) {
+fn key_scores<const FUSED: bool>(
+    q: &[f32],
+    kt: &[f32],
+    capacity: usize,
+    lo: usize,
+    scores: &mut [f32],
+) {
     let n = scores.len();
     let mut j = 0;
     while j + KEY_BLOCK <= n {
-        scores[j..j + KEY_BLOCK].copy_from_slice(&key_block::<KEY_BLOCK>(q, kt, capacity, lo + j));
+        scores[j..j + KEY_BLOCK].copy_from_slice(&key_block::<KEY_BLOCK, FUSED>(
+            q,
+            kt,
+            capacity,
+            lo + j,
+        ));
         j += KEY_BLOCK;
     }
     while j < n && lo + j + KEY_TAIL_BLOCK <= capacity {
-        let block = key_block::<KEY_TAIL_BLOCK>(q, kt, capacity, lo + j);
+        let block = key_block::<KEY_TAIL_BLOCK, FUSED>(q, kt, capacity, lo + j);
         let take = (n - j).min(KEY_TAIL_BLOCK);
         scores[j..j + take].copy_from_slice(&block[..take]);
         j += take;
@@ -203,19 +214,24 @@ fn key_scores(q: &[f32], kt: &[f32], capacity: usize, lo: usize, scores: &mut [f
     let width = tail.len();
     for (i, qi) in q.iter().enumerate() {
         for (a, k) in tail.iter_mut().zip(&kt[i * capacity + lo + j..][..width]) {
-            *a += qi * k;
+            *a = madd::<FUSED>(*qi, *k, *a);
         }
     }
 }
 
 /// The scores of the `W` keys from position `at`; `at + W ≤ capacity`.
 #[inline(always)]
-fn key_block<const W: usize>(q: &[f32], kt: &[f32], capacity: usize, at: usize) -> [f32; W] {
+fn key_block<const W: usize, const FUSED: bool>(
+    q: &[f32],
+    kt: &[f32],
+    capacity: usize,
+    at: usize,
+) -> [f32; W] {
     // A fixed-size block stays in registers across the depth loop.
     let mut acc = [0.0f32; W];
     for (i, qi) in q.iter().enumerate() {
         for (a, k) in acc.iter_mut().zip(&kt[i * capacity + at..][..W]) {
-            *a += qi * k;
+            *a = madd::<FUSED>(*qi, *k, *a);
         }
     }
     acc
@@ -224,18 +240,18 @@ fn key_block<const W: usize>(q: &[f32], kt: &[f32], capacity: usize, at: usize) 
 /// `out = Σⱼ p[j] · v[j]` over the value rows of `v` (`[p.len(), out.len()]`), with the row
 /// length fixed at compile time for the usual head sizes so the sum stays in registers.
 #[inline(always)]
-fn weighted_values(p: &[f32], v: &[f32], out: &mut [f32]) {
+fn weighted_values<const FUSED: bool>(p: &[f32], v: &[f32], out: &mut [f32]) {
     match out.len() {
-        8 => weighted_rows::<8, 4>(p, v, out),
-        16 => weighted_rows::<16, 4>(p, v, out),
-        32 => weighted_rows::<32, 4>(p, v, out),
-        64 => weighted_rows::<64, 4>(p, v, out),
-        128 => weighted_rows::<128, 2>(p, v, out),
+        8 => weighted_rows::<8, 4, FUSED>(p, v, out),
+        16 => weighted_rows::<16, 4, FUSED>(p, v, out),
+        32 => weighted_rows::<32, 4, FUSED>(p, v, out),
+        64 => weighted_rows::<64, 4, FUSED>(p, v, out),
+        128 => weighted_rows::<128, 2, FUSED>(p, v, out),
         d => {
             out.fill(0.0);
             for (p, row) in p.iter().zip(v.chunks_exact(d)) {
                 for (o, x) in out.iter_mut().zip(row) {
-                    *o += p * x;
+                    *o = madd::<FUSED>(*p, *x, *o);
                 }
             }
         }
@@ -245,21 +261,25 @@ fn weighted_values(p: &[f32], v: &[f32], out: &mut [f32]) {
 /// [`weighted_values`] for rows of `D` values, with `S` independent sums (rows taken in turn)
 /// so consecutive multiply-adds do not wait on each other.
 #[inline(always)]
-fn weighted_rows<const D: usize, const S: usize>(p: &[f32], v: &[f32], out: &mut [f32]) {
+fn weighted_rows<const D: usize, const S: usize, const FUSED: bool>(
+    p: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
     let (rows, _) = v.as_chunks::<D>();
     let mut acc = [[0.0f32; D]; S];
     let mut groups = p.chunks_exact(S).zip(rows.chunks_exact(S));
     for (ps, rs) in &mut groups {
         for ((a, p), r) in acc.iter_mut().zip(ps).zip(rs) {
             for (a, x) in a.iter_mut().zip(r) {
-                *a += p * x;
+                *a = madd::<FUSED>(*p, *x, *a);
             }
         }
     }
     let done = p.len() / S * S;
     for (p, r) in p[done..].iter().zip(&rows[done..]) {
         for (a, x) in acc[0].iter_mut().zip(r) {
-            *a += p * x;
+            *a = madd::<FUSED>(*p, *x, *a);
         }
     }
     for (o, i) in out.iter_mut().zip(0..D) {

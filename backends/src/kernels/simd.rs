@@ -6,19 +6,23 @@
 //! would leave three quarters of an AVX-512 register idle.
 
 /// Defines a function whose body is compiled for every [`super::Isa`] and dispatched at run
-/// time. The body must be safe code; the dispatch only adds target features.
+/// time. The body must be safe code; the dispatch only adds target features. The body may read
+/// `FUSED`, a `bool` const that is true where fused multiply-add is an instruction (pass it on
+/// to [`madd`]).
 macro_rules! isa_specialised {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[allow(unused)]
+            fn body<const FUSED: bool>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                // AVX-512F implies FMA.
                 #[target_feature(enable = "avx512f")]
-                fn avx512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                fn avx512($($arg: $ty),*) $(-> $ret)? { body::<true>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                fn avx2($($arg: $ty),*) $(-> $ret)? { body::<true>($($arg),*) }
                 match $crate::kernels::Isa::detect() {
                     // SAFETY: `detect` reports an instruction set only when this CPU has it.
                     $crate::kernels::Isa::Avx512 => return unsafe { avx512($($arg),*) },
@@ -27,11 +31,18 @@ macro_rules! isa_specialised {
                     $crate::kernels::Isa::Portable => {}
                 }
             }
-            body($($arg),*)
+            body::<{ cfg!(any(target_feature = "fma", target_arch = "aarch64")) }>($($arg),*)
         }
     };
 }
 pub(crate) use isa_specialised;
+
+/// `a · b + c`: one fused instruction when `FUSED` (rounded once), else a multiply and an add
+/// (where the CPU has no FMA, `mul_add` would be a library call per element).
+#[inline(always)]
+pub(crate) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED { a.mul_add(b, c) } else { a * b + c }
+}
 
 /// Independent partial sums per reduction: one AVX-512 register's worth.
 pub(crate) const LANES: usize = 16;
