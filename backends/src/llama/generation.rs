@@ -6,14 +6,14 @@ use burn::tensor::{Bool, DType, Tensor, TensorData};
 use engine::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 
 use super::batch::PaddedBatch;
-use super::model::{LlamaModel, LogitRows, StepState};
+use super::model::{LlamaModel, LogitRows, StepLogits, StepState};
 use crate::guard::catch_backend_panic;
 use crate::host::to_host;
 use crate::sampler::Sampler;
 
 /// How tokens are chosen from a step's logits.
 enum Picker {
-    /// Argmax on the device, so only `batch` ids cross to the host each step.
+    /// Argmax where the logits are: on a device, only `batch` ids cross to the host each step.
     Greedy,
     Sample(Box<Sampler>),
 }
@@ -172,9 +172,35 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
 }
 
 /// Sets the logits of `tokens` to −inf in the rows flagged in `rows`, so those tokens cannot be
-/// picked there, greedy or sampled. Only the few affected columns are touched: a full
-/// `[batch, vocab]` mask would be uploaded every step.
+/// picked there, greedy or sampled.
 fn suppress_tokens<B: Backend>(
+    logits: StepLogits<B>,
+    rows: &[bool],
+    tokens: &[u32],
+) -> StepLogits<B> {
+    match logits {
+        StepLogits::Device(t) => StepLogits::Device(suppress_on_device(t, rows, tokens)),
+        StepLogits::Host { mut values, vocab } => {
+            for (row, _) in values
+                .chunks_exact_mut(vocab.max(1))
+                .zip(rows)
+                .filter(|(_, flagged)| **flagged)
+            {
+                for &token in tokens {
+                    // An EOS id outside the vocabulary can never be produced anyway.
+                    if let Some(v) = row.get_mut(token as usize) {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            StepLogits::Host { values, vocab }
+        }
+    }
+}
+
+/// [`suppress_tokens`] on a device tensor. Only the few affected columns are touched: a full
+/// `[batch, vocab]` mask would be uploaded every step.
+fn suppress_on_device<B: Backend>(
     logits: Tensor<B, 2>,
     rows: &[bool],
     tokens: &[u32],
@@ -200,9 +226,50 @@ fn suppress_tokens<B: Backend>(
     logits
 }
 
-/// Token ids from `[batch, vocab]` logits; the data is on the host when this returns. Greedy
-/// ties go to the lowest id, as in torch (burn-flex's argmax keeps the first maximum).
+/// Token ids from `[batch, vocab]` logits. Greedy ties go to the lowest id, as in torch
+/// (burn-flex's argmax keeps the first maximum, and so does [`argmax_row`]).
 fn pick<B: Backend>(
+    picker: &mut Picker,
+    logits: StepLogits<B>,
+    states: &[SequenceState],
+) -> Result<Vec<u32>, RuntimeError> {
+    match logits {
+        StepLogits::Device(t) => pick_on_device(picker, t, states),
+        StepLogits::Host { values, vocab } => {
+            let rows = values.chunks_exact(vocab.max(1));
+            Ok(match picker {
+                Picker::Greedy => rows.map(argmax_row).collect(),
+                Picker::Sample(sampler) => rows
+                    .zip(states)
+                    .map(|(row, state)| {
+                        if state.finished {
+                            // Finished rows consume no random draws; their token is discarded.
+                            state.last
+                        } else {
+                            sampler.sample(row)
+                        }
+                    })
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// The id of the first largest value of `row` (0 when none compares larger than the first,
+/// e.g. a row of NaN or −inf).
+fn argmax_row(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate().skip(1) {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    // A vocabulary's ids fit in u32: the model's token ids are u32.
+    best as u32
+}
+
+/// [`pick`] for logits on a device; the ids are on the host when this returns.
+fn pick_on_device<B: Backend>(
     picker: &mut Picker,
     logits: Tensor<B, 2>,
     states: &[SequenceState],
@@ -310,11 +377,20 @@ mod tests {
             values[vocab - 2] = 5.0;
             values[vocab + vocab - 1] = 1.0;
             values[vocab + 1] = 1.0;
-            let logits =
-                Tensor::<Flex, 2>::from_data(TensorData::new(values, [2, vocab]), &FlexDevice);
             let states = vec![live.clone(), live.clone()];
-            let ids = pick(&mut Picker::Greedy, logits, &states).unwrap();
-            assert_eq!(ids, vec![3, 1], "vocab {vocab}");
+            for logits in [
+                StepLogits::Device(Tensor::<Flex, 2>::from_data(
+                    TensorData::new(values.clone(), [2, vocab]),
+                    &FlexDevice,
+                )),
+                StepLogits::Host {
+                    values: values.clone(),
+                    vocab,
+                },
+            ] {
+                let ids = pick(&mut Picker::Greedy, logits, &states).unwrap();
+                assert_eq!(ids, vec![3, 1], "vocab {vocab}");
+            }
         }
     }
 
@@ -329,25 +405,45 @@ mod tests {
         // Token 2 is the clear favourite in both rows, token 4 second.
         let row = [0.0f32, 1.0, 9.0, 0.5, 3.0, 8.5];
         let values: Vec<f32> = row.iter().chain(row.iter()).copied().collect();
-        let logits = || {
-            Tensor::<Flex, 2>::from_data(TensorData::new(values.clone(), [2, vocab]), &FlexDevice)
-        };
         let states = vec![live.clone(), live.clone()];
-        let suppressed = suppress_tokens(logits(), &[true, false], &[2, 5, 99]);
-        let ids = pick(&mut Picker::Greedy, suppressed.clone(), &states).unwrap();
-        assert_eq!(ids, vec![4, 2]);
-        let host: Vec<f32> = suppressed.into_data().to_vec().unwrap();
-        assert_eq!(host[2], f32::NEG_INFINITY);
-        assert_eq!(host[5], f32::NEG_INFINITY);
-        assert_eq!(host[vocab..], row);
+        for on_host in [false, true] {
+            let logits = || {
+                if on_host {
+                    StepLogits::Host {
+                        values: values.clone(),
+                        vocab,
+                    }
+                } else {
+                    StepLogits::Device(Tensor::<Flex, 2>::from_data(
+                        TensorData::new(values.clone(), [2, vocab]),
+                        &FlexDevice,
+                    ))
+                }
+            };
+            let suppress = || suppress_tokens(logits(), &[true, false], &[2, 5, 99]);
+            let ids = pick(&mut Picker::Greedy, suppress(), &states).unwrap();
+            assert_eq!(ids, vec![4, 2], "on host: {on_host}");
+            let host = suppress().into_host().unwrap();
+            assert_eq!(host[2], f32::NEG_INFINITY);
+            assert_eq!(host[5], f32::NEG_INFINITY);
+            assert_eq!(host[vocab..], row);
 
-        // Sampling at a high temperature still never draws them.
-        let sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
-        let mut picker = Picker::Sample(Box::new(sampler));
-        for _ in 0..200 {
-            let suppressed = suppress_tokens(logits(), &[true, true], &[2, 5]);
-            let ids = pick(&mut picker, suppressed, &states).unwrap();
-            assert!(ids.iter().all(|&id| id != 2 && id != 5), "{ids:?}");
+            // Sampling at a high temperature still never draws them.
+            let sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
+            let mut picker = Picker::Sample(Box::new(sampler));
+            for _ in 0..200 {
+                let suppressed = suppress_tokens(logits(), &[true, true], &[2, 5]);
+                let ids = pick(&mut picker, suppressed, &states).unwrap();
+                assert!(ids.iter().all(|&id| id != 2 && id != 5), "{ids:?}");
+            }
         }
+    }
+
+    #[test]
+    fn host_argmax_keeps_the_first_maximum_and_survives_degenerate_rows() {
+        assert_eq!(argmax_row(&[1.0, 3.0, 3.0]), 1);
+        assert_eq!(argmax_row(&[f32::NEG_INFINITY; 4]), 0);
+        assert_eq!(argmax_row(&[f32::NAN, 2.0]), 0);
+        assert_eq!(argmax_row(&[0.5, f32::NAN, 2.0]), 2);
     }
 }

@@ -2,7 +2,6 @@
 //! tokenizer and weights put together, the facts reported about it, and the engine's
 //! `LoadedModel` contract.
 
-use burn::tensor::DType as BurnDType;
 use burn::tensor::backend::Backend;
 use engine::runtime::{
     DType, GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError,
@@ -18,7 +17,7 @@ use super::weights::{LlamaWeights, WeightSource, parameter_count};
 use crate::checkpoint::Checkpoint;
 use crate::guard::catch_backend_panic;
 use crate::handle::{ErasedModel, HOST_COMPUTE, LogitPositions, Logits};
-use crate::host::{burn_dtype, to_host};
+use crate::host::burn_dtype;
 use crate::source::ResolvedSource;
 use crate::tokenizer::TextTokenizer;
 
@@ -172,10 +171,9 @@ impl<B: Backend> ErasedModel for LoadedLlama<B> {
         };
         let values: Vec<f32> = catch_backend_panic("computing logits", || {
             let mut state = self.model.new_state(batch.batch(), width, width);
-            let logits = self.model.step(batch.prefill(prompts), &mut state, rows)?;
-            to_host(logits.cast(BurnDType::F32))?
-                .to_vec()
-                .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}")))
+            self.model
+                .step(batch.prefill(prompts), &mut state, rows)?
+                .into_host()
         })?;
         let vocab = config.vocab_size;
         let row = |r: usize| values[r * vocab..(r + 1) * vocab].to_vec();

@@ -17,6 +17,7 @@ use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::rope::{RopeTable, apply_rope};
 use super::weights::{LayerWeights, LlamaWeights};
+use crate::host::to_host;
 
 /// Which rows of the final hidden states go through the output projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,28 @@ pub(crate) enum LogitRows {
     Last,
     /// Every column, pads included.
     All,
+}
+
+/// A step's logits, `[rows, vocab]`, where the forward pass left them.
+#[derive(Debug)]
+pub(crate) enum StepLogits<B: Backend> {
+    /// On the burn device, in the run dtype.
+    Device(Tensor<B, 2>),
+    /// In host memory, f32, row-major (the host forward pass): picked there, without a round
+    /// trip through a device tensor.
+    Host { values: Vec<f32>, vocab: usize },
+}
+
+impl<B: Backend> StepLogits<B> {
+    /// The values as f32 on the host, row-major.
+    pub(crate) fn into_host(self) -> Result<Vec<f32>, RuntimeError> {
+        match self {
+            StepLogits::Device(t) => to_host(t.cast(DType::F32))?
+                .to_vec()
+                .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}"))),
+            StepLogits::Host { values, .. } => Ok(values),
+        }
+    }
 }
 
 /// The inputs of one forward call, already on the device.
@@ -196,18 +219,19 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     /// Runs one step (`host`: the prompt pass or one decode position per sequence), appending
-    /// to `state`'s cache, and returns logits in the run dtype: `[batch, vocab]` for
-    /// [`LogitRows::Last`], `[batch * seq, vocab]` for [`LogitRows::All`].
+    /// to `state`'s cache, and returns logits: `[batch, vocab]` for [`LogitRows::Last`],
+    /// `[batch * seq, vocab]` for [`LogitRows::All`].
     pub(crate) fn step(
         &self,
         host: HostStep,
         state: &mut StepState<B>,
         rows: LogitRows,
-    ) -> Result<Tensor<B, 2>, RuntimeError> {
+    ) -> Result<StepLogits<B>, RuntimeError> {
         match (&self.weights, state) {
             (ModelWeights::Burn(weights), StepState::Burn { rope, cache }) => {
                 let input = StepInput::upload(host, rope, &self.device);
                 self.forward(weights, &input, cache, rows)
+                    .map(StepLogits::Device)
             }
             (ModelWeights::Host(weights), StepState::Host { rope, cache }) => {
                 let logits = weights.forward(
@@ -218,12 +242,10 @@ impl<B: Backend> LlamaModel<B> {
                     rows,
                     &self.executed_flops,
                 )?;
-                let vocab = self.config.vocab_size;
-                let count = logits.len() / vocab.max(1);
-                Ok(Tensor::from_data(
-                    TensorData::new(logits, [count, vocab]),
-                    (&self.device, DType::F32),
-                ))
+                Ok(StepLogits::Host {
+                    values: logits,
+                    vocab: self.config.vocab_size,
+                })
             }
             _ => Err(RuntimeError::Backend(
                 "internal: a generation's state does not match its model's weights".into(),
@@ -389,8 +411,8 @@ mod tests {
         )
     }
 
-    fn values(t: Tensor<Flex, 2>) -> Vec<f32> {
-        t.into_data().to_vec().unwrap()
+    fn values(logits: StepLogits<Flex>) -> Vec<f32> {
+        logits.into_host().unwrap()
     }
 
     #[test]
