@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// New tokens per sequence (EOS ignored).
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
-    /// Timed repetitions after one warm-up; the best is reported.
+    /// Timed repetitions after one warm-up; the median is reported, as the peer baselines do.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// CPU threads (default: rayon's, one per core).
