@@ -93,7 +93,7 @@ pub fn attention(
             scale,
             sequence: b,
         };
-        scores.resize(shape.keys, 0.0);
+        scores.resize(shape.keys.next_multiple_of(SCORE_LANES), 0.0);
         attend_row(
             &q[r * width..(r + 1) * width],
             keys,
@@ -127,7 +127,8 @@ struct RowContext {
 }
 
 isa_specialised! {
-    /// Every head of one query row; `scores` has `shape.keys` slots.
+    /// Every head of one query row; `scores` has `shape.keys` slots rounded up to
+    /// [`SCORE_LANES`].
     fn attend_row(
         q_row: &[f32],
         keys: &[f32],
@@ -148,29 +149,38 @@ isa_specialised! {
         };
         let hi = mask_row.iter().rposition(|m| *m != f32::NEG_INFINITY).map_or(lo, |i| i) + 1;
         let mask = &mask_row[lo..hi];
-        let scores = &mut scores[..hi - lo];
+        let n = hi - lo;
+        // The softmax runs over whole vectors: the padding holds −inf, which weighs nothing.
+        // A prefill row's span is short (tens of keys), where scalar tails cost as much as
+        // the vector part.
+        let scores = &mut scores[..n.next_multiple_of(SCORE_LANES)];
         for (h, (qh, oh)) in q_row.chunks_exact(d).zip(out_row.chunks_exact_mut(d)).enumerate() {
             let head = sequence * shape.kv_heads + h / group;
             let k_head = &keys[head * d * shape.capacity..(head + 1) * d * shape.capacity];
             let v_head = &values[(head * shape.capacity + lo) * d..(head * shape.capacity + hi) * d];
-            key_scores::<FUSED>(qh, k_head, shape.capacity, lo, scores);
+            let (span, padding) = scores.split_at_mut(n);
+            key_scores::<FUSED>(qh, k_head, shape.capacity, lo, span);
             // Scores as transformers' eager path forms them: (q·k)·scale + mask, in f32; a
             // hidden key inside the span gets −inf and so weight 0.
-            for (s, m) in scores.iter_mut().zip(mask) {
+            for (s, m) in span.iter_mut().zip(mask) {
                 *s = *s * scale + m;
             }
+            padding.fill(f32::NEG_INFINITY);
             let top = max(scores);
             for s in scores.iter_mut() {
                 *s = if *s == f32::NEG_INFINITY { 0.0 } else { exp(*s - top) };
             }
             let inv = 1.0 / sum(scores);
-            weighted_values::<FUSED>(scores, v_head, oh);
+            weighted_values::<FUSED>(&scores[..n], v_head, oh);
             for o in oh.iter_mut() {
                 *o *= inv;
             }
         }
     }
 }
+
+/// The softmax's vector width: an AVX-512 register of scores.
+const SCORE_LANES: usize = 16;
 
 /// Keys per block of [`key_scores`]: four AVX-512 registers of accumulators.
 const KEY_BLOCK: usize = 64;
