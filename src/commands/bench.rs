@@ -270,7 +270,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    let header = vec![
+    let mut header: Vec<String> = [
         "model",
         "batch",
         "prefill ms",
@@ -278,8 +278,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         "decode tok/s",
         "decode GB/s",
         "MBU",
-    ];
-    let mut header: Vec<String> = header.into_iter().map(String::from).collect();
+    ]
+    .map(String::from)
+    .to_vec();
     for peer in &peers {
         header.push(format!("{}\nprefill / decode tok/s", peer.tool));
         header.push("llmeff ×\nprefill / decode".into());

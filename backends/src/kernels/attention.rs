@@ -184,8 +184,9 @@ const SCORE_LANES: usize = 16;
 
 /// Keys per block of [`key_scores`]: four AVX-512 registers of accumulators.
 const KEY_BLOCK: usize = 64;
-/// Keys per block of the span's rest: one AVX-512 register.
-const KEY_TAIL_BLOCK: usize = 16;
+/// Keys per block of the span's rest: one AVX-512 register. A cache whose capacity is a
+/// multiple of this computes every span without a variable-width tail.
+pub const KEY_TAIL_BLOCK: usize = 16;
 
 /// `scores[j] = Σᵢ q[i] · kt[i · capacity + lo + j]`: the dot products of `q` with the keys
 /// `lo ..` stored as columns of `kt` (`[q.len(), capacity]`).

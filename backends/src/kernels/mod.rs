@@ -33,7 +33,7 @@ mod rotary;
 mod simd;
 
 pub use activation::silu_mul;
-pub use attention::{AttentionShape, attention};
+pub use attention::{AttentionShape, KEY_TAIL_BLOCK, attention};
 pub use dispatch::{Isa, Path, choose};
 pub use norm::rms_norm;
 pub use rotary::rotate_half;

@@ -2,7 +2,7 @@
 //! one decode step per token with the KV cache, per-sequence stopping, and token selection.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, DType, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use engine::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 
 use super::batch::PaddedBatch;
@@ -233,26 +233,37 @@ fn pick<B: Backend>(
     logits: StepLogits<B>,
     states: &[SequenceState],
 ) -> Result<Vec<u32>, RuntimeError> {
-    match logits {
-        StepLogits::Device(t) => pick_on_device(picker, t, states),
-        StepLogits::Host { values, vocab } => {
-            let rows = values.chunks_exact(vocab.max(1));
-            Ok(match picker {
-                Picker::Greedy => rows.map(argmax_row).collect(),
-                Picker::Sample(sampler) => rows
-                    .zip(states)
-                    .map(|(row, state)| {
-                        if state.finished {
-                            // Finished rows consume no random draws; their token is discarded.
-                            state.last
-                        } else {
-                            sampler.sample(row)
-                        }
-                    })
-                    .collect(),
+    if let (Picker::Greedy, StepLogits::Device(t)) = (&picker, &logits) {
+        // Argmax on the device: only `batch` ids cross to the host.
+        let ids = to_host(t.clone().argmax(1))?;
+        return ids
+            .iter::<i64>()
+            .map(|id| {
+                u32::try_from(id)
+                    .map_err(|_| RuntimeError::Backend(format!("argmax returned {id}")))
             })
-        }
+            .collect();
     }
+    let vocab = match &logits {
+        StepLogits::Device(t) => t.dims()[1],
+        StepLogits::Host { vocab, .. } => *vocab,
+    };
+    let values = logits.into_host()?;
+    let rows = values.chunks_exact(vocab.max(1));
+    Ok(match picker {
+        Picker::Greedy => rows.map(argmax_row).collect(),
+        Picker::Sample(sampler) => rows
+            .zip(states)
+            .map(|(row, state)| {
+                if state.finished {
+                    // Finished rows consume no random draws; their token is discarded.
+                    state.last
+                } else {
+                    sampler.sample(row)
+                }
+            })
+            .collect(),
+    })
 }
 
 /// The id of the first largest value of `row` (0 when none compares larger than the first,
@@ -266,42 +277,6 @@ fn argmax_row(row: &[f32]) -> u32 {
     }
     // A vocabulary's ids fit in u32: the model's token ids are u32.
     best as u32
-}
-
-/// [`pick`] for logits on a device; the ids are on the host when this returns.
-fn pick_on_device<B: Backend>(
-    picker: &mut Picker,
-    logits: Tensor<B, 2>,
-    states: &[SequenceState],
-) -> Result<Vec<u32>, RuntimeError> {
-    let [batch, vocab] = logits.dims();
-    match picker {
-        Picker::Greedy => {
-            let ids = to_host(logits.argmax(1))?;
-            ids.iter::<i64>()
-                .map(|id| {
-                    u32::try_from(id)
-                        .map_err(|_| RuntimeError::Backend(format!("argmax returned {id}")))
-                })
-                .collect()
-        }
-        Picker::Sample(sampler) => {
-            let data = to_host(logits.cast(DType::F32))?;
-            let values: Vec<f32> = data
-                .to_vec()
-                .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}")))?;
-            Ok((0..batch)
-                .map(|b| {
-                    if states[b].finished {
-                        // Finished rows consume no random draws; their token is discarded.
-                        states[b].last
-                    } else {
-                        sampler.sample(&values[b * vocab..(b + 1) * vocab])
-                    }
-                })
-                .collect())
-        }
-    }
 }
 
 impl<B: Backend> Generation for LlamaGeneration<'_, B> {

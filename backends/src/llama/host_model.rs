@@ -22,7 +22,9 @@ use super::weights::{
     LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
     weight_specs,
 };
-use crate::kernels::{AttentionShape, attention, linear_f32, rms_norm, rotate_half, silu_mul};
+use crate::kernels::{
+    AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, rms_norm, rotate_half, silu_mul,
+};
 
 /// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
 #[derive(Debug, Clone)]
@@ -201,8 +203,8 @@ pub(crate) struct HostCache {
     kv_heads: usize,
     head_dim: usize,
     capacity: usize,
-    /// Positions allocated per head: `capacity` rounded up to whole 16-key blocks, which the
-    /// attention kernel then computes without a scalar tail.
+    /// Positions allocated per head: `capacity` rounded up to whole key blocks of the attention
+    /// kernel, which then computes every span without a scalar tail.
     stride: usize,
     len: usize,
     scratch: Scratch,
@@ -211,7 +213,7 @@ pub(crate) struct HostCache {
 impl HostCache {
     /// Reserves room for `capacity` positions of `batch` sequences.
     pub(crate) fn new(config: &LlamaConfig, batch: usize, capacity: usize) -> Self {
-        let stride = capacity.next_multiple_of(16);
+        let stride = capacity.next_multiple_of(KEY_TAIL_BLOCK);
         let size = batch * config.num_kv_heads * stride * config.head_dim;
         let layer = || committed_zeros(size);
         Self {

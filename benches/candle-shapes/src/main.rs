@@ -21,25 +21,15 @@ use candle_transformers::models::llama::{Cache, Config, Llama, LlamaConfig};
 const PROMPT: usize = 32;
 const NEW: usize = 64;
 
-/// A random-weight shape: hidden, ffn, layers, heads, kv heads, vocab, tied.
-fn shape(name: &str) -> Option<(usize, usize, usize, usize, usize, usize, bool)> {
-    match name {
-        "smollm-135m" => Some((576, 1536, 30, 9, 3, 49152, true)),
-        "tinyllama-1.1b" => Some((2048, 5632, 22, 32, 4, 32000, false)),
-        _ => None,
-    }
-}
-
-fn config(
-    h: usize,
-    ffn: usize,
-    layers: usize,
-    heads: usize,
-    kv: usize,
-    vocab: usize,
-    tied: bool,
-) -> Config {
-    Config {
+/// The random-weight shapes, as `benches/transformers_shapes.py` defines them.
+fn random_shape(name: &str) -> Option<Config> {
+    // hidden, ffn, layers, heads, kv heads, vocab, tied
+    let (h, ffn, layers, heads, kv, vocab, tied) = match name {
+        "smollm-135m" => (576, 1536, 30, 9, 3, 49152, true),
+        "tinyllama-1.1b" => (2048, 5632, 22, 32, 4, 32000, false),
+        _ => return None,
+    };
+    Some(Config {
         hidden_size: h,
         intermediate_size: ffn,
         vocab_size: vocab,
@@ -54,7 +44,7 @@ fn config(
         rope_scaling: None,
         max_position_embeddings: 2048,
         tie_word_embeddings: tied,
-    }
+    })
 }
 
 /// Random weights as transformers initialises them: normal(0, 0.02), norms at one.
@@ -96,8 +86,7 @@ fn random_weights(cfg: &Config, dev: &Device) -> candle_core::Result<HashMap<Str
 }
 
 fn load(name: &str, dev: &Device) -> candle_core::Result<(Llama, Config)> {
-    if let Some((h, f, l, heads, kv, v, tied)) = shape(name) {
-        let cfg = config(h, f, l, heads, kv, v, tied);
+    if let Some(cfg) = random_shape(name) {
         let vb = VarBuilder::from_tensors(random_weights(&cfg, dev)?, DType::F32, dev);
         return Ok((Llama::load(vb, &cfg)?, cfg));
     }
