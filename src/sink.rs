@@ -206,6 +206,7 @@ fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<()
         .set("process_cpu_mean_pct", report.mean(|s| s.process_cpu_pct))?
         .set("process_cpu_peak_pct", report.peak(|s| s.process_cpu_pct))?
         .set("system_cpu_mean_pct", report.mean(|s| s.system_cpu_pct))?
+        .set("cpu_steal_mean_pct", report.mean(|s| s.cpu_steal_pct))?
         .set("gpu_util_mean_pct", report.mean(|s| s.gpu_util_pct))?
         .set("gpu_util_peak_pct", report.peak(|s| s.gpu_util_pct))?
         .set("num_samples", report.samples.len())?
@@ -235,6 +236,7 @@ fn sample_row(record: &RunRecord, s: &Sample) -> Result<Row, StoreError> {
         .set("rss_bytes", s.rss_bytes)?
         .set("process_cpu_pct", s.process_cpu_pct)?
         .set("system_cpu_pct", s.system_cpu_pct)?
+        .set("cpu_steal_pct", s.cpu_steal_pct)?
         .set("gpu_util_pct", s.gpu_util_pct)?
         .set("gpu_mem_bytes", s.gpu_mem_bytes)?
         .set("power_cpu_w", s.power_cpu_w)?

@@ -243,6 +243,12 @@ fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
         panic!("peak_rss_bytes missing")
     };
     assert!(*rss > 1 << 20, "{rss}");
+    // CPU steal is a share of the machine's time, read from /proc/stat beside the load (0 on
+    // bare metal; a virtual machine's neighbours can make it anything up to 100).
+    for column in ["cpu_steal_mean_pct", "system_cpu_mean_pct"] {
+        let v = float(row, column).unwrap_or_else(|| panic!("{column} missing"));
+        assert!((0.0..=100.0).contains(&v), "{column} = {v}");
+    }
     // MFU and MBU against the machine's measured CPU peak: positive, below 1.
     for column in ["mfu", "mbu"] {
         let v = float(row, column).unwrap();

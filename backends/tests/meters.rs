@@ -83,9 +83,14 @@ fn fake_proc(root: &Path, model: &str, sockets: u32) {
 
 /// `/proc/stat` with `busy` user jiffies and `idle` idle jiffies.
 fn set_stat(root: &Path, busy: u64, idle: u64) {
+    set_stat_stolen(root, busy, idle, 0);
+}
+
+/// `/proc/stat` with `busy` user, `idle` idle and `steal` stolen jiffies.
+fn set_stat_stolen(root: &Path, busy: u64, idle: u64, steal: u64) {
     write(
         &root.join("stat"),
-        &format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"),
+        &format!("cpu  {busy} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"),
     );
 }
 
@@ -504,7 +509,17 @@ fn process_probe_reads_rss_cpu_shares_and_the_reset_high_water_mark() {
     // 300 ticks of 10 ms in 2 s: 1.5 cores.
     assert_eq!(sample.process_cpu_pct, Some(150.0));
     assert_eq!(sample.system_cpu_pct, Some(25.0));
+    assert_eq!(sample.cpu_steal_pct, Some(0.0));
     assert_eq!(probe.rss_high_water_bytes(), Some(8192 * 1024));
+
+    // A virtual machine whose hypervisor then took half of the next 1000 jiffies: stolen time
+    // is reported on its own and is not this machine's load.
+    f.clock.advance(Duration::from_secs(2));
+    set_stat_stolen(&f.proc, 350, 2150, 500);
+    let mut sample = Sample::default();
+    probe.sample(&mut sample);
+    assert_eq!(sample.system_cpu_pct, Some(10.0));
+    assert_eq!(sample.cpu_steal_pct, Some(50.0));
 }
 
 #[test]

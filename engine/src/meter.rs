@@ -99,8 +99,12 @@ pub struct Sample {
     pub rss_bytes: Option<u64>,
     /// CPU time of this process over the last interval, percent of one core (200 = two cores).
     pub process_cpu_pct: Option<f64>,
-    /// Busy share of all CPUs of the machine over the last interval, percent.
+    /// Busy share of all CPUs of the machine over the last interval, percent (its own work:
+    /// time stolen by a hypervisor is not counted).
     pub system_cpu_pct: Option<f64>,
+    /// Share of all CPUs' time a hypervisor gave to other guests over the last interval,
+    /// percent (`/proc/stat` steal): time the run waited for CPUs it appeared to have.
+    pub cpu_steal_pct: Option<f64>,
     /// GPU busy share over the last interval (NVML), percent; mean over the run's GPUs.
     pub gpu_util_pct: Option<f64>,
     /// GPU memory in use on the run's GPUs, bytes (all processes: NVML sees devices).

@@ -422,7 +422,13 @@ pub const RUN_COLUMNS: &[Column] = &[
         "system_cpu_mean_pct",
         Float,
         true,
-        "mean busy share of all CPUs, percent",
+        "mean busy share of all CPUs, percent (own work; stolen time excluded)",
+    ),
+    col(
+        "cpu_steal_mean_pct",
+        Float,
+        true,
+        "mean share of all CPUs' time a hypervisor gave to other guests, percent (/proc/stat steal; timings of a run with much steal are slower than the hardware)",
     ),
     col(
         "gpu_util_mean_pct",
@@ -503,7 +509,13 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
         "system_cpu_pct",
         Float,
         true,
-        "busy share of all CPUs over the last interval, percent",
+        "busy share of all CPUs over the last interval, percent (own work; stolen time excluded)",
+    ),
+    col(
+        "cpu_steal_pct",
+        Float,
+        true,
+        "share of all CPUs' time a hypervisor gave to other guests over the last interval, percent",
     ),
     col(
         "gpu_util_pct",

@@ -61,6 +61,9 @@ struct BenchRow {
     decode_tokens_per_s: f64,
     decode_bytes_per_s: f64,
     mbu: Option<f64>,
+    /// Share of the CPUs' time a hypervisor gave to other guests during the timed repeats,
+    /// percent (`/proc/stat` steal); `None` where `/proc/stat` is unreadable.
+    cpu_steal_pct: Option<f64>,
     /// Each peer's figures for the same model and batch (one per `--baseline`, in order; `None`
     /// where that peer did not measure this row).
     peers: Vec<Option<Baseline>>,
@@ -278,6 +281,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         "decode tok/s",
         "decode GB/s",
         "MBU",
+        "CPU steal",
     ]
     .map(String::from)
     .to_vec();
@@ -296,6 +300,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             format!("{:.2}", r.decode_bytes_per_s / 1e9),
             r.mbu
                 .map(|m| format!("{:.0} %", m * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            r.cpu_steal_pct
+                .map(|p| format!("{p:.0} %"))
                 .unwrap_or_else(|| "-".into()),
         ];
         for peer in &r.peers {
@@ -325,6 +332,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         );
     }
     println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
+    if let Some(worst) = rows
+        .iter()
+        .filter_map(|r| r.cpu_steal_pct)
+        .filter(|p| *p >= STEAL_WARNING_PCT)
+        .max_by(f64::total_cmp)
+    {
+        println!(
+            "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those rows, so their figures are below what this machine does; measure again (and the peers in the same sitting) when steal is near 0"
+        );
+    } else if rows.iter().all(|r| r.cpu_steal_pct.is_none()) {
+        println!("CPU steal: not measured (/proc/stat unreadable)");
+    }
     if rows.iter().any(|r| r.mbu.is_some_and(|m| m > 1.0)) {
         println!(
             "MBU above 100 %: decoding read faster than the copy benchmark moved memory (weights that fit in the CPU caches are read from cache; reading alone can outpace a read-and-write copy)"
@@ -372,8 +391,12 @@ fn measure(
     let mut prefill_times = Vec::with_capacity(args.repeats);
     let mut decode_times = Vec::with_capacity(args.repeats);
     let mut decode_steps = 0;
+    let mut steal_from = None;
     // One untimed generation warms caches and allocators, as every timed run of a study has.
     for repeat in 0..=args.repeats {
+        if repeat == 1 {
+            steal_from = cpu_times();
+        }
         let start = Instant::now();
         let mut generation = model.start(&prompts, &options).map_err(|e| e.to_string())?;
         generation.step().map_err(|e| e.to_string())?;
@@ -393,6 +416,10 @@ fn measure(
             decode_steps = steps;
         }
     }
+    let cpu_steal_pct = steal_from
+        .zip(cpu_times())
+        .and_then(|(from, to)| to.steal_since(&from))
+        .map(|f| f * 100.0);
     // The median, as the peer baselines report: the best of a few runs would flatter llmeff.
     let (prefill_s, decode_s) = (median(prefill_times), median(decode_times));
     // Each decode step reads every weight once and each sequence's KV cache.
@@ -415,8 +442,23 @@ fn measure(
         decode_tokens_per_s: (batch * decode_steps) as f64 / decode_s,
         decode_bytes_per_s,
         mbu: copy_bytes_per_s.map(|c| decode_bytes_per_s / c),
+        cpu_steal_pct,
         peers: Vec::new(),
     })
+}
+
+/// Steal from which the bench warns that its figures are not the machine's. On the 2-vCPU VM
+/// this was built on, rows at 0 % ran at their usual speed, and rows at 25–38 % at a third to
+/// two-thirds of it (a stolen vCPU also stalls the other at every parallel join, and the
+/// neighbours share memory bandwidth, which steal does not show).
+const STEAL_WARNING_PCT: f64 = 5.0;
+
+/// All CPUs' times from `/proc/stat`, for the steal over the timed repeats.
+fn cpu_times() -> Option<backends::meters::estimate::CpuTimes> {
+    backends::meters::estimate::CpuTimes::read(Path::new(
+        backends::meters::procfs::DEFAULT_PROC_ROOT,
+    ))
+    .ok()
 }
 
 /// The middle value (the upper one of an even count); NaN when empty.

@@ -269,11 +269,14 @@ fn fmt_w(w: f64) -> String {
     }
 }
 
-/// Busy and total jiffies of all CPUs, from the `cpu` line of `/proc/stat`.
+/// Busy, stolen and total jiffies of all CPUs, from the `cpu` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {
-    /// Jiffies not idle and not waiting for IO.
+    /// Jiffies this machine's own work ran: not idle, not waiting for IO, not stolen.
     pub busy: u64,
+    /// Jiffies the hypervisor gave to other guests while this (virtual) machine's CPUs wanted
+    /// to run (`steal`, the 8th field; 0 on bare metal and on kernels without it).
+    pub steal: u64,
     /// All jiffies (guest time is already inside user time, so it is not added again).
     pub total: u64,
 }
@@ -304,8 +307,13 @@ impl CpuTimes {
         let total: u64 = fields.iter().sum();
         // psutil counts iowait as idle on Linux; CodeCarbon inherits that.
         let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+        // psutil also counts steal as busy, which bills a virtual machine for its neighbours'
+        // work (a VM whose CPUs are two-thirds stolen reads two-thirds busy while idle); here
+        // it is neither this machine's load nor idle, and is reported on its own.
+        let steal = fields.get(7).copied().unwrap_or(0);
         Some(CpuTimes {
-            busy: total.saturating_sub(idle),
+            busy: total.saturating_sub(idle).saturating_sub(steal),
+            steal,
             total,
         })
     }
@@ -316,6 +324,14 @@ impl CpuTimes {
         let total = self.total.checked_sub(earlier.total)?;
         let busy = self.busy.saturating_sub(earlier.busy);
         (total > 0).then(|| (busy as f64 / total as f64).min(1.0))
+    }
+
+    /// Stolen share of all CPUs' time between `earlier` and `self`, in [0, 1]; `None` when no
+    /// jiffy elapsed.
+    pub fn steal_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let steal = self.steal.saturating_sub(earlier.steal);
+        (total > 0).then(|| (steal as f64 / total as f64).min(1.0))
     }
 }
 
@@ -535,9 +551,23 @@ mod tests {
             t,
             CpuTimes {
                 busy: 15,
+                steal: 0,
                 total: 100
             }
         );
         assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
+        // A kernel old enough to print only user, nice, system and idle.
+        let old = CpuTimes::parse("cpu  10 0 5 85\n").unwrap();
+        assert_eq!((old.busy, old.steal, old.total), (15, 0, 100));
+    }
+
+    #[test]
+    fn stolen_time_is_neither_load_nor_idle() {
+        // user 20, idle 20, steal 60: the machine ran its own work a fifth of the time.
+        let before = CpuTimes::parse("cpu  0 0 0 0 0 0 0 0 0 0\n").unwrap();
+        let after = CpuTimes::parse("cpu  20 0 0 20 0 0 0 60 0 0\n").unwrap();
+        assert_eq!(after.load_since(&before), Some(0.2));
+        assert_eq!(after.steal_since(&before), Some(0.6));
+        assert_eq!(before.steal_since(&before), None, "no time elapsed");
     }
 }

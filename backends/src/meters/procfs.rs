@@ -82,7 +82,7 @@ impl ProcessProbe {
             parts.push("process cpu".to_string());
         }
         if CpuTimes::read(root).is_ok() {
-            parts.push("system cpu".to_string());
+            parts.push("system cpu, cpu steal".to_string());
         }
         Ok(format!("{} from {}", parts.join(", "), root.display()))
     }
@@ -137,6 +137,7 @@ impl Probe for ProcessProbe {
             }
             if let (Some(a), Some(b)) = (last_times, times) {
                 sample.system_cpu_pct = b.load_since(&a).map(|l| l * 100.0);
+                sample.cpu_steal_pct = b.steal_since(&a).map(|l| l * 100.0);
             }
         }
         self.last = Some((now, ticks, times));
