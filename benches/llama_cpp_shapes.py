@@ -96,7 +96,10 @@ def bench(shape, root):
     cmd = [exe, "-m", gguf_for(shape, root), "-c", str(max(BATCHES) * (PROMPT + NEW)), "-ctk", "f32", "-ctv", "f32",
            "-t", str(THREADS), "-tb", str(THREADS), "-npp", str(PROMPT), "-ntg", str(NEW),
            "-npl", ",".join(map(str, BATCHES * (RUNS + 1))), "--output-format", "jsonl"]
+    t_from = cpu_times()
     p = subprocess.run(cmd, capture_output=True, text=True)
+    # One process runs every batch size and repeat, so both batches get its whole steal.
+    steal = steal_pct(t_from, cpu_times())
     rows = [json.loads(l) for l in (p.stdout + "\n" + p.stderr).splitlines() if l.startswith('{"n_kv_max"')]
     if p.returncode or len(rows) != len(BATCHES) * (RUNS + 1):
         sys.exit(f"{' '.join(cmd)} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
@@ -105,8 +108,22 @@ def bench(shape, root):
         runs = [r for r in rows if r["pl"] == bs][1:]
         t_tg = statistics.median(r["t_tg"] for r in runs)
         out[f"batch{bs}"] = {"prefill_s": round(statistics.median(r["t_pp"] for r in runs), 4),
-                             "decode_tokens_per_s": round(bs * NEW / t_tg, 1)}
+                             "decode_tokens_per_s": round(bs * NEW / t_tg, 1), "cpu_steal_pct": steal}
     return out
+
+
+def cpu_times():
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None where it is unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (v[7] if len(v) > 7 else 0), sum(v)
+
+
+def steal_pct(a, b):
+    return round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) if a and b and b[1] > a[1] else None
 
 
 def tool_name(root):

@@ -1,6 +1,7 @@
 """Peer baseline for `llmeff bench --baseline`: transformers (PyTorch eager, CPU, 2 threads) on
 random-weight Llama models of real shapes. Prefill time for a 32-token prompt, then decode tokens/s for 64 new tokens
-(greedy, EOS ignored), batch 1 and 8. Median of RUNS after one warm-up.
+(greedy, EOS ignored), batch 1 and 8. Median of RUNS after one warm-up; cpu_steal_pct is the share of
+the CPUs' time a hypervisor gave other guests during the timed runs (/proc/stat).
 Usage: python benches/transformers_shapes.py [shape ...] > baseline.jsonl
        shapes: tiny-stories-dir smollm-135m tinyllama-1.1b
 Needs torch and transformers (pip install torch transformers). Copied from the bundled models'
@@ -17,6 +18,18 @@ SHAPES = {
                            num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False),
 }
 PROMPT, NEW, RUNS = 32, 64, int(os.environ.get("RUNS", "3"))
+
+def cpu_times():
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None where it is unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (v[7] if len(v) > 7 else 0), sum(v)
+
+def steal_pct(a, b):
+    return round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) if a and b and b[1] > a[1] else None
 
 def model_for(shape):
     if shape == "tiny-stories-dir":
@@ -37,12 +50,14 @@ def bench(shape):
         with torch.inference_mode():
             model.generate(ids, max_new_tokens=NEW, **kw)
             pre, full = [], []
+            t_from = cpu_times()
             for _ in range(RUNS):
                 t0 = time.perf_counter(); model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw); pre.append(time.perf_counter() - t0)
                 t0 = time.perf_counter(); model.generate(ids, max_new_tokens=NEW, min_new_tokens=NEW, **kw); full.append(time.perf_counter() - t0)
+            steal = steal_pct(t_from, cpu_times())
         p, f = statistics.median(pre), statistics.median(full)
         out[f"batch{bs}"] = {"prefill_s": round(p, 4), "decode_tokens_per_s": round(bs * (NEW - 1) / (f - p), 1),
-                             "generate_s": round(f, 4)}
+                             "generate_s": round(f, 4), "cpu_steal_pct": steal}
     return out
 
 if __name__ == "__main__":

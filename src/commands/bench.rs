@@ -74,6 +74,8 @@ struct BenchRow {
 struct Baseline {
     prefill_tokens_per_s: f64,
     decode_tokens_per_s: f64,
+    /// CPU steal during the peer's timed runs, percent, where its script recorded it.
+    cpu_steal_pct: Option<f64>,
 }
 
 /// One `--baseline` file: who was measured, and their figures by (shape, batch).
@@ -128,6 +130,7 @@ fn read_baseline(path: &Path) -> Result<Peer, String> {
                     Baseline {
                         prefill_tokens_per_s: (batch * BASELINE_PROMPT_TOKENS) as f64 / prefill_s,
                         decode_tokens_per_s: decode,
+                        cpu_steal_pct: row.get("cpu_steal_pct").and_then(serde_json::Value::as_f64),
                     },
                 );
             }
@@ -309,8 +312,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             cells.extend(match peer {
                 Some(b) => [
                     format!(
-                        "{:.0} / {:.1}",
-                        b.prefill_tokens_per_s, b.decode_tokens_per_s
+                        "{:.0} / {:.1}{}",
+                        b.prefill_tokens_per_s,
+                        b.decode_tokens_per_s,
+                        b.cpu_steal_pct
+                            .filter(|p| *p >= STEAL_WARNING_PCT)
+                            .map(|p| format!("\nsteal {p:.0} %"))
+                            .unwrap_or_default()
                     ),
                     format!(
                         "{:.2} / {:.2}",
@@ -334,12 +342,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
     if let Some(worst) = rows
         .iter()
-        .filter_map(|r| r.cpu_steal_pct)
+        .flat_map(|r| {
+            let peers = r.peers.iter().flatten().map(|b| b.cpu_steal_pct);
+            std::iter::once(r.cpu_steal_pct).chain(peers)
+        })
+        .flatten()
         .filter(|p| *p >= STEAL_WARNING_PCT)
         .max_by(f64::total_cmp)
     {
         println!(
-            "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those rows, so their figures are below what this machine does; measure again (and the peers in the same sitting) when steal is near 0"
+            "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those figures (the CPU steal column; a peer's under its figures), so they are below what this machine does; measure again in the same sitting when steal is near 0"
         );
     } else if rows.iter().all(|r| r.cpu_steal_pct.is_none()) {
         println!("CPU steal: not measured (/proc/stat unreadable)");
@@ -546,7 +558,8 @@ mod tests {
             b[&("smollm-135m".to_string(), 1)],
             Baseline {
                 prefill_tokens_per_s: 160.0,
-                decode_tokens_per_s: 14.2
+                decode_tokens_per_s: 14.2,
+                cpu_steal_pct: None,
             }
         );
         assert!(!b.contains_key(&("smollm-135m".to_string(), 8)));
@@ -565,15 +578,14 @@ mod tests {
         // Other peers name themselves, on their first or last line.
         std::fs::write(
             &path,
-            "{\"tool\": \"candle 0.11.1\"}\nsmollm-135m {\"batch8\": {\"prefill_s\": 0.5, \"decode_tokens_per_s\": 140.0}}\n",
+            "{\"tool\": \"candle 0.11.1\"}\nsmollm-135m {\"batch8\": {\"prefill_s\": 0.5, \"decode_tokens_per_s\": 140.0, \"cpu_steal_pct\": 12.5}}\n",
         )
         .unwrap();
         let b = read_baseline(&path).unwrap();
         assert_eq!(b.tool, "candle 0.11.1");
-        assert_eq!(
-            b.figures[&("smollm-135m".to_string(), 8)].prefill_tokens_per_s,
-            512.0
-        );
+        let row = b.figures[&("smollm-135m".to_string(), 8)];
+        assert_eq!(row.prefill_tokens_per_s, 512.0);
+        assert_eq!(row.cpu_steal_pct, Some(12.5), "the steal the peer recorded");
         std::fs::write(&path, "nothing useful\n").unwrap();
         assert!(
             read_baseline(&path)

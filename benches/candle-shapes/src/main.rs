@@ -126,6 +126,24 @@ fn generate(
     Ok((prefill, start.elapsed().as_secs_f64()))
 }
 
+/// (steal, total) jiffies of all CPUs from `/proc/stat`, where it is readable.
+fn cpu_times() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((v.get(7).copied().unwrap_or(0), v.iter().sum()))
+}
+
+/// Share of the CPUs' time a hypervisor gave other guests between two readings, percent.
+fn steal_pct(from: Option<(u64, u64)>, to: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (from?, to?);
+    (t1 > t0).then(|| ((s1 - s0) as f64 / (t1 - t0) as f64 * 1000.0).round() / 10.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -143,11 +161,13 @@ fn bench(name: &str, runs: usize) -> candle_core::Result<serde_json::Value> {
         let ids = Tensor::from_vec(ids, (bs, PROMPT), &dev)?;
         generate(&model, &cfg, &ids, &dev)?;
         let (mut pre, mut full) = (Vec::new(), Vec::new());
+        let from = cpu_times();
         for _ in 0..runs {
             let (p, f) = generate(&model, &cfg, &ids, &dev)?;
             pre.push(p);
             full.push(f);
         }
+        let steal = steal_pct(from, cpu_times());
         let (p, f) = (median(pre), median(full));
         out.insert(
             format!("batch{bs}"),
@@ -155,6 +175,7 @@ fn bench(name: &str, runs: usize) -> candle_core::Result<serde_json::Value> {
                 "prefill_s": (p * 1e4).round() / 1e4,
                 "decode_tokens_per_s": ((bs * (NEW - 1)) as f64 / (f - p) * 10.0).round() / 10.0,
                 "generate_s": (f * 1e4).round() / 1e4,
+                "cpu_steal_pct": steal,
             }),
         );
     }
