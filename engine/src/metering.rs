@@ -437,9 +437,21 @@ impl RunMeters {
             }
         }
         report.notes = std::mem::take(&mut shared.notes);
+        if let Some(steal) = report.mean(|s| s.cpu_steal_pct)
+            && steal >= STEAL_NOTE_PCT
+        {
+            report.notes.push(format!(
+                "cpu steal {steal:.0} %: a hypervisor ran other guests on this machine's CPUs, so the run's timings are slower than the hardware"
+            ));
+        }
         report
     }
 }
+
+/// Mean CPU steal from which a run's report says its timings are not the machine's: on a
+/// 2-vCPU VM, `llmeff bench` rows at 25–38 % steal ran at a third to two-thirds of their speed
+/// at 0 %.
+const STEAL_NOTE_PCT: f64 = 5.0;
 
 #[cfg(test)]
 mod tests {
@@ -589,6 +601,29 @@ mod tests {
         assert_eq!(cpu.joules, None);
         assert_eq!(cpu.source, EnergySource::Unavailable);
         assert_eq!(report.notes, vec!["scripted: exhausted".to_string()]);
+    }
+
+    #[test]
+    fn a_run_slowed_by_cpu_steal_says_so() {
+        for (steal, noted) in [
+            (vec![Some(2.0), Some(4.0)], false),
+            (vec![Some(30.0), None], true),
+        ] {
+            let m = RunMeters::open(&NoMeters, "cpu", &measure(&["latency"]));
+            lock(&m.shared).samples = steal
+                .into_iter()
+                .map(|cpu_steal_pct| Sample {
+                    cpu_steal_pct,
+                    ..Sample::default()
+                })
+                .collect();
+            let report = m.finish(1.0, 1.0);
+            let notes = report.notes.join("; ");
+            assert_eq!(notes.contains("cpu steal"), noted, "{notes:?}");
+            if noted {
+                assert!(notes.starts_with("cpu steal 30 %"), "{notes}");
+            }
+        }
     }
 
     #[test]
