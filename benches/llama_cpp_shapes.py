@@ -123,7 +123,8 @@ def cpu_times():
 
 
 def steal_pct(a, b):
-    return round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) if a and b and b[1] > a[1] else None
+    # Under 1 s of one CPU (100 ticks of 10 ms) a single tick would read as tens of percent.
+    return round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) if a and b and b[1] - a[1] >= 100 else None
 
 
 def tool_name(root):

@@ -353,8 +353,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         println!(
             "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those figures (the CPU steal column; a peer's under its figures), so they are below what this machine does; measure again in the same sitting when steal is near 0"
         );
-    } else if rows.iter().all(|r| r.cpu_steal_pct.is_none()) {
-        println!("CPU steal: not measured (/proc/stat unreadable)");
+    }
+    if rows.iter().any(|r| r.cpu_steal_pct.is_none()) {
+        println!(
+            "CPU steal \"-\": /proc/stat is unreadable, or the row's timed repeats took under 1 s of CPU time, too short for its 10 ms ticks"
+        );
     }
     if rows.iter().any(|r| r.mbu.is_some_and(|m| m > 1.0)) {
         println!(
@@ -430,6 +433,7 @@ fn measure(
     }
     let cpu_steal_pct = steal_from
         .zip(cpu_times())
+        .filter(|(from, to)| to.total.saturating_sub(from.total) >= MIN_STEAL_JIFFIES)
         .and_then(|(from, to)| to.steal_since(&from))
         .map(|f| f * 100.0);
     // The median, as the peer baselines report: the best of a few runs would flatter llmeff.
@@ -464,6 +468,11 @@ fn measure(
 /// two-thirds of it (a stolen vCPU also stalls the other at every parallel join, and the
 /// neighbours share memory bandwidth, which steal does not show).
 const STEAL_WARNING_PCT: f64 = 5.0;
+
+/// The shortest window whose steal the bench reports, in `/proc/stat` ticks of all CPUs
+/// together (1 s of one CPU): the counters tick every 10 ms, so over the few milliseconds of a
+/// tiny-stories row a single tick reads as tens of percent.
+const MIN_STEAL_JIFFIES: u64 = 100;
 
 /// All CPUs' times from `/proc/stat`, for the steal over the timed repeats.
 fn cpu_times() -> Option<backends::meters::estimate::CpuTimes> {

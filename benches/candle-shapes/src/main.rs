@@ -138,10 +138,12 @@ fn cpu_times() -> Option<(u64, u64)> {
     Some((v.get(7).copied().unwrap_or(0), v.iter().sum()))
 }
 
-/// Share of the CPUs' time a hypervisor gave other guests between two readings, percent.
+/// Share of the CPUs' time a hypervisor gave other guests between two readings, percent; `None`
+/// for a window too short to tell.
 fn steal_pct(from: Option<(u64, u64)>, to: Option<(u64, u64)>) -> Option<f64> {
     let ((s0, t0), (s1, t1)) = (from?, to?);
-    (t1 > t0).then(|| ((s1 - s0) as f64 / (t1 - t0) as f64 * 1000.0).round() / 10.0)
+    // Under 1 s of one CPU (100 ticks of 10 ms) a single tick would read as tens of percent.
+    (t1 >= t0 + 100).then(|| ((s1 - s0) as f64 / (t1 - t0) as f64 * 1000.0).round() / 10.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
