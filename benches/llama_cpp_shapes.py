@@ -19,6 +19,7 @@ Getting llama.cpp without GitHub: the llama-cpp-python sdist on PyPI vendors it 
   (<commit>: the sdist has no git history; its CHANGELOG.md names the vendored commit, e.g. 0.3.36 -> 0c1e57098.)"""
 import argparse, json, os, re, statistics, subprocess, sys
 import numpy as np
+from cpu_steal import cpu_times, steal_pct  # benches/ is the script's folder, so on sys.path
 
 SHAPES = {
     "smollm-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -110,21 +111,6 @@ def bench(shape, root):
         out[f"batch{bs}"] = {"prefill_s": round(statistics.median(r["t_pp"] for r in runs), 4),
                              "decode_tokens_per_s": round(bs * NEW / t_tg, 1), "cpu_steal_pct": steal}
     return out
-
-
-def cpu_times():
-    """(steal, total) jiffies of all CPUs from /proc/stat, or None where it is unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (v[7] if len(v) > 7 else 0), sum(v)
-
-
-def steal_pct(a, b):
-    # Under 1 s of one CPU (100 ticks of 10 ms) a single tick would read as tens of percent.
-    return round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) if a and b and b[1] - a[1] >= 100 else None
 
 
 def tool_name(root):

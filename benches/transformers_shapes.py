@@ -10,6 +10,7 @@ import json, statistics, sys, time, os
 import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, AutoModelForCausalLM
+from cpu_steal import cpu_times, steal_pct  # benches/ is the script's folder, so on sys.path
 
 SHAPES = {
     "smollm-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -18,19 +19,6 @@ SHAPES = {
                            num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False),
 }
 PROMPT, NEW, RUNS = 32, 64, int(os.environ.get("RUNS", "3"))
-
-def cpu_times():
-    """(steal, total) jiffies of all CPUs from /proc/stat, or None where it is unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (v[7] if len(v) > 7 else 0), sum(v)
-
-def steal_pct(a, b):
-    # Under 1 s of one CPU (100 ticks of 10 ms) a single tick would read as tens of percent.
-    return round(100 * (b[0] - a[0]) / (b[1] - a[1]), 1) if a and b and b[1] - a[1] >= 100 else None
 
 def model_for(shape):
     if shape == "tiny-stories-dir":
