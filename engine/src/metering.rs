@@ -448,10 +448,11 @@ impl RunMeters {
     }
 }
 
-/// Mean CPU steal from which a run's report says its timings are not the machine's: on a
-/// 2-vCPU VM, `llmeff bench` rows at 25–38 % steal ran at a third to two-thirds of their speed
-/// at 0 %.
-const STEAL_NOTE_PCT: f64 = 5.0;
+/// CPU steal, percent, from which a run's report (and `llmeff bench`) says its timings are not
+/// the machine's. On a 2-vCPU VM, bench rows at 25–38 % steal ran at a third to two-thirds of
+/// their speed at 0 % (a stolen vCPU also stalls the other at every parallel join, and the
+/// neighbours share memory bandwidth, which steal does not show).
+pub const STEAL_NOTE_PCT: f64 = 5.0;
 
 #[cfg(test)]
 mod tests {

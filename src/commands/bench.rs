@@ -316,7 +316,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                         b.prefill_tokens_per_s,
                         b.decode_tokens_per_s,
                         b.cpu_steal_pct
-                            .filter(|p| *p >= STEAL_WARNING_PCT)
+                            .filter(|p| *p >= engine::metering::STEAL_NOTE_PCT)
                             .map(|p| format!("\nsteal {p:.0} %"))
                             .unwrap_or_default()
                     ),
@@ -347,7 +347,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             std::iter::once(r.cpu_steal_pct).chain(peers)
         })
         .flatten()
-        .filter(|p| *p >= STEAL_WARNING_PCT)
+        .filter(|p| *p >= engine::metering::STEAL_NOTE_PCT)
         .max_by(f64::total_cmp)
     {
         println!(
@@ -462,12 +462,6 @@ fn measure(
         peers: Vec::new(),
     })
 }
-
-/// Steal from which the bench warns that its figures are not the machine's. On the 2-vCPU VM
-/// this was built on, rows at 0 % ran at their usual speed, and rows at 25–38 % at a third to
-/// two-thirds of it (a stolen vCPU also stalls the other at every parallel join, and the
-/// neighbours share memory bandwidth, which steal does not show).
-const STEAL_WARNING_PCT: f64 = 5.0;
 
 /// The shortest window whose steal the bench reports, in `/proc/stat` ticks of all CPUs
 /// together (1 s of one CPU): the counters tick every 10 ms, so over the few milliseconds of a
