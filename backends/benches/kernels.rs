@@ -3,7 +3,9 @@
 //! Weights are cold, as in a real forward pass where every layer's weights were evicted by the
 //! layers before it: each repetition uses the next of several copies whose total is well above
 //! the L3 cache. Times are the best of several repetitions. GB/s counts weight bytes read once
-//! (the floor any kernel must move); GFLOP/s counts 2·m·k·n.
+//! (the floor any kernel must move); GFLOP/s counts 2·m·k·n. `GF/cpu-s` divides by the best CPU
+//! time per pool thread instead of wall time: on a VM whose neighbours steal the vCPUs it is the
+//! steadier figure for comparing kernels (see [`best_of_both`]).
 //!
 //! `cargo bench -p llmeff-backends --bench kernels`. Environment: `KERNELS_SHAPES=2048x5632,…`
 //! (k×n) and `KERNELS_M=1,8,…` pick the table's rows (an empty list skips it); `KERNELS_FLEX=0`
@@ -52,13 +54,14 @@ fn main() {
         memory_rows();
     }
     println!(
-        "\n{:>5} {:>6} {:>4} | {:>9} {:>7} {:>8} {:>6} | {:>9} {:>7} {:>8} | {:>7}",
+        "\n{:>5} {:>6} {:>4} | {:>9} {:>7} {:>8} {:>8} {:>6} | {:>9} {:>7} {:>8} | {:>7}",
         "k",
         "n",
         "m",
         "ours ms",
         "GB/s",
         "GFLOP/s",
+        "GF/cpu-s",
         "/m=1",
         "flex ms",
         "GB/s",
@@ -71,17 +74,19 @@ fn main() {
         for &m in &ms {
             let x = values(m * k, 7);
             let mut y = vec![0.0f32; m * n];
-            let ours = weights.time(|w| kernels::linear_f32(&x, m, k, w, n, &mut y));
+            let timing = weights.time_both(|w| kernels::linear_f32(&x, m, k, w, n, &mut y));
+            let ours = timing.wall;
             if m == 1 {
                 single = Some(ours);
             }
             let bytes = (n * k * 4) as f64;
             let flops = 2.0 * (m * k * n) as f64;
             let mut line = format!(
-                "{k:>5} {n:>6} {m:>4} | {:>9.3} {:>7.1} {:>8.1} {:>6} |",
+                "{k:>5} {n:>6} {m:>4} | {:>9.3} {:>7.1} {:>8.1} {:>8.1} {:>6} |",
                 ours * 1e3,
                 bytes / ours / 1e9,
                 flops / ours / 1e9,
+                flops / timing.cpu / 1e9,
                 single.map_or(String::new(), |t| format!("{:.2}×", ours / t)),
             );
             if flex {
@@ -264,9 +269,14 @@ impl Weights {
         }
     }
 
-    fn time(&self, mut f: impl FnMut(&[f32])) -> f64 {
+    fn time(&self, f: impl FnMut(&[f32])) -> f64 {
+        self.time_both(f).wall
+    }
+
+    /// [`Weights::time`] with the CPU time per pool thread as well.
+    fn time_both(&self, mut f: impl FnMut(&[f32])) -> Timing {
         let mut i = 0;
-        best_of(|| {
+        best_of_both(|| {
             f(black_box(&self.copies[i % self.copies.len()]));
             i += 1;
         })
@@ -288,19 +298,54 @@ impl Weights {
 }
 
 /// Best wall time of `f` over a warm-up and up to `MAX_REPS` timed calls, in seconds.
-fn best_of(mut f: impl FnMut()) -> f64 {
+fn best_of(f: impl FnMut()) -> f64 {
+    best_of_both(f).wall
+}
+
+/// One measurement's best wall time and best CPU time per pool thread, in seconds.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+/// [`best_of`], also timing each repetition in CPU time: on a VM whose neighbours steal the
+/// vCPUs (the `steal` of `/proc/stat`), wall times swing by tens of percent while CPU time
+/// excludes the stolen share, so it is the steadier figure to compare two kernels by. It also
+/// excludes a thread's idle wait at the end of a product, so it flatters unbalanced splits.
+fn best_of_both(mut f: impl FnMut()) -> Timing {
     f();
+    let threads = rayon::current_num_threads().max(1) as f64;
     let start = Instant::now();
-    let mut best = f64::INFINITY;
+    let mut best = Timing {
+        wall: f64::INFINITY,
+        cpu: f64::INFINITY,
+    };
     for rep in 0..MAX_REPS {
+        let c = process_cpu_ns();
         let t = Instant::now();
         f();
-        best = best.min(t.elapsed().as_secs_f64());
+        best.wall = best.wall.min(t.elapsed().as_secs_f64());
+        if let (Some(c0), Some(c1)) = (c, process_cpu_ns()) {
+            best.cpu = best.cpu.min(c1.saturating_sub(c0) as f64 / 1e9 / threads);
+        }
         if rep + 1 >= MIN_REPS && start.elapsed() > TIME_BUDGET {
             break;
         }
     }
     best
+}
+
+/// This process's CPU time over all threads, in nanoseconds: the first field of each thread's
+/// `/proc/self/task/*/schedstat` (time on a CPU; the kernel leaves hypervisor steal out of it).
+/// `None` where there is no such file (not Linux, or schedstats compiled out).
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Deterministic values in [−1, 1).
