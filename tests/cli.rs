@@ -782,3 +782,50 @@ fn generate_loads_a_hub_id_from_the_cache_offline() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_measures_the_tiny_model_and_the_memory_it_ran_beside() {
+    let out = llmeff()
+        .args([
+            "bench",
+            "--models",
+            "tiny-stories",
+            "--batches",
+            "1",
+            "--new-tokens",
+            "4",
+            "--repeats",
+            "1",
+            "--growth-tokens",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "one model, one batch size");
+    let row = &rows[0];
+    assert_eq!(row["model"], "tiny-stories");
+    assert_eq!(row["new_tokens"], 4);
+    for column in [
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "decode_bytes_per_s",
+    ] {
+        let v = row[column].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{column} = {v}");
+    }
+    // The per-row copy check runs the same benchmark as the MBU denominator: a DRAM copy is
+    // somewhere between a floppy disk and a whole server's bandwidth.
+    let copy = row["copy_now_bytes_per_s"].as_f64().unwrap();
+    assert!((1e8..1e13).contains(&copy), "copy now {copy}");
+    if let Some(steal) = row["cpu_steal_pct"].as_f64() {
+        assert!((0.0..=100.0).contains(&steal), "steal {steal}");
+    }
+}

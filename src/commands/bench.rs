@@ -64,6 +64,10 @@ struct BenchRow {
     /// Share of the CPUs' time a hypervisor gave to other guests during the timed repeats,
     /// percent (`/proc/stat` steal); `None` where `/proc/stat` is unreadable.
     cpu_steal_pct: Option<f64>,
+    /// The copy benchmark behind MBU's denominator, run again just before this row's repeats,
+    /// bytes read + written per second: below the denominator, other guests were sharing the
+    /// memory system (which CPU steal does not show); `None` where it measured no time.
+    copy_now_bytes_per_s: Option<f64>,
     /// Each peer's figures for the same model and batch (one per `--baseline`, in order; `None`
     /// where that peer did not measure this row).
     peers: Vec<Option<Baseline>>,
@@ -285,6 +289,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         "decode GB/s",
         "MBU",
         "CPU steal",
+        "copy now\nGB/s",
     ]
     .map(String::from)
     .to_vec();
@@ -306,6 +311,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                 .unwrap_or_else(|| "-".into()),
             r.cpu_steal_pct
                 .map(|p| format!("{p:.0} %"))
+                .unwrap_or_else(|| "-".into()),
+            r.copy_now_bytes_per_s
+                .map(|b| format!("{:.1}", b / 1e9))
                 .unwrap_or_else(|| "-".into()),
         ];
         for peer in &r.peers {
@@ -353,6 +361,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         println!(
             "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those figures (the CPU steal column; a peer's under its figures), so they are below what this machine does; measure again in the same sitting when steal is near 0"
         );
+    }
+    if let Some(line) = contention_note(&rows, peak.as_ref().map(|p| p.bytes_per_s)) {
+        println!("{line}");
     }
     if rows.iter().any(|r| r.cpu_steal_pct.is_none()) {
         println!(
@@ -403,6 +414,13 @@ fn measure(
         stop_at_eos: false,
         decoding: Decoding::Greedy,
     };
+    // Before the warm-up, so the copy's page faults and cache misses are not in the timings.
+    let copy_now_bytes_per_s = backends::meters::peak::measure_copy_bandwidth(
+        backends::meters::peak::COPY_BYTES,
+        rayon::current_num_threads(),
+        COPY_NOW_REPS,
+    )
+    .ok();
     let mut prefill_times = Vec::with_capacity(args.repeats);
     let mut decode_times = Vec::with_capacity(args.repeats);
     let mut decode_steps = 0;
@@ -459,7 +477,34 @@ fn measure(
         decode_bytes_per_s,
         mbu: copy_bytes_per_s.map(|c| decode_bytes_per_s / c),
         cpu_steal_pct,
+        copy_now_bytes_per_s,
         peers: Vec::new(),
+    })
+}
+
+/// Copies of the per-row bandwidth check (best of these, as the cached figure is).
+const COPY_NOW_REPS: usize = 3;
+
+/// A row's copy bandwidth below this share of the MBU denominator is reported as contention:
+/// the denominator is a best of 4, and quiet re-measurements on the development VM came within
+/// about 10 % of it.
+const CONTENDED_SHARE: f64 = 0.85;
+
+/// The note under the table when some row's copy bandwidth, measured just before it, fell
+/// below [`CONTENDED_SHARE`] of `denominator` (the MBU denominator, bytes/s).
+fn contention_note(rows: &[BenchRow], denominator: Option<f64>) -> Option<String> {
+    let denominator = denominator.filter(|d| *d > 0.0)?;
+    let worst = rows
+        .iter()
+        .filter_map(|r| r.copy_now_bytes_per_s)
+        .min_by(f64::total_cmp)?;
+    (worst < CONTENDED_SHARE * denominator).then(|| {
+        format!(
+            "memory contended: the copy benchmark measured down to {:.1} GB/s just before a row ({:.0} % of the {:.1} GB/s MBU denominator), so other guests or processes were using this machine's memory bandwidth and the figures are below what it does; CPU steal does not show this",
+            worst / 1e9,
+            100.0 * worst / denominator,
+            denominator / 1e9
+        )
     })
 }
 
@@ -541,6 +586,45 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0]), 4.0);
         assert!(median(Vec::new()).is_nan());
+    }
+
+    fn row_with_copy(copy_now_bytes_per_s: Option<f64>) -> BenchRow {
+        BenchRow {
+            model: "m".into(),
+            batch: 1,
+            prompt_tokens: 32,
+            new_tokens: 64,
+            prefill_s: 1.0,
+            prefill_tokens_per_s: 32.0,
+            decode_tokens_per_s: 10.0,
+            decode_bytes_per_s: 1e9,
+            mbu: None,
+            cpu_steal_pct: None,
+            copy_now_bytes_per_s,
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn contention_is_reported_below_85_percent_of_the_denominator() {
+        let gb = 1e9;
+        let quiet = [row_with_copy(Some(25.0 * gb)), row_with_copy(None)];
+        assert_eq!(contention_note(&quiet, Some(26.4 * gb)), None);
+        let busy = [
+            row_with_copy(Some(25.0 * gb)),
+            row_with_copy(Some(13.2 * gb)),
+        ];
+        let note = contention_note(&busy, Some(26.4 * gb)).expect("the slow row is reported");
+        assert!(note.contains("13.2 GB/s"), "{note}");
+        assert!(note.contains("50 %"), "{note}");
+        assert!(note.contains("26.4 GB/s"), "{note}");
+        // Nothing to compare against: no note rather than a guess.
+        assert_eq!(contention_note(&busy, None), None);
+        assert_eq!(contention_note(&busy, Some(0.0)), None);
+        assert_eq!(
+            contention_note(&[row_with_copy(None)], Some(26.4 * gb)),
+            None
+        );
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub struct CpuPeak {
 pub const PEAK_METHOD: u32 = 2;
 
 /// Buffer of the memory copy: far larger than any CPU cache, so DRAM is what is measured.
-const COPY_BYTES: usize = 256 << 20;
+pub const COPY_BYTES: usize = 256 << 20;
 /// Side of the square matmul.
 const MATMUL_N: usize = 1024;
 
