@@ -499,6 +499,45 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
     // The experiment counter continued from the first run.
     assert_eq!(rows[0].get("experiment_id"), Some(&results::Cell::Int(2)));
     assert!(dir.path().join("runs/s/superseded").is_dir());
+
+    // The same plan on the other CPU forward pass: the run hashes match, but the stored run
+    // was measured on llmeff's kernels, so resuming would mix the two; --force measures again.
+    let burn = |extra: &[&str]| {
+        llmeff()
+            .env("LLMEFF_CPU_FORWARD", "burn")
+            .arg("run")
+            .arg(&script)
+            .args(["--plain", "--out"])
+            .arg(dir.path().join("runs"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = burn(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CPU forward pass host -> burn") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let out = burn(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("runs/s/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the host-kernel row was superseded, not kept"
+    );
+    let compute = text(&rows[0], "compute");
+    assert!(!compute.starts_with("llmeff-kernels"), "{compute}");
 }
 
 /// Kill -9 in the middle of a study, run again: every planned run appears exactly once and no

@@ -21,6 +21,14 @@ pub enum CpuForward {
 }
 
 impl CpuForward {
+    /// The name `LLMEFF_CPU_FORWARD` takes for this pass (`host` is the default).
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuForward::Host => "host",
+            CpuForward::Burn => "burn",
+        }
+    }
+
     /// `LLMEFF_CPU_FORWARD=burn` selects [`CpuForward::Burn`]; anything else the default.
     pub fn from_env() -> Self {
         match std::env::var("LLMEFF_CPU_FORWARD").as_deref() {
@@ -60,6 +68,11 @@ impl BurnRuntime {
             hub,
             cpu_forward: CpuForward::default(),
         }
+    }
+
+    /// The CPU forward pass unquantized f32 models run on.
+    pub fn cpu_forward(&self) -> CpuForward {
+        self.cpu_forward
     }
 
     /// The same runtime running f32 CPU models on `forward`.

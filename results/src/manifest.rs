@@ -23,6 +23,11 @@ pub struct Manifest {
     pub runs: BTreeMap<String, serde_json::Value>,
     /// Machine and software facts at planning time.
     pub environment: serde_json::Value,
+    /// The CPU forward pass the runs are measured on (`host` kernels or `burn`-flex): the run
+    /// hashes cover only the plan, so a resume on the other pass would mix the two in one
+    /// table. `None` in manifests written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_forward: Option<String>,
     /// When the manifest was first written, seconds since the Unix epoch.
     pub created_unix_s: f64,
 }
@@ -72,7 +77,20 @@ impl Manifest {
         if self.cycles != newer.cycles {
             changes.push(format!("cycles {} -> {}", self.cycles, newer.cycles));
         }
+        if self.forward_changed(newer) {
+            changes.push(format!(
+                "CPU forward pass {} -> {} (LLMEFF_CPU_FORWARD)",
+                self.cpu_forward.as_deref().unwrap_or("?"),
+                newer.cpu_forward.as_deref().unwrap_or("?")
+            ));
+        }
         (!changes.is_empty()).then(|| changes.join(", "))
+    }
+
+    /// Whether both manifests name a CPU forward pass and they differ: then every stored run
+    /// was measured on the other pass, not only the added or removed ones.
+    pub fn forward_changed(&self, newer: &Manifest) -> bool {
+        matches!((&self.cpu_forward, &newer.cpu_forward), (Some(a), Some(b)) if a != b)
     }
 }
 
@@ -91,6 +109,7 @@ mod tests {
                 .map(|r| (r.to_string(), serde_json::json!({})))
                 .collect(),
             environment: serde_json::json!({}),
+            cpu_forward: Some("host".into()),
             created_unix_s: 0.0,
         }
     }
@@ -103,6 +122,30 @@ mod tests {
             a.difference(&manifest(&["1", "3", "4"], 3)).as_deref(),
             Some("2 runs added, 1 runs removed, cycles 1 -> 3")
         );
+    }
+
+    #[test]
+    fn a_changed_cpu_forward_pass_is_a_change_of_every_run() {
+        let a = manifest(&["1", "2"], 1);
+        let burn = Manifest {
+            cpu_forward: Some("burn".into()),
+            ..a.clone()
+        };
+        assert!(a.forward_changed(&burn));
+        assert_eq!(
+            a.difference(&burn).as_deref(),
+            Some("CPU forward pass host -> burn (LLMEFF_CPU_FORWARD)")
+        );
+        // A manifest from before the field: nothing to compare, so no change is claimed.
+        let old = Manifest {
+            cpu_forward: None,
+            ..a.clone()
+        };
+        assert!(!old.forward_changed(&a));
+        assert_eq!(old.difference(&a), None);
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("cpu_forward"), "{text}");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), old);
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn claim_study(
     plan: &Plan,
     origin: &ScriptOrigin<'_>,
     force: bool,
-    devices: &[String],
+    runtime: &backends::BurnRuntime,
 ) -> Result<(), Failure> {
     let runs = plan
         .runs()
@@ -61,7 +61,8 @@ fn claim_study(
         script: origin.path.to_string(),
         cycles: plan.study.cycles,
         runs,
-        environment: crate::environment::describe(devices),
+        environment: crate::environment::describe(&runtime.devices()),
+        cpu_forward: Some(runtime.cpu_forward().name().to_string()),
         created_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -78,7 +79,13 @@ fn claim_study(
                 )));
             }
             Some(change) => {
-                let keep: HashSet<String> = manifest.runs.keys().cloned().collect();
+                // Runs measured on the other forward pass are superseded even where the plan
+                // still holds them: they would sit beside the new ones as duplicates.
+                let keep: HashSet<String> = if old.forward_changed(&manifest) {
+                    HashSet::new()
+                } else {
+                    manifest.runs.keys().cloned().collect()
+                };
                 let label = format!("{}", manifest.created_unix_s as u64);
                 let moved = store
                     .supersede_except(&keep, &label)
@@ -120,7 +127,7 @@ pub fn execute_plan(
     .map_err(|e| Failure::work(e.to_string()))?;
     let store = Store::open(&dir).map_err(|e| Failure::work(e.to_string()))?;
     let runtime = backends::BurnRuntime::new();
-    claim_study(&store, plan, origin, force, &runtime.devices())?;
+    claim_study(&store, plan, origin, force, &runtime)?;
     let mut sink = StoreSink::new(store.clone(), shard.map(|s| (s.index, s.count)))
         .map_err(|e| Failure::work(e.to_string()))?;
 
