@@ -35,6 +35,15 @@ fi
 
 log() { echo "$(date -u +%H:%M:%S) $*" >> "$out/times.txt"; }
 
+# peer NAME FILE COMMAND...: runs one peer for $model into $out/FILE and adds it as a baseline.
+peer() {
+    local name=$1 file=$2
+    shift 2
+    "$@" > "$out/$file" 2>> "$out/err.log"
+    log "$name $model: rc $?"
+    baselines+=(--baseline "$out/$file")
+}
+
 # The peers' names for the bench's models.
 shape_of() {
     case $1 in
@@ -55,27 +64,21 @@ for model in $models; do
     log "llmeff a $model: rc $?"
     baselines=()
     if [ "$have_torch" = 1 ]; then
-        RUNS=$runs "$python" "$here/transformers_shapes.py" "$shape" \
-            > "$out/transformers-$model.jsonl" 2>> "$out/err.log"
-        log "transformers $model: rc $?"
-        baselines+=(--baseline "$out/transformers-$model.jsonl")
+        peer transformers "transformers-$model.jsonl" \
+            env RUNS="$runs" "$python" "$here/transformers_shapes.py" "$shape"
     else
         log "transformers $model: skipped (no torch/transformers in $python)"
     fi
     if [ -n "${CANDLE:-}" ] && [ -x "$CANDLE" ]; then
         # candle-shapes finds tiny-stories relative to its own folder.
-        (cd "$here/candle-shapes" && RUNS=$runs RAYON_NUM_THREADS=2 "$CANDLE" "$shape") \
-            > "$out/candle-$model.jsonl" 2>> "$out/err.log"
-        log "candle $model: rc $?"
-        baselines+=(--baseline "$out/candle-$model.jsonl")
+        peer candle "candle-$model.jsonl" env -C "$here/candle-shapes" RUNS="$runs" \
+            RAYON_NUM_THREADS=2 "$CANDLE" "$shape"
     else
         log "candle $model: skipped (set CANDLE)"
     fi
     if [ -n "${LLAMA_CPP_DIR:-}" ]; then
-        RUNS=$runs "$python" "$here/llama_cpp_shapes.py" "$shape" \
-            > "$out/llamacpp-$model.jsonl" 2>> "$out/err.log"
-        log "llama.cpp $model: rc $?"
-        baselines+=(--baseline "$out/llamacpp-$model.jsonl")
+        peer llama.cpp "llamacpp-$model.jsonl" \
+            env RUNS="$runs" "$python" "$here/llama_cpp_shapes.py" "$shape"
     else
         log "llama.cpp $model: skipped (set LLAMA_CPP_DIR)"
     fi

@@ -453,15 +453,27 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
         )
         .unwrap()
     };
-    let run = |extra: &[&str]| {
-        llmeff()
-            .arg("run")
+    // `forward`: LLMEFF_CPU_FORWARD for this run, if any.
+    let run_on = |forward: Option<&str>, extra: &[&str]| {
+        let mut cmd = llmeff();
+        if let Some(forward) = forward {
+            cmd.env("LLMEFF_CPU_FORWARD", forward);
+        }
+        cmd.arg("run")
             .arg(&script)
             .args(["--plain", "--out"])
             .arg(dir.path().join("runs"))
             .args(extra)
             .output()
             .unwrap()
+    };
+    let run = |extra: &[&str]| run_on(None, extra);
+    let study_rows = || {
+        results::parquet_io::read_rows(
+            &dir.path().join("runs/s/runs.parquet"),
+            results::schema::RUN_COLUMNS,
+        )
+        .unwrap()
     };
     write(1);
     assert!(run(&[]).status.success());
@@ -489,11 +501,7 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = results::parquet_io::read_rows(
-        &dir.path().join("runs/s/runs.parquet"),
-        results::schema::RUN_COLUMNS,
-    )
-    .unwrap();
+    let rows = study_rows();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get("batch_size"), Some(&results::Cell::Int(2)));
     // The experiment counter continued from the first run.
@@ -502,35 +510,20 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
 
     // The same plan on the other CPU forward pass: the run hashes match, but the stored run
     // was measured on llmeff's kernels, so resuming would mix the two; --force measures again.
-    let burn = |extra: &[&str]| {
-        llmeff()
-            .env("LLMEFF_CPU_FORWARD", "burn")
-            .arg("run")
-            .arg(&script)
-            .args(["--plain", "--out"])
-            .arg(dir.path().join("runs"))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let out = burn(&[]);
+    let out = run_on(Some("burn"), &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("CPU forward pass host -> burn") && stderr.contains("--force"),
         "{stderr}"
     );
-    let out = burn(&["--force"]);
+    let out = run_on(Some("burn"), &["--force"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = results::parquet_io::read_rows(
-        &dir.path().join("runs/s/runs.parquet"),
-        results::schema::RUN_COLUMNS,
-    )
-    .unwrap();
+    let rows = study_rows();
     assert_eq!(
         rows.len(),
         1,
