@@ -817,6 +817,12 @@ fn generate_loads_a_hub_id_from_the_cache_offline() {
 
 #[test]
 fn bench_measures_the_tiny_model_and_the_memory_it_ran_beside() {
+    // One new token has no decode phase to time: refused, not reported as millions of tokens/s.
+    llmeff()
+        .args(["bench", "--models", "tiny-stories", "--new-tokens", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--new-tokens must be at least 2"));
     let out = llmeff()
         .args([
             "bench",

@@ -167,6 +167,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     if args.repeats == 0 {
         return Err(Failure::input("--repeats must be at least 1"));
     }
+    if args.new_tokens < 2 {
+        // Decode tokens/s would divide by a decode phase that did nothing.
+        return Err(Failure::input(
+            "--new-tokens must be at least 2: the first new token comes from the prompt pass, so decoding starts at the second",
+        ));
+    }
     let forward = match args.forward {
         Some(ForwardArg::Host) => CpuForward::Host,
         Some(ForwardArg::Burn) => CpuForward::Burn,
