@@ -823,29 +823,10 @@ fn bench_measures_the_tiny_model_and_the_memory_it_ran_beside() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--new-tokens must be at least 2"));
-    let out = llmeff()
-        .args([
-            "bench",
-            "--models",
-            "tiny-stories",
-            "--batches",
-            "1",
-            "--new-tokens",
-            "4",
-            "--repeats",
-            "1",
-            "--growth-tokens",
-            "0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bench = "bench --models tiny-stories --batches 1 --new-tokens 4 --repeats 1 \
+                 --growth-tokens 0 --json";
+    let out = llmeff().args(bench.split_whitespace()).assert().success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "one model, one batch size");
     let row = &rows[0];

@@ -457,8 +457,7 @@ fn measure(
     }
     let cpu_steal_pct = steal_from
         .zip(cpu_times())
-        .filter(|(from, to)| to.total.saturating_sub(from.total) >= MIN_STEAL_JIFFIES)
-        .and_then(|(from, to)| to.steal_since(&from))
+        .and_then(|(from, to)| to.steal_since_measurable(&from))
         .map(|f| f * 100.0);
     // The median, as the peer baselines report: the best of a few runs would flatter llmeff.
     let (prefill_s, decode_s) = (median(prefill_times), median(decode_times));
@@ -513,11 +512,6 @@ fn contention_note(rows: &[BenchRow], denominator: Option<f64>) -> Option<String
         )
     })
 }
-
-/// The shortest window whose steal the bench reports, in `/proc/stat` ticks of all CPUs
-/// together (1 s of one CPU): the counters tick every 10 ms, so over the few milliseconds of a
-/// tiny-stories row a single tick reads as tens of percent.
-const MIN_STEAL_JIFFIES: u64 = 100;
 
 /// All CPUs' times from `/proc/stat`, for the steal over the timed repeats.
 fn cpu_times() -> Option<backends::meters::estimate::CpuTimes> {

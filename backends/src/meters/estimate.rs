@@ -333,7 +333,21 @@ impl CpuTimes {
         let steal = self.steal.saturating_sub(earlier.steal);
         (total > 0).then(|| (steal as f64 / total as f64).min(1.0))
     }
+
+    /// [`CpuTimes::steal_since`], or `None` for a window shorter than [`MIN_STEAL_JIFFIES`],
+    /// where one tick more or less would swing the share by tens of percent.
+    pub fn steal_since_measurable(&self, earlier: &CpuTimes) -> Option<f64> {
+        (self.total.saturating_sub(earlier.total) >= MIN_STEAL_JIFFIES)
+            .then(|| self.steal_since(earlier))
+            .flatten()
+    }
 }
+
+/// The shortest window whose steal share is worth reporting, in `/proc/stat` ticks of all CPUs
+/// together (1 s of one CPU): the counters tick every 10 ms, so over the few milliseconds of a
+/// tiny-stories bench row a single tick reads as tens of percent. The peer scripts
+/// (`benches/cpu_steal.py`, `benches/candle-shapes`) use the same minimum.
+pub const MIN_STEAL_JIFFIES: u64 = 100;
 
 /// Installed memory from `/proc/meminfo` `MemTotal`, bytes.
 pub fn mem_total_bytes(proc_root: &Path) -> Result<u64, EstimateError> {
@@ -569,5 +583,13 @@ mod tests {
         assert_eq!(after.load_since(&before), Some(0.2));
         assert_eq!(after.steal_since(&before), Some(0.6));
         assert_eq!(before.steal_since(&before), None, "no time elapsed");
+        assert_eq!(after.steal_since_measurable(&before), Some(0.6));
+        let short = CpuTimes::parse("cpu  1 0 0 0 0 0 0 1 0 0\n").unwrap();
+        assert_eq!(short.steal_since(&before), Some(0.5));
+        assert_eq!(
+            short.steal_since_measurable(&before),
+            None,
+            "2 ticks: too short"
+        );
     }
 }
