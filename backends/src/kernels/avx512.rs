@@ -15,10 +15,20 @@ const LANES: usize = 16;
 
 // Software prefetch only for M > 1. At M = 1 (8 weight rows streaming) it was measured cold
 // with 2–16 rows in flight and distances of 128–1024 floats (T0, T1, NTA hints) and never beat
-// the hardware prefetcher by more than noise. At M > 1 a group streams only 3–4 rows, too few
-// lines in flight for the hardware prefetcher alone: fetching the next group's rows one group
-// ahead measured (benches/kernels.rs, cold weights, 2 threads, alternated runs) 1.35–1.45×
-// faster at M = 4–8 on k×n = 576×3072, 1.1–1.3× on 2048×2560, ~5 % on 2048×11264.
+// the hardware prefetcher by more than noise. At M > 1, fetching the next group's rows one
+// group ahead measured (benches/kernels.rs, cold weights, 2 threads, alternated runs)
+// 1.35–1.45× faster at M = 4–8 on k×n = 576×3072, 1.1–1.3× on 2048×2560, ~5 % on 2048×11264.
+// Not because 3–4 rows are too few streams: M = 1 over groups of 3 rows, without prefetch,
+// streamed as fast as over groups of 8 (22–24 GB/s best on 2048×{2560, 11264} and 5632×2048).
+//
+// At M = 8 the weights stream at 0.80–0.85× the M = 1 rate (a standalone copy of both loops,
+// 2 threads, cold weights, 15 calls alternated: 17.6–18.9 against 22.2–23.9 GB/s best on
+// those shapes, an Emerald Rapids VM). Tried against it, none better: all 8 x rows pointing at
+// one row, so x never leaves L1 (+6–12 %, an upper bound on any x blocking); k split in blocks
+// of 512 with the partial sums kept as vectors (slower); two M = 4 passes over 6 rows (slower);
+// R = 2 (slower); x packed depth-major (level); prefetching two groups ahead or into L2 only
+// (level). Batch-8 decode is held at that rate (29–35 tokens/s on TinyLlama-1.1B, where
+// 8 × the batch-1 rate would be 41–53).
 
 /// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8) and weight row of the
 /// panels. Returns
