@@ -60,6 +60,23 @@ fn run(path: Path, x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [
     }
 }
 
+/// Whether [`linear_f32`] hands an `m × k × n` product to rayon's current pool as more than one
+/// task. A caller outside the pool pays a wake-up and a blocking hand-over for every such
+/// product; one that makes many of them in a row (a forward pass) runs them from a pool thread
+/// instead when this is true.
+pub fn linear_splits(m: usize, k: usize, n: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || m == 0 || k == 0 || n == 0 {
+        return false;
+    }
+    match choose(Isa::detect(), m) {
+        Path::Small(_) => n > dispatch::rows_per_task(m, k, n, threads),
+        // Both split the output columns (and the packed path its x panels) whenever there is
+        // more than a tile's worth.
+        Path::Packed | Path::Gemm => true,
+    }
+}
+
 /// [`linear_f32`] into a freshly allocated `[m, n]` output (empty on a length mismatch).
 pub fn linear_f32_into_new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
     let Some(len) = m.checked_mul(n) else {
@@ -112,6 +129,28 @@ fn shapes_agree_inputs(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_products_worth_several_tasks_split() {
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a small test pool")
+        };
+        pool(2).install(|| {
+            // SmolLM-135M's decode LM head and TinyLlama's gate/up: several tasks each.
+            assert!(linear_splits(1, 576, 49152));
+            assert!(linear_splits(8, 2048, 11264));
+            // tiny-stories' decode products: one task, on the caller.
+            assert!(!linear_splits(1, 64, 344));
+            assert!(!linear_splits(1, 64, 512));
+            assert!(!linear_splits(0, 576, 49152));
+            // A prompt goes to a GEMM that splits its columns (or, without AVX-512, to gemm).
+            assert!(linear_splits(256, 64, 344));
+        });
+        pool(1).install(|| assert!(!linear_splits(256, 2048, 11264)));
+    }
 
     fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
         let mut y = vec![0.0; m * n];

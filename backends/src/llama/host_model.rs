@@ -23,7 +23,8 @@ use super::weights::{
     weight_specs,
 };
 use crate::kernels::{
-    AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, rms_norm, rotate_half, silu_mul,
+    AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, linear_splits, rms_norm, rotate_half,
+    silu_mul,
 };
 
 /// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
@@ -287,6 +288,56 @@ impl HostWeights {
     /// [`LogitRows::All`]. FLOPs of every product go to `flops`, counted as the burn path
     /// counts them.
     pub(crate) fn forward(
+        &self,
+        config: &LlamaConfig,
+        step: &HostStep,
+        rope: &HostRope,
+        cache: &mut HostCache,
+        rows: LogitRows,
+        flops: &AtomicU64,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        // From outside rayon's pool every product that splits is a hand-over that wakes a pool
+        // thread and blocks the caller until it is done: about 120 per decode step of
+        // SmolLM-135M, and in a VM each wake-up is a system call and often an inter-processor
+        // interrupt (perf put 14 % of a SmolLM-135M batch-1 bench's samples in the kernel's
+        // wake-up path, 4 % after this change). Run from a pool thread, the step costs one
+        // hand-over, and its products split between that thread and the pool's others, which
+        // spin between products instead of sleeping. A step whose products all stay on one
+        // thread (the tiny models' decode) keeps running here: a hand-over would cost more.
+        if rayon::current_thread_index().is_none() && self.step_splits(config, step, rows) {
+            rayon::scope(|_| self.forward_here(config, step, rope, cache, rows, flops))
+        } else {
+            self.forward_here(config, step, rope, cache, rows, flops)
+        }
+    }
+
+    /// Whether any product of `step` runs on more than one thread (see
+    /// [`crate::kernels::linear_splits`]).
+    fn step_splits(&self, c: &LlamaConfig, step: &HostStep, rows: LogitRows) -> bool {
+        let n = step.batch * step.seq;
+        let hidden = c.hidden_size;
+        let (qd, kvd, ff) = (
+            c.num_heads * c.head_dim,
+            c.num_kv_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        let head_rows = match rows {
+            LogitRows::All => n,
+            LogitRows::Last => step.batch,
+        };
+        [
+            (n, hidden, qd + 2 * kvd),
+            (n, qd, hidden),
+            (n, hidden, 2 * ff),
+            (n, ff, hidden),
+            (head_rows, hidden, c.vocab_size),
+        ]
+        .into_iter()
+        .any(|(m, k, out)| linear_splits(m, k, out))
+    }
+
+    /// [`Self::forward`] on the calling thread.
+    fn forward_here(
         &self,
         config: &LlamaConfig,
         step: &HostStep,
