@@ -272,16 +272,21 @@ impl Weights {
         }
     }
 
-    fn time(&self, f: impl FnMut(&[f32])) -> f64 {
+    fn time(&self, f: impl FnMut(&[f32]) + Send) -> f64 {
         self.time_both(f).wall
     }
 
-    /// [`Weights::time`] with the CPU time per pool thread as well.
-    fn time_both(&self, mut f: impl FnMut(&[f32])) -> Timing {
+    /// [`Weights::time`] with the CPU time per pool thread as well. The calls are made from a
+    /// pool thread, as the model's forward pass makes them (`HostWeights::forward`): from
+    /// outside the pool each call would also pay for waking a pool thread and handing over.
+    fn time_both(&self, mut f: impl FnMut(&[f32]) + Send) -> Timing {
+        let copies = &self.copies;
         let mut i = 0;
-        best_of_both(|| {
-            f(black_box(&self.copies[i % self.copies.len()]));
-            i += 1;
+        rayon::scope(|_| {
+            best_of_both(|| {
+                f(black_box(&copies[i % copies.len()]));
+                i += 1;
+            })
         })
     }
 
