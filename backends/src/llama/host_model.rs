@@ -304,36 +304,11 @@ impl HostWeights {
         // hand-over, and its products split between that thread and the pool's others, which
         // spin between products instead of sleeping. A step whose products all stay on one
         // thread (the tiny models' decode) keeps running here: a hand-over would cost more.
-        if rayon::current_thread_index().is_none() && self.step_splits(config, step, rows) {
+        if rayon::current_thread_index().is_none() && step_splits(config, step, rows) {
             rayon::scope(|_| self.forward_here(config, step, rope, cache, rows, flops))
         } else {
             self.forward_here(config, step, rope, cache, rows, flops)
         }
-    }
-
-    /// Whether any product of `step` runs on more than one thread (see
-    /// [`crate::kernels::linear_splits`]).
-    fn step_splits(&self, c: &LlamaConfig, step: &HostStep, rows: LogitRows) -> bool {
-        let n = step.batch * step.seq;
-        let hidden = c.hidden_size;
-        let (qd, kvd, ff) = (
-            c.num_heads * c.head_dim,
-            c.num_kv_heads * c.head_dim,
-            c.intermediate_size,
-        );
-        let head_rows = match rows {
-            LogitRows::All => n,
-            LogitRows::Last => step.batch,
-        };
-        [
-            (n, hidden, qd + 2 * kvd),
-            (n, qd, hidden),
-            (n, hidden, 2 * ff),
-            (n, ff, hidden),
-            (head_rows, hidden, c.vocab_size),
-        ]
-        .into_iter()
-        .any(|(m, k, out)| linear_splits(m, k, out))
     }
 
     /// [`Self::forward`] on the calling thread.
@@ -507,6 +482,31 @@ impl HostWeights {
         }
         Ok(logits)
     }
+}
+
+/// Whether any product of `step` runs on more than one thread (see
+/// [`crate::kernels::linear_splits`]).
+fn step_splits(c: &LlamaConfig, step: &HostStep, rows: LogitRows) -> bool {
+    let n = step.batch * step.seq;
+    let hidden = c.hidden_size;
+    let (qd, kvd, ff) = (
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let head_rows = match rows {
+        LogitRows::All => n,
+        LogitRows::Last => step.batch,
+    };
+    [
+        (n, hidden, qd + 2 * kvd),
+        (n, qd, hidden),
+        (n, hidden, 2 * ff),
+        (n, ff, hidden),
+        (head_rows, hidden, c.vocab_size),
+    ]
+    .into_iter()
+    .any(|(m, k, out)| linear_splits(m, k, out))
 }
 
 /// `y[rows, out] = x[rows, in] · wᵀ` for `w` in `[out, in]` layout, counted in `flops`.
