@@ -11,6 +11,7 @@ mod guard;
 mod handle;
 mod host;
 mod hub;
+mod huge_pages;
 pub mod kernels;
 mod llama;
 pub mod meters;

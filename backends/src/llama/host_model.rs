@@ -22,6 +22,7 @@ use super::weights::{
     LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
     weight_specs,
 };
+use crate::huge_pages::WeightBuffer;
 use crate::kernels::{
     AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, linear_splits, rms_norm, rotate_half,
     silu_mul,
@@ -30,13 +31,14 @@ use crate::kernels::{
 /// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
 #[derive(Debug, Clone)]
 pub(crate) struct HostMatrix {
-    values: Vec<f32>,
+    /// On huge pages where possible: every step streams it (see [`WeightBuffer`]).
+    values: WeightBuffer,
     out_features: usize,
     in_features: usize,
 }
 
 impl HostMatrix {
-    fn new(values: Vec<f32>, out_features: usize, in_features: usize) -> Self {
+    fn new(values: WeightBuffer, out_features: usize, in_features: usize) -> Self {
         debug_assert_eq!(values.len(), out_features * in_features);
         Self {
             values,
@@ -49,10 +51,13 @@ impl HostMatrix {
     fn stacked(parts: Vec<HostMatrix>) -> Self {
         let in_features = parts.first().map_or(0, |p| p.in_features);
         let out_features = parts.iter().map(|p| p.out_features).sum();
-        let mut values = Vec::with_capacity(out_features * in_features);
+        let mut values = WeightBuffer::zeroed(out_features * in_features);
+        let mut rest = &mut values[..];
         for p in parts {
             debug_assert_eq!(p.in_features, in_features);
-            values.extend_from_slice(&p.values);
+            let (part, tail) = rest.split_at_mut(p.values.len().min(rest.len()));
+            part.copy_from_slice(&p.values[..part.len()]);
+            rest = tail;
         }
         Self::new(values, out_features, in_features)
     }
@@ -88,7 +93,8 @@ struct HostLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct HostWeights {
     /// `[vocab, hidden]`; doubles as the output projection when embeddings are tied.
-    embed_tokens: Vec<f32>,
+    /// On huge pages where possible: a tied LM head streams it every step.
+    embed_tokens: WeightBuffer,
     layers: Vec<HostLayer>,
     norm: Vec<f32>,
     /// `[vocab, hidden]`; `None` when tied.
@@ -129,7 +135,7 @@ impl HostWeights {
             let (index, spec) = lookup(name)?;
             match (spec.role, spec.shape.as_slice()) {
                 (Role::Linear, &[out, inp]) => Ok(HostMatrix::new(
-                    checkpoint_layout_f32(spec, index, source, config)?,
+                    WeightBuffer::from_slice(&checkpoint_layout_f32(spec, index, source, config)?),
                     out,
                     inp,
                 )),
@@ -138,7 +144,7 @@ impl HostWeights {
                 ))),
             }
         };
-        let embed_tokens = read("model.embed_tokens.weight")?;
+        let embed_tokens = WeightBuffer::from_slice(&read("model.embed_tokens.weight")?);
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("model.layers.{i}");
