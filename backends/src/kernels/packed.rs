@@ -46,6 +46,12 @@
 //! most of them just behind the x-panel loads; on 2 threads 200–285 best, where MKL (torch's
 //! `linear`, same cycling) ran 220–285. Spreading the next group's prefetch over every panel's
 //! tile instead of the first panel's measured slower (3 alternated rounds).
+//!
+//! On that VM the two vCPUs share one core's arithmetic: two single-threaded processes pinned
+//! to vCPU 0 and 1 each ran this kernel (hot weights, 2048 × 2560, m = 256) at 90–150 GFLOP/s,
+//! where one alone ran 140–155, so 2 threads reach about 1.3–1.4× one (185–200) and that, not
+//! the split, bounds prefill there. A C loop of fused multiply-adds likewise ran each copy at
+//! 0.55–0.6× its lone rate when two ran side by side.
 
 use rayon::prelude::*;
 use std::arch::x86_64::{
