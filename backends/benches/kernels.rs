@@ -1,12 +1,14 @@
 //! Linear-layer kernels against burn-flex's matmul on the shapes of small Llama models.
 //!
 //! Weights are cold, as in a real forward pass where every layer's weights were evicted by the
-//! layers before it: each repetition uses the next of several copies whose total is well above
-//! the L3 cache. Times are the best of several repetitions. GB/s counts weight bytes read once
-//! (the floor any kernel must move); GFLOP/s counts 2·m·k·n; `med GF/s` is the median call's
-//! rate, nearer what a model's forward pass sees than the best. `GF/cpu-s` divides by the best CPU
-//! time per pool thread instead of wall time: on a VM whose neighbours steal the vCPUs it is the
-//! steadier figure for comparing kernels (see [`best_of_both`]).
+//! layers before it: each repetition uses the next of several copies whose total is well above the
+//! L3 cache, on huge pages as the model's are. Times are the best of several repetitions. GB/s
+//! counts weight bytes read once (the floor any kernel must move); GFLOP/s counts 2·m·k·n; `med
+//! GF/s` is the median call's rate, nearer what a model's forward pass sees than the best.
+//! `GF/cpu-s` divides by the best CPU time per pool thread instead of wall time: on a VM whose
+//! neighbours steal the vCPUs it is the steadier figure for comparing kernels (see
+//! [`best_of_both`]); `-` where every call was too short for the scheduler's per-thread figures to
+//! advance.
 //!
 //! `cargo bench -p llmeff-backends --bench kernels`. Environment: `KERNELS_SHAPES=2048x5632,…`
 //! (k×n) and `KERNELS_M=1,8,…` pick the table's rows (an empty list skips it); `KERNELS_FLEX=0`
@@ -18,6 +20,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use backends::huge_pages::WeightBuffer;
 use backends::kernels::{self, Isa, Path};
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::{Flex, FlexDevice};
@@ -84,12 +87,16 @@ fn main() {
             let bytes = (n * k * 4) as f64;
             let flops = 2.0 * (m * k * n) as f64;
             let mut line = format!(
-                "{k:>5} {n:>6} {m:>4} | {:>9.3} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {:>6} |",
+                "{k:>5} {n:>6} {m:>4} | {:>9.3} {:>7.1} {:>8.1} {:>8.1} {:>8} {:>6} |",
                 ours * 1e3,
                 bytes / ours / 1e9,
                 flops / ours / 1e9,
                 flops / timing.median / 1e9,
-                flops / timing.cpu / 1e9,
+                if timing.cpu.is_finite() {
+                    format!("{:.1}", flops / timing.cpu / 1e9)
+                } else {
+                    "-".to_string()
+                },
                 single.map_or(String::new(), |t| format!("{:.2}×", ours / t)),
             );
             if flex {
@@ -242,7 +249,8 @@ fn name(path: Path) -> String {
 /// every repetition reads weights that are not in cache.
 struct Weights {
     k: usize,
-    copies: Vec<Vec<f32>>,
+    /// On huge pages where the kernel allows, as the model's weights are.
+    copies: Vec<WeightBuffer>,
     flex: Vec<Tensor<Flex, 2>>,
 }
 
@@ -267,7 +275,7 @@ impl Weights {
             .collect();
         Weights {
             k,
-            copies: vec![w; count],
+            copies: (0..count).map(|_| WeightBuffer::from_slice(&w)).collect(),
             flex,
         }
     }
@@ -341,8 +349,12 @@ fn best_of_both(mut f: impl FnMut()) -> Timing {
         let wall = t.elapsed().as_secs_f64();
         best.wall = best.wall.min(wall);
         walls.push(wall);
-        if let (Some(c0), Some(c1)) = (c, process_cpu_ns()) {
-            best.cpu = best.cpu.min(c1.saturating_sub(c0) as f64 / 1e9 / threads);
+        // A thread's figure only advances when it is scheduled or at a tick, so a call shorter
+        // than a tick can read zero: that says nothing, and is not a best.
+        if let (Some(c0), Some(c1)) = (c, process_cpu_ns())
+            && c1 > c0
+        {
+            best.cpu = best.cpu.min((c1 - c0) as f64 / 1e9 / threads);
         }
         if rep + 1 >= MIN_REPS && start.elapsed() > TIME_BUDGET {
             break;

@@ -4,7 +4,8 @@
 //! miss and a page walk every 4 KiB (a TinyLlama-1.1B step touches a million pages); on 2 MiB
 //! pages, 512 times fewer. Linux maps huge pages into an anonymous mapping advised with
 //! `MADV_HUGEPAGE` even where the system setting is `madvise` (the common default), so large
-//! weights live in such a mapping instead of a `Vec`.
+//! weights live in such a mapping instead of a `Vec`. Public (hidden) for the kernel bench, whose
+//! weights should stream as the model's do.
 //!
 //! Measured with the host kernels on an Emerald Rapids VM (2 threads, cold weights, the two
 //! layouts alternated call by call, 30 calls each, TinyLlama-1.1B shapes k × n =
@@ -20,7 +21,7 @@ use memmap2::MmapMut;
 const MIN_MAPPED_BYTES: usize = 2 << 20;
 
 /// `len` floats, on huge pages when large enough and the kernel allows, else on the heap.
-pub(crate) struct WeightBuffer {
+pub struct WeightBuffer {
     storage: Storage,
     len: usize,
 }
@@ -33,7 +34,7 @@ enum Storage {
 
 impl WeightBuffer {
     /// `len` zeros. A mapping's pages are only committed as they are first written.
-    pub(crate) fn zeroed(len: usize) -> Self {
+    pub fn zeroed(len: usize) -> Self {
         let bytes = len.saturating_mul(size_of::<f32>());
         let storage = if bytes >= MIN_MAPPED_BYTES {
             // A failed mapping (an address-space limit) falls back to the heap, which then
@@ -54,14 +55,14 @@ impl WeightBuffer {
     }
 
     /// A copy of `values`.
-    pub(crate) fn from_slice(values: &[f32]) -> Self {
+    pub fn from_slice(values: &[f32]) -> Self {
         let mut buffer = Self::zeroed(values.len());
         buffer.copy_from_slice(values);
         buffer
     }
 
     /// Whether the floats live in a mapping advised to use huge pages.
-    pub(crate) fn is_mapped(&self) -> bool {
+    pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Mapped(_))
     }
 }

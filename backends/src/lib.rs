@@ -11,7 +11,8 @@ mod guard;
 mod handle;
 mod host;
 mod hub;
-mod huge_pages;
+#[doc(hidden)]
+pub mod huge_pages;
 pub mod kernels;
 mod llama;
 pub mod meters;
