@@ -322,10 +322,20 @@ fn with_spinning_helpers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
                 }
             });
         }
-        let result = work();
-        done.store(true, Ordering::Release);
-        result
+        // Set on return and on unwinding alike: a panic in `work` must not leave the helpers
+        // spinning, or the scope, which waits for them, would hang instead of passing it on.
+        let _stop = StopOnDrop(&done);
+        work()
     })
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 fn internal(what: String) -> RuntimeError {
@@ -608,5 +618,17 @@ mod tests {
             });
             assert_eq!(total, 200 * 99_990_000, "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_panic_in_the_work_reaches_the_caller_instead_of_hanging() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a small test pool");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| with_spinning_helpers(|| -> u32 { panic!("a bug in a step") }))
+        }));
+        assert!(outcome.is_err());
     }
 }
