@@ -284,35 +284,30 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buffer[..len]
 }
 
-/// Runs `work` on this rayon pool thread while each other thread of the pool spins, running
-/// any task it can steal, until `work` returns. Left to rayon, a pool thread that finds no
-/// task for a few dozen yields goes to sleep on a futex; the serial stretches of a step
-/// (norms, small attentions, rotary) are that long, so every product after one woke a thread
-/// again: a system call on one side and a reschedule on the other, which perf put at about 6 %
-/// of a SmolLM-135M batch-8 bench's samples, and the woken thread starts its share late. The
-/// helpers spin only for the length of one step, as llama.cpp's threads spin between
-/// operations: the CPU time (and energy) they burn in the serial stretches is part of what a
-/// run costs, and the meters count it. Outside a pool, or alone in one, `work` just runs.
+/// Runs `work` on a rayon pool thread (this one, if it is one) while each other thread of the
+/// pool spins, running any task it can steal, until `work` returns. Left to rayon, a pool
+/// thread that finds no task for a few dozen yields goes to sleep on a futex; the serial
+/// stretches of a step (norms, small attentions, rotary) are that long, so every product after
+/// one woke a thread again: a system call on one side and a reschedule on the other, which perf
+/// put at about 6 % of a SmolLM-135M batch-8 bench's samples, and the woken thread starts its
+/// share late. The helpers spin only for the length of one step, as llama.cpp's threads spin
+/// between operations: the CPU time (and energy) they burn in the serial stretches is part of
+/// what a run costs, and the meters count it.
 ///
 /// `llmeff bench`, this against the previous binary, alternated, 2 threads, on a 2-vCPU
 /// Emerald Rapids VM: SmolLM-135M (3 rounds) batch-1 decode 33.8–38.1 → 36.8–49.2 tokens/s,
 /// batch-8 decode 188–248 → 248–269, prefill mixed; TinyLlama-1.1B (2 rounds, the second at
 /// 3–10 % steal) batch-8 decode 27.8–29.1 → 29.4–36.1 tokens/s.
 fn with_spinning_helpers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    let threads = rayon::current_num_threads();
-    let Some(owner) = rayon::current_thread_index() else {
-        return work();
-    };
-    if threads < 2 {
-        return work();
-    }
-    let done = AtomicBool::new(false);
+    let done = &AtomicBool::new(false);
+    // From outside the pool, `scope` runs its body on a pool thread; from inside, right here.
     rayon::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(|_| {
+        let owner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(move |_| {
                 // The owner may pop a helper itself while it waits inside `work`; spinning
                 // there would wait for `work`, which cannot go on until the helper returns.
-                if rayon::current_thread_index() == Some(owner) {
+                if rayon::current_thread_index() == owner {
                     return;
                 }
                 while !done.load(Ordering::Acquire) {
@@ -324,7 +319,7 @@ fn with_spinning_helpers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         }
         // Set on return and on unwinding alike: a panic in `work` must not leave the helpers
         // spinning, or the scope, which waits for them, would hang instead of passing it on.
-        let _stop = StopOnDrop(&done);
+        let _stop = StopOnDrop(done);
         work()
     })
 }
@@ -362,12 +357,11 @@ impl HostWeights {
         // interrupt (perf put 14 % of a SmolLM-135M batch-1 bench's samples in the kernel's
         // wake-up path, 4 % after this change). Run from a pool thread, the step costs one
         // hand-over, and its products split between that thread and the pool's others, which
-        // spin between products instead of sleeping (see `with_spinning_helpers`). A step whose products all stay on one
-        // thread (the tiny models' decode) keeps running here: a hand-over would cost more.
+        // spin between products instead of sleeping (see `with_spinning_helpers`). A step
+        // whose products all stay on one thread (the tiny models' decode) keeps running here:
+        // a hand-over would cost more.
         if rayon::current_thread_index().is_none() && step_splits(config, step, rows) {
-            rayon::scope(|_| {
-                with_spinning_helpers(|| self.forward_here(config, step, rope, cache, rows, flops))
-            })
+            with_spinning_helpers(|| self.forward_here(config, step, rope, cache, rows, flops))
         } else {
             self.forward_here(config, step, rope, cache, rows, flops)
         }
@@ -602,7 +596,7 @@ mod tests {
     #[test]
     fn spinning_helpers_run_the_work_and_stop_with_it() {
         let sum = |n: u64| (0..n).into_par_iter().map(|i| i * 2).sum::<u64>();
-        // Outside a pool, and alone in one, the work just runs.
+        // Called from outside a pool, and alone in one, the work runs and returns its result.
         assert_eq!(with_spinning_helpers(|| sum(1000)), 999_000);
         for threads in [1, 2, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
