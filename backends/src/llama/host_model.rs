@@ -47,8 +47,9 @@ impl HostMatrix {
         }
     }
 
-    /// Rows stacked: `[a; b; ...]`, all with the same `in_features`.
-    fn stacked(parts: Vec<HostMatrix>) -> Self {
+    /// The weights read, rows stacked (`[a; b; ...]`, all with the same `in_features`), each
+    /// copied once into the matrix's [`WeightBuffer`].
+    fn stacked(parts: &[LinearRead]) -> Self {
         let in_features = parts.first().map_or(0, |p| p.in_features);
         let out_features = parts.iter().map(|p| p.out_features).sum();
         let mut values = WeightBuffer::zeroed(out_features * in_features);
@@ -74,6 +75,14 @@ impl HostMatrix {
             flops,
         );
     }
+}
+
+/// A linear weight as the checkpoint (or the random initialiser) gives it, before it is
+/// stacked into a [`HostMatrix`].
+struct LinearRead {
+    values: Vec<f32>,
+    out_features: usize,
+    in_features: usize,
 }
 
 /// One decoder layer.
@@ -131,35 +140,36 @@ impl HostWeights {
             let (index, spec) = lookup(name)?;
             checkpoint_layout_f32(spec, index, source, config)
         };
-        let matrix = |name: &str| -> Result<HostMatrix, RuntimeError> {
+        let linear = |name: &str| -> Result<LinearRead, RuntimeError> {
             let (index, spec) = lookup(name)?;
             match (spec.role, spec.shape.as_slice()) {
-                (Role::Linear, &[out, inp]) => Ok(HostMatrix::new(
-                    WeightBuffer::from_slice(&checkpoint_layout_f32(spec, index, source, config)?),
-                    out,
-                    inp,
-                )),
+                (Role::Linear, &[out_features, in_features]) => Ok(LinearRead {
+                    values: checkpoint_layout_f32(spec, index, source, config)?,
+                    out_features,
+                    in_features,
+                }),
                 _ => Err(RuntimeError::Backend(format!(
                     "internal: `{name}` is not a linear weight"
                 ))),
             }
         };
+        let matrix = |name: &str| linear(name).map(|w| HostMatrix::stacked(&[w]));
         let embed_tokens = WeightBuffer::from_slice(&read("model.embed_tokens.weight")?);
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("model.layers.{i}");
             layers.push(HostLayer {
                 input_norm: read(&format!("{p}.input_layernorm.weight"))?,
-                qkv: HostMatrix::stacked(vec![
-                    matrix(&format!("{p}.self_attn.q_proj.weight"))?,
-                    matrix(&format!("{p}.self_attn.k_proj.weight"))?,
-                    matrix(&format!("{p}.self_attn.v_proj.weight"))?,
+                qkv: HostMatrix::stacked(&[
+                    linear(&format!("{p}.self_attn.q_proj.weight"))?,
+                    linear(&format!("{p}.self_attn.k_proj.weight"))?,
+                    linear(&format!("{p}.self_attn.v_proj.weight"))?,
                 ]),
                 o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
                 post_attention_norm: read(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_up: HostMatrix::stacked(vec![
-                    matrix(&format!("{p}.mlp.gate_proj.weight"))?,
-                    matrix(&format!("{p}.mlp.up_proj.weight"))?,
+                gate_up: HostMatrix::stacked(&[
+                    linear(&format!("{p}.mlp.gate_proj.weight"))?,
+                    linear(&format!("{p}.mlp.up_proj.weight"))?,
                 ]),
                 down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
             });
