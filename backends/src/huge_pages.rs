@@ -9,8 +9,9 @@
 //!
 //! Measured with the host kernels on an Emerald Rapids VM (2 threads, cold weights, the two
 //! layouts alternated call by call, 30 calls each, TinyLlama-1.1B shapes k × n =
-//! 2048 × {2560, 5632, 32000}, 5632 × 2048): the median call streamed 2–13 % faster at m = 1
-//! and 4–20 % at m = 8, on 15 of 16 cells, with `AnonHugePages` confirming the huge pages.
+//! 2048 × {2560, 5632, 32000}, 5632 × 2048; two runs): the median call streamed faster on all
+//! 16 cells, 1–13 % at m = 1 and 3–20 % at m = 8, with `AnonHugePages` confirming the huge
+//! pages in the second run.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

@@ -23,7 +23,7 @@
 //! kernel. Built with `x86-v4` for a comparison (kernel bench threshold sweep, 2 threads, cold
 //! weights, two runs, Emerald Rapids VM), gemm's AVX-512 kernels ran 135–210 GFLOP/s at
 //! m = 128 and 256 on k × n = 2048 × {2048, 2560, 11264} and 5632 × 2048, where this kernel ran
-//! 149–266, ahead on 7 of the 8 cells.
+//! 149–266, ahead on 15 of the 16 (shape, m, run) cells.
 //!
 //! Measured on a 2-vCPU Sapphire Rapids VM shared with other work, in GFLOP per CPU-second
 //! (`CLOCK_PROCESS_CPUTIME_ID`, so steal time does not count; 2 rayon threads, cold weights,
@@ -48,9 +48,10 @@
 //! tile instead of the first panel's measured slower (3 alternated rounds).
 //!
 //! On that VM the two vCPUs share one core's arithmetic: two single-threaded processes pinned
-//! to vCPU 0 and 1 each ran this kernel (hot weights, 2048 × 2560, m = 256) at 90–150 GFLOP/s,
-//! where one alone ran 140–155, so 2 threads reach about 1.3–1.4× one (185–200) and that, not
-//! the split, bounds prefill there. A C loop of fused multiply-adds likewise ran each copy at
+//! to vCPU 0 and 1 each ran this kernel (hot weights, 2048 × 2560, m = 256) at 90–150 GFLOP/s
+//! per call, where one alone ran 131–155 after its first call, so 2 threads reach about
+//! 1.3–1.4× one (160–200 per call with cold weights) and that, not the split, bounds prefill
+//! there. A C loop of fused multiply-adds likewise ran each copy at
 //! 0.55–0.6× its lone rate when two ran side by side.
 
 use rayon::prelude::*;
@@ -110,7 +111,7 @@ const LINE_FLOATS: usize = 16;
 /// it straddles two cache lines; aligned, each load touches one. Measured at m = 256 on the
 /// TinyLlama-1.1B shapes (k × n = 2048 × {2048, 2560, 11264}, 5632 × 2048), 2 threads, cold
 /// weights, the two offsets alternated call by call, 30 calls each, on an Emerald Rapids VM at
-/// no steal: the median call 3–11 % faster, the best 3–12 %.
+/// no steal, two runs: the median call 3–12 % faster, the best 3–13 %.
 fn line_aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64).min(LINE_FLOATS);
     &mut buf[skip..skip + len]
