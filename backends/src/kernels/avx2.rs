@@ -10,7 +10,7 @@ use std::arch::x86_64::{
     _mm256_loadu_ps, _mm256_maskload_ps, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setzero_ps,
 };
 
-use super::gemv::Panels;
+use super::gemv::{Panels, XLayout};
 
 const LANES: usize = 8;
 
@@ -18,7 +18,8 @@ const LANES: usize = 8;
 /// panels. Returns
 /// `false`, computing nothing, when the CPU lacks AVX2 or FMA.
 ///
-/// Invalid operands are handled as by the AVX-512 kernel: nothing is read out of bounds.
+/// Invalid operands are handled as by the AVX-512 kernel: nothing is read out of bounds. x must
+/// be in [`XLayout::Rows`]; in any other layout nothing is computed.
 pub(super) fn block(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) -> bool {
     if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
         return false;
@@ -30,7 +31,8 @@ pub(super) fn block(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) -> bool 
 
 #[target_feature(enable = "avx2,fma")]
 fn block_avx2(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
-    if !p.is_valid() || out.len() < p.mb {
+    debug_assert_eq!(p.layout, XLayout::Rows);
+    if !p.is_valid() || p.layout != XLayout::Rows || out.len() < p.mb {
         return;
     }
     // M·R accumulators + R weights + 1 input ≤ 16 registers.

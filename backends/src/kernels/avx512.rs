@@ -5,30 +5,37 @@
 //! from memory exactly once whatever `M` is.
 
 use std::arch::x86_64::{
-    _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
-    _mm512_reduce_add_ps, _mm512_setzero_ps,
+    _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_maskz_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps,
 };
 
-use super::gemv::Panels;
+use super::gemv::{Panels, XLayout};
 
 const LANES: usize = 16;
 
 // Software prefetch only for M > 1. At M = 1 (8 weight rows streaming) it was measured cold
 // with 2–16 rows in flight and distances of 128–1024 floats (T0, T1, NTA hints) and never beat
-// the hardware prefetcher by more than noise. At M > 1, fetching the next group's rows one
-// group ahead measured (benches/kernels.rs, cold weights, 2 threads, alternated runs)
-// 1.35–1.45× faster at M = 4–8 on k×n = 576×3072, 1.1–1.3× on 2048×2560, ~5 % on 2048×11264.
-// Not because 3–4 rows are too few streams: M = 1 over groups of 3 rows, without prefetch,
-// streamed as fast as over groups of 8 (22–24 GB/s best on 2048×{2560, 11264} and 5632×2048).
+// the hardware prefetcher by more than noise. At M > 1 the FMAs between loads leave the core
+// too few misses in flight, so the next group's rows are fetched one group ahead. Into L1 (T0)
+// that measured (benches/kernels.rs, cold weights, 2 threads, alternated runs, Sapphire
+// Rapids) 1.35–1.45× faster at M = 4–8 on k×n = 576×3072, 1.1–1.3× on 2048×2560, ~5 % on
+// 2048×11264. On an AMD Zen 4 VM (32 KiB 8-way L1) the next group's 24 KiB in L1 evicted each
+// other and x: there, with x interleaved (see `XLayout`), fetching the next group into L2 (T1)
+// and this group's rows 512 bytes ahead into L1 streamed the weights at M = 8 1.2–1.4× faster
+// than the T0 scheme (median call, 30 calls alternated, 2 threads, cold weights, 2048×11264,
+// 5632×2048, 2048×2560: 23–25 against 16–19 GB/s).
 //
-// At M = 8 the weights stream at 0.80–0.85× the M = 1 rate (a standalone copy of both loops,
+// At M = 8 the weights stream at 0.80–0.85× the M = 1 rate on Emerald Rapids (a standalone copy of both loops,
 // 2 threads, cold weights, 15 calls alternated: 17.6–18.9 against 22.2–23.9 GB/s best on
-// those shapes, an Emerald Rapids VM). Tried against it, none better: all 8 x rows pointing at
+// those shapes). Tried against it there, none better: all 8 x rows pointing at
 // one row, so x never leaves L1 (+6–12 %, an upper bound on any x blocking); k split in blocks
 // of 512 with the partial sums kept as vectors (slower); two M = 4 passes over 6 rows (slower);
 // R = 2 (slower); x packed depth-major (level); prefetching two groups ahead or into L2 only
-// (level). Batch-8 decode is held at that rate (29–35 tokens/s on TinyLlama-1.1B, where
-// 8 × the batch-1 rate would be 41–53).
+// (level).
+
+/// Floats ahead of the loads at which a group's own weight rows are prefetched into L1 at
+/// M > 1: 8 cache lines per row.
+const L1_AHEAD: usize = 128;
 
 /// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8) and weight row of the
 /// panels. Returns
@@ -47,7 +54,10 @@ pub(super) fn block(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) -> bool 
 
 #[target_feature(enable = "avx512f")]
 fn block_avx512(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
-    if !p.is_valid() || out.len() < p.mb {
+    // Several rows are read interleaved (one row is the same either way).
+    let layout_ok = p.mb == 1 || p.layout == XLayout::Interleaved;
+    debug_assert!(layout_ok, "{} input rows in {:?}", p.mb, p.layout);
+    if !p.is_valid() || !layout_ok || out.len() < p.mb {
         return;
     }
     // R as large as the register file allows: M·R accumulators + R weights + 1 input ≤ 32. At
@@ -79,7 +89,8 @@ fn rows<const M: usize, const R: usize>(p: Panels<'_>, out: &mut [&mut [f32]], c
     }
 }
 
-/// `out[i][col + r] = x[i] · w[r]` for `i < M`, `r < R`; rows are `k` floats long.
+/// `out[i][col + r] = x[i] · w[r]` for `i < M`, `r < R`; weight rows are `k` floats long, x
+/// is [`XLayout::Interleaved`] (for `M` = 1, one row of at least `k` floats).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn group<const M: usize, const R: usize>(
@@ -90,7 +101,12 @@ fn group<const M: usize, const R: usize>(
     col: usize,
 ) {
     // The raw loads below rely on these bounds; checking once per group costs nothing.
-    if x.len() < M * k || w.len() < R * k {
+    let x_len = if M == 1 {
+        k
+    } else {
+        M * k.next_multiple_of(LANES)
+    };
+    if x.len() < x_len || w.len() < R * k {
         return;
     }
     let xp = x.as_ptr();
@@ -101,10 +117,11 @@ fn group<const M: usize, const R: usize>(
     while p + LANES <= k {
         if M > 1 {
             for r in 0..R {
-                // The next group's rows, one group ahead (see the note on prefetching above).
-                // A prefetch never faults, and `wrapping_add` keeps the address arithmetic
-                // defined past the slice's end.
-                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add((R + r) * k + p).cast::<i8>());
+                // The next group's rows into L2, one group ahead, and this group's a few lines
+                // ahead into L1 (see the note on prefetching above). A prefetch never faults,
+                // and `wrapping_add` keeps the address arithmetic defined past the slice's end.
+                _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add((R + r) * k + p).cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * k + p + L1_AHEAD).cast::<i8>());
             }
         }
         for (r, v) in wv.iter_mut().enumerate() {
@@ -112,8 +129,9 @@ fn group<const M: usize, const R: usize>(
             *v = unsafe { _mm512_loadu_ps(wp.add(r * k + p)) };
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: p + 16 ≤ k, so i·k + p + 16 ≤ M·k ≤ x.len().
-            let xv = unsafe { _mm512_loadu_ps(xp.add(i * k + p)) };
+            // SAFETY: p + 16 ≤ k and p is a multiple of 16, so (interleaved, or i = 0 for one
+            // row) p·M + 16·i + 16 ≤ x_len ≤ x.len().
+            let xv = unsafe { _mm512_loadu_ps(xp.add(p * M + i * LANES)) };
             for (a, v) in acc_i.iter_mut().zip(&wv) {
                 *a = _mm512_fmadd_ps(*v, xv, *a);
             }
@@ -129,8 +147,9 @@ fn group<const M: usize, const R: usize>(
             *v = unsafe { _mm512_maskz_loadu_ps(mask, wp.add(r * k + p)) };
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: as above, the enabled lanes i·k + p .. i·k + k lie inside x.
-            let xv = unsafe { _mm512_maskz_loadu_ps(mask, xp.add(i * k + p)) };
+            // SAFETY: as above, the enabled lanes p·M + 16·i .. p·M + 16·i + k − p lie inside
+            // x: below M·k16 interleaved, below k for one row.
+            let xv = unsafe { _mm512_maskz_loadu_ps(mask, xp.add(p * M + i * LANES)) };
             for (a, v) in acc_i.iter_mut().zip(&wv) {
                 *a = _mm512_fmadd_ps(*v, xv, *a);
             }

@@ -22,6 +22,7 @@ mod attention;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod buffers;
 mod dispatch;
 mod gemv;
 mod large;
