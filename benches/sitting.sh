@@ -35,13 +35,17 @@ fi
 
 log() { echo "$(date -u +%H:%M:%S) $*" >> "$out/times.txt"; }
 
-# peer NAME FILE COMMAND...: runs one peer for $model into $out/FILE and adds it as a baseline.
+# peer NAME FILE COMMAND...: runs one peer for $model into $out/FILE and, if it succeeded, adds
+# it as a baseline (a failed peer's empty file would make llmeff refuse the whole table).
 peer() {
-    local name=$1 file=$2
+    local name=$1 file=$2 rc
     shift 2
     "$@" > "$out/$file" 2>> "$out/err.log"
-    log "$name $model: rc $?"
-    baselines+=(--baseline "$out/$file")
+    rc=$?
+    log "$name $model: rc $rc"
+    if [ "$rc" = 0 ]; then
+        baselines+=(--baseline "$out/$file")
+    fi
 }
 
 # The peers' names for the bench's models.
