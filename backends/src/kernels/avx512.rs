@@ -23,7 +23,7 @@ const LANES: usize = 16;
 // other and x: there, with x interleaved (see `XLayout`), fetching the next group into L2 (T1)
 // and this group's rows 512 bytes ahead into L1 streamed the weights at M = 8 1.2–1.4× faster
 // than the T0 scheme (median call, 30 calls alternated, 2 threads, cold weights, 2048×11264,
-// 5632×2048, 2048×2560: 23–25 against 16–19 GB/s).
+// 5632×2048, 2048×2560: 21–25 against 15–19 GB/s).
 //
 // At M = 8 the weights stream at 0.80–0.85× the M = 1 rate on Emerald Rapids (a standalone copy of both loops,
 // 2 threads, cold weights, 15 calls alternated: 17.6–18.9 against 22.2–23.9 GB/s best on
@@ -31,6 +31,13 @@ const LANES: usize = 16;
 // one row, so x never leaves L1 (+6–12 %, an upper bound on any x blocking); k split in blocks
 // of 512 with the partial sums kept as vectors (slower); two M = 4 passes over 6 rows (slower);
 // R = 2 (slower); x packed depth-major (level); prefetching two groups ahead or into L2 only
+// (level). On the Zen 4 VM, against the scheme above (same alternated runs): the L1 prefetch
+// 64 or 256 floats ahead (level), 512 (slower); the next group two groups ahead, or with T2 or
+// NTA (level or slower); no next-group prefetch (0.6–0.8×); the task's k split in blocks of
+// 256–1024 with the partial sums kept as vectors between blocks, x's block then in L1
+// (0.6–0.9×: each row is read in short pieces); the weights stored transposed, 48 outputs per
+// vector triple, x broadcast (level, and it would need a second weight layout); threads
+// claiming 4–64 groups at a time from a shared counter, so both stream neighbouring rows
 // (level).
 
 /// Floats ahead of the loads at which a group's own weight rows are prefetched into L1 at
