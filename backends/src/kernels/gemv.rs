@@ -39,6 +39,16 @@ pub(super) enum XLayout {
     Interleaved,
 }
 
+impl XLayout {
+    /// Floats each input row of `k` columns takes in this layout.
+    pub(super) fn row_len(self, k: usize) -> usize {
+        match self {
+            XLayout::Rows => k,
+            XLayout::Interleaved => k.next_multiple_of(CHUNK),
+        }
+    }
+}
+
 /// Input rows one kernel pass applies each weight row to; bounded by the vector registers the
 /// accumulators need.
 pub const MAX_BLOCK_M: usize = 8;
@@ -97,13 +107,13 @@ pub fn linear_small(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize
 
 /// Floats of `x` (`[m, k]`) in [`XLayout::Interleaved`] blocks of [`MAX_BLOCK_M`] rows.
 fn interleaved_len(m: usize, k: usize) -> usize {
-    m * k.next_multiple_of(CHUNK)
+    m * XLayout::Interleaved.row_len(k)
 }
 
 /// Copies `x` (`[m, k]`) into `out` as [`XLayout::Interleaved`] blocks of [`MAX_BLOCK_M`] rows
 /// (the last block holds the rest), one after another.
 fn interleave(x: &[f32], m: usize, k: usize, out: &mut [f32]) {
-    let k16 = k.next_multiple_of(CHUNK);
+    let k16 = XLayout::Interleaved.row_len(k);
     if x.len() < m * k || out.len() < m * k16 {
         return;
     }
@@ -117,7 +127,11 @@ fn interleave(x: &[f32], m: usize, k: usize, out: &mut [f32]) {
             for (i, part) in chunk.chunks_exact_mut(CHUNK).enumerate() {
                 let row = (i0 + i) * k + p0;
                 part[..width].copy_from_slice(&x[row..row + width]);
-                part[width..].fill(0.0);
+                // Only the last chunk of a ragged k has columns to zero; skipping the empty
+                // fill keeps a call out of the per-chunk loop.
+                if width < CHUNK {
+                    part[width..].fill(0.0);
+                }
             }
         }
     }
@@ -138,11 +152,7 @@ fn task(
     out: &mut [&mut [f32]],
 ) {
     let rows = w.len() / k;
-    // Floats per input row in `x`.
-    let row_len = match layout {
-        XLayout::Rows => k,
-        XLayout::Interleaved => k.next_multiple_of(CHUNK),
-    };
+    let row_len = layout.row_len(k);
     let tile_rows = if m <= MAX_BLOCK_M {
         rows
     } else {
@@ -186,10 +196,7 @@ impl Panels<'_> {
     /// Whether the slices hold every row the counts promise, which the kernels' raw loads rely
     /// on.
     pub fn is_valid(&self) -> bool {
-        let x_len = match self.layout {
-            XLayout::Rows => self.mb * self.k,
-            XLayout::Interleaved => self.mb * self.k.next_multiple_of(CHUNK),
-        };
+        let x_len = self.mb * self.layout.row_len(self.k);
         (1..=MAX_BLOCK_M).contains(&self.mb)
             && self.k > 0
             && self.x.len() >= x_len
