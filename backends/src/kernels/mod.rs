@@ -185,6 +185,9 @@ mod tests {
             }
             for (m, k, n) in [
                 (1, 17, 5),
+                // One row past several 64-column steps, a 16-column step and a ragged tail.
+                (1, 150, 9),
+                (1, 64, 3),
                 (3, 33, 9),
                 (8, 40, 130),
                 (11, 16, 70),
