@@ -1,8 +1,9 @@
 //! AVX-512F small-batch kernel: 16 lanes, 32 vector registers.
 //!
-//! Each weight row is loaded once per 16 columns and multiplied into all `M` input rows, with
-//! `M × R` accumulators held in registers (`R` weight rows at a time), so the weights stream
-//! from memory exactly once whatever `M` is.
+//! For `M` > 1 input rows, each weight row is loaded once per 16 columns and multiplied into
+//! all of them, with `M × R` accumulators held in registers (`R` weight rows at a time); one
+//! input row takes one weight row at a time. Either way the weights stream from memory
+//! exactly once whatever `M` is.
 
 use std::arch::x86_64::{
     _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
@@ -40,7 +41,12 @@ const LANES: usize = 16;
 // vector triple, x broadcast (level, and it would need a second weight layout); threads
 // claiming 4–64 groups at a time from a shared counter, so both stream neighbouring rows
 // (level); two M = 4 passes over 6 rows, the second reading them from L2 while both prefetch
-// the next 6 into L2 (level: 0.95–1.09× on the median call).
+// the next 6 into L2 (level: 0.95–1.09× on the median call); the next group's lines prefetched
+// in address order rather than row by row, one or two groups ahead (level); the group's own rows
+// prefetched into L2 512–4096 floats ahead instead of the next group (level, within noise); the
+// weights stored 3 rows interleaved per 16 columns so a group reads one sequential stream
+// (1.02–1.08× with both prefetches, not worth a second weight layout; 0.45× with none: the
+// hardware prefetcher alone does not keep up at M = 8 even on one stream).
 
 /// Floats ahead of the loads at which a group's own weight rows are prefetched into L1 at
 /// M > 1: 8 cache lines per row.
@@ -164,7 +170,7 @@ fn rows<const M: usize, const R: usize>(p: Panels<'_>, out: &mut [&mut [f32]], c
 }
 
 /// `out[i][col + r] = x[i] · w[r]` for `i < M`, `r < R`; weight rows are `k` floats long, x
-/// is [`XLayout::Interleaved`] (for `M` = 1, one row of at least `k` floats).
+/// is [`XLayout::Interleaved`]. For `M` > 1 only (one row goes through [`one_by_one`]).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn group<const M: usize, const R: usize>(
@@ -175,12 +181,8 @@ fn group<const M: usize, const R: usize>(
     col: usize,
 ) {
     // The raw loads below rely on these bounds; checking once per group costs nothing.
-    let x_len = if M == 1 {
-        k
-    } else {
-        M * k.next_multiple_of(LANES)
-    };
-    if x.len() < x_len || w.len() < R * k {
+    let x_len = M * k.next_multiple_of(LANES);
+    if M < 2 || x.len() < x_len || w.len() < R * k {
         return;
     }
     let xp = x.as_ptr();
@@ -189,22 +191,20 @@ fn group<const M: usize, const R: usize>(
     let mut wv = [_mm512_setzero_ps(); R];
     let mut p = 0;
     while p + LANES <= k {
-        if M > 1 {
-            for r in 0..R {
-                // The next group's rows into L2, one group ahead, and this group's a few lines
-                // ahead into L1 (see the note on prefetching above). A prefetch never faults,
-                // and `wrapping_add` keeps the address arithmetic defined past the slice's end.
-                _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add((R + r) * k + p).cast::<i8>());
-                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * k + p + L1_AHEAD).cast::<i8>());
-            }
+        for r in 0..R {
+            // The next group's rows into L2, one group ahead, and this group's a few lines
+            // ahead into L1 (see the note on prefetching above). A prefetch never faults, and
+            // `wrapping_add` keeps the address arithmetic defined past the slice's end.
+            _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add((R + r) * k + p).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * k + p + L1_AHEAD).cast::<i8>());
         }
         for (r, v) in wv.iter_mut().enumerate() {
             // SAFETY: p + 16 ≤ k, so r·k + p + 16 ≤ R·k ≤ w.len().
             *v = unsafe { _mm512_loadu_ps(wp.add(r * k + p)) };
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: p + 16 ≤ k and p is a multiple of 16, so (interleaved, or i = 0 for one
-            // row) p·M + 16·i + 16 ≤ x_len ≤ x.len().
+            // SAFETY: p + 16 ≤ k and p is a multiple of 16, so (interleaved) p·M + 16·i + 16 ≤
+            // x_len ≤ x.len().
             let xv = unsafe { _mm512_loadu_ps(xp.add(p * M + i * LANES)) };
             for (a, v) in acc_i.iter_mut().zip(&wv) {
                 *a = _mm512_fmadd_ps(*v, xv, *a);
@@ -222,7 +222,7 @@ fn group<const M: usize, const R: usize>(
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above, the enabled lanes p·M + 16·i .. p·M + 16·i + k − p lie inside
-            // x: below M·k16 interleaved, below k for one row.
+            // x, below M·k16.
             let xv = unsafe { _mm512_maskz_loadu_ps(mask, xp.add(p * M + i * LANES)) };
             for (a, v) in acc_i.iter_mut().zip(&wv) {
                 *a = _mm512_fmadd_ps(*v, xv, *a);
