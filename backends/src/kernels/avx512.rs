@@ -96,7 +96,8 @@ fn block_avx512(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
 /// R = 8) measured slower on an AMD Zen 4 VM, most at short rows: a SmolLM-135M decode step's
 /// products (k = 576 and 1536, cold weights, 2 threads, a spin barrier between products, 20
 /// steps alternated) 21.3–21.6 against 30.3–30.8 GB/s median, and TinyLlama-1.1B's 23.8–34.2
-/// against 26.1–39.1. x (one row) stays in L1 either way.
+/// against 26.1–39.1 (`llmeff bench` TinyLlama batch-1 decode came out level). x (one row)
+/// stays in L1 either way.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn one_by_one(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
@@ -109,7 +110,9 @@ fn one_by_one(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
 }
 
 /// `x · w` over `w.len()` columns (`x` at least as long), in 4 independent accumulators so
-/// the FMA latency never holds up the next load.
+/// the FMA latency never holds up the next load. Not `simd::dot` (one chain of unfused
+/// multiply-adds): in its place TinyLlama-1.1B batch-1 decode fell from 6.9–7.5 to 5.6–5.8
+/// tokens/s (`llmeff bench`, 3 rounds alternated, Zen 4 VM).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn dot(x: &[f32], w: &[f32]) -> f32 {
