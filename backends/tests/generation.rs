@@ -22,6 +22,8 @@ fn info_comes_from_the_config() {
     // 260,032 shared parameters plus the untied 512x64 lm_head.
     assert_eq!(info.parameters, 260_032 + 512 * 64);
     assert_eq!(info.weight_bytes, info.parameters * 4);
+    // A decode step gathers rows of the untied input embedding instead of reading it whole.
+    assert_eq!(info.step_weight_bytes, info.weight_bytes - 512 * 64 * 4);
     assert_eq!(
         (info.hidden_size, info.num_layers, info.vocab_size),
         (64, 5, 512)

@@ -43,6 +43,8 @@ fn random_model_reports_the_pretrained_shape() {
     let (p, r) = (pretrained.info(), random.info());
     assert_eq!(p.parameters, r.parameters);
     assert_eq!(p.weight_bytes, 2 * r.weight_bytes);
+    // Tied embeddings: the table is read whole as the output head every step.
+    assert_eq!(r.step_weight_bytes, r.weight_bytes);
     assert_eq!((r.num_heads, r.num_kv_heads, r.head_dim), (4, 2, 16));
     let (out, _) = generate(&random, &[vec![1, 2, 3]], &greedy(5));
     assert_eq!(out[0].len(), 5);

@@ -354,7 +354,7 @@ impl<'a> Executor<'a> {
             }
             let energy_end = meters.read_energy();
             meters.add_decode(&energy_prefilled, &energy_end);
-            metrics.decode_bytes += model.info().weight_bytes * (steps.len() as u64 - 1);
+            metrics.decode_bytes += model.info().step_weight_bytes * (steps.len() as u64 - 1);
             metrics.prefill_s += ends[0] - start;
             metrics.decode_s += ends[ends.len() - 1] - ends[0];
             let absolute: Vec<f64> = arrivals[range.clone()]

@@ -93,6 +93,7 @@ mod tests {
             compute: "test".into(),
             parameters: 0,
             weight_bytes: 0,
+            step_weight_bytes: 0,
             hidden_size: 64,
             num_layers: 5,
             num_heads: 8,

@@ -154,6 +154,9 @@ pub struct ModelInfo {
     pub parameters: u64,
     /// Bytes the weights occupy in memory at the loaded dtype.
     pub weight_bytes: u64,
+    /// Bytes of weights one forward step reads: all of them but an untied input embedding
+    /// table, from which a step gathers only its tokens' rows (those few rows are left out).
+    pub step_weight_bytes: u64,
     /// Hidden size.
     pub hidden_size: usize,
     /// Number of transformer layers.

@@ -140,6 +140,7 @@ impl Runtime for FakeRuntime {
                 compute: "fake".into(),
                 parameters: 10,
                 weight_bytes: 40,
+                step_weight_bytes: 32,
                 hidden_size: 4,
                 num_layers: 1,
                 num_heads: 1,
@@ -429,6 +430,21 @@ fn energy_is_split_by_phase_with_sources_and_idle_baseline() {
     assert!((co2 - total / 3.6e6 * 67.39 * 1.5).abs() < 1e-12);
     // MFU and MBU use the device peak.
     assert!((m.mfu().unwrap() - m.flops_per_s().unwrap() / 1e6).abs() < 1e-12);
-    assert!(m.decode_bytes > 0);
     assert!((m.mbu().unwrap() - m.decode_bytes as f64 / m.decode_s / 1e4).abs() < 1e-12);
+    // Decode reads the weights a step reads (32 of the 40 bytes) once per step, 2 batches ×
+    // 3 steps, plus each request's KV cache.
+    let info = sink.records[0].model.as_ref().unwrap();
+    let kv: u64 = sink.records[0]
+        .requests
+        .iter()
+        .map(|r| {
+            engine::flops::decode_kv_read_bytes(
+                info,
+                r.input_tokens as u64,
+                r.output_tokens as u64,
+                4,
+            )
+        })
+        .sum();
+    assert_eq!(m.decode_bytes, 6 * 32 + kv);
 }

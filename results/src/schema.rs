@@ -379,7 +379,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "decode_bytes",
         Int,
         true,
-        "bytes read by decode steps: weights once per step plus each sequence's KV cache, analytic",
+        "bytes read by decode steps, analytic: every weight once per step (bar an untied input embedding, gathered a row per token) plus each sequence's KV cache",
     ),
     col("decode_bytes_per_s", Float, true, "decode_bytes / decode_s"),
     col(

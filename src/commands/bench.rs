@@ -461,7 +461,8 @@ fn measure(
         .map(|f| f * 100.0);
     // The median, as the peer baselines report: the best of a few runs would flatter llmeff.
     let (prefill_s, decode_s) = (median(prefill_times), median(decode_times));
-    // Each decode step reads every weight once and each sequence's KV cache.
+    // Each decode step reads every weight once (bar an untied input embedding, of which it
+    // gathers a row per token) and each sequence's KV cache.
     let dtype_bytes = DType::F32.size_bytes() as u64;
     let kv = engine::flops::decode_kv_read_bytes(
         &info,
@@ -469,7 +470,7 @@ fn measure(
         decode_steps as u64 + 1,
         dtype_bytes,
     ) * batch as u64;
-    let bytes = info.weight_bytes * decode_steps as u64 + kv;
+    let bytes = info.step_weight_bytes * decode_steps as u64 + kv;
     let decode_bytes_per_s = bytes as f64 / decode_s;
     Ok(BenchRow {
         model: label.to_string(),

@@ -192,6 +192,9 @@ mod tests {
                 (8, 40, 130),
                 (11, 16, 70),
                 (13, 300, 33),
+                // Several rows whose x no longer fits L1, ragged k, rows past the last group.
+                (8, 1000, 40),
+                (5, 1300, 29),
             ] {
                 let x = values(m * k, 1);
                 let w = values(n * k, 2);

@@ -72,6 +72,13 @@ impl<B: Backend> LoadedLlama<B> {
         };
         let parameters = parameter_count(&config);
         let mut weight_bytes = (parameters * spec.dtype.size_bytes() as u64) as i64;
+        // An untied input embedding is gathered a row per token, not streamed; tied, the same
+        // table is read whole as the output head. It is never quantized.
+        let gathered_bytes = if config.tie_word_embeddings {
+            0
+        } else {
+            (config.vocab_size * config.hidden_size * spec.dtype.size_bytes()) as i64
+        };
         let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
         let weights = if on_host {
             ModelWeights::Host(HostWeights::build(&config, &weight_source)?)
@@ -103,6 +110,7 @@ impl<B: Backend> LoadedLlama<B> {
             compute,
             parameters,
             weight_bytes: weight_bytes.max(0) as u64,
+            step_weight_bytes: (weight_bytes - gathered_bytes).max(0) as u64,
             hidden_size: config.hidden_size,
             num_layers: config.num_layers,
             num_heads: config.num_heads,
