@@ -1,13 +1,15 @@
 //! AVX2 + FMA small-batch kernel: 8 lanes, 16 vector registers.
 //!
 //! The same scheme as the AVX-512 kernel (each weight row loaded once and applied to all `M`
-//! input rows from registers) with half the lanes and half the registers, so fewer weight rows
-//! per group.
+//! input rows from registers; a single input row with rows up to 2048 floats reads them one
+//! whole row at a time) with half the lanes and half the registers, so fewer weight rows per
+//! group.
 
 use std::arch::x86_64::{
-    __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps,
-    _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
-    _mm256_loadu_ps, _mm256_maskload_ps, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setzero_ps,
+    __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps,
+    _mm256_add_ps, _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_set1_epi32, _mm256_setr_epi32,
+    _mm256_setzero_ps,
 };
 
 use super::gemv::{Panels, XLayout};
@@ -37,6 +39,7 @@ fn block_avx2(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
     }
     // M·R accumulators + R weights + 1 input ≤ 16 registers.
     match p.mb {
+        1 if p.k <= ONE_STREAM_MAX_K => one_by_one(p, out, col0),
         1 => rows::<1, 4>(p, out, col0),
         2 => rows::<2, 4>(p, out, col0),
         3 => rows::<3, 3>(p, out, col0),
@@ -47,6 +50,82 @@ fn block_avx2(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
         8 => rows::<8, 1>(p, out, col0),
         _ => debug_assert!(false, "block of {} input rows", p.mb),
     }
+}
+
+/// Longest rows [`one_by_one`] reads; longer ones go 4 side by side. Measured on an AMD Zen 4
+/// VM with the AVX2 path forced (`benches/kernels.rs`, cold weights, 2 threads, best of
+/// several calls, 3 rounds alternated with the 4-row kernel): one row at a time streamed
+/// k×n = 576×{960, 3072, 49152} and 1536×576 1.2–2.4× faster, 2048×{2560, 11264} level
+/// (0.9–1.1×), and 5632×2048 0.54–0.86×: short rows end before the prefetcher has picked up
+/// 4 streams, long ones gain from 4 in flight.
+const ONE_STREAM_MAX_K: usize = 2048;
+
+/// One input row: each weight row is read whole before the next, so a task reads one
+/// sequential stream (see `avx512::one_by_one`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn one_by_one(p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
+    let (Some(out), Some(x)) = (out.first_mut(), p.x.get(..p.k)) else {
+        return;
+    };
+    for (r, w) in p.w.chunks_exact(p.k).take(p.rows).enumerate() {
+        out[col0 + r] = dot(x, w);
+    }
+}
+
+/// `x · w` over `w.len()` columns (`x` at least as long), in 4 independent accumulators so the
+/// FMA latency never holds up the next load.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn dot(x: &[f32], w: &[f32]) -> f32 {
+    const U: usize = 4;
+    let k = w.len();
+    if x.len() < k {
+        return 0.0;
+    }
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); U];
+    let mut p = 0;
+    while p + U * LANES <= k {
+        for (u, a) in acc.iter_mut().enumerate() {
+            let at = p + u * LANES;
+            // SAFETY: at + 8 ≤ p + U·8 ≤ k ≤ both lengths.
+            let (wv, xv) = unsafe { (_mm256_loadu_ps(wp.add(at)), _mm256_loadu_ps(xp.add(at))) };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        p += U * LANES;
+    }
+    while p + LANES <= k {
+        // SAFETY: p + 8 ≤ k ≤ both lengths.
+        let (wv, xv) = unsafe { (_mm256_loadu_ps(wp.add(p)), _mm256_loadu_ps(xp.add(p))) };
+        acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
+        p += LANES;
+    }
+    if p < k {
+        let mask = tail_mask(k - p);
+        // SAFETY: masked-off lanes are neither read nor able to fault; the enabled lanes
+        // p .. k lie inside both slices.
+        let (wv, xv) = unsafe {
+            (
+                _mm256_maskload_ps(wp.add(p), mask),
+                _mm256_maskload_ps(xp.add(p), mask),
+            )
+        };
+        acc[1] = _mm256_fmadd_ps(wv, xv, acc[1]);
+    }
+    hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ))
+}
+
+/// Lanes `0 .. n` (`n` < 8) enabled for `_mm256_maskload_ps`: lane l is loaded when its mask
+/// element is negative, i.e. when l < n.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn tail_mask(n: usize) -> __m256i {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane)
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -97,9 +176,7 @@ fn group<const M: usize, const R: usize>(
         p += LANES;
     }
     if p < k {
-        // Lane l is loaded when its mask element is negative, i.e. when l < k − p (< 8).
-        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((k - p) as i32), lane);
+        let mask = tail_mask(k - p);
         for (r, v) in wv.iter_mut().enumerate() {
             // SAFETY: masked-off lanes are neither read nor able to fault; the enabled lanes
             // r·k + p .. r·k + k lie inside w (r < R, R·k ≤ w.len()).

@@ -47,6 +47,20 @@ const LANES: usize = 16;
 // weights stored 3 rows interleaved per 16 columns so a group reads one sequential stream
 // (1.02–1.08× with both prefetches, not worth a second weight layout; 0.45× with none: the
 // hardware prefetcher alone does not keep up at M = 8 even on one stream).
+//
+// What else holds M = 8 back on the Zen 4 VM is x: at k = 2048 a block of 8 input rows is
+// 64 KiB, twice the L1, so each group of 3 weight rows pulls all of x through L1 again, 8 of
+// the 11 lines a step loads. In-core, everything in L1, a group runs 2.7 G 512-bit FMAs/s per
+// core (78 % of the 3.5 G peak; 44 GB/s of weights on 2 cores). A lab copy with x's reads
+// wrapped into 16 KiB (wrong sums, an upper bound) streamed cold weights 1.1–1.3× faster per
+// shape alone. Reaching for it: the rows tiled 12 at a time and k-blocked by 512 columns, sums
+// kept as vectors, the next tile prefetched into L2 in address order, ran 1.05–1.16× per shape
+// alone but 0.99–1.05× over a whole TinyLlama-1.1B decode step's products in order (tiled and
+// not alternated step by step, 20–60 steps) and 0.94× at M = 4; the weights stored blocked by
+// 512 columns, 0.9–1.2× per shape; row pieces without the tile prefetch, 0.6–0.7×. A lab copy
+// must keep this file's shape (the kernel inlined into a `target_feature` caller): a
+// standalone `unsafe fn` copy spilled 9 of its 24 accumulators to the stack, which halved its
+// rate and made the lab measure the spills.
 
 /// Floats ahead of the loads at which a group's own weight rows are prefetched into L1 at
 /// M > 1: 8 cache lines per row.

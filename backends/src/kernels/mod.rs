@@ -188,6 +188,8 @@ mod tests {
                 // One row past several 64-column steps, a 16-column step and a ragged tail.
                 (1, 150, 9),
                 (1, 64, 3),
+                // One row too long to read one at a time on AVX2.
+                (1, 2100, 5),
                 (3, 33, 9),
                 (8, 40, 130),
                 (11, 16, 70),
