@@ -60,7 +60,8 @@ const LANES: usize = 16;
 // 512 columns, 0.9–1.2× per shape; row pieces without the tile prefetch, 0.6–0.7×; groups
 // read alternately forwards and backwards, so the next group starts on the x lines still in
 // L1, 1.03–1.19× per shape alone (k = 2048) but 0.98–1.02× over the whole step (3 runs). Per
-// shape alone is thus no guide at M = 8: compare over a whole decode step. A lab copy
+// shape alone is thus no guide at M = 8: compare over a whole decode step (there, dropping the
+// own rows' L1 prefetch measured 0.89×, twice). A lab copy
 // must keep this file's shape (the kernel inlined into a `target_feature` caller): a
 // standalone `unsafe fn` copy spilled 9 of its 24 accumulators to the stack, which halved its
 // rate and made the lab measure the spills.
