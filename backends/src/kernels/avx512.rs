@@ -61,8 +61,12 @@ const LANES: usize = 16;
 // read alternately forwards and backwards, so the next group starts on the x lines still in
 // L1, 1.03–1.19× per shape alone (k = 2048) but 0.98–1.02× over the whole step (3 runs). Per
 // shape alone is thus no guide at M = 8: compare over a whole decode step (there, dropping the
-// own rows' L1 prefetch measured 0.89×, twice). A lab copy
-// must keep this file's shape (the kernel inlined into a `target_feature` caller): a
+// own rows' L1 prefetch measured 0.89×, twice). Splitting the batch between the two cores
+// instead of the rows, each running M = 4 (R = 4 or 6) over all the weight rows in the same
+// order, so x halves to 32 KiB and what one core fetches reaches the other through the shared
+// L3, was level over whole `llmeff bench` TinyLlama batch-8 runs too (tokens/s, alternated
+// round by round: R = 4 47.0 and 45.9, R = 6 45.4–47.4, against 45.6–50.5 as it is). A lab
+// copy must keep this file's shape (the kernel inlined into a `target_feature` caller): a
 // standalone `unsafe fn` copy spilled 9 of its 24 accumulators to the stack, which halved its
 // rate and made the lab measure the spills.
 
