@@ -354,13 +354,13 @@ impl<'a> Executor<'a> {
             }
             let energy_end = meters.read_energy();
             meters.add_decode(&energy_prefilled, &energy_end);
-            metrics.decode_bytes += model.info().step_weight_bytes * (steps.len() as u64 - 1);
             metrics.prefill_s += ends[0] - start;
             metrics.decode_s += ends[ends.len() - 1] - ends[0];
             let absolute: Vec<f64> = arrivals[range.clone()]
                 .iter()
                 .map(|a| run_start + a)
                 .collect();
+            let first = requests.len();
             requests.extend(batch_timings(
                 b,
                 range.start,
@@ -370,6 +370,14 @@ impl<'a> Executor<'a> {
                 &steps,
                 &ends,
             ));
+            metrics.decode_bytes += crate::flops::decode_read_bytes(
+                model.info(),
+                steps.len() as u64 - 1,
+                requests[first..]
+                    .iter()
+                    .map(|r| (r.input_tokens as u64, r.output_tokens as u64)),
+                dtype_bytes,
+            );
         }
         metrics.wall_s = self.clock.now_s() - run_start;
         metrics.meters = meters.finish(metrics.prefill_s, metrics.decode_s);
@@ -388,12 +396,6 @@ impl<'a> Executor<'a> {
             );
             metrics.flops_prefill += prefill;
             metrics.flops_decode += decode;
-            metrics.decode_bytes += crate::flops::decode_kv_read_bytes(
-                model.info(),
-                r.input_tokens as u64,
-                r.output_tokens as u64,
-                dtype_bytes,
-            );
         }
         Ok((metrics, requests))
     }

@@ -82,6 +82,22 @@ pub fn decode_kv_read_bytes(
         .sum()
 }
 
+/// Bytes one batch's `steps` decode steps read: every weight the step streams once per step
+/// ([`ModelInfo::step_weight_bytes`]) and each request's KV cache over its own new tokens.
+/// `requests` are each request's `(prompt tokens, new tokens)`.
+pub fn decode_read_bytes(
+    info: &ModelInfo,
+    steps: u64,
+    requests: impl IntoIterator<Item = (u64, u64)>,
+    dtype_bytes: u64,
+) -> u64 {
+    let kv: u64 = requests
+        .into_iter()
+        .map(|(prompt, new)| decode_kv_read_bytes(info, prompt, new, dtype_bytes))
+        .sum();
+    info.step_weight_bytes * steps + kv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +139,21 @@ mod tests {
         let (p, d) = generation(&info, 5, 3);
         assert_eq!(p, prefill(&info, 5));
         assert_eq!(d, decode_step(&info, 6) + decode_step(&info, 7));
+    }
+
+    #[test]
+    fn decode_reads_the_weights_per_step_and_each_requests_own_cache() {
+        let info = ModelInfo {
+            step_weight_bytes: 1000,
+            ..tiny_stories()
+        };
+        // One KV position of one sequence: 2 (K, V) × 5 layers × 4 heads × 8 dims × 4 bytes.
+        let position = 2 * 5 * 4 * 8 * 4;
+        assert_eq!(kv_read_bytes(&info, 1, 4), position);
+        // Request one: prompt 5, 3 new tokens, so its decode steps see 6 and 7 positions;
+        // request two finished after 1 new token (the prefill's), so it read none.
+        let bytes = decode_read_bytes(&info, 2, [(5, 3), (4, 1)], 4);
+        assert_eq!(bytes, 2 * 1000 + (6 + 7) * position);
+        assert_eq!(decode_read_bytes(&info, 0, [], 4), 0);
     }
 }

@@ -461,16 +461,15 @@ fn measure(
         .map(|f| f * 100.0);
     // The median, as the peer baselines report: the best of a few runs would flatter llmeff.
     let (prefill_s, decode_s) = (median(prefill_times), median(decode_times));
-    // Each decode step reads every weight once (bar an untied input embedding, of which it
-    // gathers a row per token) and each sequence's KV cache.
+    // Every sequence of the batch has the same prompt and as many new tokens.
     let dtype_bytes = DType::F32.size_bytes() as u64;
-    let kv = engine::flops::decode_kv_read_bytes(
+    let sequence = (args.prompt_tokens as u64, decode_steps as u64 + 1);
+    let bytes = engine::flops::decode_read_bytes(
         &info,
-        args.prompt_tokens as u64,
-        decode_steps as u64 + 1,
+        decode_steps as u64,
+        std::iter::repeat_n(sequence, batch),
         dtype_bytes,
-    ) * batch as u64;
-    let bytes = info.step_weight_bytes * decode_steps as u64 + kv;
+    );
     let decode_bytes_per_s = bytes as f64 / decode_s;
     Ok(BenchRow {
         model: label.to_string(),
