@@ -104,8 +104,23 @@ fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".llmeff_history"))
 }
 
+/// Adds a line to the history and appends it to the history file at once, so a REPL that is
+/// killed or crashes keeps every line entered before.
+fn remember(
+    editor: &mut Editor<ReplHelper, DefaultHistory>,
+    path: Option<&std::path::Path>,
+    line: &str,
+) {
+    // History is a convenience: a line that cannot be stored must not end the session.
+    let _ = editor.add_history_entry(line);
+    if let Some(path) = path {
+        let _ = editor.append_history(path);
+    }
+}
+
 /// Runs the REPL until :quit or end of input.
 pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
+    super::init_threads(args.threads)?;
     let cwd =
         std::env::current_dir().map_err(|e| Failure::work(format!("no working folder: {e}")))?;
     let mut session = Session::new(
@@ -148,7 +163,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         };
         let trimmed = line.trim();
         if buffer.is_empty() && trimmed.starts_with(':') {
-            let _ = editor.add_history_entry(trimmed);
+            remember(&mut editor, history.as_deref(), trimmed);
             match trimmed {
                 ":quit" | ":q" | ":exit" => break,
                 ":help" | ":h" => println!("{HELP}"),
@@ -168,6 +183,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
                     None,
                     true,
                     true,
+                    crate::table::Verbosity::Normal,
                 ) {
                     Ok(result) => {
                         crate::table::print_runs(&result.rows);
@@ -196,7 +212,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         if source.trim().is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(source.as_str());
+        remember(&mut editor, history.as_deref(), &source);
         transcript.push_str(&source);
         transcript.push('\n');
         line_no += 1;
@@ -219,9 +235,6 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         let mut completions = words.clone();
         completions.extend(session.variables());
         editor.set_helper(Some(ReplHelper { words: completions }));
-    }
-    if let Some(path) = &history {
-        let _ = editor.save_history(path);
     }
     Ok(ExitCode::SUCCESS)
 }

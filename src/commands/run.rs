@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use crate::Failure;
 use crate::cli::RunArgs;
 use crate::sink::StoreSink;
+use crate::table::{DetailSink, ProgressDisplay, Verbosity};
+use std::cell::RefCell;
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
 use engine::runtime::Runtime;
@@ -109,6 +111,7 @@ pub fn execute_plan(
     shard: Option<Shard>,
     plain: bool,
     force: bool,
+    verbosity: Verbosity,
 ) -> Result<StudyResult, Failure> {
     let mut schedule = Schedule::from_plan(plan);
     if schedule.items.is_empty() {
@@ -135,13 +138,17 @@ pub fn execute_plan(
     let meters = backends::MachineMeters::detect();
     let executor = Executor::new(&runtime, &clock).with_meters(&meters);
     let interactive = !plain && std::io::stderr().is_terminal();
-    let mut progress = crate::table::ProgressDisplay::new(interactive);
+    let progress = RefCell::new(ProgressDisplay::new(interactive, verbosity));
+    let mut details = DetailSink {
+        inner: &mut sink,
+        display: &progress,
+    };
     let outcome = executor
-        .execute(&schedule, &mut sink, &mut |event: Progress| {
-            progress.handle(event)
+        .execute(&schedule, &mut details, &mut |event: Progress| {
+            progress.borrow_mut().handle(event)
         })
         .map_err(|e| Failure::work(e.to_string()))?;
-    progress.finish();
+    progress.borrow_mut().finish();
     let rows = store.compact().map_err(|e| Failure::work(e.to_string()))?;
     for (i, spec) in plan.aggregates().iter().enumerate() {
         let name = if i == 0 {
@@ -157,6 +164,9 @@ pub fn execute_plan(
                 &dir.join(format!("{name}.csv")),
             )
             .map_err(|e| Failure::work(e.to_string()))?;
+        if verbosity == Verbosity::Quiet {
+            continue;
+        }
         eprintln!(
             "{name}: {} groups by {} -> {}",
             summary.rows.len(),
@@ -176,6 +186,7 @@ pub fn execute_plan(
 
 /// Runs a study end to end.
 pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    super::init_threads(args.threads)?;
     let plan = super::load_plan(&args.script, args.study.as_deref())?;
     let text = std::fs::read_to_string(&args.script).map_err(|e| {
         Failure::input(format!("cannot read script {}: {e}", args.script.display()))
@@ -193,8 +204,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         })?),
         None => None,
     };
-    let result = execute_plan(&plan, &origin, &args.out, shard, args.plain, args.force)?;
-    crate::table::print_runs(&result.rows);
+    let verbosity = match (args.quiet, args.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, true) => Verbosity::Verbose,
+        (false, false) => Verbosity::Normal,
+    };
+    let result = execute_plan(
+        &plan,
+        &origin,
+        &args.out,
+        shard,
+        args.plain,
+        args.force,
+        verbosity,
+    )?;
+    if verbosity != Verbosity::Quiet {
+        crate::table::print_runs(&result.rows);
+    }
     let failed_rows = result
         .rows
         .iter()
