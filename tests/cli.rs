@@ -185,11 +185,36 @@ fn float(row: &results::Row, column: &str) -> Option<f64> {
     }
 }
 
+#[track_caller]
 fn text(row: &results::Row, column: &str) -> String {
     match row.get(column) {
         Some(results::Cell::Text(v)) => v.clone(),
         other => panic!("{column}: expected text, got {other:?}"),
     }
+}
+
+/// What built llmeff and what ran the study is in the row (issue A.5).
+fn check_provenance(row: &results::Row) {
+    // Tests run the debug build; the commit is known in a git checkout.
+    assert_eq!(text(row, "build_profile"), "debug");
+    assert!(text(row, "rustc_version").starts_with("rustc "));
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".git")
+        .exists()
+    {
+        assert_eq!(text(row, "git_commit").len(), 40);
+        assert!(["true", "false"].contains(&text(row, "git_dirty").as_str()));
+    }
+    let Some(results::Cell::Int(threads)) = row.get("threads") else {
+        panic!("threads missing")
+    };
+    assert!(*threads >= 1);
+    let started = text(row, "started_at");
+    assert!(started.len() == 24 && started.ends_with('Z'), "{started}");
+    assert!(!text(row, "hostname").is_empty());
+    assert!(text(row, "kernel").starts_with("Linux "));
+    // Closed loop: no arrival parameters.
+    assert_eq!(row.get("arrival_rate_per_s"), Some(&results::Cell::Null));
 }
 
 /// Every meter's figure is present with its source, or null and labelled unavailable.
@@ -245,9 +270,16 @@ fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
     assert!(*rss > 1 << 20, "{rss}");
     // CPU steal is a share of the machine's time, read from /proc/stat beside the load (0 on
     // bare metal; a virtual machine's neighbours can make it anything up to 100).
+    // A run too short for two samples of a few clock ticks each has no utilisation figure,
+    // and says why, rather than 0 % or 430 % (issue A.6).
     for column in ["cpu_steal_mean_pct", "system_cpu_mean_pct"] {
-        let v = float(row, column).unwrap_or_else(|| panic!("{column} missing"));
-        assert!((0.0..=100.0).contains(&v), "{column} = {v}");
+        match float(row, column) {
+            Some(v) => assert!((0.0..=100.0).contains(&v), "{column} = {v}"),
+            None => assert!(
+                text(row, "meter_notes").contains("utilisation left null"),
+                "{column} null without a note"
+            ),
+        }
     }
     // MFU and MBU against the machine's measured CPU peak: positive, below 1.
     for column in ["mfu", "mbu"] {
@@ -295,6 +327,7 @@ fn single_study_runs_end_to_end_and_resumes() {
     assert!((rate - *output_tokens as f64 / wall).abs() < 1e-6 * rate);
     assert!(study.join("runs.csv").is_file() && study.join("runs.json").is_file());
     check_meters(&study, row, *output_tokens);
+    check_provenance(row);
 
     // A second run finds everything stored and adds no row.
     let again = run_single(dir.path());
