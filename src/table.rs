@@ -312,7 +312,14 @@ mod tests {
         ];
         assert_eq!(
             config_columns(&rows),
-            ["model", "dtype", "quantization", "batch_size", "arrival", "decoding"]
+            [
+                "model",
+                "dtype",
+                "quantization",
+                "batch_size",
+                "arrival",
+                "decoding"
+            ]
         );
         let table = runs_table(&rows).to_string();
         let expected = [

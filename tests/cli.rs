@@ -932,7 +932,12 @@ fn generate_refuses_top_k_and_top_p_without_a_temperature() {
 #[test]
 fn generate_reports_ttft_and_tokens_per_s_on_the_threads_asked_for() {
     let out = llmeff()
-        .args(["generate", "--prompt", "Once upon a time", "--max-new-tokens"])
+        .args([
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-new-tokens",
+        ])
         .args(["6", "--ignore-eos", "--threads", "3", "--json"])
         .output()
         .unwrap();
@@ -958,7 +963,12 @@ fn generate_reports_ttft_and_tokens_per_s_on_the_threads_asked_for() {
 
     // As text: the continuation alone on stdout, the speed after it on stderr.
     let out = llmeff()
-        .args(["generate", "--prompt", "Once upon a time", "--max-new-tokens"])
+        .args([
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-new-tokens",
+        ])
         .args(["4", "--ignore-eos"])
         .output()
         .unwrap();
@@ -999,7 +1009,10 @@ fn run_quiet_prints_only_the_summary_and_verbose_each_runs_details() {
     assert!(out.stdout.is_empty(), "no table when quiet");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("1 ok, 0 failed, 0 already done"), "{stderr}");
+    assert!(
+        lines[0].starts_with("1 ok, 0 failed, 0 already done"),
+        "{stderr}"
+    );
 
     let out = llmeff()
         .arg("run")
@@ -1018,6 +1031,13 @@ fn run_quiet_prints_only_the_summary_and_verbose_each_runs_details() {
     assert!(detail.contains("energy "), "{detail}");
     assert!(detail.contains("meters: "), "{detail}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("tiny-stories"));
+    // The pool --threads sized is the one the run used.
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("verbose/small/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows[0].get("threads"), Some(&results::Cell::Int(3)));
 
     let help = llmeff().args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
@@ -1049,7 +1069,10 @@ fn bench_json_carries_its_warnings_and_the_memory_line_follows_models() {
             .all(|w| w.as_str().is_some_and(|w| !w.is_empty())),
         "{json}"
     );
-    assert!(json["rss_growth_bytes"].is_null(), "tiny-llama3-gqa was not asked for");
+    assert!(
+        json["rss_growth_bytes"].is_null(),
+        "tiny-llama3-gqa was not asked for"
+    );
     assert!(json["growth_model"].is_null());
     let rows = json["rows"].as_array().unwrap();
     assert!(rows.iter().all(|r| r["model"] == "tiny-stories"), "{json}");
@@ -1079,4 +1102,84 @@ fn bench_json_carries_its_warnings_and_the_memory_line_follows_models() {
     assert_eq!(json["rows"].as_array().unwrap().len(), 0, "{json}");
     assert_eq!(json["growth_model"], "tiny-llama3-gqa");
     assert!(json["rss_growth_bytes"].is_i64(), "{json}");
+}
+
+#[test]
+fn ctrl_c_during_repl_run_stops_the_study_and_returns_to_the_prompt() {
+    use std::io::{BufRead, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    // A short run, then one long enough (64 x 400 tokens) to still be going when Ctrl-C comes.
+    let statements = "\
+let m = load(\"tiny-stories\");
+let quick = infer(m, batch(prompts(\"builtin:stories\", #{ count: 2 }), #{ size: 2 }), #{ max_new_tokens: 2 });
+let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 64, max_input_tokens: 64 }), #{ size: 1 }), #{ max_new_tokens: 400, min_new_tokens: 400 });
+:run
+";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmeff"))
+        .current_dir(dir.path())
+        .env("LLMEFF_HISTORY", &history)
+        .args(["repl", "--study", "sigint", "--threads", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(statements.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let (lines, received) = mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |wanted: &dyn Fn(&str) -> bool, child: &mut std::process::Child| loop {
+        match received.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                let found = wanted(&line);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("timed out; stderr so far:\n{}", seen.join("\n"));
+            }
+        }
+    };
+    // The second run has started: the first is stored.
+    wait_for(&|l: &str| l.starts_with("[2/2]"), &mut child);
+    // SAFETY: sends a signal to the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    wait_for(&|l: &str| l.starts_with("interrupted"), &mut child);
+    // Back at the prompt, with the plan still there.
+    stdin.write_all(b":plan\n:quit\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let stderr = seen.join("\n");
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stdout.contains("2 runs x 1 cycles"), "{stdout}");
+    // What finished before Ctrl-C stays; the abandoned run wrote nothing.
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("runs/sigint/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{stderr}");
+    assert_eq!(rows[0].get("max_new_tokens"), Some(&results::Cell::Int(2)));
+    // Every line entered is in the history file, written as it was entered.
+    let history = std::fs::read_to_string(&history).unwrap();
+    for line in ["let quick = infer(", "let slow = infer(", ":run", ":plan"] {
+        assert!(history.contains(line), "{line}: {history}");
+    }
 }

@@ -188,7 +188,10 @@ mod tests {
         assert!(err.contains("only applies to method \"sample\""), "{err}");
         let err = decoding_from_args(None, Some(5), None, 0).unwrap_err();
         assert!(err.contains("`--top-k`"), "{err}");
-        assert_eq!(decoding_from_args(None, None, None, 0), Ok(Decoding::Greedy));
+        assert_eq!(
+            decoding_from_args(None, None, None, 0),
+            Ok(Decoding::Greedy)
+        );
         assert_eq!(
             decoding_from_args(Some(0.7), Some(5), Some(0.9), 3),
             Ok(Decoding::Sample {
@@ -207,7 +210,11 @@ mod tests {
     fn speed_splits_the_first_token_from_decoding() {
         let s = Speed::new(Duration::from_millis(500), Duration::from_millis(2500), 5);
         assert_eq!(s.ttft_s, 0.5);
-        assert_eq!(s.decode_tokens_per_s, Some(2.0), "4 tokens after the first in 2 s");
+        assert_eq!(
+            s.decode_tokens_per_s,
+            Some(2.0),
+            "4 tokens after the first in 2 s"
+        );
         assert_eq!(s.output_tokens_per_s, Some(2.0), "5 tokens in 2.5 s");
         let one = Speed::new(Duration::from_millis(500), Duration::from_millis(500), 1);
         assert_eq!(one.decode_tokens_per_s, None, "no decode phase to time");

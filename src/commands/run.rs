@@ -8,13 +8,14 @@ use crate::Failure;
 use crate::cli::RunArgs;
 use crate::sink::StoreSink;
 use crate::table::{DetailSink, ProgressDisplay, Verbosity};
-use std::cell::RefCell;
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
 use engine::runtime::Runtime;
 use engine::schedule::{Schedule, Shard, parse_shard};
 use results::{Manifest, Row, Store, StudyLock};
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn shard_from_env() -> Option<String> {
@@ -103,15 +104,25 @@ fn claim_study(
         .map_err(|e| Failure::work(e.to_string()))
 }
 
+/// How a study execution reports to the terminal, and what can stop it.
+#[derive(Clone, Copy)]
+pub struct Console<'a> {
+    /// Plain log lines instead of a progress bar.
+    pub plain: bool,
+    /// How much to say.
+    pub verbosity: Verbosity,
+    /// Raised to stop the study (the REPL's Ctrl-C); runs finished before stay stored.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
 /// Executes a plan into `<out>/<study>/` and compacts the study's tables.
 pub fn execute_plan(
     plan: &Plan,
     origin: &ScriptOrigin<'_>,
     out: &Path,
     shard: Option<Shard>,
-    plain: bool,
     force: bool,
-    verbosity: Verbosity,
+    console: Console<'_>,
 ) -> Result<StudyResult, Failure> {
     let mut schedule = Schedule::from_plan(plan);
     if schedule.items.is_empty() {
@@ -136,7 +147,15 @@ pub fn execute_plan(
 
     let clock = MonotonicClock::default();
     let meters = backends::MachineMeters::detect();
-    let executor = Executor::new(&runtime, &clock).with_meters(&meters);
+    let mut executor = Executor::new(&runtime, &clock).with_meters(&meters);
+    let Console {
+        plain,
+        verbosity,
+        cancel,
+    } = console;
+    if let Some(cancel) = cancel {
+        executor = executor.with_cancel(cancel);
+    }
     let interactive = !plain && std::io::stderr().is_terminal();
     let progress = RefCell::new(ProgressDisplay::new(interactive, verbosity));
     let mut details = DetailSink {
@@ -175,10 +194,15 @@ pub fn execute_plan(
         );
     }
     eprintln!(
-        "{} ok, {} failed, {} already done; results in {}",
+        "{} ok, {} failed, {} already done{}; results in {}",
         outcome.ok,
         outcome.failed,
         outcome.skipped,
+        if outcome.cancelled {
+            ", stopped before the end"
+        } else {
+            ""
+        },
         dir.join("runs.parquet").display()
     );
     Ok(StudyResult { outcome, rows })
@@ -214,9 +238,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         &origin,
         &args.out,
         shard,
-        args.plain,
         args.force,
-        verbosity,
+        Console {
+            plain: args.plain,
+            verbosity,
+            cancel: None,
+        },
     )?;
     if verbosity != Verbosity::Quiet {
         crate::table::print_runs(&result.rows);
