@@ -1150,7 +1150,10 @@ let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 64, max_input_t
             }
             Err(_) => {
                 let _ = child.kill();
-                panic!("timed out; stderr so far:\n{}", seen.join("\n"));
+                panic!(
+                    "the line never came (llmeff ended, or 120 s passed); stderr:\n{}",
+                    seen.join("\n")
+                );
             }
         }
     };
