@@ -1112,11 +1112,12 @@ fn ctrl_c_during_repl_run_stops_the_study_and_returns_to_the_prompt() {
 
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history");
-    // A short run, then one long enough (64 x 400 tokens) to still be going when Ctrl-C comes.
+    // A short run, then one long enough (256 x 400 tokens, about 25 s on one core of the development VM)
+    // to still be going when Ctrl-C comes.
     let statements = "\
 let m = load(\"tiny-stories\");
 let quick = infer(m, batch(prompts(\"builtin:stories\", #{ count: 2 }), #{ size: 2 }), #{ max_new_tokens: 2 });
-let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 64, max_input_tokens: 64 }), #{ size: 1 }), #{ max_new_tokens: 400, min_new_tokens: 400 });
+let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 256, max_input_tokens: 64 }), #{ size: 1 }), #{ max_new_tokens: 400, min_new_tokens: 400 });
 :run
 ";
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmeff"))
