@@ -173,7 +173,7 @@ impl RecordSink for DetailSink<'_> {
     }
 }
 
-/// The `--verbose` line of one stored run.
+/// The `--verbose` lines of one stored run.
 fn detail_line(row: &Row) -> String {
     let text = |column: &str| {
         row.get(column)
@@ -183,7 +183,7 @@ fn detail_line(row: &Row) -> String {
     };
     let hash = text("run_hash");
     format!(
-        "  run {} cycle {}: compute {}; energy {} (meters: {}); notes: {}",
+        "  run {} cycle {}: compute {}, energy {}\n    meters: {}\n    notes: {}",
         hash.get(..12).unwrap_or(&hash),
         text("cycle_id"),
         text("compute"),

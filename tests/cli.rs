@@ -1028,8 +1028,9 @@ fn run_quiet_prints_only_the_summary_and_verbose_each_runs_details() {
         .lines()
         .find(|l| l.starts_with("  run ") && l.contains(" cycle 0: compute "))
         .unwrap_or_else(|| panic!("a detail line per run: {stderr}"));
-    assert!(detail.contains("energy "), "{detail}");
-    assert!(detail.contains("meters: "), "{detail}");
+    assert!(detail.contains(", energy "), "{detail}");
+    assert!(stderr.contains("\n    meters: "), "{stderr}");
+    assert!(stderr.contains("\n    notes: "), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("tiny-stories"));
     // The pool --threads sized is the one the run used.
     let rows = results::parquet_io::read_rows(
