@@ -1188,3 +1188,77 @@ let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 256, max_input_
         assert!(history.contains(line), "{line}: {history}");
     }
 }
+
+#[test]
+fn queued_requests_count_their_wait_in_ttft_and_idle_energy_in_other() {
+    // Requests every 0.3 s in batches of 2: the first of each batch waits 0.3 s for the
+    // second. Regression (issue A.1, A.2): TTFT was taken from the batch start (no queue), and
+    // the estimated energy of the waits was charged to prefill and decode.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("queue.rhai");
+    std::fs::write(
+        &script,
+        r#"
+        study(#{ name: "queue" });
+        let p = prompts("builtin:stories", #{ count: 4, max_input_tokens: 16 });
+        let r = infer(load("tiny-stories"), batch(p, #{ size: 2 }),
+                      #{ max_new_tokens: 4, warmup: 0,
+                         arrival: #{ pattern: "constant", interval_s: 0.3 } });
+        measure(r, #{ meters: ["latency", "energy"] });
+        "#,
+    )
+    .unwrap();
+    let out = llmeff()
+        .args(["run", "--plain", "--out"])
+        .arg(dir.path())
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let study = dir.path().join("queue");
+    let rows =
+        results::parquet_io::read_rows(&study.join("runs.parquet"), results::schema::RUN_COLUMNS)
+            .unwrap();
+    let row = &rows[0];
+    // Requests 0 and 2 queue 0.3 s; 1 and 3 none: the p50 sits between, the p99 near 0.3.
+    let queue_p99 = float(row, "queue_p99_s").unwrap();
+    assert!(
+        (0.29..0.5).contains(&queue_p99),
+        "queue_p99_s = {queue_p99}"
+    );
+    let ttft_p99 = float(row, "ttft_p99_s").unwrap();
+    let service_p99 = float(row, "ttft_service_p99_s").unwrap();
+    assert!(
+        ttft_p99 >= queue_p99 && ttft_p99 > service_p99,
+        "{ttft_p99} {service_p99}"
+    );
+    assert_eq!(text(row, "arrival"), "constant");
+    assert_eq!(float(row, "arrival_interval_s"), Some(0.3));
+    // The window is mostly waiting: its energy is outside both phases, and the parts add up.
+    let total = float(row, "energy_total_j").unwrap();
+    let parts = ["energy_prefill_j", "energy_decode_j", "energy_other_j"]
+        .map(|c| float(row, c).unwrap_or_else(|| panic!("{c} missing")));
+    assert!(
+        (parts.iter().sum::<f64>() - total).abs() <= 1e-9 * total,
+        "{parts:?} {total}"
+    );
+    assert!(parts[2] > parts[0] + parts[1], "{parts:?}");
+    // Each request's row has its own arrival and queue.
+    let hash = text(row, "run_hash");
+    let requests = results::parquet_io::read_rows(
+        &study.join("requests").join(format!("{hash}-c0.parquet")),
+        results::schema::REQUEST_COLUMNS,
+    )
+    .unwrap();
+    let arrivals: Vec<f64> = requests
+        .iter()
+        .map(|r| float(r, "arrival_s").unwrap())
+        .collect();
+    for (got, want) in arrivals.iter().zip([0.0, 0.3, 0.6, 0.9]) {
+        assert!((got - want).abs() < 1e-9, "{arrivals:?}");
+    }
+}
