@@ -9,7 +9,15 @@ use std::path::PathBuf;
 /// Studies are Rhai scripts: evaluating one builds a plan (load → batch → infer → measure),
 /// which llmeff then runs and stores under runs/<study>/ as Parquet.
 #[derive(Debug, Parser)]
-#[command(name = "llmeff", version, about, long_about, propagate_version = true)]
+// `llmeff help` is ours: it describes the scripting functions (and still shows a command's help).
+#[command(
+    name = "llmeff",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -41,6 +49,22 @@ pub enum Command {
     ///
     /// Build with --release; debug builds measure the debug build.
     Bench(BenchArgs),
+    /// Describe the functions study scripts can call: `llmeff help` lists them, `llmeff help
+    /// load` shows one with its options (type, default, unit, valid values) and an example.
+    ///
+    /// `llmeff help COMMAND` shows a command's help, as `llmeff COMMAND --help` does.
+    Help(HelpArgs),
+}
+
+/// Arguments of `llmeff help`.
+#[derive(Debug, clap::Args)]
+pub struct HelpArgs {
+    /// A script function (load, infer, ...), option map (decoding, arrival, carbon), stdlib
+    /// module (sweep, scenarios, models) or command.
+    pub topic: Option<String>,
+    /// Print the whole reference as Markdown (the text of docs/scripting.md).
+    #[arg(long, conflicts_with = "topic")]
+    pub markdown: bool,
 }
 
 /// Arguments of `llmeff bench`.

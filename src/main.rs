@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::Env(args) => commands::env::run(args.json),
         cli::Command::Bench(args) => commands::bench::run(args),
+        cli::Command::Help(args) => commands::help::run(args),
     };
     match result {
         Ok(code) => code,

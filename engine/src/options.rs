@@ -9,12 +9,18 @@ use rhai::{Dynamic, Map};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     /// A key the stage does not know.
-    #[error("unknown option `{key}` for {stage}(); valid options: {}", valid.join(", "))]
+    #[error(
+        "unknown option `{key}` for {stage}(){}valid options: {}",
+        suggestion.map_or("; ".to_string(), |s| format!(": did you mean `{s}`? ")),
+        valid.join(", ")
+    )]
     Unknown {
         /// Stage function name.
         stage: &'static str,
         /// The key as written.
         key: String,
+        /// The valid key closest to `key`, when it looks like a typo of one.
+        suggestion: Option<&'static str>,
         /// The keys the stage accepts.
         valid: Vec<&'static str>,
     },
@@ -63,6 +69,7 @@ impl OptionMap {
             return Err(OptionError::Unknown {
                 stage,
                 key: key.to_string(),
+                suggestion: crate::suggest::closest(key, valid.iter().copied()),
                 valid,
             });
         }
@@ -217,7 +224,20 @@ mod tests {
         .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unknown option `dtyp` for load(); valid options: dtype, weights")
+            Some(
+                "unknown option `dtyp` for load(): did you mean `dtype`? valid options: dtype, weights"
+            )
+        );
+        let err = OptionMap::new(
+            "load",
+            map(&[("colour", Dynamic::from("red"))]),
+            &["weights", "dtype"],
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unknown option `colour` for load(); valid options: dtype, weights")
         );
     }
 

@@ -437,6 +437,11 @@ impl fmt::Display for Plan {
             self.count(StageKind::Load),
             self.len()
         )?;
+        writeln!(
+            f,
+            "  Retries {} after a backend error, {} s apart",
+            self.study.retries, self.study.retry_delay_s
+        )?;
         for node in self.nodes().filter(|n| n.stage.kind() == StageKind::Load) {
             let users = runs.iter().filter(|r| r.load_id == node.id).count();
             writeln!(

@@ -21,16 +21,20 @@ use crate::stage::{
 pub const METERS: &[&str] = &["latency", "energy", "flops", "memory", "utilisation"];
 /// Statistics `aggregate` accepts.
 pub const STATS: &[&str] = &["mean", "std", "min", "max", "p50", "p90", "p99", "ci95"];
-/// Stage function names, for completion and docs.
+/// Stage function names, for completion, "did you mean" and docs.
 pub const STAGE_FUNCTIONS: &[&str] = &[
+    "study",
     "load",
+    "quantize",
     "prompts",
     "batch",
     "infer",
     "measure",
     "aggregate",
-    "study",
 ];
+
+/// Other functions scripts can call that llmeff registers.
+pub const HELPER_FUNCTIONS: &[&str] = &["builtin_prompt_sets"];
 
 const LOAD_OPTIONS: &[&str] = &["dtype", "weights", "revision", "device", "seed"];
 const QUANTIZE_OPTIONS: &[&str] = &["method", "block_size"];
@@ -78,6 +82,22 @@ pub fn option_keys() -> Vec<&'static str> {
     keys.dedup();
     keys
 }
+
+/// The option keys each stage function and nested option map accepts, as checked when a
+/// script runs (the scripting reference is tested against this list).
+pub const OPTION_LISTS: &[(&str, &[&str])] = &[
+    ("study", STUDY_OPTIONS),
+    ("load", LOAD_OPTIONS),
+    ("quantize", QUANTIZE_OPTIONS),
+    ("prompts", PROMPTS_OPTIONS),
+    ("batch", BATCH_OPTIONS),
+    ("infer", INFER_OPTIONS),
+    ("decoding", DECODING_OPTIONS),
+    ("arrival", ARRIVAL_OPTIONS),
+    ("measure", MEASURE_OPTIONS),
+    ("carbon", CARBON_OPTIONS),
+    ("aggregate", AGGREGATE_OPTIONS),
+];
 
 /// A handle to a plan node, as Rhai scripts hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -683,6 +703,18 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             if let Some(seed) = opts.seed("seed").map_err(opt_err)? {
                 plan.study.seed = seed;
             }
+            if let Some(retries) = opts.count("retries").map_err(opt_err)? {
+                plan.study.retries = retries;
+            }
+            if let Some(delay) = opts.float("retry_delay_s").map_err(opt_err)? {
+                if !(delay >= 0.0 && delay.is_finite()) {
+                    return Err(opt_err(opts.invalid(
+                        "retry_delay_s",
+                        format!("must be a finite number of seconds >= 0, got {delay}"),
+                    )));
+                }
+                plan.study.retry_delay_s = delay;
+            }
             Ok(())
         },
     );
@@ -765,7 +797,10 @@ impl Session {
         ast.set_source(file.to_string());
         self.engine
             .eval_ast_with_scope::<Dynamic>(&mut self.scope, &ast)
-            .map_err(|e| runtime_error(file, source, &e))
+            .map_err(|e| {
+                let known = KnownFunctions::new(&self.engine, &ast);
+                runtime_error(file, source, &e, &known)
+            })
     }
 
     /// A copy of the plan built so far.
@@ -816,8 +851,113 @@ fn located(file: &str, source: &str, pos: Position, message: String) -> ScriptEr
     }
 }
 
+/// Function names a script can call, for "did you mean" on an unknown one.
+struct KnownFunctions {
+    /// Stage and helper functions, then the script's own.
+    llmeff: Vec<String>,
+    /// Rhai's standard functions (`print`, `len`, ...).
+    rhai: Vec<String>,
+}
+
+impl KnownFunctions {
+    fn new(engine: &Engine, ast: &AST) -> Self {
+        let mut llmeff: Vec<String> = STAGE_FUNCTIONS
+            .iter()
+            .chain(HELPER_FUNCTIONS)
+            .map(|s| s.to_string())
+            .collect();
+        llmeff.extend(ast.iter_functions().map(|f| f.name.to_string()));
+        let mut rhai: Vec<String> = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|s| s.split(['(', ' ']).next())
+            .filter(|n| {
+                n.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(str::to_string)
+            .collect();
+        rhai.sort();
+        rhai.dedup();
+        KnownFunctions { llmeff, rhai }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.llmeff.iter().chain(&self.rhai).any(|n| n == name)
+    }
+}
+
+/// Rhai's argument types as a script author knows them.
+fn script_types(args: &str) -> String {
+    args.split(", ")
+        .filter(|a| !a.is_empty())
+        .map(|a| match a.trim() {
+            t if t.contains("ImmutableString") => "string",
+            "i64" => "int",
+            "f64" => "float",
+            "Node" => "node",
+            t => t,
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The message for Rhai's "function not found": a typo gets the closest name, a known name
+/// called with the wrong arguments gets its call forms.
+fn function_not_found(signature: &str, known: &KnownFunctions) -> String {
+    let (name, args) = match signature.split_once(" (") {
+        Some((name, args)) => (name.trim(), script_types(args.trim_end_matches(')'))),
+        None => (signature.trim(), String::new()),
+    };
+    let (qualifier, bare) = match name.rsplit_once("::") {
+        Some((q, b)) => (Some(q), b),
+        None => (None, name),
+    };
+    let Some(qualifier) = qualifier else {
+        if let Some(topic) = crate::reference::topic(bare).filter(|t| {
+            matches!(
+                t.kind,
+                crate::reference::TopicKind::Stage | crate::reference::TopicKind::Helper
+            )
+        }) {
+            return format!(
+                "{bare}() cannot be called with ({args}); call it as {}",
+                topic.signatures.join(" or ")
+            );
+        }
+        if known.contains(bare) {
+            return format!("`{bare}` cannot be called with ({args})");
+        }
+        let suggestion = crate::suggest::closest(bare, known.llmeff.iter().map(String::as_str))
+            .or_else(|| crate::suggest::closest(bare, known.rhai.iter().map(String::as_str)));
+        return match suggestion {
+            Some(s) => format!("unknown function `{bare}`: did you mean `{s}`?"),
+            None => format!(
+                "unknown function `{bare}`; stage functions: {} (`llmeff help` describes them)",
+                STAGE_FUNCTIONS.join(", ")
+            ),
+        };
+    };
+    let stdlib = crate::reference::stdlib_functions();
+    if let Some((_, f)) = stdlib.iter().find(|(_, f)| f.name == bare) {
+        return format!(
+            "`{name}` cannot be called with ({args}); call it as {}",
+            f.signature
+        );
+    }
+    match crate::suggest::closest(bare, stdlib.iter().map(|(_, f)| f.name)) {
+        Some(s) => format!("unknown function `{name}`: did you mean `{qualifier}::{s}`?"),
+        None => format!("module `{qualifier}` has no function `{bare}` taking ({args})"),
+    }
+}
+
 /// Finds the innermost message and the outermost position in the script being evaluated.
-fn runtime_error(file: &str, source: &str, err: &EvalAltResult) -> ScriptError {
+fn runtime_error(
+    file: &str,
+    source: &str,
+    err: &EvalAltResult,
+    known: &KnownFunctions,
+) -> ScriptError {
     let mut position = err.position();
     let mut current = err;
     let mut context: Vec<String> = Vec::new();
@@ -850,6 +990,7 @@ fn runtime_error(file: &str, source: &str, err: &EvalAltResult) -> ScriptError {
             "the script exceeded the call depth limit of 64".to_string()
         }
         EvalAltResult::ErrorDataTooLarge(what, _) => format!("{what} exceeds its size limit"),
+        EvalAltResult::ErrorFunctionNotFound(signature, _) => function_not_found(signature, known),
         other => other.to_string(),
     };
     if !context.is_empty() {
@@ -887,8 +1028,113 @@ mod tests {
         let err = plan("let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "test.rhai:1:9: unknown option `dtyp` for load(); valid options: device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
+            "test.rhai:1:9: unknown option `dtyp` for load(): did you mean `dtype`? valid options: device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
         );
+        let err = plan("study(#{ name: \"x\" });\nlet r = infer(load(\"tiny-stories\"), prompts(\"builtin:chat\"), #{ arival: #{} });")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:2:9: unknown option `arival` for infer(): did you mean `arrival`? valid options: arrival, decoding, max_new_tokens, min_new_tokens, stop_at_eos, warmup\n  |\n2 | let r = infer(load(\"tiny-stories\"), prompts(\"builtin:chat\"), #{ arival: #{} });\n  |         ^"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_stage_function_suggests_the_right_one() {
+        let err =
+            plan("study(#{ name: \"x\" });\nlet m = laod(\"tiny-stories\", #{ dtype: \"f32\" });")
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:2:9: unknown function `laod`: did you mean `load`?\n  |\n2 | let m = laod(\"tiny-stories\", #{ dtype: \"f32\" });\n  |         ^"
+        );
+        let err = plan(
+            "let p = prompts(\"builtin:chat\");\nlet r = infer(load(\"tiny-stories\"), bacth(p));",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:2:37: unknown function `bacth`: did you mean `batch`?\n  |\n2 | let r = infer(load(\"tiny-stories\"), bacth(p));\n  |                                     ^"
+        );
+        // The script's own functions and Rhai's are candidates too.
+        let err =
+            plan("fn make_model() { load(\"tiny-stories\") }\nlet m = make_modle();").unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown function `make_modle`: did you mean `make_model`?"
+        );
+        let err = plan("let n = [1, 2].lenn();").unwrap_err();
+        assert_eq!(err.message, "unknown function `lenn`: did you mean `len`?");
+    }
+
+    #[test]
+    fn an_unknown_function_with_no_close_name_lists_the_stage_functions() {
+        let err = plan("frobnicate(1);").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:1:1: unknown function `frobnicate`; stage functions: study, load, quantize, prompts, batch, infer, measure, aggregate (`llmeff help` describes them)\n  |\n1 | frobnicate(1);\n  | ^"
+        );
+    }
+
+    #[test]
+    fn a_stage_called_with_wrong_arguments_shows_its_call_forms() {
+        let err = plan("let m = load(1);").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:1:9: load() cannot be called with (int); call it as load(model) or load(model, #{ options })\n  |\n1 | let m = load(1);\n  |         ^"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_stdlib_function_suggests_within_the_module() {
+        let err = plan("import \"sweep\" as s;\nlet g = s::gird(#{ a: [1] });").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.rhai:2:12: unknown function `s::gird`: did you mean `s::grid`?\n  |\n2 | let g = s::gird(#{ a: [1] });\n  |            ^"
+        );
+    }
+
+    #[test]
+    fn study_retries_and_retry_delay_reach_the_schedule() {
+        let src = |opts: &str| {
+            format!(
+                "study(#{{ {opts} }});\ninfer(load(\"tiny-stories\"), prompts(\"builtin:stories\"));"
+            )
+        };
+        let p = plan(&src("retries: 0, retry_delay_s: 0.5")).unwrap();
+        let schedule = crate::schedule::Schedule::from_plan(&p);
+        assert_eq!((schedule.retries, schedule.retry_delay_s), (0, 0.5));
+        assert!(
+            p.to_string()
+                .contains("\n  Retries 0 after a backend error, 0.5 s apart\n"),
+            "{p}"
+        );
+        let p = plan(&src("retries: 7, retry_delay_s: 2")).unwrap();
+        let schedule = crate::schedule::Schedule::from_plan(&p);
+        assert_eq!((schedule.retries, schedule.retry_delay_s), (7, 2.0));
+        // Left out, the defaults stay.
+        let p = plan(&src("name: \"d\"")).unwrap();
+        assert_eq!((p.study.retries, p.study.retry_delay_s), (3, 5.0));
+        for (opts, message) in [
+            (
+                "retries: -1",
+                "option `retries` of study(): must be >= 0, got -1",
+            ),
+            (
+                "retries: 1.5",
+                "option `retries` of study() expects an integer, got f64",
+            ),
+            (
+                "retry_delay_s: -0.5",
+                "option `retry_delay_s` of study(): must be a finite number of seconds >= 0, got -0.5",
+            ),
+            (
+                "retry_delay_s: \"5\"",
+                "option `retry_delay_s` of study() expects a number, got string",
+            ),
+        ] {
+            let err = plan(&src(opts)).unwrap_err();
+            assert_eq!(err.message, message, "{opts}");
+        }
     }
 
     #[test]

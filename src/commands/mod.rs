@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod env;
 pub mod generate;
+pub mod help;
 pub mod plan;
 pub mod repl;
 pub mod report;

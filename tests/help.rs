@@ -1,0 +1,127 @@
+//! End-to-end tests of `llmeff help` (the scripting reference) and of how script typos are
+//! reported by the real binary.
+
+use assert_cmd::Command;
+use std::path::PathBuf;
+
+fn llmeff() -> Command {
+    Command::cargo_bin("llmeff").expect("the llmeff binary is built for integration tests")
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = llmeff().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_lists_every_stage_and_stdlib_module() {
+    let text = stdout_of(&["help"]);
+    for topic in [
+        "study",
+        "load",
+        "quantize",
+        "prompts",
+        "batch",
+        "infer",
+        "measure",
+        "aggregate",
+        "decoding",
+        "arrival",
+        "carbon",
+        "sweep",
+        "scenarios",
+        "models",
+    ] {
+        assert!(text.contains(&format!("\n  {topic} ")), "{topic}:\n{text}");
+    }
+    assert!(text.contains("Commands: run, plan,"), "{text}");
+}
+
+#[test]
+fn help_on_a_stage_prints_its_options_with_defaults_and_an_example() {
+    let text = stdout_of(&["help", "load"]);
+    assert!(
+        text.starts_with("load(model)\nload(model, #{ options })\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  dtype     string   \"f32\""),
+        "no dtype row with its default:\n{text}"
+    );
+    assert!(text.contains("f32, f16, bf16"), "{text}");
+    assert!(
+        text.contains("\nExample:\n  let m = load(\"tiny-stories\""),
+        "{text}"
+    );
+    // A command name shows that command's help.
+    let run = stdout_of(&["help", "run"]);
+    assert!(run.contains("Usage: llmeff run"), "{run}");
+}
+
+#[test]
+fn help_on_an_unknown_topic_lists_the_topics_and_exits_2() {
+    let out = llmeff().args(["help", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: no help topic `nosuch`; topics: study, load, quantize,"),
+        "{stderr}"
+    );
+    let out = llmeff().args(["help", "mesure"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean `measure`?"), "{stderr}");
+}
+
+#[test]
+fn help_markdown_is_the_checked_in_docs_page() {
+    let docs = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/scripting.md"),
+    )
+    .unwrap();
+    assert!(
+        stdout_of(&["help", "--markdown"]) == docs,
+        "docs/scripting.md is stale: cargo run -q -- help --markdown > docs/scripting.md"
+    );
+}
+
+#[test]
+fn a_misspelt_stage_in_a_script_says_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("typo.rhai");
+    std::fs::write(
+        &script,
+        "study(#{ name: \"t\" });\nlet m = laod(\"tiny-stories\");\n",
+    )
+    .unwrap();
+    let out = llmeff().arg("plan").arg(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}:2:9: unknown function `laod`: did you mean `load`?\n  |\n2 | let m = laod(\"tiny-stories\");\n  |         ^\n",
+            script.display()
+        )
+    );
+}
+
+#[test]
+fn plan_shows_the_study_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("retries.rhai");
+    std::fs::write(
+        &script,
+        "study(#{ retries: 0, retry_delay_s: 0.5 });\ninfer(load(\"tiny-stories\"), prompts(\"builtin:stories\"));\n",
+    )
+    .unwrap();
+    let text = stdout_of(&["plan", script.to_str().unwrap()]);
+    assert!(
+        text.contains("\n  Retries 0 after a backend error, 0.5 s apart\n"),
+        "{text}"
+    );
+}
