@@ -132,7 +132,8 @@ pub fn execute_plan(
         .map_err(|e| Failure::work(e.to_string()))?;
 
     let clock = MonotonicClock::default();
-    let meters = backends::MachineMeters::detect();
+    // The CPU peak's microbenchmark pauses the first run for a few seconds: say so.
+    let meters = backends::MachineMeters::detect().with_peak_listener(|n| eprintln!("{n}"));
     let executor = Executor::new(&runtime, &clock).with_meters(&meters);
     let interactive = !plain && std::io::stderr().is_terminal();
     let mut progress = crate::table::ProgressDisplay::new(interactive);
