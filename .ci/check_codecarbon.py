@@ -2,7 +2,7 @@
 
 Usage: check_codecarbon.py LLMEFF_BINARY
 
-Writes a small busy study (tiny-stories, 2 prompts of 32 tokens, 128 new tokens each, about
+Writes a small busy study (tiny-stories, 96 prompts one at a time, 480 new tokens each, about
 5-10 s of generation on a 2-vCPU VM) to a temporary folder, runs `LLMEFF_BINARY run` on it
 inside CodeCarbon's OfflineEmissionsTracker in machine mode (country set, 1 s interval, CPU
 load mode, no network), and compares mean powers:
@@ -42,10 +42,10 @@ STEAL_EXEMPT_PCT = 5.0
 STUDY = """
 study(#{ name: "cc" });
 let model = load("tiny-stories", #{ dtype: "f32", device: "cpu" });
-let ps = prompts("builtin:stories", #{ count: 2, max_input_tokens: 32 });
-let run = infer(model, batch(ps, #{ size: 2 }), #{
-    max_new_tokens: 128,
-    min_new_tokens: 128,
+let ps = prompts("builtin:stories", #{ count: 96, max_input_tokens: 16 });
+let run = infer(model, batch(ps, #{ size: 1 }), #{
+    max_new_tokens: 480,
+    min_new_tokens: 480,
     warmup: 0,
 });
 measure(run, #{ meters: ["latency", "energy", "utilisation"], interval_ms: 100 });
