@@ -295,7 +295,10 @@ fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<()
     if let Some(p) = &m.peak {
         row.set("peak_flops_per_s", p.flops_per_s)?
             .set("peak_bytes_per_s", p.bytes_per_s)?
-            .set("peak_source", p.source.as_str())?;
+            .set("peak_source", p.source.as_str())?
+            .set("peak_measured_at", p.measured_at_unix_s.map(iso8601_utc))?
+            .set("peak_threads", p.threads)?
+            .set("peak_conditions", p.conditions.clone())?;
     }
     Ok(())
 }

@@ -281,10 +281,18 @@ fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
             ),
         }
     }
-    // MFU and MBU against the machine's measured CPU peak: positive, below 1.
-    for column in ["mfu", "mbu"] {
-        let v = float(row, column).unwrap();
-        assert!(v > 0.0 && v < 1.0, "{column} = {v}");
+    // MFU and MBU against the machine's measured CPU peak: positive. tiny-stories' weights fit
+    // in the CPU caches, so decoding can read faster than the memory benchmark: an MBU above 1
+    // must then be explained in meter_notes (issue A.3).
+    let mfu = float(row, "mfu").unwrap();
+    assert!(mfu > 0.0 && mfu < 1.0, "mfu = {mfu}");
+    let mbu = float(row, "mbu").unwrap();
+    assert!(mbu > 0.0, "mbu = {mbu}");
+    if mbu > 1.0 {
+        assert!(
+            text(row, "meter_notes").contains("> 1"),
+            "mbu = {mbu} unexplained"
+        );
     }
     assert!(text(row, "peak_source").starts_with("microbenchmark"));
     // f32 on the CPU runs on llmeff's kernels, and the row says so.

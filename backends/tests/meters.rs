@@ -3,19 +3,24 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backends::meters::estimate::{CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable};
+use backends::meters::estimate::{
+    CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, CpuTimes, RamPowerModel,
+};
 use backends::meters::nvml::{
     FakeGpus, GpuApi, GpuInfo, NvmlEnergyCounter, NvmlProbe, resolve_cuda_device, run_gpus,
 };
-use backends::meters::peak::{CpuPeak, CpuPeakCache, CpuPeakEntry};
+use backends::meters::peak::{
+    CpuPeak, CpuPeakCache, CpuPeakEntry, LoadConditions, LoadSnapshot, PeakBench, PeakError,
+    PeakNotice, measure_read_bandwidth,
+};
 use backends::meters::procfs::ProcessProbe;
 use backends::meters::rapl::Rapl;
 use backends::meters::{MachineMeters, ManualClock, MeterParts};
 use engine::meter::{
-    Domain, EnergyCounter, MeterProvider, Probe, Sample, Source, integrate_power_j,
+    Domain, EnergyCounter, EstimateMode, MeterProvider, Probe, Sample, Source, integrate_power_j,
 };
 
 fn write(path: &Path, text: &str) {
@@ -138,7 +143,8 @@ impl Fixture {
             cuda_visible_devices: visible.map(str::to_string),
             cache_dir: Some(self.cache.clone()),
             tdp_table: CpuTdpTable::bundled(),
-            cpu_threads: 2,
+            ram_model: RamPowerModel { arm: false },
+            cpu_threads: Some(2),
             clock: self.clock.source(),
         }
     }
@@ -268,11 +274,10 @@ fn no_powercap_means_estimates_for_cpu_and_ram() {
     assert_eq!(counters.len(), 2);
     let cpu = by_domain(&mut counters, Domain::Cpu);
     assert_eq!(cpu.source(), Source::Estimate);
+    let text = cpu.describe();
     assert!(
-        cpu.describe()
-            .contains("TDP 210 W × 2 sockets = 420 W (Intel(R) Xeon(R) Platinum 8259CL"),
-        "{}",
-        cpu.describe()
+        text.starts_with("estimate, machine mode (CodeCarbon 3.3.2 rule: TDP 210 W x 2 sockets = 420 W (Intel(R) Xeon(R) Platinum 8259CL"),
+        "{text}"
     );
 }
 
@@ -284,7 +289,13 @@ fn cpu_estimate_integrates_the_load_curve_exactly() {
     assert_eq!(info.logical_cpus, 4);
     let model = CpuPowerModel::for_cpu(&info, &CpuTdpTable::bundled());
     assert_eq!(model.tdp_w, 420.0);
-    let mut counter = CpuEstimateCounter::new(model.clone(), &f.proc, f.clock.source()).unwrap();
+    let mut counter = CpuEstimateCounter::new(
+        model.clone(),
+        &f.proc,
+        f.clock.source(),
+        EstimateMode::Machine,
+    )
+    .unwrap();
     assert_eq!(counter.read_j().unwrap(), 0.0);
 
     // 2 s at 50 % busy, then 1 s fully busy.
@@ -297,35 +308,119 @@ fn cpu_estimate_integrates_the_load_curve_exactly() {
     set_stat(&f.proc, 300, 1100);
     assert_eq!(counter.read_j().unwrap(), first + 420.0);
     assert!(
-        counter.describe().contains("load³"),
+        counter.describe().contains("x (0.1 + 0.9 x load^3)"),
         "{}",
         counter.describe()
     );
 }
 
-#[test]
-fn unknown_cpus_get_codecarbons_default_and_ram_its_per_gib_rule() {
-    let f = fixture();
-    fake_proc(&f.proc, "Mystery CPU 9000", 1);
+/// The 2-vCPU VM of issue A: `Intel(R) Xeon(R) Processor` (in no CodeCarbon row alone),
+/// 23.5 GiB, one socket. CodeCarbon 3.3.2 reported CPU 5.3–7.9 W busy and RAM 20 W there.
+fn the_vm(f: &Fixture) {
+    fake_proc(&f.proc, "Intel(R) Xeon(R) Processor", 1);
+    write(
+        &f.proc.join("meminfo"),
+        "MemTotal:       24683792 kB\nMemFree:         1000 kB\n",
+    );
     fs::remove_dir(&f.powercap).unwrap();
+}
+
+#[test]
+fn unknown_cpus_get_4_w_per_thread_and_ram_the_dimm_rule() {
+    let f = fixture();
+    the_vm(&f);
     let meters = MachineMeters::with_parts(f.parts(Err("no driver".into()), None));
     let mut counters = meters.energy_counters("cpu");
     let cpu = by_domain(&mut counters, Domain::Cpu);
     assert!(
-        cpu.describe().contains("TDP 85 W (CodeCarbon's default"),
+        cpu.describe()
+            .contains("CodeCarbon 3.3.2 rule: 4 W x 2 threads = 8 W"),
         "{}",
         cpu.describe()
     );
     f.clock.advance(Duration::from_secs(1));
-    // No jiffy elapsed: the load stays at its last value (0), i.e. the 10 % floor.
-    assert_eq!(cpu.read_j().unwrap(), 8.5);
+    // No jiffy elapsed: the load stays at its last value (0), i.e. the 10 % floor of 8 W.
+    assert_eq!(cpu.read_j().unwrap(), 0.8);
+    // 1 s fully busy: the whole 8 W (the old rule said 85 W).
+    f.clock.advance(Duration::from_secs(1));
+    set_stat(&f.proc, 200, 1000);
+    assert_eq!(cpu.read_j().unwrap(), 0.8 + 8.0);
 
     let ram = by_domain(&mut counters, Domain::Ram);
     assert_eq!(ram.source(), Source::Estimate);
+    f.clock.advance(Duration::from_secs(1));
+    // 23.5 GiB → 4 DIMMs × 5 W = 20 W, for the 3 s since the counter opened.
+    assert_eq!(ram.read_j().unwrap(), 60.0);
+    let text = ram.describe();
+    assert!(
+        text.contains("CodeCarbon 3.3.2 rule: 23.5 GiB MemTotal")
+            && text.contains("-> 4 DIMMs, 5 W per DIMM (x86), 2 DIMMs least = 20 W"),
+        "{text}"
+    );
+}
+
+#[test]
+fn process_mode_charges_only_this_process() {
+    let f = fixture();
+    the_vm(&f);
+    let meters = MachineMeters::with_parts(f.parts(Err("no driver".into()), None));
+    let mut counters = meters.energy_counters_for("cpu", EstimateMode::Process);
+    let cpu = by_domain(&mut counters, Domain::Cpu);
+    assert_eq!(cpu.source(), Source::Estimate);
+    assert!(
+        cpu.describe().starts_with(
+            "estimate, process mode (CodeCarbon 3.3.2 rule: 4 W x 2 threads = 8 W (\"Intel(R) Xeon(R) Processor\" is not in CodeCarbon's table) x process CPU s / wall s / 2 CPUs"
+        ),
+        "{}",
+        cpu.describe()
+    );
+    // Over 2 s the machine is fully busy (another tenant) but this process used 0.5 CPU s:
+    // machine mode would charge 16 J, process mode 8 W × 0.5 / 2 s / 2 CPUs × 2 s = 2 J.
     f.clock.advance(Duration::from_secs(2));
-    // 16 GiB × 0.375 W/GiB = 6 W, for the 3 s since the counter opened.
-    assert_eq!(ram.read_j().unwrap(), 18.0);
-    assert!(ram.describe().contains("16.0 GiB"), "{}", ram.describe());
+    set_stat(&f.proc, 400, 1000);
+    set_self(&f.proc, 1024, 4096, 50);
+    assert_eq!(cpu.read_j().unwrap(), 2.0);
+    // Idle process: nothing more, no 10 % floor.
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(cpu.read_j().unwrap(), 2.0);
+
+    // RAM: the DIMM rule on the resident set (1 MiB → 1 DIMM → the 10 W floor), per read.
+    let ram = by_domain(&mut counters, Domain::Ram);
+    assert!(
+        ram.describe()
+            .starts_with("estimate, process mode (CodeCarbon 3.3.2 rule: this process's VmRSS"),
+        "{}",
+        ram.describe()
+    );
+    assert_eq!(ram.read_j().unwrap(), 30.0);
+    // 20 GiB resident → 4 DIMMs → 20 W for the next second.
+    set_self(&f.proc, 20 << 20, 20 << 20, 50);
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(ram.read_j().unwrap(), 50.0);
+
+    // The default provider call stays machine mode.
+    let mut machine = meters.energy_counters("cpu");
+    assert!(
+        by_domain(&mut machine, Domain::Cpu)
+            .describe()
+            .starts_with("estimate, machine mode"),
+    );
+}
+
+#[test]
+fn process_mode_needs_the_process_files() {
+    let f = fixture();
+    the_vm(&f);
+    fs::remove_file(f.proc.join("self/stat")).unwrap();
+    fs::remove_file(f.proc.join("self/status")).unwrap();
+    let meters = MachineMeters::with_parts(f.parts(Err("no driver".into()), None));
+    // Neither estimate can open; machine mode still can.
+    assert!(
+        meters
+            .energy_counters_for("cpu", EstimateMode::Process)
+            .is_empty()
+    );
+    assert_eq!(meters.energy_counters("cpu").len(), 2);
 }
 
 fn two_gpus() -> Arc<FakeGpus> {
@@ -549,83 +644,274 @@ fn the_real_high_water_mark_resets_and_grows() {
     }
 }
 
-#[test]
-fn the_cpu_peak_cache_round_trips() {
-    let f = fixture();
-    let peak = CpuPeak::new(Some(&f.cache), "Acme CPU", 8);
-    assert_eq!(peak.cached(), None);
-    let entry = CpuPeakEntry {
-        cpu_model: "Acme CPU".to_string(),
-        threads: 8,
-        method: backends::meters::peak::PEAK_METHOD,
-        bytes_per_s: 20e9,
-        flops_per_s: [("f32".to_string(), 1e11)].into_iter().collect(),
-    };
-    peak.store_cache(&CpuPeakCache {
-        entries: vec![entry.clone()],
+/// A peak benchmark with set figures that moves the fake `/proc` as a measurement would:
+/// each call adds `per_call` (busy, idle, steal) jiffies of all CPUs and `own` ticks of this
+/// process, so the conditions are known exactly without timing anything.
+struct FakeBench {
+    proc: PathBuf,
+    per_call: (u64, u64, u64),
+    own: u64,
+    jiffies: (u64, u64, u64),
+    ticks: u64,
+    calls: usize,
+}
+
+impl FakeBench {
+    fn new(proc: &Path, per_call: (u64, u64, u64), own: u64) -> FakeBench {
+        FakeBench {
+            proc: proc.to_path_buf(),
+            per_call,
+            own,
+            jiffies: (0, 1000, 0),
+            ticks: 0,
+            calls: 0,
+        }
+    }
+
+    fn tick(&mut self) {
+        self.calls += 1;
+        self.jiffies.0 += self.per_call.0;
+        self.jiffies.1 += self.per_call.1;
+        self.jiffies.2 += self.per_call.2;
+        self.ticks += self.own;
+        set_stat_stolen(&self.proc, self.jiffies.0, self.jiffies.1, self.jiffies.2);
+        set_self(&self.proc, 1024, 4096, self.ticks);
+    }
+}
+
+impl PeakBench for FakeBench {
+    fn read_bandwidth(&mut self, threads: usize) -> Result<f64, PeakError> {
+        self.tick();
+        Ok(10e9 * threads as f64)
+    }
+    fn copy_bandwidth(&mut self, _threads: usize) -> Result<f64, PeakError> {
+        self.tick();
+        Ok(15e9)
+    }
+    fn matmul_flops(&mut self, dtype: &str) -> Result<f64, PeakError> {
+        self.tick();
+        Ok(if dtype == "f32" { 1e11 } else { 5e10 })
+    }
+}
+
+fn notices() -> (Arc<Mutex<Vec<PeakNotice>>>, impl Fn(&PeakNotice)) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    (seen, move |n: &PeakNotice| {
+        sink.lock().unwrap().push(n.clone())
     })
-    .unwrap();
-    assert_eq!(peak.cached(), Some(entry.clone()));
-    let p = peak.peak("f32").unwrap();
-    assert_eq!((p.flops_per_s, p.bytes_per_s), (1e11, 20e9));
-    let path = f.cache.join("cpu_peak.json");
-    assert_eq!(
-        p.source,
-        format!("microbenchmark (cached {})", path.display())
-    );
-    // Another thread count is another entry.
-    assert_eq!(CpuPeak::new(Some(&f.cache), "Acme CPU", 4).cached(), None);
-    // Figures from an older measuring method are not used.
-    let old = CpuPeakEntry {
-        method: 1,
-        ..entry.clone()
-    };
-    peak.store_cache(&CpuPeakCache { entries: vec![old] })
-        .unwrap();
-    assert_eq!(peak.cached(), None);
-    // A corrupt cache is an empty one.
-    fs::write(&path, "{not json").unwrap();
-    assert_eq!(peak.cached(), None);
-    // Files from before the method field read as method 0, an old one.
-    fs::write(
-        &path,
-        r#"{"entries":[{"cpu_model":"Acme CPU","threads":8,"bytes_per_s":1.0,"flops_per_s":{}}]}"#,
-    )
-    .unwrap();
-    assert_eq!(peak.cached(), None);
 }
 
 #[test]
-fn the_cpu_microbenchmark_measures_and_caches() {
+fn load_conditions_count_steal_and_other_processes() {
+    let snap = |busy, idle, steal, own| LoadSnapshot {
+        cpu: CpuTimes::parse(&format!("cpu  {busy} 0 0 {idle} 0 0 0 {steal} 0 0\n")),
+        own_ticks: Some(own),
+        loadavg_1m: Some(1.5),
+    };
+    // 200 jiffies: 150 busy of which this process 140, 40 idle, 10 stolen.
+    let c = LoadConditions::between(&snap(0, 0, 0, 0), &snap(150, 40, 10, 140));
+    assert_eq!(c.steal_pct, Some(5.0));
+    assert_eq!(c.other_load_pct, Some(5.0));
+    assert_eq!(c.loadavg_1m, Some(1.5));
+    assert!(!c.is_quiet(), "5 % steal is over the 2 % limit");
+    assert_eq!(
+        c.describe(),
+        "steal 5.0 %, other load 5.0 %, load average 1.50"
+    );
+    let quiet = LoadConditions::between(&snap(0, 0, 0, 0), &snap(190, 8, 2, 186));
+    assert_eq!(
+        (quiet.steal_pct, quiet.other_load_pct),
+        (Some(1.0), Some(2.0))
+    );
+    assert!(quiet.is_quiet());
+    // Fewer than 100 jiffies: unknown, and unknown is never quiet.
+    let short = LoadConditions::between(&snap(0, 0, 0, 0), &snap(50, 0, 0, 50));
+    assert_eq!((short.steal_pct, short.other_load_pct), (None, None));
+    assert!(!short.is_quiet());
+    assert_eq!(
+        LoadSnapshot::read(Path::new("/nonexistent")),
+        LoadSnapshot::default()
+    );
+}
+
+#[test]
+fn a_quiet_peak_is_cached_with_when_threads_and_load() {
     let f = fixture();
-    let meters = MachineMeters::with_parts(f.parts(Err("no driver".into()), None));
-    let p = meters.peak("cpu", "f32").unwrap();
-    assert!(p.flops_per_s > 0.0 && p.bytes_per_s > 0.0, "{p:?}");
+    write(&f.proc.join("loadavg"), "0.25 0.30 0.40 1/100 4242\n");
+    let peak = CpuPeak::new(Some(&f.cache), &f.proc, "Acme CPU", 2);
+    assert_eq!(peak.cached("f32"), None);
+    // Every call: 100 busy jiffies, all this process's; no steal.
+    let mut bench = FakeBench::new(&f.proc, (100, 0, 0), 100);
+    let (seen, notify) = notices();
+    let p = peak.peak_with("f32", &mut bench, &notify).unwrap();
+    assert_eq!(bench.calls, 3, "one attempt: read, copy, matmul");
+    assert_eq!(
+        (p.flops_per_s, p.bytes_per_s),
+        (1e11, 20e9),
+        "read bandwidth"
+    );
+    assert_eq!(p.threads, Some(2));
+    assert!(p.measured_at_unix_s.is_some_and(|t| t > 1.7e9));
+    assert!(!p.cached, "measured for this run");
+    assert_eq!(
+        p.conditions.as_deref(),
+        Some("steal 0.0 %, other load 0.0 %, load average 0.25")
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].to_string(),
+        "measuring this machine's peak (2 threads) ..."
+    );
+    assert_eq!(
+        seen[1],
+        PeakNotice::Measured {
+            peak: p.clone(),
+            stored: true
+        }
+    );
+
+    let entry = peak.cached("f32").unwrap();
+    assert_eq!(entry.copy_bytes_per_s, 15e9);
+    assert_eq!(entry.conditions.steal_pct, Some(0.0));
+    assert_eq!(entry.method, backends::meters::peak::PEAK_METHOD);
+    // The next run reads it: no measurement, no notice, marked cached.
+    let (seen, notify) = notices();
+    let again = peak.peak_with("f32", &mut bench, &notify).unwrap();
+    assert_eq!(bench.calls, 3);
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(again.cached);
+    assert_eq!(again.bytes_per_s, 20e9);
+    let path = f.cache.join("cpu_peak.json");
+    assert_eq!(
+        again.source,
+        format!(
+            "microbenchmark, read bandwidth (cached in {})",
+            path.display()
+        )
+    );
+    // Another thread count or dtype is another entry; both stay beside this one.
+    assert_eq!(
+        CpuPeak::new(Some(&f.cache), &f.proc, "Acme CPU", 4).cached("f32"),
+        None
+    );
+    peak.peak_with("bf16", &mut bench, &|_| {}).unwrap();
+    assert!(peak.cached("f32").is_some() && peak.cached("bf16").is_some());
+    // A cache from an older method (its flops_per_s was a map) is an empty one.
+    fs::write(
+        &path,
+        r#"{"entries":[{"cpu_model":"Acme CPU","threads":2,"method":2,"bytes_per_s":1.0,"flops_per_s":{"f32":1.0}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(peak.cached("f32"), None);
+    fs::write(&path, "{not json").unwrap();
+    assert_eq!(peak.cached("f32"), None);
+}
+
+#[test]
+fn a_noisy_peak_serves_this_run_only_and_says_so() {
+    let f = fixture();
+    let peak = CpuPeak::new(Some(&f.cache), &f.proc, "Acme CPU", 2);
+    // Every call: 100 jiffies, 60 busy of which this process 40, 40 stolen.
+    let mut bench = FakeBench::new(&f.proc, (60, 0, 40), 40);
+    let (seen, notify) = notices();
+    let p = peak.peak_with("f32", &mut bench, &notify).unwrap();
+    assert_eq!(bench.calls, 6, "tried twice");
+    assert!(!p.cached);
+    let conditions = p.conditions.clone().unwrap();
     assert!(
-        p.source.starts_with("microbenchmark (cached "),
+        conditions.starts_with("steal 40.0 %, other load 20.0 %; too noisy to cache"),
+        "{conditions}"
+    );
+    assert!(
+        p.source
+            .ends_with("(measured for this run, too noisy to cache)"),
         "{}",
         p.source
     );
-    eprintln!(
-        "cpu peak: {:.1} GFLOP/s f32, {:.1} GB/s copy",
-        p.flops_per_s / 1e9,
-        p.bytes_per_s / 1e9
+    assert_eq!(peak.cached("f32"), None, "never cached");
+    assert!(!f.cache.join("cpu_peak.json").exists());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.last(),
+        Some(&PeakNotice::Measured {
+            peak: p.clone(),
+            stored: false
+        })
     );
-    let cached = CpuPeak::new(
-        Some(&f.cache),
-        "Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz",
-        2,
-    )
-    .cached()
-    .unwrap();
-    // serde_json's default float parser may land one ulp off the written value.
-    let read_back = cached.flops_per_s["f32"];
+    // Without /proc the load is unknown: used, not cached.
+    let blind = CpuPeak::new(Some(&f.cache), Path::new("/nonexistent"), "Acme CPU", 2);
+    let p = blind
+        .peak_with("f32", &mut FakeBench::new(&f.proc, (1, 0, 0), 1), &|_| {})
+        .unwrap();
     assert!(
-        (read_back - p.flops_per_s).abs() <= p.flops_per_s * 1e-12,
-        "{read_back} vs {}",
-        p.flops_per_s
+        p.conditions
+            .unwrap()
+            .starts_with("steal unknown, other load unknown; too noisy")
     );
+    assert_eq!(blind.cached("f32"), None);
+    assert!(matches!(
+        peak.peak_with("int3", &mut bench, &|_| {}),
+        Err(PeakError::UnknownDtype(_))
+    ));
+}
+
+#[test]
+fn machine_meters_key_the_peak_by_the_threads_and_tell_the_listener() {
+    let f = fixture();
+    let model = "Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz";
+    // A quiet entry for 2 threads is already cached, so no benchmark runs here.
+    let entry = CpuPeakEntry {
+        cpu_model: model.to_string(),
+        threads: 2,
+        method: backends::meters::peak::PEAK_METHOD,
+        dtype: "f32".to_string(),
+        read_bytes_per_s: 21e9,
+        copy_bytes_per_s: 30e9,
+        flops_per_s: 2e11,
+        measured_at_unix_s: 1.8e9,
+        conditions: LoadConditions {
+            steal_pct: Some(0.5),
+            other_load_pct: Some(1.0),
+            loadavg_1m: None,
+        },
+    };
+    CpuPeak::new(Some(&f.cache), &f.proc, model, 2)
+        .store_cache(&CpuPeakCache {
+            entries: vec![entry],
+        })
+        .unwrap();
+    let (seen, notify) = notices();
+    let meters = MachineMeters::with_parts(f.parts(Err("no driver".into()), None))
+        .with_peak_listener(notify);
+    let p = meters.peak("cpu", "f32").unwrap();
+    assert_eq!(p.bytes_per_s, 21e9);
+    assert_eq!(p.measured_at_unix_s, Some(1.8e9));
+    assert_eq!(p.threads, Some(2));
+    assert_eq!(
+        p.conditions.as_deref(),
+        Some("steal 0.5 %, other load 1.0 %")
+    );
+    assert!(p.cached);
+    assert!(seen.lock().unwrap().is_empty(), "nothing was measured");
+    assert_eq!(meters.cpu_copy_bytes_per_s("f32"), Some(30e9));
     assert_eq!(meters.peak("cpu", "int3"), None);
+    let inventory = meters.inventory();
+    let peak = inventory.iter().find(|m| m.name == "peak").unwrap();
+    assert!(
+        peak.detail
+            .contains("21.0 GB/s read, 200.0 GFLOP/s f32, 2 threads"),
+        "{}",
+        peak.detail
+    );
+}
+
+#[test]
+fn the_read_bandwidth_benchmark_reads() {
+    // A small buffer, once: only that the real benchmark returns a finite positive figure.
+    let bw = measure_read_bandwidth(8 << 20, 2, 1).unwrap();
+    assert!(bw.is_finite() && bw > 0.0, "{bw}");
 }
 
 #[test]

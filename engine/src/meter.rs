@@ -151,14 +151,64 @@ pub trait Probe: Send {
 }
 
 /// The peak compute and memory bandwidth of a device, for MFU and MBU.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DevicePeak {
     /// Peak dense FLOP/s at the run's dtype.
     pub flops_per_s: f64,
-    /// Peak memory bandwidth, bytes/s.
+    /// Peak memory bandwidth, bytes/s (on a CPU: a streaming read, what a decode step does).
     pub bytes_per_s: f64,
     /// Where the peaks come from (`table: NVIDIA H100 80GB HBM3`, `microbenchmark`).
     pub source: String,
+    /// When a measured peak was measured, seconds since the Unix epoch (`None`: datasheet).
+    pub measured_at_unix_s: Option<f64>,
+    /// Threads a measured peak used (`None`: datasheet).
+    pub threads: Option<usize>,
+    /// The machine's state while it was measured (`steal 0.4 %, other load 3 %`), and whether
+    /// it was too noisy to cache (`None`: datasheet, or not measurable here).
+    pub conditions: Option<String>,
+    /// True when the figures were read from a cache written by an earlier run, false when
+    /// measured for this run or taken from a datasheet.
+    pub cached: bool,
+}
+
+/// How an estimated (not measured) CPU/RAM energy charges a run: CodeCarbon's
+/// `tracking_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateMode {
+    /// The whole machine's load and installed memory (CodeCarbon's default).
+    #[default]
+    Machine,
+    /// Only this process's CPU time and resident memory, so other tenants' load is not
+    /// charged to the run.
+    Process,
+}
+
+impl EstimateMode {
+    /// Every mode's name, as scripts spell it.
+    pub const NAMES: [&'static str; 2] = ["machine", "process"];
+
+    /// Name used in scripts and tables (`machine`, `process`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EstimateMode::Machine => "machine",
+            EstimateMode::Process => "process",
+        }
+    }
+
+    /// The mode a script names, if any.
+    pub fn parse(name: &str) -> Option<EstimateMode> {
+        match name {
+            "machine" => Some(EstimateMode::Machine),
+            "process" => Some(EstimateMode::Process),
+            _ => None,
+        }
+    }
+
+    /// True for the default mode (kept out of stage hashes, so older runs hash the same).
+    pub fn is_machine(&self) -> bool {
+        *self == EstimateMode::Machine
+    }
 }
 
 /// What a machine can measure, for `llmeff env`.
@@ -177,6 +227,12 @@ pub trait MeterProvider: Send + Sync {
     /// Energy counters for a run on `device`: at most one per domain, the best source first
     /// (sensor over estimate). Domains with no counter are reported as unavailable.
     fn energy_counters(&self, device: &str) -> Vec<Box<dyn EnergyCounter>>;
+    /// [`MeterProvider::energy_counters`] with estimates charging the run by `mode`; a
+    /// provider without estimates ignores the mode.
+    fn energy_counters_for(&self, device: &str, mode: EstimateMode) -> Vec<Box<dyn EnergyCounter>> {
+        let _ = mode;
+        self.energy_counters(device)
+    }
     /// Memory and utilisation probes for a run on `device`.
     fn probes(&self, device: &str) -> Vec<Box<dyn Probe>>;
     /// Peak FLOP/s and bandwidth of `device` at `dtype` (`f32`, `f16`, `bf16`), if known.
@@ -246,6 +302,19 @@ mod tests {
         // 990 → wraps at 1000 → 10: 10 µJ to the top, 10 after.
         assert_eq!(wrapping_delta(990, 10, 1000), 20);
         assert_eq!(wrapping_delta(5, 5, 1000), 0);
+    }
+
+    #[test]
+    fn estimate_modes_round_trip_their_names() {
+        for name in EstimateMode::NAMES {
+            assert_eq!(
+                EstimateMode::parse(name).map(EstimateMode::name),
+                Some(name)
+            );
+        }
+        assert_eq!(EstimateMode::parse("Machine"), None);
+        assert!(EstimateMode::default().is_machine());
+        assert!(!EstimateMode::Process.is_machine());
     }
 
     #[test]

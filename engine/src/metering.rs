@@ -306,7 +306,7 @@ impl RunMeters {
         let wants = |name: &str| measure.meters.iter().any(|m| m == name);
         let energy_on = wants("energy");
         let counters = if energy_on {
-            provider.energy_counters(device)
+            provider.energy_counters_for(device, measure.estimate)
         } else {
             Vec::new()
         };

@@ -241,6 +241,7 @@ mod tests {
             flops_per_s,
             bytes_per_s,
             source: "test".into(),
+            ..DevicePeak::default()
         })
     }
 

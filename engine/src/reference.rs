@@ -579,6 +579,17 @@ pub const TOPICS: &[Topic] = &[
                 "see `carbon`",
                 "Grid intensity and PUE for `co2e_g`.",
             ),
+            opt(
+                "estimate",
+                "string",
+                "\"machine\"",
+                "",
+                "machine, process",
+                "Where no energy sensor exists, how CodeCarbon's estimate charges the run: \
+                 `machine` (the whole machine's CPU load and memory, CodeCarbon's default) or \
+                 `process` (only llmeff's CPU time and resident memory, so other tenants' load \
+                 is not charged to the run).",
+            ),
         ],
         functions: &[],
         example: "let run = infer(load(\"tiny-stories\"), prompts(\"builtin:stories\", #{ count: 4 }));\n\

@@ -7,6 +7,7 @@ use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, P
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::meter::EstimateMode;
 use crate::options::{OptionError, OptionMap};
 use crate::plan::{Plan, StudySettings};
 use crate::prompts::{self, BUILTIN_SETS};
@@ -58,7 +59,13 @@ const ARRIVAL_OPTIONS: &[&str] = &[
 ];
 const CARBON_OPTIONS: &[&str] = &["country", "region", "intensity_g_per_kwh", "pue"];
 const DECODING_OPTIONS: &[&str] = &["method", "temperature", "top_k", "top_p", "seed"];
-const MEASURE_OPTIONS: &[&str] = &["meters", "interval_ms", "idle_baseline_s", "carbon"];
+const MEASURE_OPTIONS: &[&str] = &[
+    "meters",
+    "interval_ms",
+    "idle_baseline_s",
+    "carbon",
+    "estimate",
+];
 const AGGREGATE_OPTIONS: &[&str] = &["by", "stats"];
 const STUDY_OPTIONS: &[&str] = &["name", "cycles", "seed", "retries", "retry_delay_s"];
 
@@ -448,11 +455,21 @@ fn build_measure(opts: &OptionMap) -> Result<MeasureStage, OptionError> {
             return Err(c.invalid(key, e.to_string()));
         }
     }
+    let estimate = match opts.string("estimate")? {
+        None => EstimateMode::Machine,
+        Some(name) => EstimateMode::parse(&name).ok_or_else(|| {
+            opts.invalid(
+                "estimate",
+                format!("`{name}` is not one of: {}", EstimateMode::NAMES.join(", ")),
+            )
+        })?,
+    };
     Ok(MeasureStage {
         meters,
         interval_ms: interval_ms as u64,
         idle_baseline_s,
         carbon,
+        estimate,
     })
 }
 
@@ -1158,6 +1175,37 @@ mod tests {
             err.message
         );
         assert!(plan(&src("#{ country: \"swe\", region: \"SE3\", pue: 1.2 }")).is_ok());
+    }
+
+    #[test]
+    fn the_estimate_mode_is_checked_and_hashed_only_when_not_default() {
+        let src = |opts: &str| {
+            format!(
+                "let r = infer(load(\"tiny-stories\"), batch(prompts(\"builtin:stories\")));\nmeasure(r, #{{ {opts} }});"
+            )
+        };
+        let err = plan(&src("estimate: \"proces\"")).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(
+            err.message
+                .contains("`proces` is not one of: machine, process"),
+            "{}",
+            err.message
+        );
+        let run = |opts: &str| plan(&src(opts)).unwrap().runs().remove(0);
+        let default = run("");
+        let machine = run("estimate: \"machine\"");
+        let process = run("estimate: \"process\"");
+        assert_eq!(process.measure.estimate, EstimateMode::Process);
+        assert_eq!(default.measure.estimate, EstimateMode::Machine);
+        // The default spelled out is the same run, and its options serialise as before the
+        // option existed (so stored runs keep their hash); process mode is another run.
+        assert_eq!(default.id, machine.id);
+        assert_ne!(default.id, process.id);
+        let json = serde_json::to_string(&default.measure).unwrap();
+        assert!(!json.contains("estimate"), "{json}");
+        let json = serde_json::to_string(&process.measure).unwrap();
+        assert!(json.contains("\"estimate\":\"process\""), "{json}");
     }
 
     #[test]

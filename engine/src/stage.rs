@@ -7,6 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+use crate::meter::EstimateMode;
 use crate::runtime::{DType, Decoding, WeightsKind};
 
 /// Content address of a stage: hash of its kind, options and inputs.
@@ -371,6 +372,11 @@ pub struct MeasureStage {
     pub idle_baseline_s: f64,
     /// Carbon accounting settings.
     pub carbon: CarbonSpec,
+    /// How a CPU/RAM estimate charges the run (`estimate: "machine" | "process"`). Left out of
+    /// the serialised options when it is the default, so runs planned before the option
+    /// existed keep their content hash.
+    #[serde(skip_serializing_if = "EstimateMode::is_machine")]
+    pub estimate: EstimateMode,
 }
 
 /// Where electricity comes from, for `co2e_g`.
@@ -408,6 +414,7 @@ impl MeasureStage {
             interval_ms: 100,
             idle_baseline_s: 0.0,
             carbon: CarbonSpec::default(),
+            estimate: EstimateMode::Machine,
         }
     }
 }

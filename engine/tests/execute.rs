@@ -388,6 +388,7 @@ impl MeterProvider for SteadyMachine {
             flops_per_s: 1e6,
             bytes_per_s: 1e4,
             source: "test".into(),
+            ..DevicePeak::default()
         })
     }
     fn inventory(&self) -> Vec<MeterStatus> {

@@ -496,13 +496,31 @@ pub const RUN_COLUMNS: &[Column] = &[
         "peak_bytes_per_s",
         Float,
         true,
-        "device peak memory bandwidth, bytes/s",
+        "device peak memory bandwidth, bytes/s (on a CPU a streaming read, what decoding does)",
     ),
     col(
         "peak_source",
         Text,
         true,
-        "`table: <GPU>` (vendor datasheet) or `microbenchmark` (measured once per machine, cached)",
+        "`table: <GPU>` (vendor datasheet) or `microbenchmark` (measured on a quiet machine at the run's thread count, cached per thread count)",
+    ),
+    col(
+        "peak_measured_at",
+        Text,
+        true,
+        "when a measured peak was measured, ISO 8601 UTC (null for a datasheet figure)",
+    ),
+    col(
+        "peak_threads",
+        Int,
+        true,
+        "threads the peak microbenchmark ran on",
+    ),
+    col(
+        "peak_conditions",
+        Text,
+        true,
+        "the machine's load while the peak was measured (CPU steal, other processes' load) and whether it was cached",
     ),
     col(
         "mfu",

@@ -1,6 +1,6 @@
 //! `llmeff bench`: llmeff's own inference speed on the CPU: prefill time and decode tokens/s at
 //! batch 1 and 8 for three model shapes, with the bandwidth decode achieves against the
-//! machine's measured copy bandwidth (MBU), and memory growth over a long generation.
+//! machine's measured read bandwidth (MBU), and memory growth over a long generation.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -192,6 +192,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     };
     let meters = backends::MachineMeters::detect();
     let peak = meters.peak("cpu", "f32");
+    // MBU divides by the read bandwidth; each row's copy is compared with the copy peak.
+    let copy_peak = meters.cpu_copy_bytes_per_s("f32");
     let selected: Vec<&BenchModel> = MODELS
         .iter()
         .filter(|m| is_selected(&args.models, m.label))
@@ -250,13 +252,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         let value = serde_json::json!({
             "threads": rayon::current_num_threads(),
             "forward": forward_name,
-            "copy_bytes_per_s": peak.as_ref().map(|p| p.bytes_per_s),
+            "read_bytes_per_s": peak.as_ref().map(|p| p.bytes_per_s),
+            "copy_bytes_per_s": copy_peak,
             "copy_source": peak.as_ref().map(|p| p.source.clone()),
             "peers": peers.iter().map(|p| p.tool.as_str()).collect::<Vec<_>>(),
             "rows": rows,
             "rss_growth_bytes": growth.map(|g| g.1 as i64 - g.0 as i64),
             "growth_model": growth.map(|_| GROWTH_MODEL),
-            "warnings": warnings(&rows, peak.as_ref().map(|p| p.bytes_per_s)),
+            "warnings": warnings(&rows, copy_peak),
         });
         println!(
             "{}",
@@ -273,11 +276,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     );
     match &peak {
         Some(p) => println!(
-            "copy bandwidth {:.1} GB/s ({}); MBU = decode bytes read per second / copy bandwidth",
+            "read bandwidth {:.1} GB/s, copy {:.1} GB/s ({}); MBU = decode bytes read per second / read bandwidth",
             p.bytes_per_s / 1e9,
+            copy_peak.unwrap_or(0.0) / 1e9,
             p.source
         ),
-        None => println!("copy bandwidth: not measured (MBU not reported)"),
+        None => println!("read bandwidth: not measured (MBU not reported)"),
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
@@ -349,7 +353,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         );
     }
     println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
-    for line in warnings(&rows, peak.as_ref().map(|p| p.bytes_per_s)) {
+    for line in warnings(&rows, copy_peak) {
         println!("{line}");
     }
     if let Some((early, late)) = growth {
@@ -377,7 +381,8 @@ const GROWTH_MODEL: &str = "tiny-llama3-gqa";
 
 /// What the figures cannot be trusted for, one sentence each: printed under the table and
 /// listed in the JSON, since a number without its caveat misleads the same in both.
-fn warnings(rows: &[BenchRow], denominator: Option<f64>) -> Vec<String> {
+/// `copy_peak` is the copy bandwidth each row's `copy now` is compared with.
+fn warnings(rows: &[BenchRow], copy_peak: Option<f64>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(worst) = rows
         .iter()
@@ -393,7 +398,7 @@ fn warnings(rows: &[BenchRow], denominator: Option<f64>) -> Vec<String> {
             "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those figures (the CPU steal column; a peer's under its figures), so they are below what this machine does; measure again in the same sitting when steal is near 0"
         ));
     }
-    out.extend(contention_note(rows, denominator));
+    out.extend(contention_note(rows, copy_peak));
     if rows.iter().any(|r| r.cpu_steal_pct.is_none()) {
         out.push(
             "CPU steal \"-\": /proc/stat is unreadable, or the row's timed repeats took under 1 s of CPU time, too short for its 10 ms ticks".into(),
@@ -401,7 +406,7 @@ fn warnings(rows: &[BenchRow], denominator: Option<f64>) -> Vec<String> {
     }
     if rows.iter().any(|r| r.mbu.is_some_and(|m| m > 1.0)) {
         out.push(
-            "MBU above 100 %: decoding read faster than the copy benchmark moved memory (weights that fit in the CPU caches are read from cache; reading alone can outpace a read-and-write copy)".into(),
+            "MBU above 100 %: decoding read faster than the read-bandwidth benchmark (weights that fit in the CPU caches are read from cache)".into(),
         );
     }
     out
@@ -424,7 +429,7 @@ fn measure(
     model: &dyn LoadedModel,
     batch: usize,
     args: &BenchArgs,
-    copy_bytes_per_s: Option<f64>,
+    read_bytes_per_s: Option<f64>,
 ) -> Result<BenchRow, String> {
     let info = model.info().clone();
     let prompts = prompts(batch, args.prompt_tokens, info.vocab_size);
@@ -494,7 +499,7 @@ fn measure(
         prefill_tokens_per_s: (batch * args.prompt_tokens) as f64 / prefill_s,
         decode_tokens_per_s: (batch * decode_steps) as f64 / decode_s,
         decode_bytes_per_s,
-        mbu: copy_bytes_per_s.map(|c| decode_bytes_per_s / c),
+        mbu: read_bytes_per_s.map(|c| decode_bytes_per_s / c),
         cpu_steal_pct,
         copy_now_bytes_per_s,
         peers: Vec::new(),
@@ -504,13 +509,13 @@ fn measure(
 /// Copies of the per-row bandwidth check (best of these, as the cached figure is).
 const COPY_NOW_REPS: usize = 3;
 
-/// A row's copy bandwidth below this share of the MBU denominator is reported as contention:
+/// A row's copy bandwidth below this share of the copy bandwidth peak is reported as contention:
 /// the denominator is a best of 4, and quiet re-measurements on the development VM came within
 /// about 10 % of it.
 const CONTENDED_SHARE: f64 = 0.85;
 
 /// The note under the table when some row's copy bandwidth, measured just before it, fell
-/// below [`CONTENDED_SHARE`] of `denominator` (the MBU denominator, bytes/s).
+/// below [`CONTENDED_SHARE`] of `denominator` (the copy bandwidth peak, bytes/s).
 fn contention_note(rows: &[BenchRow], denominator: Option<f64>) -> Option<String> {
     let denominator = denominator.filter(|d| *d > 0.0)?;
     let worst = rows
@@ -519,7 +524,7 @@ fn contention_note(rows: &[BenchRow], denominator: Option<f64>) -> Option<String
         .min_by(f64::total_cmp)?;
     (worst < CONTENDED_SHARE * denominator).then(|| {
         format!(
-            "memory contended: the copy benchmark measured down to {:.1} GB/s just before a row ({:.0} % of the {:.1} GB/s MBU denominator), so other guests or processes were using this machine's memory bandwidth and the figures are below what it does; CPU steal does not show this",
+            "memory contended: the copy benchmark measured down to {:.1} GB/s just before a row ({:.0} % of the {:.1} GB/s copy peak), so other guests or processes were using this machine's memory bandwidth and the figures are below what it does; CPU steal does not show this",
             worst / 1e9,
             100.0 * worst / denominator,
             denominator / 1e9

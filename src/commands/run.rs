@@ -146,13 +146,18 @@ pub fn execute_plan(
         .map_err(|e| Failure::work(e.to_string()))?;
 
     let clock = MonotonicClock::default();
-    let meters = backends::MachineMeters::detect();
-    let mut executor = Executor::new(&runtime, &clock).with_meters(&meters);
     let Console {
         plain,
         verbosity,
         cancel,
     } = console;
+    // The CPU peak's microbenchmark pauses the first run for a few seconds: say so, unless
+    // asked to be quiet.
+    let mut meters = backends::MachineMeters::detect();
+    if verbosity != crate::table::Verbosity::Quiet {
+        meters = meters.with_peak_listener(|n| eprintln!("{n}"));
+    }
+    let mut executor = Executor::new(&runtime, &clock).with_meters(&meters);
     if let Some(cancel) = cancel {
         executor = executor.with_cancel(cancel);
     }

@@ -19,11 +19,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::meter::{DevicePeak, EnergyCounter, MeterProvider, MeterStatus, Probe};
+use engine::meter::{DevicePeak, EnergyCounter, EstimateMode, MeterProvider, MeterStatus, Probe};
 
-use estimate::{CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, RamEstimateCounter};
+use estimate::{
+    CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, RamEstimateCounter, RamPowerModel,
+};
 use nvml::{GpuApi, NvmlApi, NvmlEnergyCounter, NvmlProbe, run_gpus};
-use peak::CpuPeak;
+use peak::{CpuPeak, CpuPeakEntry, PeakNotice};
 use procfs::ProcessProbe;
 use rapl::Rapl;
 
@@ -86,8 +88,11 @@ pub struct MeterParts {
     pub cache_dir: Option<PathBuf>,
     /// CPU model → TDP table of the estimate.
     pub tdp_table: CpuTdpTable,
-    /// Threads the CPU runs use (keys the CPU peak cache).
-    pub cpu_threads: usize,
+    /// RAM power rule of the estimate (x86 or ARM memory).
+    pub ram_model: RamPowerModel,
+    /// Threads the CPU runs use (keys the CPU peak cache); `None`: the size of the rayon pool
+    /// the peak is asked from, read then, so a pool the binary sizes later still counts.
+    pub cpu_threads: Option<usize>,
     /// Clock of power integrals and CPU shares.
     pub clock: TimeSource,
 }
@@ -104,7 +109,8 @@ impl MeterParts {
             cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
             cache_dir: peak::default_cache_dir(),
             tdp_table: CpuTdpTable::bundled(),
-            cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ram_model: RamPowerModel::native(),
+            cpu_threads: None,
             clock: monotonic(),
         }
     }
@@ -123,17 +129,21 @@ impl fmt::Debug for MeterParts {
     }
 }
 
+/// Hears what the CPU peak measurement does, so the binary can tell the user.
+pub type PeakListener = Arc<dyn Fn(&PeakNotice) + Send + Sync>;
+
 /// The meters of this machine, as an `engine::meter::MeterProvider`.
 ///
 /// Per domain the best source wins: RAPL over the CPU/RAM estimate, NVML for CUDA devices.
-/// `peak("cpu", …)` runs a ~1–2 s microbenchmark the first time on a machine (then reads its
-/// cache), so callers should ask for it outside timed windows.
+/// `peak("cpu", …)` runs a few-second microbenchmark until a quiet measurement is cached, so callers should ask for it outside timed windows.
 pub struct MachineMeters {
     parts: MeterParts,
     rapl: Result<Rapl, String>,
     cpu_info: Result<CpuInfo, String>,
     cpu_model: CpuPowerModel,
     peaks: Mutex<HashMap<(String, String), Option<DevicePeak>>>,
+    cpu_peak_entries: Mutex<HashMap<String, CpuPeakEntry>>,
+    peak_listener: Option<PeakListener>,
 }
 
 impl MachineMeters {
@@ -159,7 +169,30 @@ impl MachineMeters {
             cpu_info,
             cpu_model,
             peaks: Mutex::new(HashMap::new()),
+            cpu_peak_entries: Mutex::new(HashMap::new()),
+            peak_listener: None,
         }
+    }
+
+    /// The CPU copy bandwidth measured beside the read bandwidth of `peak("cpu", dtype)`,
+    /// bytes read + written per second (`llmeff bench` compares each row's copy with it).
+    pub fn cpu_copy_bytes_per_s(&self, dtype: &str) -> Option<f64> {
+        self.peak("cpu", dtype)?;
+        self.cpu_peak_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(dtype)
+            .map(|e| e.copy_bytes_per_s)
+    }
+
+    /// Calls `listener` when the CPU peak is measured (before, and with what it found), so
+    /// the binary can say why a run pauses for a few seconds.
+    pub fn with_peak_listener(
+        mut self,
+        listener: impl Fn(&PeakNotice) + Send + Sync + 'static,
+    ) -> MachineMeters {
+        self.peak_listener = Some(Arc::new(listener));
+        self
     }
 
     /// The parts in use.
@@ -167,7 +200,7 @@ impl MachineMeters {
         &self.parts
     }
 
-    fn cpu_counter(&self) -> Option<Box<dyn EnergyCounter>> {
+    fn cpu_counter(&self, mode: EstimateMode) -> Option<Box<dyn EnergyCounter>> {
         if let Ok(rapl) = &self.rapl
             && let Ok(c) = rapl.counter(engine::meter::Domain::Cpu)
         {
@@ -177,20 +210,26 @@ impl MachineMeters {
             self.cpu_model.clone(),
             &self.parts.proc_root,
             self.parts.clock.clone(),
+            mode,
         )
         .ok()
         .map(|c| Box::new(c) as Box<dyn EnergyCounter>)
     }
 
-    fn ram_counter(&self) -> Option<Box<dyn EnergyCounter>> {
+    fn ram_counter(&self, mode: EstimateMode) -> Option<Box<dyn EnergyCounter>> {
         if let Ok(rapl) = &self.rapl
             && let Ok(c) = rapl.counter(engine::meter::Domain::Ram)
         {
             return Some(Box::new(c));
         }
-        RamEstimateCounter::new(&self.parts.proc_root, self.parts.clock.clone())
-            .ok()
-            .map(|c| Box::new(c) as Box<dyn EnergyCounter>)
+        RamEstimateCounter::new(
+            &self.parts.proc_root,
+            self.parts.clock.clone(),
+            self.parts.ram_model,
+            mode,
+        )
+        .ok()
+        .map(|c| Box::new(c) as Box<dyn EnergyCounter>)
     }
 
     fn gpu_counter(&self, device: &str) -> Result<Option<Box<dyn EnergyCounter>>, String> {
@@ -217,14 +256,28 @@ impl MachineMeters {
             .unwrap_or_else(|| "unknown CPU".to_string());
         CpuPeak::new(
             self.parts.cache_dir.as_deref(),
+            &self.parts.proc_root,
             &model,
-            self.parts.cpu_threads,
+            self.parts
+                .cpu_threads
+                .unwrap_or_else(rayon::current_num_threads),
         )
     }
 
     fn measure_peak(&self, device: &str, dtype: &str) -> Option<DevicePeak> {
         if device == "cpu" {
-            return self.cpu_peak().peak(dtype).ok();
+            let listener = self.peak_listener.clone();
+            let notify = move |n: &PeakNotice| {
+                if let Some(l) = &listener {
+                    l(n);
+                }
+            };
+            let (peak, entry) = self.cpu_peak().peak(dtype, &notify).ok()?;
+            self.cpu_peak_entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dtype.to_string(), entry);
+            return Some(peak);
         }
         let api = self.parts.gpu.as_ref().ok()?;
         let gpus = run_gpus(
@@ -243,6 +296,7 @@ impl MachineMeters {
                     flops_per_s: t.flops_per_s + p.flops_per_s,
                     bytes_per_s: t.bytes_per_s + p.bytes_per_s,
                     source: format!("{} + {}", t.source, gpu.name),
+                    ..DevicePeak::default()
                 },
             });
         }
@@ -311,7 +365,9 @@ impl MachineMeters {
                     "used"
                 };
                 parts.push(format!(
-                    "cpu ({used}): {} × (0.1 + 0.9 × load³)",
+                    "cpu ({used}): {} rule, {} x (0.1 + 0.9 x load^3) in machine mode, x \
+                     process CPU share in process mode",
+                    estimate::CODECARBON,
                     self.cpu_model.basis
                 ));
             }
@@ -327,8 +383,10 @@ impl MachineMeters {
                 };
                 let gib = bytes as f64 / (1u64 << 30) as f64;
                 parts.push(format!(
-                    "ram ({used}): 0.375 W/GiB × {gib:.1} GiB = {:.2} W",
-                    gib * estimate::RAM_W_PER_GIB
+                    "ram ({used}): {} rule, {gib:.1} GiB -> {} DIMMs = {} W in machine mode",
+                    estimate::CODECARBON,
+                    RamPowerModel::dimm_count(gib),
+                    self.parts.ram_model.power_w(gib)
                 ));
             }
             Err(e) => parts.push(format!("ram: {e}")),
@@ -354,15 +412,20 @@ impl MachineMeters {
 
     fn peak_status(&self) -> MeterStatus {
         let cpu = self.cpu_peak();
-        let cpu_part = match (cpu.cached(), cpu.cache_path()) {
+        let cpu_part = match (cpu.cached("f32"), cpu.cache_path()) {
             (Some(e), Some(p)) => format!(
-                "cpu: microbenchmark cached in {} ({:.1} GB/s, {} dtypes)",
+                "cpu: microbenchmark cached in {} ({:.1} GB/s read, {:.1} GFLOP/s f32, {} \
+                 threads, {})",
                 p.display(),
-                e.bytes_per_s / 1e9,
-                e.flops_per_s.len()
+                e.read_bytes_per_s / 1e9,
+                e.flops_per_s / 1e9,
+                e.threads,
+                e.conditions.describe()
             ),
             (None, Some(p)) => format!(
-                "cpu: microbenchmark on first use (~2 s), cached in {}",
+                "cpu: microbenchmark on first use ({} threads, a few seconds), cached in {} \
+                 when the machine is quiet",
+                cpu.threads(),
                 p.display()
             ),
             (_, None) => "cpu: microbenchmark on every use (no cache folder)".to_string(),
@@ -407,13 +470,17 @@ impl fmt::Debug for MachineMeters {
 
 impl MeterProvider for MachineMeters {
     fn energy_counters(&self, device: &str) -> Vec<Box<dyn EnergyCounter>> {
+        self.energy_counters_for(device, EstimateMode::Machine)
+    }
+
+    fn energy_counters_for(&self, device: &str, mode: EstimateMode) -> Vec<Box<dyn EnergyCounter>> {
         // A domain whose counter cannot be opened is left out; `inventory` says why.
         let mut out = Vec::new();
-        out.extend(self.cpu_counter());
+        out.extend(self.cpu_counter(mode));
         if let Ok(Some(c)) = self.gpu_counter(device) {
             out.push(c);
         }
-        out.extend(self.ram_counter());
+        out.extend(self.ram_counter(mode));
         out
     }
 

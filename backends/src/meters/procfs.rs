@@ -23,7 +23,7 @@ pub const DEFAULT_PROC_ROOT: &str = "/proc";
 pub const USER_HZ: f64 = 100.0;
 
 /// A `VmRSS:`/`VmHWM:` style line of `/proc/self/status`, bytes.
-fn status_kb_field(status: &str, key: &str) -> Option<u64> {
+pub(crate) fn status_kb_field(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))
@@ -36,7 +36,7 @@ fn status_kb_field(status: &str, key: &str) -> Option<u64> {
 ///
 /// The command name (field 2) is in parentheses and may hold spaces and parentheses, so the
 /// fields are counted from the last `)`.
-fn process_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn process_ticks(stat: &str) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the name: state is field 3, utime 14 and stime 15 (1-based), i.e. 11 and 12 here.
