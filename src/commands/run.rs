@@ -117,6 +117,9 @@ pub fn execute_plan(
         ));
     }
     if let Some(shard) = shard {
+        if let Some(warning) = schedule.shard_warning(shard.count) {
+            eprintln!("warning: {warning}");
+        }
         schedule = schedule.shard(shard);
     }
     let dir = out.join(&plan.study.name);
