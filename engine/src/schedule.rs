@@ -6,7 +6,7 @@
 //! (heat, background load) do not line up with one setting. `--shard i/n` cuts the executions,
 //! laid out load group by load group, into n contiguous near-equal slices.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -113,35 +113,33 @@ impl Schedule {
     /// order the schedule first reaches them, each group's runs likewise, each run's cycles
     /// ascending. With one cycle this is the plan's order, grouped by model load.
     pub fn shard_order(&self) -> Vec<(StageId, usize)> {
-        let mut groups: Vec<(StageId, Vec<(StageId, Vec<usize>)>)> = Vec::new();
+        let mut group_rank: HashMap<StageId, usize> = HashMap::new();
+        let mut run_rank: HashMap<StageId, usize> = HashMap::new();
         for item in &self.items {
-            let group = match groups.iter().position(|(id, _)| *id == item.run.load_id) {
-                Some(g) => g,
-                None => {
-                    groups.push((item.run.load_id, Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            let runs = &mut groups[group].1;
-            match runs.iter_mut().find(|(id, _)| *id == item.run.id) {
-                Some((_, cycles)) => cycles.push(item.cycle),
-                None => runs.push((item.run.id, vec![item.cycle])),
-            }
+            let next = group_rank.len();
+            group_rank.entry(item.run.load_id).or_insert(next);
+            let next = run_rank.len();
+            run_rank.entry(item.run.id).or_insert(next);
         }
-        let mut order = Vec::with_capacity(self.items.len());
-        for (_, runs) in groups {
-            for (run, mut cycles) in runs {
-                cycles.sort_unstable();
-                order.extend(cycles.into_iter().map(|c| (run, c)));
-            }
-        }
+        let mut order: Vec<(usize, usize, usize, StageId)> = self
+            .items
+            .iter()
+            .map(|i| {
+                let group = group_rank[&i.run.load_id];
+                (group, run_rank[&i.run.id], i.cycle, i.run.id)
+            })
+            .collect();
+        order.sort_unstable();
         order
+            .into_iter()
+            .map(|(_, _, cycle, run)| (run, cycle))
+            .collect()
     }
 
     /// A warning when `count` shards cannot all get work: there are fewer executions (runs ×
     /// cycles) than shards, so the last shards get nothing.
     pub fn shard_warning(&self, count: usize) -> Option<ShardWarning> {
-        (count > self.items.len()).then(|| ShardWarning {
+        (count > self.items.len()).then_some(ShardWarning {
             count,
             executions: self.items.len(),
         })
