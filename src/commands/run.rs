@@ -11,7 +11,7 @@ use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
 use engine::runtime::Runtime;
 use engine::schedule::{Schedule, Shard, parse_shard};
-use results::{Machine, Manifest, Row, Store, StudyLock};
+use results::{Manifest, Row, Store, StudyLock};
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,8 +51,8 @@ fn hostname() -> Option<String> {
 }
 
 /// This machine as the manifest lists it, first seen `now`.
-fn this_machine(runtime: &backends::BurnRuntime, now: f64) -> Machine {
-    let mut machine = Machine::new(crate::environment::describe(&runtime.devices()), now);
+fn this_machine(runtime: &backends::BurnRuntime, now: f64) -> results::Machine {
+    let mut machine = results::Machine::new(crate::environment::describe(&runtime.devices()), now);
     if !machine.facts.contains_key("hostname") {
         machine
             .facts
