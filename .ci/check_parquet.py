@@ -20,6 +20,11 @@ for name in ["wall_s", "prefill_s", "decode_s", "ttft_p50_s", "output_tokens_per
 for name in ["model", "dtype", "device", "status", "run_hash"]:
     assert schema.field(name).type in (pa.string(), pa.large_string()), (name, schema.field(name).type)
 
+# Column meanings and units travel in the file as Arrow field metadata.
+ttft = schema.field("ttft_p50_s").metadata
+assert ttft[b"unit"] == b"s", ttft
+assert b"arrival" in ttft[b"description"], ttft
+
 df = pl.read_parquet(path)
 assert df.schema["output_tokens"] == pl.Int64
 assert df.schema["wall_s"] == pl.Float64

@@ -64,7 +64,8 @@ pub struct BenchArgs {
     /// CPU threads (default: rayon's, one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Also generate this many tokens and report resident-memory growth (0 = skip).
+    /// Also generate this many tokens with tiny-llama3-gqa and report resident-memory growth
+    /// (0 = skip; skipped too when --models names no `tiny-llama3-gqa`).
     #[arg(long, default_value_t = 1000)]
     pub growth_tokens: usize,
     /// A peer's figures measured on this machine (the output of `benches/transformers_shapes.py`,
@@ -113,6 +114,9 @@ pub struct ReplArgs {
     /// Folder that holds one sub-folder per study.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
+    /// CPU threads the models run on (default: rayon's, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Arguments of `llmeff run`.
@@ -133,6 +137,16 @@ pub struct RunArgs {
     /// Plain log lines instead of a progress bar.
     #[arg(long)]
     pub plain: bool,
+    /// Print only errors and the final summary line (no progress, no results table).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also print each run's details as it is stored: run hash, what computed it, energy
+    /// sources and meters, and the meters' notes.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// CPU threads the models run on (default: rayon's, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Run even if the study folder holds results of a different plan; results of runs no
     /// longer planned move to superseded/ (nothing is deleted).
     #[arg(long)]
@@ -190,19 +204,23 @@ pub struct GenerateArgs {
     /// Sample with this temperature instead of greedy decoding.
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// Top-k cut when sampling (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Top-p cut when sampling (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
+    /// Top-k cut when sampling (0 = off); needs --temperature.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Top-p cut when sampling, in (0, 1] (1 = off); needs --temperature.
+    #[arg(long)]
+    pub top_p: Option<f64>,
     /// Seed for sampling and random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Print {prompt, input_ids, output_ids, text} as JSON.
+    /// CPU threads the model runs on (default: rayon's, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print {prompt, input_ids, output_ids, text, ttft_s, decode_tokens_per_s,
+    /// output_tokens_per_s, ...} as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod environment;
+mod provenance;
 mod sink;
 mod table;
 
@@ -37,7 +38,20 @@ impl Failure {
     }
 }
 
+/// Restores the default action of SIGPIPE, which Rust's runtime sets to ignore: with it, a
+/// reader that stops early (`llmeff plan s.rhai | head -1`) ends llmeff quietly as it ends any
+/// Unix tool, where ignoring it made every `println!` after that panic with "Broken pipe".
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: runs first thing in `main`, before any other thread exists, and installs the
+    // system's default action, which needs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(args) => commands::run::run(args),

@@ -4,13 +4,15 @@
 
 use std::collections::HashSet;
 
-use engine::latency::{Percentiles, RequestTiming};
+use engine::latency::{Percentiles, RequestTiming, percentile};
 use engine::meter::{Domain, Sample};
 use engine::metering::EnergySource;
 use engine::record::{RecordSink, RunRecord, SinkError};
-use engine::stage::DecodingSpec;
+use engine::stage::{ArrivalSpec, DecodingSpec};
 use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
 use results::{Row, Store, StoreError};
+
+use crate::provenance::{Provenance, iso8601_utc};
 
 /// A [`RecordSink`] that writes each record to a [`Store`] as it arrives.
 pub struct StoreSink {
@@ -89,6 +91,7 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         .set("status", record.status.name())?
         .set("error", record.error.clone())?
         .set("started_at_unix_s", record.started_at_unix_s)?
+        .set("started_at", iso8601_utc(record.started_at_unix_s))?
         .set("model", spec.load.model.as_str())?
         .set("revision", spec.load.revision.clone())?
         .set("dtype", spec.load.dtype.name())?
@@ -117,6 +120,8 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         .set("meters", spec.measure.meters.join("+"))?
         .set("config_json", spec.config_json().to_string())?
         .set("llmeff_version", env!("CARGO_PKG_VERSION"))?;
+    set_arrival_columns(&mut row, &spec.infer.arrival)?;
+    set_provenance_columns(&mut row, Provenance::current())?;
     if let DecodingSpec::Sample {
         temperature,
         top_k,
@@ -135,9 +140,17 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
             .set("model_bytes", model.weight_bytes)?;
     }
     if let Some(m) = &record.metrics {
-        let ttft: Vec<f64> = record.requests.iter().map(|r| r.ttft_s).collect();
-        let tpot: Vec<f64> = record.requests.iter().filter_map(|r| r.tpot_s).collect();
-        let e2e: Vec<f64> = record.requests.iter().map(|r| r.e2e_s).collect();
+        let requests = &record.requests;
+        let ttft: Vec<f64> = requests.iter().map(|r| r.ttft_s).collect();
+        let ttft_service: Vec<f64> = requests.iter().map(|r| r.ttft_service_s).collect();
+        let queue: Vec<f64> = requests.iter().map(|r| r.queue_s).collect();
+        let tpot: Vec<f64> = requests.iter().filter_map(|r| r.tpot_s).collect();
+        // vLLM's ITL: every gap of every request, not a per-request summary.
+        let itl: Vec<f64> = requests
+            .iter()
+            .flat_map(|r| r.inter_token_s.iter().copied())
+            .collect();
+        let e2e: Vec<f64> = requests.iter().map(|r| r.e2e_s).collect();
         row.set("num_requests", m.num_requests)?
             .set("num_batches", m.num_batches)?
             .set("input_tokens", m.input_tokens)?
@@ -154,7 +167,14 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
             .set("flops_decode", m.flops_decode)?
             .set("flops_per_s", m.flops_per_s())?;
         set_meter_columns(&mut row, m)?;
-        for (name, values) in [("ttft", &ttft), ("tpot", &tpot), ("e2e", &e2e)] {
+        for (name, values) in [
+            ("ttft", &ttft),
+            ("ttft_service", &ttft_service),
+            ("queue", &queue),
+            ("tpot", &tpot),
+            ("itl", &itl),
+            ("e2e", &e2e),
+        ] {
             let p = Percentiles::of(values);
             row.set(&format!("{name}_mean_s"), p.mean)?
                 .set(&format!("{name}_p50_s"), p.p50)?
@@ -163,6 +183,40 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         }
     }
     Ok(row)
+}
+
+/// The parameters of the run's arrival pattern, each in its own column.
+fn set_arrival_columns(row: &mut Row, arrival: &ArrivalSpec) -> Result<(), StoreError> {
+    match *arrival {
+        ArrivalSpec::ClosedLoop => {}
+        ArrivalSpec::Constant { interval_s } => {
+            row.set("arrival_interval_s", interval_s)?;
+        }
+        ArrivalSpec::Poisson { rate_per_s, seed } => {
+            row.set("arrival_rate_per_s", rate_per_s)?
+                .set("arrival_seed", seed)?;
+        }
+        ArrivalSpec::Bursty { burst, off_s } => {
+            row.set("arrival_burst", burst)?
+                .set("arrival_off_s", off_s)?;
+        }
+    }
+    Ok(())
+}
+
+/// What built llmeff and which machine ran it; the thread count is the pool the forward pass
+/// ran on (sized by `--threads` before any run).
+fn set_provenance_columns(row: &mut Row, p: &Provenance) -> Result<(), StoreError> {
+    row.set("git_commit", p.git_commit.clone())?
+        .set("git_dirty", p.git_dirty.map(|d| d.to_string()))?
+        .set("build_profile", p.build_profile.as_str())?
+        .set("rustc_version", p.rustc_version.clone())?
+        .set("threads", rayon::current_num_threads())?
+        .set("cpu_model", p.cpu_model.clone())?
+        .set("cpu_flags", p.cpu_flags.clone())?
+        .set("kernel", p.kernel.clone())?
+        .set("hostname", p.hostname.clone())?;
+    Ok(())
 }
 
 /// Energy, carbon, utilisation, memory and MFU/MBU columns of a finished run.
@@ -187,6 +241,7 @@ fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<()
         .set("energy_total_source", report.total_source())?
         .set("energy_prefill_j", report.prefill_j)?
         .set("energy_decode_j", report.decode_j)?
+        .set("energy_other_j", report.other_j)?
         .set("energy_split", report.split.map(|s| s.name()))?
         .set("idle_power_w", report.idle_power_w)?
         .set("energy_net_j", m.energy_net_j())?
@@ -203,12 +258,30 @@ fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<()
         .set("peak_rss_bytes", report.peak(|s| s.rss_bytes))?
         .set("rss_hwm_bytes", report.rss_high_water_bytes)?
         .set("gpu_mem_peak_bytes", report.peak(|s| s.gpu_mem_bytes))?
-        .set("process_cpu_mean_pct", report.mean(|s| s.process_cpu_pct))?
-        .set("process_cpu_peak_pct", report.peak(|s| s.process_cpu_pct))?
-        .set("system_cpu_mean_pct", report.mean(|s| s.system_cpu_pct))?
-        .set("cpu_steal_mean_pct", report.mean(|s| s.cpu_steal_pct))?
-        .set("gpu_util_mean_pct", report.mean(|s| s.gpu_util_pct))?
-        .set("gpu_util_peak_pct", report.peak(|s| s.gpu_util_pct))?
+        .set(
+            "process_cpu_mean_pct",
+            report.utilisation_mean(|s| s.process_cpu_pct),
+        )?
+        .set(
+            "process_cpu_peak_pct",
+            report.utilisation_peak(|s| s.process_cpu_pct),
+        )?
+        .set(
+            "system_cpu_mean_pct",
+            report.utilisation_mean(|s| s.system_cpu_pct),
+        )?
+        .set(
+            "cpu_steal_mean_pct",
+            report.utilisation_mean(|s| s.cpu_steal_pct),
+        )?
+        .set(
+            "gpu_util_mean_pct",
+            report.utilisation_mean(|s| s.gpu_util_pct),
+        )?
+        .set(
+            "gpu_util_peak_pct",
+            report.utilisation_peak(|s| s.gpu_util_pct),
+        )?
         .set("num_samples", report.samples.len())?
         .set(
             "meter_notes",
@@ -257,10 +330,13 @@ fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError>
         .set("batch_index", r.batch_index)?
         .set("input_tokens", r.input_tokens)?
         .set("output_tokens", r.output_tokens)?
+        .set("arrival_s", r.arrival_s)?
         .set("queue_s", r.queue_s)?
         .set("ttft_s", r.ttft_s)?
+        .set("ttft_service_s", r.ttft_service_s)?
         .set("tpot_s", r.tpot_s)?
         .set("e2e_s", r.e2e_s)?
+        .set("itl_p50_s", percentile(&r.inter_token_s, 50.0))?
         .set(
             "itl_max_s",
             r.inter_token_s.iter().copied().reduce(f64::max),

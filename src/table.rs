@@ -2,30 +2,59 @@
 
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use engine::execute::Progress;
-use engine::record::RunStatus;
+use engine::record::{RecordSink, RunRecord, RunStatus, SinkError};
 use indicatif::{ProgressBar, ProgressStyle};
-use results::Row;
+use results::report::analysis::analyse;
+use results::report::view::TableView;
+use results::{Cell, Row};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
+
+/// How much `llmeff run` says while a study runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Only errors and the final summary line.
+    Quiet,
+    /// Progress, the results table and the summaries.
+    Normal,
+    /// Also each run's details as it is stored.
+    Verbose,
+}
 
 /// Shows study progress: a bar on a terminal, plain log lines otherwise.
 pub struct ProgressDisplay {
     bar: Option<ProgressBar>,
     interactive: bool,
+    verbosity: Verbosity,
     started: Instant,
 }
 
 impl ProgressDisplay {
-    /// A display; `interactive` selects the bar.
-    pub fn new(interactive: bool) -> Self {
+    /// A display; `interactive` selects the bar (never shown when quiet).
+    pub fn new(interactive: bool, verbosity: Verbosity) -> Self {
         ProgressDisplay {
             bar: None,
-            interactive,
+            interactive: interactive && verbosity != Verbosity::Quiet,
+            verbosity,
             started: Instant::now(),
         }
     }
 
     /// Reacts to one executor event.
     pub fn handle(&mut self, event: Progress) {
+        if self.verbosity == Verbosity::Quiet {
+            // Errors only: a failed run's line (retries may still succeed).
+            if let Progress::RunFinished {
+                index,
+                status: RunStatus::Failed,
+                summary,
+            } = event
+            {
+                eprintln!("run {index} FAILED: {summary}");
+            }
+            return;
+        }
         match event {
             Progress::StudyStarted {
                 pending,
@@ -44,7 +73,10 @@ impl ProgressDisplay {
                     bar.set_style(style);
                     self.bar = Some(bar);
                 } else {
-                    eprintln!("study: {pending} runs to execute");
+                    eprintln!(
+                        "study: {pending} runs to execute on {} CPU threads",
+                        rayon::current_num_threads()
+                    );
                 }
             }
             Progress::Loading { model } => self.log(format!("loading {model}")),
@@ -99,6 +131,14 @@ impl ProgressDisplay {
         }
     }
 
+    /// Prints a line above the bar, or plainly.
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// Clears the bar.
     pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
@@ -107,11 +147,54 @@ impl ProgressDisplay {
     }
 }
 
-/// Columns shown in the short table after a run.
-const SHOWN: &[&str] = &[
-    "model",
-    "dtype",
-    "batch_size",
+/// Passes records on to the store and, when verbose, prints each run's details as it is
+/// stored: which run, what computed it, where its energy figures came from and the meters' notes.
+pub struct DetailSink<'a> {
+    /// The sink that stores the records.
+    pub inner: &'a mut dyn RecordSink,
+    /// Where the detail lines go (above the progress bar).
+    pub display: &'a RefCell<ProgressDisplay>,
+}
+
+impl RecordSink for DetailSink<'_> {
+    fn record(&mut self, record: &RunRecord) -> Result<(), SinkError> {
+        self.inner.record(record)?;
+        let display = self.display.borrow();
+        if display.verbosity == Verbosity::Verbose
+            && let Ok(row) = crate::sink::run_row(record)
+        {
+            display.println(detail_line(&row));
+        }
+        Ok(())
+    }
+
+    fn completed(&self) -> HashSet<(String, usize)> {
+        self.inner.completed()
+    }
+}
+
+/// The `--verbose` lines of one stored run.
+fn detail_line(row: &Row) -> String {
+    let text = |column: &str| {
+        row.get(column)
+            .filter(|c| **c != Cell::Null)
+            .map(Cell::display)
+            .unwrap_or_else(|| "-".into())
+    };
+    let hash = text("run_hash");
+    format!(
+        "  run {} cycle {}: compute {}, energy {}\n    meters: {}\n    notes: {}",
+        hash.get(..12).unwrap_or(&hash),
+        text("cycle_id"),
+        text("compute"),
+        text("energy_total_source"),
+        text("energy_meters"),
+        text("meter_notes"),
+    )
+}
+
+/// Measurement columns shown in the short table after a run, after the configuration.
+const MEASURED: &[&str] = &[
     "cycle_id",
     "status",
     "input_tokens",
@@ -124,20 +207,61 @@ const SHOWN: &[&str] = &[
     "energy_total_source",
 ];
 
-/// Prints the runs table to stdout.
-pub fn print_runs(rows: &[Row]) {
+/// Configuration columns of the short table: the report's (model, dtype, quantization and
+/// batch size, plus every configuration axis that varies between the rows), and `compute` when
+/// the runs differ in what computed them, so no two configurations print as identical rows.
+fn config_columns(rows: &[Row]) -> Vec<String> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let names: Vec<String> = first.columns().iter().map(|c| c.name.to_string()).collect();
+    let cells = rows
+        .iter()
+        .map(|r| {
+            names
+                .iter()
+                .map(|n| r.get(n).cloned().unwrap_or(Cell::Null))
+                .collect()
+        })
+        .collect();
+    let view = TableView::new(names, cells);
+    let mut columns: Vec<String> = analyse(&view)
+        .config_columns
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let computes: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| r.get("compute"))
+        .map(Cell::display)
+        .collect();
+    if computes.len() > 1 {
+        columns.push("compute".into());
+    }
+    columns
+}
+
+/// The runs table.
+fn runs_table(rows: &[Row]) -> Table {
+    let mut shown = config_columns(rows);
+    shown.extend(MEASURED.iter().map(|c| c.to_string()));
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(SHOWN.to_vec());
+    table.set_header(shown.clone());
     for row in rows {
         table.add_row(
-            SHOWN
+            shown
                 .iter()
                 .map(|c| row.get(c).map(|v| v.display()).unwrap_or_default())
                 .collect::<Vec<_>>(),
         );
     }
-    println!("{table}");
+    table
+}
+
+/// Prints the runs table to stdout.
+pub fn print_runs(rows: &[Row]) {
+    println!("{}", runs_table(rows));
 }
 
 /// Prints the meter inventory: each meter, whether it is usable here, and why not.
@@ -154,4 +278,82 @@ pub fn print_meters(inventory: &[engine::meter::MeterStatus]) {
         ]);
     }
     println!("{table}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use results::schema::RUN_COLUMNS;
+
+    fn row(hash: &str, decoding: &str, arrival: &str, compute: &str) -> Row {
+        let mut row = Row::new(RUN_COLUMNS);
+        row.set("run_hash", hash).unwrap();
+        row.set("model", "tiny-stories").unwrap();
+        row.set("dtype", "f32").unwrap();
+        row.set("quantization", "none").unwrap();
+        row.set("batch_size", 4i64).unwrap();
+        row.set("decoding", decoding).unwrap();
+        row.set("arrival", arrival).unwrap();
+        row.set("compute", compute).unwrap();
+        row.set("max_new_tokens", 8i64).unwrap();
+        row.set("cycle_id", 0i64).unwrap();
+        row.set("status", "ok").unwrap();
+        row.set("output_tokens", 32i64).unwrap();
+        row
+    }
+
+    #[test]
+    fn rows_differing_only_in_decoding_and_arrival_print_apart() {
+        let k = "llmeff-kernels/avx2";
+        let rows = [
+            row("a1", "greedy", "closed_loop", k),
+            row("b2", "sample", "closed_loop", k),
+            row("c3", "greedy", "poisson", k),
+        ];
+        assert_eq!(
+            config_columns(&rows),
+            [
+                "model",
+                "dtype",
+                "quantization",
+                "batch_size",
+                "arrival",
+                "decoding"
+            ]
+        );
+        let table = runs_table(&rows).to_string();
+        let expected = [
+            "┌──────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────┐",
+            "│ model          dtype   quantization   batch_size   arrival       decoding   cycle_id   status   input_tokens   output_tokens   wall_s   ttft_p50_s   tpot_p50_s   output_tokens_per_s   j_per_output_token   energy_total_source │",
+            "╞══════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════════╡",
+            "│ tiny-stories   f32     none           4            closed_loop   greedy     0          ok       -              32              -        -            -            -                     -                    -                   │",
+            "│ tiny-stories   f32     none           4            closed_loop   sample     0          ok       -              32              -        -            -            -                     -                    -                   │",
+            "│ tiny-stories   f32     none           4            poisson       greedy     0          ok       -              32              -        -            -            -                     -                    -                   │",
+            "└──────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────┘",
+        ]
+        .join("\n");
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn compute_is_shown_when_runs_differ_in_it() {
+        let same = [
+            row("a1", "greedy", "closed_loop", "llmeff-kernels/avx2"),
+            row("a1", "greedy", "closed_loop", "llmeff-kernels/avx2"),
+        ];
+        assert_eq!(
+            config_columns(&same),
+            ["model", "dtype", "quantization", "batch_size"],
+            "cycles of one configuration: nothing varies"
+        );
+        let differ = [
+            row("a1", "greedy", "closed_loop", "llmeff-kernels/avx2"),
+            row("a1", "greedy", "closed_loop", "burn-flex"),
+        ];
+        assert_eq!(
+            config_columns(&differ),
+            ["model", "dtype", "quantization", "batch_size", "compute"]
+        );
+        assert!(config_columns(&[]).is_empty());
+    }
 }

@@ -185,11 +185,36 @@ fn float(row: &results::Row, column: &str) -> Option<f64> {
     }
 }
 
+#[track_caller]
 fn text(row: &results::Row, column: &str) -> String {
     match row.get(column) {
         Some(results::Cell::Text(v)) => v.clone(),
         other => panic!("{column}: expected text, got {other:?}"),
     }
+}
+
+/// What built llmeff and what ran the study is in the row (issue A.5).
+fn check_provenance(row: &results::Row) {
+    // Tests run the debug build; the commit is known in a git checkout.
+    assert_eq!(text(row, "build_profile"), "debug");
+    assert!(text(row, "rustc_version").starts_with("rustc "));
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".git")
+        .exists()
+    {
+        assert_eq!(text(row, "git_commit").len(), 40);
+        assert!(["true", "false"].contains(&text(row, "git_dirty").as_str()));
+    }
+    let Some(results::Cell::Int(threads)) = row.get("threads") else {
+        panic!("threads missing")
+    };
+    assert!(*threads >= 1);
+    let started = text(row, "started_at");
+    assert!(started.len() == 24 && started.ends_with('Z'), "{started}");
+    assert!(!text(row, "hostname").is_empty());
+    assert!(text(row, "kernel").starts_with("Linux "));
+    // Closed loop: no arrival parameters.
+    assert_eq!(row.get("arrival_rate_per_s"), Some(&results::Cell::Null));
 }
 
 /// Every meter's figure is present with its source, or null and labelled unavailable.
@@ -245,9 +270,16 @@ fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
     assert!(*rss > 1 << 20, "{rss}");
     // CPU steal is a share of the machine's time, read from /proc/stat beside the load (0 on
     // bare metal; a virtual machine's neighbours can make it anything up to 100).
+    // A run too short for two samples of a few clock ticks each has no utilisation figure,
+    // and says why, rather than 0 % or 430 % (issue A.6).
     for column in ["cpu_steal_mean_pct", "system_cpu_mean_pct"] {
-        let v = float(row, column).unwrap_or_else(|| panic!("{column} missing"));
-        assert!((0.0..=100.0).contains(&v), "{column} = {v}");
+        match float(row, column) {
+            Some(v) => assert!((0.0..=100.0).contains(&v), "{column} = {v}"),
+            None => assert!(
+                text(row, "meter_notes").contains("utilisation left null"),
+                "{column} null without a note"
+            ),
+        }
     }
     // MFU and MBU against the machine's measured CPU peak: positive, below 1.
     for column in ["mfu", "mbu"] {
@@ -295,6 +327,7 @@ fn single_study_runs_end_to_end_and_resumes() {
     assert!((rate - *output_tokens as f64 / wall).abs() < 1e-6 * rate);
     assert!(study.join("runs.csv").is_file() && study.join("runs.json").is_file());
     check_meters(&study, row, *output_tokens);
+    check_provenance(row);
 
     // A second run finds everything stored and adds no row.
     let again = run_single(dir.path());
@@ -846,5 +879,386 @@ fn bench_measures_the_tiny_model_and_the_memory_it_ran_beside() {
     assert!((1e8..1e13).contains(&copy), "copy now {copy}");
     if let Some(steal) = row["cpu_steal_pct"].as_f64() {
         assert!((0.0..=100.0).contains(&steal), "steal {steal}");
+    }
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_llmeff_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // `llmeff plan ... | true`: the reader is gone before llmeff writes a byte.
+    for format in ["text", "dot", "json"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmeff"))
+            .current_dir(repo())
+            .args(["plan", "experiments/single.rhai", "--format", format])
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{format}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{format}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{format}: {stderr}");
+        // Ended by SIGPIPE, as `cat` or `grep` are.
+        assert_eq!(out.status.signal(), Some(13), "{format}: {:?}", out.status);
+    }
+}
+
+#[test]
+fn generate_refuses_top_k_and_top_p_without_a_temperature() {
+    for (flag, value) in [("--top-p", "0.9"), ("--top-k", "5")] {
+        let out = llmeff()
+            .args(["generate", "--prompt", "Once", "--max-new-tokens", "2"])
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        // The words a script's `decoding: #{ top_p: ... }` without method "sample" gets.
+        assert!(
+            stderr.contains(&format!("`{flag}`: only applies to method \"sample\"")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--temperature"), "{stderr}");
+    }
+    llmeff()
+        .args(["generate", "--prompt", "Once", "--max-new-tokens", "2"])
+        .args(["--temperature", "0.8", "--top-p", "0.9", "--top-k", "5"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn generate_reports_ttft_and_tokens_per_s_on_the_threads_asked_for() {
+    let out = llmeff()
+        .args([
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-new-tokens",
+        ])
+        .args(["6", "--ignore-eos", "--threads", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["output_tokens"], 6);
+    assert_eq!(json["output_ids"].as_array().unwrap().len(), 6);
+    assert_eq!(json["threads"], 3, "the pool --threads sized");
+    let ttft = json["ttft_s"].as_f64().unwrap();
+    let total = json["total_s"].as_f64().unwrap();
+    assert!(ttft > 0.0 && ttft <= total, "ttft {ttft}, total {total}");
+    for key in ["decode_tokens_per_s", "output_tokens_per_s"] {
+        let v = json[key].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+    }
+    // 6 tokens in `total` seconds.
+    let overall = json["output_tokens_per_s"].as_f64().unwrap();
+    assert!((overall * total - 6.0).abs() < 1e-6, "{overall} x {total}");
+
+    // As text: the continuation alone on stdout, the speed after it on stderr.
+    let out = llmeff()
+        .args([
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-new-tokens",
+        ])
+        .args(["4", "--ignore-eos"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("Once upon a time"), "{stdout}");
+    assert!(!stdout.contains("TTFT"), "{stdout}");
+    assert!(stderr.contains("TTFT "), "{stderr}");
+    assert!(stderr.contains(" tokens/s"), "{stderr}");
+    assert!(stderr.contains("4 tokens in "), "{stderr}");
+}
+
+/// A study small enough to run in a few seconds: 2 prompts, 4 new tokens.
+const SMALL_STUDY: &str = r#"
+study(#{ name: "small" });
+let m = load("tiny-stories");
+let r = infer(m, batch(prompts("builtin:stories", #{ count: 2 }), #{ size: 2 }), #{
+    max_new_tokens: 4,
+});
+measure(r, #{ meters: ["latency", "energy"] });
+"#;
+
+#[test]
+fn run_quiet_prints_only_the_summary_and_verbose_each_runs_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("small.rhai");
+    std::fs::write(&script, SMALL_STUDY).unwrap();
+    let out = llmeff()
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "-q", "--threads", "3", "--out"])
+        .arg(dir.path().join("quiet"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no table when quiet");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("1 ok, 0 failed, 0 already done"),
+        "{stderr}"
+    );
+
+    let out = llmeff()
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "--verbose", "--threads", "3", "--out"])
+        .arg(dir.path().join("verbose"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("on 3 CPU threads"), "{stderr}");
+    let detail = stderr
+        .lines()
+        .find(|l| l.starts_with("  run ") && l.contains(" cycle 0: compute "))
+        .unwrap_or_else(|| panic!("a detail line per run: {stderr}"));
+    assert!(detail.contains(", energy "), "{detail}");
+    assert!(stderr.contains("\n    meters: "), "{stderr}");
+    assert!(stderr.contains("\n    notes: "), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tiny-stories"));
+    // The pool --threads sized is the one the run used.
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("verbose/small/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows[0].get("threads"), Some(&results::Cell::Int(3)));
+
+    let help = llmeff().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["-q, --quiet", "-v, --verbose", "--threads"] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
+}
+
+#[test]
+fn bench_json_carries_its_warnings_and_the_memory_line_follows_models() {
+    // The smallest settings: nothing here is a measurement worth reading.
+    let quick = "bench --batches 1 --prompt-tokens 4 --new-tokens 2 --repeats 1";
+    let out = llmeff()
+        .args(quick.split_whitespace())
+        .args(["--models", "tiny-stories", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The caveats the table prints under it (which ones depends on the machine).
+    let warnings = json["warnings"].as_array().expect("a warnings list");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.as_str().is_some_and(|w| !w.is_empty())),
+        "{json}"
+    );
+    assert!(
+        json["rss_growth_bytes"].is_null(),
+        "tiny-llama3-gqa was not asked for"
+    );
+    assert!(json["growth_model"].is_null());
+    let rows = json["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["model"] == "tiny-stories"), "{json}");
+
+    let out = llmeff()
+        .args(quick.split_whitespace())
+        .args(["--models", "tiny-stories"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("memory over"), "{stdout}");
+    assert!(!stdout.contains("tiny-llama3-gqa"), "{stdout}");
+
+    // Naming the memory model measures its memory and nothing else.
+    let out = llmeff()
+        .args(quick.split_whitespace())
+        .args(["--models", "gqa", "--growth-tokens", "20", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 0, "{json}");
+    assert_eq!(json["growth_model"], "tiny-llama3-gqa");
+    assert!(json["rss_growth_bytes"].is_i64(), "{json}");
+}
+
+#[test]
+fn ctrl_c_during_repl_run_stops_the_study_and_returns_to_the_prompt() {
+    use std::io::{BufRead, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    // A short run, then one long enough (256 x 400 tokens, about 25 s on one core of the development VM)
+    // to still be going when Ctrl-C comes.
+    let statements = "\
+let m = load(\"tiny-stories\");
+let quick = infer(m, batch(prompts(\"builtin:stories\", #{ count: 2 }), #{ size: 2 }), #{ max_new_tokens: 2 });
+let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 256, max_input_tokens: 64 }), #{ size: 1 }), #{ max_new_tokens: 400, min_new_tokens: 400 });
+:run
+";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmeff"))
+        .current_dir(dir.path())
+        .env("LLMEFF_HISTORY", &history)
+        .args(["repl", "--study", "sigint", "--threads", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(statements.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let (lines, received) = mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |wanted: &dyn Fn(&str) -> bool, child: &mut std::process::Child| loop {
+        match received.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                let found = wanted(&line);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the line never came (llmeff ended, or 120 s passed); stderr:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    };
+    // The second run has started: the first is stored.
+    wait_for(&|l: &str| l.starts_with("[2/2]"), &mut child);
+    // SAFETY: sends a signal to the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    wait_for(&|l: &str| l.starts_with("interrupted"), &mut child);
+    // Back at the prompt, with the plan still there.
+    stdin.write_all(b":plan\n:quit\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let stderr = seen.join("\n");
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stdout.contains("2 runs x 1 cycles"), "{stdout}");
+    // What finished before Ctrl-C stays; the abandoned run wrote nothing.
+    let rows = results::parquet_io::read_rows(
+        &dir.path().join("runs/sigint/runs.parquet"),
+        results::schema::RUN_COLUMNS,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{stderr}");
+    assert_eq!(rows[0].get("max_new_tokens"), Some(&results::Cell::Int(2)));
+    // Every line entered is in the history file, written as it was entered.
+    let history = std::fs::read_to_string(&history).unwrap();
+    for line in ["let quick = infer(", "let slow = infer(", ":run", ":plan"] {
+        assert!(history.contains(line), "{line}: {history}");
+    }
+}
+
+#[test]
+fn queued_requests_count_their_wait_in_ttft_and_idle_energy_in_other() {
+    // Requests every 0.3 s in batches of 2: the first of each batch waits 0.3 s for the
+    // second. Regression (issue A.1, A.2): TTFT was taken from the batch start (no queue), and
+    // the estimated energy of the waits was charged to prefill and decode.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("queue.rhai");
+    std::fs::write(
+        &script,
+        r#"
+        study(#{ name: "queue" });
+        let p = prompts("builtin:stories", #{ count: 4, max_input_tokens: 16 });
+        let r = infer(load("tiny-stories"), batch(p, #{ size: 2 }),
+                      #{ max_new_tokens: 4, warmup: 0,
+                         arrival: #{ pattern: "constant", interval_s: 0.3 } });
+        measure(r, #{ meters: ["latency", "energy"] });
+        "#,
+    )
+    .unwrap();
+    let out = llmeff()
+        .args(["run", "--plain", "--out"])
+        .arg(dir.path())
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let study = dir.path().join("queue");
+    let rows =
+        results::parquet_io::read_rows(&study.join("runs.parquet"), results::schema::RUN_COLUMNS)
+            .unwrap();
+    let row = &rows[0];
+    // Requests 0 and 2 queue 0.3 s; 1 and 3 none: the p50 sits between, the p99 near 0.3.
+    let queue_p99 = float(row, "queue_p99_s").unwrap();
+    assert!(
+        (0.29..0.5).contains(&queue_p99),
+        "queue_p99_s = {queue_p99}"
+    );
+    let ttft_p99 = float(row, "ttft_p99_s").unwrap();
+    let service_p99 = float(row, "ttft_service_p99_s").unwrap();
+    assert!(
+        ttft_p99 >= queue_p99 && ttft_p99 > service_p99,
+        "{ttft_p99} {service_p99}"
+    );
+    assert_eq!(text(row, "arrival"), "constant");
+    assert_eq!(float(row, "arrival_interval_s"), Some(0.3));
+    // The window is mostly waiting: its energy is outside both phases, and the parts add up.
+    let total = float(row, "energy_total_j").unwrap();
+    let parts = ["energy_prefill_j", "energy_decode_j", "energy_other_j"]
+        .map(|c| float(row, c).unwrap_or_else(|| panic!("{c} missing")));
+    assert!(
+        (parts.iter().sum::<f64>() - total).abs() <= 1e-9 * total,
+        "{parts:?} {total}"
+    );
+    assert!(parts[2] > parts[0] + parts[1], "{parts:?}");
+    // Each request's row has its own arrival and queue.
+    let hash = text(row, "run_hash");
+    let requests = results::parquet_io::read_rows(
+        &study.join("requests").join(format!("{hash}-c0.parquet")),
+        results::schema::REQUEST_COLUMNS,
+    )
+    .unwrap();
+    let arrivals: Vec<f64> = requests
+        .iter()
+        .map(|r| float(r, "arrival_s").unwrap())
+        .collect();
+    for (got, want) in arrivals.iter().zip([0.0, 0.3, 0.6, 0.9]) {
+        assert!((got - want).abs() < 1e-9, "{arrivals:?}");
     }
 }

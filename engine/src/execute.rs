@@ -3,12 +3,14 @@
 //! A failure inside one run (a corrupt model, a backend error) becomes a failed record and the
 //! study goes on; only a sink failure (results cannot be stored) stops the study.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batching::form_batches;
-use crate::latency::{RequestTiming, batch_timings};
+use crate::latency::{BatchClock, RequestTiming, batch_timings};
 use crate::meter::{MeterProvider, NoMeters};
-use crate::metering::RunMeters;
+use crate::metering::{PhaseTimes, RunMeters};
+use crate::plan::RunSpec;
 use crate::prompts;
 use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
 use crate::runtime::{GenerateOptions, LoadedModel, ModelSpec, Runtime, RuntimeError, StepOutput};
@@ -102,6 +104,23 @@ pub struct Outcome {
     pub failed: usize,
     /// Runs skipped because their results were already stored.
     pub skipped: usize,
+    /// The study was stopped by its cancel flag before every pending run executed; the run in
+    /// progress then was abandoned and wrote nothing.
+    pub cancelled: bool,
+}
+
+/// Why one execution of a run produced no measurements.
+enum RunFailure {
+    /// The runtime failed.
+    Runtime(RuntimeError),
+    /// The cancel flag was raised mid-run.
+    Cancelled,
+}
+
+impl From<RuntimeError> for RunFailure {
+    fn from(e: RuntimeError) -> Self {
+        RunFailure::Runtime(e)
+    }
 }
 
 /// The model of one load group in one cycle, or why it failed to load.
@@ -112,6 +131,7 @@ pub struct Executor<'a> {
     runtime: &'a dyn Runtime,
     clock: &'a dyn Clock,
     meters: &'a dyn MeterProvider,
+    cancel: Option<&'a AtomicBool>,
 }
 
 impl<'a> Executor<'a> {
@@ -121,6 +141,43 @@ impl<'a> Executor<'a> {
             runtime,
             clock,
             meters: &NoMeters,
+            cancel: None,
+        }
+    }
+
+    /// Stops the study when `cancel` is raised: no further run starts, and the run in progress
+    /// is abandoned at its next generation step without writing anything.
+    pub fn with_cancel(mut self, cancel: &'a AtomicBool) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    /// Fails with `Cancelled` once the cancel flag is up.
+    fn check_cancel(&self) -> Result<(), RunFailure> {
+        if self.cancelled() {
+            Err(RunFailure::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits `seconds` in slices, so a raised cancel flag ends a long wait (an arrival gap,
+    /// an idle baseline, a retry delay) within one slice.
+    fn wait(&self, seconds: f64) -> Result<(), RunFailure> {
+        const SLICE_S: f64 = 0.1;
+        // Slices are measured against the clock, so a sleep's overshoot is not repeated.
+        let until = self.clock.now_s() + seconds;
+        loop {
+            self.check_cancel()?;
+            let left = until - self.clock.now_s();
+            if left <= 0.0 {
+                return Ok(());
+            }
+            self.clock.sleep_s(left.min(SLICE_S));
         }
     }
 
@@ -151,10 +208,16 @@ impl<'a> Executor<'a> {
             pending: pending.len(),
             already_done: outcome.skipped,
         });
+        // Progress lines name the settings that tell this study's runs apart.
+        let varying = RunSpec::varying_keys(schedule.items.iter().map(|item| item.run.as_ref()));
         // The model of the current load group; replaced (and the old one dropped) when the
         // group changes, so at most one model is resident at a time.
         let mut loaded: Option<LoadedGroup> = None;
         for (i, item) in pending.iter().enumerate() {
+            if self.cancelled() {
+                outcome.cancelled = true;
+                break;
+            }
             let key = (item.run.load_id, item.cycle);
             if loaded.as_ref().map(|(id, cycle, _)| (*id, *cycle)) != Some(key) {
                 // Free the previous model before loading the next, so two never coexist.
@@ -174,10 +237,7 @@ impl<'a> Executor<'a> {
                 let model = self.runtime.load(&spec).map_err(|e| e.to_string());
                 loaded = Some((key.0, key.1, model));
             }
-            let label = format!(
-                "{} {} bs={} cycle {}",
-                item.run.load.model, item.run.load.dtype, item.run.batch.size, item.cycle
-            );
+            let label = format!("{} cycle {}", item.run.label(&varying), item.cycle);
             progress(Progress::RunStarted {
                 index: i + 1,
                 total: pending.len(),
@@ -206,6 +266,10 @@ impl<'a> Executor<'a> {
                     let mut attempt = 0;
                     loop {
                         match self.run_one(item, model.as_ref()) {
+                            Err(RunFailure::Cancelled) => {
+                                outcome.cancelled = true;
+                                return Ok(outcome);
+                            }
                             Ok((metrics, requests)) => {
                                 record.status = RunStatus::Ok;
                                 record.metrics = Some(metrics);
@@ -215,7 +279,9 @@ impl<'a> Executor<'a> {
                             }
                             // Only backend failures can be transient (device busy, memory
                             // pressure); bad input would fail the same way again.
-                            Err(e @ RuntimeError::Backend(_)) if attempt < schedule.retries => {
+                            Err(RunFailure::Runtime(e @ RuntimeError::Backend(_)))
+                                if attempt < schedule.retries =>
+                            {
                                 attempt += 1;
                                 record.error = Some(e.to_string());
                                 progress(Progress::Retrying {
@@ -223,9 +289,12 @@ impl<'a> Executor<'a> {
                                     attempt,
                                     error: e.to_string(),
                                 });
-                                self.clock.sleep_s(schedule.retry_delay_s);
+                                if self.wait(schedule.retry_delay_s).is_err() {
+                                    outcome.cancelled = true;
+                                    return Ok(outcome);
+                                }
                             }
-                            Err(e) => {
+                            Err(RunFailure::Runtime(e)) => {
                                 record.error = Some(if attempt > 0 {
                                     format!("{e} (after {attempt} retries)")
                                 } else {
@@ -266,11 +335,11 @@ impl<'a> Executor<'a> {
         &self,
         item: &ScheduledRun,
         model: &dyn LoadedModel,
-    ) -> Result<(RunMetrics, Vec<RequestTiming>), RuntimeError> {
+    ) -> Result<(RunMetrics, Vec<RequestTiming>), RunFailure> {
         let run = &item.run;
         let texts = prompts::materialise(&run.prompts);
         if texts.is_empty() {
-            return Err(RuntimeError::InvalidInput("the prompt set is empty".into()));
+            return Err(RuntimeError::InvalidInput("the prompt set is empty".into()).into());
         }
         let mut encoded = Vec::with_capacity(texts.len());
         for text in &texts {
@@ -295,18 +364,26 @@ impl<'a> Executor<'a> {
         );
         let batches: Vec<&[Vec<u32>]> = ranges.iter().map(|r| &encoded[r.clone()]).collect();
         let arrivals = run.infer.arrival.arrivals(encoded.len());
+        let closed_loop = run.infer.arrival == crate::stage::ArrivalSpec::ClosedLoop;
 
         let mut meters = RunMeters::open(self.meters, &run.load.device, &run.measure);
         // The peak may run a short microbenchmark the first time: outside any timing.
         let peak = self.meters.peak(&run.load.device, run.load.dtype.name());
         meters.idle_baseline(run.measure.idle_baseline_s, &|| self.clock.now_s(), &|s| {
-            self.clock.sleep_s(s)
+            // A cancel ends the wait early; the check below then abandons the run.
+            let _ = self.wait(s);
         });
+        self.check_cancel()?;
 
         let warmup_start = self.clock.now_s();
         for _ in 0..run.infer.warmup {
             let mut generation = model.start(batches[0], &options)?;
-            while !generation.step()?.finished {}
+            loop {
+                self.check_cancel()?;
+                if generation.step()?.finished {
+                    break;
+                }
+            }
         }
         let warmup_s = self.clock.now_s() - warmup_start;
 
@@ -327,7 +404,7 @@ impl<'a> Executor<'a> {
             let ready = run_start + arrivals[range.clone()].iter().copied().fold(0.0, f64::max);
             let now = self.clock.now_s();
             if ready > now {
-                self.clock.sleep_s(ready - now);
+                self.wait(ready - now)?;
             }
             let start = self.clock.now_s();
             let energy_start = meters.read_energy();
@@ -336,6 +413,7 @@ impl<'a> Executor<'a> {
             let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
             let mut ends = Vec::with_capacity(options.max_new_tokens);
             loop {
+                self.check_cancel()?;
                 let out = generation.step()?;
                 let end = self.clock.now_s();
                 if steps.is_empty() {
@@ -356,19 +434,28 @@ impl<'a> Executor<'a> {
             meters.add_decode(&energy_prefilled, &energy_end);
             metrics.prefill_s += ends[0] - start;
             metrics.decode_s += ends[ends.len() - 1] - ends[0];
-            let absolute: Vec<f64> = arrivals[range.clone()]
-                .iter()
-                .map(|a| run_start + a)
-                .collect();
+            // In a closed loop a request arrives when it is handed to the engine: its batch's
+            // start. Scheduled arrivals are offsets from the window's opening.
+            let absolute: Vec<f64> = if closed_loop {
+                vec![start; range.len()]
+            } else {
+                arrivals[range.clone()]
+                    .iter()
+                    .map(|a| run_start + a)
+                    .collect()
+            };
             let first = requests.len();
             requests.extend(batch_timings(
                 b,
                 range.start,
                 &lengths[range.clone()],
-                &absolute,
-                start,
                 &steps,
-                &ends,
+                &BatchClock {
+                    arrival_s: &absolute,
+                    start_s: start,
+                    window_start_s: run_start,
+                    step_end_s: &ends,
+                },
             ));
             metrics.decode_bytes += crate::flops::decode_read_bytes(
                 model.info(),
@@ -380,7 +467,11 @@ impl<'a> Executor<'a> {
             );
         }
         metrics.wall_s = self.clock.now_s() - run_start;
-        metrics.meters = meters.finish(metrics.prefill_s, metrics.decode_s);
+        metrics.meters = meters.finish(PhaseTimes {
+            prefill_s: metrics.prefill_s,
+            decode_s: metrics.decode_s,
+            wall_s: metrics.wall_s,
+        });
         if metrics.meters.total_j().is_some() {
             // Validated while planning, so this resolves; a failure leaves co2e null.
             metrics.intensity = crate::carbon::resolve(&run.measure.carbon).ok();
@@ -397,6 +488,8 @@ impl<'a> Executor<'a> {
             metrics.flops_prefill += prefill;
             metrics.flops_decode += decode;
         }
+        let notes = metrics.interpretation_notes();
+        metrics.meters.notes.extend(notes);
         Ok((metrics, requests))
     }
 }

@@ -1,8 +1,13 @@
 //! Latency arithmetic: per-request timings from step timestamps, and run-level percentiles.
 //!
-//! Definitions follow MLPerf and vLLM: TTFT is start → first token, TPOT is
-//! (e2e − ttft) / (output_tokens − 1), inter-token latencies are gaps between a request's
-//! consecutive tokens. Padding never counts as a token.
+//! Definitions follow MLPerf and vLLM's `benchmark_serving`: TTFT and e2e are measured from the
+//! request's **arrival** (vLLM: from request send), so they include the time a request queued
+//! before its batch started; TPOT is (e2e − ttft) / (output_tokens − 1); inter-token latencies
+//! (ITL) are the gaps between a request's consecutive tokens, and run-level ITL percentiles are
+//! taken over every gap of every request. In a closed loop a request arrives when it is handed
+//! to the engine, i.e. when its batch starts. The batch-relative first-token time is kept as
+//! `ttft_service_s`. Padding never counts as a token; an EOS token the model emitted counts as
+//! an output token (it was computed and streamed).
 
 use crate::runtime::StepOutput;
 
@@ -17,13 +22,17 @@ pub struct RequestTiming {
     pub input_tokens: usize,
     /// Generated tokens (no padding).
     pub output_tokens: usize,
+    /// Arrival, seconds after the run's timed window opened.
+    pub arrival_s: f64,
     /// Arrival → start of its batch, seconds.
     pub queue_s: f64,
-    /// Start → first token, seconds.
+    /// Arrival → first token, seconds (MLPerf/vLLM TTFT).
     pub ttft_s: f64,
+    /// Batch start → first token, seconds (TTFT without queueing).
+    pub ttft_service_s: f64,
     /// Mean time per output token after the first; `None` with fewer than two tokens.
     pub tpot_s: Option<f64>,
-    /// Start → last token, seconds.
+    /// Arrival → last token, seconds.
     pub e2e_s: f64,
     /// Gaps between consecutive tokens, seconds.
     pub inter_token_s: Vec<f64>,
@@ -31,19 +40,35 @@ pub struct RequestTiming {
     pub output_ids: Vec<u32>,
 }
 
-/// Turns one batch's step outputs and their completion times into per-request timings.
+/// When one batch's events happened, all on one monotonic clock, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchClock<'a> {
+    /// When each request of the batch arrived.
+    pub arrival_s: &'a [f64],
+    /// When the batch started (was handed to the model).
+    pub start_s: f64,
+    /// When the run's timed window opened.
+    pub window_start_s: f64,
+    /// When each generation step finished.
+    pub step_end_s: &'a [f64],
+}
+
+/// Turns one batch's step outputs and their clock into per-request timings.
 ///
-/// `arrival_s[i]` is when request `i` of the batch arrived, `start_s` when the batch started,
-/// and `step_end_s[k]` when step `k` finished (all on one monotonic clock, in seconds).
+/// A request cannot arrive after its batch started: a later arrival is clamped to the start.
 pub fn batch_timings(
     batch_index: usize,
     first_request_index: usize,
     input_tokens: &[usize],
-    arrival_s: &[f64],
-    start_s: f64,
     steps: &[StepOutput],
-    step_end_s: &[f64],
+    clock: &BatchClock<'_>,
 ) -> Vec<RequestTiming> {
+    let BatchClock {
+        arrival_s,
+        start_s,
+        window_start_s,
+        step_end_s,
+    } = *clock;
     (0..input_tokens.len())
         .map(|seq| {
             let mut times = Vec::new();
@@ -54,16 +79,20 @@ pub fn batch_timings(
                     ids.push(*token);
                 }
             }
-            let ttft_s = times.first().map_or(0.0, |t| t - start_s);
-            let e2e_s = times.last().map_or(0.0, |t| t - start_s);
+            let arrival = arrival_s[seq].min(start_s);
+            let ttft_service_s = times.first().map_or(0.0, |t| t - start_s);
+            let ttft_s = times.first().map_or(0.0, |t| t - arrival);
+            let e2e_s = times.last().map_or(0.0, |t| t - arrival);
             let n = times.len();
             RequestTiming {
                 batch_index,
                 request_index: first_request_index + seq,
                 input_tokens: input_tokens[seq],
                 output_tokens: n,
-                queue_s: (start_s - arrival_s[seq]).max(0.0),
+                arrival_s: arrival - window_start_s,
+                queue_s: start_s - arrival,
                 ttft_s,
+                ttft_service_s,
                 tpot_s: (n >= 2).then(|| (e2e_s - ttft_s) / (n - 1) as f64),
                 e2e_s,
                 inter_token_s: times.windows(2).map(|w| w[1] - w[0]).collect(),
@@ -138,24 +167,42 @@ mod tests {
             step(&[Some(3), None]),
         ];
         let ends = [10.5, 10.7, 11.0, 11.4];
-        let t = batch_timings(0, 0, &[4, 3], &[10.0, 10.0], 10.1, &steps, &ends);
+        // The requests arrived at 10.0 and 9.5; the batch started at 10.1 (window at 9.0).
+        let clock = BatchClock {
+            arrival_s: &[10.0, 9.5],
+            start_s: 10.1,
+            window_start_s: 9.0,
+            step_end_s: &ends,
+        };
+        let t = batch_timings(0, 0, &[4, 3], &steps, &clock);
         let a = &t[0];
+        assert!((a.arrival_s - 1.0).abs() < 1e-12);
         assert!((a.queue_s - 0.1).abs() < 1e-12);
-        assert!((a.ttft_s - 0.4).abs() < 1e-12);
-        assert!((a.e2e_s - 1.3).abs() < 1e-12);
-        assert!((a.tpot_s.unwrap() - 0.3).abs() < 1e-12); // (1.3 - 0.4) / 3
+        // TTFT and e2e from arrival (vLLM: from request send), the service TTFT from start.
+        assert!((a.ttft_s - 0.5).abs() < 1e-12);
+        assert!((a.ttft_service_s - 0.4).abs() < 1e-12);
+        assert!((a.e2e_s - 1.4).abs() < 1e-12);
+        assert!((a.tpot_s.unwrap() - 0.3).abs() < 1e-12); // (1.4 - 0.5) / 3
         assert_eq!(a.output_tokens, 4);
         assert_eq!(a.inter_token_s.len(), 3);
         let b = &t[1];
         assert_eq!(b.output_tokens, 2);
-        assert!((b.e2e_s - 0.6).abs() < 1e-12);
+        assert!((b.queue_s - 0.6).abs() < 1e-12);
+        assert!((b.ttft_s - 1.0).abs() < 1e-12);
+        assert!((b.e2e_s - 1.2).abs() < 1e-12);
         assert!((b.tpot_s.unwrap() - 0.2).abs() < 1e-12);
         assert_eq!(b.output_ids, vec![7, 2]);
     }
 
     #[test]
     fn one_token_has_no_tpot() {
-        let t = batch_timings(0, 0, &[1], &[0.0], 0.0, &[step(&[Some(1)])], &[0.25]);
+        let clock = BatchClock {
+            arrival_s: &[0.0],
+            start_s: 0.0,
+            window_start_s: 0.0,
+            step_end_s: &[0.25],
+        };
+        let t = batch_timings(0, 0, &[1], &[step(&[Some(1)])], &clock);
         assert_eq!(t[0].tpot_s, None);
         assert_eq!(t[0].ttft_s, 0.25);
     }

@@ -64,7 +64,8 @@ pub struct DomainEnergy {
 pub enum EnergySplit {
     /// Counters were read at each prefill/decode boundary.
     Measured,
-    /// At least one domain is an estimate, so its energy was apportioned by phase time.
+    /// At least one domain is an estimate, so its energy was apportioned by each phase's
+    /// share of the window's length (idle time keeps its share, as `other_j`).
     Apportioned,
 }
 
@@ -87,6 +88,9 @@ pub struct MeterReport {
     pub prefill_j: Option<f64>,
     /// Energy of the decode steps, joules.
     pub decode_j: Option<f64>,
+    /// Energy of the window outside both phases (waits for arrivals, batch hand-overs),
+    /// joules: `prefill_j + decode_j + other_j` is the window's total.
+    pub other_j: Option<f64>,
     /// How `prefill_j`/`decode_j` were obtained.
     pub split: Option<EnergySplit>,
     /// Mean power over the idle baseline window, watts (all measured domains).
@@ -97,6 +101,9 @@ pub struct MeterReport {
     pub rss_high_water_bytes: Option<u64>,
     /// Problems met while metering (a counter that failed mid-run, ...).
     pub notes: Vec<String>,
+    /// Logical CPUs this process may run on, to compare its CPU time (percent of one core)
+    /// with the machine's (percent of all).
+    pub cpu_count: Option<usize>,
 }
 
 impl MeterReport {
@@ -155,6 +162,21 @@ impl MeterReport {
         let values: Vec<f64> = self.samples.iter().filter_map(f).collect();
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     }
+
+    /// Mean of a utilisation share (CPU, steal, GPU), from at least [`MIN_UTILISATION_SAMPLES`]
+    /// samples; fewer say too little about the window to be its utilisation.
+    pub fn utilisation_mean(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+        self.utilisation_known(&f).then(|| self.mean(f)).flatten()
+    }
+
+    /// Largest sampled utilisation share, from at least [`MIN_UTILISATION_SAMPLES`] samples.
+    pub fn utilisation_peak(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+        self.utilisation_known(&f).then(|| self.peak(f)).flatten()
+    }
+
+    fn utilisation_known(&self, f: &impl Fn(&Sample) -> Option<f64>) -> bool {
+        self.samples.iter().filter(|s| f(s).is_some()).count() >= MIN_UTILISATION_SAMPLES
+    }
 }
 
 struct Shared {
@@ -190,6 +212,9 @@ impl Shared {
         reading
     }
 
+    /// Takes one sample at `t_s` seconds after the window opened; `previous` is the last
+    /// sample's time and energy reading (`None` for the first, whose interval starts at the
+    /// window's opening, where the probes were started).
     fn sample(&mut self, t_s: f64, previous: &mut Option<(f64, EnergyReading)>) {
         let mut sample = Sample {
             t_s,
@@ -197,6 +222,15 @@ impl Shared {
         };
         for probe in &mut self.probes {
             probe.sample(&mut sample);
+        }
+        let interval = t_s - previous.as_ref().map_or(0.0, |(t0, _)| *t0);
+        if interval < MIN_UTILISATION_INTERVAL_S {
+            // Too few clock ticks to be a share of time (a 3 ms interval with one tick reads
+            // 333 %): the figure is unknown, not 0 % or several cores.
+            sample.process_cpu_pct = None;
+            sample.system_cpu_pct = None;
+            sample.cpu_steal_pct = None;
+            sample.gpu_util_pct = None;
         }
         let reading = self.read();
         if let Some((t0, before)) = previous.as_ref() {
@@ -223,8 +257,31 @@ pub struct RunMeters {
     sampler: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     window_start: Option<EnergyReading>,
     idle_power_w: Option<f64>,
+    baseline_probes: Vec<Box<dyn Probe>>,
     phase: PhaseEnergy,
 }
+
+/// How a run's timed window divided into phases, seconds; the rest of `wall_s` is neither
+/// (waits for arrivals, hand-overs between batches).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PhaseTimes {
+    /// Time in prompt passes.
+    pub prefill_s: f64,
+    /// Time in decode steps.
+    pub decode_s: f64,
+    /// The whole timed window.
+    pub wall_s: f64,
+}
+
+/// Sampled utilisation over an interval shorter than this is dropped: `/proc` CPU times tick
+/// at 100 Hz, so over 10 ms one tick more or less reads as 0 % or 100 % of a core.
+pub const MIN_UTILISATION_INTERVAL_S: f64 = 0.05;
+
+/// Samples of a utilisation share a run needs before its mean or peak is reported.
+pub const MIN_UTILISATION_SAMPLES: usize = 2;
+
+/// System CPU busy share, percent, above which an idle baseline is said to be noisy.
+pub const BUSY_BASELINE_PCT: f64 = 10.0;
 
 /// Energy accumulated per phase from readings taken at the phase boundaries.
 #[derive(Debug, Default, Clone, Copy)]
@@ -258,6 +315,13 @@ impl RunMeters {
         } else {
             Vec::new()
         };
+        // The idle baseline watches the machine's load on probes of its own, so a busy
+        // baseline is noticed whether or not the study samples utilisation.
+        let baseline_probes = if energy_on && measure.idle_baseline_s > 0.0 {
+            provider.probes(device)
+        } else {
+            Vec::new()
+        };
         RunMeters {
             shared: Arc::new(Mutex::new(Shared {
                 counters: counters.into_iter().map(|c| (c, None)).collect(),
@@ -270,6 +334,7 @@ impl RunMeters {
             sampler: None,
             window_start: None,
             idle_power_w: None,
+            baseline_probes,
             phase: PhaseEnergy::default(),
         }
     }
@@ -294,10 +359,24 @@ impl RunMeters {
             return;
         }
         let t0 = now();
+        for probe in &mut self.baseline_probes {
+            probe.start();
+        }
         let before = self.read_energy();
         sleep(seconds);
         let after = self.read_energy();
         let elapsed = now() - t0;
+        let mut load = Sample::default();
+        for probe in &mut self.baseline_probes {
+            probe.sample(&mut load);
+        }
+        if let Some(busy) = load.system_cpu_pct
+            && busy > BUSY_BASELINE_PCT
+        {
+            lock(&self.shared).notes.push(format!(
+                "idle baseline taken while the machine was {busy:.0} % busy: idle_power_w includes that load, so energy_net_j is understated"
+            ));
+        }
         let measured: Vec<f64> = (0..3)
             .filter_map(|i| Some(after[i]? - before[i]?))
             .collect();
@@ -318,10 +397,12 @@ impl RunMeters {
             let (stop, stopped) = mpsc::channel::<()>();
             let shared = Arc::clone(&self.shared);
             let interval = self.interval;
+            // Sample times count from the window's opening, where the probes started, not
+            // from whenever the thread got going.
+            let origin = Instant::now();
             let handle = std::thread::Builder::new()
                 .name("llmeff-meters".into())
                 .spawn(move || {
-                    let origin = Instant::now();
                     let mut previous = None;
                     loop {
                         lock(&shared).sample(origin.elapsed().as_secs_f64(), &mut previous);
@@ -362,9 +443,16 @@ impl RunMeters {
         }
     }
 
-    /// Closes the window and computes the report. `prefill_s` and `decode_s` apportion the
-    /// energy of estimated domains.
-    pub fn finish(mut self, prefill_s: f64, decode_s: f64) -> MeterReport {
+    /// Closes the window and computes the report. An estimated domain's energy is apportioned
+    /// by each phase's share of the whole window (`phases.wall_s`), so idle time keeps its
+    /// share; measured domains are split at the readings taken at the phase boundaries. The
+    /// rest of each domain's energy is `other_j`.
+    pub fn finish(mut self, phases: PhaseTimes) -> MeterReport {
+        let PhaseTimes {
+            prefill_s,
+            decode_s,
+            wall_s,
+        } = phases;
         let end = self.read_energy();
         if let Some((stop, handle)) = self.sampler.take() {
             let _ = stop.send(());
@@ -381,6 +469,7 @@ impl RunMeters {
             .iter_mut()
             .find_map(|p| p.rss_high_water_bytes());
         let mut report = MeterReport {
+            cpu_count: std::thread::available_parallelism().ok().map(|n| n.get()),
             samples: std::mem::take(&mut shared.samples),
             rss_high_water_bytes,
             idle_power_w: self.idle_power_w,
@@ -390,6 +479,7 @@ impl RunMeters {
             let mut any_estimate = false;
             let mut prefill = 0.0;
             let mut decode = 0.0;
+            let mut total = 0.0;
             let mut any = false;
             for domain in Domain::ALL {
                 let i = index(domain);
@@ -407,15 +497,18 @@ impl RunMeters {
                 };
                 if let (Some(j), EnergySource::From(s)) = (joules, source) {
                     any = true;
+                    total += j;
                     if s.is_measured() {
                         prefill += self.phase.prefill[i];
                         decode += self.phase.decode[i];
                     } else {
                         any_estimate = true;
-                        let busy = prefill_s + decode_s;
-                        if busy > 0.0 {
-                            prefill += j * prefill_s / busy;
-                            decode += j * decode_s / busy;
+                        // Regression (issue A.2): apportioning over prefill + decode time only
+                        // charged every idle second of a Poisson run to its phases.
+                        let window = wall_s.max(prefill_s + decode_s);
+                        if window > 0.0 {
+                            prefill += j * prefill_s / window;
+                            decode += j * decode_s / window;
                         }
                     }
                 }
@@ -429,6 +522,14 @@ impl RunMeters {
             if any {
                 report.prefill_j = Some(prefill);
                 report.decode_j = Some(decode);
+                // Counter reads jitter by microjoules; a window with no gaps has no other
+                // energy, not a rounding residue of either sign.
+                let other = total - prefill - decode;
+                report.other_j = Some(if other.abs() <= 1e-9 * total.abs() {
+                    0.0
+                } else {
+                    other
+                });
                 report.split = Some(if any_estimate {
                     EnergySplit::Apportioned
                 } else {
@@ -437,7 +538,20 @@ impl RunMeters {
             }
         }
         report.notes = std::mem::take(&mut shared.notes);
-        if let Some(steal) = report.mean(|s| s.cpu_steal_pct)
+        let probed = !shared.probes.is_empty();
+        drop(shared);
+        let cpu_samples = report
+            .samples
+            .iter()
+            .filter(|s| s.process_cpu_pct.is_some() || s.system_cpu_pct.is_some())
+            .count();
+        if probed && cpu_samples < MIN_UTILISATION_SAMPLES {
+            report.notes.push(format!(
+                "utilisation left null: {cpu_samples} sample(s) of at least {:.0} ms in a {wall_s:.3} s window (lower interval_ms or lengthen the run)",
+                MIN_UTILISATION_INTERVAL_S * 1000.0
+            ));
+        }
+        if let Some(steal) = report.utilisation_mean(|s| s.cpu_steal_pct)
             && steal >= STEAL_NOTE_PCT
         {
             report.notes.push(format!(
@@ -511,6 +625,14 @@ mod tests {
         }
     }
 
+    fn phases(prefill_s: f64, decode_s: f64, wall_s: f64) -> PhaseTimes {
+        PhaseTimes {
+            prefill_s,
+            decode_s,
+            wall_s,
+        }
+    }
+
     fn reading(cpu: f64, ram: f64) -> EnergyReading {
         [Some(cpu), None, Some(ram)]
     }
@@ -523,7 +645,7 @@ mod tests {
         m.add_prefill(&reading(100.0, 10.0), &reading(103.0, 11.0));
         m.add_decode(&reading(103.0, 11.0), &reading(110.0, 12.0));
         // No counters at all: every domain unavailable, nothing invented.
-        let report = m.finish(1.0, 2.0);
+        let report = m.finish(phases(1.0, 2.0, 3.0));
         assert_eq!(report.total_j(), None);
         assert_eq!(report.total_source(), "unavailable");
         assert!(
@@ -557,7 +679,7 @@ mod tests {
         m.window_start = Some(m.read_energy());
         m.phase.prefill = [4.0, 0.0, 0.0];
         m.phase.decode = [6.0, 0.0, 0.0];
-        let report = m.finish(1.0, 3.0);
+        let report = m.finish(phases(1.0, 3.0, 4.0));
         assert_eq!(report.total_j(), Some(12.0));
         assert_eq!(report.total_source(), "rapl+estimate");
         let ram = report.domain(Domain::Ram).unwrap();
@@ -566,10 +688,73 @@ mod tests {
         assert_eq!(report.prefill_j, Some(4.5));
         assert_eq!(report.decode_j, Some(7.5));
         assert_eq!(report.split, Some(EnergySplit::Apportioned));
+        assert_eq!(report.other_j, Some(0.0));
         assert_eq!(
             report.domain(Domain::Gpu).unwrap().source,
             EnergySource::Unavailable
         );
+    }
+
+    #[test]
+    fn idle_time_keeps_its_share_of_the_energy() {
+        // Regression (issue A.2): a 10 s window with 1 s of prefill and 1 s of decode (the rest
+        // waiting for arrivals). The CPU counter (measured) used 20 J in its phases of 30 J;
+        // the estimated RAM drew 50 J over the window, 5 W. Apportioning RAM over the busy
+        // 2 s only would have charged 25 J to each phase.
+        let provider = Provider(Mutex::new(vec![
+            Box::new(Scripted {
+                domain: Domain::Cpu,
+                source: Source::Rapl,
+                values: vec![0.0, 30.0],
+                at: 0,
+            }),
+            Box::new(Scripted {
+                domain: Domain::Ram,
+                source: Source::Estimate,
+                values: vec![0.0, 50.0],
+                at: 0,
+            }),
+        ]));
+        let mut m = RunMeters::open(&provider, "cpu", &measure(&["energy"]));
+        m.window_start = Some(m.read_energy());
+        m.phase.prefill = [12.0, 0.0, 0.0];
+        m.phase.decode = [8.0, 0.0, 0.0];
+        let report = m.finish(phases(1.0, 1.0, 10.0));
+        assert_eq!(report.total_j(), Some(80.0));
+        assert_eq!(report.prefill_j, Some(12.0 + 5.0));
+        assert_eq!(report.decode_j, Some(8.0 + 5.0));
+        assert_eq!(report.other_j, Some(10.0 + 40.0));
+    }
+
+    #[test]
+    fn utilisation_over_a_few_clock_ticks_is_unknown() {
+        struct Busy;
+        impl Probe for Busy {
+            fn start(&mut self) {}
+            fn sample(&mut self, sample: &mut Sample) {
+                sample.rss_bytes = Some(1);
+                sample.process_cpu_pct = Some(430.0);
+                sample.system_cpu_pct = Some(100.0);
+            }
+            fn rss_high_water_bytes(&mut self) -> Option<u64> {
+                None
+            }
+        }
+        let mut shared = Shared {
+            counters: Vec::new(),
+            probes: vec![Box::new(Busy)],
+            samples: Vec::new(),
+            notes: Vec::new(),
+        };
+        let mut previous = None;
+        // 3 ms after the window opened, then a full interval, then 4 ms (the closing sample).
+        shared.sample(0.003, &mut previous);
+        shared.sample(0.103, &mut previous);
+        shared.sample(0.107, &mut previous);
+        let cpu: Vec<Option<f64>> = shared.samples.iter().map(|s| s.process_cpu_pct).collect();
+        assert_eq!(cpu, vec![None, Some(430.0), None]);
+        // Memory is an instant, not a share of an interval: always kept.
+        assert!(shared.samples.iter().all(|s| s.rss_bytes == Some(1)));
     }
 
     #[test]
@@ -582,7 +767,7 @@ mod tests {
         })]));
         let m = RunMeters::open(&provider, "cpu", &measure(&["latency"]));
         assert_eq!(m.read_energy(), [None; 3]);
-        let report = m.finish(1.0, 1.0);
+        let report = m.finish(phases(1.0, 1.0, 2.0));
         assert!(report.energy.is_empty());
         assert_eq!(report.total_source(), "off");
     }
@@ -597,7 +782,7 @@ mod tests {
         })]));
         let mut m = RunMeters::open(&provider, "cpu", &measure(&["energy"]));
         m.window_start = Some(m.read_energy());
-        let report = m.finish(1.0, 1.0);
+        let report = m.finish(phases(1.0, 1.0, 2.0));
         let cpu = report.domain(Domain::Cpu).unwrap();
         assert_eq!(cpu.joules, None);
         assert_eq!(cpu.source, EnergySource::Unavailable);
@@ -608,7 +793,9 @@ mod tests {
     fn a_run_slowed_by_cpu_steal_says_so() {
         for (steal, noted) in [
             (vec![Some(2.0), Some(4.0)], false),
-            (vec![Some(30.0), None], true),
+            (vec![Some(30.0), Some(30.0), None], true),
+            // One sample is not a run's steal.
+            (vec![Some(30.0), None], false),
         ] {
             let m = RunMeters::open(&NoMeters, "cpu", &measure(&["latency"]));
             lock(&m.shared).samples = steal
@@ -618,7 +805,7 @@ mod tests {
                     ..Sample::default()
                 })
                 .collect();
-            let report = m.finish(1.0, 1.0);
+            let report = m.finish(phases(1.0, 1.0, 2.0));
             let notes = report.notes.join("; ");
             assert_eq!(notes.contains("cpu steal"), noted, "{notes:?}");
             if noted {

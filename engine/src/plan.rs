@@ -123,12 +123,51 @@ impl RunSpec {
             c.insert("token_budget", t.to_string());
         }
         if self.infer.arrival != crate::stage::ArrivalSpec::ClosedLoop {
-            c.insert("arrival", self.infer.arrival.name().to_string());
+            c.insert("arrival", self.infer.arrival.describe());
         }
         c.insert("max_new_tokens", self.infer.max_new_tokens.to_string());
-        c.insert("decoding", self.infer.decoding.method().to_string());
+        c.insert("decoding", self.infer.decoding.describe());
         c.insert("meters", self.measure.meters.join("+"));
         c
+    }
+
+    /// A short label of the run naming the model and the settings that vary among `runs`
+    /// (`tiny-stories decoding=greedy arrival=poisson 5/s`); with nothing varying, model,
+    /// dtype and batch size.
+    pub fn label(&self, varying: &[&'static str]) -> String {
+        let config = self.config();
+        let mut parts = vec![self.load.model.clone()];
+        let keys: Vec<&str> = if varying.is_empty() {
+            vec!["dtype", "batch_size"]
+        } else {
+            varying.iter().copied().filter(|k| *k != "model").collect()
+        };
+        for key in keys {
+            // `config()` leaves out what is at its default; a label must still say it.
+            let value = match (config.get(key), key) {
+                (Some(v), _) => v.as_str(),
+                (None, "arrival") => "closed_loop",
+                (None, "quantization") => "none",
+                (None, _) => "-",
+            };
+            parts.push(format!("{key}={value}"));
+        }
+        parts.join(" ")
+    }
+
+    /// The configuration keys whose values differ among `runs`, alphabetically (a key
+    /// some runs lack, like `arrival` for closed-loop ones, varies too).
+    pub fn varying_keys<'a>(runs: impl IntoIterator<Item = &'a RunSpec>) -> Vec<&'static str> {
+        let configs: Vec<BTreeMap<&'static str, String>> =
+            runs.into_iter().map(RunSpec::config).collect();
+        let mut keys: Vec<&'static str> = configs.iter().flat_map(|c| c.keys().copied()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.retain(|k| {
+            let first = configs.first().and_then(|c| c.get(k));
+            configs.iter().any(|c| c.get(k) != first)
+        });
+        keys
     }
 
     /// The whole configuration as JSON (stored with every result row).
@@ -424,5 +463,53 @@ impl fmt::Display for Plan {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(src: &str) -> Vec<RunSpec> {
+        crate::script::plan_script(std::path::Path::new("t.rhai"), src, "t")
+            .unwrap()
+            .runs()
+    }
+
+    #[test]
+    fn labels_name_what_varies_among_runs() {
+        // Regression (issue A): runs differing only in decoding and arrival printed as
+        // identical `model dtype bs` lines.
+        let runs = runs(
+            r#"
+            let m = load("tiny-stories");
+            let b = batch(prompts(["a"]));
+            infer(m, b, #{ max_new_tokens: 2 });
+            infer(m, b, #{ max_new_tokens: 2, decoding: #{ method: "sample", temperature: 0.7 } });
+            infer(m, b, #{ max_new_tokens: 2, arrival: #{ pattern: "poisson", rate_per_s: 5.0 } });
+            "#,
+        );
+        let varying = RunSpec::varying_keys(&runs);
+        assert_eq!(varying, vec!["arrival", "decoding"]);
+        let labels: Vec<String> = runs.iter().map(|r| r.label(&varying)).collect();
+        assert!(
+            labels.contains(&"tiny-stories arrival=closed_loop decoding=greedy".to_string()),
+            "{labels:?}"
+        );
+        assert!(
+            labels
+                .iter()
+                .any(|l| l.starts_with("tiny-stories arrival=poisson 5/s")),
+            "{labels:?}"
+        );
+        assert!(
+            labels.iter().any(|l| l.contains("decoding=sample t=0.7")),
+            "{labels:?}"
+        );
+        // One run: nothing varies, the familiar model dtype batch label.
+        assert_eq!(
+            runs[0].label(&RunSpec::varying_keys(&runs[..1])),
+            "tiny-stories dtype=f32 batch_size=1"
+        );
     }
 }

@@ -99,9 +99,53 @@ impl RunMetrics {
         Some(self.intensity.as_ref()?.co2e_g(self.meters.total_j()?))
     }
 
-    /// Model FLOPs utilisation: achieved FLOP/s over the device's peak.
+    /// Seconds the device computed: prompt passes plus decode steps (the window less its waits
+    /// for arrivals and hand-overs between batches).
+    pub fn compute_s(&self) -> f64 {
+        self.prefill_s + self.decode_s
+    }
+
+    /// Analytic FLOPs per second of compute time (prefill + decode), the rate MFU compares.
+    pub fn compute_flops_per_s(&self) -> Option<f64> {
+        let compute_s = self.compute_s();
+        (compute_s > 0.0).then(|| (self.flops_prefill + self.flops_decode) as f64 / compute_s)
+    }
+
+    /// Model FLOPs utilisation over the compute phases: FLOPs per second of prefill + decode
+    /// time over the device's peak. Like MBU it leaves idle wall time out; a run that waits
+    /// for arrivals does not look less efficient at computing.
     pub fn mfu(&self) -> Option<f64> {
-        Some(self.flops_per_s()? / self.peak.as_ref()?.flops_per_s)
+        Some(self.compute_flops_per_s()? / self.peak.as_ref()?.flops_per_s)
+    }
+
+    /// What a reader must know to interpret the run's figures (`meter_notes`).
+    pub fn interpretation_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(mbu) = self.mbu()
+            && mbu > 1.0
+        {
+            notes.push(format!(
+                "mbu {mbu:.2} > 1: decode read weights faster than the measured memory bandwidth, so they were (partly) served from cache; MBU does not bound this run"
+            ));
+        }
+        let estimated = self.meters.energy.iter().any(
+            |d| matches!(d.source, crate::metering::EnergySource::From(s) if !s.is_measured()),
+        );
+        let process = self.meters.utilisation_mean(|s| s.process_cpu_pct);
+        let system = self.meters.utilisation_mean(|s| s.system_cpu_pct);
+        if estimated
+            && let (Some(process), Some(system)) = (process, system)
+            && let Some(cores) = self.meters.cpu_count
+        {
+            // process is % of one core; system is % of all cores.
+            let process_share = process / cores as f64;
+            if system > 2.0 * process_share && system - process_share > 10.0 {
+                notes.push(format!(
+                    "llmeff used {process_share:.0} % of the CPUs while the machine was {system:.0} % busy: a machine-mode estimate charges the other load to this run (measure estimate: \"process\" charges only llmeff's share)"
+                ));
+            }
+        }
+        notes
     }
 
     /// Bytes read per second of decode time (weights and KV cache).
@@ -183,5 +227,87 @@ impl RecordSink for MemorySink {
             .filter(|r| r.status == RunStatus::Ok)
             .map(|r| (r.run_hash.clone(), r.cycle))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::{Domain, Sample, Source};
+    use crate::metering::{DomainEnergy, EnergySource};
+
+    fn peak(flops_per_s: f64, bytes_per_s: f64) -> Option<DevicePeak> {
+        Some(DevicePeak {
+            flops_per_s,
+            bytes_per_s,
+            source: "test".into(),
+        })
+    }
+
+    #[test]
+    fn mfu_is_taken_over_the_compute_phases_not_idle_wall() {
+        // Regression (issue A.3): 2 s of compute in a 10 s window that mostly waited for
+        // arrivals; over wall time MFU read 0.2.
+        let m = RunMetrics {
+            wall_s: 10.0,
+            prefill_s: 0.5,
+            decode_s: 1.5,
+            flops_prefill: 1_000_000,
+            flops_decode: 1_000_000,
+            peak: peak(1e6, 1.0),
+            ..RunMetrics::default()
+        };
+        assert_eq!(m.compute_flops_per_s(), Some(1e6));
+        assert_eq!(m.mfu(), Some(1.0));
+        assert_eq!(m.flops_per_s(), Some(2e5));
+    }
+
+    #[test]
+    fn an_mbu_above_one_is_explained() {
+        let mut m = RunMetrics {
+            decode_s: 1.0,
+            decode_bytes: 300,
+            peak: peak(1.0, 200.0),
+            ..RunMetrics::default()
+        };
+        let notes = m.interpretation_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("mbu 1.50 > 1"), "{notes:?}");
+        m.decode_bytes = 100;
+        assert!(m.interpretation_notes().is_empty());
+    }
+
+    fn estimated_run(process_pct: f64, system_pct: f64) -> RunMetrics {
+        let sample = Sample {
+            process_cpu_pct: Some(process_pct),
+            system_cpu_pct: Some(system_pct),
+            ..Sample::default()
+        };
+        RunMetrics {
+            meters: MeterReport {
+                energy: vec![DomainEnergy {
+                    domain: Domain::Cpu,
+                    joules: Some(10.0),
+                    source: EnergySource::From(Source::Estimate),
+                    meter: None,
+                }],
+                samples: vec![sample.clone(), sample],
+                cpu_count: Some(2),
+                ..MeterReport::default()
+            },
+            ..RunMetrics::default()
+        }
+    }
+
+    #[test]
+    fn an_estimate_charging_other_tenants_load_is_noted() {
+        // llmeff at 50 % of one core = 25 % of 2 CPUs, the machine 80 % busy.
+        let notes = estimated_run(50.0, 80.0).interpretation_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("llmeff used 25 % of the CPUs while the machine was 80 % busy")
+        );
+        // Its own load: 180 % of one core = 90 % of 2 CPUs.
+        assert!(estimated_run(180.0, 92.0).interpretation_notes().is_empty());
     }
 }

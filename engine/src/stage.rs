@@ -244,6 +244,18 @@ impl ArrivalSpec {
         }
     }
 
+    /// The pattern with its parameters (`poisson 5/s seed=1`), for tables and progress lines.
+    pub fn describe(&self) -> String {
+        match *self {
+            ArrivalSpec::ClosedLoop => "closed_loop".to_string(),
+            ArrivalSpec::Constant { interval_s } => format!("constant every {interval_s} s"),
+            ArrivalSpec::Poisson { rate_per_s, seed } => {
+                format!("poisson {rate_per_s}/s seed={seed}")
+            }
+            ArrivalSpec::Bursty { burst, off_s } => format!("bursty {burst} every {off_s} s"),
+        }
+    }
+
     /// Arrival time of each of `n` requests, seconds after the run starts.
     pub fn arrivals(&self, n: usize) -> Vec<f64> {
         match *self {
@@ -313,6 +325,20 @@ impl DecodingSpec {
         match self {
             DecodingSpec::Greedy => "greedy",
             DecodingSpec::Sample { .. } => "sample",
+        }
+    }
+
+    /// The method with its settings, so two sampling runs tell apart in a table
+    /// (`sample t=0.8 top_k=50 top_p=1 seed=0`).
+    pub fn describe(&self) -> String {
+        match *self {
+            DecodingSpec::Greedy => "greedy".to_string(),
+            DecodingSpec::Sample {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => format!("sample t={temperature} top_k={top_k} top_p={top_p} seed={seed}"),
         }
     }
 }

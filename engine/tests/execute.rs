@@ -3,9 +3,10 @@
 use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use engine::execute::{Clock, Executor, Progress};
+use engine::execute::{Clock, Executor, Outcome, Progress};
 use engine::meter::{
     DevicePeak, Domain, EnergyCounter, MeterError, MeterProvider, MeterStatus, Probe, Source,
 };
@@ -219,8 +220,11 @@ fn latency_arithmetic_on_scripted_step_times() {
     assert!((r[0].e2e_s - (PREFILL_S + 3.0 * DECODE_S)).abs() < eps);
     assert!((r[0].tpot_s.unwrap() - DECODE_S).abs() < eps);
     assert!((r[1].e2e_s - (PREFILL_S + 2.0 * DECODE_S)).abs() < eps);
-    // The second batch waited for the first one.
-    assert!((r[2].queue_s - (PREFILL_S + 3.0 * DECODE_S)).abs() < eps);
+    // Closed loop: the second batch's request arrives when it is handed to the engine, after
+    // the first batch finished, so it does not queue and its TTFT is its own prompt pass.
+    assert_eq!(r[2].queue_s, 0.0);
+    assert!((r[2].arrival_s - (PREFILL_S + 3.0 * DECODE_S)).abs() < eps);
+    assert!((r[2].ttft_s - PREFILL_S).abs() < eps);
     assert!((m.output_tokens_per_s().unwrap() - 11.0 / m.wall_s).abs() < eps);
 }
 
@@ -285,7 +289,17 @@ fn arrivals_delay_batches_and_show_as_queue_time() {
     assert!((r[0].queue_s - 2.0).abs() < eps);
     assert!((r[1].queue_s - 0.0).abs() < eps);
     assert!((r[2].queue_s - 2.0).abs() < eps);
-    assert!((r[0].ttft_s - PREFILL_S).abs() < eps);
+    // TTFT and e2e count from arrival (vLLM, MLPerf): request 0 queued 2 s for its batch.
+    // Regression (issue A.1): they were measured from the batch start, hiding the queue.
+    assert!((r[0].ttft_s - (2.0 + PREFILL_S)).abs() < eps);
+    assert!((r[0].ttft_service_s - PREFILL_S).abs() < eps);
+    assert!((r[1].ttft_s - PREFILL_S).abs() < eps);
+    assert!((r[0].e2e_s - (2.0 + PREFILL_S)).abs() < eps);
+    // Arrival offsets are from the window's opening: 0, 2, 4, 6 s.
+    let arrivals: Vec<f64> = r.iter().map(|q| q.arrival_s).collect();
+    assert_eq!(arrivals, vec![0.0, 2.0, 4.0, 6.0]);
+    // Request 2 arrived at 4 s; batch 1 starts at 6 s (after request 3).
+    assert!((r[2].ttft_s - (2.0 + PREFILL_S)).abs() < eps);
     let m = sink.records[0].metrics.as_ref().unwrap();
     assert!((m.wall_s - (6.0 + PREFILL_S)).abs() < eps);
 }
@@ -447,4 +461,95 @@ fn energy_is_split_by_phase_with_sources_and_idle_baseline() {
         })
         .sum();
     assert_eq!(m.decode_bytes, 6 * 32 + kv);
+}
+
+/// Runs a 3-run study whose cancel flag is raised by the progress event `raise_on`.
+fn execute_cancelled(raise_on: &dyn Fn(&Progress) -> bool) -> (MemorySink, Outcome) {
+    let src = r#"
+        let p = batch(prompts(["x", "y"]));
+        for n in [1, 2, 3] { infer(load("a"), p, #{ max_new_tokens: n, warmup: 0 }); }
+    "#;
+    let time = FakeTime::default();
+    let runtime = FakeRuntime {
+        time: time.clone(),
+        loads: Mutex::new(Vec::new()),
+    };
+    let cancel = AtomicBool::new(false);
+    let executor = Executor::new(&runtime, &time).with_cancel(&cancel);
+    let mut sink = MemorySink::default();
+    let outcome = executor
+        .execute(&Schedule::from_plan(&plan(src)), &mut sink, &mut |p| {
+            if raise_on(&p) {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    (sink, outcome)
+}
+
+#[test]
+fn a_raised_cancel_flag_starts_no_further_run() {
+    let (sink, outcome) =
+        execute_cancelled(&|p| matches!(p, Progress::RunFinished { index: 1, .. }));
+    assert!(outcome.cancelled);
+    assert_eq!((outcome.ok, outcome.failed), (1, 0));
+    assert_eq!(sink.records.len(), 1);
+}
+
+#[test]
+fn a_run_cancelled_midway_is_abandoned_and_writes_nothing() {
+    // Raised as run 2 starts: it is abandoned at its first step, run 3 never starts.
+    let (sink, outcome) =
+        execute_cancelled(&|p| matches!(p, Progress::RunStarted { index: 2, .. }));
+    assert!(outcome.cancelled);
+    assert_eq!((outcome.ok, outcome.failed), (1, 0));
+    assert_eq!(sink.records.len(), 1);
+    assert_eq!(sink.records[0].status, RunStatus::Ok);
+}
+
+#[test]
+fn a_cancel_ends_an_arrival_wait() {
+    // Requests 1000 s apart: the wait for the second batch ends at the cancel, not after it.
+    let time = FakeTime::default();
+    let runtime = FakeRuntime {
+        time: time.clone(),
+        loads: Mutex::new(Vec::new()),
+    };
+    let cancel = AtomicBool::new(false);
+    let src = r#"
+        infer(load("a"), batch(prompts(["x", "y"]), #{ size: 1 }), #{ max_new_tokens: 1,
+              warmup: 0, arrival: #{ pattern: "constant", interval_s: 1000.0 } });
+    "#;
+    let mut sink = MemorySink::default();
+    let waits = Cell::new(0);
+    struct CancellingClock<'a> {
+        time: &'a FakeTime,
+        cancel: &'a AtomicBool,
+        waits: &'a Cell<usize>,
+    }
+    impl Clock for CancellingClock<'_> {
+        fn now_s(&self) -> f64 {
+            self.time.now_s()
+        }
+        fn sleep_s(&self, seconds: f64) {
+            self.waits.set(self.waits.get() + 1);
+            if self.waits.get() == 3 {
+                self.cancel.store(true, Ordering::SeqCst);
+            }
+            self.time.sleep_s(seconds);
+        }
+    }
+    let clock = CancellingClock {
+        time: &time,
+        cancel: &cancel,
+        waits: &waits,
+    };
+    let executor = Executor::new(&runtime, &clock).with_cancel(&cancel);
+    let outcome = executor
+        .execute(&Schedule::from_plan(&plan(src)), &mut sink, &mut |_| {})
+        .unwrap();
+    assert!(outcome.cancelled);
+    assert!(sink.records.is_empty());
+    assert_eq!(waits.get(), 3);
+    assert!(time.now_s() < 10.0, "waited {} s", time.now_s());
 }

@@ -28,6 +28,7 @@ fn every_experiment_plans_and_matches_its_snapshot() {
     assert_eq!(
         names,
         [
+            "arrivals",
             "controlled",
             "grid",
             "models",

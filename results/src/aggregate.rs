@@ -30,6 +30,11 @@ pub const METRICS: &[&str] = &[
     "tpot_p99_s",
     "e2e_p50_s",
     "e2e_p99_s",
+    "queue_p50_s",
+    "itl_p50_s",
+    "itl_p99_s",
+    "energy_total_j",
+    "j_per_output_token",
 ];
 
 /// Statistic names accepted by [`aggregate`].
@@ -112,6 +117,7 @@ pub fn aggregate(rows: &[Row], by: &[String], stats: &[String]) -> Result<Summar
         })
         .collect();
     columns.push(("n".into(), ColumnType::Int));
+    let wants_ci = stats.iter().any(|s| s == "ci95");
     for metric in METRICS {
         for stat in stats {
             if stat == "ci95" {
@@ -122,10 +128,14 @@ pub fn aggregate(rows: &[Row], by: &[String], stats: &[String]) -> Result<Summar
             }
         }
     }
+    if wants_ci {
+        columns.push(("notes".into(), ColumnType::Text));
+    }
     let mut out = Vec::new();
     for (_, (keys, members)) in groups {
         let mut cells = keys;
         cells.push(Cell::Int(members.len() as i64));
+        let mut clipped: Vec<&str> = Vec::new();
         for metric in METRICS {
             let mut v: Vec<f64> = members
                 .iter()
@@ -156,11 +166,29 @@ pub fn aggregate(rows: &[Row], by: &[String], stats: &[String]) -> Result<Summar
                         let half = mean
                             .and_then(|m| sample_std(&v, m))
                             .map(|s| t_975(v.len() - 1) * s / (v.len() as f64).sqrt());
-                        cells.push(mean.zip(half).map(|(m, h)| m - h).into());
+                        // Every summarised metric is a non-negative quantity: a t-interval
+                        // reaching below zero is clipped there and the row says so.
+                        let low = mean.zip(half).map(|(m, h)| m - h);
+                        if low.is_some_and(|l| l < 0.0) {
+                            clipped.push(metric);
+                        }
+                        cells.push(low.map(|l| l.max(0.0)).into());
                         cells.push(mean.zip(half).map(|(m, h)| m + h).into());
                     }
                 }
             }
+        }
+        if wants_ci {
+            cells.push(
+                (!clipped.is_empty())
+                    .then(|| {
+                        format!(
+                            "ci95 low clipped at 0 (t-interval below zero, too few or too spread cycles): {}",
+                            clipped.join(", ")
+                        )
+                    })
+                    .into(),
+            );
         }
         out.push(cells);
     }
@@ -282,14 +310,35 @@ mod tests {
         assert_eq!(a[col("n")], Cell::Int(3));
         assert_eq!(a[col("wall_s_mean")], Cell::Float(2.0));
         assert_eq!(a[col("wall_s_std")], Cell::Float(1.0));
-        // mean ± t(0.975, 2) * 1 / sqrt(3)
-        let Cell::Float(low) = a[col("wall_s_ci95_low")] else {
+        // mean ± t(0.975, 2) * 1 / sqrt(3) = 2 ± 2.48: a wall time cannot be negative, so
+        // the low bound is clipped at 0 and the row says so (issue A.6).
+        let Cell::Float(high) = a[col("wall_s_ci95_high")] else {
             panic!()
         };
-        assert!((low - (2.0 - 4.303 / 3f64.sqrt())).abs() < 1e-9);
+        assert!((high - (2.0 + 4.303 / 3f64.sqrt())).abs() < 1e-9);
+        assert_eq!(a[col("wall_s_ci95_low")], Cell::Float(0.0));
+        let Cell::Text(notes) = &a[col("notes")] else {
+            panic!("{:?}", a[col("notes")])
+        };
+        assert!(
+            notes.starts_with("ci95 low clipped at 0") && notes.ends_with("wall_s"),
+            "{notes}"
+        );
         // One sample: no spread, no interval.
         assert_eq!(s.rows[1][col("wall_s_std")], Cell::Null);
         assert_eq!(s.rows[1][col("ttft_p50_s_mean")], Cell::Null);
+    }
+
+    #[test]
+    fn a_tight_interval_is_not_clipped() {
+        let rows = vec![row("a", 1, 10.0), row("a", 1, 11.0), row("a", 1, 12.0)];
+        let s = aggregate(&rows, &["model".into()], &["ci95".into()]).unwrap();
+        let col = |name: &str| s.columns.iter().position(|(n, _)| n == name).unwrap();
+        let Cell::Float(low) = s.rows[0][col("wall_s_ci95_low")] else {
+            panic!()
+        };
+        assert!((low - (11.0 - 4.303 / 3f64.sqrt())).abs() < 1e-9);
+        assert_eq!(s.rows[0][col("notes")], Cell::Null);
     }
 
     #[test]

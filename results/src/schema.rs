@@ -4,6 +4,7 @@
 //! times Float64, names Utf8.
 
 use arrow_schema::{DataType, Field, Schema};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A column's type.
@@ -75,6 +76,12 @@ pub const RUN_COLUMNS: &[Column] = &[
         false,
         "wall-clock start, seconds since the Unix epoch",
     ),
+    col(
+        "started_at",
+        Text,
+        true,
+        "wall-clock start, ISO 8601 UTC (`2026-12-06T04:29:18.250Z`)",
+    ),
     col("model", Text, false, "model alias, folder or Hub id"),
     col("revision", Text, true, "Hub revision"),
     col("dtype", Text, false, "precision: f32, f16, bf16"),
@@ -100,7 +107,37 @@ pub const RUN_COLUMNS: &[Column] = &[
         "arrival",
         Text,
         false,
-        "request arrival pattern: closed_loop, constant, poisson, bursty",
+        "request arrival pattern: closed_loop (a request arrives when its batch is handed to the engine), constant, poisson, bursty",
+    ),
+    col(
+        "arrival_rate_per_s",
+        Float,
+        true,
+        "poisson: mean arrivals per second",
+    ),
+    col(
+        "arrival_interval_s",
+        Float,
+        true,
+        "constant: seconds between arrivals",
+    ),
+    col(
+        "arrival_burst",
+        Int,
+        true,
+        "bursty: requests arriving together",
+    ),
+    col(
+        "arrival_off_s",
+        Float,
+        true,
+        "bursty: seconds between bursts",
+    ),
+    col(
+        "arrival_seed",
+        Int,
+        true,
+        "poisson: seed of the arrival times",
     ),
     col("max_new_tokens", Int, false, "generation cap per prompt"),
     col(
@@ -138,24 +175,29 @@ pub const RUN_COLUMNS: &[Column] = &[
     col("num_requests", Int, true, "requests measured"),
     col("num_batches", Int, true, "batches measured"),
     col("input_tokens", Int, true, "prompt tokens, no padding"),
-    col("output_tokens", Int, true, "generated tokens, no padding"),
+    col(
+        "output_tokens",
+        Int,
+        true,
+        "generated tokens, no padding; an EOS the model emitted counts (it was computed and streamed), as in vLLM",
+    ),
     col(
         "wall_s",
         Float,
         true,
-        "timed wall time, warm-up excluded; monotonic clock",
+        "timed wall time from the window's opening (after warm-up and idle baseline) to the last token, waits for arrivals included; monotonic clock",
     ),
     col(
         "prefill_s",
         Float,
         true,
-        "time in prompt passes; monotonic clock",
+        "time in prompt passes (batch start to first token, summed over batches); monotonic clock",
     ),
     col(
         "decode_s",
         Float,
         true,
-        "time in decode steps; monotonic clock",
+        "time in decode steps (first to last token, summed over batches); monotonic clock",
     ),
     col(
         "warmup_s",
@@ -175,26 +217,74 @@ pub const RUN_COLUMNS: &[Column] = &[
         "ttft_mean_s",
         Float,
         true,
-        "mean time to first token (batch start to first token)",
+        "mean time to first token from the request's arrival (MLPerf/vLLM: queueing included); closed loop: from the hand-over of its batch",
     ),
-    col("ttft_p50_s", Float, true, "median time to first token"),
+    col(
+        "ttft_p50_s",
+        Float,
+        true,
+        "median time to first token from arrival",
+    ),
     col(
         "ttft_p90_s",
         Float,
         true,
-        "90th percentile time to first token",
+        "90th percentile time to first token from arrival",
     ),
     col(
         "ttft_p99_s",
         Float,
         true,
-        "99th percentile time to first token",
+        "99th percentile time to first token from arrival",
+    ),
+    col(
+        "ttft_service_mean_s",
+        Float,
+        true,
+        "mean batch start to first token (TTFT without queueing)",
+    ),
+    col(
+        "ttft_service_p50_s",
+        Float,
+        true,
+        "median batch start to first token",
+    ),
+    col(
+        "ttft_service_p90_s",
+        Float,
+        true,
+        "90th percentile batch start to first token",
+    ),
+    col(
+        "ttft_service_p99_s",
+        Float,
+        true,
+        "99th percentile batch start to first token",
+    ),
+    col(
+        "queue_mean_s",
+        Float,
+        true,
+        "mean arrival to batch start (0 in a closed loop)",
+    ),
+    col("queue_p50_s", Float, true, "median arrival to batch start"),
+    col(
+        "queue_p90_s",
+        Float,
+        true,
+        "90th percentile arrival to batch start",
+    ),
+    col(
+        "queue_p99_s",
+        Float,
+        true,
+        "99th percentile arrival to batch start",
     ),
     col(
         "tpot_mean_s",
         Float,
         true,
-        "mean time per output token after the first",
+        "mean over requests of (e2e - ttft) / (output_tokens - 1), requests with 2+ tokens (vLLM TPOT)",
     ),
     col("tpot_p50_s", Float, true, "median time per output token"),
     col(
@@ -210,25 +300,64 @@ pub const RUN_COLUMNS: &[Column] = &[
         "99th percentile time per output token",
     ),
     col(
+        "itl_mean_s",
+        Float,
+        true,
+        "mean inter-token latency over every gap between consecutive tokens of every request (vLLM ITL)",
+    ),
+    col(
+        "itl_p50_s",
+        Float,
+        true,
+        "median inter-token latency, all gaps",
+    ),
+    col(
+        "itl_p90_s",
+        Float,
+        true,
+        "90th percentile inter-token latency, all gaps",
+    ),
+    col(
+        "itl_p99_s",
+        Float,
+        true,
+        "99th percentile inter-token latency, all gaps",
+    ),
+    col(
         "e2e_mean_s",
         Float,
         true,
-        "mean request latency (batch start to last token)",
+        "mean request latency, arrival to last token",
     ),
-    col("e2e_p50_s", Float, true, "median request latency"),
-    col("e2e_p90_s", Float, true, "90th percentile request latency"),
-    col("e2e_p99_s", Float, true, "99th percentile request latency"),
+    col(
+        "e2e_p50_s",
+        Float,
+        true,
+        "median request latency from arrival",
+    ),
+    col(
+        "e2e_p90_s",
+        Float,
+        true,
+        "90th percentile request latency from arrival",
+    ),
+    col(
+        "e2e_p99_s",
+        Float,
+        true,
+        "99th percentile request latency from arrival",
+    ),
     col(
         "kv_cache_peak_bytes",
         Int,
         true,
-        "largest KV cache seen, analytic from its shape",
+        "largest KV cache of a batch seen, analytic from its shape: positions written so far x batch rows, left padding to the batch's longest prompt included (the reserved capacity is larger)",
     ),
     col(
         "flops_prefill",
         Int,
         true,
-        "FLOPs of the prompt passes, analytic from the architecture (no padding)",
+        "FLOPs of the prompt passes, analytic from the architecture (no padding); attention counted over the full prompt_len x prompt_len square a masked dense attention computes, not only its causal half",
     ),
     col(
         "flops_decode",
@@ -240,7 +369,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "flops_per_s",
         Float,
         true,
-        "(flops_prefill + flops_decode) / wall_s; analytic over measured time",
+        "(flops_prefill + flops_decode) / wall_s; analytic over measured time (idle waits included: see mfu for the compute rate)",
     ),
     col(
         "energy_cpu_j",
@@ -298,10 +427,16 @@ pub const RUN_COLUMNS: &[Column] = &[
     ),
     col("energy_decode_j", Float, true, "energy of the decode steps"),
     col(
+        "energy_other_j",
+        Float,
+        true,
+        "energy of the window outside prompt passes and decode steps (waits for arrivals, hand-overs): energy_prefill_j + energy_decode_j + energy_other_j = energy_total_j",
+    ),
+    col(
         "energy_split",
         Text,
         true,
-        "`measured` (counters read at each phase boundary) or `apportioned` (estimated domains split by phase time)",
+        "`measured` (counters read at each phase boundary) or `apportioned` (estimated domains split by each phase's share of wall_s; idle time keeps its share in energy_other_j)",
     ),
     col(
         "idle_power_w",
@@ -373,7 +508,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "mfu",
         Float,
         true,
-        "model FLOPs utilisation: flops_per_s / peak_flops_per_s (analytic over measured)",
+        "model FLOPs utilisation over the compute phases: (flops_prefill + flops_decode) / (prefill_s + decode_s) / peak_flops_per_s",
     ),
     col(
         "decode_bytes",
@@ -452,7 +587,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "meter_notes",
         Text,
         true,
-        "problems met while metering (a counter that failed mid-run), `; `-separated",
+        "what a reader must know about the run's figures, `; `-separated: a counter that failed mid-run, CPU steal, mbu > 1 (weights served from cache), an estimate charging other tenants' load, too few samples for utilisation, a busy idle baseline",
     ),
     col(
         "config_json",
@@ -466,6 +601,40 @@ pub const RUN_COLUMNS: &[Column] = &[
         false,
         "version of llmeff that measured the run",
     ),
+    col(
+        "git_commit",
+        Text,
+        true,
+        "git commit llmeff was built from (null when built outside a checkout)",
+    ),
+    col(
+        "git_dirty",
+        Text,
+        true,
+        "`true` when tracked files differed from git_commit at build time",
+    ),
+    col(
+        "build_profile",
+        Text,
+        true,
+        "cargo profile: `release` or `debug`",
+    ),
+    col("rustc_version", Text, true, "compiler that built llmeff"),
+    col(
+        "threads",
+        Int,
+        true,
+        "CPU worker threads the run's forward pass used (rayon pool size)",
+    ),
+    col("cpu_model", Text, true, "CPU model name (/proc/cpuinfo)"),
+    col(
+        "cpu_flags",
+        Text,
+        true,
+        "CPU feature flags (/proc/cpuinfo), space-separated",
+    ),
+    col("kernel", Text, true, "operating system kernel and release"),
+    col("hostname", Text, true, "machine that measured the run"),
 ];
 
 /// Columns of `requests/<hash>.parquet`: one row per request of a run.
@@ -475,16 +644,44 @@ pub const REQUEST_COLUMNS: &[Column] = &[
     col("request_index", Int, false, "prompt index within the run"),
     col("batch_index", Int, false, "batch index within the run"),
     col("input_tokens", Int, false, "prompt tokens, no padding"),
-    col("output_tokens", Int, false, "generated tokens, no padding"),
+    col(
+        "output_tokens",
+        Int,
+        false,
+        "generated tokens, no padding; an emitted EOS counts",
+    ),
+    col(
+        "arrival_s",
+        Float,
+        false,
+        "arrival, seconds after the run's timed window opened (closed loop: its batch's start)",
+    ),
     col("queue_s", Float, false, "arrival to batch start"),
-    col("ttft_s", Float, false, "batch start to first token"),
+    col(
+        "ttft_s",
+        Float,
+        false,
+        "arrival to first token (MLPerf/vLLM TTFT)",
+    ),
+    col(
+        "ttft_service_s",
+        Float,
+        false,
+        "batch start to first token (TTFT without queueing)",
+    ),
     col(
         "tpot_s",
         Float,
         true,
         "(e2e_s - ttft_s) / (output_tokens - 1)",
     ),
-    col("e2e_s", Float, false, "batch start to last token"),
+    col("e2e_s", Float, false, "arrival to last token"),
+    col(
+        "itl_p50_s",
+        Float,
+        true,
+        "median gap between the request's consecutive tokens",
+    ),
     col("itl_max_s", Float, true, "largest inter-token gap"),
 ];
 
@@ -555,12 +752,53 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
     ),
 ];
 
-/// The Arrow schema of a column list.
+/// The unit a column's name ends in, spelled out (`_s` → `s`); `None` for counts and text.
+pub fn unit(name: &str) -> Option<&'static str> {
+    const SUFFIXES: &[(&str, &str)] = &[
+        ("_per_s", "1/s"),
+        ("_tokens_per_s", "tokens/s"),
+        ("_bytes_per_s", "bytes/s"),
+        ("_flops_per_s", "FLOP/s"),
+        ("_g_per_kwh", "gCO2e/kWh"),
+        ("_unix_s", "s since the Unix epoch"),
+        ("_s", "s"),
+        ("_j", "J"),
+        ("_w", "W"),
+        ("_g", "g"),
+        ("_bytes", "bytes"),
+        ("_pct", "%"),
+    ];
+    match name {
+        "flops_prefill" | "flops_decode" => return Some("FLOP"),
+        "flops_per_s" => return Some("FLOP/s"),
+        "requests_per_s" => return Some("requests/s"),
+        "j_per_output_token" => return Some("J/token"),
+        "decode_bytes" => return Some("bytes"),
+        "mfu" | "mbu" | "pue" => return Some("ratio"),
+        _ => {}
+    }
+    // The longest matching suffix names the unit (`_bytes_per_s` before `_per_s`).
+    SUFFIXES
+        .iter()
+        .filter(|(suffix, _)| name.ends_with(suffix))
+        .max_by_key(|(suffix, _)| suffix.len())
+        .map(|(_, unit)| *unit)
+}
+
+/// The Arrow schema of a column list. Each field carries its meaning (`description`) and,
+/// where it has one, its `unit` as field metadata, so pyarrow, pandas or polars users see
+/// them without reading this file.
 pub fn arrow_schema(columns: &[Column]) -> Arc<Schema> {
     Arc::new(Schema::new(
         columns
             .iter()
-            .map(|c| Field::new(c.name, c.ty.arrow(), c.nullable))
+            .map(|c| {
+                let mut metadata = HashMap::from([("description".to_string(), c.doc.to_string())]);
+                if let Some(unit) = unit(c.name) {
+                    metadata.insert("unit".to_string(), unit.to_string());
+                }
+                Field::new(c.name, c.ty.arrow(), c.nullable).with_metadata(metadata)
+            })
             .collect::<Vec<_>>(),
     ))
 }
@@ -582,4 +820,46 @@ pub fn markdown(columns: &[Column]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_follow_the_name_suffix() {
+        assert_eq!(unit("ttft_p50_s"), Some("s"));
+        assert_eq!(unit("started_at_unix_s"), Some("s since the Unix epoch"));
+        assert_eq!(unit("decode_bytes_per_s"), Some("bytes/s"));
+        assert_eq!(unit("output_tokens_per_s"), Some("tokens/s"));
+        assert_eq!(unit("peak_flops_per_s"), Some("FLOP/s"));
+        assert_eq!(unit("energy_other_j"), Some("J"));
+        assert_eq!(unit("carbon_intensity_g_per_kwh"), Some("gCO2e/kWh"));
+        assert_eq!(unit("model"), None);
+        assert_eq!(unit("output_tokens"), None);
+    }
+
+    #[test]
+    fn every_field_carries_its_description() {
+        let schema = arrow_schema(RUN_COLUMNS);
+        for (field, column) in schema.fields().iter().zip(RUN_COLUMNS) {
+            assert_eq!(
+                field.metadata().get("description").map(String::as_str),
+                Some(column.doc)
+            );
+        }
+        let ttft = schema.field_with_name("ttft_p50_s").unwrap();
+        assert_eq!(ttft.metadata().get("unit").map(String::as_str), Some("s"));
+    }
+
+    #[test]
+    fn column_names_are_unique() {
+        for columns in [RUN_COLUMNS, REQUEST_COLUMNS, SAMPLE_COLUMNS] {
+            let mut names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+            names.sort_unstable();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(before, names.len());
+        }
+    }
 }

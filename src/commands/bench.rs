@@ -157,13 +157,7 @@ fn read_baseline(path: &Path) -> Result<Peer, String> {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
-    if let Some(threads) = args.threads {
-        // burn's CPU backend runs on rayon's global pool; it must be sized before first use.
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .map_err(|e| Failure::work(format!("cannot size the thread pool: {e}")))?;
-    }
+    super::init_threads(args.threads)?;
     if args.repeats == 0 {
         return Err(Failure::input("--repeats must be at least 1"));
     }
@@ -200,16 +194,15 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     let peak = meters.peak("cpu", "f32");
     let selected: Vec<&BenchModel> = MODELS
         .iter()
-        .filter(|m| {
-            args.models.is_empty()
-                || args
-                    .models
-                    .iter()
-                    .any(|w| m.label.to_lowercase().contains(&w.to_lowercase()))
-        })
+        .filter(|m| is_selected(&args.models, m.label))
         .collect();
-    if selected.is_empty() {
-        let names: Vec<&str> = MODELS.iter().map(|m| m.label).collect();
+    let growth_selected = args.growth_tokens > 0 && is_selected(&args.models, GROWTH_MODEL);
+    if selected.is_empty() && !growth_selected {
+        let names: Vec<&str> = MODELS
+            .iter()
+            .map(|m| m.label)
+            .chain([GROWTH_MODEL])
+            .collect();
         return Err(Failure::input(format!(
             "no benchmark model matches {:?}; models: {}",
             args.models,
@@ -248,7 +241,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             });
         }
     }
-    let growth = if args.growth_tokens > 0 {
+    let growth = if growth_selected {
         Some(memory_growth(&runtime, args.growth_tokens).map_err(Failure::work)?)
     } else {
         None
@@ -261,7 +254,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             "copy_source": peak.as_ref().map(|p| p.source.clone()),
             "peers": peers.iter().map(|p| p.tool.as_str()).collect::<Vec<_>>(),
             "rows": rows,
-            "rss_growth_bytes": growth.map(|g| g.1 - g.0),
+            "rss_growth_bytes": growth.map(|g| g.1 as i64 - g.0 as i64),
+            "growth_model": growth.map(|_| GROWTH_MODEL),
+            "warnings": warnings(&rows, peak.as_ref().map(|p| p.bytes_per_s)),
         });
         println!(
             "{}",
@@ -354,6 +349,36 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         );
     }
     println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
+    for line in warnings(&rows, peak.as_ref().map(|p| p.bytes_per_s)) {
+        println!("{line}");
+    }
+    if let Some((early, late)) = growth {
+        println!(
+            "memory over a {}-token generation ({GROWTH_MODEL}): RSS {:.1} MB after 10 % of the steps, {:.1} MB at the end ({:+.2} MB)",
+            args.growth_tokens,
+            early as f64 / 1e6,
+            late as f64 / 1e6,
+            (late as f64 - early as f64) / 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a model is among `--models` (every model when none is named).
+fn is_selected(filters: &[String], label: &str) -> bool {
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|w| label.to_lowercase().contains(&w.to_lowercase()))
+}
+
+/// The model whose resident memory is followed over a long generation.
+const GROWTH_MODEL: &str = "tiny-llama3-gqa";
+
+/// What the figures cannot be trusted for, one sentence each: printed under the table and
+/// listed in the JSON, since a number without its caveat misleads the same in both.
+fn warnings(rows: &[BenchRow], denominator: Option<f64>) -> Vec<String> {
+    let mut out = Vec::new();
     if let Some(worst) = rows
         .iter()
         .flat_map(|r| {
@@ -364,33 +389,22 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         .filter(|p| *p >= engine::metering::STEAL_NOTE_PCT)
         .max_by(f64::total_cmp)
     {
-        println!(
+        out.push(format!(
             "CPU steal up to {worst:.0} %: the hypervisor ran other guests on this machine's CPUs during those figures (the CPU steal column; a peer's under its figures), so they are below what this machine does; measure again in the same sitting when steal is near 0"
-        );
+        ));
     }
-    if let Some(line) = contention_note(&rows, peak.as_ref().map(|p| p.bytes_per_s)) {
-        println!("{line}");
-    }
+    out.extend(contention_note(rows, denominator));
     if rows.iter().any(|r| r.cpu_steal_pct.is_none()) {
-        println!(
-            "CPU steal \"-\": /proc/stat is unreadable, or the row's timed repeats took under 1 s of CPU time, too short for its 10 ms ticks"
+        out.push(
+            "CPU steal \"-\": /proc/stat is unreadable, or the row's timed repeats took under 1 s of CPU time, too short for its 10 ms ticks".into(),
         );
     }
     if rows.iter().any(|r| r.mbu.is_some_and(|m| m > 1.0)) {
-        println!(
-            "MBU above 100 %: decoding read faster than the copy benchmark moved memory (weights that fit in the CPU caches are read from cache; reading alone can outpace a read-and-write copy)"
+        out.push(
+            "MBU above 100 %: decoding read faster than the copy benchmark moved memory (weights that fit in the CPU caches are read from cache; reading alone can outpace a read-and-write copy)".into(),
         );
     }
-    if let Some((early, late)) = growth {
-        println!(
-            "memory over a {}-token generation (tiny-llama3-gqa): RSS {:.1} MB after 10 % of the steps, {:.1} MB at the end ({:+.2} MB)",
-            args.growth_tokens,
-            early as f64 / 1e6,
-            late as f64 / 1e6,
-            (late as f64 - early as f64) / 1e6
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 /// Prompts of `len` tokens: ids spread over the vocabulary, different per sequence, so no
@@ -625,6 +639,30 @@ mod tests {
             contention_note(&[row_with_copy(None)], Some(26.4 * gb)),
             None
         );
+    }
+
+    #[test]
+    fn warnings_hold_the_contention_note_for_the_json_too() {
+        let gb = 1e9;
+        let busy = [row_with_copy(Some(13.2 * gb))];
+        let busy = warnings(&busy, Some(26.4 * gb));
+        assert!(
+            busy.iter().any(|w| w.starts_with("memory contended")),
+            "{busy:?}"
+        );
+        let quiet = [BenchRow {
+            cpu_steal_pct: Some(0.0),
+            ..row_with_copy(Some(25.0 * gb))
+        }];
+        assert_eq!(warnings(&quiet, Some(26.4 * gb)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn models_filter_selects_the_memory_model_too() {
+        assert!(is_selected(&[], GROWTH_MODEL), "no filter: everything");
+        assert!(!is_selected(&["tiny-stories".into()], GROWTH_MODEL));
+        assert!(is_selected(&["GQA".into()], GROWTH_MODEL));
+        assert!(is_selected(&["smollm".into()], "SmolLM-135M shape"));
     }
 
     #[test]

@@ -13,6 +13,22 @@ use std::path::Path;
 use crate::Failure;
 use engine::plan::Plan;
 
+/// Sizes rayon's global pool, which burn's CPU backend and llmeff's kernels run on, to
+/// `--threads`; it must run before anything uses the pool, since the first use fixes its size
+/// (and the sink records `rayon::current_num_threads()` per run).
+pub fn init_threads(threads: Option<usize>) -> Result<(), Failure> {
+    let Some(threads) = threads else {
+        return Ok(());
+    };
+    if threads == 0 {
+        return Err(Failure::input("--threads must be at least 1"));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| Failure::work(format!("cannot size the thread pool: {e}")))
+}
+
 /// Reads and plans a script; errors are bad input (exit 2).
 pub fn load_plan(script: &Path, study_override: Option<&str>) -> Result<Plan, Failure> {
     let source = std::fs::read_to_string(script)

@@ -9,6 +9,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Failure;
 use crate::cli::ReplArgs;
@@ -23,7 +24,8 @@ Type Rhai statements; each extends the same plan (nothing runs until :run).
   let r = infer(m, batch(prompts(\"builtin:stories\", #{ count: 4 }), #{ size: 2 }));
 Commands:
   :plan      show the plan built so far (and its schedule)
-  :run       run the plan; results go to <out>/<study>/
+  :run       run the plan; results go to <out>/<study>/; Ctrl-C stops it and keeps
+             the runs already finished (a second Ctrl-C quits)
   :results   show the last results table
   :help      this text
   :quit      leave (Ctrl-D too)
@@ -104,8 +106,67 @@ fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".llmeff_history"))
 }
 
+/// Set by Ctrl-C (SIGINT) while `:run` executes; the executor then stops the study at its next
+/// generation step and the REPL goes back to its prompt with the plan and history intact.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_signal: libc::c_int) {
+    // Only an atomic store: the one kind of work a signal handler may do.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// While alive, Ctrl-C sets [`INTERRUPTED`] instead of ending the process; dropping it puts
+/// back the action there was before (at the prompt the line editor reads Ctrl-C itself).
+struct SigintGuard {
+    previous: libc::sigaction,
+}
+
+impl SigintGuard {
+    /// Installs the handler; `None` where the system refuses, and Ctrl-C then ends llmeff as
+    /// before.
+    fn install() -> Option<SigintGuard> {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        // SAFETY: `sigaction` structs are plain data for which all-zero is valid; the handler
+        // only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            // SA_RESETHAND: a second Ctrl-C, e.g. while a large model loads, ends llmeff as usual.
+            action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            (libc::sigaction(libc::SIGINT, &action, &mut previous) == 0)
+                .then_some(SigintGuard { previous })
+        }
+    }
+}
+
+impl Drop for SigintGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores the action saved by `install`, which the system gave back.
+        unsafe {
+            libc::sigaction(libc::SIGINT, &self.previous, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Adds a line to the history and appends it to the history file at once, so a REPL that is
+/// killed or crashes keeps every line entered before.
+fn remember(
+    editor: &mut Editor<ReplHelper, DefaultHistory>,
+    path: Option<&std::path::Path>,
+    line: &str,
+) {
+    // History is a convenience: a line that cannot be stored must not end the session.
+    let _ = editor.add_history_entry(line);
+    if let Some(path) = path {
+        let _ = editor.append_history(path);
+    }
+}
+
 /// Runs the REPL until :quit or end of input.
 pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
+    super::init_threads(args.threads)?;
     let cwd =
         std::env::current_dir().map_err(|e| Failure::work(format!("no working folder: {e}")))?;
     let mut session = Session::new(
@@ -148,7 +209,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         };
         let trimmed = line.trim();
         if buffer.is_empty() && trimmed.starts_with(':') {
-            let _ = editor.add_history_entry(trimmed);
+            remember(&mut editor, history.as_deref(), trimmed);
             match trimmed {
                 ":quit" | ":q" | ":exit" => break,
                 ":help" | ":h" => println!("{HELP}"),
@@ -157,24 +218,39 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
                     print!("{plan}");
                     print!("{}", Schedule::from_plan(&plan));
                 }
-                // REPL studies are exploratory: each :run supersedes what the plan no longer has.
-                ":run" => match super::run::execute_plan(
-                    &session.plan(),
-                    &super::run::ScriptOrigin {
-                        path: "<repl>",
-                        text: &transcript,
-                    },
-                    &args.out,
-                    None,
-                    true,
-                    true,
-                ) {
-                    Ok(result) => {
-                        crate::table::print_runs(&result.rows);
-                        last_results = Some(result.rows);
+                ":run" => {
+                    let guard = SigintGuard::install();
+                    // REPL studies are exploratory: each :run supersedes what the plan no
+                    // longer has.
+                    let result = super::run::execute_plan(
+                        &session.plan(),
+                        &super::run::ScriptOrigin {
+                            path: "<repl>",
+                            text: &transcript,
+                        },
+                        &args.out,
+                        None,
+                        true,
+                        super::run::Console {
+                            plain: true,
+                            verbosity: crate::table::Verbosity::Normal,
+                            cancel: guard.as_ref().map(|_| &INTERRUPTED),
+                        },
+                    );
+                    drop(guard);
+                    match result {
+                        Ok(result) => {
+                            if result.outcome.cancelled {
+                                eprintln!(
+                                    "interrupted: the runs finished before Ctrl-C are stored; :run again runs the rest"
+                                );
+                            }
+                            crate::table::print_runs(&result.rows);
+                            last_results = Some(result.rows);
+                        }
+                        Err(f) => eprintln!("error: {}", f.message),
                     }
-                    Err(f) => eprintln!("error: {}", f.message),
-                },
+                }
                 ":results" => match &last_results {
                     Some(rows) => crate::table::print_runs(rows),
                     None => println!("no results yet: use :run"),
@@ -196,7 +272,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         if source.trim().is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(source.as_str());
+        remember(&mut editor, history.as_deref(), &source);
         transcript.push_str(&source);
         transcript.push('\n');
         line_no += 1;
@@ -219,9 +295,6 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         let mut completions = words.clone();
         completions.extend(session.variables());
         editor.set_helper(Some(ReplHelper { words: completions }));
-    }
-    if let Some(path) = &history {
-        let _ = editor.save_history(path);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use crate::Failure;
 use crate::cli::RunArgs;
 use crate::sink::StoreSink;
+use crate::table::{DetailSink, ProgressDisplay, Verbosity};
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
 use engine::runtime::Runtime;
 use engine::schedule::{Schedule, Shard, parse_shard};
 use results::{Manifest, Row, Store, StudyLock};
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn shard_from_env() -> Option<String> {
@@ -136,14 +139,25 @@ fn claim_study(
         .map_err(|e| Failure::work(e.to_string()))
 }
 
+/// How a study execution reports to the terminal, and what can stop it.
+#[derive(Clone, Copy)]
+pub struct Console<'a> {
+    /// Plain log lines instead of a progress bar.
+    pub plain: bool,
+    /// How much to say.
+    pub verbosity: Verbosity,
+    /// Raised to stop the study (the REPL's Ctrl-C); runs finished before stay stored.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
 /// Executes a plan into `<out>/<study>/` and compacts the study's tables.
 pub fn execute_plan(
     plan: &Plan,
     origin: &ScriptOrigin<'_>,
     out: &Path,
     shard: Option<Shard>,
-    plain: bool,
     force: bool,
+    console: Console<'_>,
 ) -> Result<StudyResult, Failure> {
     let mut schedule = Schedule::from_plan(plan);
     if schedule.items.is_empty() {
@@ -171,15 +185,27 @@ pub fn execute_plan(
 
     let clock = MonotonicClock::default();
     let meters = backends::MachineMeters::detect();
-    let executor = Executor::new(&runtime, &clock).with_meters(&meters);
+    let mut executor = Executor::new(&runtime, &clock).with_meters(&meters);
+    let Console {
+        plain,
+        verbosity,
+        cancel,
+    } = console;
+    if let Some(cancel) = cancel {
+        executor = executor.with_cancel(cancel);
+    }
     let interactive = !plain && std::io::stderr().is_terminal();
-    let mut progress = crate::table::ProgressDisplay::new(interactive);
+    let progress = RefCell::new(ProgressDisplay::new(interactive, verbosity));
+    let mut details = DetailSink {
+        inner: &mut sink,
+        display: &progress,
+    };
     let outcome = executor
-        .execute(&schedule, &mut sink, &mut |event: Progress| {
-            progress.handle(event)
+        .execute(&schedule, &mut details, &mut |event: Progress| {
+            progress.borrow_mut().handle(event)
         })
         .map_err(|e| Failure::work(e.to_string()))?;
-    progress.finish();
+    progress.borrow_mut().finish();
     let rows = store.compact().map_err(|e| Failure::work(e.to_string()))?;
     for (i, spec) in plan.aggregates().iter().enumerate() {
         let name = if i == 0 {
@@ -195,6 +221,9 @@ pub fn execute_plan(
                 &dir.join(format!("{name}.csv")),
             )
             .map_err(|e| Failure::work(e.to_string()))?;
+        if verbosity == Verbosity::Quiet {
+            continue;
+        }
         eprintln!(
             "{name}: {} groups by {} -> {}",
             summary.rows.len(),
@@ -203,10 +232,15 @@ pub fn execute_plan(
         );
     }
     eprintln!(
-        "{} ok, {} failed, {} already done; results in {}",
+        "{} ok, {} failed, {} already done{}; results in {}",
         outcome.ok,
         outcome.failed,
         outcome.skipped,
+        if outcome.cancelled {
+            ", stopped before the end"
+        } else {
+            ""
+        },
         dir.join("runs.parquet").display()
     );
     Ok(StudyResult { outcome, rows })
@@ -214,6 +248,7 @@ pub fn execute_plan(
 
 /// Runs a study end to end.
 pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    super::init_threads(args.threads)?;
     let plan = super::load_plan(&args.script, args.study.as_deref())?;
     let text = std::fs::read_to_string(&args.script).map_err(|e| {
         Failure::input(format!("cannot read script {}: {e}", args.script.display()))
@@ -231,8 +266,26 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         })?),
         None => None,
     };
-    let result = execute_plan(&plan, &origin, &args.out, shard, args.plain, args.force)?;
-    crate::table::print_runs(&result.rows);
+    let verbosity = match (args.quiet, args.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, true) => Verbosity::Verbose,
+        (false, false) => Verbosity::Normal,
+    };
+    let result = execute_plan(
+        &plan,
+        &origin,
+        &args.out,
+        shard,
+        args.force,
+        Console {
+            plain: args.plain,
+            verbosity,
+            cancel: None,
+        },
+    )?;
+    if verbosity != Verbosity::Quiet {
+        crate::table::print_runs(&result.rows);
+    }
     let failed_rows = result
         .rows
         .iter()
