@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::Failure;
 use crate::cli::RunArgs;
+use crate::provenance::Provenance;
 use crate::sink::StoreSink;
 use crate::table::{DetailSink, ProgressDisplay, Verbosity};
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
@@ -44,22 +45,14 @@ pub struct ScriptOrigin<'a> {
     pub text: &'a str,
 }
 
-/// The name this machine goes by, for telling a study's machines apart in its manifest.
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-}
-
 /// This machine as the manifest lists it, first seen `now`.
 fn this_machine(runtime: &backends::BurnRuntime, now: f64) -> results::Machine {
     let mut machine = results::Machine::new(crate::environment::describe(&runtime.devices()), now);
     if !machine.facts.contains_key("hostname") {
-        machine
-            .facts
-            .insert("hostname".into(), serde_json::json!(hostname()));
+        machine.facts.insert(
+            "hostname".into(),
+            serde_json::json!(Provenance::current().hostname),
+        );
     }
     machine
 }
