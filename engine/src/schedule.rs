@@ -3,8 +3,10 @@
 //! Runs that share a model load run back to back, so each (model, dtype, device) is loaded
 //! once per cycle and dropped when its group ends. With several cycles, both the group order
 //! and the order within each group are shuffled per cycle from the study seed, so slow drifts
-//! (heat, background load) do not line up with one setting.
+//! (heat, background load) do not line up with one setting. `--shard i/n` cuts the executions,
+//! laid out load group by load group, into n contiguous near-equal slices.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -36,7 +38,8 @@ pub struct Schedule {
     pub items: Vec<ScheduledRun>,
 }
 
-/// A `--shard i/n` selection: the i-th of n deterministic slices of the schedule.
+/// A `--shard i/n` selection: the i-th of n deterministic slices of the schedule (see
+/// [`Schedule::shard`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     /// 0-based index.
@@ -85,26 +88,61 @@ impl Schedule {
         }
     }
 
-    /// Keeps only this shard's runs. Whole load groups of a cycle stay together so a shard
-    /// loads each of its models once per cycle.
+    /// Keeps only this shard's executions, in this schedule's order.
+    ///
+    /// The executions are laid out load group by load group, each run's cycles together (see
+    /// [`Schedule::shard_order`]), and that list is cut into `count` contiguous slices whose
+    /// sizes differ by at most one. So every shard gets work while there are at least as many
+    /// executions as shards, each cut splits at most one load group (a model is loaded on as
+    /// few shards as the balance allows) and at most one run's cycles (a run's repetitions are
+    /// measured on one machine where possible). The split depends only on the schedule, which
+    /// is the same on every machine, so the shards of one plan partition it exactly.
     pub fn shard(self, shard: Shard) -> Schedule {
-        let mut group = 0usize;
-        let mut previous: Option<(usize, StageId)> = None;
-        let mut kept = Vec::new();
-        for item in self.items {
-            let key = (item.cycle, item.run.load_id);
-            if previous.is_some_and(|p| p != key) {
-                group += 1;
-            }
-            previous = Some(key);
-            if group % shard.count == shard.index {
-                kept.push(item);
-            }
+        let order = self.shard_order();
+        let range = shard.range(order.len());
+        let mine: HashSet<(StageId, usize)> = order[range].iter().copied().collect();
+        let items = self
+            .items
+            .into_iter()
+            .filter(|item| mine.contains(&(item.run.id, item.cycle)))
+            .collect();
+        Schedule { items, ..self }
+    }
+
+    /// Every execution as (run, cycle) in the order shards are cut from: load groups in the
+    /// order the schedule first reaches them, each group's runs likewise, each run's cycles
+    /// ascending. With one cycle this is the plan's order, grouped by model load.
+    pub fn shard_order(&self) -> Vec<(StageId, usize)> {
+        let mut group_rank: HashMap<StageId, usize> = HashMap::new();
+        let mut run_rank: HashMap<StageId, usize> = HashMap::new();
+        for item in &self.items {
+            let next = group_rank.len();
+            group_rank.entry(item.run.load_id).or_insert(next);
+            let next = run_rank.len();
+            run_rank.entry(item.run.id).or_insert(next);
         }
-        Schedule {
-            items: kept,
-            ..self
-        }
+        let mut order: Vec<(usize, usize, usize, StageId)> = self
+            .items
+            .iter()
+            .map(|i| {
+                let group = group_rank[&i.run.load_id];
+                (group, run_rank[&i.run.id], i.cycle, i.run.id)
+            })
+            .collect();
+        order.sort_unstable();
+        order
+            .into_iter()
+            .map(|(_, _, cycle, run)| (run, cycle))
+            .collect()
+    }
+
+    /// A warning when `count` shards cannot all get work: there are fewer executions (runs ×
+    /// cycles) than shards, so the last shards get nothing.
+    pub fn shard_warning(&self, count: usize) -> Option<ShardWarning> {
+        (count > self.items.len()).then_some(ShardWarning {
+            count,
+            executions: self.items.len(),
+        })
     }
 
     /// Number of model loads this schedule performs.
@@ -158,6 +196,47 @@ impl fmt::Display for Schedule {
             writeln!(f, "    {:>4} run {}", i + 1, item.run.id)?;
         }
         Ok(())
+    }
+}
+
+impl Shard {
+    /// The slice of `total` executions (in [`Schedule::shard_order`]) this shard runs: the
+    /// first `total % count` shards take one more than the rest.
+    pub fn range(&self, total: usize) -> std::ops::Range<usize> {
+        let count = self.count.max(1);
+        let (size, extra) = (total / count, total % count);
+        let start = |i: usize| i * size + i.min(extra);
+        let index = self.index.min(count);
+        start(index)..start((index + 1).min(count))
+    }
+}
+
+/// More shards than executions: some shards have nothing to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardWarning {
+    /// Number of shards asked for.
+    pub count: usize,
+    /// Executions in the whole schedule (runs × cycles).
+    pub executions: usize,
+}
+
+impl fmt::Display for ShardWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let idle = if self.count - self.executions == 1 {
+            format!("shard {}/{} gets", self.executions, self.count)
+        } else {
+            format!(
+                "shards {} to {} (of {}) get",
+                self.executions,
+                self.count - 1,
+                self.count
+            )
+        };
+        write!(
+            f,
+            "{} shards for {} executions (runs x cycles): {idle} nothing to run; use at most {} shards",
+            self.count, self.executions, self.executions
+        )
     }
 }
 

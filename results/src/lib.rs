@@ -13,7 +13,7 @@ pub mod schema;
 pub mod store;
 
 pub use lock::StudyLock;
-pub use manifest::Manifest;
+pub use manifest::{Machine, Manifest, PlanChange};
 pub use report::{Report, ReportError, write_report};
 pub use row::{Cell, Row};
 pub use store::Store;

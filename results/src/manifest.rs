@@ -1,8 +1,10 @@
 //! `manifest.json`: what a study folder was planned to hold, so a resume can tell whether the
-//! script still describes the same study.
+//! script still describes the same study, and every machine the study ran on.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
 use crate::StoreError;
@@ -21,8 +23,10 @@ pub struct Manifest {
     pub cycles: usize,
     /// Every run's hash and its full configuration.
     pub runs: BTreeMap<String, serde_json::Value>,
-    /// Machine and software facts at planning time.
-    pub environment: serde_json::Value,
+    /// Every machine the study ran on, in the order they were first seen (manifests written
+    /// before machines were kept hold a single object: it reads as a one-machine list).
+    #[serde(deserialize_with = "one_or_many_machines")]
+    pub environment: Vec<Machine>,
     /// The CPU forward pass the runs are measured on (`host` kernels or `burn`-flex): the run
     /// hashes cover only the plan, so a resume on the other pass would mix the two in one
     /// table. `None` in manifests written before the field existed.
@@ -30,6 +34,108 @@ pub struct Manifest {
     pub cpu_forward: Option<String>,
     /// When the manifest was first written, seconds since the Unix epoch.
     pub created_unix_s: f64,
+}
+
+/// One machine a study ran on: its machine and software facts, and when it was first seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// When the study first ran on this machine, seconds since the Unix epoch; `None` for the
+    /// machine of a manifest written before machines were kept (its first run is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_unix_s: Option<f64>,
+    /// The facts (`hostname`, `cpu_model`, `devices`, cores, memory, OS, versions, ...).
+    #[serde(flatten)]
+    pub facts: Map<String, Value>,
+}
+
+impl Machine {
+    /// The facts that tell machines apart; timestamps and software versions are left out
+    /// so a rerun on the same machine is not a new machine.
+    pub const IDENTITY: [&'static str; 3] = ["hostname", "cpu_model", "devices"];
+
+    /// A machine first seen at `first_seen_unix_s`, from a JSON description (an object's keys
+    /// become its facts; anything else is kept under `description`).
+    pub fn new(description: Value, first_seen_unix_s: f64) -> Machine {
+        let facts = match description {
+            Value::Object(map) => map,
+            other => Map::from_iter([("description".to_string(), other)]),
+        };
+        Machine {
+            first_seen_unix_s: Some(first_seen_unix_s),
+            facts,
+        }
+    }
+
+    /// Whether both describe the same machine: equal hostname, CPU model and devices (a fact
+    /// missing from both counts as equal).
+    pub fn same_machine(&self, other: &Machine) -> bool {
+        Self::IDENTITY
+            .iter()
+            .all(|key| self.facts.get(*key) == other.facts.get(*key))
+    }
+}
+
+/// Reads `environment` as a list of machines, or as the single object older manifests hold.
+fn one_or_many_machines<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Machine>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<Machine>),
+        One(Machine),
+        Missing(()),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(machines) => machines,
+        OneOrMany::One(machine) => vec![machine],
+        OneOrMany::Missing(()) => Vec::new(),
+    })
+}
+
+/// How a newer plan differs from the stored one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanChange {
+    /// Runs the newer plan has and the stored one lacks.
+    pub added: usize,
+    /// Stored runs the newer plan lacks (a changed run counts as one removed and one added).
+    pub removed: usize,
+    /// Cycles (stored, newer), when they differ.
+    pub cycles: Option<(usize, usize)>,
+    /// CPU forward pass (stored, newer), when both are known and differ.
+    pub cpu_forward: Option<(String, String)>,
+}
+
+impl PlanChange {
+    /// Nothing changed.
+    pub fn is_none(&self) -> bool {
+        *self == PlanChange::default()
+    }
+
+    /// Only runs were added: every stored run is still planned, with the same cycles and
+    /// forward pass, so the stored results stay valid and only the new runs need to run.
+    pub fn is_pure_addition(&self) -> bool {
+        self.added > 0 && self.removed == 0 && self.cycles.is_none() && self.cpu_forward.is_none()
+    }
+}
+
+impl fmt::Display for PlanChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut changes = Vec::new();
+        if self.added > 0 {
+            changes.push(format!("{} runs added", self.added));
+        }
+        if self.removed > 0 {
+            changes.push(format!("{} runs removed", self.removed));
+        }
+        if let Some((old, new)) = self.cycles {
+            changes.push(format!("cycles {old} -> {new}"));
+        }
+        if let Some((old, new)) = &self.cpu_forward {
+            changes.push(format!(
+                "CPU forward pass {old} -> {new} (LLMEFF_CPU_FORWARD)"
+            ));
+        }
+        f.write_str(&changes.join(", "))
+    }
 }
 
 impl Manifest {
@@ -55,8 +161,8 @@ impl Manifest {
         write_bytes(&dir.join(Self::FILE), &bytes)
     }
 
-    /// `None` when `newer` plans the same runs and cycles; otherwise what changed.
-    pub fn difference(&self, newer: &Manifest) -> Option<String> {
+    /// How `newer` differs from this (stored) manifest.
+    pub fn compare(&self, newer: &Manifest) -> PlanChange {
         let added = newer
             .runs
             .keys()
@@ -67,24 +173,33 @@ impl Manifest {
             .keys()
             .filter(|k| !newer.runs.contains_key(*k))
             .count();
-        let mut changes = Vec::new();
-        if added > 0 {
-            changes.push(format!("{added} runs added"));
+        let cycles = (self.cycles != newer.cycles).then_some((self.cycles, newer.cycles));
+        let cpu_forward = match (&self.cpu_forward, &newer.cpu_forward) {
+            (Some(a), Some(b)) if a != b => Some((a.clone(), b.clone())),
+            _ => None,
+        };
+        PlanChange {
+            added,
+            removed,
+            cycles,
+            cpu_forward,
         }
-        if removed > 0 {
-            changes.push(format!("{removed} runs removed"));
+    }
+
+    /// `None` when `newer` plans the same runs and cycles; otherwise what changed.
+    pub fn difference(&self, newer: &Manifest) -> Option<String> {
+        let change = self.compare(newer);
+        (!change.is_none()).then(|| change.to_string())
+    }
+
+    /// Adds `machine` unless a machine with the same identity ([`Machine::same_machine`]) is
+    /// already listed; returns whether it was added.
+    pub fn add_machine(&mut self, machine: Machine) -> bool {
+        if self.environment.iter().any(|m| m.same_machine(&machine)) {
+            return false;
         }
-        if self.cycles != newer.cycles {
-            changes.push(format!("cycles {} -> {}", self.cycles, newer.cycles));
-        }
-        if self.forward_changed(newer) {
-            changes.push(format!(
-                "CPU forward pass {} -> {} (LLMEFF_CPU_FORWARD)",
-                self.cpu_forward.as_deref().unwrap_or("?"),
-                newer.cpu_forward.as_deref().unwrap_or("?")
-            ));
-        }
-        (!changes.is_empty()).then(|| changes.join(", "))
+        self.environment.push(machine);
+        true
     }
 
     /// Whether both manifests name a CPU forward pass and they differ: then every stored run
@@ -108,7 +223,7 @@ mod tests {
                 .iter()
                 .map(|r| (r.to_string(), serde_json::json!({})))
                 .collect(),
-            environment: serde_json::json!({}),
+            environment: Vec::new(),
             cpu_forward: Some("host".into()),
             created_unix_s: 0.0,
         }
@@ -149,10 +264,98 @@ mod tests {
     }
 
     #[test]
+    fn only_an_addition_of_runs_is_a_pure_addition() {
+        let a = manifest(&["1", "2"], 1);
+        let added = a.compare(&manifest(&["1", "2", "3"], 1));
+        assert_eq!(added.added, 1);
+        assert!(added.is_pure_addition());
+        assert!(!a.compare(&a).is_pure_addition());
+        assert!(a.compare(&a).is_none());
+        // Removing or changing a run (one removed, one added) is not.
+        assert!(!a.compare(&manifest(&["1"], 1)).is_pure_addition());
+        assert!(!a.compare(&manifest(&["1", "3"], 1)).is_pure_addition());
+        // Nor is an addition with other cycles or on the other forward pass.
+        assert!(!a.compare(&manifest(&["1", "2", "3"], 2)).is_pure_addition());
+        let burn = Manifest {
+            cpu_forward: Some("burn".into()),
+            ..manifest(&["1", "2", "3"], 1)
+        };
+        assert!(!a.compare(&burn).is_pure_addition());
+    }
+
+    fn machine(host: &str, cpu: &str, memory: u64, seen: f64) -> Machine {
+        Machine::new(
+            serde_json::json!({
+                "hostname": host,
+                "cpu_model": cpu,
+                "devices": ["cpu"],
+                "memory_bytes": memory,
+                "llmeff_version": "0.1.0",
+            }),
+            seen,
+        )
+    }
+
+    #[test]
+    fn a_machine_is_added_once_by_hostname_cpu_and_devices() {
+        let mut m = manifest(&["1"], 1);
+        assert!(m.add_machine(machine("a", "EPYC", 1 << 30, 10.0)));
+        // Same identity, other memory figure and time: the same machine, first seen at 10.
+        assert!(!m.add_machine(machine("a", "EPYC", 2 << 30, 20.0)));
+        assert!(m.add_machine(machine("b", "EPYC", 1 << 30, 30.0)));
+        assert!(m.add_machine(machine("a", "Xeon", 1 << 30, 40.0)));
+        let mut gpu = machine("a", "EPYC", 1 << 30, 50.0);
+        gpu.facts
+            .insert("devices".into(), serde_json::json!(["cpu", "cuda:0"]));
+        assert!(m.add_machine(gpu));
+        let seen: Vec<_> = m.environment.iter().map(|x| x.first_seen_unix_s).collect();
+        assert_eq!(seen, [Some(10.0), Some(30.0), Some(40.0), Some(50.0)]);
+        // The list round-trips, each machine's facts beside its first-seen time.
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(
+            text.contains(r#""environment":[{"first_seen_unix_s":10.0,"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+    }
+
+    #[test]
+    fn an_old_manifest_with_one_environment_object_still_reads() {
+        let old = r#"{
+            "study": "s", "script_sha256": "x", "script": "s.rhai", "cycles": 1,
+            "runs": {"1": {}},
+            "environment": {"cpu_model": "EPYC", "devices": ["cpu"], "memory_bytes": 8},
+            "cpu_forward": "host",
+            "created_unix_s": 5.0
+        }"#;
+        let mut m: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(m.environment.len(), 1);
+        assert_eq!(m.environment[0].first_seen_unix_s, None);
+        assert_eq!(m.environment[0].facts["cpu_model"], "EPYC");
+        // An old record has no hostname, so a machine that names one is listed beside it.
+        assert!(m.add_machine(machine("a", "EPYC", 8, 9.0)));
+        assert_eq!(m.environment.len(), 2);
+        // Written back in the new form, it reads again unchanged.
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+        let null = old.replace(
+            r#"{"cpu_model": "EPYC", "devices": ["cpu"], "memory_bytes": 8}"#,
+            "null",
+        );
+        assert!(
+            serde_json::from_str::<Manifest>(&null)
+                .unwrap()
+                .environment
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn round_trips_through_the_folder() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), None);
-        let m = manifest(&["1"], 2);
+        let mut m = manifest(&["1"], 2);
+        m.add_machine(machine("a", "EPYC", 8, 1.0));
         m.save(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
     }

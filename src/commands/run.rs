@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::Failure;
 use crate::cli::RunArgs;
+use crate::provenance::Provenance;
 use crate::sink::StoreSink;
 use crate::table::{DetailSink, ProgressDisplay, Verbosity};
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
@@ -44,8 +45,23 @@ pub struct ScriptOrigin<'a> {
     pub text: &'a str,
 }
 
+/// This machine as the manifest lists it, first seen `now`.
+fn this_machine(runtime: &backends::BurnRuntime, now: f64) -> results::Machine {
+    let mut machine = results::Machine::new(crate::environment::describe(&runtime.devices()), now);
+    if !machine.facts.contains_key("hostname") {
+        machine.facts.insert(
+            "hostname".into(),
+            serde_json::json!(Provenance::current().hostname),
+        );
+    }
+    machine
+}
+
 /// Checks the study folder belongs to this plan (or takes it over with `force`) and records
-/// the plan in `manifest.json`.
+/// the plan in `manifest.json`, with this machine added to the machines the study ran on.
+///
+/// A plan that only adds runs to the stored one needs no `force`: the stored results stay
+/// and the new runs are run beside them.
 fn claim_study(
     store: &Store,
     plan: &Plan,
@@ -58,47 +74,59 @@ fn claim_study(
         .iter()
         .map(|r| (r.id.hex(), r.config_json()))
         .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let mut manifest = Manifest {
         study: plan.study.name.clone(),
         script_sha256: engine::plan::sha256_hex(origin.text),
         script: origin.path.to_string(),
         cycles: plan.study.cycles,
         runs,
-        environment: crate::environment::describe(&runtime.devices()),
+        environment: Vec::new(),
         cpu_forward: Some(runtime.cpu_forward().name().to_string()),
-        created_unix_s: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        created_unix_s: now,
     };
     if let Some(old) = Manifest::load(store.dir()).map_err(|e| Failure::work(e.to_string()))? {
-        match old.difference(&manifest) {
-            None => manifest.created_unix_s = old.created_unix_s,
-            Some(change) if !force => {
-                return Err(Failure::input(format!(
-                    "study `{}` in {} was planned differently ({change}); rerun with --force to supersede its old results, or choose another name with --study",
-                    plan.study.name,
-                    store.dir().display()
-                )));
-            }
-            Some(change) => {
-                // Runs measured on the other forward pass are superseded even where the plan
-                // still holds them: they would sit beside the new ones as duplicates.
-                let keep: HashSet<String> = if old.forward_changed(&manifest) {
-                    HashSet::new()
-                } else {
-                    manifest.runs.keys().cloned().collect()
-                };
-                let label = format!("{}", manifest.created_unix_s as u64);
-                let moved = store
-                    .supersede_except(&keep, &label)
-                    .map_err(|e| Failure::work(e.to_string()))?;
+        let change = old.compare(&manifest);
+        // The machines the stored results were measured on stay listed whatever changed:
+        // superseded results keep them in the record too.
+        manifest.environment = old.environment.clone();
+        if change.is_none() || change.is_pure_addition() {
+            manifest.created_unix_s = old.created_unix_s;
+            if change.is_pure_addition() {
                 eprintln!(
-                    "plan changed ({change}); {moved} files of unplanned runs moved to superseded/{label}/"
+                    "study `{}`: {} runs added to the {} already planned; running the new ones",
+                    plan.study.name,
+                    change.added,
+                    old.runs.len()
                 );
             }
+        } else if !force {
+            return Err(Failure::input(format!(
+                "study `{}` in {} was planned differently ({change}); rerun with --force to supersede its old results, or choose another name with --study",
+                plan.study.name,
+                store.dir().display()
+            )));
+        } else {
+            // Runs measured on the other forward pass are superseded even where the plan
+            // still holds them: they would sit beside the new ones as duplicates.
+            let keep: HashSet<String> = if old.forward_changed(&manifest) {
+                HashSet::new()
+            } else {
+                manifest.runs.keys().cloned().collect()
+            };
+            let label = format!("{}", manifest.created_unix_s as u64);
+            let moved = store
+                .supersede_except(&keep, &label)
+                .map_err(|e| Failure::work(e.to_string()))?;
+            eprintln!(
+                "plan changed ({change}); {moved} files of unplanned runs moved to superseded/{label}/"
+            );
         }
     }
+    manifest.add_machine(this_machine(runtime, now));
     manifest
         .save(store.dir())
         .map_err(|e| Failure::work(e.to_string()))
@@ -131,6 +159,9 @@ pub fn execute_plan(
         ));
     }
     if let Some(shard) = shard {
+        if let Some(warning) = schedule.shard_warning(shard.count) {
+            eprintln!("warning: {warning}");
+        }
         schedule = schedule.shard(shard);
     }
     let dir = out.join(&plan.study.name);
