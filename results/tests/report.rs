@@ -540,4 +540,18 @@ fn a_study_of_one_batch_size_gets_bars_distributions_and_an_environment() {
     assert!(html.contains("<h2>Environment</h2>"));
     assert!(html.contains("node-a (4 runs)<br>node-b (2 runs)"));
     assert!(html.contains("TTFT distribution by configuration"));
+
+    // The tables and environment as printed: stable text, reviewed in the snapshot.
+    let mut text = String::new();
+    for e in &report.environment {
+        text.push_str(&format!("{}: {}\n", e.label, e.values.join("; ")));
+    }
+    for t in &report.tables {
+        text.push_str(&format!("\n{}\n{}\n", t.title, t.header.join(" | ")));
+        for r in &t.rows {
+            text.push_str(&r.join(" | "));
+            text.push('\n');
+        }
+    }
+    insta::assert_snapshot!("flat_study_tables", text);
 }

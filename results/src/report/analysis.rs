@@ -542,6 +542,43 @@ mod tests {
     }
 
     #[test]
+    fn spread_needs_two_cycles_and_ignores_failures() {
+        let t = runs(&[
+            ("aa", "m1", 1, 0, "ok", Some(10.0), None),
+            ("aa", "m1", 1, 1, "ok", Some(30.0), None),
+            ("aa", "m1", 1, 2, "failed", Some(1000.0), None),
+            ("bb", "m1", 2, 0, "ok", Some(5.0), None),
+        ]);
+        let study = analyse(&t);
+        let a = &study.configurations[0];
+        assert_eq!(a.spread("output_tokens_per_s"), Some((10.0, 30.0)));
+        assert_eq!(study.configurations[1].spread("output_tokens_per_s"), None);
+        assert_eq!(a.spread("j_per_output_token"), None);
+        assert!(study.batch_varies);
+        // Only batch size varies: it is the label.
+        assert_eq!(a.label, "b=1");
+    }
+
+    #[test]
+    fn labels_name_what_varies_and_batch_may_be_constant() {
+        let t = runs(&[
+            ("aa", "m1", 4, 0, "ok", Some(10.0), None),
+            ("bb", "m2", 4, 0, "ok", Some(30.0), None),
+        ]);
+        let study = analyse(&t);
+        assert!(!study.batch_varies);
+        let labels: Vec<&str> = study
+            .configurations
+            .iter()
+            .map(|c| c.label.as_str())
+            .collect();
+        assert_eq!(labels, vec!["m1", "m2"]);
+        // Nothing varies: the series label stands in.
+        let t = runs(&[("aa", "m1", 4, 0, "ok", Some(10.0), None)]);
+        assert_eq!(analyse(&t).configurations[0].label, "m1 f32");
+    }
+
+    #[test]
     fn a_table_without_hash_or_status_still_groups() {
         let t = TableView::new(
             vec!["model".into(), "output_tokens_per_s".into()],

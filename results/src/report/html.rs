@@ -125,13 +125,13 @@ pub fn column_parts(t: &TextTable) -> Vec<Vec<usize>> {
     let mut parts: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = (0..keys).collect();
     let mut width = key_width;
-    for c in keys..n {
-        if current.len() > keys && width + widths[c] > TABLE_WIDTH_PX {
+    for (c, &w) in widths.iter().enumerate().skip(keys) {
+        if current.len() > keys && width + w > TABLE_WIDTH_PX {
             parts.push(std::mem::replace(&mut current, (0..keys).collect()));
             width = key_width;
         }
         current.push(c);
-        width += widths[c];
+        width += w;
     }
     if current.len() > keys || parts.is_empty() {
         parts.push(current);

@@ -155,6 +155,9 @@ pub struct LegendLayout {
     pub height: u32,
 }
 
+/// An error bar's two ends in data units and its caps' pixel offsets.
+type ErrorLine = ((f64, f64), (f64, f64), [(i32, i32); 2]);
+
 const LEGEND_ROW: u32 = 26;
 const LEGEND_SYMBOL: i32 = 30;
 const LEGEND_GAP: i32 = 28;
@@ -484,7 +487,7 @@ impl Chart {
             let thin = fill.color.stroke_width(1);
             for &((x, y), e) in &mapped {
                 // Each bar is a line in data units with caps of fixed pixel length.
-                let mut bars: Vec<((f64, f64), (f64, f64), [(i32, i32); 2])> = Vec::new();
+                let mut bars: Vec<ErrorLine> = Vec::new();
                 if let Some((lo, hi)) = e.y {
                     bars.push(((x, lo), (x, hi), [(-5, 0), (5, 0)]));
                 }
