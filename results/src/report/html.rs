@@ -44,7 +44,7 @@ td { white-space: nowrap; }
 td.long { white-space: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.env th { text-align: left; white-space: nowrap; }
-table.env td { overflow-wrap: anywhere; }
+table.env td { white-space: normal; overflow-wrap: anywhere; }
 h3.part { font-size: 1em; color: #555; margin: 1em 0 0.3em; }
 tbody tr:nth-child(even) { background: #fafafa; }
 figure { margin: 1em 0; }
@@ -315,6 +315,8 @@ mod tests {
         assert!(!html.contains("<evil>"));
         assert!(html.contains("<tr><th>host</th><td>a&lt;b&gt; (1 run)<br>c (2 runs)</td></tr>"));
         assert!(html.contains("td { white-space: nowrap; }"));
+        // The environment's long values (meter descriptions) wrap inside the page.
+        assert!(html.contains("table.env td { white-space: normal;"));
         // One part: no part headings.
         assert!(!html.contains("Part 1"));
         assert!(!html.contains("http://") && !html.contains("https://"));
