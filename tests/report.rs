@@ -32,6 +32,36 @@ fn run_and_report(out: &Path) -> (PathBuf, String) {
     (study, stdout)
 }
 
+/// A study that varies batch size and decoding over two cycles: several configurations, a
+/// configuration table wider than one line of a narrow page.
+const VARIED: &str = r#"
+study(#{ name: "varied", cycles: 2 });
+let model = load("tiny-stories", #{ dtype: "f32", device: "cpu" });
+let stories = prompts("builtin:stories", #{ count: 4, max_input_tokens: 32 });
+for size in [2, 4] {
+  for dec in [#{ method: "greedy" }, #{ method: "sample", temperature: 0.8, top_k: 40 }] {
+    let run = infer(model, batch(stories, #{ size: size }), #{ max_new_tokens: 8, decoding: dec });
+    measure(run, #{ meters: ["latency", "energy"] });
+  }
+}
+"#;
+
+/// Runs [`VARIED`] into `out` and reports it; returns the study folder.
+fn run_and_report_varied(out: &Path) -> PathBuf {
+    let script = out.join("varied.rhai");
+    std::fs::write(&script, VARIED).unwrap();
+    llmeff()
+        .current_dir(repo())
+        .args(["run", "--plain", "--out"])
+        .arg(out)
+        .arg(&script)
+        .assert()
+        .success();
+    let study = out.join("varied");
+    llmeff().arg("report").arg(&study).assert().success();
+    study
+}
+
 #[test]
 fn report_of_the_single_study_writes_tables_charts_and_a_page() {
     let tmp = tempfile::tempdir().unwrap();
@@ -40,7 +70,9 @@ fn report_of_the_single_study_writes_tables_charts_and_a_page() {
     assert!(stdout.contains("tiny-stories"), "{stdout}");
     assert!(stdout.contains("written:"), "{stdout}");
     let report = study.join("report");
-    for stem in ["latency_throughput", "throughput_batch"] {
+    // One batch size: bars per configuration, not a line over batch size.
+    assert!(!report.join("throughput_batch.svg").exists());
+    for stem in ["latency_throughput", "throughput_config"] {
         let svg = std::fs::read_to_string(report.join(format!("{stem}.svg"))).unwrap();
         assert!(svg.starts_with("<svg"), "{stem}.svg");
         let png = std::fs::read(report.join(format!("{stem}.png"))).unwrap();
@@ -52,7 +84,8 @@ fn report_of_the_single_study_writes_tables_charts_and_a_page() {
     assert!(html.contains("Study single"));
     // Whether energy is measured depends on the machine's meters; either way the page says so
     // consistently with the files written.
-    let energy_chart = report.join("energy_batch.png").exists();
+    let energy_chart = report.join("energy_config.png").exists();
+    assert_eq!(report.join("energy_throughput.png").exists(), energy_chart);
     assert_eq!(
         html.contains("energy not measured"),
         !energy_chart,
@@ -127,7 +160,7 @@ fn the_report_page_renders_in_a_browser() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (study, _) = run_and_report(tmp.path());
+    let study = run_and_report_varied(tmp.path());
     let page = study.join("report").join("report.html");
     let url = format!("file://{}", page.display());
 
@@ -171,6 +204,57 @@ fn the_report_page_renders_in_a_browser() {
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("<svg class=\"plot\""), "no chart in the DOM");
     assert!(dom.contains("Latency vs throughput"));
+    assert!(dom.contains("Throughput by batch size"));
+    assert!(dom.contains("TTFT distribution by configuration"));
+    assert!(dom.contains("<h2>Environment</h2>"));
     assert!(dom.contains("<table>"), "no table in the DOM");
     assert!(dom.contains("tiny-stories"));
+
+    // The page fits a 1200 px window: a copy of it measures its own tables once the bundled
+    // font is in, and writes the widest right edge and the page's scroll width into the DOM.
+    let html = std::fs::read_to_string(&page).unwrap();
+    let probe = r#"<script>document.fonts.ready.then(() => {
+  let right = 0;
+  for (const t of document.querySelectorAll("table")) {
+    right = Math.max(right, Math.ceil(t.getBoundingClientRect().right));
+  }
+  document.body.setAttribute("data-fit", right + " " + document.documentElement.scrollWidth);
+});</script>"#;
+    let measured = page.with_file_name("measure.html");
+    std::fs::write(
+        &measured,
+        html.replace("</body>", &format!("{probe}</body>")),
+    )
+    .unwrap();
+    let out = browser(&binary, &tmp.path().join("profile-measure"))
+        .args([
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", measured.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let fit = dom
+        .split("data-fit=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("the page did not measure itself: {dom:.2000}"));
+    let widths: Vec<u32> = fit.split(' ').map(|w| w.parse().unwrap()).collect();
+    assert!(widths[0] <= 1200, "a table reaches x = {} px", widths[0]);
+    assert_eq!(
+        widths[1], 1200,
+        "the page scrolls sideways: {} px",
+        widths[1]
+    );
+    // Numbers are plain decimals, not `1.234e-3`.
+    assert!(
+        !dom.split("<td class=\"num\">").skip(1).any(|cell| {
+            let cell = &cell[..cell.find('<').unwrap_or(0)];
+            cell.contains("e-") || cell.contains("e+")
+        }),
+        "a table cell in exponent notation"
+    );
 }

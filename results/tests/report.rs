@@ -127,6 +127,25 @@ fn a_study_without_energy_gets_latency_and_throughput_charts() {
     assert!(!out.join("energy_batch.svg").exists());
     assert!(!out.join("energy_batch.png").exists());
     assert!(!out.join("power_time.png").exists());
+    assert!(!out.join("energy_throughput.svg").exists());
+    // Batch size varies: lines over it, no bars per configuration.
+    assert!(!out.join("throughput_config.svg").exists());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("energy vs throughput chart left out: energy not measured")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("TTFT distribution not drawn")),
+        "{:?}",
+        report.notes
+    );
     assert!(
         report
             .notes
@@ -274,16 +293,27 @@ fn energy_columns_and_power_samples_are_read_by_name() {
         "latency_throughput",
         "throughput_batch",
         "energy_batch",
+        "energy_throughput",
         "power_time",
     ] {
         assert_svg(&out.join(format!("{stem}.svg")));
         assert_png(&out.join(format!("{stem}.png")));
     }
     assert!(!report.notes.iter().any(|n| n.contains("not measured")));
+    // The total's source says `rapl+estimate`: both energy charts say they include estimates.
+    let titles: Vec<&str> = report.plots.iter().map(|p| p.title.as_str()).collect();
+    assert!(
+        titles.contains(&"Energy per output token by batch size (includes estimates)"),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"Energy vs throughput (includes estimates)"),
+        "{titles:?}"
+    );
     let config = &report.tables[0];
     let col = |name: &str| config.header.iter().position(|h| h == name).unwrap();
     // Run aa: cycles with 0.5 and 0.7 J/token; cc measured none.
-    assert_eq!(config.rows[0][col("energy (J/output token)")], "0.600");
+    assert_eq!(config.rows[0][col("energy (J/output token)")], "0.6");
     assert_eq!(
         config.rows[2][col("energy (J/output token)")],
         "not measured"
@@ -317,4 +347,211 @@ fn energy_columns_and_power_samples_are_read_by_name() {
             .iter()
             .any(|n| n.contains("energy not measured"))
     );
+}
+
+/// Whether an SVG document has a text element reading `content` (plotters writes the
+/// content on its own line).
+fn has_text(svg: &str, content: &str) -> bool {
+    svg.contains(&format!(">\n{content}\n</text>"))
+}
+
+fn floats(values: &[f64]) -> ArrayRef {
+    Arc::new(Float64Array::from(values.to_vec()))
+}
+
+/// A study where batch size is constant and decoding varies, over three cycles, with request
+/// files (one of a failed cycle), estimated energy and environment columns across two hosts.
+fn flat_study(dir: &Path) {
+    std::fs::create_dir_all(dir.join("requests")).unwrap();
+    let hashes = ["g", "g", "g", "s", "s", "s"];
+    write_table(
+        &dir.join("runs.parquet"),
+        vec![
+            ("study", strings(&["flat"; 6])),
+            ("run_hash", strings(&hashes)),
+            (
+                "cycle_id",
+                Arc::new(Int64Array::from(vec![0, 1, 2, 0, 1, 2])),
+            ),
+            ("status", strings(&["ok", "ok", "ok", "ok", "ok", "failed"])),
+            ("model", strings(&["m"; 6])),
+            ("dtype", strings(&["f32"; 6])),
+            ("batch_size", Arc::new(Int64Array::from(vec![4; 6]))),
+            (
+                "decoding",
+                strings(&["greedy", "greedy", "greedy", "sample", "sample", "sample"]),
+            ),
+            (
+                "output_tokens_per_s",
+                floats(&[101.0, 105.0, 109.0, 80.0, 90.0, 0.0]),
+            ),
+            ("e2e_p50_s", floats(&[0.5, 0.6, 0.7, 0.9, 1.0, 0.0])),
+            (
+                "ttft_p50_s",
+                floats(&[0.0021, 0.0022, 0.0023, 0.0031, 0.0032, 0.0]),
+            ),
+            (
+                "j_per_output_token",
+                floats(&[0.5, 0.6, 0.7, 0.8, 0.9, 0.0]),
+            ),
+            (
+                "energy_total_j",
+                floats(&[50.0, 60.0, 70.0, 80.0, 90.0, 0.0]),
+            ),
+            ("energy_cpu_source", strings(&["rapl"; 6])),
+            ("energy_ram_source", strings(&["estimate"; 6])),
+            ("energy_total_source", strings(&["rapl+estimate"; 6])),
+            (
+                "hostname",
+                strings(&["node-a", "node-a", "node-a", "node-a", "node-b", "node-b"]),
+            ),
+            ("cpu_model", strings(&["AMD EPYC 9R14"; 6])),
+            ("threads", Arc::new(Int64Array::from(vec![2; 6]))),
+            ("git_commit", strings(&["0123456789abcdef0123"; 6])),
+            (
+                "git_dirty",
+                Arc::new(arrow_array::BooleanArray::from(vec![true; 6])),
+            ),
+            ("energy_meters", strings(&["cpu: rapl; ram: estimate"; 6])),
+        ],
+    );
+    // Requests: greedy cycles 0-2 and sample cycle 0, plus the failed sample cycle 2, whose
+    // huge latencies must not count.
+    let requests = [
+        ("g", 0, [0.010, 0.020]),
+        ("g", 1, [0.030, 0.040]),
+        ("g", 2, [0.050, 0.060]),
+        ("s", 0, [0.100, 0.300]),
+        ("s", 2, [9.0, 9.0]),
+    ];
+    for (hash, cycle, ttft) in requests {
+        write_table(
+            &dir.join("requests")
+                .join(format!("{hash}-c{cycle}.parquet")),
+            vec![
+                ("run_hash", strings(&[hash; 2])),
+                ("cycle_id", Arc::new(Int64Array::from(vec![cycle; 2]))),
+                ("ttft_s", floats(&ttft)),
+                (
+                    "tpot_s",
+                    Arc::new(Float64Array::from(vec![Some(0.001), None])),
+                ),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_study_of_one_batch_size_gets_bars_distributions_and_an_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("flat");
+    flat_study(&dir);
+    let report = write_report(&dir).unwrap();
+    let out = dir.join("report");
+    for stem in [
+        "latency_throughput",
+        "throughput_config",
+        "energy_config",
+        "energy_throughput",
+        "ttft_distribution",
+        "tpot_distribution",
+    ] {
+        assert_svg(&out.join(format!("{stem}.svg")));
+        assert_png(&out.join(format!("{stem}.png")));
+    }
+    assert!(!out.join("throughput_batch.svg").exists());
+    assert!(!out.join("energy_batch.svg").exists());
+
+    let plot = |stem: &str| {
+        report
+            .plots
+            .iter()
+            .find(|p| p.svg_path.ends_with(format!("{stem}.svg")))
+            .unwrap()
+    };
+    let svg = |stem: &str| std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+    // Bars are labelled by what varies: the decoding.
+    let bars = svg("throughput_config");
+    assert!(has_text(&bars, "decoding=greedy"), "{bars}");
+    assert!(has_text(&bars, "decoding=sample"));
+    // The greedy bar's mean of 101, 105, 109.
+    assert!(has_text(&bars, "105"));
+    assert!(
+        plot("throughput_config")
+            .caption
+            .contains("lowest to the highest")
+    );
+    // Energy charts name the estimated domain.
+    let energy = plot("energy_config");
+    assert_eq!(
+        energy.title,
+        "Energy per output token by configuration (includes estimates)"
+    );
+    assert!(
+        energy.caption.contains("estimated energy (RAM)"),
+        "{}",
+        energy.caption
+    );
+    let scatter = svg("energy_throughput");
+    assert!(has_text(&scatter, "decoding=sample"), "points are labelled");
+
+    // TTFT from requests/, in ms: greedy 10..60 ms (median 35), sample 100 and 300 ms; the
+    // failed cycle's 9 s is not among them.
+    let ttft = plot("ttft_distribution");
+    assert!(ttft.caption.contains("(8 requests)"), "{}", ttft.caption);
+    let ttft_svg = svg("ttft_distribution");
+    assert!(has_text(&ttft_svg, "p50 35 ms, n=6"), "{ttft_svg}");
+    assert!(has_text(&ttft_svg, "p50 200 ms, n=2"));
+    assert!(!ttft_svg.contains("9000"));
+    // TPOT nulls (one-token requests) are skipped.
+    assert!(has_text(&svg("tpot_distribution"), "p50 1 ms, n=3"));
+
+    // The environment lists distinct values, counted when they differ.
+    let env = |label: &str| {
+        report
+            .environment
+            .iter()
+            .find(|e| e.label == label)
+            .map(|e| e.values.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(env("host"), vec!["node-a (4 runs)", "node-b (2 runs)"]);
+    assert_eq!(env("CPU"), vec!["AMD EPYC 9R14"]);
+    assert_eq!(env("threads"), vec!["2"]);
+    assert_eq!(env("commit"), vec!["0123456789ab (dirty)"]);
+    assert_eq!(env("energy meters"), vec!["cpu: rapl; ram: estimate"]);
+    assert!(env("compute").is_empty(), "absent columns are left out");
+
+    // Numbers in plain decimals: TTFT p50 means of 2.2 and 3.15 ms.
+    let config = &report.tables[0];
+    let col = config
+        .header
+        .iter()
+        .position(|h| h == "TTFT p50 (s)")
+        .unwrap();
+    assert_eq!(config.rows[0][col], "0.0022");
+    assert!(
+        config.rows.iter().flatten().all(|c| !c.contains("e-")),
+        "{config:?}"
+    );
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_self_contained(&html);
+    assert!(html.contains("<h2>Environment</h2>"));
+    assert!(html.contains("node-a (4 runs)<br>node-b (2 runs)"));
+    assert!(html.contains("TTFT distribution by configuration"));
+
+    // The tables and environment as printed: stable text, reviewed in the snapshot.
+    let mut text = String::new();
+    for e in &report.environment {
+        text.push_str(&format!("{}: {}\n", e.label, e.values.join("; ")));
+    }
+    for t in &report.tables {
+        text.push_str(&format!("\n{}\n{}\n", t.title, t.header.join(" | ")));
+        for r in &t.rows {
+            text.push_str(&r.join(" | "));
+            text.push('\n');
+        }
+    }
+    insta::assert_snapshot!("flat_study_tables", text);
 }

@@ -23,6 +23,12 @@ pub fn run(args: ReportArgs) -> Result<ExitCode, Failure> {
         if report.runs == 1 { "" } else { "s" },
         report.generated_at
     );
+    if !report.environment.is_empty() {
+        println!("\nEnvironment");
+        for e in &report.environment {
+            println!("  {}: {}", e.label, e.values.join("; "));
+        }
+    }
     for t in &report.tables {
         println!("\n{}", t.title);
         if t.rows.is_empty() {

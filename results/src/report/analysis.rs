@@ -96,6 +96,9 @@ pub struct Configuration {
     /// Label of the line this configuration belongs to in plots over batch size: every shown
     /// configuration value except the batch size.
     pub series: String,
+    /// What sets this configuration apart: the values of the configuration columns that vary
+    /// in the study (`decoding=sample b=4`), or the series label when nothing varies.
+    pub label: String,
     /// Batch size, when known.
     pub batch_size: Option<i64>,
     /// Successful cycles.
@@ -104,13 +107,47 @@ pub struct Configuration {
     pub failed_cycles: usize,
     /// Energy sources reported by the successful cycles (`nvml`, `rapl+estimate`, ...).
     pub energy_sources: Vec<String>,
-    means: BTreeMap<String, f64>,
+    stats: BTreeMap<String, Stats>,
+}
+
+/// A column's values over a configuration's successful cycles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Lowest value.
+    pub min: f64,
+    /// Highest value.
+    pub max: f64,
+    /// Cycles with a value.
+    pub n: usize,
+}
+
+impl Stats {
+    /// Statistics of `values`; `None` for none.
+    pub fn of(values: &[f64]) -> Option<Stats> {
+        Some(Stats {
+            mean: mean(values)?,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n: values.len(),
+        })
+    }
 }
 
 impl Configuration {
     /// The mean of a column over the successful cycles that have a value; `None` when none has.
     pub fn mean(&self, column: &str) -> Option<f64> {
-        self.means.get(column).copied()
+        self.stats.get(column).map(|s| s.mean)
+    }
+
+    /// Lowest and highest value of a column over the successful cycles, when at least two
+    /// cycles have one (a single cycle has no spread to show).
+    pub fn spread(&self, column: &str) -> Option<(f64, f64)> {
+        self.stats
+            .get(column)
+            .filter(|s| s.n >= 2)
+            .map(|s| (s.min, s.max))
     }
 }
 
@@ -137,6 +174,8 @@ pub struct Study {
     pub configurations: Vec<Configuration>,
     /// Failed executions in file order.
     pub failures: Vec<FailedRun>,
+    /// Whether configurations differ in batch size (else plots over batch size say nothing).
+    pub batch_varies: bool,
 }
 
 /// Columns whose mean is kept per configuration.
@@ -146,6 +185,15 @@ fn averaged_columns() -> impl Iterator<Item = &'static str> {
         .chain(std::iter::once(&ENERGY_PER_TOKEN))
         .chain(OPTIONAL_ENERGY_METRICS)
         .map(|m| m.column)
+}
+
+/// Whether a configuration column has more than one value over the configurations.
+fn varies(runs: &TableView, firsts: &[usize], column: &str) -> bool {
+    let distinct: BTreeSet<String> = firsts
+        .iter()
+        .map(|&r| runs.get(r, column).display())
+        .collect();
+    distinct.len() > 1
 }
 
 /// Whether a row is a successful execution; a file without `status` holds only successes,
@@ -193,20 +241,19 @@ pub fn analyse(runs: &TableView) -> Study {
         }
         rows_of.entry(key).or_default().push(row);
     }
-    let first_row = |key: &str| rows_of.get(key).and_then(|r| r.first().copied());
+    let firsts: Vec<usize> = order
+        .iter()
+        .filter_map(|k| rows_of.get(k).and_then(|r| r.first().copied()))
+        .collect();
+    let varying: Vec<(&'static str, &'static str)> = present
+        .iter()
+        .copied()
+        .filter(|(c, _)| varies(runs, &firsts, c))
+        .collect();
     let shown: Vec<(&'static str, &'static str)> = present
         .iter()
         .copied()
-        .filter(|(c, _)| {
-            ALWAYS_SHOWN.contains(c) || {
-                let distinct: BTreeSet<String> = order
-                    .iter()
-                    .filter_map(|k| first_row(k))
-                    .map(|r| runs.get(r, c).display())
-                    .collect();
-                distinct.len() > 1
-            }
-        })
+        .filter(|col| ALWAYS_SHOWN.contains(&col.0) || varying.contains(col))
         .collect();
 
     let mut configurations = Vec::new();
@@ -220,18 +267,19 @@ pub fn analyse(runs: &TableView) -> Study {
         };
         let values: Vec<String> = shown
             .iter()
-            .map(|(c, _)| runs.get(first, c).display())
+            .map(|(c, _)| super::format::cell(runs.get(first, c)))
             .collect();
         let series = series_label(&shown, &values);
+        let label = configuration_label(runs, first, &varying).unwrap_or_else(|| series.clone());
         let ok_rows: Vec<usize> = rows.iter().copied().filter(|&r| is_ok(runs, r)).collect();
-        let mut means = BTreeMap::new();
+        let mut stats = BTreeMap::new();
         for column in averaged_columns() {
             let values: Vec<f64> = ok_rows
                 .iter()
                 .filter_map(|&r| runs.float(r, column))
                 .collect();
-            if let Some(m) = mean(&values) {
-                means.insert(column.to_string(), m);
+            if let Some(s) = Stats::of(&values) {
+                stats.insert(column.to_string(), s);
             }
         }
         let energy_sources: BTreeSet<String> = ok_rows
@@ -245,11 +293,12 @@ pub fn analyse(runs: &TableView) -> Study {
             key: key.clone(),
             values,
             series,
+            label,
             batch_size: runs.int(first, "batch_size"),
             ok_cycles: ok_rows.len(),
             failed_cycles: rows.len() - ok_rows.len(),
             energy_sources: energy_sources.into_iter().collect(),
-            means,
+            stats,
         });
     }
     // Series in first-seen order, batch sizes ascending within a series.
@@ -289,7 +338,34 @@ pub fn analyse(runs: &TableView) -> Study {
         config_headers: shown.iter().map(|(_, h)| *h).collect(),
         configurations,
         failures,
+        batch_varies: varying.iter().any(|(c, _)| *c == "batch_size"),
     }
+}
+
+/// The values of the varying columns of a row, `None` when nothing varies. Null values are
+/// left out (a greedy run has no temperature), and so is a quantization of `none`.
+fn configuration_label(
+    runs: &TableView,
+    row: usize,
+    varying: &[(&'static str, &'static str)],
+) -> Option<String> {
+    let parts: Vec<String> = varying
+        .iter()
+        .filter_map(|(column, _)| {
+            let value = runs.get(row, column);
+            if *value == Cell::Null {
+                return None;
+            }
+            let value = super::format::cell(value);
+            Some(match *column {
+                "batch_size" => format!("b={value}"),
+                "quantization" if value == "none" => return None,
+                "model" | "dtype" | "quantization" => value,
+                other => format!("{other}={value}"),
+            })
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// The label of a configuration without its batch size; a quantization of `none` is left out
@@ -300,6 +376,8 @@ fn series_label(shown: &[(&'static str, &'static str)], values: &[String]) -> St
         match *column {
             "batch_size" => {}
             "quantization" if value == "none" || value == "-" => {}
+            // A null setting (a greedy run's temperature) says nothing about the line.
+            _ if value == "-" => {}
             "model" | "dtype" | "quantization" => parts.push(value.clone()),
             other => parts.push(format!("{other}={value}")),
         }
@@ -461,6 +539,43 @@ mod tests {
             Some(0.25)
         );
         assert!(measured(&t, "j_per_output_token"));
+    }
+
+    #[test]
+    fn spread_needs_two_cycles_and_ignores_failures() {
+        let t = runs(&[
+            ("aa", "m1", 1, 0, "ok", Some(10.0), None),
+            ("aa", "m1", 1, 1, "ok", Some(30.0), None),
+            ("aa", "m1", 1, 2, "failed", Some(1000.0), None),
+            ("bb", "m1", 2, 0, "ok", Some(5.0), None),
+        ]);
+        let study = analyse(&t);
+        let a = &study.configurations[0];
+        assert_eq!(a.spread("output_tokens_per_s"), Some((10.0, 30.0)));
+        assert_eq!(study.configurations[1].spread("output_tokens_per_s"), None);
+        assert_eq!(a.spread("j_per_output_token"), None);
+        assert!(study.batch_varies);
+        // Only batch size varies: it is the label.
+        assert_eq!(a.label, "b=1");
+    }
+
+    #[test]
+    fn labels_name_what_varies_and_batch_may_be_constant() {
+        let t = runs(&[
+            ("aa", "m1", 4, 0, "ok", Some(10.0), None),
+            ("bb", "m2", 4, 0, "ok", Some(30.0), None),
+        ]);
+        let study = analyse(&t);
+        assert!(!study.batch_varies);
+        let labels: Vec<&str> = study
+            .configurations
+            .iter()
+            .map(|c| c.label.as_str())
+            .collect();
+        assert_eq!(labels, vec!["m1", "m2"]);
+        // Nothing varies: the series label stands in.
+        let t = runs(&[("aa", "m1", 4, 0, "ok", Some(10.0), None)]);
+        assert_eq!(analyse(&t).configurations[0].label, "m1 f32");
     }
 
     #[test]

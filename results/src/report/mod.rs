@@ -7,8 +7,10 @@
 //! zero.
 
 pub mod analysis;
+pub mod format;
 pub mod html;
 pub mod plot;
+pub mod requests;
 pub mod view;
 
 use std::collections::BTreeSet;
@@ -17,12 +19,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::StoreError;
 use crate::parquet_io::write_bytes;
-use crate::row::Cell;
 use analysis::{
-    ENERGY_PER_TOKEN, OPTIONAL_ENERGY_METRICS, PERFORMANCE_METRICS, Study, analyse, measured,
-    pareto_front,
+    Configuration, ENERGY_PER_TOKEN, OPTIONAL_ENERGY_METRICS, PERFORMANCE_METRICS, Study, analyse,
+    measured, pareto_front,
 };
-use plot::{Chart, Series, SeriesKind, XScale};
+use plot::{
+    CategoryChart, CategoryKind, CategoryRow, Chart, ErrorBar, Figure, Series, SeriesKind, XScale,
+};
+use requests::{DISTRIBUTIONS, Requests, five_numbers};
 use view::TableView;
 
 /// Why a report could not be made.
@@ -104,6 +108,19 @@ pub struct TextTable {
     pub header: Vec<String>,
     /// Rows, as long as `header`.
     pub rows: Vec<Vec<String>>,
+    /// Leading columns that identify a row; a page too narrow for the whole table repeats
+    /// them in each part it splits the table into.
+    pub key_columns: usize,
+}
+
+/// One line of the environment block: a property of the machines and builds that measured
+/// the study, with every distinct value seen (a study may span machines).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentEntry {
+    /// What it is (`CPU`, `threads`, ...).
+    pub label: String,
+    /// Distinct values in first-seen order, each with its run count when they differ.
+    pub values: Vec<String>,
 }
 
 /// A chart written as SVG and PNG.
@@ -129,6 +146,8 @@ pub struct Report {
     pub generated_at: String,
     /// Rows in `runs.parquet`.
     pub runs: usize,
+    /// Where the study ran: machines, builds, meters.
+    pub environment: Vec<EnvironmentEntry>,
     /// Tables, in display order.
     pub tables: Vec<TextTable>,
     /// What was not measured or could not be shown.
@@ -147,9 +166,30 @@ pub const NOT_MEASURED: &str = "not measured";
 const CHART_STEMS: &[&str] = &[
     "latency_throughput",
     "throughput_batch",
+    "throughput_config",
     "energy_batch",
+    "energy_config",
+    "energy_throughput",
+    "ttft_distribution",
+    "tpot_distribution",
     "power_time",
 ];
+
+/// Environment columns of the runs table, with their labels; any may be absent (older files).
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("hostname", "host"),
+    ("cpu_model", "CPU"),
+    ("threads", "threads"),
+    ("compute", "compute"),
+    ("energy_meters", "energy meters"),
+    ("git_commit", "commit"),
+    ("build_profile", "build"),
+    ("llmeff_version", "llmeff version"),
+    ("kernel", "kernel"),
+];
+
+/// How the error bars of cycle means are drawn, for captions.
+const SPREAD_NOTE: &str = "Error bars span the lowest to the highest value over the configuration's successful cycles (where it has two or more).";
 
 /// Power columns of a samples file, with their legend names.
 const POWER_COLUMNS: &[(&str, &str)] = &[
@@ -211,43 +251,134 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
 
     let out = dir.join("report");
     std::fs::create_dir_all(&out).map_err(|e| ReportError::io(&out, e))?;
-    let mut charts: Vec<(&str, Chart, String)> = Vec::new();
+    let estimates = estimated_domains(&runs);
+    let estimate_note = (!estimates.is_empty()).then(|| {
+        format!(
+            " Includes estimated energy ({}): a model of CodeCarbon's kind (TDP x load, W per GB of memory), not a sensor reading.",
+            estimates.join(", ")
+        )
+    });
+    let estimate_title = |title: &str| {
+        if estimates.is_empty() {
+            title.to_string()
+        } else {
+            format!("{title} (includes estimates)")
+        }
+    };
+    let mut charts: Vec<(&str, Figure, String)> = Vec::new();
     if let Some(c) = latency_throughput(&study) {
-        let mut caption = "Each point is one configuration (mean over its successful cycles), labelled with its batch size.".to_string();
+        let mut caption = format!(
+            "Each point is one configuration (mean over its successful cycles){}. {SPREAD_NOTE}",
+            if study.batch_varies {
+                ", labelled with its batch size"
+            } else {
+                ""
+            }
+        );
         if c.series.iter().any(|s| s.kind == SeriesKind::Front) {
             caption.push_str(" The dashed line is the Pareto front: the configurations that no other beats on both throughput and latency.");
         }
-        charts.push(("latency_throughput", c, caption));
+        charts.push(("latency_throughput", Figure::Xy(c), caption));
     }
-    if let Some(c) = over_batch(
+    let throughput = "throughput (output tokens/s)";
+    if study.batch_varies {
+        if let Some(c) = over_batch(
+            &study,
+            "output_tokens_per_s",
+            "Throughput by batch size",
+            throughput,
+        ) {
+            charts.push((
+                "throughput_batch",
+                Figure::Xy(c),
+                format!("Mean output tokens per second over successful cycles; one line per configuration of the other settings. {SPREAD_NOTE}"),
+            ));
+        }
+    } else if let Some(c) = per_configuration(
         &study,
         "output_tokens_per_s",
-        "Throughput by batch size",
-        "throughput (output tokens/s)",
+        "Throughput by configuration",
+        throughput,
     ) {
         charts.push((
-            "throughput_batch",
-            c,
-            "Mean output tokens per second over successful cycles; one line per model and precision."
-                .into(),
+            "throughput_config",
+            Figure::Categories(c),
+            format!("Mean output tokens per second over successful cycles, one bar per configuration (batch size does not vary in this study). {SPREAD_NOTE}"),
         ));
     }
-    if energy
-        && let Some(c) = over_batch(
+    let energy_label = "energy per output token (J)";
+    let mut energy_caption =
+        "Mean energy per output token over successful cycles; lower is better.".to_string();
+    if let Some(note) = &estimate_note {
+        energy_caption.push_str(note);
+    }
+    if energy && study.batch_varies {
+        if let Some(c) = over_batch(
             &study,
             ENERGY_PER_TOKEN.column,
-            "Energy per output token by batch size",
-            "energy per output token (J)",
+            &estimate_title("Energy per output token by batch size"),
+            energy_label,
+        ) {
+            charts.push((
+                "energy_batch",
+                Figure::Xy(c),
+                format!("{energy_caption} {SPREAD_NOTE}"),
+            ));
+        }
+    } else if energy
+        && let Some(c) = per_configuration(
+            &study,
+            ENERGY_PER_TOKEN.column,
+            &estimate_title("Energy per output token by configuration"),
+            energy_label,
         )
     {
         charts.push((
-            "energy_batch",
-            c,
-            "Mean energy per output token over successful cycles; lower is better.".into(),
+            "energy_config",
+            Figure::Categories(c),
+            format!("{energy_caption} {SPREAD_NOTE}"),
         ));
     }
+    match energy_throughput(&study, &runs) {
+        Some(mut c) => {
+            c.title = estimate_title(&c.title);
+            let mut caption = format!(
+                "Each point is one configuration (means over its successful cycles): the further right and lower, the more tokens per second for less energy. {SPREAD_NOTE}"
+            );
+            if c.series.iter().any(|s| s.kind == SeriesKind::Front) {
+                caption.push_str(" The dashed line is the Pareto front.");
+            }
+            if let Some(note) = &estimate_note {
+                caption.push_str(note);
+            }
+            charts.push(("energy_throughput", Figure::Xy(c), caption));
+        }
+        None => notes.push(format!(
+            "energy vs throughput chart left out: energy {NOT_MEASURED} in this study"
+        )),
+    }
+    let requests = requests::read(dir, &runs)?;
+    for e in &requests.unreadable {
+        notes.push(format!("requests not shown: {e}"));
+    }
+    for (column, name) in DISTRIBUTIONS {
+        match distribution(&study, &requests, column, name) {
+            Some((c, caption)) => charts.push((
+                if *column == "ttft_s" {
+                    "ttft_distribution"
+                } else {
+                    "tpot_distribution"
+                },
+                Figure::Categories(c),
+                caption,
+            )),
+            None => notes.push(format!(
+                "{name} distribution not drawn: no per-request {column} of successful runs under requests/"
+            )),
+        }
+    }
     match power_over_time(dir, &runs, &study, &mut notes) {
-        Some((c, caption)) => charts.push(("power_time", c, caption)),
+        Some((c, caption)) => charts.push(("power_time", Figure::Xy(c), caption)),
         None => notes.push(format!(
             "power {NOT_MEASURED} in this study (no power samples under samples/)"
         )),
@@ -266,7 +397,7 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
                 files.push(svg_path.clone());
                 files.push(png_path.clone());
                 plots.push(PlotFile {
-                    title: chart.title.clone(),
+                    title: chart.title().to_string(),
                     caption,
                     svg_path,
                     png_path,
@@ -284,6 +415,7 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         study: study_name,
         generated_at: utc_timestamp(SystemTime::now()),
         runs: runs.len(),
+        environment: environment(&runs),
         tables,
         notes,
         plots,
@@ -309,8 +441,69 @@ fn remove_stale_charts(out: &Path, plots: &[PlotFile]) -> Result<(), ReportError
     Ok(())
 }
 
-fn number(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| Cell::from(v).display())
+/// The energy domains some successful run estimated rather than measured.
+fn estimated_domains(runs: &TableView) -> Vec<String> {
+    let ok = |r: usize| runs.text(r, "status").is_none_or(|s| s == "ok");
+    let estimated = |column: &str| {
+        (0..runs.len())
+            .any(|r| ok(r) && runs.text(r, column).is_some_and(|s| s.contains("estimate")))
+    };
+    let mut domains: Vec<String> = ["cpu", "gpu", "ram"]
+        .iter()
+        .filter(|d| estimated(&format!("energy_{d}_source")))
+        .map(|d| d.to_uppercase())
+        .collect();
+    // Older tables may carry only the total's source.
+    if domains.is_empty() && estimated("energy_total_source") {
+        domains.push("some domains".into());
+    }
+    domains
+}
+
+/// Distinct values of each environment column over every run of the study.
+fn environment(runs: &TableView) -> Vec<EnvironmentEntry> {
+    let mut entries = Vec::new();
+    for (column, label) in ENVIRONMENT {
+        if *column == "git_commit" && !runs.has_column(column) {
+            continue;
+        }
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for r in 0..runs.len() {
+            let cell = runs.get(r, column);
+            if *cell == crate::row::Cell::Null {
+                continue;
+            }
+            let mut value = format::cell(cell);
+            if *column == "git_commit" {
+                value = value.chars().take(12).collect();
+                if runs.get(r, "git_dirty").display() == "true" {
+                    value.push_str(" (dirty)");
+                }
+            }
+            match seen.iter_mut().find(|(v, _)| *v == value) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((value, 1)),
+            }
+        }
+        if seen.is_empty() {
+            continue;
+        }
+        let counted = seen.len() > 1;
+        entries.push(EnvironmentEntry {
+            label: (*label).to_string(),
+            values: seen
+                .into_iter()
+                .map(|(v, n)| {
+                    if counted {
+                        format!("{v} ({n} run{})", if n == 1 { "" } else { "s" })
+                    } else {
+                        v
+                    }
+                })
+                .collect(),
+        });
+    }
+    entries
 }
 
 fn configuration_table(study: &Study, runs: &TableView) -> TextTable {
@@ -336,14 +529,18 @@ fn configuration_table(study: &Study, runs: &TableView) -> TextTable {
         .map(|c| {
             let mut row = c.values.clone();
             row.push(format!("{}/{}", c.ok_cycles, c.ok_cycles + c.failed_cycles));
-            row.extend(PERFORMANCE_METRICS.iter().map(|m| number(c.mean(m.column))));
+            row.extend(
+                PERFORMANCE_METRICS
+                    .iter()
+                    .map(|m| format::optional(c.mean(m.column))),
+            );
             // A configuration that never succeeded measured nothing at all: "-" like the rest.
             row.push(match c.mean(ENERGY_PER_TOKEN.column) {
-                Some(v) => Cell::from(v).display(),
+                Some(v) => format::number(v),
                 None if c.ok_cycles == 0 => "-".to_string(),
                 None => NOT_MEASURED.to_string(),
             });
-            row.extend(optional.iter().map(|m| number(c.mean(m.column))));
+            row.extend(optional.iter().map(|m| format::optional(c.mean(m.column))));
             if sources {
                 row.push(if c.energy_sources.is_empty() {
                     "-".into()
@@ -356,6 +553,7 @@ fn configuration_table(study: &Study, runs: &TableView) -> TextTable {
         .collect();
     TextTable {
         title: "Configurations (means over successful cycles)".into(),
+        key_columns: study.config_headers.len(),
         header,
         rows,
     }
@@ -365,6 +563,7 @@ fn failure_table(study: &Study) -> TextTable {
     TextTable {
         title: "Failed runs".into(),
         header: vec!["configuration".into(), "cycle".into(), "error".into()],
+        key_columns: 1,
         rows: study
             .failures
             .iter()
@@ -384,8 +583,19 @@ fn generic_table(title: &str, t: &TableView) -> TextTable {
         title: title.into(),
         header: t.columns().to_vec(),
         rows: (0..t.len())
-            .map(|r| t.columns().iter().map(|c| t.get(r, c).display()).collect())
+            .map(|r| {
+                t.columns()
+                    .iter()
+                    .map(|c| format::cell(t.get(r, c)))
+                    .collect()
+            })
             .collect(),
+        // A summary's group columns come before its count `n`.
+        key_columns: t
+            .columns()
+            .iter()
+            .position(|c| c == "n")
+            .map_or(1, |n| n + 1),
     }
 }
 
@@ -400,16 +610,40 @@ fn series_names(study: &Study) -> Vec<String> {
     names
 }
 
-fn latency_throughput(study: &Study) -> Option<Chart> {
+/// The label written beside a configuration's point in a scatter: its batch size when batch
+/// size varies (the legend names the rest), else what sets it apart.
+fn point_label(study: &Study, c: &Configuration) -> String {
+    if study.batch_varies {
+        c.batch_size.map_or_else(String::new, |b| format!("b={b}"))
+    } else {
+        c.label.clone()
+    }
+}
+
+/// A scatter of one point per configuration, one series per line of [`series_names`], error
+/// bars from the cycles' spread on both axes, and the Pareto front (higher x, lower y better).
+fn scatter(
+    study: &Study,
+    x_column: &str,
+    y_column: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+) -> Option<Chart> {
     let mut series = Vec::new();
     let mut all = Vec::new();
     for name in series_names(study) {
         let mut points = Vec::new();
         let mut labels = Vec::new();
+        let mut errors = Vec::new();
         for c in study.configurations.iter().filter(|c| c.series == name) {
-            if let (Some(x), Some(y)) = (c.mean("output_tokens_per_s"), c.mean("e2e_p50_s")) {
+            if let (Some(x), Some(y)) = (c.mean(x_column), c.mean(y_column)) {
                 points.push((x, y));
-                labels.push(c.batch_size.map_or_else(String::new, |b| format!("b={b}")));
+                labels.push(point_label(study, c));
+                errors.push(ErrorBar {
+                    x: c.spread(x_column),
+                    y: c.spread(y_column),
+                });
             }
         }
         if !points.is_empty() {
@@ -418,6 +652,7 @@ fn latency_throughput(study: &Study) -> Option<Chart> {
                 name,
                 points,
                 labels,
+                errors,
                 kind: SeriesKind::Markers,
             });
         }
@@ -431,34 +666,74 @@ fn latency_throughput(study: &Study) -> Option<Chart> {
             name: "Pareto front".into(),
             points: front,
             labels: Vec::new(),
+            errors: Vec::new(),
             kind: SeriesKind::Front,
         });
     }
     Some(Chart {
-        title: "Latency vs throughput".into(),
-        x_label: "throughput (output tokens/s)".into(),
-        y_label: "median end-to-end latency (s)".into(),
+        title: title.into(),
+        x_label: x_label.into(),
+        y_label: y_label.into(),
         x_scale: XScale::Linear,
         series,
     })
+}
+
+fn latency_throughput(study: &Study) -> Option<Chart> {
+    scatter(
+        study,
+        "output_tokens_per_s",
+        "e2e_p50_s",
+        "Latency vs throughput",
+        "throughput (output tokens/s)",
+        "median end-to-end latency (s)",
+    )
+}
+
+/// Energy against throughput, per output token where the study has it, else per run.
+fn energy_throughput(study: &Study, runs: &TableView) -> Option<Chart> {
+    let (column, label) = if measured(runs, ENERGY_PER_TOKEN.column) {
+        (ENERGY_PER_TOKEN.column, "energy per output token (J)")
+    } else if measured(runs, "energy_total_j") {
+        ("energy_total_j", "energy per run (J)")
+    } else {
+        return None;
+    };
+    scatter(
+        study,
+        "output_tokens_per_s",
+        column,
+        "Energy vs throughput",
+        "throughput (output tokens/s)",
+        label,
+    )
 }
 
 fn over_batch(study: &Study, column: &str, title: &str, y_label: &str) -> Option<Chart> {
     let mut series = Vec::new();
     let mut batches = Vec::new();
     for name in series_names(study) {
-        let points: Vec<(f64, f64)> = study
+        let (points, errors): (Vec<(f64, f64)>, Vec<ErrorBar>) = study
             .configurations
             .iter()
             .filter(|c| c.series == name)
-            .filter_map(|c| Some((c.batch_size? as f64, c.mean(column)?)))
-            .collect();
+            .filter_map(|c| {
+                Some((
+                    (c.batch_size? as f64, c.mean(column)?),
+                    ErrorBar {
+                        x: None,
+                        y: c.spread(column),
+                    },
+                ))
+            })
+            .unzip();
         if !points.is_empty() {
             batches.extend(points.iter().map(|p| p.0));
             series.push(Series {
                 name,
                 points,
                 labels: Vec::new(),
+                errors,
                 kind: SeriesKind::LineMarkers,
             });
         }
@@ -485,6 +760,86 @@ fn over_batch(study: &Study, column: &str, title: &str, y_label: &str) -> Option
         x_scale,
         series,
     })
+}
+
+/// One bar per configuration: the mean of `column`, the cycles' spread as an error bar.
+fn per_configuration(
+    study: &Study,
+    column: &str,
+    title: &str,
+    value_label: &str,
+) -> Option<CategoryChart> {
+    let rows: Vec<CategoryRow> = study
+        .configurations
+        .iter()
+        .filter_map(|c| {
+            let value = c.mean(column)?;
+            Some(CategoryRow {
+                label: c.label.clone(),
+                value,
+                range: c.spread(column),
+                quartiles: None,
+                note: format::number(value),
+            })
+        })
+        .collect();
+    (!rows.is_empty()).then(|| CategoryChart {
+        title: title.into(),
+        value_label: value_label.into(),
+        kind: CategoryKind::Bars,
+        rows,
+    })
+}
+
+/// Box plots of a per-request latency, one per configuration, in milliseconds; and the
+/// caption.
+fn distribution(
+    study: &Study,
+    requests: &Requests,
+    column: &str,
+    name: &str,
+) -> Option<(CategoryChart, String)> {
+    let mut total = 0;
+    let rows: Vec<CategoryRow> = study
+        .configurations
+        .iter()
+        .filter_map(|c| {
+            let values: Vec<f64> = requests
+                .of(column, &c.key)
+                .iter()
+                .map(|v| v * 1000.0)
+                .collect();
+            let f = five_numbers(&values)?;
+            total += values.len();
+            Some(CategoryRow {
+                label: c.label.clone(),
+                value: f.median,
+                range: Some((f.min, f.max)),
+                quartiles: Some((f.q1, f.q3)),
+                note: format!("p50 {} ms, n={}", format::number(f.median), values.len()),
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let what = if column == "ttft_s" {
+        "time to first token"
+    } else {
+        "time per output token after the first (requests of one token have none)"
+    };
+    let caption = format!(
+        "{name} ({what}) of every request of the successful cycles, from requests/ ({total} requests): the box spans the 25th to the 75th percentile, the black line is the median, the whiskers reach the fastest and the slowest request."
+    );
+    Some((
+        CategoryChart {
+            title: format!("{name} distribution by configuration"),
+            value_label: format!("{name} (ms)"),
+            kind: CategoryKind::Boxes,
+            rows,
+        },
+        caption,
+    ))
 }
 
 /// The power chart of the first successful run with power samples, and its caption.
@@ -531,6 +886,7 @@ fn power_over_time(
                     },
                     points,
                     labels: Vec::new(),
+                    errors: Vec::new(),
                 })
             })
             .collect();
