@@ -118,6 +118,7 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         .set("decoding", spec.infer.decoding.method())?
         .set("warmup_runs", spec.infer.warmup)?
         .set("meters", spec.measure.meters.join("+"))?
+        .set("energy_estimate", spec.measure.estimate.name())?
         .set("config_json", spec.config_json().to_string())?
         .set("llmeff_version", env!("CARGO_PKG_VERSION"))?;
     set_arrival_columns(&mut row, &spec.infer.arrival)?;

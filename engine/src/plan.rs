@@ -128,6 +128,9 @@ impl RunSpec {
         c.insert("max_new_tokens", self.infer.max_new_tokens.to_string());
         c.insert("decoding", self.infer.decoding.describe());
         c.insert("meters", self.measure.meters.join("+"));
+        if self.measure.estimate != crate::meter::EstimateMode::Machine {
+            c.insert("energy_estimate", self.measure.estimate.name().to_string());
+        }
         c
     }
 

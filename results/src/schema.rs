@@ -153,6 +153,12 @@ pub const RUN_COLUMNS: &[Column] = &[
     col("top_p", Float, true, "sampling top-p (1 = off)"),
     col("warmup_runs", Int, false, "untimed warm-up generations"),
     col("meters", Text, false, "meters requested, `+`-separated"),
+    col(
+        "energy_estimate",
+        Text,
+        false,
+        "how an estimated CPU/RAM energy charges the run: `machine` (the whole machine's load and memory) or `process` (llmeff's CPU time and resident memory only)",
+    ),
     col("architecture", Text, true, "model family"),
     col(
         "compute",
@@ -381,7 +387,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_cpu_source",
         Text,
         true,
-        "`rapl` (powercap counters), `estimate` (CodeCarbon TDP x load), `unavailable` (null figure) or `off` (not requested)",
+        "`rapl` (powercap counters), `estimate` (CodeCarbon 3.3.2's rule: TDP x load, 4 W per thread for an unknown CPU), `unavailable` (null figure) or `off` (not requested)",
     ),
     col(
         "energy_gpu_j",
@@ -405,7 +411,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_ram_source",
         Text,
         true,
-        "`rapl` (dram domain), `estimate` (W per GB of installed memory), `unavailable` or `off`",
+        "`rapl` (dram domain), `estimate` (CodeCarbon 3.3.2's rule by DIMM), `unavailable` or `off`",
     ),
     col(
         "energy_total_j",

@@ -22,6 +22,10 @@ const CONFIG_COLUMNS: &[(&str, &str)] = &[
     ("batch_size", "batch size"),
     ("token_budget", "token budget"),
     ("arrival", "arrival"),
+    ("arrival_rate_per_s", "arrival rate (/s)"),
+    ("arrival_interval_s", "arrival interval (s)"),
+    ("arrival_burst", "arrival burst"),
+    ("arrival_off_s", "arrival off (s)"),
     ("max_new_tokens", "max new tokens"),
     ("min_new_tokens", "min new tokens"),
     ("stop_at_eos", "stop at EOS"),
@@ -30,6 +34,7 @@ const CONFIG_COLUMNS: &[(&str, &str)] = &[
     ("top_k", "top-k"),
     ("top_p", "top-p"),
     ("warmup_runs", "warm-up runs"),
+    ("energy_estimate", "energy estimate"),
 ];
 
 /// Shown even when constant, since every reader asks for them first.
