@@ -80,40 +80,12 @@ impl Provenance {
 /// `seconds` since the Unix epoch as ISO 8601 UTC with milliseconds
 /// (`2026-12-06T02:29:18.123Z`).
 pub fn iso8601_utc(unix_s: f64) -> String {
-    let millis = (unix_s * 1000.0).round() as i64;
-    let (secs, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days to a proleptic Gregorian date (Howard Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    results::time::UtcTime::from_unix_s(unix_s).iso8601()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_iso_8601_utc() {
-        assert_eq!(iso8601_utc(0.0), "1970-01-01T00:00:00.000Z");
-        // `date -u -d @1796531358 +%FT%T` → 2026-12-06T04:29:18.
-        assert_eq!(iso8601_utc(1_796_531_358.25), "2026-12-06T04:29:18.250Z");
-        // A leap day and the turn of a century divisible by 400.
-        assert_eq!(iso8601_utc(951_782_400.0), "2000-02-29T00:00:00.000Z");
-        assert_eq!(iso8601_utc(1_709_164_799.999), "2024-02-28T23:59:59.999Z");
-    }
 
     #[test]
     fn machine_facts_come_from_proc() {

@@ -11,6 +11,7 @@ pub mod report;
 pub mod row;
 pub mod schema;
 pub mod store;
+pub mod time;
 
 pub use lock::StudyLock;
 pub use manifest::{Machine, Manifest, PlanChange};
