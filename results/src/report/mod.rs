@@ -254,7 +254,7 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
     let estimates = estimated_domains(&runs);
     let estimate_note = (!estimates.is_empty()).then(|| {
         format!(
-            " Includes estimated energy ({}): a model of CodeCarbon's kind (TDP x load, W per GB of memory), not a sensor reading.",
+            " Includes estimated energy ({}): CodeCarbon 3.3.2's model (CPU TDP x load curve, RAM by DIMM; see energy_meters), not a sensor reading.",
             estimates.join(", ")
         )
     });
