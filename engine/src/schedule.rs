@@ -245,5 +245,10 @@ pub fn parse_shard(text: &str) -> Option<Shard> {
     let (i, n) = text.split_once('/')?;
     let index: usize = i.trim().parse().ok()?;
     let count: usize = n.trim().parse().ok()?;
-    (count > 0 && index < count).then_some(Shard { index, count })
+    (count > 0 && count <= MAX_SHARDS && index < count).then_some(Shard { index, count })
 }
+
+/// The most shards a study may be split into. Experiment ids step by the shard count, so an
+/// unbounded count (`0/18446744073709551615`) would wrap them; a million tasks is beyond any
+/// Slurm array or Indexed Job.
+pub const MAX_SHARDS: usize = 1_000_000;

@@ -19,14 +19,40 @@ use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn shard_from_env() -> Option<String> {
-    let index = std::env::var("SLURM_ARRAY_TASK_ID")
-        .or_else(|_| std::env::var("JOB_COMPLETION_INDEX"))
-        .ok()?;
-    let count = std::env::var("SLURM_ARRAY_TASK_COUNT")
-        .or_else(|_| std::env::var("LLMEFF_SHARDS"))
-        .ok()?;
-    Some(format!("{index}/{count}"))
+/// The `I/N` shard a Slurm array task or a Kubernetes Indexed Job pod runs, from the
+/// variables `var` reads. A task index without its task count is an error: running the whole
+/// study in every task would do every run N times.
+fn shard_from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let number = |name: &str| -> Result<Option<i64>, String> {
+        var(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("{name}={v} is not a whole number"))
+            })
+            .transpose()
+    };
+    if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+        let count = number("SLURM_ARRAY_TASK_COUNT")?.ok_or(
+            "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: pass --shard I/N",
+        )?;
+        // Arrays need not start at 0 or step by 1 (`--array=1-15:2`).
+        let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+        if id < min || (id - min) % step != 0 {
+            return Err(format!(
+                "SLURM_ARRAY_TASK_ID={id} is not in the array (min {min}, step {step})"
+            ));
+        }
+        return Ok(Some(format!("{}/{count}", (id - min) / step)));
+    }
+    if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+        let count = number("LLMEFF_SHARDS")?.ok_or(
+            "JOB_COMPLETION_INDEX is set but LLMEFF_SHARDS is not: set it to the Job's completions",
+        )?;
+        return Ok(Some(format!("{index}/{count}")));
+    }
+    Ok(None)
 }
 
 /// How a study execution ended, with its compacted rows.
@@ -256,10 +282,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         path: &path,
         text: &text,
     };
-    let shard = match args.shard.clone().or_else(shard_from_env) {
+    let from_env = || shard_from_env(|name| std::env::var(name).ok());
+    let shard_text = match args.shard.clone() {
+        Some(text) => Some(text),
+        None => from_env().map_err(Failure::input)?,
+    };
+    let shard = match shard_text {
         Some(text) => Some(parse_shard(&text).ok_or_else(|| {
             Failure::input(format!(
-                "invalid shard `{text}`: expected I/N with 0 <= I < N"
+                "invalid shard `{text}`: expected I/N with 0 <= I < N <= {}",
+                engine::schedule::MAX_SHARDS
             ))
         })?),
         None => None,
@@ -294,4 +326,53 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn slurm_and_kubernetes_tasks_name_their_shard() {
+        let slurm = env(&[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "8"),
+        ]);
+        assert_eq!(shard_from_env(slurm), Ok(Some("3/8".into())));
+        // --array=1-15:2 → tasks 1, 3, …, 15 are shards 0 to 7.
+        let stepped = env(&[
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "8"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+        ]);
+        assert_eq!(shard_from_env(stepped), Ok(Some("2/8".into())));
+        let pod = env(&[("JOB_COMPLETION_INDEX", "0"), ("LLMEFF_SHARDS", "4")]);
+        assert_eq!(shard_from_env(pod), Ok(Some("0/4".into())));
+        assert_eq!(shard_from_env(env(&[])), Ok(None));
+    }
+
+    #[test]
+    fn a_task_index_without_its_count_is_an_error() {
+        // Regression (issue B): every task ran the whole study.
+        let err = shard_from_env(env(&[("SLURM_ARRAY_TASK_ID", "3")])).unwrap_err();
+        assert!(err.contains("SLURM_ARRAY_TASK_COUNT is not"), "{err}");
+        let err = shard_from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).unwrap_err();
+        assert!(err.contains("LLMEFF_SHARDS is not"), "{err}");
+    }
+
+    #[test]
+    fn a_shard_count_that_would_wrap_experiment_ids_is_refused() {
+        assert!(parse_shard("0/18446744073709551615").is_none());
+        assert!(parse_shard("0/1000001").is_none());
+        assert!(parse_shard("999999/1000000").is_some());
+    }
 }
