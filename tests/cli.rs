@@ -1270,3 +1270,28 @@ fn queued_requests_count_their_wait_in_ttft_and_idle_energy_in_other() {
         assert!((got - want).abs() < 1e-9, "{arrivals:?}");
     }
 }
+
+#[test]
+fn a_study_name_that_would_write_outside_out_is_refused() {
+    // Regression (issue B): `--study /tmp/x` or `../x` wrote outside --out.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["/tmp/escape", "../escape", ".hidden", "a/b"] {
+        let out = llmeff()
+            .current_dir(repo())
+            .args([
+                "run",
+                "experiments/single.rhai",
+                "--plain",
+                "--study",
+                name,
+                "--out",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("invalid study name"), "{name}: {stderr}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}

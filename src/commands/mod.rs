@@ -31,6 +31,18 @@ pub fn init_threads(threads: Option<usize>) -> Result<(), Failure> {
 }
 
 /// Reads and plans a script; errors are bad input (exit 2).
+/// A `--study` name becomes a folder under `--out`: an absolute path or `..` would write
+/// outside it, so it is held to the rule scripts' `study(#{ name })` follows.
+pub fn check_study_name(name: &str) -> Result<(), Failure> {
+    if engine::plan::StudySettings::is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(Failure::input(format!(
+            "invalid study name `{name}`: use letters, digits, '-', '_' and '.' only, not starting with '.'"
+        )))
+    }
+}
+
 pub fn load_plan(script: &Path, study_override: Option<&str>) -> Result<Plan, Failure> {
     let source = std::fs::read_to_string(script)
         .map_err(|e| Failure::input(format!("cannot read script {}: {e}", script.display())))?;
@@ -41,6 +53,7 @@ pub fn load_plan(script: &Path, study_override: Option<&str>) -> Result<Plan, Fa
     let mut plan = engine::script::plan_script(script, &source, &default_name)
         .map_err(|e| Failure::input(e.to_string()))?;
     if let Some(name) = study_override {
+        check_study_name(name)?;
         plan.study.name = name.to_string();
     }
     Ok(plan)

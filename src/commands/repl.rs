@@ -167,6 +167,7 @@ fn remember(
 /// Runs the REPL until :quit or end of input.
 pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
     super::init_threads(args.threads)?;
+    super::check_study_name(&args.study)?;
     let cwd =
         std::env::current_dir().map_err(|e| Failure::work(format!("no working folder: {e}")))?;
     let mut session = Session::new(
