@@ -30,7 +30,6 @@ pub fn init_threads(threads: Option<usize>) -> Result<(), Failure> {
         .map_err(|e| Failure::work(format!("cannot size the thread pool: {e}")))
 }
 
-/// Reads and plans a script; errors are bad input (exit 2).
 /// A `--study` name becomes a folder under `--out`: an absolute path or `..` would write
 /// outside it, so it is held to the rule scripts' `study(#{ name })` follows.
 pub fn check_study_name(name: &str) -> Result<(), Failure> {
@@ -43,6 +42,7 @@ pub fn check_study_name(name: &str) -> Result<(), Failure> {
     }
 }
 
+/// Reads and plans a script; errors are bad input (exit 2).
 pub fn load_plan(script: &Path, study_override: Option<&str>) -> Result<Plan, Failure> {
     let source = std::fs::read_to_string(script)
         .map_err(|e| Failure::input(format!("cannot read script {}: {e}", script.display())))?;
