@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod environment;
 mod provenance;
+mod signals;
 mod sink;
 mod table;
 

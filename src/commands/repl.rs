@@ -9,7 +9,6 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Failure;
 use crate::cli::ReplArgs;
@@ -106,50 +105,6 @@ fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".llmeff_history"))
 }
 
-/// Set by Ctrl-C (SIGINT) while `:run` executes; the executor then stops the study at its next
-/// generation step and the REPL goes back to its prompt with the plan and history intact.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_signal: libc::c_int) {
-    // Only an atomic store: the one kind of work a signal handler may do.
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// While alive, Ctrl-C sets [`INTERRUPTED`] instead of ending the process; dropping it puts
-/// back the action there was before (at the prompt the line editor reads Ctrl-C itself).
-struct SigintGuard {
-    previous: libc::sigaction,
-}
-
-impl SigintGuard {
-    /// Installs the handler; `None` where the system refuses, and Ctrl-C then ends llmeff as
-    /// before.
-    fn install() -> Option<SigintGuard> {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        // SAFETY: `sigaction` structs are plain data for which all-zero is valid; the handler
-        // only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            // SA_RESETHAND: a second Ctrl-C, e.g. while a large model loads, ends llmeff as usual.
-            action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
-            let mut previous: libc::sigaction = std::mem::zeroed();
-            (libc::sigaction(libc::SIGINT, &action, &mut previous) == 0)
-                .then_some(SigintGuard { previous })
-        }
-    }
-}
-
-impl Drop for SigintGuard {
-    fn drop(&mut self) {
-        // SAFETY: restores the action saved by `install`, which the system gave back.
-        unsafe {
-            libc::sigaction(libc::SIGINT, &self.previous, std::ptr::null_mut());
-        }
-    }
-}
-
 /// Adds a line to the history and appends it to the history file at once, so a REPL that is
 /// killed or crashes keeps every line entered before.
 fn remember(
@@ -220,7 +175,10 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
                     print!("{}", Schedule::from_plan(&plan));
                 }
                 ":run" => {
-                    let guard = SigintGuard::install();
+                    // Ctrl-C stops the study at its next generation step and the REPL goes back to
+                    // its prompt with the plan and history intact (at the prompt the line
+                    // editor reads Ctrl-C itself).
+                    let guard = crate::signals::StopGuard::install(&[libc::SIGINT]);
                     // REPL studies are exploratory: each :run supersedes what the plan no
                     // longer has.
                     let result = super::run::execute_plan(
@@ -235,7 +193,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
                         super::run::Console {
                             plain: true,
                             verbosity: crate::table::Verbosity::Normal,
-                            cancel: guard.as_ref().map(|_| &INTERRUPTED),
+                            cancel: guard.as_ref().map(|g| g.flag()),
                         },
                     );
                     drop(guard);

@@ -61,6 +61,8 @@ pub struct StudyResult {
     pub outcome: Outcome,
     /// Every stored row of the study, after compaction.
     pub rows: Vec<Row>,
+    /// Executions this invocation's schedule holds (its shard's, when sharded).
+    pub total: usize,
 }
 
 /// Where a plan came from, for the study manifest.
@@ -267,11 +269,18 @@ pub fn execute_plan(
         },
         dir.join("runs.parquet").display()
     );
-    Ok(StudyResult { outcome, rows })
+    Ok(StudyResult {
+        outcome,
+        rows,
+        total: schedule.items.len(),
+    })
 }
 
 /// Runs a study end to end.
 pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    // Installed before planning, so a stop that comes early starts no run at all; a batch
+    // system's SIGTERM and a closed terminal's SIGHUP stop as cleanly as Ctrl-C.
+    let stop = crate::signals::StopGuard::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     super::init_threads(args.threads)?;
     let plan = super::load_plan(&args.script, args.study.as_deref())?;
     let text = std::fs::read_to_string(&args.script).map_err(|e| {
@@ -310,9 +319,32 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         Console {
             plain: args.plain,
             verbosity,
-            cancel: None,
+            cancel: stop.as_ref().map(|g| g.flag()),
         },
     )?;
+    // The lock is released (execute_plan dropped it) and the table compacted from the parts
+    // present: say what was kept and end with the status a shell expects of the signal.
+    if let Some(signal) = stop.as_ref().and_then(|g| g.caught()) {
+        if std::env::var_os("LLMEFF_TEST_HOLD_AFTER_STOP").is_some() {
+            // Test hook: holds the stopping process until stdin closes, so a test can send a
+            // second signal at a known moment, after the first was taken.
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        }
+        let stored = result.outcome.ok + result.outcome.failed + result.outcome.skipped;
+        let table = args.out.join(&plan.study.name);
+        eprintln!(
+            "stopped by {}: {stored} of {} runs stored in {}; {}",
+            crate::signals::name(signal),
+            result.total,
+            table.display(),
+            if stored < result.total {
+                "run the same command again to resume"
+            } else {
+                "the study is complete"
+            }
+        );
+        return Ok(ExitCode::from(crate::signals::exit_code(signal)));
+    }
     if verbosity != Verbosity::Quiet {
         crate::table::print_runs(&result.rows);
     }
