@@ -31,8 +31,8 @@ pub struct StopGuard {
 }
 
 impl StopGuard {
-    /// Installs the handler for `signals`; `None` where the system refuses one, and those
-    /// signals then end llmeff as before.
+    /// Installs the handler for those of `signals` not ignored already; `None` where the
+    /// system refuses one, and those signals then end llmeff as before.
     pub fn install(signals: &[libc::c_int]) -> Option<StopGuard> {
         STOP.store(false, Ordering::SeqCst);
         CAUGHT.store(0, Ordering::SeqCst);
@@ -50,7 +50,15 @@ impl StopGuard {
                 // large model loads or the table compacts) ends llmeff at once, as usual.
                 action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
                 let mut previous: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(signal, &action, &mut previous) != 0 {
+                if libc::sigaction(signal, std::ptr::null(), &mut previous) != 0 {
+                    return None;
+                }
+                // A signal ignored by whoever started llmeff (`nohup` ignores SIGHUP, a
+                // shell's background job SIGINT) stays ignored: they asked it not to stop.
+                if previous.sa_sigaction == libc::SIG_IGN {
+                    continue;
+                }
+                if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
                     // Dropping `guard` restores the ones already installed.
                     return None;
                 }

@@ -35,7 +35,21 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 
 /// Starts `llmeff run --plain` with stderr lines sent to the returned channel as they come.
 fn start(out: &Path, script: &Path, hold: bool) -> (Child, Receiver<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_llmeff"));
+    start_with(
+        Command::new(env!("CARGO_BIN_EXE_llmeff")),
+        out,
+        script,
+        hold,
+    )
+}
+
+/// [`start`] for a prepared `command` (e.g. one that starts with a signal ignored).
+fn start_with(
+    mut command: Command,
+    out: &Path,
+    script: &Path,
+    hold: bool,
+) -> (Child, Receiver<String>) {
     command
         .args(["run", "--plain", "--out"])
         .arg(out)
@@ -242,4 +256,30 @@ fn the_test_hook_alone_does_not_end_the_stop() {
     let status = child.wait().unwrap();
     seen.extend(rx.iter());
     assert_eq!(status.code(), Some(130), "{status}:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn a_sighup_ignored_by_nohup_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let (dir, script) = setup();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llmeff"));
+    // SAFETY: only `signal`, async-signal-safe, between fork and exec; as `nohup` does.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let (mut child, rx) = start_with(command, dir.path(), &script, false);
+    let mut seen = Vec::new();
+    read_until(&rx, &mut seen, |l| l.starts_with("[2/4]"));
+    send(&child, libc::SIGHUP);
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    seen.extend(rx.iter());
+    let stderr = seen.join("\n");
+    // The study went on to its end, as nohup asked.
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(!stderr.contains("stopped by"), "{stderr}");
+    assert_eq!(stored_parts(&dir.path().join("stop")), RUNS, "{stderr}");
 }
