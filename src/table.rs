@@ -51,7 +51,7 @@ impl ProgressDisplay {
                 summary,
             } = event
             {
-                eprintln!("run {index} FAILED: {summary}");
+                note!("run {index} FAILED: {summary}");
             }
             return;
         }
@@ -61,7 +61,7 @@ impl ProgressDisplay {
                 already_done,
             } => {
                 if already_done > 0 {
-                    eprintln!("resuming: {already_done} runs already stored, {pending} to go");
+                    note!("resuming: {already_done} runs already stored, {pending} to go");
                 }
                 if self.interactive {
                     let bar = ProgressBar::new(pending as u64);
@@ -73,7 +73,7 @@ impl ProgressDisplay {
                     bar.set_style(style);
                     self.bar = Some(bar);
                 } else {
-                    eprintln!(
+                    note!(
                         "study: {pending} runs to execute on {} CPU threads",
                         rayon::current_num_threads()
                     );
@@ -86,7 +86,7 @@ impl ProgressDisplay {
                 label,
             } => match &self.bar {
                 Some(bar) => bar.set_message(label),
-                None => eprintln!("[{index}/{total}] {label}"),
+                None => note!("[{index}/{total}] {label}"),
             },
             Progress::Retrying {
                 index,
@@ -96,7 +96,7 @@ impl ProgressDisplay {
                 let line = format!("run {index} failed ({error}); retry {attempt}");
                 match &self.bar {
                     Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
+                    None => note!("{line}"),
                 }
             }
             Progress::RunFinished {
@@ -115,7 +115,7 @@ impl ProgressDisplay {
                         }
                         bar.inc(1);
                     }
-                    None => eprintln!(
+                    None => note!(
                         "{line} ({:.1} s elapsed)",
                         self.started.elapsed().as_secs_f64()
                     ),
@@ -127,7 +127,7 @@ impl ProgressDisplay {
     fn log(&self, line: String) {
         match &self.bar {
             Some(bar) => bar.set_message(line),
-            None => eprintln!("{line}"),
+            None => note!("{line}"),
         }
     }
 
@@ -135,7 +135,7 @@ impl ProgressDisplay {
     fn println(&self, line: String) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => note!("{line}"),
         }
     }
 

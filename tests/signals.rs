@@ -283,3 +283,61 @@ fn a_sighup_ignored_by_nohup_stays_ignored() {
     assert!(!stderr.contains("stopped by"), "{stderr}");
     assert_eq!(stored_parts(&dir.path().join("stop")), RUNS, "{stderr}");
 }
+
+#[test]
+fn sighup_after_the_terminal_hangs_up_still_stops_cleanly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (dir, script) = setup();
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the given ints; the other arguments
+    // may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // The child must not inherit the master side, or closing ours would not hang up.
+    // SAFETY: sets a flag on a descriptor just opened.
+    assert_eq!(
+        unsafe { libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC) },
+        0
+    );
+    // SAFETY: both descriptors were just opened and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmeff"))
+        .args(["run", "--plain", "--out"])
+        .arg(dir.path())
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    {
+        // Reads the terminal until the second run starts, then closes its master side: the
+        // terminal is hung up and every later write to it fails with EIO.
+        let mut terminal = BufReader::new(std::fs::File::from(master));
+        let mut line = String::new();
+        while !line.starts_with("[2/4]") {
+            line.clear();
+            let read = terminal.read_line(&mut line).unwrap();
+            assert!(read > 0, "terminal ended early:\n{}", seen.join(""));
+            seen.push(line.clone());
+        }
+    }
+    send(&child, libc::SIGHUP);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(129), "{status}:\n{}", seen.join(""));
+    let study = dir.path().join("stop");
+    let rows =
+        results::parquet_io::read_rows(&study.join("runs.parquet"), results::schema::RUN_COLUMNS)
+            .unwrap();
+    assert_eq!(rows.len(), stored_parts(&study));
+    assert_no_temporaries(&study);
+}

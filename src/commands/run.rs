@@ -124,7 +124,7 @@ fn claim_study(
         if change.is_none() || change.is_pure_addition() {
             manifest.created_unix_s = old.created_unix_s;
             if change.is_pure_addition() {
-                eprintln!(
+                note!(
                     "study `{}`: {} runs added to the {} already planned; running the new ones",
                     plan.study.name,
                     change.added,
@@ -149,7 +149,7 @@ fn claim_study(
             let moved = store
                 .supersede_except(&keep, &label)
                 .map_err(|e| Failure::work(e.to_string()))?;
-            eprintln!(
+            note!(
                 "plan changed ({change}); {moved} files of unplanned runs moved to superseded/{label}/"
             );
         }
@@ -188,7 +188,7 @@ pub fn execute_plan(
     }
     if let Some(shard) = shard {
         if let Some(warning) = schedule.shard_warning(shard.count) {
-            eprintln!("warning: {warning}");
+            note!("warning: {warning}");
         }
         schedule = schedule.shard(shard);
     }
@@ -214,7 +214,7 @@ pub fn execute_plan(
     // asked to be quiet.
     let mut meters = backends::MachineMeters::detect();
     if verbosity != crate::table::Verbosity::Quiet {
-        meters = meters.with_peak_listener(|n| eprintln!("{n}"));
+        meters = meters.with_peak_listener(|n| note!("{n}"));
     }
     let mut executor = Executor::new(&runtime, &clock).with_meters(&meters);
     if let Some(cancel) = cancel {
@@ -250,14 +250,14 @@ pub fn execute_plan(
         if verbosity == Verbosity::Quiet {
             continue;
         }
-        eprintln!(
+        note!(
             "{name}: {} groups by {} -> {}",
             summary.rows.len(),
             spec.by.join(", "),
             dir.join(format!("{name}.parquet")).display()
         );
     }
-    eprintln!(
+    note!(
         "{} ok, {} failed, {} already done{}; results in {}",
         outcome.ok,
         outcome.failed,
@@ -332,7 +332,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         }
         let stored = result.outcome.ok + result.outcome.failed + result.outcome.skipped;
         let table = args.out.join(&plan.study.name);
-        eprintln!(
+        note!(
             "stopped by {}: {stored} of {} runs stored in {}; {}",
             crate::signals::name(signal),
             result.total,
@@ -354,7 +354,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         .filter(|r| r.get("status") != Some(&results::Cell::Text("ok".into())))
         .count();
     if result.outcome.failed > 0 || failed_rows > 0 {
-        eprintln!("some runs failed: see the `error` column");
+        note!("some runs failed: see the `error` column");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
