@@ -124,7 +124,7 @@ fn claim_study(
         if change.is_none() || change.is_pure_addition() {
             manifest.created_unix_s = old.created_unix_s;
             if change.is_pure_addition() {
-                note!(
+                eprintln!(
                     "study `{}`: {} runs added to the {} already planned; running the new ones",
                     plan.study.name,
                     change.added,
@@ -149,7 +149,7 @@ fn claim_study(
             let moved = store
                 .supersede_except(&keep, &label)
                 .map_err(|e| Failure::work(e.to_string()))?;
-            note!(
+            eprintln!(
                 "plan changed ({change}); {moved} files of unplanned runs moved to superseded/{label}/"
             );
         }
@@ -188,7 +188,7 @@ pub fn execute_plan(
     }
     if let Some(shard) = shard {
         if let Some(warning) = schedule.shard_warning(shard.count) {
-            note!("warning: {warning}");
+            eprintln!("warning: {warning}");
         }
         schedule = schedule.shard(shard);
     }
