@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-/// Four runs of two requests arriving 1 s apart: each run waits in the executor's cancellable
+/// Four runs of two requests arriving 3 s apart: each run waits in the executor's cancellable
 /// arrival wait, so a signal sent after the second run starts finds a run in progress.
 const STUDY: &str = r#"
 study(#{ name: "stop" });
@@ -19,7 +19,7 @@ let p = prompts("builtin:stories", #{ count: 2, max_input_tokens: 16 });
 for n in [2, 3, 4, 5] {
     let r = infer(m, batch(p, #{ size: 1 }),
                   #{ max_new_tokens: n, warmup: 0,
-                     arrival: #{ pattern: "constant", interval_s: 1.0 } });
+                     arrival: #{ pattern: "constant", interval_s: 3.0 } });
     measure(r, #{ meters: ["latency"] });
 }
 "#;
