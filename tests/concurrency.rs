@@ -203,3 +203,57 @@ fn a_corrupt_manifest_is_moved_aside_by_force() {
     assert_eq!(aside.len(), 1);
     assert!(results::Manifest::load(&out.join("s")).unwrap().is_some());
 }
+
+#[test]
+fn a_writer_killed_between_a_success_and_removing_its_failure_resumes_to_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "tokenizer.json", "generation_config.json"] {
+        std::fs::copy(repo.join("models/tiny-stories").join(f), model.join(f)).unwrap();
+    }
+    let weights = std::fs::read(repo.join("models/tiny-stories/model.safetensors")).unwrap();
+    std::fs::write(
+        model.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let script = dir.path().join("s.rhai");
+    std::fs::write(
+        &script,
+        format!(
+            "study(#{{ name: \"s\" }});\ninfer(load(\"{}\"), batch(prompts([\"Once\"])), #{{ max_new_tokens: 1, warmup: 0 }});\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("runs");
+    let failed = start(&script, &out, &[], None).wait_with_output().unwrap();
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+
+    // The model repaired, the retry "crashes" right after writing its success part.
+    std::fs::write(model.join("model.safetensors"), &weights).unwrap();
+    let mut cmd = Command::new(bin());
+    let crashed = cmd
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "--quiet", "--out"])
+        .arg(&out)
+        .env("LLMEFF_TEST_EXIT_AFTER_PART", "1")
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.code(), Some(86), "{}", stderr(&crashed));
+    let parts: Vec<String> = std::fs::read_dir(out.join("s/parts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+
+    let resumed = start(&script, &out, &[], None).wait_with_output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let rows = rows(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), Some(&Cell::Text("ok".into())));
+}

@@ -77,6 +77,12 @@ impl Store {
         }
         let path = self.dir.join("parts").join(part_name(&hash, cycle, failed));
         write_rows(&path, RUN_COLUMNS, std::slice::from_ref(run))?;
+        // Fault injection for the resume tests: die as `kill -9` would between the success
+        // part and the removal of the failed one (debug builds only).
+        #[cfg(debug_assertions)]
+        if !failed && std::env::var_os("LLMEFF_TEST_EXIT_AFTER_PART").is_some() {
+            std::process::exit(86);
+        }
         // A success replaces an earlier failure of the same execution.
         if !failed {
             let stale = self.dir.join("parts").join(part_name(&hash, cycle, true));
