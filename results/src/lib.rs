@@ -45,12 +45,45 @@ pub enum StoreError {
     #[error("schema: {0}")]
     Schema(String),
     /// Another process is writing this study.
-    #[error("study is in use by {} (lock file {path}); wait for it or stop it", pid.map_or("another process".to_string(), |p| format!("pid {p}")))]
+    #[error("study locked by {holder} (lock file {path}); wait for it or stop it")]
     Locked {
         /// The lock file.
         path: PathBuf,
-        /// The holder, when known.
-        pid: Option<u32>,
+        /// Who holds it, as the holder wrote it (`pid 123 on host-a since …`), or `another
+        /// process` when it has not written itself yet.
+        holder: String,
+    },
+    /// Another study's execution, under another shard layout, is live in the same folder.
+    #[error(
+        "study is being run as {holder} (lock file {path}); a plain run and shards of another count would run the same work twice: wait for it or use the same --shard count"
+    )]
+    LayoutConflict {
+        /// The lock file of the other layout.
+        path: PathBuf,
+        /// The other layout's holder.
+        holder: String,
+    },
+    /// `manifest.json` cannot be read.
+    #[error(
+        "{path} is corrupt ({reason}); rerun with --force to move it aside and start the study afresh"
+    )]
+    CorruptManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// Compaction found a different number of rows than parts it read.
+    #[error(
+        "compaction read {parts} parts of {dir} but built {rows} rows; runs.parquet was left as it was"
+    )]
+    CompactionMismatch {
+        /// The study folder.
+        dir: PathBuf,
+        /// Distinct (run hash, cycle) parts read.
+        parts: usize,
+        /// Rows built.
+        rows: usize,
     },
     /// The study folder holds results of a different plan.
     #[error("{0}")]

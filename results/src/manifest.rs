@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::StoreError;
 use crate::parquet_io::write_bytes;
@@ -146,12 +146,30 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Option<Manifest>, StoreError> {
         let path = dir.join(Self::FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Schema(format!("{}: {e}", path.display()))),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::CorruptManifest {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(&path, e)),
         }
+    }
+
+    /// Moves a corrupt manifest of `dir` aside, to `manifest.json.corrupt-<unix time>`, so
+    /// `--force` can start the study afresh; returns the new path.
+    pub fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
+        let path = dir.join(Self::FILE);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let to = dir.join(format!("{}.corrupt-{now}", Self::FILE));
+        std::fs::rename(&path, &to).map_err(|e| StoreError::io(&path, e))?;
+        Ok(to)
     }
 
     /// Writes the manifest atomically.

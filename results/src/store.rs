@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
+use crate::lock::{COMPACTION_TIMEOUT, CompactionLock};
 use crate::parquet_io::{read_rows, write_bytes, write_rows};
 use crate::row::{Cell, Row};
 use crate::schema::{Column, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
@@ -76,6 +77,12 @@ impl Store {
         }
         let path = self.dir.join("parts").join(part_name(&hash, cycle, failed));
         write_rows(&path, RUN_COLUMNS, std::slice::from_ref(run))?;
+        // Fault injection for the resume tests: die as `kill -9` would between the success
+        // part and the removal of the failed one (debug builds only).
+        #[cfg(debug_assertions)]
+        if !failed && std::env::var_os("LLMEFF_TEST_EXIT_AFTER_PART").is_some() {
+            std::process::exit(86);
+        }
         // A success replaces an earlier failure of the same execution.
         if !failed {
             let stale = self.dir.join("parts").join(part_name(&hash, cycle, true));
@@ -136,12 +143,36 @@ impl Store {
         Ok(names)
     }
 
-    /// All stored run rows (failed ones whose execution later succeeded are gone), ordered by
-    /// start time.
+    /// All stored run rows, ordered by start time. A success supersedes a failed part of the
+    /// same execution even where the failed part was not deleted (a writer killed between the
+    /// two): the failed row is left out and its part removed.
     pub fn runs(&self) -> Result<Vec<Row>, StoreError> {
+        Ok(self.read_parts()?.0)
+    }
+
+    /// The rows of the parts present, and how many distinct executions they came from.
+    fn read_parts(&self) -> Result<(Vec<Row>, usize), StoreError> {
+        let names = self.part_names()?;
+        let succeeded: HashSet<&str> = names
+            .iter()
+            .filter(|n| !n.ends_with(".failed.parquet"))
+            .filter_map(|n| n.strip_suffix(".parquet"))
+            .collect();
         let mut rows = Vec::new();
-        for name in self.part_names()? {
-            rows.extend(read_rows(&self.dir.join("parts").join(name), RUN_COLUMNS)?);
+        let mut executions = HashSet::new();
+        for name in &names {
+            let path = self.dir.join("parts").join(name);
+            if let Some(stem) = name.strip_suffix(".failed.parquet") {
+                if succeeded.contains(stem) {
+                    // Best effort: the row is left out whether or not the removal works.
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                executions.insert(stem);
+            } else if let Some(stem) = name.strip_suffix(".parquet") {
+                executions.insert(stem);
+            }
+            rows.extend(read_rows(&path, RUN_COLUMNS)?);
         }
         rows.sort_by(|a, b| {
             let key = |r: &Row| match r.get("started_at_unix_s") {
@@ -150,7 +181,26 @@ impl Store {
             };
             key(a).total_cmp(&key(b))
         });
-        Ok(rows)
+        Ok((rows, executions.len()))
+    }
+
+    /// Moves parts that cannot be read (truncated by a full disk, damaged by hand) into
+    /// `parts/corrupt/`, so their executions run again instead of failing the study; returns
+    /// the moved parts' new paths, for a warning.
+    pub fn quarantine_corrupt_parts(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut moved = Vec::new();
+        for name in self.part_names()? {
+            let path = self.dir.join("parts").join(&name);
+            if read_rows(&path, RUN_COLUMNS).is_ok() {
+                continue;
+            }
+            let corrupt = self.dir.join("parts").join("corrupt");
+            std::fs::create_dir_all(&corrupt).map_err(|e| StoreError::io(&corrupt, e))?;
+            let to = corrupt.join(&name);
+            std::fs::rename(&path, &to).map_err(|e| StoreError::io(&path, e))?;
+            moved.push(to);
+        }
+        Ok(moved)
     }
 
     /// The largest `experiment_id` stored so far, superseded parts included, so the counter
@@ -213,8 +263,19 @@ impl Store {
     }
 
     /// Writes `runs.parquet`, `runs.csv` and `runs.json` from all parts; returns the rows.
+    ///
+    /// Under the study's compaction lock, so two processes finishing together cannot replace
+    /// a newer table with an older one; the row count is checked against the parts read.
     pub fn compact(&self) -> Result<Vec<Row>, StoreError> {
-        let rows = self.runs()?;
+        let _lock = CompactionLock::acquire(&self.dir, COMPACTION_TIMEOUT)?;
+        let (rows, executions) = self.read_parts()?;
+        if rows.len() != executions {
+            return Err(StoreError::CompactionMismatch {
+                dir: self.dir.clone(),
+                parts: executions,
+                rows: rows.len(),
+            });
+        }
         write_rows(&self.dir.join("runs.parquet"), RUN_COLUMNS, &rows)?;
         write_bytes(
             &self.dir.join("runs.csv"),
@@ -225,6 +286,29 @@ impl Store {
         write_bytes(&self.dir.join("runs.json"), &json)?;
         Ok(rows)
     }
+}
+
+/// Removes the temporary files that writers killed mid-write left in the study folder `dir`
+/// (named `.<file>.<unique>.tmp` by [`crate::parquet_io`]); returns how many. Call only while
+/// no other process writes the study.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for sub in ["", "parts", "requests", "samples"] {
+        let folder = dir.join(sub);
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io(&folder, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_file(entry.path()).map_err(|e| StoreError::io(&entry.path(), e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Rows as CSV with a header (RFC 4180 quoting).

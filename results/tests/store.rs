@@ -137,3 +137,85 @@ fn samples_round_trip_with_nulls_kept_null() {
     store.write_samples("ef01", 0, &[]).unwrap();
     assert!(!dir.path().join("samples/ef01-c0.parquet").exists());
 }
+
+#[test]
+fn a_success_supersedes_a_failed_part_left_by_a_killed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store
+        .write_run(&run_row("aa", 0, "failed", 1.0), &[])
+        .unwrap();
+    // The success part written, then the writer killed before it deleted the failed part.
+    results::parquet_io::write_rows(
+        &store.dir().join("parts/aa-c0.parquet"),
+        RUN_COLUMNS,
+        &[run_row("aa", 0, "ok", 2.0)],
+    )
+    .unwrap();
+    assert!(store.dir().join("parts/aa-c0.failed.parquet").exists());
+    let rows = store.compact().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), Some(&Cell::Text("ok".into())));
+    assert!(!store.dir().join("parts/aa-c0.failed.parquet").exists());
+}
+
+#[test]
+fn compaction_refuses_a_part_with_more_than_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    results::parquet_io::write_rows(
+        &store.dir().join("parts/bb-c0.parquet"),
+        RUN_COLUMNS,
+        &[run_row("bb", 0, "ok", 2.0), run_row("bb", 0, "ok", 3.0)],
+    )
+    .unwrap();
+    let err = store.compact().unwrap_err().to_string();
+    assert!(
+        err.contains("read 2 parts") && err.contains("built 3 rows"),
+        "{err}"
+    );
+    assert!(!store.dir().join("runs.parquet").exists());
+}
+
+#[test]
+fn compaction_waits_while_another_process_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    let held =
+        results::lock::CompactionLock::acquire(store.dir(), std::time::Duration::ZERO).unwrap();
+    // A second holder in the same process is another open file, which flock excludes too.
+    let waiting = std::thread::spawn({
+        let store = store.clone();
+        move || store.compact().map(|rows| rows.len())
+    });
+    // The compaction cannot have written while the lock is held.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!store.dir().join("runs.parquet").exists());
+    drop(held);
+    assert_eq!(waiting.join().unwrap().unwrap(), 1);
+    assert!(store.dir().join("runs.parquet").exists());
+}
+
+#[test]
+fn stale_temporaries_are_removed_and_unreadable_parts_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    let tmp = store.dir().join("parts/.bb-c0.parquet.123-456-0.tmp");
+    std::fs::write(&tmp, b"half a part").unwrap();
+    std::fs::write(store.dir().join(".runs.csv.1-2-3.tmp"), b"x").unwrap();
+    std::fs::write(store.dir().join("parts/cc-c0.parquet"), b"PAR1 truncated").unwrap();
+    assert_eq!(
+        results::store::remove_stale_temporaries(store.dir()).unwrap(),
+        2
+    );
+    assert!(!tmp.exists());
+    assert!(store.compact().is_err());
+    let moved = store.quarantine_corrupt_parts().unwrap();
+    assert_eq!(moved, vec![store.dir().join("parts/corrupt/cc-c0.parquet")]);
+    assert!(moved[0].exists());
+    assert_eq!(store.compact().unwrap().len(), 1);
+    assert!(!store.completed().unwrap().contains(&("cc".to_string(), 0)));
+}

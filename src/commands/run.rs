@@ -116,7 +116,19 @@ fn claim_study(
         cpu_forward: Some(runtime.cpu_forward().name().to_string()),
         created_unix_s: now,
     };
-    if let Some(old) = Manifest::load(store.dir()).map_err(|e| Failure::work(e.to_string()))? {
+    let stored = match Manifest::load(store.dir()) {
+        Err(results::StoreError::CorruptManifest { path, reason }) if force => {
+            let to = Manifest::move_aside(store.dir()).map_err(|e| Failure::work(e.to_string()))?;
+            eprintln!(
+                "note: {} was corrupt ({reason}); moved aside to {}",
+                path.display(),
+                to.display()
+            );
+            None
+        }
+        other => other.map_err(|e| Failure::work(e.to_string()))?,
+    };
+    if let Some(old) = stored {
         let change = old.compare(&manifest);
         // The machines the stored results were measured on stay listed whatever changed:
         // superseded results keep them in the record too.
@@ -198,7 +210,30 @@ pub fn execute_plan(
         None => StudyLock::acquire(&dir),
     }
     .map_err(|e| Failure::work(e.to_string()))?;
+    // Fault injection for the lock tests: hold the lock a while (debug builds only).
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("LLMEFF_TEST_PAUSE_AFTER_LOCK_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let store = Store::open(&dir).map_err(|e| Failure::work(e.to_string()))?;
+    if _lock.removed_temporaries() > 0 {
+        eprintln!(
+            "note: removed {} temporary files left by an interrupted run",
+            _lock.removed_temporaries()
+        );
+    }
+    for part in store
+        .quarantine_corrupt_parts()
+        .map_err(|e| Failure::work(e.to_string()))?
+    {
+        eprintln!(
+            "warning: an unreadable part was moved to {}; its run will be measured again",
+            part.display()
+        );
+    }
     let runtime = backends::BurnRuntime::new();
     claim_study(&store, plan, origin, force, &runtime)?;
     let mut sink = StoreSink::new(store.clone(), shard.map(|s| (s.index, s.count)))
