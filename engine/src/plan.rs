@@ -191,6 +191,11 @@ impl RunSpec {
 pub struct Plan {
     graph: DiGraph<PlanNode, usize>,
     index: HashMap<StageId, NodeIndex>,
+    /// Infer nodes, measure nodes, and the infer nodes some measure reads: kept as nodes are
+    /// added so the run budget is checked per stage in constant time.
+    infers: usize,
+    measures: usize,
+    measured: std::collections::HashSet<StageId>,
     /// Study-wide settings.
     pub study: StudySettings,
 }
@@ -201,6 +206,9 @@ impl Plan {
         Plan {
             graph: DiGraph::new(),
             index: HashMap::new(),
+            infers: 0,
+            measures: 0,
+            measured: std::collections::HashSet::new(),
             study,
         }
     }
@@ -222,7 +230,48 @@ impl Plan {
             }
         }
         self.index.insert(id, node);
+        match &self.graph[node].stage {
+            Stage::Infer(_) => self.infers += 1,
+            Stage::Measure(_) => {
+                self.measures += 1;
+                if let Some(&infer) = inputs.first() {
+                    self.measured.insert(infer);
+                }
+            }
+            _ => {}
+        }
         id
+    }
+
+    /// True when an equal stage with these inputs is already in the plan.
+    pub fn contains(&self, stage: &Stage, inputs: &[StageId]) -> bool {
+        self.index.contains_key(&StageId::of(stage, inputs))
+    }
+
+    /// How many runs the plan has ([`Plan::runs`]'s length), without resolving them: every
+    /// measure node, plus every infer node that nothing measures.
+    pub fn run_count(&self) -> usize {
+        self.measures + self.infers - self.measured.len().min(self.infers)
+    }
+
+    /// The run count once `stage` is added with `inputs` (adding an existing stage changes
+    /// nothing; a new infer is one more run; a new measure is one more unless it measures an
+    /// infer nothing measured yet, which was already a run).
+    pub fn runs_after_adding(&self, stage: &Stage, inputs: &[StageId]) -> usize {
+        let runs = self.run_count();
+        if self.contains(stage, inputs) {
+            return runs;
+        }
+        match stage {
+            Stage::Infer(_) => runs + 1,
+            Stage::Measure(_) => {
+                let already_measured = inputs
+                    .first()
+                    .is_some_and(|infer| self.measured.contains(infer));
+                runs + usize::from(already_measured)
+            }
+            _ => runs,
+        }
     }
 
     /// The node with this id.
