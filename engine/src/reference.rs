@@ -817,7 +817,8 @@ content hash, and `.kind`, the stage's name.
 Scripts may `import` modules: the standard library below (`import \"sweep\" as sweep;`), a \
 file relative to the importing script (`import \"./lib/common\" as common;`), or a file in a \
 folder listed in `LLMEFF_PATH` (separated like `PATH`). The sandbox has no `eval` and no \
-clock (`timestamp()` is an error: a plan depends on its script only), and limits operations, \
+clock or sleep (`timestamp()` and `sleep()` are errors: a plan depends on its script only and \
+planning never waits), and limits operations, \
 call depth and sizes. `print(x)` and `debug(x)` write a line to the terminal (stderr) as the \
 script runs.
 

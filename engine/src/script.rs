@@ -815,8 +815,9 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
 pub type ScriptOutput = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Functions Rhai provides that scripts may not call: a plan must depend on its script only,
-/// so nothing may read the clock.
-pub const DISABLED_FUNCTIONS: &[&str] = &["timestamp"];
+/// so nothing may read the clock, and planning must not block (`sleep(1e20)` would panic,
+/// `sleep(1e18)` hang).
+pub const DISABLED_FUNCTIONS: &[&str] = &["timestamp", "sleep"];
 
 /// Builds the sandboxed Rhai engine whose stage functions add nodes to `plan`; `print(x)`
 /// and `debug(x)` lines go to `output` as they happen.
@@ -846,6 +847,15 @@ pub fn build_engine(
                  depends on its script only"
                 .into(),
         )
+    });
+    let no_sleep = || -> Box<EvalAltResult> {
+        "sleep() is not available: planning never waits (runs wait through `arrival`)".into()
+    };
+    engine.register_fn("sleep", move |_: i64| -> Result<(), Box<EvalAltResult>> {
+        Err(no_sleep())
+    });
+    engine.register_fn("sleep", move |_: f64| -> Result<(), Box<EvalAltResult>> {
+        Err(no_sleep())
     });
     register_stages(&mut engine, plan);
     engine.register_fn("builtin_prompt_sets", |_ctx: NativeCallContext| -> Array {

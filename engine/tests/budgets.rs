@@ -146,6 +146,12 @@ fn scripts_cannot_read_the_clock() {
 }
 
 #[test]
+fn scripts_cannot_sleep() {
+    assert_located("sleep(1e20);", "planning never waits");
+    assert_located("sleep(1_000_000_000_000_000_000);", "planning never waits");
+}
+
+#[test]
 fn print_and_debug_reach_the_output_as_they_happen_even_when_the_script_fails() {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();

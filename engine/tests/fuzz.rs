@@ -45,6 +45,7 @@ const SPLICES: &[&str] = &[
     "let zz = []; loop { zz.push(1); }\n",
     "for i in 0..1_000_000_000 { }\n",
     "timestamp();\n",
+    "sleep(1e20);\n",
     "print(\"x\");\n",
     "study(#{ cycles: 10000 });\n",
 ];
@@ -161,7 +162,10 @@ fn sources() -> Vec<(PathBuf, String)> {
     out.sort();
     assert!(out.len() >= 5, "experiments not found in {}", dir.display());
     for t in engine::reference::TOPICS {
-        out.push((dir.join(format!("example-{}.rhai", t.name)), t.example.to_string()));
+        out.push((
+            dir.join(format!("example-{}.rhai", t.name)),
+            t.example.to_string(),
+        ));
     }
     out
 }
@@ -221,7 +225,10 @@ fn mutated_experiments_never_panic_and_plan_within_the_bound() {
     );
     // Mutations that leave a script valid must be common, or the planner's deeper paths
     // would go untested.
-    assert!(planned > MUTATIONS / 10, "only {planned} mutated scripts planned");
+    assert!(
+        planned > MUTATIONS / 10,
+        "only {planned} mutated scripts planned"
+    );
 }
 
 #[test]
