@@ -1132,13 +1132,25 @@ fn runtime_error(
     }
     let mut message = match current {
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-        EvalAltResult::ErrorTooManyOperations(_) => {
-            "the script exceeded the limit of 50,000,000 operations (an endless loop?)".to_string()
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the script exceeded the limit of {} operations (an endless loop?)",
+            limits::MAX_OPERATIONS
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "the script exceeded the call depth limit of {}",
+            limits::MAX_CALL_LEVELS
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let lower = what.to_lowercase();
+            let limit = if lower.contains("array") {
+                format!("{} elements", limits::MAX_ARRAY_SIZE)
+            } else if lower.contains("map") {
+                format!("{} entries", limits::MAX_MAP_SIZE)
+            } else {
+                format!("{} bytes", limits::MAX_STRING_SIZE)
+            };
+            format!("{what} exceeds its size limit of {limit}")
         }
-        EvalAltResult::ErrorStackOverflow(_) => {
-            "the script exceeded the call depth limit of 64".to_string()
-        }
-        EvalAltResult::ErrorDataTooLarge(what, _) => format!("{what} exceeds its size limit"),
         EvalAltResult::ErrorFunctionNotFound(signature, _) => function_not_found(signature, known),
         other => other.to_string(),
     };
@@ -1354,7 +1366,10 @@ mod tests {
     fn endless_loop_hits_the_operation_limit() {
         let err = plan("loop { }").unwrap_err();
         assert!(
-            err.message.contains("limit of 50,000,000 operations"),
+            err.message.contains(&format!(
+                "limit of {} operations",
+                crate::limits::MAX_OPERATIONS
+            )),
             "{err}"
         );
     }
