@@ -22,6 +22,17 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// Whether `name` may name a study folder: letters, digits, `-`, `_` and `.`, not starting
+/// with `.`, so it is one path component inside the results folder (`study(#{ name })`; the
+/// binary's `--study` should apply the same rule).
+pub fn is_valid_study_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// Meters a run gets when its script does not call `measure` on it.
 pub const DEFAULT_METERS: &[&str] = &["energy", "flops", "latency", "memory", "utilisation"];
 
@@ -525,6 +536,16 @@ impl fmt::Display for Plan {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn study_names_are_one_safe_path_component() {
+        for ok in ["single", "grid-2", "a_b.c"] {
+            assert!(is_valid_study_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", ".hidden", "/abs", "a/b", "../up", "a b", "é"] {
+            assert!(!is_valid_study_name(bad), "{bad}");
+        }
+    }
     use super::*;
 
     fn runs(src: &str) -> Vec<RunSpec> {

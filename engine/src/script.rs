@@ -762,12 +762,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             let opts = options(opts, "study", STUDY_OPTIONS)?;
             let mut plan = lock(&p);
             if let Some(name) = opts.string("name").map_err(opt_err)? {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    || name.starts_with('.')
-                {
+                if !crate::plan::is_valid_study_name(&name) {
                     return Err(opt_err(
                         opts.invalid("name", "use letters, digits, '-', '_' and '.' only"),
                     ));
