@@ -10,6 +10,7 @@ pub mod carbon;
 pub mod execute;
 pub mod flops;
 pub mod latency;
+pub mod limits;
 pub mod meter;
 pub mod metering;
 pub mod options;

@@ -138,6 +138,33 @@ impl OptionMap {
         }
     }
 
+    /// A non-negative integer option of at most `max` (a budget from [`crate::limits`]).
+    pub fn count_at_most(&self, key: &str, max: usize) -> Result<Option<usize>, OptionError> {
+        match self.count(key)? {
+            Some(n) if n > max => Err(self.invalid(key, format!("{n} is over the limit of {max}"))),
+            n => Ok(n),
+        }
+    }
+
+    /// A duration in seconds: finite, >= 0 and at most [`crate::limits::MAX_SECONDS`], so it
+    /// always converts to a `Duration`.
+    pub fn seconds(&self, key: &str) -> Result<Option<f64>, OptionError> {
+        match self.float(key)? {
+            Some(v) if !(v.is_finite() && v >= 0.0) => Err(self.invalid(
+                key,
+                format!("must be a finite number of seconds >= 0, got {v}"),
+            )),
+            Some(v) if v > crate::limits::MAX_SECONDS => Err(self.invalid(
+                key,
+                format!(
+                    "{v} seconds is over the limit of {} (one day)",
+                    crate::limits::MAX_SECONDS
+                ),
+            )),
+            v => Ok(v),
+        }
+    }
+
     /// A non-negative integer option used as a seed.
     pub fn seed(&self, key: &str) -> Result<Option<u64>, OptionError> {
         Ok(self.count(key)?.map(|c| c as u64))
@@ -273,5 +300,33 @@ mod tests {
         .unwrap();
         assert_eq!(opts.float("t").unwrap(), Some(1.0));
         assert!(opts.count("n").is_err());
+    }
+    #[test]
+    fn budgets_name_the_limit_and_durations_must_be_finite() {
+        let opts = OptionMap::new(
+            "infer",
+            map(&[
+                ("n", Dynamic::from(1_000_000_000_000_000_000_i64)),
+                ("big", Dynamic::from(1e20_f64)),
+                ("nan", Dynamic::from(f64::NAN)),
+                ("neg", Dynamic::from(-1.0_f64)),
+                ("ok", Dynamic::from(2.5_f64)),
+            ]),
+            &["n", "big", "nan", "neg", "ok"],
+        )
+        .unwrap();
+        assert_eq!(
+            opts.count_at_most("n", 10).unwrap_err().to_string(),
+            "option `n` of infer(): 1000000000000000000 is over the limit of 10"
+        );
+        assert!(
+            opts.seconds("big")
+                .unwrap_err()
+                .to_string()
+                .contains("over the limit of 86400")
+        );
+        assert!(opts.seconds("nan").is_err());
+        assert!(opts.seconds("neg").is_err());
+        assert_eq!(opts.seconds("ok").unwrap(), Some(2.5));
     }
 }

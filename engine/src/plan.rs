@@ -22,6 +22,17 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// Whether `name` may name a study folder: letters, digits, `-`, `_` and `.`, not starting
+/// with `.`, so it is one path component inside the results folder (`study(#{ name })`; the
+/// binary's `--study` should apply the same rule).
+pub fn is_valid_study_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// Meters a run gets when its script does not call `measure` on it.
 pub const DEFAULT_METERS: &[&str] = &["energy", "flops", "latency", "memory", "utilisation"];
 
@@ -201,6 +212,11 @@ impl RunSpec {
 pub struct Plan {
     graph: DiGraph<PlanNode, usize>,
     index: HashMap<StageId, NodeIndex>,
+    /// Infer nodes, measure nodes, and the infer nodes some measure reads: kept as nodes are
+    /// added so the run budget is checked per stage in constant time.
+    infers: usize,
+    measures: usize,
+    measured: std::collections::HashSet<StageId>,
     /// Study-wide settings.
     pub study: StudySettings,
 }
@@ -211,6 +227,9 @@ impl Plan {
         Plan {
             graph: DiGraph::new(),
             index: HashMap::new(),
+            infers: 0,
+            measures: 0,
+            measured: std::collections::HashSet::new(),
             study,
         }
     }
@@ -232,7 +251,48 @@ impl Plan {
             }
         }
         self.index.insert(id, node);
+        match &self.graph[node].stage {
+            Stage::Infer(_) => self.infers += 1,
+            Stage::Measure(_) => {
+                self.measures += 1;
+                if let Some(&infer) = inputs.first() {
+                    self.measured.insert(infer);
+                }
+            }
+            _ => {}
+        }
         id
+    }
+
+    /// True when an equal stage with these inputs is already in the plan.
+    pub fn contains(&self, stage: &Stage, inputs: &[StageId]) -> bool {
+        self.index.contains_key(&StageId::of(stage, inputs))
+    }
+
+    /// How many runs the plan has ([`Plan::runs`]'s length), without resolving them: every
+    /// measure node, plus every infer node that nothing measures.
+    pub fn run_count(&self) -> usize {
+        self.measures + self.infers - self.measured.len().min(self.infers)
+    }
+
+    /// The run count once `stage` is added with `inputs` (adding an existing stage changes
+    /// nothing; a new infer is one more run; a new measure is one more unless it measures an
+    /// infer nothing measured yet, which was already a run).
+    pub fn runs_after_adding(&self, stage: &Stage, inputs: &[StageId]) -> usize {
+        let runs = self.run_count();
+        if self.contains(stage, inputs) {
+            return runs;
+        }
+        match stage {
+            Stage::Infer(_) => runs + 1,
+            Stage::Measure(_) => {
+                let already_measured = inputs
+                    .first()
+                    .is_some_and(|infer| self.measured.contains(infer));
+                runs + usize::from(already_measured)
+            }
+            _ => runs,
+        }
     }
 
     /// The node with this id.
@@ -486,6 +546,16 @@ impl fmt::Display for Plan {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn study_names_are_one_safe_path_component() {
+        for ok in ["single", "grid-2", "a_b.c"] {
+            assert!(is_valid_study_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", ".hidden", "/abs", "a/b", "../up", "a b", "é"] {
+            assert!(!is_valid_study_name(bad), "{bad}");
+        }
+    }
     use super::*;
 
     fn runs(src: &str) -> Vec<RunSpec> {

@@ -77,6 +77,18 @@ pub fn builtin(name: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// How many prompts a prompts stage yields, without building them.
+pub fn count(stage: &PromptsStage) -> usize {
+    let available = match &stage.source {
+        PromptSource::Builtin(name) => builtin(name).map_or(0, <[_]>::len),
+        PromptSource::Inline(items) => items.len(),
+    };
+    if available == 0 {
+        return 0;
+    }
+    stage.count.unwrap_or(available)
+}
+
 /// The prompt texts a prompts stage yields: `count` items drawn in a seeded order, cycling
 /// through the source when it has fewer.
 pub fn materialise(stage: &PromptsStage) -> Vec<String> {
@@ -132,6 +144,16 @@ mod tests {
             materialise(&stage(Some(8), 3)),
             materialise(&stage(Some(8), 4))
         );
+    }
+
+    #[test]
+    fn count_agrees_with_materialise() {
+        for count in [None, Some(1), Some(STORIES.len() + 5)] {
+            assert_eq!(
+                super::count(&stage(count, 2)),
+                materialise(&stage(count, 2)).len()
+            );
+        }
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "1",
                 "",
-                ">= 1",
+                "1 to 10000; runs x cycles at most 100000",
                 "How many times every run executes. With more than one, the order of model \
                  groups and of runs within each group is shuffled per cycle (seeded), so slow \
                  drifts such as heat do not line up with one setting.",
@@ -156,7 +156,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "3",
                 "attempts",
-                ">= 0",
+                "0 to 100",
                 "Extra attempts after a run fails with a backend error (device busy, memory \
                  pressure). Load failures and invalid input are not retried: they would fail \
                  the same way.",
@@ -166,7 +166,7 @@ pub const TOPICS: &[Topic] = &[
                 "number",
                 "5",
                 "s",
-                "finite, >= 0",
+                "finite, 0 to 86400",
                 "Seconds to wait before each retry.",
             ),
         ],
@@ -287,7 +287,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "the source's size",
                 "prompts",
-                ">= 1",
+                "1 to 100000",
                 "How many prompts; a source with fewer is cycled through.",
             ),
             opt(
@@ -295,7 +295,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "no limit",
                 "tokens",
-                ">= 1",
+                "1 to 1048576",
                 "Each prompt is cut to its first N tokens (with the model's tokenizer, at run \
                  time).",
             ),
@@ -327,7 +327,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "1; with token_budget, every prompt",
                 "prompts",
-                ">= 1",
+                "1 to 4096",
                 "Prompts per batch at most; the last batch may be smaller.",
             ),
             opt(
@@ -335,7 +335,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "none",
                 "tokens",
-                ">= 1",
+                "1 to 1073741824",
                 "Adaptive batching: a batch stops growing before batch x (longest prompt + \
                  max_new_tokens) would exceed this; a prompt over the budget runs alone.",
             ),
@@ -364,7 +364,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "32",
                 "tokens",
-                ">= 1",
+                "1 to 1048576",
                 "New tokens per prompt at most.",
             ),
             opt(
@@ -396,7 +396,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "1",
                 "generations",
-                ">= 0",
+                "0 to 1000",
                 "Untimed generations of the first batch before the timed window opens.",
             ),
             opt(
@@ -493,7 +493,7 @@ pub const TOPICS: &[Topic] = &[
                 "number",
                 "required by constant",
                 "s",
-                "> 0",
+                "above 0, at most 86400",
                 "Seconds between arrivals.",
             ),
             opt(
@@ -501,7 +501,7 @@ pub const TOPICS: &[Topic] = &[
                 "number",
                 "required by poisson",
                 "requests/s",
-                "> 0",
+                "1/86400 to 1000000",
                 "Mean arrival rate.",
             ),
             opt(
@@ -517,7 +517,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "required by bursty",
                 "requests",
-                ">= 1",
+                "1 to 100000",
                 "Requests per burst.",
             ),
             opt(
@@ -525,7 +525,7 @@ pub const TOPICS: &[Topic] = &[
                 "number",
                 "required by bursty",
                 "s",
-                "> 0",
+                "above 0, at most 86400",
                 "Seconds between bursts.",
             ),
         ],
@@ -559,7 +559,7 @@ pub const TOPICS: &[Topic] = &[
                 "integer",
                 "100",
                 "ms",
-                ">= 1",
+                "1 to 60000",
                 "Sampling interval of the background meters (power, utilisation, memory).",
             ),
             opt(
@@ -567,7 +567,7 @@ pub const TOPICS: &[Topic] = &[
                 "number",
                 "0 (none)",
                 "s",
-                "finite, >= 0",
+                "finite, 0 to 86400",
                 "Seconds of idle measurement before the run, for the baseline power behind \
                  `energy_net_j`.",
             ),
@@ -816,8 +816,14 @@ content hash, and `.kind`, the stage's name.
 
 Scripts may `import` modules: the standard library below (`import \"sweep\" as sweep;`), a \
 file relative to the importing script (`import \"./lib/common\" as common;`), or a file in a \
-folder listed in `LLMEFF_PATH` (separated like `PATH`). The sandbox has no `eval`, and limits \
-operations (50,000,000), call depth (64) and sizes.";
+folder listed in `LLMEFF_PATH` (separated like `PATH`). The sandbox has no `eval` and no \
+clock or sleep (`timestamp()` and `sleep()` are errors: a plan depends on its script only and \
+planning never waits), and limits operations, \
+call depth and sizes. `print(x)` and `debug(x)` write a line to the terminal (stderr) as the \
+script runs.
+
+Budgets are checked while the script runs, before anything is loaded or allocated: a value \
+over one is an error at its line naming the limit. The limits are listed under Limits below.";
 
 /// Looks a topic up by name.
 pub fn topic(name: &str) -> Option<&'static Topic> {
@@ -879,6 +885,10 @@ pub fn index_text() -> String {
         for t in TOPICS.iter().filter(|t| t.kind == kind) {
             out.push_str(&format!("  {:width$}  {}\n", t.name, t.summary));
         }
+    }
+    out.push_str("\nLimits (checked while planning):\n");
+    for (what, limit) in crate::limits::describe() {
+        out.push_str(&format!("  {limit:>10}  {what}\n"));
     }
     out
 }
@@ -971,6 +981,11 @@ pub fn markdown() -> String {
         "The same text is in the terminal: `llmeff help` lists the topics, `llmeff help load` \
          shows one.\n\n",
     );
+    out.push_str("## Limits\n\n| What | At most |\n|---|---|\n");
+    for (what, limit) in crate::limits::describe() {
+        out.push_str(&format!("| {what} | {limit} |\n"));
+    }
+    out.push('\n');
     for kind in TopicKind::ALL {
         out.push_str(&format!("## {}\n\n", kind.heading()));
         for t in TOPICS.iter().filter(|t| t.kind == kind) {
@@ -1074,13 +1089,14 @@ mod tests {
         let engine = crate::script::build_engine(
             &plan,
             crate::resolver::ModuleResolver::new(Default::default(), Vec::new()),
-            &Default::default(),
+            std::sync::Arc::new(|_: &str| {}),
         );
         let registered: BTreeSet<String> = engine
             .gen_fn_signatures(false)
             .iter()
             .filter_map(|s| s.split(['(', ' ']).next().map(str::to_string))
             .filter(|n| !n.starts_with("get$") && n != "to_string" && n != "to_debug")
+            .filter(|n| !crate::script::DISABLED_FUNCTIONS.contains(&n.as_str()))
             .collect();
         let documented: BTreeSet<String> = stages
             .iter()
@@ -1088,6 +1104,43 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(registered, documented);
+    }
+
+    #[test]
+    fn documented_ranges_state_the_limits_the_planner_checks() {
+        use crate::limits::*;
+        let checks: &[(&str, &str, String)] = &[
+            ("study", "cycles", MAX_CYCLES.to_string()),
+            ("study", "cycles", MAX_EXECUTIONS.to_string()),
+            ("study", "retries", MAX_RETRIES.to_string()),
+            ("study", "retry_delay_s", MAX_SECONDS.to_string()),
+            ("prompts", "count", MAX_PROMPTS.to_string()),
+            ("prompts", "max_input_tokens", MAX_TOKENS.to_string()),
+            ("batch", "size", MAX_BATCH_SIZE.to_string()),
+            ("batch", "token_budget", MAX_TOKEN_BUDGET.to_string()),
+            ("infer", "max_new_tokens", MAX_TOKENS.to_string()),
+            ("infer", "warmup", MAX_WARMUP.to_string()),
+            ("arrival", "interval_s", MAX_SECONDS.to_string()),
+            ("arrival", "off_s", MAX_SECONDS.to_string()),
+            ("arrival", "rate_per_s", MAX_RATE_PER_S.to_string()),
+            ("arrival", "burst", MAX_PROMPTS.to_string()),
+            ("measure", "interval_ms", MAX_INTERVAL_MS.to_string()),
+            ("measure", "idle_baseline_s", MAX_SECONDS.to_string()),
+        ];
+        for (topic_name, option, limit) in checks {
+            let doc = topic(topic_name)
+                .and_then(|t| t.options.iter().find(|o| o.name == *option))
+                .unwrap_or_else(|| panic!("{topic_name}.{option} is not documented"));
+            assert!(
+                doc.values.contains(limit.as_str()),
+                "{topic_name}.{option}: `{}` does not state the limit {limit}",
+                doc.values
+            );
+        }
+        let md = markdown();
+        for (what, limit) in describe() {
+            assert!(md.contains(&format!("| {what} | {limit} |")), "{what}");
+        }
     }
 
     #[test]
@@ -1156,7 +1209,7 @@ mod tests {
         let text = topic_text(topic("study").unwrap());
         assert!(text.starts_with("study(#{ options })\n"), "{text}");
         assert!(
-            text.contains("\n  retry_delay_s  number   5                       s         finite, >= 0\n      Seconds to wait before each retry.\n"),
+            text.contains("\n  retry_delay_s  number   5                       s         finite, 0 to 86400\n      Seconds to wait before each retry.\n"),
             "{text}"
         );
         assert!(

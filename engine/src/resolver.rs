@@ -35,7 +35,21 @@ pub fn sweep_grid(axes: Map) -> Result<Array, Box<EvalAltResult>> {
                 Position::NONE,
             ))
         })?;
-        let mut next = Vec::with_capacity(out.len() * values.len());
+        // Checked before building: a product of a few modest axes can reach millions of
+        // combinations, which would exhaust memory long before the run budget is checked.
+        let size = out.len().saturating_mul(values.len());
+        if size > crate::limits::MAX_ARRAY_SIZE {
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!(
+                    "sweep::grid: {size} or more combinations, over the limit of {} (the \
+                     largest script array)",
+                    crate::limits::MAX_ARRAY_SIZE
+                )
+                .into(),
+                Position::NONE,
+            )));
+        }
+        let mut next = Vec::with_capacity(size);
         for partial in &out {
             for v in &values {
                 let mut c = partial.clone();

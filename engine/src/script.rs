@@ -7,6 +7,7 @@ use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, P
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::limits;
 use crate::meter::EstimateMode;
 use crate::options::{OptionError, OptionMap};
 use crate::plan::{Plan, StudySettings};
@@ -182,6 +183,30 @@ fn lock(plan: &Shared) -> MutexGuard<'_, Plan> {
     plan.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Adds a stage to the plan unless the plan would go over [`limits::MAX_STAGES`] stages or
+/// [`limits::MAX_EXECUTIONS`] runs x cycles; checked before adding, so a refused stage leaves
+/// the plan (a REPL session's) as it was.
+fn add(plan: &Shared, stage: Stage, inputs: &[StageId]) -> Result<StageId, Box<EvalAltResult>> {
+    let mut plan = lock(plan);
+    if plan.len() >= limits::MAX_STAGES && !plan.contains(&stage, inputs) {
+        return Err(format!(
+            "the plan is over the limit of {} stages",
+            limits::MAX_STAGES
+        )
+        .into());
+    }
+    let runs = plan.runs_after_adding(&stage, inputs);
+    let cycles = plan.study.cycles.max(1);
+    if runs > plan.run_count() && runs.saturating_mul(cycles) > limits::MAX_EXECUTIONS {
+        return Err(format!(
+            "{runs} runs x {cycles} cycles is over the limit of {} executions",
+            limits::MAX_EXECUTIONS
+        )
+        .into());
+    }
+    Ok(plan.add(stage, inputs))
+}
+
 fn opt_err(e: OptionError) -> Box<EvalAltResult> {
     e.to_string().into()
 }
@@ -283,6 +308,14 @@ fn build_prompts(source: Dynamic, opts: OptionMap) -> Result<PromptsStage, Box<E
             }
             texts.push(item.into_string().unwrap_or_default());
         }
+        if texts.len() > limits::MAX_PROMPTS {
+            return Err(format!(
+                "prompts() got {} prompts, over the limit of {}",
+                texts.len(),
+                limits::MAX_PROMPTS
+            )
+            .into());
+        }
         if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
             return Err("prompts() needs at least one prompt and no empty prompt".into());
         }
@@ -294,11 +327,15 @@ fn build_prompts(source: Dynamic, opts: OptionMap) -> Result<PromptsStage, Box<E
         )
         .into());
     };
-    let count = opts.count("count").map_err(opt_err)?;
+    let count = opts
+        .count_at_most("count", limits::MAX_PROMPTS)
+        .map_err(opt_err)?;
     if count == Some(0) {
         return Err(opt_err(opts.invalid("count", "must be at least 1")));
     }
-    let max_input_tokens = opts.count("max_input_tokens").map_err(opt_err)?;
+    let max_input_tokens = opts
+        .count_at_most("max_input_tokens", limits::MAX_TOKENS)
+        .map_err(opt_err)?;
     if max_input_tokens == Some(0) {
         return Err(opt_err(
             opts.invalid("max_input_tokens", "must be at least 1"),
@@ -349,7 +386,9 @@ fn build_decoding(map: Option<Map>) -> Result<DecodingSpec, OptionError> {
 }
 
 fn build_infer(opts: OptionMap) -> Result<InferStage, OptionError> {
-    let max_new_tokens = opts.count("max_new_tokens")?.unwrap_or(32);
+    let max_new_tokens = opts
+        .count_at_most("max_new_tokens", limits::MAX_TOKENS)?
+        .unwrap_or(32);
     if max_new_tokens == 0 {
         return Err(opts.invalid("max_new_tokens", "must be at least 1"));
     }
@@ -365,15 +404,34 @@ fn build_infer(opts: OptionMap) -> Result<InferStage, OptionError> {
         min_new_tokens,
         stop_at_eos: opts.boolean("stop_at_eos")?.unwrap_or(true),
         decoding: build_decoding(opts.map("decoding")?)?,
-        warmup: opts.count("warmup")?.unwrap_or(1),
+        warmup: opts
+            .count_at_most("warmup", limits::MAX_WARMUP)?
+            .unwrap_or(1),
         arrival: build_arrival(opts.map("arrival")?)?,
     })
 }
 
-fn positive(opts: &OptionMap, key: &str) -> Result<f64, OptionError> {
-    match opts.float(key)? {
-        Some(v) if v > 0.0 && v.is_finite() => Ok(v),
+/// A required, positive duration below [`limits::MAX_SECONDS`].
+fn positive_seconds(opts: &OptionMap, key: &str) -> Result<f64, OptionError> {
+    match opts.seconds(key)? {
+        Some(v) if v > 0.0 => Ok(v),
         Some(v) => Err(opts.invalid(key, format!("must be a positive number, got {v}"))),
+        None => Err(opts.invalid(key, "is required for this pattern")),
+    }
+}
+
+/// A required arrival rate whose mean gap (`1 / rate`) is a duration within the limits.
+fn rate(opts: &OptionMap, key: &str) -> Result<f64, OptionError> {
+    let min = 1.0 / limits::MAX_SECONDS;
+    match opts.float(key)? {
+        Some(v) if v.is_finite() && (min..=limits::MAX_RATE_PER_S).contains(&v) => Ok(v),
+        Some(v) => Err(opts.invalid(
+            key,
+            format!(
+                "must be between {min} and {} per second, got {v}",
+                limits::MAX_RATE_PER_S
+            ),
+        )),
         None => Err(opts.invalid(key, "is required for this pattern")),
     }
 }
@@ -399,20 +457,22 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
     }
     Ok(match pattern {
         "constant" => ArrivalSpec::Constant {
-            interval_s: positive(&opts, "interval_s")?,
+            interval_s: positive_seconds(&opts, "interval_s")?,
         },
         "poisson" => ArrivalSpec::Poisson {
-            rate_per_s: positive(&opts, "rate_per_s")?,
+            rate_per_s: rate(&opts, "rate_per_s")?,
             seed: opts.seed("seed")?.unwrap_or(0),
         },
         "bursty" => {
-            let burst = opts.count("burst")?.unwrap_or(0);
+            let burst = opts
+                .count_at_most("burst", limits::MAX_PROMPTS)?
+                .unwrap_or(0);
             if burst == 0 {
                 return Err(opts.invalid("burst", "must be at least 1"));
             }
             ArrivalSpec::Bursty {
                 burst,
-                off_s: positive(&opts, "off_s")?,
+                off_s: positive_seconds(&opts, "off_s")?,
             }
         }
         _ => ArrivalSpec::ClosedLoop,
@@ -421,14 +481,13 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
 
 fn build_measure(opts: &OptionMap) -> Result<MeasureStage, OptionError> {
     let meters = checked_names(opts, "meters", METERS, crate::plan::DEFAULT_METERS)?;
-    let interval_ms = opts.count("interval_ms")?.unwrap_or(100);
+    let interval_ms = opts
+        .count_at_most("interval_ms", limits::MAX_INTERVAL_MS)?
+        .unwrap_or(100);
     if interval_ms == 0 {
         return Err(opts.invalid("interval_ms", "must be at least 1"));
     }
-    let idle_baseline_s = opts.float("idle_baseline_s")?.unwrap_or(0.0);
-    if !(idle_baseline_s >= 0.0 && idle_baseline_s.is_finite()) {
-        return Err(opts.invalid("idle_baseline_s", "must be a number >= 0"));
-    }
+    let idle_baseline_s = opts.seconds("idle_baseline_s")?.unwrap_or(0.0);
     let mut carbon = CarbonSpec::default();
     if let Some(map) = opts.map("carbon")? {
         let c = OptionMap::new("carbon", map, CARBON_OPTIONS)?;
@@ -507,7 +566,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
     let p = plan.clone();
     let load = move |model: &str, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
         let stage = build_load(model, options(opts, "load", LOAD_OPTIONS)?).map_err(opt_err)?;
-        let id = lock(&p).add(Stage::Load(stage), &[]);
+        let id = add(&p, Stage::Load(stage), &[])?;
         Ok(Node {
             id,
             kind: StageKind::Load,
@@ -548,7 +607,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             method: method.to_string(),
             block_size,
         };
-        let id = lock(&p).add(Stage::Quantize(stage), &[model.id]);
+        let id = add(&p, Stage::Quantize(stage), &[model.id])?;
         Ok(Node {
             id,
             kind: StageKind::Quantize,
@@ -563,7 +622,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
     let p = plan.clone();
     let prompts = move |source: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
         let stage = build_prompts(source, options(opts, "prompts", PROMPTS_OPTIONS)?)?;
-        let id = lock(&p).add(Stage::Prompts(stage), &[]);
+        let id = add(&p, Stage::Prompts(stage), &[])?;
         Ok(Node {
             id,
             kind: StageKind::Prompts,
@@ -585,17 +644,20 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             &[StageKind::Prompts],
         )?;
         let opts = options(opts, "batch", BATCH_OPTIONS)?;
-        let token_budget = opts.count("token_budget").map_err(opt_err)?;
+        let token_budget = opts
+            .count_at_most("token_budget", limits::MAX_TOKEN_BUDGET)
+            .map_err(opt_err)?;
         if token_budget == Some(0) {
             return Err(opt_err(opts.invalid("token_budget", "must be at least 1")));
         }
-        // With a token budget alone, batches may grow to the whole prompt set.
+        // With a token budget alone, batches may grow to the whole prompt set (counted, not
+        // materialised: planning allocates nothing per prompt).
         let all_prompts = match lock(&p).node(prompts.id).map(|n| &n.stage) {
-            Some(Stage::Prompts(stage)) => prompts::materialise(stage).len().max(1),
+            Some(Stage::Prompts(stage)) => prompts::count(stage).clamp(1, limits::MAX_BATCH_SIZE),
             _ => 1,
         };
         let size = opts
-            .count("size")
+            .count_at_most("size", limits::MAX_BATCH_SIZE)
             .map_err(opt_err)?
             .unwrap_or(if token_budget.is_some() {
                 all_prompts
@@ -605,10 +667,11 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
         if size == 0 {
             return Err(opt_err(opts.invalid("size", "must be at least 1")));
         }
-        let id = lock(&p).add(
+        let id = add(
+            &p,
             Stage::Batch(BatchStage { size, token_budget }),
             &[prompts.id],
-        );
+        )?;
         Ok(Node {
             id,
             kind: StageKind::Batch,
@@ -644,7 +707,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             batches
         };
         let stage = build_infer(options(opts, "infer", INFER_OPTIONS)?).map_err(opt_err)?;
-        let id = lock(&p).add(Stage::Infer(stage), &[model.id, batches.id]);
+        let id = add(&p, Stage::Infer(stage), &[model.id, batches.id])?;
         Ok(Node {
             id,
             kind: StageKind::Infer,
@@ -667,7 +730,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
         )?;
         let opts = options(opts, "measure", MEASURE_OPTIONS)?;
         let stage = build_measure(&opts).map_err(opt_err)?;
-        let id = lock(&p).add(Stage::Measure(stage), &[run.id]);
+        let id = add(&p, Stage::Measure(stage), &[run.id])?;
         Ok(Node {
             id,
             kind: StageKind::Measure,
@@ -684,7 +747,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             let opts = options(opts, "aggregate", AGGREGATE_OPTIONS)?;
             let by = opts.strings("by").map_err(opt_err)?.unwrap_or_default();
             let stats = checked_names(&opts, "stats", STATS, &["mean", "std"]).map_err(opt_err)?;
-            let id = lock(&p).add(Stage::Aggregate(AggregateStage { by, stats }), &[]);
+            let id = add(&p, Stage::Aggregate(AggregateStage { by, stats }), &[])?;
             Ok(Node {
                 id,
                 kind: StageKind::Aggregate,
@@ -699,37 +762,42 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             let opts = options(opts, "study", STUDY_OPTIONS)?;
             let mut plan = lock(&p);
             if let Some(name) = opts.string("name").map_err(opt_err)? {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    || name.starts_with('.')
-                {
+                if !crate::plan::is_valid_study_name(&name) {
                     return Err(opt_err(
                         opts.invalid("name", "use letters, digits, '-', '_' and '.' only"),
                     ));
                 }
                 plan.study.name = name;
             }
-            if let Some(cycles) = opts.count("cycles").map_err(opt_err)? {
+            if let Some(cycles) = opts
+                .count_at_most("cycles", limits::MAX_CYCLES)
+                .map_err(opt_err)?
+            {
                 if cycles == 0 {
                     return Err(opt_err(opts.invalid("cycles", "must be at least 1")));
+                }
+                let runs = plan.run_count();
+                if runs.saturating_mul(cycles) > limits::MAX_EXECUTIONS {
+                    return Err(opt_err(opts.invalid(
+                        "cycles",
+                        format!(
+                            "{runs} runs x {cycles} cycles is over the limit of {} executions",
+                            limits::MAX_EXECUTIONS
+                        ),
+                    )));
                 }
                 plan.study.cycles = cycles;
             }
             if let Some(seed) = opts.seed("seed").map_err(opt_err)? {
                 plan.study.seed = seed;
             }
-            if let Some(retries) = opts.count("retries").map_err(opt_err)? {
+            if let Some(retries) = opts
+                .count_at_most("retries", limits::MAX_RETRIES)
+                .map_err(opt_err)?
+            {
                 plan.study.retries = retries;
             }
-            if let Some(delay) = opts.float("retry_delay_s").map_err(opt_err)? {
-                if !(delay >= 0.0 && delay.is_finite()) {
-                    return Err(opt_err(opts.invalid(
-                        "retry_delay_s",
-                        format!("must be a finite number of seconds >= 0, got {delay}"),
-                    )));
-                }
+            if let Some(delay) = opts.seconds("retry_delay_s").map_err(opt_err)? {
                 plan.study.retry_delay_s = delay;
             }
             Ok(())
@@ -737,33 +805,52 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
     );
 }
 
-/// Builds the sandboxed Rhai engine whose stage functions add nodes to `plan`.
+/// Where a script's `print` and `debug` lines go, each as soon as it is written (the binary
+/// passes one that writes to stderr; a library does not print).
+pub type ScriptOutput = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Functions Rhai provides that scripts may not call: a plan must depend on its script only,
+/// so nothing may read the clock, and planning must not block (`sleep(1e20)` would panic,
+/// `sleep(1e18)` hang).
+pub const DISABLED_FUNCTIONS: &[&str] = &["timestamp", "sleep"];
+
+/// Builds the sandboxed Rhai engine whose stage functions add nodes to `plan`; `print(x)`
+/// and `debug(x)` lines go to `output` as they happen.
 pub fn build_engine(
     plan: &Arc<Mutex<Plan>>,
     resolver: ModuleResolver,
-    messages: &Arc<Mutex<Vec<String>>>,
+    output: ScriptOutput,
 ) -> Engine {
     let mut engine = Engine::new();
-    engine.set_max_operations(50_000_000);
-    engine.set_max_call_levels(64);
+    engine.set_max_operations(limits::MAX_OPERATIONS);
+    engine.set_max_call_levels(limits::MAX_CALL_LEVELS);
     engine.set_max_expr_depths(128, 64);
-    engine.set_max_string_size(1 << 20);
-    engine.set_max_array_size(1_000_000);
-    engine.set_max_map_size(100_000);
+    engine.set_max_string_size(limits::MAX_STRING_SIZE);
+    engine.set_max_array_size(limits::MAX_ARRAY_SIZE);
+    engine.set_max_map_size(limits::MAX_MAP_SIZE);
     engine.set_max_modules(256);
     engine.disable_symbol("eval");
     engine.set_module_resolver(resolver);
-    let m = messages.clone();
-    engine.on_print(move |s| {
-        m.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(s.to_string())
+    let out = output.clone();
+    engine.on_print(move |s| out(s));
+    engine.on_debug(move |s, _, pos| output(&format!("[{pos}] {s}")));
+    // Registered functions shadow the standard package's, so the call fails with a reason
+    // rather than returning the time.
+    engine.register_fn("timestamp", || -> Result<Dynamic, Box<EvalAltResult>> {
+        Err(
+            "timestamp() is not available: scripts cannot read the clock, so a plan \
+                 depends on its script only"
+                .into(),
+        )
     });
-    let m = messages.clone();
-    engine.on_debug(move |s, _, pos| {
-        m.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(format!("[{pos}] {s}"))
+    let no_sleep = || -> Box<EvalAltResult> {
+        "sleep() is not available: planning never waits (runs wait through `arrival`)".into()
+    };
+    engine.register_fn("sleep", move |_: i64| -> Result<(), Box<EvalAltResult>> {
+        Err(no_sleep())
+    });
+    engine.register_fn("sleep", move |_: f64| -> Result<(), Box<EvalAltResult>> {
+        Err(no_sleep())
     });
     register_stages(&mut engine, plan);
     engine.register_fn("builtin_prompt_sets", |_ctx: NativeCallContext| -> Array {
@@ -788,10 +875,37 @@ pub struct Session {
 impl Session {
     /// A session whose relative imports resolve against `base_dir`.
     pub fn new(study: StudySettings, base_dir: &Path, search_path: Vec<PathBuf>) -> Self {
+        let messages: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        let output: ScriptOutput = Arc::new(move |line: &str| {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.to_string())
+        });
+        Self::build(study, base_dir, search_path, messages, output)
+    }
+
+    /// A session whose `print` and `debug` lines go straight to `output` (so
+    /// [`Session::take_messages`] stays empty).
+    pub fn with_output(
+        study: StudySettings,
+        base_dir: &Path,
+        search_path: Vec<PathBuf>,
+        output: ScriptOutput,
+    ) -> Self {
+        Self::build(study, base_dir, search_path, Default::default(), output)
+    }
+
+    fn build(
+        study: StudySettings,
+        base_dir: &Path,
+        search_path: Vec<PathBuf>,
+        messages: Arc<Mutex<Vec<String>>>,
+        output: ScriptOutput,
+    ) -> Self {
         let plan = Arc::new(Mutex::new(Plan::new(study)));
-        let messages = Arc::new(Mutex::new(Vec::new()));
         let resolver = ModuleResolver::new(base_dir.to_path_buf(), search_path);
-        let engine = build_engine(&plan, resolver, &messages);
+        let engine = build_engine(&plan, resolver, output);
         Session {
             plan,
             messages,
@@ -844,13 +958,26 @@ impl Session {
     }
 }
 
-/// Evaluates a whole script file's text into a plan whose study is named `study_name`.
+/// Evaluates a whole script file's text into a plan whose study is named `study_name`;
+/// what the script prints is dropped (see [`plan_script_with_output`]).
 pub fn plan_script(file: &Path, source: &str, study_name: &str) -> Result<Plan, ScriptError> {
+    plan_script_with_output(file, source, study_name, Arc::new(|_: &str| {}))
+}
+
+/// [`plan_script`], with the script's `print` and `debug` lines sent to `output` as they
+/// happen.
+pub fn plan_script_with_output(
+    file: &Path,
+    source: &str,
+    study_name: &str,
+    output: ScriptOutput,
+) -> Result<Plan, ScriptError> {
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut session = Session::new(
+    let mut session = Session::with_output(
         StudySettings::named(study_name),
         &base,
         crate::resolver::search_path_from_env(),
+        output,
     );
     let _last_value = session.eval(&file.display().to_string(), source)?;
     Ok(session.plan())
@@ -1000,13 +1127,25 @@ fn runtime_error(
     }
     let mut message = match current {
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-        EvalAltResult::ErrorTooManyOperations(_) => {
-            "the script exceeded the limit of 50,000,000 operations (an endless loop?)".to_string()
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the script exceeded the limit of {} operations (an endless loop?)",
+            limits::MAX_OPERATIONS
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "the script exceeded the call depth limit of {}",
+            limits::MAX_CALL_LEVELS
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let lower = what.to_lowercase();
+            let limit = if lower.contains("array") {
+                format!("{} elements", limits::MAX_ARRAY_SIZE)
+            } else if lower.contains("map") {
+                format!("{} entries", limits::MAX_MAP_SIZE)
+            } else {
+                format!("{} bytes", limits::MAX_STRING_SIZE)
+            };
+            format!("{what} exceeds its size limit of {limit}")
         }
-        EvalAltResult::ErrorStackOverflow(_) => {
-            "the script exceeded the call depth limit of 64".to_string()
-        }
-        EvalAltResult::ErrorDataTooLarge(what, _) => format!("{what} exceeds its size limit"),
         EvalAltResult::ErrorFunctionNotFound(signature, _) => function_not_found(signature, known),
         other => other.to_string(),
     };
@@ -1222,7 +1361,10 @@ mod tests {
     fn endless_loop_hits_the_operation_limit() {
         let err = plan("loop { }").unwrap_err();
         assert!(
-            err.message.contains("limit of 50,000,000 operations"),
+            err.message.contains(&format!(
+                "limit of {} operations",
+                crate::limits::MAX_OPERATIONS
+            )),
             "{err}"
         );
     }
