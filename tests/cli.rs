@@ -1300,3 +1300,23 @@ fn a_study_name_that_would_write_outside_out_is_refused() {
     }
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn a_script_print_reaches_stderr_while_planning() {
+    // Regression (issue B): print output was buffered and never shown.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("talk.rhai");
+    std::fs::write(
+        &script,
+        r#"print("planning the talk study"); infer(load("tiny-stories"), batch(prompts(["x"])));"#,
+    )
+    .unwrap();
+    let out = llmeff().arg("plan").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("planning the talk study"), "{stderr}");
+}

@@ -63,16 +63,6 @@ impl StudySettings {
             retry_delay_s: 5.0,
         }
     }
-
-    /// Whether `name` can name a study: it becomes a folder under `--out`, so letters, digits,
-    /// `-`, `_` and `.` only, not starting with `.` (no `..`, no `/`, no absolute path).
-    pub fn is_valid_name(name: &str) -> bool {
-        !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    }
 }
 
 /// One node of the plan graph.

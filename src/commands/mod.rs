@@ -33,7 +33,7 @@ pub fn init_threads(threads: Option<usize>) -> Result<(), Failure> {
 /// A `--study` name becomes a folder under `--out`: an absolute path or `..` would write
 /// outside it, so it is held to the rule scripts' `study(#{ name })` follows.
 pub fn check_study_name(name: &str) -> Result<(), Failure> {
-    if engine::plan::StudySettings::is_valid_name(name) {
+    if engine::plan::is_valid_study_name(name) {
         Ok(())
     } else {
         Err(Failure::input(format!(
@@ -50,7 +50,10 @@ pub fn load_plan(script: &Path, study_override: Option<&str>) -> Result<Plan, Fa
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "study".to_string());
-    let mut plan = engine::script::plan_script(script, &source, &default_name)
+    // Scripts' print and debug lines reach stderr as they happen.
+    let output: engine::script::ScriptOutput =
+        std::sync::Arc::new(|line: &str| eprintln!("{line}"));
+    let mut plan = engine::script::plan_script_with_output(script, &source, &default_name, output)
         .map_err(|e| Failure::input(e.to_string()))?;
     if let Some(name) = study_override {
         check_study_name(name)?;
