@@ -218,3 +218,29 @@ fn the_manifest_lists_each_machine_once_and_reads_the_old_single_object() {
         manifest["environment"][0]["hostname"]
     );
 }
+
+#[test]
+fn a_deleted_manifest_and_a_changed_script_do_not_mix_two_plans() {
+    // Regression (issue B): with manifest.json gone, a changed script's runs were compacted
+    // into one table beside the old plan's.
+    let study = Study::new(&[1]);
+    assert_eq!(study.run(&[]).0, Some(0));
+    std::fs::remove_file(study.folder().join("manifest.json")).unwrap();
+    study.plan(&[2]);
+    let (code, stderr) = study.run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("has no manifest.json but holds 1 stored executions"),
+        "{stderr}"
+    );
+    // With --force the old run is superseded and the table holds the new plan only.
+    let (code, stderr) = study.run(&["--force"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = study.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(int(&rows[0], "batch_size"), 2);
+    // The same plan again, manifest deleted: nothing foreign, it simply resumes.
+    std::fs::remove_file(study.folder().join("manifest.json")).unwrap();
+    assert_eq!(study.run(&[]).0, Some(0));
+    assert_eq!(study.rows().len(), 1);
+}

@@ -165,6 +165,32 @@ fn claim_study(
                 "plan changed ({change}); {moved} files of unplanned runs moved to superseded/{label}/"
             );
         }
+    } else {
+        // No manifest, yet parts on disk (it was deleted): runs the plan does not hold are
+        // another plan's, and would be compacted into this one's table.
+        let stored_runs = store
+            .completed()
+            .map_err(|e| Failure::work(e.to_string()))?;
+        let foreign = stored_runs
+            .iter()
+            .filter(|(hash, _)| !manifest.runs.contains_key(hash))
+            .count();
+        if foreign > 0 && !force {
+            return Err(Failure::input(format!(
+                "study `{}` in {} has no manifest.json but holds {foreign} stored executions this plan does not have; rerun with --force to supersede them, or choose another name with --study",
+                plan.study.name,
+                store.dir().display()
+            )));
+        } else if foreign > 0 {
+            let keep: HashSet<String> = manifest.runs.keys().cloned().collect();
+            let label = format!("{}", manifest.created_unix_s as u64);
+            let moved = store
+                .supersede_except(&keep, &label)
+                .map_err(|e| Failure::work(e.to_string()))?;
+            eprintln!(
+                "no manifest: {moved} files of runs outside this plan moved to superseded/{label}/"
+            );
+        }
     }
     manifest.add_machine(this_machine(runtime, now));
     manifest
