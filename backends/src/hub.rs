@@ -1,5 +1,7 @@
 //! Hugging Face Hub ids (`org/name`): finding a model's files in the local Hub cache, and
-//! downloading what is missing through `hf-hub` when the network may be used.
+//! downloading what is missing when the network may be used: `hf-hub` probes the repository,
+//! and each file is fetched with read timeouts and a stall limit into a temporary name that is
+//! synced and renamed only once complete, so a partial download is never taken for a file.
 //!
 //! The cache layout is the one `huggingface_hub` (Python) and `hf-hub` share:
 //! `<cache>/models--org--name/refs/<revision>` holds a commit hash, and the files of that commit
@@ -12,7 +14,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +24,6 @@ use hf_hub::{Cache, Repo, RepoType};
 use serde_json::Value;
 
 use crate::checkpoint::{INDEX_FILE, SINGLE_FILE};
-use crate::guard::catch_backend_panic;
 use crate::tokenizer::TOKENIZER_FILE;
 
 /// The model config every Hub model must have.
@@ -38,6 +38,11 @@ const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on the whole probe request (resolve, connect, response, body).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a file download may go without receiving a byte (each socket read and write is
+/// bounded by it) before it fails as stalled; see [`HubCache::with_stall_limit`].
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(60);
+/// Bound on waiting for a download's response headers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which files a load needs from a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct HubCache {
     /// Read for a token when `token` is unset, only when going online.
     token_file: Option<PathBuf>,
     endpoint: Option<String>,
+    /// A download receiving nothing for this long fails.
+    stall_limit: Duration,
 }
 
 impl HubCache {
@@ -73,7 +80,15 @@ impl HubCache {
             token: None,
             token_file: None,
             endpoint: None,
+            stall_limit: DEFAULT_STALL_LIMIT,
         }
+    }
+
+    /// Downloads fail once no byte has arrived for `limit` (default [`DEFAULT_STALL_LIMIT`]),
+    /// and wait at most that long for a response; a stalled Hub cannot hang a study.
+    pub fn with_stall_limit(mut self, limit: Duration) -> Self {
+        self.stall_limit = limit;
+        self
     }
 
     /// With `offline`, only the cache is consulted and the network is never touched.
@@ -139,6 +154,7 @@ impl HubCache {
             token: text("HF_TOKEN"),
             token_file: path("HF_TOKEN_PATH").or_else(|| hf_home.map(|h| h.join("token"))),
             endpoint: text("HF_ENDPOINT"),
+            stall_limit: DEFAULT_STALL_LIMIT,
         }
     }
 
@@ -245,8 +261,8 @@ impl HubCache {
     /// first: it turns "no network" into a prompt error and pins the revision to one commit, so
     /// every file comes from the same snapshot even if the branch moves meanwhile.
     ///
-    /// The downloads themselves run on hf-hub's own client, which has no timeouts and cannot
-    /// be given any: a transfer that stalls after a successful probe is not cut short.
+    /// The files themselves are fetched by [`fetch`], not hf-hub's client (which has no timeouts
+    /// and renames a short body into place as if complete).
     fn download(
         &self,
         id: &str,
@@ -260,14 +276,14 @@ impl HubCache {
             self.dir.display(),
             local.describe(revision)
         );
-        let token = self.token.clone().or_else(|| {
+        let token: Option<String> = self.token.clone().or_else(|| {
             let text = std::fs::read_to_string(self.token_file.as_ref()?).ok()?;
             Some(text.trim().to_string()).filter(|t| !t.is_empty())
         });
         let api = ApiBuilder::from_cache(Cache::new(self.dir.clone()))
             .with_endpoint(endpoint.to_string())
-            .with_token(token)
-            .with_progress(std::io::stderr().is_terminal())
+            .with_token(token.clone())
+            .with_progress(false)
             .build()
             .map_err(|e| not_found(id, format!("{cache_note}, and no Hub client: {e}")))?;
         let repo = api.repo(Repo::with_revision(
@@ -307,7 +323,14 @@ impl HubCache {
             let file = files[i].clone();
             i += 1;
             if !snapshot.join(&file).is_file() {
-                fetch(&pinned, id, &file, &snapshot)?;
+                let url = pinned.url(&file);
+                fetch(
+                    &url,
+                    token.as_deref(),
+                    &snapshot.join(&file),
+                    self.stall_limit,
+                )
+                .map_err(|e| not_found(id, format!("downloading {url} failed: {e}")))?;
             }
             if file == INDEX_FILE {
                 files.extend(shard_names(&snapshot.join(INDEX_FILE))?);
@@ -346,6 +369,7 @@ impl std::fmt::Debug for HubCache {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
             .field("endpoint", &self.endpoint)
+            .field("stall_limit", &self.stall_limit)
             .finish()
     }
 }
@@ -530,24 +554,138 @@ fn probe(repo: &ApiRepo) -> Result<RepoInfo, String> {
     }
 }
 
-/// Downloads one file of the pinned commit and checks it landed in `snapshot`.
-fn fetch(repo: &ApiRepo, id: &str, file: &str, snapshot: &Path) -> Result<(), RuntimeError> {
-    // hf-hub asserts on some cache states; a panic there must not abort the whole study.
-    let path = catch_backend_panic(&format!("downloading {file} of {id}"), || {
-        repo.download(file)
-            .map_err(|e| not_found(id, format!("downloading {} failed: {e}", repo.url(file))))
-    })?;
-    if path != snapshot.join(file) {
-        return Err(not_found(
-            id,
-            format!(
-                "downloaded {file} to {}, expected it in {}",
-                path.display(),
-                snapshot.display()
-            ),
-        ));
+/// Why a file download failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// The server answered with an error status.
+    #[error("the server answered HTTP {0}")]
+    Status(u16),
+    /// No byte arrived for the stall limit.
+    #[error("no data for {limit_s} s after {received} bytes (stalled)")]
+    Stalled {
+        /// The stall limit, seconds.
+        limit_s: f64,
+        /// Bytes received before it stalled.
+        received: u64,
+    },
+    /// The body ended before the length the server announced.
+    #[error("the transfer ended after {received} of {expected} bytes")]
+    Incomplete {
+        /// Bytes received.
+        received: u64,
+        /// Bytes announced by `Content-Length`.
+        expected: u64,
+    },
+    /// Connecting, the request or writing the file failed otherwise.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Downloads `url` to `dest`: into a temporary name beside it, synced, then renamed, so `dest`
+/// exists only complete. Every socket read and write is bounded by `stall_limit`, and so is
+/// the wait for the response; a failed transfer leaves no file behind.
+pub(crate) fn fetch(
+    url: &str,
+    token: Option<&str>,
+    dest: &Path,
+    stall_limit: Duration,
+) -> Result<u64, FetchError> {
+    let io = |what: &str, e: &dyn std::fmt::Display| FetchError::Io(format!("{what}: {e}"));
+    let dir = dest
+        .parent()
+        .ok_or_else(|| FetchError::Io(format!("{} has no folder", dest.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| io("creating the snapshot folder", &e))?;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Hidden, and named by process so two processes fetching the same file do not share one.
+    let part = dir.join(format!(".{name}.{}.llmeff-part", std::process::id()));
+    let result = transfer(url, token, &part, stall_limit).and_then(|received| {
+        std::fs::rename(&part, dest).map_err(|e| io("moving the download into place", &e))?;
+        // The rename is durable only once the folder is synced (best effort: not every
+        // filesystem can sync a folder).
+        if let Ok(folder) = std::fs::File::open(dir) {
+            let _ = folder.sync_all();
+        }
+        Ok(received)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
     }
-    Ok(())
+    result
+}
+
+/// Whether a read failed on a timeout: the socket's own, or ureq's wrapped in an I/O error.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
+}
+
+/// The GET of [`fetch`] into `part`, synced; the bytes received.
+fn transfer(
+    url: &str,
+    token: Option<&str>,
+    part: &Path,
+    stall_limit: Duration,
+) -> Result<u64, FetchError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(stall_limit)))
+        .timeout_recv_response(Some(RESPONSE_TIMEOUT.min(stall_limit)))
+        .timeout_per_read(Some(stall_limit))
+        .timeout_per_write(Some(stall_limit))
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let stalled = |received| FetchError::Stalled {
+        limit_s: stall_limit.as_secs_f64(),
+        received,
+    };
+    let response = request.call().map_err(|e| match e {
+        ureq::Error::StatusCode(code) => FetchError::Status(code),
+        ureq::Error::Timeout(_) => stalled(0),
+        other => FetchError::Io(other.to_string()),
+    })?;
+    let expected = response.body().content_length();
+    let mut reader = response.into_body().into_reader();
+    let mut file = std::fs::File::create(part)
+        .map_err(|e| FetchError::Io(format!("creating {}: {e}", part.display())))?;
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut received = 0u64;
+    loop {
+        let n = match std::io::Read::read(&mut reader, &mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) => return Err(stalled(received)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(FetchError::Incomplete {
+                    received,
+                    expected: expected.unwrap_or(received),
+                });
+            }
+            Err(e) => return Err(FetchError::Io(format!("reading the response: {e}"))),
+        };
+        std::io::Write::write_all(&mut file, &buffer[..n])
+            .map_err(|e| FetchError::Io(format!("writing {}: {e}", part.display())))?;
+        received += n as u64;
+    }
+    if let Some(expected) = expected
+        && received != expected
+    {
+        return Err(FetchError::Incomplete { received, expected });
+    }
+    file.sync_all()
+        .map_err(|e| FetchError::Io(format!("syncing {}: {e}", part.display())))?;
+    Ok(received)
 }
 
 /// Records `commit` as what `revision` (a branch or tag, possibly with `/`) points to.

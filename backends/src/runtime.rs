@@ -2,12 +2,13 @@
 //! Hub id or preset) and device, and loading the model on the matching backend (burn-flex on the
 //! CPU, burn-cuda on CUDA).
 
-use engine::runtime::{LoadedModel, ModelSpec, Runtime, RuntimeError};
+use engine::runtime::{DType, LoadedModel, MemoryEstimate, ModelSpec, Runtime, RuntimeError};
 
 use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
 use crate::hub::HubCache;
-use crate::llama::LoadedLlama;
+use crate::llama::memory::{self, MemoryBudget};
+use crate::llama::{LoadedLlama, ModelFiles};
 use crate::source::{self, ResolvedSource};
 
 /// Which forward pass unquantized f32 models take on the CPU.
@@ -46,6 +47,8 @@ impl CpuForward {
 pub struct BurnRuntime {
     hub: HubCache,
     cpu_forward: CpuForward,
+    /// A ceiling on the memory models may take, on top of what the machine has available.
+    memory_limit: Option<u64>,
 }
 
 impl Default for BurnRuntime {
@@ -67,6 +70,7 @@ impl BurnRuntime {
         Self {
             hub,
             cpu_forward: CpuForward::default(),
+            memory_limit: None,
         }
     }
 
@@ -79,6 +83,56 @@ impl BurnRuntime {
     pub fn with_cpu_forward(mut self, forward: CpuForward) -> Self {
         self.cpu_forward = forward;
         self
+    }
+
+    /// The same runtime refusing models whose weights or KV cache would exceed `bytes` (as
+    /// well as the machine's available memory, always checked on the CPU).
+    pub fn with_memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// What loads and generations are checked against on a device.
+    fn budget(&self, kind: DeviceKind) -> MemoryBudget {
+        MemoryBudget {
+            // GPU memory is not probed (yet): only the cap applies there.
+            host: matches!(kind, DeviceKind::Cpu),
+            cap: self.memory_limit,
+        }
+    }
+
+    /// Like [`Runtime::estimate_memory`], always with an estimate: the memory loading `spec`
+    /// and generating `batch` sequences of up to `max_len` positions (longest prompt + new
+    /// tokens) takes, from the model's config alone. A Hub id not in the cache is resolved as
+    /// a load would (which may download its config).
+    pub fn memory_estimate(
+        &self,
+        spec: &ModelSpec,
+        batch: usize,
+        max_len: usize,
+    ) -> Result<MemoryEstimate, RuntimeError> {
+        let kind = device::parse(&spec.device)?;
+        let source = source::resolve(
+            &spec.source,
+            spec.revision.as_deref(),
+            spec.weights,
+            &self.hub,
+        )?;
+        let config = ModelFiles::read(&source)?.config;
+        let host = matches!(kind, DeviceKind::Cpu)
+            && self.cpu_forward == CpuForward::Host
+            && spec.dtype == DType::F32
+            && spec.quantization.is_none();
+        let (weight_bytes, load_peak_bytes) =
+            memory::weight_bytes(&config, spec.dtype, spec.quantization, host)?;
+        let kv_cache_bytes =
+            memory::kv_cache_bytes(&config, spec.dtype, host, batch, max_len, max_len)?;
+        Ok(MemoryEstimate {
+            weight_bytes,
+            load_peak_bytes,
+            kv_cache_bytes,
+            available_bytes: self.budget(kind).available(),
+        })
     }
 
     /// Where Hub ids are looked for.
@@ -95,14 +149,16 @@ impl BurnRuntime {
             spec.weights,
             &self.hub,
         )?;
+        let budget = self.budget(kind);
         match kind {
             DeviceKind::Cpu => load_on::<burn_flex::Flex>(
                 &source,
                 spec,
                 burn_flex::FlexDevice,
                 self.cpu_forward == CpuForward::Host,
+                budget,
             ),
-            DeviceKind::Cuda(index) => load_cuda(&source, spec, index),
+            DeviceKind::Cuda(index) => load_cuda(&source, spec, index, budget),
         }
     }
 }
@@ -112,8 +168,9 @@ fn load_on<B: burn::tensor::backend::Backend>(
     spec: &ModelSpec,
     device: B::Device,
     host_kernels: bool,
+    budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
-    let model = LoadedLlama::<B>::load(source, spec, device, host_kernels)?;
+    let model = LoadedLlama::<B>::load(source, spec, device, host_kernels, budget)?;
     Ok(BurnModel::new(Box::new(model)))
 }
 
@@ -122,8 +179,15 @@ fn load_cuda(
     source: &ResolvedSource,
     spec: &ModelSpec,
     index: usize,
+    budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
-    load_on::<burn_cuda::Cuda>(source, spec, burn_cuda::CudaDevice::new(index), false)
+    load_on::<burn_cuda::Cuda>(
+        source,
+        spec,
+        burn_cuda::CudaDevice::new(index),
+        false,
+        budget,
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -131,6 +195,7 @@ fn load_cuda(
     _source: &ResolvedSource,
     spec: &ModelSpec,
     _index: usize,
+    _budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
     // `device::parse` already refuses CUDA names in this build; kept total for the match.
     Err(RuntimeError::DeviceUnavailable {
@@ -146,5 +211,14 @@ impl Runtime for BurnRuntime {
 
     fn devices(&self) -> Vec<String> {
         device::available()
+    }
+
+    fn estimate_memory(
+        &self,
+        spec: &ModelSpec,
+        batch: usize,
+        max_len: usize,
+    ) -> Result<Option<MemoryEstimate>, RuntimeError> {
+        self.memory_estimate(spec, batch, max_len).map(Some)
     }
 }

@@ -240,3 +240,144 @@ fn smollm_preset_runs_with_random_weights_and_no_files() {
     assert_eq!(out[0].len(), 4);
     eprintln!("decoded: {}", model.decode(&out[0]).unwrap());
 }
+
+/// How the loopback Hub of [`loopback_hub`] answers file requests.
+#[derive(Clone, Copy)]
+enum Serve {
+    /// The whole file.
+    Complete,
+    /// Headers announcing the whole file and its first 10 bytes, then nothing until the client
+    /// hangs up (at most 30 s, which bounds the test if the client never gives up).
+    Stall,
+    /// Headers announcing the whole file and its first 10 bytes, then the connection closes.
+    Truncate,
+}
+
+/// An HTTP server on 127.0.0.1 answering the repository probe with a listing of tiny-stories'
+/// `config.json` and `tokenizer.json` at [`COMMIT`], and file requests as `serve` says. Returns
+/// its endpoint; it serves until the test process ends.
+fn loopback_hub(serve: Serve) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                    line.clear();
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                let (body, file) = if path.starts_with("/api/") {
+                    let listing = format!(
+                        r#"{{"sha":"{COMMIT}","siblings":[{{"rfilename":"config.json"}},{{"rfilename":"tokenizer.json"}}]}}"#
+                    );
+                    (listing.into_bytes(), false)
+                } else {
+                    let name = path.rsplit('/').next().unwrap_or("");
+                    match std::fs::read(models_dir().join("tiny-stories").join(name)) {
+                        Ok(bytes) => (bytes, true),
+                        Err(_) => {
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            );
+                            return;
+                        }
+                    }
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                match (file, serve) {
+                    (false, _) | (true, Serve::Complete) => {
+                        let _ = stream.write_all(&body);
+                    }
+                    (true, Serve::Truncate) => {
+                        let _ = stream.write_all(&body[..10]);
+                    }
+                    (true, Serve::Stall) => {
+                        let _ = stream.write_all(&body[..10]);
+                        let _ = stream.flush();
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(30)))
+                            .unwrap();
+                        let _ = stream.read(&mut [0u8; 1]);
+                    }
+                }
+            });
+        }
+    });
+    endpoint
+}
+
+/// Loads `test-org/served` with random weights from `endpoint` into a fresh cache, with a
+/// 1-second stall limit; returns the cache and the outcome.
+fn load_served(endpoint: &str) -> (tempfile::TempDir, Result<backends::BurnModel, RuntimeError>) {
+    let cache = tempfile::tempdir().unwrap();
+    let hub = HubCache::new(cache.path())
+        .with_endpoint(endpoint)
+        .with_stall_limit(Duration::from_secs(1));
+    let result = BurnRuntime::with_hub_cache(hub).load_model(&hub_spec(
+        "test-org/served",
+        None,
+        WeightsKind::Random,
+    ));
+    (cache, result)
+}
+
+/// The files in the served model's snapshot folder, temporary ones included.
+fn snapshot_files(cache: &Path) -> Vec<String> {
+    let dir = cache.join(format!("models--test-org--served/snapshots/{COMMIT}"));
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn downloads_complete_into_the_cache() {
+    let (cache, result) = load_served(&loopback_hub(Serve::Complete));
+    let model = result.unwrap();
+    assert_eq!(model.info().vocab_size, 512);
+    assert_eq!(
+        snapshot_files(cache.path()),
+        ["config.json", "tokenizer.json"]
+    );
+    let main = std::fs::read_to_string(cache.path().join("models--test-org--served/refs/main"));
+    assert_eq!(main.unwrap(), COMMIT);
+}
+
+#[test]
+fn a_stalled_download_fails_and_leaves_no_file() {
+    // Before, hf-hub's client waited forever on the silent connection.
+    let (cache, result) = load_served(&loopback_hub(Serve::Stall));
+    let reason = not_found(result);
+    assert!(
+        reason.contains("stalled") && reason.contains("config.json"),
+        "{reason}"
+    );
+    assert_eq!(snapshot_files(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_truncated_download_is_never_taken_for_the_file() {
+    let (cache, result) = load_served(&loopback_hub(Serve::Truncate));
+    let reason = not_found(result);
+    assert!(reason.contains("config.json"), "{reason}");
+    assert_eq!(snapshot_files(cache.path()), Vec::<String>::new());
+}

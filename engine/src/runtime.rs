@@ -254,6 +254,43 @@ pub trait Runtime: Send + Sync {
     fn load(&self, spec: &ModelSpec) -> Result<Box<dyn LoadedModel>, RuntimeError>;
     /// Names of the devices this runtime can use (`cpu`, `cuda:0`, ...).
     fn devices(&self) -> Vec<String>;
+    /// Memory loading `spec` and generating `batch` sequences of up to `max_len` positions
+    /// (longest prompt + new tokens) would take, computed from the config alone (nothing is
+    /// allocated). `None` when this runtime cannot tell.
+    fn estimate_memory(
+        &self,
+        _spec: &ModelSpec,
+        _batch: usize,
+        _max_len: usize,
+    ) -> Result<Option<MemoryEstimate>, RuntimeError> {
+        Ok(None)
+    }
+}
+
+/// What a load and one generation need in memory, from the config alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Bytes the weights occupy once loaded (packed size for quantized linear layers).
+    pub weight_bytes: u64,
+    /// Bytes held at the peak of loading: quantized models are built at the run dtype first.
+    pub load_peak_bytes: u64,
+    /// Bytes the KV cache (and RoPE table) reserves for the batch and length asked.
+    pub kv_cache_bytes: u64,
+    /// Memory the device has free now (`MemAvailable` on the CPU), when known.
+    pub available_bytes: Option<u64>,
+}
+
+impl MemoryEstimate {
+    /// Resident bytes while generating: weights plus KV cache (saturating).
+    pub fn total_bytes(&self) -> u64 {
+        self.weight_bytes.saturating_add(self.kv_cache_bytes)
+    }
+
+    /// True when the peak need is known to exceed the memory available.
+    pub fn exceeds_available(&self) -> bool {
+        self.available_bytes
+            .is_some_and(|a| self.total_bytes().max(self.load_peak_bytes) > a)
+    }
 }
 
 /// Why a model could not be loaded or run.
@@ -308,4 +345,17 @@ pub enum RuntimeError {
     /// The backend failed while computing.
     #[error("backend error: {0}")]
     Backend(String),
+    /// Loading or generating would need more memory than the device has available; refused
+    /// before anything is allocated.
+    #[error(
+        "not enough memory for {what}: {needed_bytes} bytes needed, {available_bytes} bytes available"
+    )]
+    OutOfMemory {
+        /// Bytes the allocation would take.
+        needed_bytes: u64,
+        /// Bytes the device has available.
+        available_bytes: u64,
+        /// What was to be allocated (weights, KV cache), with the model and device.
+        what: String,
+    },
 }

@@ -20,6 +20,28 @@ const DEFAULT_RMS_NORM_EPS: f64 = 1e-6;
 /// Hugging Face's `LlamaConfig` default for `initializer_range`.
 const DEFAULT_INITIALIZER_RANGE: f64 = 0.02;
 
+/// Sanity limits on config sizes, each far above any published Llama-family model (largest
+/// vocabularies ~256 Ki, hidden sizes ~16 Ki, 126 layers): a value beyond them is a broken or
+/// hostile config, refused before any size derived from it is computed or allocated.
+pub(crate) const SIZE_LIMITS: [(&str, usize); 7] = [
+    ("vocab_size", 1 << 24),
+    ("hidden_size", 1 << 18),
+    ("intermediate_size", 1 << 20),
+    ("num_hidden_layers", 1 << 12),
+    ("num_attention_heads", 1 << 12),
+    ("head_dim", 1 << 14),
+    // Positions only bound validation (the KV cache is sized by the run), so this is loose.
+    ("max_position_embeddings", 1 << 40),
+];
+
+/// The limit [`SIZE_LIMITS`] sets for `field`.
+fn size_limit(field: &str) -> usize {
+    SIZE_LIMITS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map_or(usize::MAX, |&(_, limit)| limit)
+}
+
 /// A validated Llama configuration, in the terms the forward pass uses.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LlamaConfig {
@@ -160,8 +182,13 @@ impl LlamaConfig {
         }
 
         let positive = |name: &str, value: usize| {
+            let limit = size_limit(name);
             if value == 0 {
                 Err(invalid(format!("{name} must be positive")))
+            } else if value > limit {
+                Err(invalid(format!(
+                    "{name} ({value}) exceeds the sanity limit of {limit}"
+                )))
             } else {
                 Ok(value)
             }
@@ -171,9 +198,15 @@ impl LlamaConfig {
         let num_layers = positive("num_hidden_layers", raw.num_hidden_layers)?;
         let num_heads = positive("num_attention_heads", raw.num_attention_heads)?;
         let num_kv_heads = positive(
-            "num_key_value_heads",
+            "num_attention_heads",
             raw.num_key_value_heads.unwrap_or(num_heads),
-        )?;
+        )
+        .map_err(|_| {
+            invalid(format!(
+                "num_key_value_heads must be between 1 and {}",
+                size_limit("num_attention_heads")
+            ))
+        })?;
         let vocab_size = positive("vocab_size", raw.vocab_size)?;
         let max_position_embeddings =
             positive("max_position_embeddings", raw.max_position_embeddings)?;
@@ -577,6 +610,33 @@ mod tests {
         let mut v = base();
         v["pretraining_tp"] = serde_json::json!(2);
         assert!(unsupported_reason(&v).contains("pretraining_tp"));
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_naming_the_field() {
+        for (field, limit) in SIZE_LIMITS {
+            let mut v = base();
+            v[field] = serde_json::json!(limit as u64 + 1);
+            match parse(&v) {
+                Err(RuntimeError::InvalidModelFile { reason, .. }) => {
+                    assert!(
+                        reason.contains(field) && reason.contains("sanity limit"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{field}: expected InvalidModelFile, got {other:?}"),
+            }
+        }
+        let mut v = base();
+        v["num_key_value_heads"] = serde_json::json!(1u64 << 40);
+        assert!(matches!(
+            parse(&v),
+            Err(RuntimeError::InvalidModelFile { reason, .. }) if reason.contains("num_key_value_heads")
+        ));
+        // At the limit is fine: the limits bound sizes, they do not reject real models.
+        let mut v = base();
+        v["max_position_embeddings"] = serde_json::json!(1_000_000_000u64);
+        assert_eq!(parse(&v).unwrap().max_position_embeddings, 1_000_000_000);
     }
 
     #[test]

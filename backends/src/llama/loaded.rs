@@ -12,6 +12,7 @@ use super::batch::PaddedBatch;
 use super::files::ModelFiles;
 use super::generation::{LlamaGeneration, validate_prompts};
 use super::host_model::HostWeights;
+use super::memory::{self, MemoryBudget};
 use super::model::{LlamaModel, LogitRows, ModelWeights};
 use super::weights::{LlamaWeights, WeightSource, parameter_count};
 use crate::checkpoint::Checkpoint;
@@ -26,16 +27,24 @@ pub(crate) struct LoadedLlama<B: Backend> {
     info: ModelInfo,
     tokenizer: TextTokenizer,
     model: LlamaModel<B>,
+    /// Whether the host kernels run it (its cache is then f32 and block-rounded).
+    on_host: bool,
+    /// The run dtype (the burn path's cache element).
+    run_dtype: DType,
+    /// What a generation's KV cache is checked against before it is reserved.
+    budget: MemoryBudget,
 }
 
 impl<B: Backend> LoadedLlama<B> {
     /// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU),
-    /// an unquantized f32 model runs on llmeff's host kernels instead of burn's ops.
+    /// an unquantized f32 model runs on llmeff's host kernels instead of burn's ops. The
+    /// weights' size is checked against `budget` before any of them is allocated.
     pub(crate) fn load(
         source: &ResolvedSource,
         spec: &ModelSpec,
         device: B::Device,
         host_kernels: bool,
+        budget: MemoryBudget,
     ) -> Result<Self, RuntimeError> {
         let ModelFiles {
             config,
@@ -70,6 +79,14 @@ impl<B: Backend> LoadedLlama<B> {
             Some(c) => WeightSource::Checkpoint(c),
             None => WeightSource::Random { seed: spec.seed },
         };
+        let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
+        let (_, load_peak) = memory::weight_bytes(&config, spec.dtype, spec.quantization, on_host)?;
+        budget.ensure(0, load_peak, || {
+            format!(
+                "the weights of {} ({} on {})",
+                source.name, spec.dtype, spec.device
+            )
+        })?;
         let parameters = parameter_count(&config);
         let mut weight_bytes = (parameters * spec.dtype.size_bytes() as u64) as i64;
         // An untied input embedding is gathered a row per token, not streamed; tied, the same
@@ -79,7 +96,6 @@ impl<B: Backend> LoadedLlama<B> {
         } else {
             (config.vocab_size * config.hidden_size * spec.dtype.size_bytes()) as i64
         };
-        let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
         let weights = if on_host {
             ModelWeights::Host(HostWeights::build(&config, &weight_source)?)
         } else {
@@ -126,6 +142,9 @@ impl<B: Backend> LoadedLlama<B> {
             info,
             tokenizer,
             model: LlamaModel::new(config, weights, device, dtype),
+            on_host,
+            run_dtype: spec.dtype,
+            budget,
         })
     }
 }
@@ -148,6 +167,33 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
+        // What `LlamaGeneration::start` reserves, refused before it is: the cache is sized by
+        // the run (longest prompt + new tokens), never by the model's maximum positions. The
+        // request is validated first so a too-long one is named as such.
+        let config = self.model.config();
+        validate_prompts(
+            prompts,
+            config.vocab_size,
+            config.max_position_embeddings,
+            options.max_new_tokens,
+        )?;
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let capacity = longest.saturating_add(options.max_new_tokens);
+        let needed = memory::kv_cache_bytes(
+            config,
+            self.run_dtype,
+            self.on_host,
+            prompts.len(),
+            capacity,
+            capacity,
+        )?;
+        self.budget.ensure(self.info.weight_bytes, needed, || {
+            format!(
+                "the KV cache of {} ({} sequences × {capacity} positions)",
+                self.info.name,
+                prompts.len()
+            )
+        })?;
         let generation =
             LlamaGeneration::start(&self.model, &self.info.eos_token_ids, prompts, options)?;
         Ok(Box::new(generation))

@@ -9,9 +9,11 @@ mod host_model;
 mod kv_cache;
 mod linear;
 mod loaded;
+pub(crate) mod memory;
 mod model;
 mod quant;
 mod rope;
 mod weights;
 
+pub(crate) use files::ModelFiles;
 pub(crate) use loaded::LoadedLlama;

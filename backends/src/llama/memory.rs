@@ -1,0 +1,295 @@
+//! Memory a model needs, computed from its config before anything is allocated: weights at the
+//! run dtype (packed size for quantized linear layers), the KV cache and RoPE table of one
+//! generation, and the check against the memory the machine has available.
+//!
+//! Every size is computed with checked arithmetic, so a config whose sizes overflow is an error
+//! naming what overflowed rather than a wrapped (small) figure or an allocation abort.
+
+use engine::runtime::{DType, Quantization, RuntimeError};
+
+use super::config::LlamaConfig;
+use crate::kernels::KEY_TAIL_BLOCK;
+
+/// Bytes of an f32, the element of the host kernels' weights, cache and RoPE table.
+const F32_BYTES: u64 = 4;
+
+/// `a × b × …` in u64, `None` on overflow.
+fn product(factors: &[usize]) -> Option<u64> {
+    factors
+        .iter()
+        .try_fold(1u64, |acc, &f| acc.checked_mul(u64::try_from(f).ok()?))
+}
+
+/// `a + b + …` in u64, `None` on overflow.
+fn sum(terms: &[Option<u64>]) -> Option<u64> {
+    terms.iter().try_fold(0u64, |acc, t| acc.checked_add((*t)?))
+}
+
+fn overflow(what: &str) -> RuntimeError {
+    RuntimeError::InvalidInput(format!(
+        "the size of {what} overflows 64 bits; the model config or the request is absurd"
+    ))
+}
+
+/// Weights' bytes: `(resident, load_peak)`. `host` is the host-kernel path (always f32).
+///
+/// Quantization replaces the linear layers after they are built at the run dtype, so the load
+/// peak is the unquantized size while the resident size is the packed one.
+pub(crate) fn weight_bytes(
+    c: &LlamaConfig,
+    dtype: DType,
+    quantization: Option<Quantization>,
+    host: bool,
+) -> Result<(u64, u64), RuntimeError> {
+    let (h, q, kv, ff) = (
+        c.hidden_size,
+        c.num_heads
+            .checked_mul(c.head_dim)
+            .ok_or_else(|| overflow("the query projection"))?,
+        c.num_kv_heads
+            .checked_mul(c.head_dim)
+            .ok_or_else(|| overflow("the key projection"))?,
+        c.intermediate_size,
+    );
+    let element = if host {
+        F32_BYTES
+    } else {
+        dtype.size_bytes() as u64
+    };
+    let tables = if c.tie_word_embeddings { 1 } else { 2 };
+    // (input, output) features of each linear layer of one decoder layer.
+    let linears = [(h, q), (h, kv), (h, kv), (q, h), (h, ff), (h, ff), (ff, h)];
+    let layer_linear = sum(&linears.map(|(i, o)| product(&[i, o])));
+    let layer_norms = product(&[2, h]);
+    let dense_elements = sum(&[
+        product(&[tables, c.vocab_size, h]),
+        layer_linear.and_then(|l| l.checked_mul(c.num_layers as u64)),
+        layer_norms.and_then(|n| n.checked_mul(c.num_layers as u64)),
+        Some(h as u64),
+    ])
+    .ok_or_else(|| overflow("the weights"))?;
+    let dense = dense_elements
+        .checked_mul(element)
+        .ok_or_else(|| overflow("the weights"))?;
+    let Some(quant) = quantization.filter(|_| !host) else {
+        return Ok((dense, dense));
+    };
+    let block = quant.block_size.max(1);
+    let packed_linear = |(i, o): (usize, usize)| -> Option<u64> {
+        let n = product(&[i, o])?;
+        let codes = if quant.method.bits() == 4 {
+            n.div_ceil(2)
+        } else {
+            n
+        };
+        codes.checked_add(product(&[i.div_ceil(block), o])?.checked_mul(F32_BYTES)?)
+    };
+    let packed_layer = sum(&linears.map(packed_linear)).ok_or_else(|| overflow("the weights"))?;
+    let dense_layer = layer_linear
+        .and_then(|l| l.checked_mul(element))
+        .ok_or_else(|| overflow("the weights"))?;
+    let resident = dense - dense_layer.saturating_sub(packed_layer) * c.num_layers as u64;
+    Ok((resident, dense))
+}
+
+/// Bytes the KV cache of `batch` sequences with room for `capacity` positions reserves, plus
+/// the RoPE table for `rope_len` positions, as [`super::model::LlamaModel::new_state`]
+/// allocates them. `host` is the host-kernel path (f32, positions rounded up to key blocks).
+pub(crate) fn kv_cache_bytes(
+    c: &LlamaConfig,
+    dtype: DType,
+    host: bool,
+    batch: usize,
+    capacity: usize,
+    rope_len: usize,
+) -> Result<u64, RuntimeError> {
+    let (positions, element) = if host {
+        let stride = capacity
+            .checked_next_multiple_of(KEY_TAIL_BLOCK)
+            .ok_or_else(|| overflow("the KV cache"))?;
+        (stride, F32_BYTES)
+    } else {
+        (capacity, dtype.size_bytes() as u64)
+    };
+    let cache = product(&[
+        2,
+        c.num_layers,
+        batch,
+        c.num_kv_heads,
+        positions,
+        c.head_dim,
+    ])
+    .and_then(|n| n.checked_mul(element));
+    let rope = product(&[2, rope_len, c.head_dim]).and_then(|n| n.checked_mul(F32_BYTES));
+    sum(&[cache, rope]).ok_or_else(|| overflow("the KV cache"))
+}
+
+/// `MemAvailable` of `/proc/meminfo`, bytes; `None` where it cannot be read (not Linux).
+pub(crate) fn host_available_bytes() -> Option<u64> {
+    parse_mem_available(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// The `MemAvailable:` line of a meminfo text (kB), in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// What allocations of a model are checked against: the host's available memory (when the model
+/// lives there) and an optional cap (tests, and users who want a margin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct MemoryBudget {
+    /// Whether the model's memory is the host's (the CPU device), so `MemAvailable` applies.
+    pub host: bool,
+    /// A ceiling on top of what the machine reports, if any.
+    pub cap: Option<u64>,
+}
+
+impl MemoryBudget {
+    /// Bytes available now: the smaller of `MemAvailable` (host models) and the cap; `None`
+    /// when neither applies (a GPU model without a cap).
+    pub(crate) fn available(&self) -> Option<u64> {
+        let host = if self.host {
+            host_available_bytes()
+        } else {
+            None
+        };
+        match (host, self.cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Refuses `needed` more bytes of `what` when they exceed the machine's available memory,
+    /// or when together with the `resident` bytes the model already holds they exceed the cap.
+    pub(crate) fn ensure(
+        &self,
+        resident: u64,
+        needed: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), RuntimeError> {
+        let host = if self.host {
+            host_available_bytes()
+        } else {
+            None
+        };
+        let refuse = |needed_bytes, available_bytes| RuntimeError::OutOfMemory {
+            needed_bytes,
+            available_bytes,
+            what: what(),
+        };
+        if let Some(available) = host
+            && needed > available
+        {
+            return Err(refuse(needed, available));
+        }
+        let total = resident.saturating_add(needed);
+        if let Some(cap) = self.cap
+            && total > cap
+        {
+            return Err(refuse(total, cap));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::weights::parameter_count;
+    use super::*;
+    use engine::runtime::QuantMethod;
+
+    fn config(tied: bool) -> LlamaConfig {
+        let text = serde_json::json!({
+            "model_type": "llama", "hidden_size": 64, "intermediate_size": 172,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 512, "max_position_embeddings": 1024,
+            "tie_word_embeddings": tied
+        });
+        LlamaConfig::from_json(&text.to_string(), "config.json").unwrap()
+    }
+
+    #[test]
+    fn dense_weights_match_the_parameter_count() {
+        for tied in [false, true] {
+            let c = config(tied);
+            let n = parameter_count(&c);
+            assert_eq!(
+                weight_bytes(&c, DType::BF16, None, false).unwrap(),
+                (2 * n, 2 * n)
+            );
+            assert_eq!(
+                weight_bytes(&c, DType::BF16, None, true).unwrap(),
+                (4 * n, 4 * n)
+            );
+        }
+    }
+
+    #[test]
+    fn quantized_weights_are_packed_but_peak_at_the_dense_size() {
+        let c = config(false);
+        let n = parameter_count(&c);
+        let q = Quantization {
+            method: QuantMethod::Int4,
+            block_size: 32,
+        };
+        let (resident, peak) = weight_bytes(&c, DType::F32, Some(q), false).unwrap();
+        assert_eq!(peak, 4 * n);
+        // One layer's linears: 4·64·64/2... computed independently from the shapes.
+        let linear = |i: usize, o: usize| (i * o).div_ceil(2) + 4 * i.div_ceil(32) * o;
+        let packed =
+            linear(64, 64) * 2 + linear(64, 32) * 2 + linear(64, 172) * 2 + linear(172, 64);
+        let dense = (64 * 64 * 2 + 64 * 32 * 2 + 64 * 172 * 3) * 4;
+        assert_eq!(resident, 4 * n - 2 * (dense - packed) as u64);
+    }
+
+    #[test]
+    fn kv_cache_follows_the_run_not_the_model_positions() {
+        let c = config(false);
+        // 2 (k, v) · 2 layers · batch 3 · 2 kv heads · 10 positions · head_dim 16 · 2 bytes,
+        // plus cos and sin for 9 positions in f32.
+        let burn = kv_cache_bytes(&c, DType::F16, false, 3, 10, 9).unwrap();
+        assert_eq!(burn, 2 * 2 * 3 * 2 * 10 * 16 * 2 + 2 * 9 * 16 * 4);
+        // The host cache rounds positions up to whole key blocks and is f32.
+        let host = kv_cache_bytes(&c, DType::F32, true, 3, 10, 9).unwrap();
+        assert_eq!(host, 2 * 2 * 3 * 2 * 16 * 16 * 4 + 2 * 9 * 16 * 4);
+        assert!(matches!(
+            kv_cache_bytes(&c, DType::F32, false, usize::MAX, usize::MAX, 1),
+            Err(RuntimeError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn budgets_refuse_with_the_figures() {
+        let budget = MemoryBudget {
+            host: false,
+            cap: Some(100),
+        };
+        assert!(budget.ensure(0, 100, || "x".into()).is_ok());
+        match budget.ensure(0, 101, || "weights".into()) {
+            Err(RuntimeError::OutOfMemory {
+                needed_bytes: 101,
+                available_bytes: 100,
+                what,
+            }) => assert_eq!(what, "weights"),
+            other => panic!("unexpected {other:?}"),
+        }
+        // The cap bounds what is resident plus what is asked for.
+        assert!(matches!(
+            budget.ensure(60, 41, || "cache".into()),
+            Err(RuntimeError::OutOfMemory {
+                needed_bytes: 101,
+                ..
+            })
+        ));
+        assert_eq!(MemoryBudget::default().available(), None);
+    }
+
+    #[test]
+    fn meminfo_available_is_read_in_bytes() {
+        let text = "MemTotal:       16000000 kB\nMemFree:  1 kB\nMemAvailable:    2048 kB\n";
+        assert_eq!(parse_mem_available(text), Some(2048 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+    }
+}
