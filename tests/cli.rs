@@ -1320,3 +1320,24 @@ fn a_script_print_reaches_stderr_while_planning() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("planning the talk study"), "{stderr}");
 }
+
+#[test]
+fn plan_shows_each_loads_memory_estimate() {
+    // Issue B: the memory a run needs is estimated from the config before anything is loaded.
+    let out = llmeff()
+        .current_dir(repo())
+        .args(["plan", "experiments/single.rhai"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("tiny-stories f32 bs=4"))
+        .unwrap_or_else(|| panic!("no memory line: {stdout}"));
+    assert!(
+        line.contains("weights ") && line.contains("KV cache") && line.contains("available"),
+        "{line}"
+    );
+    assert!(!line.contains("will not fit"), "{line}");
+}

@@ -13,7 +13,7 @@ use crate::metering::{PhaseTimes, RunMeters};
 use crate::plan::RunSpec;
 use crate::prompts;
 use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
-use crate::runtime::{GenerateOptions, LoadedModel, ModelSpec, Runtime, RuntimeError, StepOutput};
+use crate::runtime::{GenerateOptions, LoadedModel, Runtime, RuntimeError, StepOutput};
 use crate::schedule::{Schedule, ScheduledRun};
 use crate::stage::StageId;
 
@@ -225,16 +225,10 @@ impl<'a> Executor<'a> {
                 progress(Progress::Loading {
                     model: item.run.load.model.clone(),
                 });
-                let spec = ModelSpec {
-                    source: item.run.load.model.clone(),
-                    revision: item.run.load.revision.clone(),
-                    dtype: item.run.load.dtype,
-                    weights: item.run.load.weights,
-                    device: item.run.load.device.clone(),
-                    seed: item.run.load.seed,
-                    quantization: item.run.quantize.as_ref().and_then(|q| q.to_runtime()),
-                };
-                let model = self.runtime.load(&spec).map_err(|e| e.to_string());
+                let model = self
+                    .runtime
+                    .load(&item.run.model_spec())
+                    .map_err(|e| e.to_string());
                 loaded = Some((key.0, key.1, model));
             }
             let label = format!("{} cycle {}", item.run.label(&varying), item.cycle);

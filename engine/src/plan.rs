@@ -184,6 +184,19 @@ impl RunSpec {
         keys
     }
 
+    /// What the runtime loads for this run.
+    pub fn model_spec(&self) -> crate::runtime::ModelSpec {
+        crate::runtime::ModelSpec {
+            source: self.load.model.clone(),
+            revision: self.load.revision.clone(),
+            dtype: self.load.dtype,
+            weights: self.load.weights,
+            device: self.load.device.clone(),
+            seed: self.load.seed,
+            quantization: self.quantize.as_ref().and_then(|q| q.to_runtime()),
+        }
+    }
+
     /// The whole configuration as JSON (stored with every result row).
     pub fn config_json(&self) -> serde_json::Value {
         json!({

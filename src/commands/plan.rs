@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::Failure;
 use crate::cli::{PlanArgs, PlanFormat};
+use engine::runtime::Runtime;
 use engine::schedule::Schedule;
 
 /// Prints the plan in the requested format.
@@ -13,6 +14,7 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, Failure> {
         PlanFormat::Text => {
             print!("{plan}");
             print!("{}", Schedule::from_plan(&plan));
+            print!("{}", memory_lines(&plan));
         }
         PlanFormat::Dot => print!("{}", plan.to_dot()),
         PlanFormat::Json => {
@@ -22,4 +24,54 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prompt length assumed when a run does not cap it: prompts are only tokenised when run.
+const ASSUMED_PROMPT_TOKENS: usize = 512;
+
+/// One line per distinct (load, batch, length): the memory the run will need, estimated from
+/// the model's config before anything is allocated, beside what the machine has free. Planning
+/// stays offline: a Hub model that is not cached has no estimate.
+fn memory_lines(plan: &engine::plan::Plan) -> String {
+    let runtime =
+        backends::BurnRuntime::with_hub_cache(backends::HubCache::from_env().offline(true));
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::from("Memory (estimated from each model's config)\n");
+    for run in plan.runs() {
+        let prompt = run
+            .prompts
+            .max_input_tokens
+            .unwrap_or(ASSUMED_PROMPT_TOKENS);
+        let max_len = prompt + run.infer.max_new_tokens;
+        if !seen.insert((run.load_id, run.batch.size, max_len)) {
+            continue;
+        }
+        let what = format!(
+            "{} {} bs={} len={max_len}",
+            run.load.model, run.load.dtype, run.batch.size
+        );
+        let line = match runtime.estimate_memory(&run.model_spec(), run.batch.size, max_len) {
+            Ok(Some(e)) => format!(
+                "weights {} (load peak {}) + KV cache {} = {}; available {}{}",
+                mib(e.weight_bytes),
+                mib(e.load_peak_bytes),
+                mib(e.kv_cache_bytes),
+                mib(e.total_bytes()),
+                e.available_bytes.map_or("unknown".to_string(), mib),
+                if e.exceeds_available() {
+                    " (will not fit: the run will fail)"
+                } else {
+                    ""
+                }
+            ),
+            Ok(None) => "no estimate".to_string(),
+            Err(e) => format!("no estimate: {e}"),
+        };
+        out.push_str(&format!("  {what}: {line}\n"));
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
