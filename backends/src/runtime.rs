@@ -95,8 +95,11 @@ impl BurnRuntime {
     /// What loads and generations are checked against on a device.
     fn budget(&self, kind: DeviceKind) -> MemoryBudget {
         MemoryBudget {
-            // GPU memory is not probed (yet): only the cap applies there.
             host: matches!(kind, DeviceKind::Cpu),
+            device_free: match kind {
+                DeviceKind::Cuda(ordinal) => gpu_free_bytes(ordinal),
+                _ => None,
+            },
             cap: self.memory_limit,
         }
     }
@@ -221,4 +224,12 @@ impl Runtime for BurnRuntime {
     ) -> Result<Option<MemoryEstimate>, RuntimeError> {
         self.memory_estimate(spec, batch, max_len).map(Some)
     }
+}
+
+/// Memory free on the GPU of CUDA ordinal `ordinal`, from NVML; `None` (only a cap then
+/// applies) when NVML cannot tell.
+fn gpu_free_bytes(ordinal: usize) -> Option<u64> {
+    let api = crate::meters::nvml::NvmlApi::init().ok()?;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    crate::meters::nvml::cuda_free_bytes(&api, ordinal, visible.as_deref()).ok()
 }

@@ -142,6 +142,8 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
 pub(crate) struct MemoryBudget {
     /// Whether the model's memory is the host's (the CPU device), so `MemAvailable` applies.
     pub host: bool,
+    /// Memory free on the model's GPU (NVML), when it lives on one and NVML answers.
+    pub device_free: Option<u64>,
     /// A ceiling on top of what the machine reports, if any.
     pub cap: Option<u64>,
 }
@@ -153,7 +155,7 @@ impl MemoryBudget {
         let host = if self.host {
             host_available_bytes()
         } else {
-            None
+            self.device_free
         };
         match (host, self.cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -172,7 +174,7 @@ impl MemoryBudget {
         let host = if self.host {
             host_available_bytes()
         } else {
-            None
+            self.device_free
         };
         let refuse = |needed_bytes, available_bytes| RuntimeError::OutOfMemory {
             needed_bytes,
@@ -261,9 +263,29 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_model_is_checked_against_the_devices_free_memory() {
+        let budget = MemoryBudget {
+            host: false,
+            device_free: Some(1000),
+            cap: None,
+        };
+        assert_eq!(budget.available(), Some(1000));
+        assert!(budget.ensure(0, 1000, || "x".into()).is_ok());
+        match budget.ensure(0, 1001, || "weights on cuda:0".into()) {
+            Err(RuntimeError::OutOfMemory {
+                needed_bytes: 1001,
+                available_bytes: 1000,
+                what,
+            }) => assert_eq!(what, "weights on cuda:0"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn budgets_refuse_with_the_figures() {
         let budget = MemoryBudget {
             host: false,
+            device_free: None,
             cap: Some(100),
         };
         assert!(budget.ensure(0, 100, || "x".into()).is_ok());

@@ -72,6 +72,8 @@ pub trait GpuApi: Send + Sync {
     fn utilization_pct(&self, index: u32) -> Result<u32, GpuError>;
     /// Device memory in use by all processes, bytes.
     fn memory_used_bytes(&self, index: u32) -> Result<u64, GpuError>;
+    /// Memory free on device `index` now, bytes (what a model load can still take).
+    fn memory_free_bytes(&self, index: u32) -> Result<u64, GpuError>;
 }
 
 /// [`GpuApi`] over the real NVML library.
@@ -127,6 +129,22 @@ impl GpuApi for NvmlApi {
     fn memory_used_bytes(&self, index: u32) -> Result<u64, GpuError> {
         Ok(self.nvml.device_by_index(index)?.memory_info()?.used)
     }
+
+    fn memory_free_bytes(&self, index: u32) -> Result<u64, GpuError> {
+        Ok(self.nvml.device_by_index(index)?.memory_info()?.free)
+    }
+}
+
+/// Memory free now on the GPU that CUDA ordinal `ordinal` names (through
+/// `CUDA_VISIBLE_DEVICES` as a run's meters map it), bytes; the reason when it cannot be read.
+pub fn cuda_free_bytes(
+    api: &dyn GpuApi,
+    ordinal: usize,
+    cuda_visible: Option<&str>,
+) -> Result<u64, String> {
+    let devices = api.devices().map_err(|e| e.to_string())?;
+    let gpu = resolve_cuda_device(ordinal, cuda_visible, &devices)?;
+    api.memory_free_bytes(gpu.index).map_err(|e| e.to_string())
 }
 
 /// Parses a run's device into CUDA ordinals: `cuda` and `cuda:N`, several joined by `,` for a
@@ -412,6 +430,9 @@ struct FakeState {
     mem_bytes: Vec<u64>,
 }
 
+/// Memory of every fake GPU, bytes (an 80 GB card).
+pub const FAKE_GPU_MEMORY_BYTES: u64 = 80 << 30;
+
 impl FakeGpus {
     /// GPUs with these (uuid, name) pairs at NVML indices 0, 1, …; energy counters at 0 mJ.
     pub fn new(devices: &[(&str, &str)]) -> FakeGpus {
@@ -495,6 +516,10 @@ impl GpuApi for FakeGpus {
     fn memory_used_bytes(&self, index: u32) -> Result<u64, GpuError> {
         self.get(index, |s| &s.mem_bytes)
     }
+
+    fn memory_free_bytes(&self, index: u32) -> Result<u64, GpuError> {
+        Ok(FAKE_GPU_MEMORY_BYTES.saturating_sub(self.get(index, |s| &s.mem_bytes)?))
+    }
 }
 
 #[cfg(test)]
@@ -509,6 +534,16 @@ mod tests {
         assert_eq!(cuda_ordinals("cpu"), None);
         assert_eq!(cuda_ordinals("cuda:x"), None);
         assert_eq!(cuda_ordinals("cudax"), None);
+    }
+
+    #[test]
+    fn free_memory_is_read_from_the_gpu_a_cuda_ordinal_names() {
+        let gpus = FakeGpus::new(&[("GPU-aaaa", "H100"), ("GPU-bbbb", "H100")]);
+        gpus.set_load(1, 50, 30 << 30);
+        // CUDA_VISIBLE_DEVICES=1,0: cuda:0 is NVML index 1, with 30 GiB in use.
+        assert_eq!(cuda_free_bytes(&gpus, 0, Some("1,0")), Ok(50 << 30));
+        assert_eq!(cuda_free_bytes(&gpus, 1, Some("1,0")), Ok(80 << 30));
+        assert!(cuda_free_bytes(&gpus, 2, None).is_err());
     }
 
     #[test]
