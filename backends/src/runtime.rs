@@ -114,13 +114,7 @@ impl BurnRuntime {
         batch: usize,
         max_len: usize,
     ) -> Result<MemoryEstimate, RuntimeError> {
-        let kind = device::parse(&spec.device)?;
-        let source = source::resolve(
-            &spec.source,
-            spec.revision.as_deref(),
-            spec.weights,
-            &self.hub,
-        )?;
+        let (kind, source) = self.locate(spec)?;
         let config = ModelFiles::read(&source)?.config;
         let host = matches!(kind, DeviceKind::Cpu)
             && self.cpu_forward == CpuForward::Host
@@ -138,13 +132,11 @@ impl BurnRuntime {
         })
     }
 
-    /// Where Hub ids are looked for.
-    pub fn hub_cache(&self) -> &HubCache {
-        &self.hub
-    }
-
-    /// Like [`Runtime::load`], returning the concrete handle (which also exposes logits).
-    pub fn load_model(&self, spec: &ModelSpec) -> Result<BurnModel, RuntimeError> {
+    /// The device a spec names and where its model's files are.
+    fn locate(
+        &self,
+        spec: &ModelSpec,
+    ) -> Result<(DeviceKind, source::ResolvedSource), RuntimeError> {
         let kind = device::parse(&spec.device)?;
         let source = source::resolve(
             &spec.source,
@@ -152,6 +144,17 @@ impl BurnRuntime {
             spec.weights,
             &self.hub,
         )?;
+        Ok((kind, source))
+    }
+
+    /// Where Hub ids are looked for.
+    pub fn hub_cache(&self) -> &HubCache {
+        &self.hub
+    }
+
+    /// Like [`Runtime::load`], returning the concrete handle (which also exposes logits).
+    pub fn load_model(&self, spec: &ModelSpec) -> Result<BurnModel, RuntimeError> {
+        let (kind, source) = self.locate(spec)?;
         let budget = self.budget(kind);
         match kind {
             DeviceKind::Cpu => load_on::<burn_flex::Flex>(
