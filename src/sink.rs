@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use engine::latency::{Percentiles, RequestTiming, percentile};
+use engine::latency::{RequestTiming, RunLatency, percentile};
 use engine::meter::{Domain, Sample};
 use engine::metering::EnergySource;
 use engine::record::{RecordSink, RunRecord, SinkError};
@@ -141,17 +141,6 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
             .set("model_bytes", model.weight_bytes)?;
     }
     if let Some(m) = &record.metrics {
-        let requests = &record.requests;
-        let ttft: Vec<f64> = requests.iter().map(|r| r.ttft_s).collect();
-        let ttft_service: Vec<f64> = requests.iter().map(|r| r.ttft_service_s).collect();
-        let queue: Vec<f64> = requests.iter().map(|r| r.queue_s).collect();
-        let tpot: Vec<f64> = requests.iter().filter_map(|r| r.tpot_s).collect();
-        // vLLM's ITL: every gap of every request, not a per-request summary.
-        let itl: Vec<f64> = requests
-            .iter()
-            .flat_map(|r| r.inter_token_s.iter().copied())
-            .collect();
-        let e2e: Vec<f64> = requests.iter().map(|r| r.e2e_s).collect();
         row.set("num_requests", m.num_requests)?
             .set("num_batches", m.num_batches)?
             .set("input_tokens", m.input_tokens)?
@@ -168,15 +157,7 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
             .set("flops_decode", m.flops_decode)?
             .set("flops_per_s", m.flops_per_s())?;
         set_meter_columns(&mut row, m)?;
-        for (name, values) in [
-            ("ttft", &ttft),
-            ("ttft_service", &ttft_service),
-            ("queue", &queue),
-            ("tpot", &tpot),
-            ("itl", &itl),
-            ("e2e", &e2e),
-        ] {
-            let p = Percentiles::of(values);
+        for (name, p) in RunLatency::of(&record.requests).figures {
             row.set(&format!("{name}_mean_s"), p.mean)?
                 .set(&format!("{name}_p50_s"), p.p50)?
                 .set(&format!("{name}_p90_s"), p.p90)?
@@ -259,35 +240,29 @@ fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<()
         .set("peak_rss_bytes", report.peak(|s| s.rss_bytes))?
         .set("rss_hwm_bytes", report.rss_high_water_bytes)?
         .set("gpu_mem_peak_bytes", report.peak(|s| s.gpu_mem_bytes))?
-        .set(
-            "process_cpu_mean_pct",
-            report.utilisation_mean(|s| s.process_cpu_pct),
-        )?
-        .set(
-            "process_cpu_peak_pct",
-            report.utilisation_peak(|s| s.process_cpu_pct),
-        )?
-        .set(
-            "system_cpu_mean_pct",
-            report.utilisation_mean(|s| s.system_cpu_pct),
-        )?
-        .set(
-            "cpu_steal_mean_pct",
-            report.utilisation_mean(|s| s.cpu_steal_pct),
-        )?
-        .set(
-            "gpu_util_mean_pct",
-            report.utilisation_mean(|s| s.gpu_util_pct),
-        )?
-        .set(
-            "gpu_util_peak_pct",
-            report.utilisation_peak(|s| s.gpu_util_pct),
-        )?
         .set("num_samples", report.samples.len())?
         .set(
             "meter_notes",
             (!report.notes.is_empty()).then(|| report.notes.join("; ")),
         )?;
+    // Shares of time: from enough samples of a few clock ticks each, else null.
+    type Share = fn(&Sample) -> Option<f64>;
+    let utilisation: [(&str, Share, bool); 6] = [
+        ("process_cpu_mean_pct", |s| s.process_cpu_pct, false),
+        ("process_cpu_peak_pct", |s| s.process_cpu_pct, true),
+        ("system_cpu_mean_pct", |s| s.system_cpu_pct, false),
+        ("cpu_steal_mean_pct", |s| s.cpu_steal_pct, false),
+        ("gpu_util_mean_pct", |s| s.gpu_util_pct, false),
+        ("gpu_util_peak_pct", |s| s.gpu_util_pct, true),
+    ];
+    for (column, figure, peak) in utilisation {
+        let value = if peak {
+            report.utilisation_peak(figure)
+        } else {
+            report.utilisation_mean(figure)
+        };
+        row.set(column, value)?;
+    }
     if let Some(i) = &m.intensity {
         row.set("carbon_intensity_g_per_kwh", i.g_per_kwh)?
             .set("carbon_intensity_source", i.source.as_str())?

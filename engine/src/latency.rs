@@ -146,6 +146,47 @@ impl Percentiles {
     }
 }
 
+/// A run's latency figures: percentiles over its requests (vLLM's `benchmark_serving`
+/// definitions), each named as its columns are (`ttft` → `ttft_p50_s`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLatency {
+    /// `(name, percentiles)`: ttft, ttft_service, queue, tpot, itl, e2e.
+    pub figures: [(&'static str, Percentiles); 6],
+}
+
+impl RunLatency {
+    /// Summarises a run's requests. TPOT is over requests with two or more tokens; ITL is over
+    /// every gap between consecutive tokens of every request, not a per-request summary.
+    pub fn of(requests: &[RequestTiming]) -> RunLatency {
+        let over = |f: fn(&RequestTiming) -> f64| {
+            Percentiles::of(&requests.iter().map(f).collect::<Vec<_>>())
+        };
+        let tpot: Vec<f64> = requests.iter().filter_map(|r| r.tpot_s).collect();
+        let itl: Vec<f64> = requests
+            .iter()
+            .flat_map(|r| r.inter_token_s.iter().copied())
+            .collect();
+        RunLatency {
+            figures: [
+                ("ttft", over(|r| r.ttft_s)),
+                ("ttft_service", over(|r| r.ttft_service_s)),
+                ("queue", over(|r| r.queue_s)),
+                ("tpot", Percentiles::of(&tpot)),
+                ("itl", Percentiles::of(&itl)),
+                ("e2e", over(|r| r.e2e_s)),
+            ],
+        }
+    }
+
+    /// The percentiles of one figure by name.
+    pub fn get(&self, name: &str) -> Option<&Percentiles> {
+        self.figures
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

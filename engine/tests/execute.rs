@@ -554,3 +554,40 @@ fn a_cancel_ends_an_arrival_wait() {
     assert_eq!(waits.get(), 3);
     assert!(time.now_s() < 10.0, "waited {} s", time.now_s());
 }
+
+#[test]
+fn run_latency_follows_vllm_on_the_scripted_clock() {
+    // Three requests every 1 s, batches of 2, 3 new tokens (the fake's second sequence of a
+    // batch stops one token earlier). Batch 0 [r0, r1] waits for r1 (t = 1 s); batch 1 [r2]
+    // starts when it arrives (t = 2 s, after batch 0's 0.7 s).
+    let (sink, _) = execute(
+        r#"
+        let p = prompts(["a", "b", "c"]);
+        infer(load("m"), batch(p, #{ size: 2 }), #{ max_new_tokens: 3, warmup: 0,
+              arrival: #{ pattern: "constant", interval_s: 1.0 } });
+        "#,
+    );
+    let latency = engine::latency::RunLatency::of(&sink.records[0].requests);
+    let eps = 1e-9;
+    let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < eps;
+    // TTFT from arrival: r0 queued 1 s, r1 and r2 none; each first token after one prefill.
+    let ttft = latency.get("ttft").unwrap();
+    assert!(close(ttft.p50, PREFILL_S));
+    assert!(close(ttft.mean, (1.0 + 3.0 * PREFILL_S) / 3.0));
+    let queue = latency.get("queue").unwrap();
+    assert!(close(queue.mean, 1.0 / 3.0) && close(queue.p50, 0.0));
+    assert!(close(latency.get("ttft_service").unwrap().mean, PREFILL_S));
+    // ITL over every gap of every request: r0 and r2 have 2 gaps, r1 one, all one decode step.
+    let itl = latency.get("itl").unwrap();
+    assert!(close(itl.mean, DECODE_S) && close(itl.p99, DECODE_S));
+    // TPOT per request, (e2e - ttft) / (tokens - 1): one decode step for each.
+    assert!(close(latency.get("tpot").unwrap().p50, DECODE_S));
+    // e2e from arrival: r0 1 s + prefill + 2 steps; r1 prefill + 1 step; r2 prefill + 2 steps.
+    let e2e = latency.get("e2e").unwrap();
+    let expected = [
+        1.0 + PREFILL_S + 2.0 * DECODE_S,
+        PREFILL_S + DECODE_S,
+        PREFILL_S + 2.0 * DECODE_S,
+    ];
+    assert!(close(e2e.mean, expected.iter().sum::<f64>() / 3.0));
+}

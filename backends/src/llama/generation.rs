@@ -74,12 +74,15 @@ pub(crate) fn validate_prompts(
 }
 
 impl<'a, B: Backend> LlamaGeneration<'a, B> {
-    /// Validates the request and reserves the KV cache for the whole generation.
+    /// Validates the request and reserves the KV cache for the whole generation. `admit`
+    /// hears the cache's size (sequences, positions each) once the request is valid and before
+    /// anything is allocated, and may refuse it.
     pub(crate) fn start(
         model: &'a LlamaModel<B>,
         eos: &[u32],
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
+        admit: impl FnOnce(usize, usize) -> Result<(), RuntimeError>,
     ) -> Result<Self, RuntimeError> {
         let config = model.config();
         if options.max_new_tokens == 0 {
@@ -92,6 +95,13 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
             config.vocab_size,
             config.max_position_embeddings,
             options.max_new_tokens,
+        )?;
+        // The cache is sized by the run (longest prompt + new tokens), never by the model's
+        // maximum positions.
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        admit(
+            prompts.len(),
+            longest.saturating_add(options.max_new_tokens),
         )?;
         let picker = match options.decoding {
             Decoding::Greedy => Picker::Greedy,

@@ -167,35 +167,30 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
-        // What `LlamaGeneration::start` reserves, refused before it is: the cache is sized by
-        // the run (longest prompt + new tokens), never by the model's maximum positions. The
-        // request is validated first so a too-long one is named as such.
-        let config = self.model.config();
-        validate_prompts(
+        // What the generation reserves is refused before it is allocated.
+        let admit = |sequences: usize, capacity: usize| {
+            let needed = memory::kv_cache_bytes(
+                self.model.config(),
+                self.run_dtype,
+                self.on_host,
+                sequences,
+                capacity,
+                capacity,
+            )?;
+            self.budget.ensure(self.info.weight_bytes, needed, || {
+                format!(
+                    "the KV cache of {} ({sequences} sequences × {capacity} positions)",
+                    self.info.name
+                )
+            })
+        };
+        let generation = LlamaGeneration::start(
+            &self.model,
+            &self.info.eos_token_ids,
             prompts,
-            config.vocab_size,
-            config.max_position_embeddings,
-            options.max_new_tokens,
+            options,
+            admit,
         )?;
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let capacity = longest.saturating_add(options.max_new_tokens);
-        let needed = memory::kv_cache_bytes(
-            config,
-            self.run_dtype,
-            self.on_host,
-            prompts.len(),
-            capacity,
-            capacity,
-        )?;
-        self.budget.ensure(self.info.weight_bytes, needed, || {
-            format!(
-                "the KV cache of {} ({} sequences × {capacity} positions)",
-                self.info.name,
-                prompts.len()
-            )
-        })?;
-        let generation =
-            LlamaGeneration::start(&self.model, &self.info.eos_token_ids, prompts, options)?;
         Ok(Box::new(generation))
     }
 }
