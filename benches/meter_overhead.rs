@@ -4,14 +4,17 @@
 //! Goal (ARCHITECTURE.md, issue "Measurement"): under 1 % of wall time. Run with
 //! `cargo bench --bench meter_overhead`; figures are ratios, since absolute times are noise.
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::path::Path;
 use std::time::Instant;
 
-use backends::{BurnRuntime, MachineMeters};
+use api::meter::{MeterProvider, Sample};
+use backends::BurnRuntime;
 use engine::execute::{Executor, MonotonicClock};
-use engine::meter::{MeterProvider, Sample};
 use engine::record::MemorySink;
 use engine::schedule::Schedule;
+use meters::MachineMeters;
 
 const STUDY: &str = r#"
     let m = load("tiny-stories");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use backends::meters::estimate::{CpuInfo, mem_total_bytes};
+use meters::estimate::{CpuInfo, mem_total_bytes};
 use serde_json::{Value, json};
 
 /// The environment record: CPU, cores, memory, OS, llmeff and burn versions, devices.

@@ -1,6 +1,8 @@
 //! The `llmeff` command line: parses arguments, wires the engine to a runtime and the results
 //! store, renders progress and errors. Logic lives in the library crates.
 
+#![allow(clippy::print_stdout)] // the binary is where output is written
+
 /// `eprintln!` that ignores a failed write: once a terminal hangs up (SIGHUP) writes to it
 /// fail with EIO, and a study stopping cleanly must not panic over a line no one can read.
 macro_rules! note {

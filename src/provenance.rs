@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use backends::meters::estimate::CpuInfo;
+use meters::estimate::CpuInfo;
 
 /// The build and machine facts of this process.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
+use api::meter::{Domain, Sample};
 use engine::latency::{RequestTiming, RunLatency, percentile};
-use engine::meter::{Domain, Sample};
 use engine::metering::EnergySource;
 use engine::record::{RecordSink, RunRecord, SinkError};
 use engine::stage::{ArrivalSpec, DecodingSpec};

@@ -265,7 +265,7 @@ pub fn print_runs(rows: &[Row]) {
 }
 
 /// Prints the meter inventory: each meter, whether it is usable here, and why not.
-pub fn print_meters(inventory: &[engine::meter::MeterStatus]) {
+pub fn print_meters(inventory: &[api::meter::MeterStatus]) {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
     table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);

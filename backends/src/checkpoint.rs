@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 use half::{bf16, f16};
 use memmap2::Mmap;
 use rayon::prelude::*;

@@ -1,7 +1,7 @@
 //! Device names (`cpu`, `cuda:N`): parsing them, listing the usable ones, and, with the `cuda`
 //! feature, probing for the CUDA driver before burn touches it (burn panics without one).
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 
 /// A parsed device name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 
 /// Runs `f`, reporting a panic as a backend error about `what`.
 ///

@@ -1,7 +1,7 @@
 //! The public handle of a loaded model: the engine's `LoadedModel` plus direct access to logits
 //! (for golden tests and, later, perplexity), with the burn backend type erased.
 
-use engine::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError};
+use api::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError};
 
 /// Logits per prompt: one row per returned position, each `vocab_size` long, in f32.
 pub type Logits = Vec<Vec<Vec<f32>>>;

@@ -1,9 +1,9 @@
 //! The host side of a model: the element types it can run in (converting checkpoint values to
 //! the run dtype, mapping engine and burn dtype names) and reading results back from the device.
 
+use api::runtime::{DType, RuntimeError};
 use burn::tensor::backend::Backend;
 use burn::tensor::{BasicOps, DType as BurnDType, Element, Tensor, TensorData, bf16, f16};
-use engine::runtime::{DType, RuntimeError};
 
 /// A float type weights are materialised in before they go to the device.
 pub(crate) trait RunFloat: Element + Copy + Default + Send + Sync + 'static {
@@ -58,15 +58,15 @@ where
 macro_rules! with_run_float {
     ($dtype:expr, $t:ident => $body:expr) => {
         match $dtype {
-            engine::runtime::DType::F32 => {
+            api::runtime::DType::F32 => {
                 type $t = f32;
                 $body
             }
-            engine::runtime::DType::F16 => {
+            api::runtime::DType::F16 => {
                 type $t = burn::tensor::f16;
                 $body
             }
-            engine::runtime::DType::BF16 => {
+            api::runtime::DType::BF16 => {
                 type $t = burn::tensor::bf16;
                 $body
             }

@@ -2,7 +2,7 @@
 //! Hugging Face Hub ids through the local cache, built-in preset configs), devices, the Llama
 //! architecture, weight loading (safetensors or seeded random), tokenization and decoding.
 //!
-//! API Boundary: the engine sees only [`BurnRuntime`] (an `engine::runtime::Runtime`) and the
+//! API Boundary: the engine sees only [`BurnRuntime`] (an `api::runtime::Runtime`) and the
 //! `Box<dyn LoadedModel>` it returns; [`BurnModel`] additionally exposes logits for tests.
 
 mod checkpoint;
@@ -11,11 +11,7 @@ mod guard;
 mod handle;
 mod host;
 mod hub;
-#[doc(hidden)]
-pub mod huge_pages;
-pub mod kernels;
 mod llama;
-pub mod meters;
 mod presets;
 mod random_init;
 mod runtime;
@@ -25,6 +21,5 @@ mod tokenizer;
 
 pub use handle::{BurnModel, LogitPositions, Logits};
 pub use hub::HubCache;
-pub use meters::MachineMeters;
 pub use presets::preset_ids;
 pub use runtime::{BurnRuntime, CpuForward};

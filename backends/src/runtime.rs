@@ -2,7 +2,7 @@
 //! Hub id or preset) and device, and loading the model on the matching backend (burn-flex on the
 //! CPU, burn-cuda on CUDA).
 
-use engine::runtime::{DType, LoadedModel, MemoryEstimate, ModelSpec, Runtime, RuntimeError};
+use api::runtime::{DType, LoadedModel, MemoryEstimate, ModelSpec, Runtime, RuntimeError};
 
 use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
@@ -232,7 +232,7 @@ impl Runtime for BurnRuntime {
 /// Memory free on the GPU of CUDA ordinal `ordinal`, from NVML; `None` (only a cap then
 /// applies) when NVML cannot tell.
 fn gpu_free_bytes(ordinal: usize) -> Option<u64> {
-    let api = crate::meters::nvml::NvmlApi::init().ok()?;
+    let api = meters::nvml::NvmlApi::init().ok()?;
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    crate::meters::nvml::cuda_free_bytes(&api, ordinal, visible.as_deref()).ok()
+    meters::nvml::cuda_free_bytes(&api, ordinal, visible.as_deref()).ok()
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::runtime::{RuntimeError, WeightsKind};
+use api::runtime::{RuntimeError, WeightsKind};
 
 use crate::hub::{HubCache, Needed};
 use crate::presets::{self, Preset};

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 use tokenizers::Tokenizer;
 
 /// File name of a Hugging Face fast tokenizer.

@@ -2,9 +2,9 @@
 
 mod common;
 
+use api::runtime::{DType, LoadedModel};
 use backends::LogitPositions;
 use common::*;
-use engine::runtime::{DType, LoadedModel};
 
 fn logits(dtype: DType, prompts: &[Vec<u32>]) -> Vec<Vec<f32>> {
     load("tiny-stories", dtype)

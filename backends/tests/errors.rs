@@ -6,11 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use backends::LogitPositions;
-use common::*;
-use engine::runtime::{
+use api::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, Runtime, RuntimeError, WeightsKind,
 };
+use backends::LogitPositions;
+use common::*;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 

@@ -2,8 +2,8 @@
 
 mod common;
 
+use api::runtime::{DType, LoadedModel, QuantMethod, Quantization, WeightsKind};
 use common::*;
-use engine::runtime::{DType, LoadedModel, QuantMethod, Quantization, WeightsKind};
 
 /// Generates from each prompt alone (no padding) and compares executed with analytic FLOPs.
 fn check(model: &backends::BurnModel, prompts: &[Vec<u32>], new_tokens: usize) {

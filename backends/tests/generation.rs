@@ -3,8 +3,8 @@
 
 mod common;
 
+use api::runtime::{DType, Decoding, GenerateOptions, LoadedModel};
 use common::*;
-use engine::runtime::{DType, Decoding, GenerateOptions, LoadedModel};
 
 /// "Once upon a time" on tiny-stories: golden greedy ids, used to place EOS deterministically.
 const PROMPT: [u32; 5] = [1, 403, 407, 261, 378];
@@ -82,7 +82,7 @@ fn stops_at_eos_only_after_min_new_tokens() {
         .load_model(&spec(
             tmp.path().to_str().unwrap(),
             DType::F32,
-            engine::runtime::WeightsKind::Pretrained,
+            api::runtime::WeightsKind::Pretrained,
             0,
         ))
         .unwrap();
@@ -192,7 +192,7 @@ fn sampled_eos_is_suppressed_before_min_new_tokens() {
         .load_model(&spec(
             tmp.path().to_str().unwrap(),
             DType::F32,
-            engine::runtime::WeightsKind::Pretrained,
+            api::runtime::WeightsKind::Pretrained,
             0,
         ))
         .unwrap();

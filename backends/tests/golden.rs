@@ -3,9 +3,9 @@
 
 mod common;
 
+use api::runtime::{DType, LoadedModel};
 use backends::{BurnModel, CpuForward, LogitPositions};
 use common::*;
-use engine::runtime::{DType, LoadedModel};
 
 /// Max abs logit error allowed against transformers float32 (both are f32 computations that
 /// differ only in summation order).

@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use api::runtime::{DType, LoadedModel, ModelSpec, RuntimeError, WeightsKind};
 use backends::{BurnRuntime, HubCache, preset_ids};
 use common::*;
-use engine::runtime::{DType, LoadedModel, ModelSpec, RuntimeError, WeightsKind};
 
 const COMMIT: &str = "4b3a1f0c9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
 const ID: &str = "test-org/tiny";

@@ -7,8 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use api::runtime::{DType, Runtime, RuntimeError, WeightsKind};
 use common::*;
-use engine::runtime::{DType, Runtime, RuntimeError, WeightsKind};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -171,8 +171,8 @@ fn a_billion_positions_do_not_size_the_kv_cache() {
 fn quantized_estimates_are_packed() {
     let mut spec = spec("tiny-stories", DType::F32, WeightsKind::Pretrained, 0);
     let dense = runtime().memory_estimate(&spec, 1, 16).unwrap();
-    spec.quantization = Some(engine::runtime::Quantization {
-        method: engine::runtime::QuantMethod::Int4,
+    spec.quantization = Some(api::runtime::Quantization {
+        method: api::runtime::QuantMethod::Int4,
         block_size: 32,
     });
     let packed = runtime().memory_estimate(&spec, 1, 16).unwrap();

@@ -2,8 +2,8 @@
 
 mod common;
 
+use api::runtime::{DType, LoadedModel, QuantMethod, Quantization, WeightsKind};
 use backends::{BurnRuntime, LogitPositions};
-use engine::runtime::{DType, LoadedModel, QuantMethod, Quantization, WeightsKind};
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -61,11 +61,11 @@ fn int8_keeps_the_greedy_continuation_start() {
             .unwrap(),
     ];
     let greedy = |model: &dyn LoadedModel| -> Vec<u32> {
-        let options = engine::runtime::GenerateOptions {
+        let options = api::runtime::GenerateOptions {
             max_new_tokens: 8,
             min_new_tokens: 0,
             stop_at_eos: false,
-            decoding: engine::runtime::Decoding::Greedy,
+            decoding: api::runtime::Decoding::Greedy,
         };
         let mut g = model.start(&prompt, &options).unwrap();
         let mut ids = Vec::new();

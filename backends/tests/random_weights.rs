@@ -3,9 +3,9 @@
 
 mod common;
 
+use api::runtime::{DType, LoadedModel, WeightsKind};
 use backends::LogitPositions;
 use common::*;
-use engine::runtime::{DType, LoadedModel, WeightsKind};
 
 fn random_logits(source: &str, dtype: DType, seed: u64) -> Vec<f32> {
     let model = runtime()

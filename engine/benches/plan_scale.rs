@@ -3,6 +3,8 @@
 //! Run with `cargo bench -p llmeff-engine --bench plan_scale`. Prints wall time, peak RSS
 //! (VmHWM, Linux) and per-run costs; exits non-zero if a target is missed.
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::path::Path;
 use std::time::Instant;
 

@@ -8,14 +8,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batching::form_batches;
 use crate::latency::{BatchClock, RequestTiming, batch_timings};
-use crate::meter::{MeterProvider, NoMeters};
 use crate::metering::{PhaseTimes, RunMeters};
 use crate::plan::RunSpec;
 use crate::prompts;
 use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
-use crate::runtime::{GenerateOptions, LoadedModel, Runtime, RuntimeError, StepOutput};
 use crate::schedule::{Schedule, ScheduledRun};
 use crate::stage::StageId;
+use api::meter::{MeterProvider, NoMeters};
+use api::runtime::{GenerateOptions, LoadedModel, Runtime, RuntimeError, StepOutput};
 
 /// A monotonic clock in seconds; tests substitute a scripted one.
 pub trait Clock {

@@ -5,7 +5,7 @@
 //! on shapes, so they hold for every dtype and quantization (a quantized weight is multiplied
 //! as often as a full-precision one).
 
-use crate::runtime::ModelInfo;
+use api::runtime::ModelInfo;
 
 /// FLOPs of one product of an `[m, k]` by a `[k, n]` matrix.
 pub fn matmul(m: u64, k: u64, n: u64) -> u64 {

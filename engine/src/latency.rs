@@ -9,7 +9,7 @@
 //! `ttft_service_s`. Padding never counts as a token; an EOS token the model emitted counts as
 //! an output token (it was computed and streamed).
 
-use crate::runtime::StepOutput;
+use api::runtime::StepOutput;
 
 /// Timings of one request (one prompt of a batch).
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //!
 //! It owns the Rhai DSL and its module resolver, the plan DAG (petgraph), scheduling,
 //! execution and latency arithmetic. It deliberately knows nothing about burn, CUDA or Arrow:
-//! models run behind the traits in [`runtime`], and finished runs leave through
+//! models run behind the traits of the `api` crate, and finished runs leave through
 //! [`record::RecordSink`].
 
 pub mod batching;
@@ -11,7 +11,6 @@ pub mod execute;
 pub mod flops;
 pub mod latency;
 pub mod limits;
-pub mod meter;
 pub mod metering;
 pub mod options;
 pub mod plan;
@@ -19,7 +18,6 @@ pub mod prompts;
 pub mod record;
 pub mod reference;
 pub mod resolver;
-pub mod runtime;
 pub mod schedule;
 pub mod script;
 pub mod shuffle;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::meter::{Domain, EnergyCounter, MeterProvider, Probe, Sample, Source};
 use crate::stage::MeasureStage;
+use api::meter::{Domain, EnergyCounter, MeterProvider, Probe, Sample, Source};
 
 /// Cumulative joules per domain at one instant (`None`: no counter, or it failed).
 pub type EnergyReading = [Option<f64>; 3];
@@ -571,7 +571,7 @@ pub const STEAL_NOTE_PCT: f64 = 5.0;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meter::{DevicePeak, MeterError, MeterStatus, NoMeters};
+    use api::meter::{DevicePeak, MeterError, MeterStatus, NoMeters};
 
     /// A counter whose joules are scripted: each read returns the next value.
     struct Scripted {

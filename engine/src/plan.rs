@@ -139,7 +139,7 @@ impl RunSpec {
         c.insert("max_new_tokens", self.infer.max_new_tokens.to_string());
         c.insert("decoding", self.infer.decoding.describe());
         c.insert("meters", self.measure.meters.join("+"));
-        if self.measure.estimate != crate::meter::EstimateMode::Machine {
+        if self.measure.estimate != api::meter::EstimateMode::Machine {
             c.insert("energy_estimate", self.measure.estimate.name().to_string());
         }
         c
@@ -185,8 +185,8 @@ impl RunSpec {
     }
 
     /// What the runtime loads for this run.
-    pub fn model_spec(&self) -> crate::runtime::ModelSpec {
-        crate::runtime::ModelSpec {
+    pub fn model_spec(&self) -> api::runtime::ModelSpec {
+        api::runtime::ModelSpec {
             source: self.load.model.clone(),
             revision: self.load.revision.clone(),
             dtype: self.load.dtype,

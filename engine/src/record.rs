@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use crate::carbon::Intensity;
 use crate::latency::RequestTiming;
-use crate::meter::DevicePeak;
 use crate::metering::MeterReport;
 use crate::plan::RunSpec;
-use crate::runtime::ModelInfo;
+use api::meter::DevicePeak;
+use api::runtime::ModelInfo;
 
 /// Whether a run produced measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,8 +233,8 @@ impl RecordSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meter::{Domain, Sample, Source};
     use crate::metering::{DomainEnergy, EnergySource};
+    use api::meter::{Domain, Sample, Source};
 
     fn peak(flops_per_s: f64, bytes_per_s: f64) -> Option<DevicePeak> {
         Some(DevicePeak {

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::limits;
-use crate::meter::EstimateMode;
 use crate::options::{OptionError, OptionMap};
 use crate::plan::{Plan, StudySettings};
 use crate::prompts::{self, BUILTIN_SETS};
 use crate::resolver::ModuleResolver;
-use crate::runtime::{DType, QuantMethod, WeightsKind};
 use crate::stage::{
     AggregateStage, ArrivalSpec, BatchStage, CarbonSpec, DecodingSpec, InferStage, LoadStage,
     MeasureStage, PromptSource, PromptsStage, QuantizeStage, Stage, StageId, StageKind,
 };
+use api::meter::EstimateMode;
+use api::runtime::{DType, QuantMethod, WeightsKind};
 
 /// Meter names `measure` accepts.
 pub const METERS: &[&str] = &["latency", "energy", "flops", "memory", "utilisation"];

@@ -7,8 +7,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-use crate::meter::EstimateMode;
-use crate::runtime::{DType, Decoding, WeightsKind};
+use api::meter::EstimateMode;
+use api::runtime::{DType, Decoding, WeightsKind};
 
 /// Content address of a stage: hash of its kind, options and inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -157,9 +157,9 @@ pub struct QuantizeStage {
 
 impl QuantizeStage {
     /// The runtime form (the method name was validated when the stage was built).
-    pub fn to_runtime(&self) -> Option<crate::runtime::Quantization> {
-        Some(crate::runtime::Quantization {
-            method: crate::runtime::QuantMethod::parse(&self.method)?,
+    pub fn to_runtime(&self) -> Option<api::runtime::Quantization> {
+        Some(api::runtime::Quantization {
+            method: api::runtime::QuantMethod::parse(&self.method)?,
             block_size: self.block_size,
         })
     }

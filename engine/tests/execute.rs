@@ -6,16 +6,16 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use engine::execute::{Clock, Executor, Outcome, Progress};
-use engine::meter::{
+use api::meter::{
     DevicePeak, Domain, EnergyCounter, MeterError, MeterProvider, MeterStatus, Probe, Source,
 };
-use engine::metering::{EnergySource, EnergySplit};
-use engine::record::{MemorySink, RunStatus};
-use engine::runtime::{
+use api::runtime::{
     GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, Runtime, RuntimeError,
     StepOutput,
 };
+use engine::execute::{Clock, Executor, Outcome, Progress};
+use engine::metering::{EnergySource, EnergySplit};
+use engine::record::{MemorySink, RunStatus};
 use engine::schedule::Schedule;
 
 /// Seconds on the fake clock; steps advance it.

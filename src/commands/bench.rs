@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use backends::CpuForward;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use engine::meter::MeterProvider;
-use engine::runtime::{
+use api::meter::MeterProvider;
+use api::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, Runtime, WeightsKind,
 };
+use backends::CpuForward;
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::Failure;
 use crate::cli::{BenchArgs, ForwardArg};
@@ -190,7 +190,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         CpuForward::Host => "llmeff host kernels",
         CpuForward::Burn => "burn-flex",
     };
-    let meters = backends::MachineMeters::detect();
+    let meters = meters::MachineMeters::detect();
     let peak = meters.peak("cpu", "f32");
     // MBU divides by the read bandwidth; each row's copy is compared with the copy peak.
     let copy_peak = meters.cpu_copy_bytes_per_s("f32");
@@ -440,8 +440,8 @@ fn measure(
         decoding: Decoding::Greedy,
     };
     // Before the warm-up, so the copy's page faults and cache misses are not in the timings.
-    let copy_now_bytes_per_s = backends::meters::peak::measure_copy_bandwidth(
-        backends::meters::peak::COPY_BYTES,
+    let copy_now_bytes_per_s = meters::peak::measure_copy_bandwidth(
+        meters::peak::COPY_BYTES,
         rayon::current_num_threads(),
         COPY_NOW_REPS,
     )
@@ -533,11 +533,8 @@ fn contention_note(rows: &[BenchRow], denominator: Option<f64>) -> Option<String
 }
 
 /// All CPUs' times from `/proc/stat`, for the steal over the timed repeats.
-fn cpu_times() -> Option<backends::meters::estimate::CpuTimes> {
-    backends::meters::estimate::CpuTimes::read(Path::new(
-        backends::meters::procfs::DEFAULT_PROC_ROOT,
-    ))
-    .ok()
+fn cpu_times() -> Option<meters::estimate::CpuTimes> {
+    meters::estimate::CpuTimes::read(Path::new(meters::procfs::DEFAULT_PROC_ROOT)).ok()
 }
 
 /// The middle value (the upper one of an even count); NaN when empty.
@@ -570,13 +567,11 @@ fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64,
     };
     let prompt = prompts(1, prompt_len, model.info().vocab_size);
     // The meters' own /proc probe reads resident memory, as in a study's samples.
-    let mut probe = backends::meters::procfs::ProcessProbe::new(
-        std::path::Path::new("/proc"),
-        backends::meters::monotonic(),
-    );
+    let mut probe =
+        meters::procfs::ProcessProbe::new(std::path::Path::new("/proc"), meters::monotonic());
     let mut rss_bytes = || {
-        let mut sample = engine::meter::Sample::default();
-        engine::meter::Probe::sample(&mut probe, &mut sample);
+        let mut sample = api::meter::Sample::default();
+        api::meter::Probe::sample(&mut probe, &mut sample);
         sample.rss_bytes
     };
     let mut generation = model.start(&prompt, &options).map_err(|e| e.to_string())?;

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use engine::meter::MeterProvider;
-use engine::runtime::Runtime;
+use api::meter::MeterProvider;
+use api::runtime::Runtime;
 
 use crate::Failure;
 
@@ -12,7 +12,7 @@ use crate::Failure;
 pub fn run(json: bool) -> Result<ExitCode, Failure> {
     let runtime = backends::BurnRuntime::new();
     let devices = runtime.devices();
-    let meters = backends::MachineMeters::detect();
+    let meters = meters::MachineMeters::detect();
     let inventory = meters.inventory();
     if json {
         let value = serde_json::json!({

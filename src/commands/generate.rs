@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::Failure;
 use crate::cli::GenerateArgs;
-use engine::runtime::{
+use api::runtime::{
     DType, Decoding, GenerateOptions, ModelSpec, Runtime, RuntimeError, WeightsKind,
 };
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::Failure;
 use crate::cli::{PlanArgs, PlanFormat};
-use engine::runtime::Runtime;
+use api::runtime::Runtime;
 use engine::schedule::Schedule;
 
 /// Prints the plan in the requested format.

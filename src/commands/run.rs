@@ -9,9 +9,9 @@ use crate::cli::RunArgs;
 use crate::provenance::Provenance;
 use crate::sink::StoreSink;
 use crate::table::{DetailSink, ProgressDisplay, Verbosity};
+use api::runtime::Runtime;
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
-use engine::runtime::Runtime;
 use engine::schedule::{Schedule, Shard, parse_shard};
 use results::{Manifest, Row, Store, StudyLock};
 use std::cell::RefCell;
@@ -273,7 +273,7 @@ pub fn execute_plan(
     } = console;
     // The CPU peak's microbenchmark pauses the first run for a few seconds: say so, unless
     // asked to be quiet.
-    let mut meters = backends::MachineMeters::detect();
+    let mut meters = meters::MachineMeters::detect();
     if verbosity != crate::table::Verbosity::Quiet {
         meters = meters.with_peak_listener(|n| note!("{n}"));
     }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 use serde_json::Value;
 
 use super::config::{LlamaConfig, TokenIds};

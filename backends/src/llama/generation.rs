@@ -1,9 +1,9 @@
 //! One batched generation on a Llama model: the prefill step over the left-padded prompts, then
 //! one decode step per token with the KV cache, per-sequence stopping, and token selection.
 
+use api::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
-use engine::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 
 use super::batch::PaddedBatch;
 use super::model::{LlamaModel, LogitRows, StepLogits, StepState};

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use engine::runtime::RuntimeError;
+use api::runtime::RuntimeError;
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
@@ -22,8 +22,8 @@ use super::weights::{
     LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
     weight_specs,
 };
-use crate::huge_pages::WeightBuffer;
-use crate::kernels::{
+use kernels::huge_pages::WeightBuffer;
+use kernels::{
     AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, linear_splits, rms_norm, rotate_half,
     silu_mul,
 };
@@ -551,7 +551,7 @@ impl HostWeights {
 }
 
 /// Whether any product of `step` runs on more than one thread (see
-/// [`crate::kernels::linear_splits`]).
+/// [`kernels::linear_splits`]).
 fn step_splits(c: &LlamaConfig, step: &HostStep, rows: LogitRows) -> bool {
     let n = step.batch * step.seq;
     let hidden = c.hidden_size;

@@ -2,9 +2,9 @@
 //! so far, preallocated for the whole generation so each step writes in place instead of
 //! re-concatenating the history.
 
+use api::runtime::RuntimeError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use engine::runtime::RuntimeError;
 
 /// Keys and values of all layers, `[batch, kv_heads, capacity, head_dim]` each.
 pub(crate) struct KvCache<B: Backend> {

@@ -1,9 +1,9 @@
 //! A linear layer's weight in the form its product runs in on the device: a burn tensor, or a
 //! quantized matrix dequantized per product.
 
+use api::runtime::{Quantization, RuntimeError};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
-use engine::runtime::{Quantization, RuntimeError};
 
 use super::quant::QuantizedMatrix;
 

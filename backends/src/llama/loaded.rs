@@ -2,11 +2,11 @@
 //! tokenizer and weights put together, the facts reported about it, and the engine's
 //! `LoadedModel` contract.
 
-use burn::tensor::backend::Backend;
-use engine::runtime::{
+use api::runtime::{
     DType, GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError,
     WeightsKind,
 };
+use burn::tensor::backend::Backend;
 
 use super::batch::PaddedBatch;
 use super::files::ModelFiles;
@@ -116,7 +116,7 @@ impl<B: Backend> LoadedLlama<B> {
         };
         let compute = match &weights {
             ModelWeights::Host(_) => {
-                format!("{HOST_COMPUTE}/{}", crate::kernels::Isa::detect().name())
+                format!("{HOST_COMPUTE}/{}", kernels::Isa::detect().name())
             }
             ModelWeights::Burn(_) => format!("burn-{}", B::name(&device)),
         };

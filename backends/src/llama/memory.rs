@@ -5,10 +5,10 @@
 //! Every size is computed with checked arithmetic, so a config whose sizes overflow is an error
 //! naming what overflowed rather than a wrapped (small) figure or an allocation abort.
 
-use engine::runtime::{DType, Quantization, RuntimeError};
+use api::runtime::{DType, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
-use crate::kernels::KEY_TAIL_BLOCK;
+use kernels::KEY_TAIL_BLOCK;
 
 /// Bytes of an f32, the element of the host kernels' weights, cache and RoPE table.
 const F32_BYTES: u64 = 4;
@@ -200,7 +200,7 @@ impl MemoryBudget {
 mod tests {
     use super::super::weights::parameter_count;
     use super::*;
-    use engine::runtime::QuantMethod;
+    use api::runtime::QuantMethod;
 
     fn config(tied: bool) -> LlamaConfig {
         let text = serde_json::json!({

@@ -5,10 +5,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use api::runtime::RuntimeError;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use engine::runtime::RuntimeError;
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
@@ -401,8 +401,7 @@ mod tests {
     fn models() -> (LlamaModel<Flex>, LlamaModel<Flex>) {
         let c = config();
         let source = WeightSource::Random { seed: 7 };
-        let burn =
-            LlamaWeights::build(&c, &source, &FlexDevice, engine::runtime::DType::F32).unwrap();
+        let burn = LlamaWeights::build(&c, &source, &FlexDevice, api::runtime::DType::F32).unwrap();
         let host = HostWeights::build(&c, &source).unwrap();
         let make = |w| LlamaModel::new(c.clone(), w, FlexDevice, DType::F32);
         (

@@ -8,7 +8,7 @@
 //! Embeddings, norms and the LM head stay in full precision, as transformers' bitsandbytes
 //! integration keeps them by default.
 
-use engine::runtime::{QuantMethod, Quantization, RuntimeError};
+use api::runtime::{QuantMethod, Quantization, RuntimeError};
 
 /// QLoRA's NormalFloat-4 code book (quantiles of N(0, 1) scaled to [-1, 1]).
 pub(crate) const NF4_CODES: [f32; 16] = [

@@ -7,9 +7,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::linear::Linear;
+use api::runtime::{DType, RuntimeError};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
-use engine::runtime::{DType, RuntimeError};
 
 use super::config::LlamaConfig;
 use crate::checkpoint::{Checkpoint, transposed};

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use backends::{BurnModel, BurnRuntime, CpuForward, HubCache};
-use engine::runtime::{
+use api::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, RuntimeError, WeightsKind,
 };
+use backends::{BurnModel, BurnRuntime, CpuForward, HubCache};
 use serde_json::Value;
 
 /// The repository's bundled models.

@@ -301,7 +301,7 @@ fn weighted_rows<const D: usize, const S: usize, const FUSED: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::values;
+    use crate::tests::values;
 
     /// Straightforward f64 attention with repeated KV heads, as the definition reads.
     fn reference(

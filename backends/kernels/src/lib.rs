@@ -25,6 +25,7 @@ mod avx512;
 mod buffers;
 mod dispatch;
 mod gemv;
+pub mod huge_pages;
 mod large;
 mod norm;
 #[cfg(target_arch = "x86_64")]
@@ -180,7 +181,7 @@ mod tests {
     fn every_supported_path_matches_the_reference() {
         for path in Path::ALL {
             if !path.is_supported() {
-                println!("skipping {path:?}: not supported by this CPU or build");
+                eprintln!("skipping {path:?}: not supported by this CPU or build");
                 continue;
             }
             for (m, k, n) in [

@@ -15,9 +15,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use api::meter::DevicePeak;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::{Flex, FlexDevice};
-use engine::meter::DevicePeak;
 use serde::{Deserialize, Serialize};
 
 use super::estimate::{CpuTimes, MIN_STEAL_JIFFIES};
@@ -728,14 +728,14 @@ pub fn measure_copy_bandwidth(bytes: usize, threads: usize, reps: usize) -> Resu
 }
 
 /// Best of `reps` `n`×`n`×`n` matmuls at `dtype` after one warm-up, 2·n³ FLOP each, FLOP/s:
-/// f32 on llmeff's own kernel (`crate::kernels::linear_f32`, what f32 CPU runs use), f16 and
+/// f32 on llmeff's own kernel (`kernels::linear_f32`, what f32 CPU runs use), f16 and
 /// bf16 on burn-flex (what those runs use).
 pub fn measure_matmul_flops(n: usize, dtype: DType, reps: usize) -> Result<f64, PeakError> {
     let values = matrix_values(n);
     if dtype == DType::F32 {
         let mut y = vec![0.0f32; n * n];
         let flops = best_flops_per_s(n, reps, || {
-            crate::kernels::linear_f32(&values, n, n, &values, n, &mut y);
+            kernels::linear_f32(&values, n, n, &values, n, &mut y);
             Ok(())
         });
         std::hint::black_box(&y);

@@ -50,7 +50,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use engine::meter::{Domain, EnergyCounter, EstimateMode, MeterError, Source};
+use api::meter::{Domain, EnergyCounter, EstimateMode, MeterError, Source};
 
 use super::TimeSource;
 use super::procfs::{USER_HZ, process_ticks, status_kb_field};
@@ -76,7 +76,7 @@ pub const RAM_SLOT_POWER_ARM_W: f64 = 1.5;
 pub const RAM_MIN_POWER_ARM_W: f64 = 3.0;
 
 /// The bundled TDP table (CodeCarbon 3.3.2's, with its source and licence in the header).
-const BUNDLED_TDP_CSV: &str = include_str!("../../data/cpu_tdp.csv");
+const BUNDLED_TDP_CSV: &str = include_str!("../data/cpu_tdp.csv");
 
 /// Why an estimate cannot be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The meters of a real machine: [`MachineMeters`], an `engine::meter::MeterProvider` built from
+//! The meters of a real machine: [`MachineMeters`], an `api::meter::MeterProvider` built from
 //! pluggable parts — RAPL through powercap ([`rapl`]), NVIDIA GPUs through NVML ([`nvml`]),
 //! CodeCarbon's TDP/RAM estimate where no sensor exists ([`estimate`]), this process through
 //! `/proc` ([`procfs`]) and device peaks for MFU/MBU ([`peak`]).
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::meter::{DevicePeak, EnergyCounter, EstimateMode, MeterProvider, MeterStatus, Probe};
+use api::meter::{DevicePeak, EnergyCounter, EstimateMode, MeterProvider, MeterStatus, Probe};
 
 use estimate::{
     CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, RamEstimateCounter, RamPowerModel,
@@ -132,7 +132,7 @@ impl fmt::Debug for MeterParts {
 /// Hears what the CPU peak measurement does, so the binary can tell the user.
 pub type PeakListener = Arc<dyn Fn(&PeakNotice) + Send + Sync>;
 
-/// The meters of this machine, as an `engine::meter::MeterProvider`.
+/// The meters of this machine, as an `api::meter::MeterProvider`.
 ///
 /// Per domain the best source wins: RAPL over the CPU/RAM estimate, NVML for CUDA devices.
 /// `peak("cpu", …)` runs a few-second microbenchmark until a quiet measurement is cached, so callers should ask for it outside timed windows.
@@ -202,7 +202,7 @@ impl MachineMeters {
 
     fn cpu_counter(&self, mode: EstimateMode) -> Option<Box<dyn EnergyCounter>> {
         if let Ok(rapl) = &self.rapl
-            && let Ok(c) = rapl.counter(engine::meter::Domain::Cpu)
+            && let Ok(c) = rapl.counter(api::meter::Domain::Cpu)
         {
             return Some(Box::new(c));
         }
@@ -218,7 +218,7 @@ impl MachineMeters {
 
     fn ram_counter(&self, mode: EstimateMode) -> Option<Box<dyn EnergyCounter>> {
         if let Ok(rapl) = &self.rapl
-            && let Ok(c) = rapl.counter(engine::meter::Domain::Ram)
+            && let Ok(c) = rapl.counter(api::meter::Domain::Ram)
         {
             return Some(Box::new(c));
         }
@@ -359,7 +359,7 @@ impl MachineMeters {
         match estimate::CpuTimes::read(&self.parts.proc_root) {
             Ok(_) => {
                 available = true;
-                let used = if rapl_covers(engine::meter::Domain::Cpu) {
+                let used = if rapl_covers(api::meter::Domain::Cpu) {
                     "unused, rapl measures it"
                 } else {
                     "used"
@@ -376,7 +376,7 @@ impl MachineMeters {
         match estimate::mem_total_bytes(&self.parts.proc_root) {
             Ok(bytes) => {
                 available = true;
-                let used = if rapl_covers(engine::meter::Domain::Ram) {
+                let used = if rapl_covers(api::meter::Domain::Ram) {
                     "unused, rapl measures it"
                 } else {
                     "used"

@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use engine::meter::{Domain, EnergyCounter, MeterError, Source, wrapping_delta};
+use api::meter::{Domain, EnergyCounter, MeterError, Source, wrapping_delta};
 
 /// The powercap folder of a stock Linux system.
 pub const DEFAULT_POWERCAP_ROOT: &str = "/sys/class/powercap";

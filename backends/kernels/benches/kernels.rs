@@ -17,13 +17,15 @@
 //! columns), `KERNELS_MEMORY=0` the memory ceiling; `KERNELS_HOT=1` reuses one weight copy
 //! (cache-resident when it fits in L3).
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use backends::huge_pages::WeightBuffer;
-use backends::kernels::{self, Isa, Path};
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::{Flex, FlexDevice};
+use kernels::huge_pages::WeightBuffer;
+use kernels::{Isa, Path};
 
 /// Weight bytes each shape's copies add up to: several times a large server L3 (105 MiB here).
 const COLD_BYTES: usize = 400 << 20;

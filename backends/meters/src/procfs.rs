@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use engine::meter::{Probe, Sample};
+use api::meter::{Probe, Sample};
 
 use super::TimeSource;
 use super::estimate::CpuTimes;

@@ -23,12 +23,12 @@ macro_rules! isa_specialised {
                 fn avx512($($arg: $ty),*) $(-> $ret)? { body::<true>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? { body::<true>($($arg),*) }
-                match $crate::kernels::Isa::detect() {
+                match $crate::Isa::detect() {
                     // SAFETY: `detect` reports an instruction set only when this CPU has it.
-                    $crate::kernels::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    $crate::kernels::Isa::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::kernels::Isa::Portable => {}
+                    $crate::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::Isa::Portable => {}
                 }
             }
             body::<{ cfg!(any(target_feature = "fma", target_arch = "aarch64")) }>($($arg),*)

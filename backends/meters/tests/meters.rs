@@ -6,22 +6,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backends::meters::estimate::{
+use api::meter::{
+    Domain, EnergyCounter, EstimateMode, MeterProvider, Probe, Sample, Source, integrate_power_j,
+};
+use meters::estimate::{
     CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, CpuTimes, RamPowerModel,
 };
-use backends::meters::nvml::{
+use meters::nvml::{
     FakeGpus, GpuApi, GpuInfo, NvmlEnergyCounter, NvmlProbe, resolve_cuda_device, run_gpus,
 };
-use backends::meters::peak::{
+use meters::peak::{
     CpuPeak, CpuPeakCache, CpuPeakEntry, LoadConditions, LoadSnapshot, PeakBench, PeakError,
     PeakNotice, measure_read_bandwidth,
 };
-use backends::meters::procfs::ProcessProbe;
-use backends::meters::rapl::Rapl;
-use backends::meters::{MachineMeters, ManualClock, MeterParts};
-use engine::meter::{
-    Domain, EnergyCounter, EstimateMode, MeterProvider, Probe, Sample, Source, integrate_power_j,
-};
+use meters::procfs::ProcessProbe;
+use meters::rapl::Rapl;
+use meters::{MachineMeters, ManualClock, MeterParts};
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -630,7 +630,7 @@ fn a_high_water_mark_that_could_not_be_reset_is_unknown() {
 
 #[test]
 fn the_real_high_water_mark_resets_and_grows() {
-    let mut probe = ProcessProbe::new(Path::new("/proc"), backends::meters::monotonic());
+    let mut probe = ProcessProbe::new(Path::new("/proc"), meters::monotonic());
     probe.start();
     let block = vec![1u8; 64 << 20];
     std::hint::black_box(&block);
@@ -775,7 +775,7 @@ fn a_quiet_peak_is_cached_with_when_threads_and_load() {
     let entry = peak.cached("f32").unwrap();
     assert_eq!(entry.copy_bytes_per_s, 15e9);
     assert_eq!(entry.conditions.steal_pct, Some(0.0));
-    assert_eq!(entry.method, backends::meters::peak::PEAK_METHOD);
+    assert_eq!(entry.method, meters::peak::PEAK_METHOD);
     // The next run reads it: no measurement, no notice, marked cached.
     let (seen, notify) = notices();
     let again = peak.peak_with("f32", &mut bench, &notify).unwrap();
@@ -865,7 +865,7 @@ fn machine_meters_key_the_peak_by_the_threads_and_tell_the_listener() {
     let entry = CpuPeakEntry {
         cpu_model: model.to_string(),
         threads: 2,
-        method: backends::meters::peak::PEAK_METHOD,
+        method: meters::peak::PEAK_METHOD,
         dtype: "f32".to_string(),
         read_bytes_per_s: 21e9,
         copy_bytes_per_s: 30e9,
@@ -947,7 +947,7 @@ fn this_machines_inventory_explains_every_meter() {
 /// counter or power polling, the probe and the table lookup of the actual GPU.
 #[test]
 fn real_nvml_when_a_driver_is_present() {
-    let api = match backends::meters::nvml::NvmlApi::init() {
+    let api = match meters::nvml::NvmlApi::init() {
         Ok(api) => Arc::new(api),
         Err(e) => {
             eprintln!("skipped: {e}");
@@ -965,7 +965,7 @@ fn real_nvml_when_a_driver_is_present() {
         .unwrap();
     eprintln!("cuda:0 = {}", gpus[0]);
     let mut counter =
-        NvmlEnergyCounter::new(api.clone(), gpus.clone(), backends::meters::monotonic()).unwrap();
+        NvmlEnergyCounter::new(api.clone(), gpus.clone(), meters::monotonic()).unwrap();
     eprintln!("{}", counter.describe());
     std::thread::sleep(Duration::from_millis(1500));
     let joules = counter.read_j().unwrap();
@@ -976,6 +976,6 @@ fn real_nvml_when_a_driver_is_present() {
     assert!(sample.gpu_mem_bytes.is_some() && sample.gpu_util_pct.is_some());
     eprintln!(
         "peak bf16: {:?}",
-        backends::meters::peak::gpu_peak(&gpus[0].name, "bf16")
+        meters::peak::gpu_peak(&gpus[0].name, "bf16")
     );
 }

@@ -2,7 +2,7 @@
 //! can run (each streaming kernel's instruction set, the packed AVX-512 GEMM and the gemm crate,
 //! each forced) and through the dispatcher.
 
-use backends::kernels::{self, Path};
+use kernels::Path;
 
 const MS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33];
 const KS: &[usize] = &[1, 7, 16, 64, 100, 576, 2048];
@@ -82,7 +82,7 @@ fn every_path_matches_the_reference_on_many_shapes() {
                         r.check(&format!("{path:?}"), &y, m, k, n);
                     } else if !skipped.contains(&path) {
                         assert!(!path.is_supported(), "{path:?} refused a supported run");
-                        println!("skipping {path:?}: this CPU or build lacks it");
+                        eprintln!("skipping {path:?}: this CPU or build lacks it");
                         skipped.push(path);
                     }
                 }
@@ -208,7 +208,7 @@ fn supported() -> Vec<Path> {
         .filter(|path| {
             let ok = path.is_supported();
             if !ok {
-                println!("skipping {path:?}: this CPU or build lacks it");
+                eprintln!("skipping {path:?}: this CPU or build lacks it");
             }
             ok
         })

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::meter::{Domain, EnergyCounter, MeterError, Probe, Sample, Source, integrate_power_j};
+use api::meter::{Domain, EnergyCounter, MeterError, Probe, Sample, Source, integrate_power_j};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
