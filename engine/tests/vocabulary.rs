@@ -213,3 +213,42 @@ fn compute_host_is_refused_where_the_host_kernels_cannot_run() {
     let run = plan("load", "").runs().remove(0);
     assert_eq!(run.model_spec().compute, api::runtime::Compute::Auto);
 }
+
+/// The valid values the reference lists for a choice are the names the planner accepts.
+#[test]
+fn documented_choices_are_the_accepted_names() {
+    use api::meter::EstimateMode;
+    use api::runtime::{Compute, DType, QuantMethod};
+    let names = |v: &[&str]| v.join(", ");
+    let choices: Vec<(&str, &str, String)> = vec![
+        ("load", "dtype", names(&DType::ALL.map(|d| d.name()))),
+        ("load", "compute", names(&Compute::NAMES)),
+        (
+            "quantize",
+            "method",
+            names(&QuantMethod::ALL.map(|m| m.name())),
+        ),
+        ("measure", "meters", names(vocabulary::METERS)),
+        ("measure", "estimate", names(&EstimateMode::NAMES)),
+        ("aggregate", "stats", names(vocabulary::STATS)),
+    ];
+    for (topic, key, accepted) in choices {
+        let declared = vocabulary::options_of(topic)
+            .iter()
+            .find(|k| k.name == key)
+            .unwrap_or_else(|| panic!("{topic}.{key} is not declared"));
+        assert_eq!(declared.values, accepted, "{topic}.{key}");
+        // And each is accepted.
+        for name in accepted.split(", ") {
+            let value = if declared.ty == vocabulary::KeyType::Strings {
+                format!("[\"{name}\"]")
+            } else {
+                format!("\"{name}\"")
+            };
+            let source = script(topic, &format!("{key}: {value}"));
+            if let Err(e) = plan_script(Path::new("c.rhai"), &source, "c") {
+                panic!("{topic}.{key}: `{name}` is refused: {e}");
+            }
+        }
+    }
+}
