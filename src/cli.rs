@@ -65,6 +65,10 @@ pub struct HelpArgs {
     /// Print the whole reference as Markdown (the text of docs/scripting.md).
     #[arg(long, conflicts_with = "topic")]
     pub markdown: bool,
+    /// Print Rhai definitions of the script functions for editors (the text of
+    /// docs/llmeff.d.rhai).
+    #[arg(long, conflicts_with_all = ["topic", "markdown"])]
+    pub definitions: bool,
 }
 
 /// Arguments of `llmeff bench`.
@@ -97,7 +101,7 @@ pub struct BenchArgs {
     /// beside each row. Repeat for several peers.
     #[arg(long)]
     pub baseline: Vec<PathBuf>,
-    /// The CPU forward pass to measure (default: `LLMEFF_CPU_FORWARD`, else host).
+    /// The CPU forward pass to measure (default: host; studies pick it with `load(#{ compute })`).
     #[arg(long, value_enum)]
     pub forward: Option<ForwardArg>,
     /// Print JSON instead of a table.

@@ -485,22 +485,20 @@ fn imports_resolve_relative_then_llmeff_path_and_report_cycles() {
 fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("s.rhai");
-    let write = |bs: usize| {
+    // `load`: the options of the model's load().
+    let write_with = |bs: usize, load: &str| {
         std::fs::write(
             &script,
             format!(
-                "study(#{{ name: \"s\" }});\nlet p = prompts([\"Once upon a time\"]);\ninfer(load(\"tiny-stories\"), batch(p, #{{ size: {bs} }}), #{{ max_new_tokens: 4, warmup: 0 }});\n"
+                "study(#{{ name: \"s\" }});\nlet p = prompts([\"Once upon a time\"]);\ninfer(load(\"tiny-stories\"{load}), batch(p, #{{ size: {bs} }}), #{{ max_new_tokens: 4, warmup: 0 }});\n"
             ),
         )
         .unwrap()
     };
-    // `forward`: LLMEFF_CPU_FORWARD for this run, if any.
-    let run_on = |forward: Option<&str>, extra: &[&str]| {
-        let mut cmd = llmeff();
-        if let Some(forward) = forward {
-            cmd.env("LLMEFF_CPU_FORWARD", forward);
-        }
-        cmd.arg("run")
+    let write = |bs: usize| write_with(bs, "");
+    let run = |extra: &[&str]| {
+        llmeff()
+            .arg("run")
             .arg(&script)
             .args(["--plain", "--out"])
             .arg(dir.path().join("runs"))
@@ -508,7 +506,6 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
             .output()
             .unwrap()
     };
-    let run = |extra: &[&str]| run_on(None, extra);
     let study_rows = || {
         results::parquet_io::read_rows(
             &dir.path().join("runs/s/runs.parquet"),
@@ -554,16 +551,17 @@ fn a_locked_study_is_refused_and_a_changed_plan_needs_force() {
     assert_eq!(rows[0].get("experiment_id"), Some(&results::Cell::Int(2)));
     assert!(dir.path().join("runs/s/superseded").is_dir());
 
-    // The same plan on the other CPU forward pass: the run hashes match, but the stored run
-    // was measured on llmeff's kernels, so resuming would mix the two; --force measures again.
-    let out = run_on(Some("burn"), &[]);
+    // The same plan on the other CPU forward pass is another run (the pass is part of the
+    // run's hash): the stored run is not resumed as if it were this one; --force measures it.
+    write_with(2, ", #{ compute: \"burn\" }");
+    let out = run(&[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("CPU forward pass host -> burn") && stderr.contains("--force"),
+        stderr.contains("1 runs added, 1 runs removed") && stderr.contains("--force"),
         "{stderr}"
     );
-    let out = run_on(Some("burn"), &["--force"]);
+    let out = run(&["--force"]);
     assert!(
         out.status.success(),
         "{}",

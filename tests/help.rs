@@ -125,3 +125,51 @@ fn plan_shows_the_study_retries() {
         "{text}"
     );
 }
+
+#[test]
+fn help_definitions_prints_the_editor_definitions_file() {
+    let text = stdout_of(&["help", "--definitions"]);
+    let committed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/llmeff.d.rhai"),
+    )
+    .unwrap();
+    assert_eq!(text, committed);
+    assert!(text.contains("\nfn quantize(model: Node, options: Map) -> Node;\n"));
+}
+
+/// `aggregate(#{ by })` is checked while planning against the engine's list of columns
+/// (the engine does not depend on the results crate): that list is the runs table's columns.
+#[test]
+fn the_engines_group_by_columns_are_the_runs_table_columns() {
+    let schema: Vec<&str> = results::schema::RUN_COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(engine::vocabulary::GROUP_BY_COLUMNS, schema.as_slice());
+}
+
+#[test]
+fn a_misspelt_aggregate_column_fails_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("agg.rhai");
+    std::fs::write(
+        &script,
+        "infer(load(\"tiny-stories\"), prompts(\"builtin:stories\", #{ count: 1 }), #{ max_new_tokens: 2 });\naggregate(#{ by: [\"modle\"] });\n",
+    )
+    .unwrap();
+    let out = llmeff()
+        .arg("run")
+        .arg(&script)
+        .args(["--plain", "--out"])
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`modle` is not a column of runs.parquet; did you mean `model`?"),
+        "{stderr}"
+    );
+    // Nothing ran: no study folder with results.
+    assert!(!dir.path().join("runs/agg/runs.parquet").exists());
+}

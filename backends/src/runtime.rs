@@ -2,7 +2,7 @@
 //! Hub id or preset) and device, and loading the model on the matching backend (burn-flex on the
 //! CPU, burn-cuda on CUDA).
 
-use api::runtime::{DType, LoadedModel, MemoryEstimate, ModelSpec, Runtime, RuntimeError};
+use api::runtime::{Compute, LoadedModel, MemoryEstimate, ModelSpec, Runtime, RuntimeError};
 
 use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
@@ -11,42 +11,31 @@ use crate::llama::memory::{self, MemoryBudget};
 use crate::llama::{LoadedLlama, ModelFiles};
 use crate::source::{self, ResolvedSource};
 
-/// Which forward pass unquantized f32 models take on the CPU.
+/// The CPU forward pass a runtime once chose for every model (from `LLMEFF_CPU_FORWARD`).
+///
+/// The pass is now each model's own choice, [`ModelSpec::compute`]; this stays only so the
+/// study manifest's `cpu_forward` entry keeps its one value (`host`) until that entry goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuForward {
-    /// llmeff's host kernels (`crate::kernels`): fused layers over host f32 buffers.
+    /// The only value: the runtime no longer picks a pass.
     #[default]
     Host,
-    /// burn-flex's tensor ops, as on every other dtype; kept to compare the two.
-    Burn,
 }
 
 impl CpuForward {
-    /// The name `LLMEFF_CPU_FORWARD` takes for this pass (`host` is the default).
+    /// The name the manifest records (`host`).
     pub fn name(self) -> &'static str {
-        match self {
-            CpuForward::Host => "host",
-            CpuForward::Burn => "burn",
-        }
-    }
-
-    /// `LLMEFF_CPU_FORWARD=burn` selects [`CpuForward::Burn`]; anything else the default.
-    pub fn from_env() -> Self {
-        match std::env::var("LLMEFF_CPU_FORWARD").as_deref() {
-            Ok("burn") => CpuForward::Burn,
-            _ => CpuForward::Host,
-        }
+        "host"
     }
 }
 
 /// Loads Llama-family models on burn backends.
 ///
-/// It holds where Hub models are cached and which CPU forward pass to use; models own their
-/// devices' resources.
+/// It holds where Hub models are cached; each spec names its forward pass
+/// ([`ModelSpec::compute`]); models own their devices' resources.
 #[derive(Debug, Clone)]
 pub struct BurnRuntime {
     hub: HubCache,
-    cpu_forward: CpuForward,
     /// A ceiling on the memory models may take, on top of what the machine has available.
     memory_limit: Option<u64>,
 }
@@ -58,31 +47,24 @@ impl Default for BurnRuntime {
 }
 
 impl BurnRuntime {
-    /// A runtime using the Hub cache, offline setting and CPU forward pass of the environment
-    /// ([`HubCache::from_env`], [`CpuForward::from_env`]).
+    /// A runtime using the Hub cache and offline setting of the environment
+    /// ([`HubCache::from_env`]).
     pub fn new() -> Self {
-        Self::with_hub_cache(HubCache::from_env()).with_cpu_forward(CpuForward::from_env())
+        Self::with_hub_cache(HubCache::from_env())
     }
 
-    /// A runtime finding Hub ids in `hub`, with the default CPU forward pass (tests use this to
-    /// avoid global environment).
+    /// A runtime finding Hub ids in `hub` (tests use this to avoid global environment).
     pub fn with_hub_cache(hub: HubCache) -> Self {
         Self {
             hub,
-            cpu_forward: CpuForward::default(),
             memory_limit: None,
         }
     }
 
-    /// The CPU forward pass unquantized f32 models run on.
+    /// Always [`CpuForward::Host`]: kept for the manifest's `cpu_forward` entry only (the
+    /// forward pass is [`ModelSpec::compute`] now, part of each run's identity).
     pub fn cpu_forward(&self) -> CpuForward {
-        self.cpu_forward
-    }
-
-    /// The same runtime running f32 CPU models on `forward`.
-    pub fn with_cpu_forward(mut self, forward: CpuForward) -> Self {
-        self.cpu_forward = forward;
-        self
+        CpuForward::Host
     }
 
     /// The same runtime refusing models whose weights or KV cache would exceed `bytes` (as
@@ -116,10 +98,7 @@ impl BurnRuntime {
     ) -> Result<MemoryEstimate, RuntimeError> {
         let (kind, source) = self.locate(spec)?;
         let config = ModelFiles::read(&source)?.config;
-        let host = matches!(kind, DeviceKind::Cpu)
-            && self.cpu_forward == CpuForward::Host
-            && spec.dtype == DType::F32
-            && spec.quantization.is_none();
+        let host = uses_host_kernels(spec, kind)?;
         let (weight_bytes, load_peak_bytes) =
             memory::weight_bytes(&config, spec.dtype, spec.quantization, host)?;
         let kv_cache_bytes =
@@ -161,12 +140,34 @@ impl BurnRuntime {
                 &source,
                 spec,
                 burn_flex::FlexDevice,
-                self.cpu_forward == CpuForward::Host,
+                uses_host_kernels(spec, kind)?,
                 budget,
             ),
             DeviceKind::Cuda(index) => load_cuda(&source, spec, index, budget),
         }
     }
+}
+
+/// Whether `spec` runs on llmeff's host kernels on a `kind` device; `compute: "host"` where
+/// they cannot run is an error rather than a silent run on burn.
+fn uses_host_kernels(spec: &ModelSpec, kind: DeviceKind) -> Result<bool, RuntimeError> {
+    let on_cpu = matches!(kind, DeviceKind::Cpu);
+    let host = spec
+        .compute
+        .uses_host_kernels(on_cpu, spec.dtype, spec.quantization);
+    if spec.compute == Compute::Host && !host {
+        return Err(RuntimeError::InvalidInput(format!(
+            "compute \"host\" runs an unquantized f32 model on the CPU only; {} on {}{} runs on \"burn\" or \"auto\"",
+            spec.dtype.name(),
+            spec.device,
+            if spec.quantization.is_some() {
+                " quantized"
+            } else {
+                ""
+            },
+        )));
+    }
+    Ok(host)
 }
 
 fn load_on<B: burn::tensor::backend::Backend>(

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use api::runtime::{
-    DType, Decoding, GenerateOptions, LoadedModel, Runtime, RuntimeError, WeightsKind,
+    Compute, DType, Decoding, GenerateOptions, LoadedModel, QuantMethod, Quantization, Runtime,
+    RuntimeError, WeightsKind,
 };
 use backends::LogitPositions;
 use common::*;
@@ -259,6 +260,30 @@ fn unknown_sources_are_not_found() {
         load_err(&with_revision),
         RuntimeError::InvalidInput(_)
     ));
+}
+
+/// `compute: "host"` where the host kernels cannot run is an error, never a silent run on burn.
+#[test]
+fn the_host_pass_is_refused_where_it_cannot_run() {
+    let mut bf16 = spec("tiny-stories", DType::BF16, WeightsKind::Pretrained, 0);
+    bf16.compute = Compute::Host;
+    match load_err(&bf16) {
+        RuntimeError::InvalidInput(m) => assert!(m.contains("bf16 on cpu"), "{m}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    let mut quantized = spec("tiny-stories", DType::F32, WeightsKind::Pretrained, 0);
+    quantized.compute = Compute::Host;
+    quantized.quantization = Some(Quantization {
+        method: QuantMethod::Int8,
+        block_size: 32,
+    });
+    match load_err(&quantized) {
+        RuntimeError::InvalidInput(m) => assert!(m.contains("f32 on cpu quantized"), "{m}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    // `auto` takes burn for the same model.
+    quantized.compute = Compute::Auto;
+    assert!(!runtime().load_model(&quantized).unwrap().on_host_kernels());
 }
 
 #[test]

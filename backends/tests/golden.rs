@@ -3,8 +3,8 @@
 
 mod common;
 
-use api::runtime::{DType, LoadedModel};
-use backends::{BurnModel, CpuForward, LogitPositions};
+use api::runtime::{Compute, DType, LoadedModel};
+use backends::{BurnModel, LogitPositions};
 use common::*;
 
 /// Max abs logit error allowed against transformers float32 (both are f32 computations that
@@ -14,7 +14,7 @@ const LOGIT_TOLERANCE: f32 = 1e-4;
 const MODELS: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
 
 /// Every bundled model in f32 on each CPU forward pass: both must reproduce transformers.
-fn each_model_and_forward() -> Vec<(&'static str, CpuForward, BurnModel)> {
+fn each_model_and_forward() -> Vec<(&'static str, Compute, BurnModel)> {
     MODELS
         .into_iter()
         .flat_map(|name| {

@@ -124,7 +124,7 @@ impl From<RuntimeError> for RunFailure {
 }
 
 /// The model of one load group in one cycle, or why it failed to load.
-type LoadedGroup = (StageId, usize, Result<Box<dyn LoadedModel>, String>);
+type LoadedGroup = (StageId, usize, Result<Box<dyn LoadedModel>, RuntimeError>);
 
 /// Runs schedules against a runtime.
 pub struct Executor<'a> {
@@ -225,10 +225,7 @@ impl<'a> Executor<'a> {
                 progress(Progress::Loading {
                     model: item.run.load.model.clone(),
                 });
-                let model = self
-                    .runtime
-                    .load(&item.run.model_spec())
-                    .map_err(|e| e.to_string());
+                let model = self.runtime.load(&item.run.model_spec());
                 loaded = Some((key.0, key.1, model));
             }
             let label = format!("{} cycle {}", item.run.label(&varying), item.cycle);

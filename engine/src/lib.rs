@@ -23,3 +23,4 @@ pub mod script;
 pub mod shuffle;
 pub mod stage;
 pub mod suggest;
+pub mod vocabulary;

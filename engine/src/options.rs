@@ -1,9 +1,12 @@
 //! Reading a stage's option map from a script, with errors that say what was valid.
 //!
-//! Every stage reads its options through [`OptionMap`], so an unknown key always lists the
-//! valid ones and a wrong type always names the expected one.
+//! Every stage reads its options through [`OptionMap`], checked against the keys
+//! [`crate::vocabulary`] declares for it: an unknown key always lists the valid ones and a
+//! value of the wrong type always names the declared type.
 
 use rhai::{Dynamic, Map};
+
+use crate::vocabulary::{KeyType, OptionKey};
 
 /// An option problem, phrased for the script author.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,23 +51,30 @@ pub enum OptionError {
     },
 }
 
-/// A script's option map for one stage, checked against the stage's valid keys.
+/// A script's option map for one stage, checked against the stage's declared keys.
 pub struct OptionMap {
     stage: &'static str,
     map: Map,
 }
 
 impl OptionMap {
-    /// Checks that every key is one of `valid`.
-    pub fn new(stage: &'static str, map: Map, valid: &[&'static str]) -> Result<Self, OptionError> {
+    /// Checks `map` against the keys [`crate::vocabulary`] declares for `stage` (a stage
+    /// function or a nested option map such as `decoding`).
+    pub fn declared(stage: &'static str, map: Map) -> Result<Self, OptionError> {
+        Self::new(stage, map, crate::vocabulary::options_of(stage))
+    }
+
+    /// Checks that every key is one of `keys` and every value has its key's type (a unit
+    /// value `()` counts as left out).
+    pub fn new(stage: &'static str, map: Map, keys: &[OptionKey]) -> Result<Self, OptionError> {
         let mut unknown: Vec<&str> = map
             .keys()
             .map(|k| k.as_str())
-            .filter(|k| !valid.contains(k))
+            .filter(|k| !keys.iter().any(|key| key.name == *k))
             .collect();
         unknown.sort();
         if let Some(key) = unknown.first() {
-            let mut valid = valid.to_vec();
+            let mut valid: Vec<&'static str> = keys.iter().map(|k| k.name).collect();
             valid.sort();
             return Err(OptionError::Unknown {
                 stage,
@@ -73,7 +83,42 @@ impl OptionMap {
                 valid,
             });
         }
-        Ok(OptionMap { stage, map })
+        let opts = OptionMap { stage, map };
+        for key in keys {
+            opts.check_type(key.name, key.ty)?;
+        }
+        Ok(opts)
+    }
+
+    /// Whether `key`'s value, if any, is of type `ty`.
+    fn check_type(&self, key: &str, ty: KeyType) -> Result<(), OptionError> {
+        let Some(value) = self.get(key) else {
+            return Ok(());
+        };
+        let fits = match ty {
+            KeyType::Str => value.is_string(),
+            KeyType::Int => value.is_int(),
+            KeyType::Number => value.is_int() || value.is_float(),
+            KeyType::Bool => value.is_bool(),
+            KeyType::Map => value.is_map(),
+            KeyType::Strings => {
+                if !value.is_array() {
+                    false
+                } else {
+                    // Name the offending element's type, as the reader does.
+                    let array = value.clone().into_array().unwrap_or_default();
+                    if let Some(item) = array.iter().find(|item| !item.is_string()) {
+                        return Err(self.wrong(key, ty.expected(), item));
+                    }
+                    true
+                }
+            }
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(self.wrong(key, ty.expected(), value))
+        }
     }
 
     fn wrong(&self, key: &str, expected: &'static str, value: &Dynamic) -> OptionError {
@@ -233,6 +278,22 @@ impl OptionMap {
 mod tests {
     use super::*;
 
+    /// Keys of type `ty` with no documentation, for checking alone.
+    fn keys(names: &[&'static str], ty: KeyType) -> Vec<OptionKey> {
+        names
+            .iter()
+            .map(|&name| OptionKey {
+                name,
+                ty,
+                default: "",
+                unit: "",
+                values: "",
+                meaning: "",
+                example: "",
+            })
+            .collect()
+    }
+
     fn map(pairs: &[(&str, Dynamic)]) -> Map {
         pairs
             .iter()
@@ -245,7 +306,7 @@ mod tests {
         let err = OptionMap::new(
             "load",
             map(&[("dtyp", Dynamic::from("f32"))]),
-            &["weights", "dtype"],
+            &keys(&["weights", "dtype"], KeyType::Str),
         )
         .err()
         .map(|e| e.to_string());
@@ -258,7 +319,7 @@ mod tests {
         let err = OptionMap::new(
             "load",
             map(&[("colour", Dynamic::from("red"))]),
-            &["weights", "dtype"],
+            &keys(&["weights", "dtype"], KeyType::Str),
         )
         .err()
         .map(|e| e.to_string());
@@ -270,8 +331,23 @@ mod tests {
 
     #[test]
     fn wrong_type_names_expected_type() {
-        let opts =
-            OptionMap::new("batch", map(&[("size", Dynamic::from("8"))]), &["size"]).unwrap();
+        let err = OptionMap::new(
+            "batch",
+            map(&[("size", Dynamic::from("8"))]),
+            &keys(&["size"], KeyType::Int),
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("option `size` of batch() expects an integer, got string")
+        );
+        let opts = OptionMap::new(
+            "batch",
+            map(&[("size", Dynamic::from("8"))]),
+            &keys(&["size"], KeyType::Str),
+        )
+        .unwrap();
         assert_eq!(
             opts.count("size").unwrap_err().to_string(),
             "option `size` of batch() expects an integer, got string"
@@ -280,8 +356,12 @@ mod tests {
 
     #[test]
     fn choice_rejects_values_outside_the_set() {
-        let opts =
-            OptionMap::new("load", map(&[("dtype", Dynamic::from("f64"))]), &["dtype"]).unwrap();
+        let opts = OptionMap::new(
+            "load",
+            map(&[("dtype", Dynamic::from("f64"))]),
+            &keys(&["dtype"], KeyType::Str),
+        )
+        .unwrap();
         assert_eq!(
             opts.choice("dtype", &["f32", "f16"])
                 .unwrap_err()
@@ -295,7 +375,7 @@ mod tests {
         let opts = OptionMap::new(
             "infer",
             map(&[("t", Dynamic::from(1_i64)), ("n", Dynamic::from(-1_i64))]),
-            &["t", "n"],
+            &keys(&["t", "n"], KeyType::Number),
         )
         .unwrap();
         assert_eq!(opts.float("t").unwrap(), Some(1.0));
@@ -312,7 +392,7 @@ mod tests {
                 ("neg", Dynamic::from(-1.0_f64)),
                 ("ok", Dynamic::from(2.5_f64)),
             ]),
-            &["n", "big", "nan", "neg", "ok"],
+            &keys(&["n", "big", "nan", "neg", "ok"], KeyType::Number),
         )
         .unwrap();
         assert_eq!(

@@ -33,9 +33,6 @@ pub fn is_valid_study_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-/// Meters a run gets when its script does not call `measure` on it.
-pub const DEFAULT_METERS: &[&str] = &["energy", "flops", "latency", "memory", "utilisation"];
-
 /// Study-wide settings (`study(#{...})` in a script).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StudySettings {
@@ -122,6 +119,9 @@ impl RunSpec {
         c.insert("dtype", self.load.dtype.name().to_string());
         c.insert("weights", self.load.weights.name().to_string());
         c.insert("device", self.load.device.clone());
+        if !self.load.compute.is_auto() {
+            c.insert("compute", self.load.compute.name().to_string());
+        }
         if let Some(q) = &self.quantize {
             c.insert("quantization", format!("{}/b{}", q.method, q.block_size));
         }
@@ -194,6 +194,7 @@ impl RunSpec {
             device: self.load.device.clone(),
             seed: self.load.seed,
             quantization: self.quantize.as_ref().and_then(|q| q.to_runtime()),
+            compute: self.load.compute,
         }
     }
 

@@ -62,6 +62,33 @@ pub fn sweep_grid(axes: Map) -> Result<Array, Box<EvalAltResult>> {
     Ok(out.into_iter().map(Dynamic::from_map).collect())
 }
 
+/// Why an `import` found no module.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A module file exists but could not be read.
+    #[error("cannot read module {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said.
+        source: std::io::Error,
+    },
+    /// No stdlib module or file has the name.
+    #[error(
+        "module `{module}` not found; stdlib modules: {}; searched: {}",
+        stdlib.join(", "),
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NotFound {
+        /// The name as imported.
+        module: String,
+        /// The stdlib modules' names.
+        stdlib: Vec<&'static str>,
+        /// The files looked for, in order.
+        searched: Vec<PathBuf>,
+    },
+}
+
 /// Resolves imports and detects import cycles.
 pub struct ModuleResolver {
     base_dir: PathBuf,
@@ -82,7 +109,8 @@ impl ModuleResolver {
         }
     }
 
-    fn locate(&self, importer_dir: &Path, path: &str) -> Result<(String, String), String> {
+    /// The cache key (`stdlib:NAME` or the canonical file path) and source of module `path`.
+    fn locate(&self, importer_dir: &Path, path: &str) -> Result<(String, String), ImportError> {
         let with_ext = if path.ends_with(".rhai") {
             path.to_string()
         } else {
@@ -97,8 +125,12 @@ impl ModuleResolver {
         candidates.extend(self.search_path.iter().map(|d| d.join(&with_ext)));
         for candidate in candidates {
             if candidate.is_file() {
-                let text = std::fs::read_to_string(&candidate)
-                    .map_err(|e| format!("cannot read module {}: {e}", candidate.display()))?;
+                let text = std::fs::read_to_string(&candidate).map_err(|source| {
+                    ImportError::Unreadable {
+                        path: candidate.clone(),
+                        source,
+                    }
+                })?;
                 let key = candidate
                     .canonicalize()
                     .unwrap_or(candidate)
@@ -106,14 +138,13 @@ impl ModuleResolver {
                     .to_string();
                 return Ok((key, text));
             }
-            tried.push(candidate.display().to_string());
+            tried.push(candidate);
         }
-        let stdlib: Vec<&str> = STDLIB.iter().map(|(n, _)| *n).collect();
-        Err(format!(
-            "module `{path}` not found; stdlib modules: {}; searched: {}",
-            stdlib.join(", "),
-            tried.join(", ")
-        ))
+        Err(ImportError::NotFound {
+            module: path.to_string(),
+            stdlib: STDLIB.iter().map(|(n, _)| *n).collect(),
+            searched: tried,
+        })
     }
 }
 
@@ -132,7 +163,7 @@ impl rhai::ModuleResolver for ModuleResolver {
             .unwrap_or_else(|| self.base_dir.clone());
         let (key, text) = self
             .locate(&importer_dir, path)
-            .map_err(|m| EvalAltResult::ErrorRuntime(m.into(), pos))?;
+            .map_err(|e| EvalAltResult::ErrorRuntime(e.to_string().into(), pos))?;
         if let Some(module) = self
             .cache
             .lock()
@@ -178,6 +209,35 @@ impl rhai::ModuleResolver for ModuleResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_module_names_what_was_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolver = ModuleResolver::new(dir.path().to_path_buf(), vec![dir.path().join("lib")]);
+        let err = resolver.locate(dir.path(), "./nosuch").unwrap_err();
+        match &err {
+            ImportError::NotFound {
+                module, searched, ..
+            } => {
+                assert_eq!(module, "./nosuch");
+                assert_eq!(
+                    searched,
+                    &vec![
+                        dir.path().join("./nosuch.rhai"),
+                        dir.path().join("lib/./nosuch.rhai")
+                    ]
+                );
+            }
+            other => panic!("expected NotFound, got {other}"),
+        }
+        assert!(
+            err.to_string().starts_with(
+                "module `./nosuch` not found; stdlib modules: sweep, scenarios, models; searched: "
+            ),
+            "{err}"
+        );
+        assert!(resolver.locate(dir.path(), "sweep").is_ok());
+    }
 
     #[test]
     fn grid_is_the_cartesian_product_with_the_last_key_fastest() {

@@ -16,96 +16,9 @@ use crate::stage::{
     AggregateStage, ArrivalSpec, BatchStage, CarbonSpec, DecodingSpec, InferStage, LoadStage,
     MeasureStage, PromptSource, PromptsStage, QuantizeStage, Stage, StageId, StageKind,
 };
+use crate::vocabulary::{self, DEFAULT_METERS, GROUP_BY_COLUMNS, METERS, STATS};
 use api::meter::EstimateMode;
-use api::runtime::{DType, QuantMethod, WeightsKind};
-
-/// Meter names `measure` accepts.
-pub const METERS: &[&str] = &["latency", "energy", "flops", "memory", "utilisation"];
-/// Statistics `aggregate` accepts.
-pub const STATS: &[&str] = &["mean", "std", "min", "max", "p50", "p90", "p99", "ci95"];
-/// Stage function names, for completion, "did you mean" and docs.
-pub const STAGE_FUNCTIONS: &[&str] = &[
-    "study",
-    "load",
-    "quantize",
-    "prompts",
-    "batch",
-    "infer",
-    "measure",
-    "aggregate",
-];
-
-/// Other functions scripts can call that llmeff registers.
-pub const HELPER_FUNCTIONS: &[&str] = &["builtin_prompt_sets"];
-
-const LOAD_OPTIONS: &[&str] = &["dtype", "weights", "revision", "device", "seed"];
-const QUANTIZE_OPTIONS: &[&str] = &["method", "block_size"];
-const PROMPTS_OPTIONS: &[&str] = &["count", "max_input_tokens", "seed"];
-const BATCH_OPTIONS: &[&str] = &["size", "token_budget"];
-const INFER_OPTIONS: &[&str] = &[
-    "max_new_tokens",
-    "min_new_tokens",
-    "stop_at_eos",
-    "decoding",
-    "warmup",
-    "arrival",
-];
-const ARRIVAL_OPTIONS: &[&str] = &[
-    "pattern",
-    "interval_s",
-    "rate_per_s",
-    "seed",
-    "burst",
-    "off_s",
-];
-const CARBON_OPTIONS: &[&str] = &["country", "region", "intensity_g_per_kwh", "pue"];
-const DECODING_OPTIONS: &[&str] = &["method", "temperature", "top_k", "top_p", "seed"];
-const MEASURE_OPTIONS: &[&str] = &[
-    "meters",
-    "interval_ms",
-    "idle_baseline_s",
-    "carbon",
-    "estimate",
-];
-const AGGREGATE_OPTIONS: &[&str] = &["by", "stats"];
-const STUDY_OPTIONS: &[&str] = &["name", "cycles", "seed", "retries", "retry_delay_s"];
-
-/// Every option key of every stage, for completion.
-pub fn option_keys() -> Vec<&'static str> {
-    let mut keys: Vec<&'static str> = [
-        LOAD_OPTIONS,
-        QUANTIZE_OPTIONS,
-        PROMPTS_OPTIONS,
-        BATCH_OPTIONS,
-        INFER_OPTIONS,
-        DECODING_OPTIONS,
-        ARRIVAL_OPTIONS,
-        CARBON_OPTIONS,
-        MEASURE_OPTIONS,
-        AGGREGATE_OPTIONS,
-        STUDY_OPTIONS,
-    ]
-    .concat();
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
-/// The option keys each stage function and nested option map accepts, as checked when a
-/// script runs (the scripting reference is tested against this list).
-pub const OPTION_LISTS: &[(&str, &[&str])] = &[
-    ("study", STUDY_OPTIONS),
-    ("load", LOAD_OPTIONS),
-    ("quantize", QUANTIZE_OPTIONS),
-    ("prompts", PROMPTS_OPTIONS),
-    ("batch", BATCH_OPTIONS),
-    ("infer", INFER_OPTIONS),
-    ("decoding", DECODING_OPTIONS),
-    ("arrival", ARRIVAL_OPTIONS),
-    ("measure", MEASURE_OPTIONS),
-    ("carbon", CARBON_OPTIONS),
-    ("aggregate", AGGREGATE_OPTIONS),
-];
+use api::runtime::{Compute, DType, QuantMethod, WeightsKind};
 
 /// A handle to a plan node, as Rhai scripts hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,16 +139,14 @@ fn expect_node(
     Err(format!("{stage}() expects {expected} as argument {position}, got {got}").into())
 }
 
-fn options(
-    value: Dynamic,
-    stage: &'static str,
-    valid: &[&'static str],
-) -> Result<OptionMap, Box<EvalAltResult>> {
+/// The options of `stage` (its map, or `()` when the call has none), checked against the keys
+/// the vocabulary declares for it.
+fn options(value: Dynamic, stage: &'static str) -> Result<OptionMap, Box<EvalAltResult>> {
     if value.is_unit() {
-        return OptionMap::new(stage, Map::new(), valid).map_err(opt_err);
+        return OptionMap::declared(stage, Map::new()).map_err(opt_err);
     }
     match value.try_cast::<Map>() {
-        Some(map) => OptionMap::new(stage, map, valid).map_err(opt_err),
+        Some(map) => OptionMap::declared(stage, map).map_err(opt_err),
         None => Err(format!("{stage}() expects its options as a map `#{{...}}`").into()),
     }
 }
@@ -260,6 +171,21 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
     if model.trim().is_empty() {
         return Err(opts.invalid("model", "the model name is empty"));
     }
+    let compute = match opts.choice("compute", &Compute::NAMES)? {
+        Some(name) => Compute::parse(name).unwrap_or_default(),
+        None => Compute::Auto,
+    };
+    // Checked here so a run never fails late, or silently runs on burn, for a pass that
+    // cannot take the model (a quantized model is checked by quantize()).
+    if compute == Compute::Host && !compute.uses_host_kernels(device == "cpu", dtype, None) {
+        return Err(opts.invalid(
+            "compute",
+            format!(
+                "\"host\" runs f32 on the cpu only, not {} on {device}; use \"burn\" or \"auto\"",
+                dtype.name()
+            ),
+        ));
+    }
     Ok(LoadStage {
         model: model.to_string(),
         revision: opts.string("revision")?,
@@ -267,6 +193,7 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
         weights,
         device,
         seed: opts.seed("seed")?.unwrap_or(0),
+        compute,
     })
 }
 
@@ -353,7 +280,7 @@ fn build_decoding(map: Option<Map>) -> Result<DecodingSpec, OptionError> {
     let Some(map) = map else {
         return Ok(DecodingSpec::Greedy);
     };
-    let opts = OptionMap::new("decoding", map, DECODING_OPTIONS)?;
+    let opts = OptionMap::declared("decoding", map)?;
     match opts
         .choice("method", &["greedy", "sample"])?
         .unwrap_or("greedy")
@@ -440,7 +367,7 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
     let Some(map) = map else {
         return Ok(ArrivalSpec::ClosedLoop);
     };
-    let opts = OptionMap::new("arrival", map, ARRIVAL_OPTIONS)?;
+    let opts = OptionMap::declared("arrival", map)?;
     let pattern = opts
         .choice("pattern", &["closed_loop", "constant", "poisson", "bursty"])?
         .unwrap_or("closed_loop");
@@ -450,8 +377,8 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
         "bursty" => &["pattern", "burst", "off_s"],
         _ => &["pattern"],
     };
-    for key in ARRIVAL_OPTIONS {
-        if !allowed.contains(key) && opts.float(key).ok().flatten().is_some() {
+    for key in vocabulary::options_of("arrival").iter().map(|k| k.name) {
+        if !allowed.contains(&key) && opts.float(key).ok().flatten().is_some() {
             return Err(opts.invalid(key, format!("does not apply to pattern \"{pattern}\"")));
         }
     }
@@ -480,7 +407,7 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
 }
 
 fn build_measure(opts: &OptionMap) -> Result<MeasureStage, OptionError> {
-    let meters = checked_names(opts, "meters", METERS, crate::plan::DEFAULT_METERS)?;
+    let meters = checked_names(opts, "meters", METERS, DEFAULT_METERS)?;
     let interval_ms = opts
         .count_at_most("interval_ms", limits::MAX_INTERVAL_MS)?
         .unwrap_or(100);
@@ -490,7 +417,7 @@ fn build_measure(opts: &OptionMap) -> Result<MeasureStage, OptionError> {
     let idle_baseline_s = opts.seconds("idle_baseline_s")?.unwrap_or(0.0);
     let mut carbon = CarbonSpec::default();
     if let Some(map) = opts.map("carbon")? {
-        let c = OptionMap::new("carbon", map, CARBON_OPTIONS)?;
+        let c = OptionMap::declared("carbon", map)?;
         carbon.country = c.string("country")?.map(|s| s.to_ascii_uppercase());
         carbon.region = c.string("region")?;
         carbon.intensity_g_per_kwh = c.float("intensity_g_per_kwh")?;
@@ -565,7 +492,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
 
     let p = plan.clone();
     let load = move |model: &str, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
-        let stage = build_load(model, options(opts, "load", LOAD_OPTIONS)?).map_err(opt_err)?;
+        let stage = build_load(model, options(opts, "load")?).map_err(opt_err)?;
         let id = add(&p, Stage::Load(stage), &[])?;
         Ok(Node {
             id,
@@ -585,7 +512,16 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             "a model (from load())",
             &[StageKind::Load],
         )?;
-        let opts = options(opts, "quantize", QUANTIZE_OPTIONS)?;
+        let opts = options(opts, "quantize")?;
+        if let Some(Stage::Load(load)) = lock(&p).node(model.id).map(|n| &n.stage)
+            && load.compute == Compute::Host
+        {
+            return Err(
+                "quantize() cannot take a model loaded with compute \"host\": the host \
+                 kernels run unquantized f32 only; load it with compute \"burn\" or \"auto\""
+                    .into(),
+            );
+        }
         let methods: Vec<&'static str> = QuantMethod::ALL.iter().map(|m| m.name()).collect();
         let method = opts
             .choice("method", &methods)
@@ -621,7 +557,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
 
     let p = plan.clone();
     let prompts = move |source: Dynamic, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
-        let stage = build_prompts(source, options(opts, "prompts", PROMPTS_OPTIONS)?)?;
+        let stage = build_prompts(source, options(opts, "prompts")?)?;
         let id = add(&p, Stage::Prompts(stage), &[])?;
         Ok(Node {
             id,
@@ -643,7 +579,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             "prompts (from prompts())",
             &[StageKind::Prompts],
         )?;
-        let opts = options(opts, "batch", BATCH_OPTIONS)?;
+        let opts = options(opts, "batch")?;
         let token_budget = opts
             .count_at_most("token_budget", limits::MAX_TOKEN_BUDGET)
             .map_err(opt_err)?;
@@ -706,7 +642,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
         } else {
             batches
         };
-        let stage = build_infer(options(opts, "infer", INFER_OPTIONS)?).map_err(opt_err)?;
+        let stage = build_infer(options(opts, "infer")?).map_err(opt_err)?;
         let id = add(&p, Stage::Infer(stage), &[model.id, batches.id])?;
         Ok(Node {
             id,
@@ -728,7 +664,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             "an inference run (from infer())",
             &[StageKind::Infer],
         )?;
-        let opts = options(opts, "measure", MEASURE_OPTIONS)?;
+        let opts = options(opts, "measure")?;
         let stage = build_measure(&opts).map_err(opt_err)?;
         let id = add(&p, Stage::Measure(stage), &[run.id])?;
         Ok(Node {
@@ -744,8 +680,21 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
     engine.register_fn(
         "aggregate",
         move |opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
-            let opts = options(opts, "aggregate", AGGREGATE_OPTIONS)?;
+            let opts = options(opts, "aggregate")?;
             let by = opts.strings("by").map_err(opt_err)?.unwrap_or_default();
+            // Checked while planning, so a typo fails before the study runs rather than after.
+            if let Some(column) = by.iter().find(|c| !GROUP_BY_COLUMNS.contains(&c.as_str())) {
+                let hint = crate::suggest::closest(column, GROUP_BY_COLUMNS.iter().copied())
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                return Err(opt_err(opts.invalid(
+                    "by",
+                    format!(
+                        "`{column}` is not a column of runs.parquet; {hint}columns: {}",
+                        GROUP_BY_COLUMNS.join(", ")
+                    ),
+                )));
+            }
             let stats = checked_names(&opts, "stats", STATS, &["mean", "std"]).map_err(opt_err)?;
             let id = add(&p, Stage::Aggregate(AggregateStage { by, stats }), &[])?;
             Ok(Node {
@@ -759,7 +708,7 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
     engine.register_fn(
         "study",
         move |opts: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            let opts = options(opts, "study", STUDY_OPTIONS)?;
+            let opts = options(opts, "study")?;
             let mut plan = lock(&p);
             if let Some(name) = opts.string("name").map_err(opt_err)? {
                 if !crate::plan::is_valid_study_name(&name) {
@@ -1005,10 +954,10 @@ struct KnownFunctions {
 
 impl KnownFunctions {
     fn new(engine: &Engine, ast: &AST) -> Self {
-        let mut llmeff: Vec<String> = STAGE_FUNCTIONS
-            .iter()
-            .chain(HELPER_FUNCTIONS)
-            .map(|s| s.to_string())
+        let mut llmeff: Vec<String> = vocabulary::stage_functions()
+            .into_iter()
+            .chain(vocabulary::helper_functions())
+            .map(str::to_string)
             .collect();
         llmeff.extend(ast.iter_functions().map(|f| f.name.to_string()));
         let mut rhai: Vec<String> = engine
@@ -1058,10 +1007,10 @@ fn function_not_found(signature: &str, known: &KnownFunctions) -> String {
         None => (None, name),
     };
     let Some(qualifier) = qualifier else {
-        if let Some(topic) = crate::reference::topic(bare).filter(|t| {
+        if let Some(topic) = vocabulary::topic(bare).filter(|t| {
             matches!(
                 t.kind,
-                crate::reference::TopicKind::Stage | crate::reference::TopicKind::Helper
+                vocabulary::TopicKind::Stage | vocabulary::TopicKind::Helper
             )
         }) {
             return format!(
@@ -1078,11 +1027,11 @@ fn function_not_found(signature: &str, known: &KnownFunctions) -> String {
             Some(s) => format!("unknown function `{bare}`: did you mean `{s}`?"),
             None => format!(
                 "unknown function `{bare}`; stage functions: {} (`llmeff help` describes them)",
-                STAGE_FUNCTIONS.join(", ")
+                vocabulary::stage_functions().join(", ")
             ),
         };
     };
-    let stdlib = crate::reference::stdlib_functions();
+    let stdlib = vocabulary::stdlib_functions();
     if let Some((_, f)) = stdlib.iter().find(|(_, f)| f.name == bare) {
         return format!(
             "`{name}` cannot be called with ({args}); call it as {}",
@@ -1184,7 +1133,7 @@ mod tests {
         let err = plan("let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "test.rhai:1:9: unknown option `dtyp` for load(): did you mean `dtype`? valid options: device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
+            "test.rhai:1:9: unknown option `dtyp` for load(): did you mean `dtype`? valid options: compute, device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
         );
         let err = plan("study(#{ name: \"x\" });\nlet r = infer(load(\"tiny-stories\"), prompts(\"builtin:chat\"), #{ arival: #{} });")
             .unwrap_err();

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 use api::meter::EstimateMode;
-use api::runtime::{DType, Decoding, WeightsKind};
+use api::runtime::{Compute, DType, Decoding, WeightsKind};
 
 /// Content address of a stage: hash of its kind, options and inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -25,14 +25,12 @@ impl StageId {
         self.hex()[..8].to_string()
     }
 
-    /// Hashes a stage kind, its serialised options and its inputs' ids.
+    /// Hashes a stage kind, its canonical form ([`Stage::canonical`]) and its inputs' ids.
     pub fn of(stage: &Stage, inputs: &[StageId]) -> StageId {
         let mut hasher = Sha256::new();
         hasher.update(stage.kind().name().as_bytes());
         hasher.update([0]);
-        // Serialising plain structs of strings and numbers cannot fail.
-        let options = serde_json::to_vec(stage).expect("stage options are plain data");
-        hasher.update(&options);
+        hasher.update(stage.canonical());
         for input in inputs {
             hasher.update(input.0);
         }
@@ -119,6 +117,163 @@ impl Stage {
     }
 }
 
+/// The canonical form of run identity, version 1 (`llmeff-run-v1`): the bytes
+/// [`StageId::of`] hashes for a stage.
+///
+/// It is a compact JSON object written key by key in a fixed order, with each key named here
+/// rather than taken from a Rust field, so renaming a field or reordering a struct cannot
+/// re-hash stored runs. Version 1 is, byte for byte, the form every stored run was hashed
+/// from (it was once `serde_json` of these structs), so studies stored before it resume.
+/// A key added later is written only when its value is not the default, so runs that leave it
+/// out keep their hash (`estimate` of measure, `compute` of load). A change that must
+/// re-hash runs writes a new version (prefixed `llmeff-run-v2`) and the manifest must tell
+/// the two apart.
+#[derive(Default)]
+struct Canonical {
+    out: String,
+}
+
+/// A leaf value in its canonical JSON spelling (strings escaped, floats shortest round-trip).
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    // Strings, integers, floats, booleans and lists of strings always serialise.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+impl Canonical {
+    fn object(write: impl FnOnce(&mut Canonical)) -> String {
+        let mut c = Canonical::default();
+        c.out.push('{');
+        write(&mut c);
+        c.out.push('}');
+        c.out
+    }
+
+    fn raw(&mut self, key: &str, value: &str) -> &mut Self {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        self.out.push_str(&json(key));
+        self.out.push(':');
+        self.out.push_str(value);
+        self
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> &mut Self {
+        self.raw(key, &json(value))
+    }
+}
+
+impl Stage {
+    /// The stage's canonical form (see [`Canonical`]): what its identity hashes.
+    pub fn canonical(&self) -> String {
+        Canonical::object(|c| match self {
+            Stage::Load(s) => {
+                c.value("kind", "load")
+                    .value("model", &s.model)
+                    .value("revision", &s.revision)
+                    .value("dtype", s.dtype.name())
+                    .value("weights", s.weights.name())
+                    .value("device", &s.device)
+                    .value("seed", &s.seed);
+                if s.compute != Compute::Auto {
+                    c.value("compute", s.compute.name());
+                }
+            }
+            Stage::Quantize(s) => {
+                c.value("kind", "quantize")
+                    .value("method", &s.method)
+                    .value("block_size", &s.block_size);
+            }
+            Stage::Prompts(s) => {
+                let source = match &s.source {
+                    PromptSource::Builtin(name) => Canonical::object(|c| {
+                        c.value("builtin", name);
+                    }),
+                    PromptSource::Inline(items) => Canonical::object(|c| {
+                        c.value("inline", items);
+                    }),
+                };
+                c.value("kind", "prompts")
+                    .raw("source", &source)
+                    .value("count", &s.count)
+                    .value("max_input_tokens", &s.max_input_tokens)
+                    .value("seed", &s.seed);
+            }
+            Stage::Batch(s) => {
+                c.value("kind", "batch")
+                    .value("size", &s.size)
+                    .value("token_budget", &s.token_budget);
+            }
+            Stage::Infer(s) => {
+                let decoding = Canonical::object(|c| match s.decoding {
+                    DecodingSpec::Greedy => {
+                        c.value("method", "greedy");
+                    }
+                    DecodingSpec::Sample {
+                        temperature,
+                        top_k,
+                        top_p,
+                        seed,
+                    } => {
+                        c.value("method", "sample")
+                            .value("temperature", &temperature)
+                            .value("top_k", &top_k)
+                            .value("top_p", &top_p)
+                            .value("seed", &seed);
+                    }
+                });
+                let arrival = Canonical::object(|c| match s.arrival {
+                    ArrivalSpec::ClosedLoop => {
+                        c.value("pattern", "closed_loop");
+                    }
+                    ArrivalSpec::Constant { interval_s } => {
+                        c.value("pattern", "constant")
+                            .value("interval_s", &interval_s);
+                    }
+                    ArrivalSpec::Poisson { rate_per_s, seed } => {
+                        c.value("pattern", "poisson")
+                            .value("rate_per_s", &rate_per_s)
+                            .value("seed", &seed);
+                    }
+                    ArrivalSpec::Bursty { burst, off_s } => {
+                        c.value("pattern", "bursty")
+                            .value("burst", &burst)
+                            .value("off_s", &off_s);
+                    }
+                });
+                c.value("kind", "infer")
+                    .value("max_new_tokens", &s.max_new_tokens)
+                    .value("min_new_tokens", &s.min_new_tokens)
+                    .value("stop_at_eos", &s.stop_at_eos)
+                    .raw("decoding", &decoding)
+                    .value("warmup", &s.warmup)
+                    .raw("arrival", &arrival);
+            }
+            Stage::Measure(s) => {
+                let carbon = Canonical::object(|c| {
+                    c.value("country", &s.carbon.country)
+                        .value("region", &s.carbon.region)
+                        .value("intensity_g_per_kwh", &s.carbon.intensity_g_per_kwh)
+                        .value("pue", &s.carbon.pue);
+                });
+                c.value("kind", "measure")
+                    .value("meters", &s.meters)
+                    .value("interval_ms", &s.interval_ms)
+                    .value("idle_baseline_s", &s.idle_baseline_s)
+                    .raw("carbon", &carbon);
+                if s.estimate != EstimateMode::Machine {
+                    c.value("estimate", s.estimate.name());
+                }
+            }
+            Stage::Aggregate(s) => {
+                c.value("kind", "aggregate")
+                    .value("by", &s.by)
+                    .value("stats", &s.stats);
+            }
+        })
+    }
+}
+
 fn serialize_dtype<S: serde::Serializer>(d: &DType, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(d.name())
 }
@@ -144,6 +299,10 @@ pub struct LoadStage {
     pub device: String,
     /// Seed for random weights.
     pub seed: u64,
+    /// Forward pass (`auto`, `host`, `burn`). Left out of the serialised options when it is
+    /// the default, so runs planned before the option existed keep their content hash.
+    #[serde(skip_serializing_if = "Compute::is_auto")]
+    pub compute: Compute,
 }
 
 /// `quantize(model, #{...})`: weight-only quantization of a loaded model.
@@ -407,7 +566,7 @@ impl MeasureStage {
     /// The meters a run gets when nothing measures it explicitly.
     pub fn default_for_run() -> Self {
         MeasureStage {
-            meters: crate::plan::DEFAULT_METERS
+            meters: crate::vocabulary::DEFAULT_METERS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -469,5 +628,291 @@ mod tests {
             vec![0.0, 0.0, 3.0, 3.0, 6.0]
         );
         assert_eq!(ArrivalSpec::ClosedLoop.arrivals(2), vec![0.0, 0.0]);
+    }
+
+    /// One stage of each kind and variant, with hashes taken before the canonical form
+    /// replaced `serde_json` of these structs.
+    fn known_stages() -> Vec<(&'static str, Stage)> {
+        vec![
+            (
+                "load",
+                Stage::Load(LoadStage {
+                    model: "tiny-stories".into(),
+                    revision: None,
+                    dtype: DType::F32,
+                    weights: WeightsKind::Pretrained,
+                    device: "cpu".into(),
+                    seed: 0,
+                    compute: Compute::Auto,
+                }),
+            ),
+            (
+                "load_rev",
+                Stage::Load(LoadStage {
+                    model: "org/m \"q\"".into(),
+                    revision: Some("v1".into()),
+                    dtype: DType::BF16,
+                    weights: WeightsKind::Random,
+                    device: "cuda:1".into(),
+                    seed: 7,
+                    compute: Compute::Auto,
+                }),
+            ),
+            (
+                "quantize",
+                Stage::Quantize(QuantizeStage {
+                    method: "int8".into(),
+                    block_size: 32,
+                }),
+            ),
+            (
+                "prompts_builtin",
+                Stage::Prompts(PromptsStage {
+                    source: PromptSource::Builtin("stories".into()),
+                    count: Some(8),
+                    max_input_tokens: None,
+                    seed: 0,
+                }),
+            ),
+            (
+                "prompts_inline",
+                Stage::Prompts(PromptsStage {
+                    source: PromptSource::Inline(vec!["a\nb".into(), "é".into()]),
+                    count: None,
+                    max_input_tokens: Some(64),
+                    seed: 3,
+                }),
+            ),
+            (
+                "batch",
+                Stage::Batch(BatchStage {
+                    size: 4,
+                    token_budget: None,
+                }),
+            ),
+            (
+                "batch_budget",
+                Stage::Batch(BatchStage {
+                    size: 8,
+                    token_budget: Some(512),
+                }),
+            ),
+            (
+                "infer",
+                Stage::Infer(InferStage {
+                    max_new_tokens: 32,
+                    min_new_tokens: 0,
+                    stop_at_eos: true,
+                    decoding: DecodingSpec::Greedy,
+                    warmup: 1,
+                    arrival: ArrivalSpec::ClosedLoop,
+                }),
+            ),
+            (
+                "infer_sample_poisson",
+                Stage::Infer(InferStage {
+                    max_new_tokens: 64,
+                    min_new_tokens: 8,
+                    stop_at_eos: false,
+                    decoding: DecodingSpec::Sample {
+                        temperature: 0.8,
+                        top_k: 40,
+                        top_p: 0.9,
+                        seed: 1,
+                    },
+                    warmup: 0,
+                    arrival: ArrivalSpec::Poisson {
+                        rate_per_s: 5.0,
+                        seed: 2,
+                    },
+                }),
+            ),
+            (
+                "infer_constant",
+                Stage::Infer(InferStage {
+                    max_new_tokens: 16,
+                    min_new_tokens: 0,
+                    stop_at_eos: true,
+                    decoding: DecodingSpec::Sample {
+                        temperature: 1.0,
+                        top_k: 0,
+                        top_p: 1.0,
+                        seed: 0,
+                    },
+                    warmup: 2,
+                    arrival: ArrivalSpec::Constant { interval_s: 0.25 },
+                }),
+            ),
+            (
+                "infer_bursty",
+                Stage::Infer(InferStage {
+                    max_new_tokens: 16,
+                    min_new_tokens: 1,
+                    stop_at_eos: true,
+                    decoding: DecodingSpec::Greedy,
+                    warmup: 1,
+                    arrival: ArrivalSpec::Bursty {
+                        burst: 4,
+                        off_s: 1e-7,
+                    },
+                }),
+            ),
+            ("measure", Stage::Measure(MeasureStage::default_for_run())),
+            (
+                "measure_full",
+                Stage::Measure(MeasureStage {
+                    meters: vec!["energy".into(), "latency".into()],
+                    interval_ms: 50,
+                    idle_baseline_s: 1.5,
+                    carbon: CarbonSpec {
+                        country: Some("SWE".into()),
+                        region: Some("SE3".into()),
+                        intensity_g_per_kwh: Some(12.5),
+                        pue: 1.2,
+                    },
+                    estimate: EstimateMode::Process,
+                }),
+            ),
+            (
+                "aggregate",
+                Stage::Aggregate(AggregateStage {
+                    by: vec!["model".into(), "batch_size".into()],
+                    stats: vec!["mean".into(), "ci95".into()],
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn run_identity_is_pinned_to_the_canonical_form_stored_runs_were_hashed_from() {
+        // (stage, id without inputs, id with the plain load's id twice as inputs). These are
+        // the ids stored studies hold; a change here re-hashes every stored run and breaks
+        // resume, so it needs a new canonical version, not a new literal.
+        let pinned = [
+            (
+                "load",
+                "7a09afb1786e4aca7838ea855fb4426e",
+                "6298eb7a085ad9ac3d15b152ef6bf5fd",
+            ),
+            (
+                "load_rev",
+                "de1023c94141c21f78512a5230a28d9d",
+                "41bdfddabf74c3e31e216ff4fa4063cc",
+            ),
+            (
+                "quantize",
+                "284874c587b6bdbfbf6f43342d4c13e9",
+                "0b8cb91663617765851d327246bc1ac4",
+            ),
+            (
+                "prompts_builtin",
+                "4dfc6277be29c8bdcbc9577ac38feb0c",
+                "76bca4b44c4b72c43d45db938957c653",
+            ),
+            (
+                "prompts_inline",
+                "7ada494723c0bbeddad7d455fe945b03",
+                "920c60d2d0c5402a8bd7b5f82d5d05b8",
+            ),
+            (
+                "batch",
+                "6b418d5b3427043c7235151bbf123728",
+                "fe52eb09aac531d14935169e2f89d20a",
+            ),
+            (
+                "batch_budget",
+                "a1a3d3291d57ea65a2d69f6b0e745c29",
+                "94e2d4281e43c5bf565a7454bfc1a084",
+            ),
+            (
+                "infer",
+                "77a296320151cbcbb37ec77ba4c39b8c",
+                "1a0f4c343051a4e8943269558c1d96d9",
+            ),
+            (
+                "infer_sample_poisson",
+                "2e12d8e2a79cd6dd7b23de91c7a96ec1",
+                "63e0e14b5e9c30cef2d8472eedc8fa65",
+            ),
+            (
+                "infer_constant",
+                "5fe413512beb58b373e61916c549650e",
+                "d37af004a9b3e7bd0bcad361d8d91e71",
+            ),
+            (
+                "infer_bursty",
+                "d44554a49eb19555ed9d7631e4d0414c",
+                "535a1c4002c29ff2076a946a541e4e71",
+            ),
+            (
+                "measure",
+                "2498780981434255926718d3de5d6505",
+                "864862868bf2a3a36791a16453434279",
+            ),
+            (
+                "measure_full",
+                "8e58956d825acfa902811a3c1d3357ee",
+                "0c7d9dd809bb90eb566e821c56a53917",
+            ),
+            (
+                "aggregate",
+                "f933aa655d0620f9e524acef8055aa86",
+                "d9e0cab29b03ef6e52c82078e3ea27b2",
+            ),
+        ];
+        let stages = known_stages();
+        assert_eq!(stages.len(), pinned.len());
+        let load = StageId::of(&stages[0].1, &[]);
+        for ((name, stage), (pinned_name, alone, with_inputs)) in stages.iter().zip(pinned) {
+            assert_eq!(*name, pinned_name);
+            assert_eq!(StageId::of(stage, &[]).hex(), alone, "{name}");
+            assert_eq!(
+                StageId::of(stage, &[load, load]).hex(),
+                with_inputs,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_canonical_form_names_its_keys_in_a_fixed_order() {
+        let stages = known_stages();
+        assert_eq!(
+            stages[0].1.canonical(),
+            r#"{"kind":"load","model":"tiny-stories","revision":null,"dtype":"f32","weights":"pretrained","device":"cpu","seed":0}"#
+        );
+        assert_eq!(
+            stages[8].1.canonical(),
+            r#"{"kind":"infer","max_new_tokens":64,"min_new_tokens":8,"stop_at_eos":false,"decoding":{"method":"sample","temperature":0.8,"top_k":40,"top_p":0.9,"seed":1},"warmup":0,"arrival":{"pattern":"poisson","rate_per_s":5.0,"seed":2}}"#
+        );
+    }
+
+    #[test]
+    fn the_compute_path_is_part_of_the_identity_only_when_chosen() {
+        let Stage::Load(auto) = known_stages().remove(0).1 else {
+            unreachable!("the first known stage is a load")
+        };
+        let id = |compute| {
+            StageId::of(
+                &Stage::Load(LoadStage {
+                    compute,
+                    ..auto.clone()
+                }),
+                &[],
+            )
+        };
+        // `auto` is the pass every run took before the option existed: same hash as then.
+        assert_eq!(id(Compute::Auto).hex(), "7a09afb1786e4aca7838ea855fb4426e");
+        assert_ne!(id(Compute::Host), id(Compute::Auto));
+        assert_ne!(id(Compute::Burn), id(Compute::Auto));
+        assert_ne!(id(Compute::Host), id(Compute::Burn));
+        assert!(
+            Stage::Load(LoadStage {
+                compute: Compute::Burn,
+                ..auto
+            })
+            .canonical()
+            .ends_with(r#","seed":0,"compute":"burn"}"#)
+        );
     }
 }

@@ -316,22 +316,54 @@ fn token_budget_splits_batches_by_padded_cost() {
     assert_eq!(sink.records[0].metrics.as_ref().unwrap().num_batches, 3);
 }
 
+/// Executes `src` on the fake runtime; returns what was recorded and the fake seconds it took.
+fn execute_timed(src: &str) -> (MemorySink, f64) {
+    let time = FakeTime::default();
+    let runtime = FakeRuntime {
+        time: time.clone(),
+        loads: Mutex::new(Vec::new()),
+    };
+    let mut sink = MemorySink::default();
+    Executor::new(&runtime, &time)
+        .execute(&Schedule::from_plan(&plan(src)), &mut sink, &mut |_| {})
+        .unwrap();
+    (sink, time.now_s())
+}
+
 #[test]
 fn backend_errors_are_retried_after_a_delay_then_recorded() {
-    let (sink, _) = execute(
-        r#"
-        study(#{ retries: 3, retry_delay_s: 5.0 });
+    // Non-default settings (the defaults are 3 retries, 5 s apart), so settings that were
+    // accepted and then ignored would show.
+    let script = |delay: &str| {
+        format!(
+            r#"
+        study(#{{ retries: 2, retry_delay_s: {delay} }});
         let p = batch(prompts(["x"]));
-        infer(load("flaky"), p, #{ max_new_tokens: 2, warmup: 0 });
-        infer(load("hopeless"), p, #{ max_new_tokens: 2, warmup: 0 });
-        "#,
-    );
+        infer(load("flaky"), p, #{{ max_new_tokens: 2, warmup: 0 }});
+        infer(load("hopeless"), p, #{{ max_new_tokens: 2, warmup: 0 }});
+        "#
+        )
+    };
+    let (sink, waited) = execute_timed(&script("1.5"));
+    // "flaky" fails twice: the second retry succeeds.
     assert_eq!(sink.records[0].status, RunStatus::Ok);
     assert_eq!(sink.records[0].error, None);
     assert_eq!(sink.records[1].status, RunStatus::Failed);
     assert_eq!(
         sink.records[1].error.as_deref(),
-        Some("backend error: device busy (after 3 retries)")
+        Some("backend error: device busy (after 2 retries)")
+    );
+    // Four retries in all, each after 1.5 s on the clock.
+    let (_, unwaited) = execute_timed(&script("0"));
+    assert!(
+        (waited - unwaited - 4.0 * 1.5).abs() < 1e-9,
+        "{waited} vs {unwaited}"
+    );
+    // One retry is not enough for "flaky".
+    let (sink, _) = execute_timed(&script("0").replace("retries: 2", "retries: 1"));
+    assert_eq!(
+        sink.records[0].error.as_deref(),
+        Some("backend error: device busy (after 1 retries)")
     );
 }
 

@@ -161,7 +161,7 @@ fn sources() -> Vec<(PathBuf, String)> {
         .collect();
     out.sort();
     assert!(out.len() >= 5, "experiments not found in {}", dir.display());
-    for t in engine::reference::TOPICS {
+    for t in engine::vocabulary::TOPICS {
         out.push((
             dir.join(format!("example-{}.rhai", t.name)),
             t.example.to_string(),

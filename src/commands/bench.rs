@@ -9,9 +9,8 @@ use std::time::Instant;
 
 use api::meter::MeterProvider;
 use api::runtime::{
-    DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, Runtime, WeightsKind,
+    Compute, DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, Runtime, WeightsKind,
 };
-use backends::CpuForward;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::Failure;
@@ -168,9 +167,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let forward = match args.forward {
-        Some(ForwardArg::Host) => CpuForward::Host,
-        Some(ForwardArg::Burn) => CpuForward::Burn,
-        None => CpuForward::from_env(),
+        Some(ForwardArg::Host) | None => Compute::Host,
+        Some(ForwardArg::Burn) => Compute::Burn,
     };
     if !args.baseline.is_empty()
         && (args.prompt_tokens, args.new_tokens) != (BASELINE_PROMPT_TOKENS, BASELINE_NEW_TOKENS)
@@ -185,10 +183,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         .map(|path| read_baseline(path))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::input)?;
-    let runtime = backends::BurnRuntime::new().with_cpu_forward(forward);
+    let runtime = backends::BurnRuntime::new();
     let forward_name = match forward {
-        CpuForward::Host => "llmeff host kernels",
-        CpuForward::Burn => "burn-flex",
+        Compute::Burn => "burn-flex",
+        _ => "llmeff host kernels",
     };
     let meters = meters::MachineMeters::detect();
     let peak = meters.peak("cpu", "f32");
@@ -222,6 +220,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             device: "cpu".to_string(),
             seed: 0,
             quantization: None,
+            compute: forward,
         };
         let model = runtime
             .load(&spec)
@@ -244,7 +243,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         }
     }
     let growth = if growth_selected {
-        Some(memory_growth(&runtime, args.growth_tokens).map_err(Failure::work)?)
+        Some(memory_growth(&runtime, forward, args.growth_tokens).map_err(Failure::work)?)
     } else {
         None
     };
@@ -545,7 +544,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// RSS after 10 % of a long generation and at its end, bytes (the bundled tiny-llama3-gqa,
 /// whose context is long enough; batch 1).
-fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64, u64), String> {
+fn memory_growth(
+    runtime: &backends::BurnRuntime,
+    compute: Compute,
+    tokens: usize,
+) -> Result<(u64, u64), String> {
     let spec = ModelSpec {
         source: "tiny-llama3-gqa".into(),
         revision: None,
@@ -554,6 +557,7 @@ fn memory_growth(runtime: &backends::BurnRuntime, tokens: usize) -> Result<(u64,
         device: "cpu".into(),
         seed: 0,
         quantization: None,
+        compute,
     };
     let model = runtime.load(&spec).map_err(|e| e.to_string())?;
     let max = model.info().max_position_embeddings;

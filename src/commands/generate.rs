@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::Failure;
 use crate::cli::GenerateArgs;
 use api::runtime::{
-    DType, Decoding, GenerateOptions, ModelSpec, Runtime, RuntimeError, WeightsKind,
+    Compute, DType, Decoding, GenerateOptions, ModelSpec, Runtime, RuntimeError, WeightsKind,
 };
 
 /// The decoding `--temperature`, `--top-k`, `--top-p` and `--seed` ask for, checked as a
@@ -108,6 +108,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, Failure> {
         device: args.device.clone(),
         seed: args.seed,
         quantization: None,
+        compute: Compute::Auto,
     };
     let model = runtime.load(&spec).map_err(|e| match e {
         RuntimeError::ModelNotFound { .. } | RuntimeError::DeviceUnavailable { .. } => {

@@ -1,17 +1,22 @@
-//! `llmeff help`: the scripting reference (engine/src/reference.rs) in the terminal, and the
-//! commands' own help.
+//! `llmeff help`: the scripting reference (engine/src/reference.rs, from the vocabulary of
+//! engine/src/vocabulary.rs) in the terminal, and the commands' own help.
 
 use clap::CommandFactory;
 use std::process::ExitCode;
 
 use crate::Failure;
 use crate::cli::{Cli, HelpArgs};
-use engine::reference;
+use engine::{reference, vocabulary};
 
-/// Prints the topic list, one topic, a command's help, or the Markdown reference.
+/// Prints the topic list, one topic, a command's help, the Markdown reference or the Rhai
+/// definitions.
 pub fn run(args: HelpArgs) -> Result<ExitCode, Failure> {
     if args.markdown {
         print!("{}", reference::markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.definitions {
+        print!("{}", reference::definitions());
         return Ok(ExitCode::SUCCESS);
     }
     let mut cli = Cli::command();
@@ -27,7 +32,7 @@ pub fn run(args: HelpArgs) -> Result<ExitCode, Failure> {
         );
         return Ok(ExitCode::SUCCESS);
     };
-    if let Some(t) = reference::topic(&topic) {
+    if let Some(t) = vocabulary::topic(&topic) {
         print!("{}", reference::topic_text(t));
         return Ok(ExitCode::SUCCESS);
     }
@@ -48,7 +53,7 @@ pub fn run(args: HelpArgs) -> Result<ExitCode, Failure> {
     }
     let suggestion = engine::suggest::closest(
         &topic,
-        reference::topic_names()
+        vocabulary::topic_names()
             .into_iter()
             .chain(commands.iter().map(String::as_str)),
     )
@@ -56,7 +61,7 @@ pub fn run(args: HelpArgs) -> Result<ExitCode, Failure> {
     .unwrap_or_default();
     Err(Failure::input(format!(
         "no help topic `{topic}`; {suggestion}topics: {}; commands: {}",
-        reference::topic_names().join(", "),
+        vocabulary::topic_names().join(", "),
         commands.join(", ")
     )))
 }

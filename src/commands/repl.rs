@@ -14,7 +14,7 @@ use crate::Failure;
 use crate::cli::ReplArgs;
 use engine::plan::StudySettings;
 use engine::schedule::Schedule;
-use engine::script::{STAGE_FUNCTIONS, Session, option_keys};
+use engine::script::Session;
 use results::Row;
 
 const HELP: &str = "\
@@ -130,8 +130,10 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
         &cwd,
         engine::resolver::search_path_from_env(),
     );
-    let mut words: Vec<String> = STAGE_FUNCTIONS.iter().map(|s| s.to_string()).collect();
-    words.extend(option_keys().iter().map(|s| s.to_string()));
+    let mut words: Vec<String> = engine::vocabulary::completion_words()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     words.extend([":plan", ":run", ":results", ":help", ":quit"].map(String::from));
     let mut editor: Editor<ReplHelper, DefaultHistory> =
         Editor::new().map_err(|e| Failure::work(format!("cannot start line editor: {e}")))?;

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use api::runtime::{
-    DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, RuntimeError, WeightsKind,
+    Compute, DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, RuntimeError, WeightsKind,
 };
-use backends::{BurnModel, BurnRuntime, CpuForward, HubCache};
+use backends::{BurnModel, BurnRuntime, HubCache};
 use serde_json::Value;
 
 /// The repository's bundled models.
@@ -33,6 +33,7 @@ pub fn spec(source: &str, dtype: DType, weights: WeightsKind, seed: u64) -> Mode
         device: "cpu".to_string(),
         seed,
         quantization: None,
+        compute: Compute::Auto,
     }
 }
 
@@ -42,21 +43,23 @@ pub fn load(source: &str, dtype: DType) -> BurnModel {
         .unwrap_or_else(|e| panic!("loading {source}: {e}"))
 }
 
-/// The model loaded in f32 on each CPU forward pass (llmeff's host kernels and burn-flex), so
-/// a test checks both; panics if a model does not run on the pass asked for.
-pub fn load_f32_each_forward(source: &str) -> Vec<(CpuForward, BurnModel)> {
-    [CpuForward::Host, CpuForward::Burn]
+/// The model loaded in f32 on each CPU forward pass (llmeff's host kernels and burn-flex, as
+/// `load(#{ compute })` names them), so a test checks both; panics if a model does not run on
+/// the pass asked for.
+pub fn load_f32_each_forward(source: &str) -> Vec<(Compute, BurnModel)> {
+    [Compute::Host, Compute::Burn]
         .into_iter()
         .map(|forward| {
+            let mut spec = spec(source, DType::F32, WeightsKind::Pretrained, 0);
+            spec.compute = forward;
             let model = runtime()
-                .with_cpu_forward(forward)
-                .load_model(&spec(source, DType::F32, WeightsKind::Pretrained, 0))
+                .load_model(&spec)
                 .unwrap_or_else(|e| panic!("loading {source} on {forward:?}: {e}"));
-            assert_eq!(model.on_host_kernels(), forward == CpuForward::Host);
+            assert_eq!(model.on_host_kernels(), forward == Compute::Host);
             let compute = &model.info().compute;
             let expected = match forward {
-                CpuForward::Host => "llmeff-kernels/",
-                CpuForward::Burn => "burn-",
+                Compute::Host => "llmeff-kernels/",
+                _ => "burn-",
             };
             assert!(
                 compute.starts_with(expected),

@@ -85,6 +85,64 @@ pub struct ModelSpec {
     pub seed: u64,
     /// Weight-only quantization applied after loading, if any.
     pub quantization: Option<Quantization>,
+    /// Which forward pass runs the model (`load(#{ compute })`): part of the run's identity,
+    /// so runs on the two passes are different runs.
+    pub compute: Compute,
+}
+
+/// The forward pass a model runs on (`load(#{ compute: ... })`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// llmeff's host kernels where they apply (an unquantized f32 model on the CPU), burn's
+    /// tensor ops everywhere else.
+    #[default]
+    Auto,
+    /// llmeff's host kernels; only an unquantized f32 model on the CPU can take them.
+    Host,
+    /// burn's tensor ops (burn-flex on the CPU), whatever the dtype; kept to compare the two.
+    Burn,
+}
+
+impl Compute {
+    /// Every value's name, as scripts spell it.
+    pub const NAMES: [&'static str; 3] = ["auto", "host", "burn"];
+
+    /// Name used in scripts and tables (`auto`, `host`, `burn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compute::Auto => "auto",
+            Compute::Host => "host",
+            Compute::Burn => "burn",
+        }
+    }
+
+    /// The value a script names, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Compute::Auto),
+            "host" => Some(Compute::Host),
+            "burn" => Some(Compute::Burn),
+            _ => None,
+        }
+    }
+
+    /// True for the default (kept out of stage hashes, so runs planned before the option
+    /// existed hash the same).
+    pub fn is_auto(&self) -> bool {
+        *self == Compute::Auto
+    }
+
+    /// Whether a model of `dtype` with `quantization` on the CPU (`on_cpu`) runs on llmeff's
+    /// host kernels: `auto` and `host` where the kernels apply, `burn` never.
+    pub fn uses_host_kernels(
+        self,
+        on_cpu: bool,
+        dtype: DType,
+        quantization: Option<Quantization>,
+    ) -> bool {
+        self != Compute::Burn && on_cpu && dtype == DType::F32 && quantization.is_none()
+    }
 }
 
 /// Weight-only quantization schemes.
