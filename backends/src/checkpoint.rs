@@ -213,7 +213,7 @@ impl Shard {
 
 /// Little-endian stored values to the run type. Every source type goes through f32, which is
 /// exact for f16 and bf16, so the only rounding is the one to the run type.
-fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
+fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, UnsupportedStorage> {
     let out = match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)
@@ -227,14 +227,15 @@ fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
             .chunks_exact(2)
             .map(|b| E::from_f32(bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()))
             .collect(),
-        other => {
-            return Err(format!(
-                "stored as {other:?}; only F32, F16 and BF16 checkpoints are supported"
-            ));
-        }
+        other => return Err(UnsupportedStorage(other)),
     };
     Ok(out)
 }
+
+/// A tensor stored in a dtype the loader does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("stored as {0:?}; only F32, F16 and BF16 checkpoints are supported")]
+struct UnsupportedStorage(Dtype);
 
 /// Row-major `[rows, cols]` to row-major `[cols, rows]`, tile by tile, bands of output rows in
 /// parallel (loading a billion-parameter model transposes gigabytes).
@@ -290,6 +291,9 @@ mod tests {
         assert_eq!(as_half, vec![f16::from_f32(1.5), f16::from_f32(-2.0)]);
         let bf: Vec<u8> = bf16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
         assert_eq!(decode::<f32>(Dtype::BF16, &bf).unwrap(), vec![0.5]);
-        assert!(decode::<f32>(Dtype::I64, &[0; 8]).is_err());
+        assert!(matches!(
+            decode::<f32>(Dtype::I64, &[0; 8]),
+            Err(UnsupportedStorage(Dtype::I64))
+        ));
     }
 }

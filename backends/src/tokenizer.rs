@@ -7,6 +7,8 @@ use std::path::Path;
 use api::runtime::RuntimeError;
 use tokenizers::Tokenizer;
 
+use crate::error::BackendError;
+
 /// File name of a Hugging Face fast tokenizer.
 pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -36,22 +38,20 @@ impl TextTokenizer {
     }
 
     /// Token ids with the tokenizer's special tokens (BOS for Llama) added.
-    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, BackendError> {
         match self {
             Self::HuggingFace(t) => t
                 .encode(text, true)
                 .map(|e| e.get_ids().to_vec())
-                .map_err(|e| RuntimeError::Tokenizer(e.to_string())),
+                .map_err(BackendError::Tokenizer),
             Self::Bytes(t) => Ok(t.encode(text)),
         }
     }
 
     /// Text for ids, special tokens skipped.
-    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
+    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, BackendError> {
         match self {
-            Self::HuggingFace(t) => t
-                .decode(ids, true)
-                .map_err(|e| RuntimeError::Tokenizer(e.to_string())),
+            Self::HuggingFace(t) => t.decode(ids, true).map_err(BackendError::Tokenizer),
             Self::Bytes(t) => Ok(t.decode(ids)),
         }
     }

@@ -2,7 +2,7 @@
 //! llmeff's kernels (`crate::kernels`) over plain `f32` buffers, with the query, key and value
 //! projections fused into one matrix, gate and up into another, attention read straight from a
 //! preallocated KV cache, and scratch buffers kept across steps. It computes what
-//! [`super::model`]'s burn forward pass computes (both reproduce transformers' golden logits).
+//! [`super::model::BurnPass`] computes (both reproduce transformers' golden logits).
 //! It exists because burn-flex spends most of a small model's decode step, and most of any
 //! model's prefill, outside the matrix products: per-op dispatch and allocation, and strided
 //! copies for the head reshapes. On a 2-core Sapphire Rapids VM, `llmeff bench --forward burn`
@@ -12,16 +12,19 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use api::runtime::RuntimeError;
+use api::runtime::{DType, RuntimeError};
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
-use super::model::LogitRows;
+use super::forward::{ForwardPass, LogitRows, PassState, StepLogits, argmax_row};
+use super::memory;
 use super::rope::{RopeConfig, rope_table_values};
 use super::weights::{
     LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
     weight_specs,
 };
+use crate::error::{BackendError, InputError};
+use crate::handle::HOST_COMPUTE;
 use kernels::huge_pages::WeightBuffer;
 use kernels::{
     AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, linear_splits, rms_norm, rotate_half,
@@ -122,9 +125,7 @@ impl HostWeights {
             reject_unexpected_tensors(ckpt, &specs, config)?;
         }
         if u32::try_from(specs.len()).is_err() {
-            return Err(RuntimeError::Backend(
-                "model has more than 2^32 tensors".into(),
-            ));
+            return Err(BackendError::Internal("model has more than 2^32 tensors".into()).into());
         }
         // The index is the tensor's position in `specs`, which seeds its random values.
         let by_name: HashMap<&str, (u32, &WeightSpec)> = (0u32..)
@@ -133,7 +134,9 @@ impl HostWeights {
             .collect();
         let lookup = |name: &str| {
             by_name.get(name).copied().ok_or_else(|| {
-                RuntimeError::Backend(format!("internal: tensor `{name}` is not in the spec"))
+                RuntimeError::from(BackendError::Internal(format!(
+                    "tensor `{name}` is not in the spec"
+                )))
             })
         };
         let read = |name: &str| -> Result<Vec<f32>, RuntimeError> {
@@ -148,9 +151,7 @@ impl HostWeights {
                     out_features,
                     in_features,
                 }),
-                _ => Err(RuntimeError::Backend(format!(
-                    "internal: `{name}` is not a linear weight"
-                ))),
+                _ => Err(BackendError::Internal(format!("`{name}` is not a linear weight")).into()),
             }
         };
         let matrix = |name: &str| linear(name).map(|w| HostMatrix::stacked(&[w]));
@@ -343,24 +344,99 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-fn internal(what: String) -> RuntimeError {
-    RuntimeError::Backend(format!("internal: {what}"))
+/// A step's logits in host memory, f32 row-major `[rows, vocab]`: tokens are picked there,
+/// without a round trip through a device tensor.
+#[derive(Debug)]
+pub(crate) struct HostLogits {
+    values: Vec<f32>,
+    vocab: usize,
 }
 
-impl HostWeights {
-    /// Runs `step` through the model, appending its keys and values to `cache`, and returns
-    /// f32 logits: `[batch, vocab]` for [`LogitRows::Last`], `[batch·seq, vocab]` for
-    /// [`LogitRows::All`]. FLOPs of every product go to `flops`, counted as the burn path
-    /// counts them.
-    pub(crate) fn forward(
+impl HostLogits {
+    /// `values` `[rows, vocab]`, row-major.
+    pub(crate) fn new(values: Vec<f32>, vocab: usize) -> Self {
+        Self { values, vocab }
+    }
+}
+
+impl StepLogits for HostLogits {
+    fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    fn suppress(mut self, rows: &[bool], tokens: &[u32]) -> Self {
+        for (row, _) in self
+            .values
+            .chunks_exact_mut(self.vocab.max(1))
+            .zip(rows)
+            .filter(|(_, flagged)| **flagged)
+        {
+            for &token in tokens {
+                // An EOS id outside the vocabulary can never be produced anyway.
+                if let Some(v) = row.get_mut(token as usize) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+        }
+        self
+    }
+
+    fn argmax(self) -> Result<Vec<u32>, BackendError> {
+        Ok(self
+            .values
+            .chunks_exact(self.vocab.max(1))
+            .map(argmax_row)
+            .collect())
+    }
+
+    fn into_host(self) -> Result<Vec<f32>, BackendError> {
+        Ok(self.values)
+    }
+}
+
+/// A generation's RoPE rows and KV cache for the host pass.
+pub(crate) struct HostState {
+    rope: HostRope,
+    cache: HostCache,
+}
+
+impl PassState for HostState {
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn kv_bytes(&self) -> u64 {
+        self.cache.bytes()
+    }
+}
+
+/// The host forward pass over one model's f32 weights.
+pub(crate) struct HostPass {
+    config: LlamaConfig,
+    weights: HostWeights,
+    /// FLOPs of every product executed, counted as the burn pass counts them.
+    executed_flops: AtomicU64,
+}
+
+impl HostPass {
+    /// The pass over `weights`, which were built for `config`.
+    pub(crate) fn new(config: LlamaConfig, weights: HostWeights) -> Self {
+        Self {
+            config,
+            weights,
+            executed_flops: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `step` through the model, appending its keys and values to `state`'s cache, and
+    /// returns f32 logits: `[batch, vocab]` for [`LogitRows::Last`], `[batch·seq, vocab]` for
+    /// [`LogitRows::All`].
+    fn forward(
         &self,
-        config: &LlamaConfig,
         step: &HostStep,
-        rope: &HostRope,
-        cache: &mut HostCache,
+        state: &mut HostState,
         rows: LogitRows,
-        flops: &AtomicU64,
-    ) -> Result<Vec<f32>, RuntimeError> {
+    ) -> Result<Vec<f32>, BackendError> {
         // From outside rayon's pool every product that splits is a hand-over that wakes a pool
         // thread and blocks the caller until it is done: about 120 per decode step of
         // SmolLM-135M, and in a VM each wake-up is a system call and often an inter-processor
@@ -370,63 +446,31 @@ impl HostWeights {
         // spin between products instead of sleeping (see `with_spinning_helpers`). A step
         // whose products all stay on one thread (the tiny models' decode) keeps running here:
         // a hand-over would cost more.
-        if rayon::current_thread_index().is_none() && step_splits(config, step, rows) {
-            with_spinning_helpers(|| self.forward_here(config, step, rope, cache, rows, flops))
+        if rayon::current_thread_index().is_none() && step_splits(&self.config, step, rows) {
+            with_spinning_helpers(|| self.forward_here(step, state, rows))
         } else {
-            self.forward_here(config, step, rope, cache, rows, flops)
+            self.forward_here(step, state, rows)
         }
     }
 
-    /// [`Self::forward`] on the calling thread.
+    /// [`Self::forward`] on the calling thread: embeddings, every decoder layer
+    /// ([`HostLayer::forward`]), then the final norm and the output projection.
     fn forward_here(
         &self,
-        config: &LlamaConfig,
         step: &HostStep,
-        rope: &HostRope,
-        cache: &mut HostCache,
+        state: &mut HostState,
         rows: LogitRows,
-        flops: &AtomicU64,
-    ) -> Result<Vec<f32>, RuntimeError> {
-        let c = config;
-        let (b, t, hidden) = (step.batch, step.seq, c.hidden_size);
-        let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let (qd, kvd, ff) = (heads * d, kv_heads * d, c.intermediate_size);
-        let n = b * t;
-        let past = cache.len;
-        if step.past != past || cache.batch != b || step.tokens.len() != n {
-            return Err(internal(format!(
-                "step for {b}×{t} after {} positions does not fit a cache of {} sequences at {past}",
-                step.past, cache.batch
-            )));
-        }
-        if t == 0 || b == 0 {
-            return Err(RuntimeError::InvalidInput(
-                "a step needs at least one sequence and one position".into(),
-            ));
-        }
-        if past + t > cache.capacity {
-            return Err(RuntimeError::Backend(format!(
-                "KV cache holds {} positions, {} needed",
-                cache.capacity,
-                past + t
-            )));
-        }
-        let keys_seen = past + t;
-        if step.mask.len() != n * keys_seen || step.positions.len() != n {
-            return Err(internal("mask or positions do not match the step".into()));
-        }
-        let eps = c.rms_norm_eps as f32;
-        let scale = 1.0 / (d as f32).sqrt();
-        let attention_shape = AttentionShape {
-            batch: b,
-            seq: t,
-            keys: keys_seen,
-            heads,
-            kv_heads,
-            head_dim: d,
-            capacity: cache.stride,
+    ) -> Result<Vec<f32>, BackendError> {
+        let HostState { rope, cache } = state;
+        let dims = StepDims::check(&self.config, step, cache)?;
+        let input = LayerInput {
+            dims,
+            step,
+            rope,
+            eps: self.config.rms_norm_eps as f32,
+            flops: &self.executed_flops,
         };
-        let stride = cache.stride;
+        let n = dims.rows();
         let HostCache {
             keys,
             values,
@@ -444,109 +488,397 @@ impl HostWeights {
             last,
             normed,
         } = scratch;
-        let x = sized(x, n * hidden);
-        for (row, &token) in x.chunks_exact_mut(hidden).zip(&step.tokens) {
+        let x = sized(x, n * dims.hidden);
+        self.weights.embed(&step.tokens, dims.hidden, x)?;
+        let mut buffers = LayerBuffers {
+            h: sized(h, n * dims.hidden),
+            qkv: sized(qkv, n * (dims.q_width() + 2 * dims.kv_width())),
+            q: sized(q, n * dims.q_width()),
+            attn: sized(attn, n * dims.q_width()),
+            gate_up: sized(gate_up, n * 2 * dims.intermediate),
+            act: sized(act, n * dims.intermediate),
+        };
+        for ((layer, keys), values) in self.weights.layers.iter().zip(keys).zip(values) {
+            let cache = LayerCache { keys, values };
+            layer.forward(&input, x, cache, &mut buffers)?;
+        }
+        cache.len += dims.seq;
+        Ok(self.weights.logits(&input, rows, x, last, normed))
+    }
+}
+
+impl ForwardPass for HostPass {
+    type State = HostState;
+    type Logits = HostLogits;
+
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    fn compute(&self) -> String {
+        format!("{HOST_COMPUTE}/{}", kernels::Isa::detect().name())
+    }
+
+    fn executed_flops(&self) -> u64 {
+        self.executed_flops.load(Ordering::Relaxed)
+    }
+
+    fn kv_cache_bytes(&self, sequences: usize, capacity: usize) -> Result<u64, RuntimeError> {
+        memory::kv_cache_bytes(
+            &self.config,
+            DType::F32,
+            true,
+            sequences,
+            capacity,
+            capacity,
+        )
+    }
+
+    fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> HostState {
+        let c = &self.config;
+        HostState {
+            rope: HostRope::new(&c.rope, c.head_dim, rope_len),
+            cache: HostCache::new(c, batch, capacity),
+        }
+    }
+
+    fn step(
+        &self,
+        step: HostStep,
+        state: &mut HostState,
+        rows: LogitRows,
+    ) -> Result<HostLogits, BackendError> {
+        let values = self.forward(&step, state, rows)?;
+        Ok(HostLogits::new(values, self.config.vocab_size))
+    }
+}
+
+/// One step's sizes with the model's, checked against the cache the step writes.
+#[derive(Debug, Clone, Copy)]
+struct StepDims {
+    /// Sequences.
+    batch: usize,
+    /// New positions per sequence.
+    seq: usize,
+    /// Positions cached before the step.
+    past: usize,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    intermediate: usize,
+    vocab: usize,
+    /// Positions allocated per head in the cache (see [`HostCache`]).
+    stride: usize,
+}
+
+impl StepDims {
+    /// The sizes of `step` on a model of `config`, or why it cannot run on `cache`.
+    fn check(
+        config: &LlamaConfig,
+        step: &HostStep,
+        cache: &HostCache,
+    ) -> Result<Self, BackendError> {
+        let (b, t, past) = (step.batch, step.seq, cache.len);
+        let n = b * t;
+        if step.past != past || cache.batch != b || step.tokens.len() != n {
+            return Err(BackendError::StepMismatch {
+                batch: b,
+                seq: t,
+                past: step.past,
+                cache_batch: cache.batch,
+                cache_len: past,
+            });
+        }
+        if t == 0 || b == 0 {
+            return Err(InputError::EmptyStep.into());
+        }
+        if past + t > cache.capacity {
+            return Err(BackendError::KvCacheFull {
+                capacity: cache.capacity,
+                needed: past + t,
+            });
+        }
+        let keys_seen = past + t;
+        if step.mask.len() != n * keys_seen {
+            return Err(BackendError::ShapeMismatch {
+                tensor: "attention mask".into(),
+                expected: vec![b, t, keys_seen],
+                found: vec![step.mask.len()],
+            });
+        }
+        if step.positions.len() != n {
+            return Err(BackendError::ShapeMismatch {
+                tensor: "position ids".into(),
+                expected: vec![b, t],
+                found: vec![step.positions.len()],
+            });
+        }
+        Ok(Self {
+            batch: b,
+            seq: t,
+            past,
+            hidden: config.hidden_size,
+            heads: config.num_heads,
+            kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            intermediate: config.intermediate_size,
+            vocab: config.vocab_size,
+            stride: cache.stride,
+        })
+    }
+
+    /// Rows of activations: `batch · seq`.
+    fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// Width of a row's queries: `heads · head_dim`.
+    fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Width of a row's keys (or values): `kv_heads · head_dim`.
+    fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// What `kernels::attention` computes over.
+    fn attention_shape(&self) -> AttentionShape {
+        AttentionShape {
+            batch: self.batch,
+            seq: self.seq,
+            keys: self.past + self.seq,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            capacity: self.stride,
+        }
+    }
+}
+
+/// What every layer of one step reads besides its weights and buffers.
+struct LayerInput<'a> {
+    dims: StepDims,
+    step: &'a HostStep,
+    rope: &'a HostRope,
+    /// RMSNorm's epsilon.
+    eps: f32,
+    /// Where each product's FLOPs are counted.
+    flops: &'a AtomicU64,
+}
+
+/// One layer's part of the KV cache.
+struct LayerCache<'c> {
+    /// `[batch, kv_heads, head_dim, stride]`: transposed, as `kernels::attention` reads them.
+    keys: &'c mut [f32],
+    /// `[batch, kv_heads, stride, head_dim]`.
+    values: &'c mut [f32],
+}
+
+/// The activation buffers a layer works in, sized for the step (`rows = batch · seq`) and
+/// shared by every layer.
+struct LayerBuffers<'s> {
+    /// `[rows, hidden]`: a norm's output going into a block, then the block's output.
+    h: &'s mut [f32],
+    /// `[rows, (heads + 2 · kv_heads) · head_dim]`: each row's queries, keys and values.
+    qkv: &'s mut [f32],
+    /// `[rows, heads · head_dim]`: the rotated queries.
+    q: &'s mut [f32],
+    /// `[rows, heads · head_dim]`: attention's output, before `o_proj`.
+    attn: &'s mut [f32],
+    /// `[rows, 2 · intermediate]`: gate then up projection of each row.
+    gate_up: &'s mut [f32],
+    /// `[rows, intermediate]`: `silu(gate) · up`.
+    act: &'s mut [f32],
+}
+
+impl HostLayer {
+    /// One decoder layer, pre-norm with residuals: `x += attention(norm(x))`, then
+    /// `x += mlp(norm(x))`, appending the step's keys and values to `cache`.
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, hidden]`, the residual stream, updated in place
+    fn forward(
+        &self,
+        input: &LayerInput<'_>,
+        x: &mut [f32],
+        mut cache: LayerCache<'_>,
+        b: &mut LayerBuffers<'_>,
+    ) -> Result<(), BackendError> {
+        rms_norm(x, &self.input_norm, input.eps, b.h);
+        self.attention(input, &mut cache, b)?;
+        add_in_place(x, b.h);
+        rms_norm(x, &self.post_attention_norm, input.eps, b.h);
+        self.mlp(input, b);
+        add_in_place(x, b.h);
+        Ok(())
+    }
+
+    /// Grouped-query self-attention of the step's rows over every cached position and their
+    /// own, as transformers computes it (scores scaled by `1/√head_dim`, the mask added, a
+    /// softmax per row).
+    ///
+    /// # Shapes
+    /// - `b.h`: in `[rows, hidden]` (the normed residual), out `[rows, hidden]` (after
+    ///   `o_proj`)
+    /// - `cache`: keys `[batch, kv_heads, head_dim, stride]`, values
+    ///   `[batch, kv_heads, stride, head_dim]`, positions `past..past + seq` written
+    /// - mask (`input.step.mask`): `[batch, seq, past + seq]`
+    fn attention(
+        &self,
+        input: &LayerInput<'_>,
+        cache: &mut LayerCache<'_>,
+        b: &mut LayerBuffers<'_>,
+    ) -> Result<(), BackendError> {
+        let dims = input.dims;
+        let n = dims.rows();
+        self.qkv.apply(b.h, n, b.qkv, input.flops);
+        rotate_and_cache(input, b.qkv, b.q, cache)?;
+        let shape = dims.attention_shape();
+        let scale = 1.0 / (dims.head_dim as f32).sqrt();
+        if !attention(
+            b.q,
+            cache.keys,
+            cache.values,
+            &input.step.mask,
+            shape,
+            scale,
+            b.attn,
+        ) {
+            return Err(BackendError::Internal(format!(
+                "attention shapes disagree: {shape:?}"
+            )));
+        }
+        // Scores and weighted values, over every visible and hidden key, as the burn path
+        // and the analytic count reckon them.
+        input.flops.fetch_add(
+            2 * 2 * (dims.batch * dims.heads * dims.seq * shape.keys * dims.head_dim) as u64,
+            Ordering::Relaxed,
+        );
+        self.o_proj.apply(b.attn, n, b.h, input.flops);
+        Ok(())
+    }
+
+    /// SwiGLU: `down(silu(gate(h)) · up(h))`.
+    ///
+    /// # Shapes
+    /// - `b.h`: in `[rows, hidden]` (the normed residual), out `[rows, hidden]`
+    /// - through `b.gate_up` `[rows, 2 · intermediate]` and `b.act` `[rows, intermediate]`
+    fn mlp(&self, input: &LayerInput<'_>, b: &mut LayerBuffers<'_>) {
+        let n = input.dims.rows();
+        self.gate_up.apply(b.h, n, b.gate_up, input.flops);
+        silu_mul(b.gate_up, input.dims.intermediate, b.act);
+        self.down_proj.apply(b.act, n, b.h, input.flops);
+    }
+}
+
+/// Rotates each row's queries and keys by its position (RoPE), copies the queries out, and
+/// writes the keys and values into the cache after the `past` positions already there.
+///
+/// # Shapes
+/// - `qkv`: `[rows, (heads + 2 · kv_heads) · head_dim]`, rotated in place
+/// - `q`: `[rows, heads · head_dim]`, written
+/// - `cache`: keys `[batch, kv_heads, head_dim, stride]`, values
+///   `[batch, kv_heads, stride, head_dim]`, positions `past..past + seq` written
+fn rotate_and_cache(
+    input: &LayerInput<'_>,
+    qkv: &mut [f32],
+    q: &mut [f32],
+    cache: &mut LayerCache<'_>,
+) -> Result<(), BackendError> {
+    let dims = input.dims;
+    let (t, past, d, stride) = (dims.seq, dims.past, dims.head_dim, dims.stride);
+    let (qd, kvd) = (dims.q_width(), dims.kv_width());
+    for (r, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
+        let position = usize::try_from(input.step.positions[r]).unwrap_or(usize::MAX);
+        let (cos, sin) = input.rope.row(position).ok_or_else(|| {
+            BackendError::Internal(format!("position {position} is past the RoPE table"))
+        })?;
+        let (row_q, rest) = row.split_at_mut(qd);
+        let (row_k, row_v) = rest.split_at_mut(kvd);
+        rotate_half(row_q, cos, sin);
+        rotate_half(row_k, cos, sin);
+        q[r * qd..(r + 1) * qd].copy_from_slice(row_q);
+        let (sequence, column) = (r / t, r % t);
+        for g in 0..dims.kv_heads {
+            let head = sequence * dims.kv_heads + g;
+            // Keys transposed (see `kernels::attention`): value i of this position at
+            // i·stride.
+            let key_column = &mut cache.keys[head * d * stride + past + column..];
+            for (i, k) in row_k[g * d..(g + 1) * d].iter().enumerate() {
+                key_column[i * stride] = *k;
+            }
+            let at = (head * stride + past + column) * d;
+            cache.values[at..at + d].copy_from_slice(&row_v[g * d..(g + 1) * d]);
+        }
+    }
+    Ok(())
+}
+
+impl HostWeights {
+    /// Each token's embedding row.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[rows]`; `x`: `[rows, hidden]`, written
+    fn embed(&self, tokens: &[i64], hidden: usize, x: &mut [f32]) -> Result<(), BackendError> {
+        for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
             let embedding = usize::try_from(token)
                 .ok()
                 .and_then(|t| self.embed_tokens.get(t * hidden..(t + 1) * hidden))
-                .ok_or_else(|| {
-                    RuntimeError::InvalidInput(format!(
-                        "token id {token} is outside the vocabulary"
-                    ))
-                })?;
+                .ok_or(InputError::StepTokenOutsideVocabulary { token })?;
             row.copy_from_slice(embedding);
         }
-        let h = sized(h, n * hidden);
-        let qkv = sized(qkv, n * (qd + 2 * kvd));
-        let q = sized(q, n * qd);
-        let attn = sized(attn, n * qd);
-        let gate_up = sized(gate_up, n * 2 * ff);
-        let act = sized(act, n * ff);
-        for ((layer, layer_keys), layer_values) in self.layers.iter().zip(keys).zip(values) {
-            rms_norm(x, &layer.input_norm, eps, h);
-            layer.qkv.apply(h, n, qkv, flops);
-            for (r, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
-                let position = usize::try_from(step.positions[r]).unwrap_or(usize::MAX);
-                let (cos, sin) = rope.row(position).ok_or_else(|| {
-                    internal(format!("position {position} is past the RoPE table"))
-                })?;
-                let (row_q, rest) = row.split_at_mut(qd);
-                let (row_k, row_v) = rest.split_at_mut(kvd);
-                rotate_half(row_q, cos, sin);
-                rotate_half(row_k, cos, sin);
-                q[r * qd..(r + 1) * qd].copy_from_slice(row_q);
-                let (sequence, column) = (r / t, r % t);
-                for g in 0..kv_heads {
-                    let head = sequence * kv_heads + g;
-                    // Keys transposed (see `kernels::attention`): value i of this position
-                    // at i·stride.
-                    let key_column = &mut layer_keys[head * d * stride + past + column..];
-                    for (i, k) in row_k[g * d..(g + 1) * d].iter().enumerate() {
-                        key_column[i * stride] = *k;
-                    }
-                    let at = (head * stride + past + column) * d;
-                    layer_values[at..at + d].copy_from_slice(&row_v[g * d..(g + 1) * d]);
-                }
-            }
-            if !attention(
-                q,
-                layer_keys,
-                layer_values,
-                &step.mask,
-                attention_shape,
-                scale,
-                attn,
-            ) {
-                return Err(internal(format!(
-                    "attention shapes disagree: {attention_shape:?}"
-                )));
-            }
-            // Scores and weighted values, over every visible and hidden key, as the burn path
-            // and the analytic count reckon them.
-            flops.fetch_add(
-                2 * 2 * (b * heads * t * keys_seen * d) as u64,
-                Ordering::Relaxed,
-            );
-            layer.o_proj.apply(attn, n, h, flops);
-            add_in_place(x, h);
-            rms_norm(x, &layer.post_attention_norm, eps, h);
-            layer.gate_up.apply(h, n, gate_up, flops);
-            silu_mul(gate_up, ff, act);
-            layer.down_proj.apply(act, n, h, flops);
-            add_in_place(x, h);
-        }
-        cache.len += t;
+        Ok(())
+    }
 
+    /// The final norm and the output projection of the rows `rows` selects (`last` and
+    /// `normed` are the step's scratch buffers for them).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch · seq, hidden]`, the residual stream after the last layer
+    /// - returns `[batch, vocab]` for [`LogitRows::Last`], `[batch · seq, vocab]` for
+    ///   [`LogitRows::All`]
+    fn logits(
+        &self,
+        input: &LayerInput<'_>,
+        rows: LogitRows,
+        x: &[f32],
+        last: &mut Vec<f32>,
+        normed: &mut Vec<f32>,
+    ) -> Vec<f32> {
+        let dims = input.dims;
+        let (t, hidden) = (dims.seq, dims.hidden);
         let (final_rows, count) = match rows {
-            LogitRows::All => (&x[..], n),
+            LogitRows::All => (x, dims.rows()),
             LogitRows::Last => {
-                let last = sized(last, b * hidden);
+                let last = sized(last, dims.batch * hidden);
                 for (dst, src) in last
                     .chunks_exact_mut(hidden)
                     .zip(x.chunks_exact(hidden).skip(t - 1).step_by(t))
                 {
                     dst.copy_from_slice(src);
                 }
-                (&last[..], b)
+                (&last[..], dims.batch)
             }
         };
         let normed = sized(normed, count * hidden);
-        rms_norm(final_rows, &self.norm, eps, normed);
-        let mut logits = vec![0.0f32; count * c.vocab_size];
+        rms_norm(final_rows, &self.norm, input.eps, normed);
+        let mut logits = vec![0.0f32; count * dims.vocab];
         match &self.lm_head {
-            Some(head) => head.apply(normed, count, &mut logits, flops),
+            Some(head) => head.apply(normed, count, &mut logits, input.flops),
             // The embedding table is already `[vocab, hidden]`: the tied head needs no copy.
             None => product(
                 &self.embed_tokens,
-                c.vocab_size,
+                dims.vocab,
                 hidden,
                 normed,
                 count,
                 &mut logits,
-                flops,
+                input.flops,
             ),
         }
-        Ok(logits)
+        logits
     }
 }
 
