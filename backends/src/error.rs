@@ -4,6 +4,8 @@
 //! `InvalidInput`, tokenizer failures stay `Tokenizer`, and everything else is a
 //! `BackendFailure` carrying the [`BackendError`] as its source.
 
+use std::path::PathBuf;
+
 use api::runtime::RuntimeError;
 
 /// A generation or logits request the model cannot serve as asked.
@@ -88,9 +90,134 @@ pub(crate) enum InputError {
     TopP(f64),
 }
 
+/// What is wrong with one model file (a checkpoint, its index, the tokenizer): the `reason`
+/// of `RuntimeError::InvalidModelFile`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FileProblem {
+    /// The file (or the checkpoint it should be) is not there.
+    #[error("missing: the model folder has no {file}")]
+    Missing {
+        /// The file name expected.
+        file: &'static str,
+    },
+    /// The folder has no safetensors weights.
+    #[error("no {single} or {index} in the model folder")]
+    NoSafetensors {
+        /// The single-file name looked for.
+        single: &'static str,
+        /// The index name looked for.
+        index: &'static str,
+    },
+    /// The folder has only PyTorch pickled weights.
+    #[error(
+        "no {single} or {index}; only pytorch_model.bin, which is not supported (convert it to safetensors)"
+    )]
+    OnlyPytorchBin {
+        /// The single-file name looked for.
+        single: &'static str,
+        /// The index name looked for.
+        index: &'static str,
+    },
+    /// Opening failed.
+    #[error("cannot open: {0}")]
+    Open(#[source] std::io::Error),
+    /// Memory-mapping failed.
+    #[error("cannot map: {0}")]
+    Map(#[source] std::io::Error),
+    /// Reading failed.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// The JSON does not parse or lacks what is needed.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// The safetensors header does not parse or does not fit the file.
+    #[error("not a valid safetensors file: {0}")]
+    Safetensors(#[source] safetensors::SafeTensorError),
+    /// The tokenizer library refused the file.
+    #[error("{0}")]
+    Tokenizer(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A sharded checkpoint's index names a shard outside the folder.
+    #[error("shard name `{shard}` for tensor `{tensor}` is not a plain file name")]
+    ShardName {
+        /// The shard file named.
+        shard: String,
+        /// The tensor it was named for.
+        tensor: String,
+    },
+    /// The index places a tensor in a shard that lacks it.
+    #[error("tensor `{tensor}` listed in {index} is not in this shard")]
+    NotInShard {
+        /// The tensor.
+        tensor: String,
+        /// The index file's name.
+        index: &'static str,
+    },
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("missing tensor `{tensor}`")]
+    MissingTensor {
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A tensor's stored shape is not the one the config implies.
+    #[error("tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        /// The tensor's name.
+        tensor: String,
+        /// The shape the config implies (as stored).
+        expected: Vec<usize>,
+        /// The shape stored.
+        found: Vec<usize>,
+    },
+    /// A tensor's offsets point past the end of the file.
+    #[error("tensor `{tensor}` points outside the file")]
+    TensorOutsideFile {
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A tensor is stored in a dtype the loader does not decode.
+    #[error(
+        "tensor `{tensor}`: stored as {dtype:?}; only F32, F16 and BF16 checkpoints are supported"
+    )]
+    TensorStorage {
+        /// The tensor's name.
+        tensor: String,
+        /// The dtype stored.
+        dtype: safetensors::Dtype,
+    },
+    /// A tensor read as a matrix is not 2-D.
+    #[error("tensor `{tensor}` must be 2-D, has shape {shape:?}")]
+    NotAMatrix {
+        /// The tensor's name.
+        tensor: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+}
+
 /// A failure while loading or computing, beyond what the request got wrong.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BackendError {
+    /// A model file exists (or should) but cannot be used.
+    #[error("invalid model file {}: {problem}", path.display())]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: FileProblem,
+    },
+    /// The config names an architecture this implementation does not compute.
+    #[error("unsupported model config in {path}: {key} `{found}`: only `{supported}` is supported")]
+    UnsupportedArchitecture {
+        /// The config file (or preset label).
+        path: String,
+        /// The config key (`model_type`, `architectures` entry).
+        key: &'static str,
+        /// The value found.
+        found: String,
+        /// The one value supported.
+        supported: &'static str,
+    },
     /// The request itself is invalid.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -163,6 +290,19 @@ impl From<BackendError> for RuntimeError {
         match e {
             BackendError::Input(e) => RuntimeError::InvalidInput(e.to_string()),
             BackendError::Tokenizer(e) => RuntimeError::Tokenizer(e.to_string()),
+            BackendError::ModelFile { path, problem } => RuntimeError::InvalidModelFile {
+                path: path.display().to_string(),
+                reason: problem.to_string(),
+            },
+            BackendError::UnsupportedArchitecture {
+                path,
+                key,
+                found,
+                supported,
+            } => RuntimeError::UnsupportedConfig {
+                path,
+                reason: format!("{key} `{found}`: only `{supported}` is supported"),
+            },
             other => RuntimeError::BackendFailure(Box::new(other)),
         }
     }
@@ -197,6 +337,24 @@ mod tests {
                 capacity: 3,
                 needed: 4
             }
+        ));
+    }
+
+    #[test]
+    fn model_file_problems_keep_the_path_and_a_clear_reason() {
+        let err = RuntimeError::from(BackendError::ModelFile {
+            path: PathBuf::from("/m/model.safetensors"),
+            problem: FileProblem::TensorShape {
+                tensor: "model.norm.weight".into(),
+                expected: vec![64],
+                found: vec![32],
+            },
+        });
+        assert!(matches!(
+            &err,
+            RuntimeError::InvalidModelFile { path, reason }
+                if path == "/m/model.safetensors"
+                    && reason == "tensor `model.norm.weight` has shape [32], expected [64]"
         ));
     }
 

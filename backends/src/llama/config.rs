@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::rope::{RopeConfig, RopeScaling};
+use crate::error::{BackendError, FileProblem};
 
 /// The RoPE base Hugging Face assumes when a config omits `rope_theta`.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
@@ -140,9 +141,9 @@ struct RawConfig {
 impl LlamaConfig {
     /// Reads and validates a `config.json`.
     pub(crate) fn from_file(path: &Path) -> Result<Self, RuntimeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::InvalidModelFile {
-            path: path.display().to_string(),
-            reason: format!("cannot read: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|e| BackendError::ModelFile {
+            path: path.to_path_buf(),
+            problem: FileProblem::Read(e),
         })?;
         Self::from_json(&text, &path.display().to_string())
     }
@@ -162,18 +163,26 @@ impl LlamaConfig {
         match raw.model_type.as_deref() {
             Some("llama") => {}
             Some(other) => {
-                return Err(unsupported(format!(
-                    "model_type `{other}`: only `llama` is supported"
-                )));
+                return Err(BackendError::UnsupportedArchitecture {
+                    path: path.to_string(),
+                    key: "model_type",
+                    found: other.to_string(),
+                    supported: "llama",
+                }
+                .into());
             }
             None => return Err(invalid("missing field `model_type`".into())),
         }
         if let Some(archs) = &raw.architectures
             && let Some(other) = archs.iter().find(|a| a.as_str() != "LlamaForCausalLM")
         {
-            return Err(unsupported(format!(
-                "architectures entry `{other}`: only `LlamaForCausalLM` is supported"
-            )));
+            return Err(BackendError::UnsupportedArchitecture {
+                path: path.to_string(),
+                key: "architectures entry",
+                found: other.clone(),
+                supported: "LlamaForCausalLM",
+            }
+            .into());
         }
         let act = raw.hidden_act.as_deref().unwrap_or("silu");
         if act != "silu" {

@@ -141,7 +141,7 @@ impl HostWeights {
         };
         let read = |name: &str| -> Result<Vec<f32>, RuntimeError> {
             let (index, spec) = lookup(name)?;
-            checkpoint_layout_f32(spec, index, source, config)
+            Ok(checkpoint_layout_f32(spec, index, source, config)?)
         };
         let linear = |name: &str| -> Result<LinearRead, RuntimeError> {
             let (index, spec) = lookup(name)?;

@@ -262,7 +262,7 @@ fn host_values<T: RunFloat>(
     index: u32,
     source: &WeightSource<'_>,
     config: &LlamaConfig,
-) -> Result<Vec<T>, RuntimeError> {
+) -> Result<Vec<T>, BackendError> {
     match source {
         WeightSource::Checkpoint(ckpt) => {
             ckpt.read::<T>(&spec.name, &spec.shape, spec.role == Role::Linear)
@@ -285,7 +285,7 @@ pub(crate) fn checkpoint_layout_f32(
     index: u32,
     source: &WeightSource<'_>,
     config: &LlamaConfig,
-) -> Result<Vec<f32>, RuntimeError> {
+) -> Result<Vec<f32>, BackendError> {
     match (source, spec.role, spec.shape.as_slice()) {
         (WeightSource::Checkpoint(ckpt), _, _) => ckpt.read::<f32>(&spec.name, &spec.shape, false),
         (WeightSource::Random { .. }, Role::Linear, &[out, inp]) => {
