@@ -103,7 +103,8 @@ mod tests {
 
     use super::*;
     use crate::llama::batch::PaddedBatch;
-    use crate::llama::host_model::{HostPass, HostWeights};
+    use crate::llama::host_model::HostPass;
+    use crate::llama::host_weights::HostWeights;
     use crate::llama::model::BurnPass;
     use crate::llama::rope::{RopeConfig, RopeScaling};
     use crate::llama::weights::{LlamaWeights, WeightSource};

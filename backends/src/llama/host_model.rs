@@ -1,348 +1,33 @@
-//! The Llama forward pass on host memory, for f32 runs on the CPU: every layer runs on
-//! llmeff's kernels (`crate::kernels`) over plain `f32` buffers, with the query, key and value
-//! projections fused into one matrix, gate and up into another, attention read straight from a
-//! preallocated KV cache, and scratch buffers kept across steps. It computes what
-//! [`super::model::BurnPass`] computes (both reproduce transformers' golden logits).
+//! The Llama forward pass on host memory ([`HostPass`]), for f32 runs on the CPU: every layer
+//! runs on llmeff's kernels (the `kernels` crate) over plain `f32` buffers, with the query, key
+//! and value projections fused into one matrix, gate and up into another
+//! ([`super::host_weights`]), attention read straight from a preallocated KV cache, and scratch
+//! buffers kept across steps ([`super::host_cache`]). A step is
+//! split as the model is: embedding ([`HostWeights::embed`]), per layer a norm, `attention`, a
+//! residual add, a norm, `mlp`, a residual add ([`HostLayer::forward`]), then the final norm
+//! and output projection ([`HostWeights::logits`]); each states its buffers' shapes. It
+//! computes what [`super::model::BurnPass`] computes (both reproduce transformers' golden
+//! logits).
 //! It exists because burn-flex spends most of a small model's decode step, and most of any
 //! model's prefill, outside the matrix products: per-op dispatch and allocation, and strided
 //! copies for the head reshapes. On a 2-core Sapphire Rapids VM, `llmeff bench --forward burn`
 //! against this path measured burn-flex 1.6–5.6× slower end to end (prefill and decode, batch 1
 //! and 8, tiny-stories and the SmolLM-135M and TinyLlama-1.1B shapes).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use api::runtime::{DType, RuntimeError};
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
 use super::forward::{ForwardPass, LogitRows, PassState, StepLogits, argmax_row};
+use super::host_cache::{HostCache, HostRope, Scratch, sized};
+use super::host_weights::{HostLayer, HostWeights, product};
 use super::memory;
-use super::rope::{RopeConfig, rope_table_values};
-use super::weights::{
-    LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
-    weight_specs,
-};
+use super::spinning::with_spinning_helpers;
 use crate::error::{BackendError, InputError};
 use crate::handle::HOST_COMPUTE;
-use kernels::huge_pages::WeightBuffer;
-use kernels::{
-    AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, linear_splits, rms_norm, rotate_half,
-    silu_mul,
-};
-
-/// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
-#[derive(Debug, Clone)]
-pub(crate) struct HostMatrix {
-    /// On huge pages where possible: every step streams it (see [`WeightBuffer`]).
-    values: WeightBuffer,
-    out_features: usize,
-    in_features: usize,
-}
-
-impl HostMatrix {
-    fn new(values: WeightBuffer, out_features: usize, in_features: usize) -> Self {
-        debug_assert_eq!(values.len(), out_features * in_features);
-        Self {
-            values,
-            out_features,
-            in_features,
-        }
-    }
-
-    /// The weights read, rows stacked (`[a; b; ...]`, all with the same `in_features`), each
-    /// copied once into the matrix's [`WeightBuffer`].
-    fn stacked(parts: &[LinearRead]) -> Self {
-        let in_features = parts.first().map_or(0, |p| p.in_features);
-        let out_features = parts.iter().map(|p| p.out_features).sum();
-        let mut values = WeightBuffer::zeroed(out_features * in_features);
-        let mut rest = &mut values[..];
-        for p in parts {
-            debug_assert_eq!(p.in_features, in_features);
-            let (part, tail) = rest.split_at_mut(p.values.len().min(rest.len()));
-            part.copy_from_slice(&p.values[..part.len()]);
-            rest = tail;
-        }
-        Self::new(values, out_features, in_features)
-    }
-
-    /// `y[rows, out] = x[rows, in] · Wᵀ`, adding its FLOPs to `flops`.
-    fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], flops: &AtomicU64) {
-        product(
-            &self.values,
-            self.out_features,
-            self.in_features,
-            x,
-            rows,
-            y,
-            flops,
-        );
-    }
-}
-
-/// A linear weight as the checkpoint (or the random initialiser) gives it, before it is
-/// stacked into a [`HostMatrix`].
-struct LinearRead {
-    values: Vec<f32>,
-    out_features: usize,
-    in_features: usize,
-}
-
-/// One decoder layer.
-#[derive(Debug, Clone)]
-struct HostLayer {
-    input_norm: Vec<f32>,
-    /// `q_proj`, `k_proj` and `v_proj` stacked: `[(heads + 2·kv_heads)·head_dim, hidden]`.
-    qkv: HostMatrix,
-    o_proj: HostMatrix,
-    post_attention_norm: Vec<f32>,
-    /// `gate_proj` then `up_proj`: `[2·intermediate, hidden]`.
-    gate_up: HostMatrix,
-    down_proj: HostMatrix,
-}
-
-/// Every weight of a Llama model as host f32.
-#[derive(Debug, Clone)]
-pub(crate) struct HostWeights {
-    /// `[vocab, hidden]`; doubles as the output projection when embeddings are tied.
-    /// On huge pages where possible: a tied LM head streams it every step.
-    embed_tokens: WeightBuffer,
-    layers: Vec<HostLayer>,
-    norm: Vec<f32>,
-    /// `[vocab, hidden]`; `None` when tied.
-    lm_head: Option<HostMatrix>,
-}
-
-impl HostWeights {
-    /// Reads (or draws) every tensor `config` requires in f32. Random weights are the same
-    /// values the burn path draws for the same seed, so both paths run the same model.
-    pub(crate) fn build(
-        config: &LlamaConfig,
-        source: &WeightSource<'_>,
-    ) -> Result<Self, RuntimeError> {
-        let specs = weight_specs(config);
-        if let WeightSource::Checkpoint(ckpt) = source {
-            reject_unexpected_tensors(ckpt, &specs, config)?;
-        }
-        if u32::try_from(specs.len()).is_err() {
-            return Err(BackendError::Internal("model has more than 2^32 tensors".into()).into());
-        }
-        // The index is the tensor's position in `specs`, which seeds its random values.
-        let by_name: HashMap<&str, (u32, &WeightSpec)> = (0u32..)
-            .zip(&specs)
-            .map(|(index, spec)| (spec.name.as_str(), (index, spec)))
-            .collect();
-        let lookup = |name: &str| {
-            by_name.get(name).copied().ok_or_else(|| {
-                RuntimeError::from(BackendError::Internal(format!(
-                    "tensor `{name}` is not in the spec"
-                )))
-            })
-        };
-        let read = |name: &str| -> Result<Vec<f32>, RuntimeError> {
-            let (index, spec) = lookup(name)?;
-            Ok(checkpoint_layout_f32(spec, index, source, config)?)
-        };
-        let linear = |name: &str| -> Result<LinearRead, RuntimeError> {
-            let (index, spec) = lookup(name)?;
-            match (spec.role, spec.shape.as_slice()) {
-                (Role::Linear, &[out_features, in_features]) => Ok(LinearRead {
-                    values: checkpoint_layout_f32(spec, index, source, config)?,
-                    out_features,
-                    in_features,
-                }),
-                _ => Err(BackendError::Internal(format!("`{name}` is not a linear weight")).into()),
-            }
-        };
-        let matrix = |name: &str| linear(name).map(|w| HostMatrix::stacked(&[w]));
-        let embed_tokens = WeightBuffer::from_slice(&read("model.embed_tokens.weight")?);
-        let mut layers = Vec::with_capacity(config.num_layers);
-        for i in 0..config.num_layers {
-            let p = format!("model.layers.{i}");
-            layers.push(HostLayer {
-                input_norm: read(&format!("{p}.input_layernorm.weight"))?,
-                qkv: HostMatrix::stacked(&[
-                    linear(&format!("{p}.self_attn.q_proj.weight"))?,
-                    linear(&format!("{p}.self_attn.k_proj.weight"))?,
-                    linear(&format!("{p}.self_attn.v_proj.weight"))?,
-                ]),
-                o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
-                post_attention_norm: read(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_up: HostMatrix::stacked(&[
-                    linear(&format!("{p}.mlp.gate_proj.weight"))?,
-                    linear(&format!("{p}.mlp.up_proj.weight"))?,
-                ]),
-                down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
-            });
-        }
-        let norm = read("model.norm.weight")?;
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(matrix(LM_HEAD)?)
-        };
-        Ok(Self {
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-        })
-    }
-}
-
-/// cos/sin rows for positions `0..len`, `[len, head_dim]` each.
-#[derive(Debug, Clone)]
-pub(crate) struct HostRope {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    head_dim: usize,
-}
-
-impl HostRope {
-    /// The table for positions `0..len`, built as the burn path's is.
-    pub(crate) fn new(rope: &RopeConfig, head_dim: usize, len: usize) -> Self {
-        let (cos, sin) = rope_table_values(rope, head_dim, len);
-        Self { cos, sin, head_dim }
-    }
-
-    fn row(&self, position: usize) -> Option<(&[f32], &[f32])> {
-        let range = position * self.head_dim..(position + 1) * self.head_dim;
-        Some((self.cos.get(range.clone())?, self.sin.get(range)?))
-    }
-}
-
-/// Keys and values of every layer, written in place: keys `[batch, kv_heads, head_dim,
-/// stride]` (transposed, as `kernels::attention` reads them), values `[batch, kv_heads,
-/// stride, head_dim]`; plus the step's scratch buffers, so a generation allocates once.
-pub(crate) struct HostCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    batch: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    capacity: usize,
-    /// Positions allocated per head: `capacity` rounded up to whole key blocks of the attention
-    /// kernel, which then computes every span without a scalar tail.
-    stride: usize,
-    len: usize,
-    scratch: Scratch,
-}
-
-impl HostCache {
-    /// Reserves room for `capacity` positions of `batch` sequences.
-    pub(crate) fn new(config: &LlamaConfig, batch: usize, capacity: usize) -> Self {
-        let stride = capacity.next_multiple_of(KEY_TAIL_BLOCK);
-        let size = batch * config.num_kv_heads * stride * config.head_dim;
-        let layer = || committed_zeros(size);
-        Self {
-            keys: (0..config.num_layers).map(|_| layer()).collect(),
-            values: (0..config.num_layers).map(|_| layer()).collect(),
-            batch,
-            kv_heads: config.num_kv_heads,
-            head_dim: config.head_dim,
-            capacity,
-            stride,
-            len: 0,
-            scratch: Scratch::default(),
-        }
-    }
-
-    /// Positions written so far.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Bytes of the positions written so far, keys and values of every layer.
-    pub(crate) fn bytes(&self) -> u64 {
-        (2 * self.keys.len() * self.batch * self.kv_heads * self.len * self.head_dim * 4) as u64
-    }
-}
-
-/// `len` zeros with every page already mapped. A plain zeroed allocation gets fresh pages that
-/// are only mapped when first written, so the cache would grow by page faults during decoding,
-/// adding to step times and making memory look like it grows per step; committing it up front
-/// also makes a too-large cache fail at the start rather than mid-generation.
-fn committed_zeros(len: usize) -> Vec<f32> {
-    const FLOATS_PER_PAGE: usize = 4096 / size_of::<f32>();
-    let mut values = vec![0.0f32; len];
-    for i in (0..len).step_by(FLOATS_PER_PAGE) {
-        // SAFETY: `i < len`, so the pointer is in bounds of the live allocation. A volatile
-        // write, unlike a plain one, cannot be dropped as redundant with the zeroing.
-        unsafe { std::ptr::write_volatile(values.as_mut_ptr().add(i), 0.0) };
-    }
-    values
-}
-
-/// Activations of one step, reused across steps (resizing within capacity never reallocates,
-/// so decoding allocates nothing per step).
-#[derive(Debug, Default)]
-struct Scratch {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    qkv: Vec<f32>,
-    q: Vec<f32>,
-    attn: Vec<f32>,
-    gate_up: Vec<f32>,
-    act: Vec<f32>,
-    /// Each sequence's last hidden row, for [`LogitRows::Last`].
-    last: Vec<f32>,
-    /// The final norm's output.
-    normed: Vec<f32>,
-}
-
-fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buffer.resize(len, 0.0);
-    &mut buffer[..len]
-}
-
-/// Runs `work` on a rayon pool thread (this one, if it is one) while each other thread of the
-/// pool spins, running any task it can steal, until `work` returns. Left to rayon, a pool
-/// thread that finds no task for a few dozen yields goes to sleep on a futex; the serial
-/// stretches of a step (norms, small attentions, rotary) are that long, so every product after
-/// one woke a thread again: a system call on one side and a reschedule on the other, which perf
-/// put at about 6 % of a SmolLM-135M batch-8 bench's samples, and the woken thread starts its
-/// share late. The helpers spin only for the length of one step, as llama.cpp's threads spin
-/// between operations: the CPU time (and energy) they burn in the serial stretches is part of
-/// what a run costs, and the meters count it.
-///
-/// `llmeff bench`, this against the previous binary, alternated, 2 threads, on a 2-vCPU
-/// Emerald Rapids VM: SmolLM-135M (3 rounds) batch-1 decode 33.8–38.1 → 36.8–49.2 tokens/s,
-/// batch-8 decode 188–248 → 248–269, prefill mixed; TinyLlama-1.1B (2 rounds, the second at
-/// 3–10 % steal) batch-8 decode 27.8–29.1 → 29.4–36.1 tokens/s.
-fn with_spinning_helpers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    let done = &AtomicBool::new(false);
-    // From outside the pool, `scope` runs its body on a pool thread; from inside, right here.
-    rayon::scope(|scope| {
-        let owner = rayon::current_thread_index();
-        for _ in 1..rayon::current_num_threads() {
-            scope.spawn(move |_| {
-                // The owner may pop a helper itself while it waits inside `work`; spinning
-                // there would wait for `work`, which cannot go on until the helper returns.
-                if rayon::current_thread_index() == owner {
-                    return;
-                }
-                while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-        }
-        // Set on return and on unwinding alike: a panic in `work` must not leave the helpers
-        // spinning, or the scope, which waits for them, would hang instead of passing it on.
-        let _stop = StopOnDrop(done);
-        work()
-    })
-}
-
-/// Sets its flag when dropped.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
+use kernels::{AttentionShape, attention, linear_splits, rms_norm, rotate_half, silu_mul};
 
 /// A step's logits in host memory, f32 row-major `[rows, vocab]`: tokens are picked there,
 /// without a round trip through a device tensor.
@@ -468,6 +153,7 @@ impl HostPass {
             step,
             rope,
             eps: self.config.rms_norm_eps as f32,
+            scale: 1.0 / (self.config.head_dim as f32).sqrt(),
             flops: &self.executed_flops,
         };
         let n = dims.rows();
@@ -664,6 +350,8 @@ struct LayerInput<'a> {
     rope: &'a HostRope,
     /// RMSNorm's epsilon.
     eps: f32,
+    /// Attention's score scale, `1/√head_dim`.
+    scale: f32,
     /// Where each product's FLOPs are counted.
     flops: &'a AtomicU64,
 }
@@ -736,14 +424,13 @@ impl HostLayer {
         self.qkv.apply(b.h, n, b.qkv, input.flops);
         rotate_and_cache(input, b.qkv, b.q, cache)?;
         let shape = dims.attention_shape();
-        let scale = 1.0 / (dims.head_dim as f32).sqrt();
         if !attention(
             b.q,
             cache.keys,
             cache.values,
             &input.step.mask,
             shape,
-            scale,
+            input.scale,
             b.attn,
         ) {
             return Err(BackendError::Internal(format!(
@@ -907,64 +594,8 @@ fn step_splits(c: &LlamaConfig, step: &HostStep, rows: LogitRows) -> bool {
     .any(|(m, k, out)| linear_splits(m, k, out))
 }
 
-/// `y[rows, out] = x[rows, in] · wᵀ` for `w` in `[out, in]` layout, counted in `flops`.
-fn product(
-    w: &[f32],
-    out_features: usize,
-    in_features: usize,
-    x: &[f32],
-    rows: usize,
-    y: &mut [f32],
-    flops: &AtomicU64,
-) {
-    flops.fetch_add(
-        2 * (rows * in_features * out_features) as u64,
-        Ordering::Relaxed,
-    );
-    linear_f32(x, rows, in_features, w, out_features, y);
-}
-
 fn add_in_place(x: &mut [f32], delta: &[f32]) {
     for (a, b) in x.iter_mut().zip(delta) {
         *a += b;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rayon::prelude::*;
-
-    #[test]
-    fn spinning_helpers_run_the_work_and_stop_with_it() {
-        let sum = |n: u64| (0..n).into_par_iter().map(|i| i * 2).sum::<u64>();
-        // Called from outside a pool, and alone in one, the work runs and returns its result.
-        assert_eq!(with_spinning_helpers(|| sum(1000)), 999_000);
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a small test pool");
-            // Many steps in a row, each with nested parallel work whose waits may pop a helper
-            // on the owner's thread: every one returns, with the work's result.
-            let total: u64 = pool.install(|| {
-                (0..200)
-                    .map(|_| with_spinning_helpers(|| sum(10_000)))
-                    .sum()
-            });
-            assert_eq!(total, 200 * 99_990_000, "{threads} threads");
-        }
-    }
-
-    #[test]
-    fn a_panic_in_the_work_reaches_the_caller_instead_of_hanging() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a small test pool");
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.install(|| with_spinning_helpers(|| -> u32 { panic!("a bug in a step") }))
-        }));
-        assert!(outcome.is_err());
     }
 }

@@ -8,7 +8,9 @@ mod config;
 mod files;
 mod forward;
 mod generation;
+mod host_cache;
 mod host_model;
+mod host_weights;
 mod kv_cache;
 mod linear;
 mod loaded;
@@ -16,6 +18,7 @@ pub(crate) mod memory;
 mod model;
 mod quant;
 mod rope;
+mod spinning;
 mod weights;
 
 pub(crate) use files::ModelFiles;
