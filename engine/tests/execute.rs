@@ -105,7 +105,7 @@ impl LoadedModel for FakeModel {
             if *left > 0 {
                 *left -= 1;
                 // Both forms of a backend failure, alternately: each must be retried.
-                return Err(if *left % 2 == 0 {
+                return Err(if left.is_multiple_of(2) {
                     RuntimeError::Backend("device busy".into())
                 } else {
                     RuntimeError::BackendFailure(Box::new(std::io::Error::other("device busy")))
