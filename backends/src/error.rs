@@ -254,15 +254,18 @@ pub(crate) enum BackendError {
     /// Device argmax returned an id that is not a token id.
     #[error("argmax returned {0}")]
     ArgmaxOutOfRange(i64),
-    /// A tensor's shape is not the one the model computes with.
-    #[error("internal: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
-    ShapeMismatch {
-        /// Which tensor or buffer.
-        tensor: String,
-        /// The shape the pass needs.
-        expected: Vec<usize>,
-        /// The shape it has.
-        found: Vec<usize>,
+    /// A step's input buffer does not hold as many values as the step's shape implies.
+    #[error(
+        "internal: the step's {input} holds {found} values, its shape {shape:?} needs {}",
+        shape.iter().product::<usize>()
+    )]
+    StepInputLength {
+        /// Which input (`attention mask`, `position ids`).
+        input: &'static str,
+        /// The shape the step implies.
+        shape: Vec<usize>,
+        /// Values it holds.
+        found: usize,
     },
     /// A step's inputs do not match the generation state it runs on.
     #[error(

@@ -205,6 +205,17 @@ mod tests {
             host.step(stale, &mut state, LogitRows::Last),
             Err(BackendError::StepMismatch { past: 0, .. })
         ));
+        // A mask one value short of `[batch, seq, past + seq]`.
+        let mut short_mask = batch.decode(1, &[5], 2);
+        short_mask.mask.pop();
+        assert!(matches!(
+            host.step(short_mask, &mut state, LogitRows::Last),
+            Err(BackendError::StepInputLength {
+                input: "attention mask",
+                found: 2,
+                ..
+            })
+        ));
         host.step(batch.decode(1, &[5], 2), &mut state, LogitRows::Last)
             .unwrap();
         let err = host

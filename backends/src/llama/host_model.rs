@@ -287,17 +287,17 @@ impl StepDims {
         }
         let keys_seen = past + t;
         if step.mask.len() != n * keys_seen {
-            return Err(BackendError::ShapeMismatch {
-                tensor: "attention mask".into(),
-                expected: vec![b, t, keys_seen],
-                found: vec![step.mask.len()],
+            return Err(BackendError::StepInputLength {
+                input: "attention mask",
+                shape: vec![b, t, keys_seen],
+                found: step.mask.len(),
             });
         }
         if step.positions.len() != n {
-            return Err(BackendError::ShapeMismatch {
-                tensor: "position ids".into(),
-                expected: vec![b, t],
-                found: vec![step.positions.len()],
+            return Err(BackendError::StepInputLength {
+                input: "position ids",
+                shape: vec![b, t],
+                found: step.positions.len(),
             });
         }
         Ok(Self {
