@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use api::runtime::RuntimeError;
 use half::{bf16, f16};
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -17,6 +16,7 @@ use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use serde::Deserialize;
 
+use crate::error::{BackendError, FileProblem};
 use crate::host::RunFloat;
 
 /// Name of a single-file checkpoint.
@@ -49,16 +49,16 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
-fn invalid(path: &Path, reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::InvalidModelFile {
-        path: path.display().to_string(),
-        reason: reason.into(),
+fn invalid(path: &Path, problem: FileProblem) -> BackendError {
+    BackendError::ModelFile {
+        path: path.to_path_buf(),
+        problem,
     }
 }
 
 impl Checkpoint {
     /// Opens the checkpoint in `dir`, preferring a single file over an index.
-    pub(crate) fn open(dir: &Path) -> Result<Self, RuntimeError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, BackendError> {
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
         if single.is_file() {
@@ -78,21 +78,26 @@ impl Checkpoint {
         if index.is_file() {
             return Self::open_sharded(dir, &index);
         }
-        let reason = if dir.join("pytorch_model.bin").is_file() {
-            format!(
-                "no {SINGLE_FILE} or {INDEX_FILE}; only pytorch_model.bin, which is not supported (convert it to safetensors)"
-            )
+        let (single_name, index_name) = (SINGLE_FILE, INDEX_FILE);
+        let problem = if dir.join("pytorch_model.bin").is_file() {
+            FileProblem::OnlyPytorchBin {
+                single: single_name,
+                index: index_name,
+            }
         } else {
-            format!("no {SINGLE_FILE} or {INDEX_FILE} in the model folder")
+            FileProblem::NoSafetensors {
+                single: single_name,
+                index: index_name,
+            }
         };
-        Err(invalid(&single, reason))
+        Err(invalid(&single, problem))
     }
 
-    fn open_sharded(dir: &Path, index_path: &Path) -> Result<Self, RuntimeError> {
+    fn open_sharded(dir: &Path, index_path: &Path) -> Result<Self, BackendError> {
         let text = std::fs::read_to_string(index_path)
-            .map_err(|e| invalid(index_path, format!("cannot read: {e}")))?;
+            .map_err(|e| invalid(index_path, FileProblem::Read(e)))?;
         let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| invalid(index_path, e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| invalid(index_path, FileProblem::Json(e)))?;
         let mut shards = Vec::new();
         let mut shard_of_file: HashMap<&str, usize> = HashMap::new();
         let mut location = HashMap::new();
@@ -101,7 +106,10 @@ impl Checkpoint {
             if Path::new(file).components().count() != 1 || file.contains("..") {
                 return Err(invalid(
                     index_path,
-                    format!("shard name `{file}` for tensor `{name}` is not a plain file name"),
+                    FileProblem::ShardName {
+                        shard: file.clone(),
+                        tensor: name.clone(),
+                    },
                 ));
             }
             let shard = match shard_of_file.get(file.as_str()) {
@@ -115,7 +123,10 @@ impl Checkpoint {
             if shards[shard].metadata.info(name).is_none() {
                 return Err(invalid(
                     &shards[shard].path,
-                    format!("tensor `{name}` listed in {INDEX_FILE} is not in this shard"),
+                    FileProblem::NotInShard {
+                        tensor: name.clone(),
+                        index: INDEX_FILE,
+                    },
                 ));
             }
             location.insert(name.clone(), shard);
@@ -144,38 +155,58 @@ impl Checkpoint {
         name: &str,
         shape: &[usize],
         transpose: bool,
-    ) -> Result<Vec<E>, RuntimeError> {
+    ) -> Result<Vec<E>, BackendError> {
+        let tensor = || name.to_string();
+        let missing = |path: &Path| {
+            invalid(
+                path,
+                FileProblem::MissingTensor {
+                    tensor: name.to_string(),
+                },
+            )
+        };
         let Some(&shard_idx) = self.location.get(name) else {
-            return Err(invalid(&self.origin, format!("missing tensor `{name}`")));
+            return Err(missing(&self.origin));
         };
         let shard = &self.shards[shard_idx];
         let info = shard
             .metadata
             .info(name)
-            .ok_or_else(|| invalid(&shard.path, format!("missing tensor `{name}`")))?;
+            .ok_or_else(|| missing(&shard.path))?;
         if info.shape != shape {
             return Err(invalid(
                 &shard.path,
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {shape:?}",
-                    info.shape
-                ),
+                FileProblem::TensorShape {
+                    tensor: tensor(),
+                    expected: shape.to_vec(),
+                    found: info.shape.clone(),
+                },
             ));
         }
         let bytes = shard.data(info).ok_or_else(|| {
             invalid(
                 &shard.path,
-                format!("tensor `{name}` points outside the file"),
+                FileProblem::TensorOutsideFile { tensor: tensor() },
             )
         })?;
-        let values = decode::<E>(info.dtype, bytes)
-            .map_err(|reason| invalid(&shard.path, format!("tensor `{name}`: {reason}")))?;
+        let values = decode::<E>(info.dtype, bytes).map_err(|UnsupportedStorage(dtype)| {
+            invalid(
+                &shard.path,
+                FileProblem::TensorStorage {
+                    tensor: tensor(),
+                    dtype,
+                },
+            )
+        })?;
         if transpose {
             match *shape {
                 [rows, cols] => Ok(transposed(&values, rows, cols)),
                 _ => Err(invalid(
                     &shard.path,
-                    format!("tensor `{name}` must be 2-D, has shape {shape:?}"),
+                    FileProblem::NotAMatrix {
+                        tensor: tensor(),
+                        shape: shape.to_vec(),
+                    },
                 )),
             }
         } else {
@@ -185,15 +216,14 @@ impl Checkpoint {
 }
 
 impl Shard {
-    fn open(path: &Path) -> Result<Self, RuntimeError> {
-        let file = File::open(path).map_err(|e| invalid(path, format!("cannot open: {e}")))?;
+    fn open(path: &Path) -> Result<Self, BackendError> {
+        let file = File::open(path).map_err(|e| invalid(path, FileProblem::Open(e)))?;
         // SAFETY: the map is read-only and private to this process. Like every mmap-based
         // loader we assume the file is not truncated by someone else while loading; the header
         // is validated against the mapped length below.
-        let map =
-            unsafe { Mmap::map(&file) }.map_err(|e| invalid(path, format!("cannot map: {e}")))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| invalid(path, FileProblem::Map(e)))?;
         let (header_len, metadata) = SafeTensors::read_metadata(&map)
-            .map_err(|e| invalid(path, format!("not a valid safetensors file: {e}")))?;
+            .map_err(|e| invalid(path, FileProblem::Safetensors(e)))?;
         Ok(Self {
             path: path.to_path_buf(),
             map,
@@ -213,7 +243,7 @@ impl Shard {
 
 /// Little-endian stored values to the run type. Every source type goes through f32, which is
 /// exact for f16 and bf16, so the only rounding is the one to the run type.
-fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
+fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, UnsupportedStorage> {
     let out = match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)
@@ -227,14 +257,15 @@ fn decode<E: RunFloat>(dtype: Dtype, bytes: &[u8]) -> Result<Vec<E>, String> {
             .chunks_exact(2)
             .map(|b| E::from_f32(bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()))
             .collect(),
-        other => {
-            return Err(format!(
-                "stored as {other:?}; only F32, F16 and BF16 checkpoints are supported"
-            ));
-        }
+        other => return Err(UnsupportedStorage(other)),
     };
     Ok(out)
 }
+
+/// A tensor stored in a dtype the loader does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("stored as {0:?}; only F32, F16 and BF16 checkpoints are supported")]
+struct UnsupportedStorage(Dtype);
 
 /// Row-major `[rows, cols]` to row-major `[cols, rows]`, tile by tile, bands of output rows in
 /// parallel (loading a billion-parameter model transposes gigabytes).
@@ -290,6 +321,9 @@ mod tests {
         assert_eq!(as_half, vec![f16::from_f32(1.5), f16::from_f32(-2.0)]);
         let bf: Vec<u8> = bf16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
         assert_eq!(decode::<f32>(Dtype::BF16, &bf).unwrap(), vec![0.5]);
-        assert!(decode::<f32>(Dtype::I64, &[0; 8]).is_err());
+        assert!(matches!(
+            decode::<f32>(Dtype::I64, &[0; 8]),
+            Err(UnsupportedStorage(Dtype::I64))
+        ));
     }
 }

@@ -45,34 +45,55 @@ pub(crate) fn parse(name: &str) -> Result<DeviceKind, RuntimeError> {
             "only {count} CUDA device(s) found; valid devices: {}",
             available().join(", ")
         ))),
-        Err(reason) => Err(unavailable(reason)),
+        Err(reason) => Err(unavailable(reason.to_string())),
     }
+}
+
+/// Why CUDA devices cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+enum CudaUnavailable {
+    /// This build has no CUDA backend.
+    #[cfg(not(feature = "cuda"))]
+    #[error("this binary was built without the `cuda` feature (rebuild with `--features cuda`)")]
+    NotBuilt,
+    /// libcuda is not installed.
+    #[cfg(feature = "cuda")]
+    #[error("no CUDA driver: libcuda could not be loaded")]
+    NoDriver,
+    /// `cuInit` failed (the driver's error, as it describes itself).
+    #[cfg(feature = "cuda")]
+    #[error("no usable CUDA driver: cuInit failed: {0}")]
+    InitFailed(String),
+    /// Counting devices failed (the driver's error).
+    #[cfg(feature = "cuda")]
+    #[error("cannot count CUDA devices: {0}")]
+    CountFailed(String),
 }
 
 /// Number of CUDA devices, or why CUDA cannot be used.
 #[cfg(feature = "cuda")]
-fn cuda_device_count() -> Result<usize, String> {
+fn cuda_device_count() -> Result<usize, CudaUnavailable> {
     use std::sync::OnceLock;
     // The driver is process-global; probe it once.
-    static PROBE: OnceLock<Result<usize, String>> = OnceLock::new();
+    static PROBE: OnceLock<Result<usize, CudaUnavailable>> = OnceLock::new();
     PROBE
         .get_or_init(|| {
             // SAFETY: only tries to dlopen libcuda; no symbol is called.
             if !unsafe { cudarc::driver::sys::is_culib_present() } {
-                return Err("no CUDA driver: libcuda could not be loaded".to_string());
+                return Err(CudaUnavailable::NoDriver);
             }
             cudarc::driver::result::init()
-                .map_err(|e| format!("no usable CUDA driver: cuInit failed: {e:?}"))?;
+                .map_err(|e| CudaUnavailable::InitFailed(format!("{e:?}")))?;
             let count = cudarc::driver::result::device::get_count()
-                .map_err(|e| format!("cannot count CUDA devices: {e:?}"))?;
+                .map_err(|e| CudaUnavailable::CountFailed(format!("{e:?}")))?;
             Ok(usize::try_from(count).unwrap_or(0))
         })
         .clone()
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device_count() -> Result<usize, String> {
-    Err("this binary was built without the `cuda` feature (rebuild with `--features cuda`)".into())
+fn cuda_device_count() -> Result<usize, CudaUnavailable> {
+    Err(CudaUnavailable::NotBuilt)
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The host side of a model: the element types it can run in (converting checkpoint values to
 //! the run dtype, mapping engine and burn dtype names) and reading results back from the device.
 
-use api::runtime::{DType, RuntimeError};
+use api::runtime::DType;
 use burn::tensor::backend::Backend;
 use burn::tensor::{BasicOps, DType as BurnDType, Element, Tensor, TensorData, bf16, f16};
+
+use crate::error::BackendError;
 
 /// A float type weights are materialised in before they go to the device.
 pub(crate) trait RunFloat: Element + Copy + Default + Send + Sync + 'static {
@@ -42,7 +44,8 @@ pub(crate) fn burn_dtype(dtype: DType) -> BurnDType {
 /// which is what makes a step's wall-clock time honest.
 pub(crate) fn to_host<B, const D: usize, K>(
     tensor: Tensor<B, D, K>,
-) -> Result<TensorData, RuntimeError>
+    what: &str,
+) -> Result<TensorData, BackendError>
 where
     B: Backend,
     K: BasicOps<B>,
@@ -50,7 +53,10 @@ where
 {
     tensor
         .try_into_data()
-        .map_err(|e| RuntimeError::Backend(format!("reading results from the device: {e}")))
+        .map_err(|e| BackendError::DeviceRead {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// Calls `$body` with `$t` bound to the Rust element type of an engine dtype, so generic

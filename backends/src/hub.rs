@@ -24,6 +24,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use serde_json::Value;
 
 use crate::checkpoint::{INDEX_FILE, SINGLE_FILE};
+use crate::error::InputError;
 use crate::tokenizer::TOKENIZER_FILE;
 
 /// The model config every Hub model must have.
@@ -433,9 +434,10 @@ fn check_revision(revision: &str) -> Result<(), RuntimeError> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(RuntimeError::InvalidInput(format!(
-            "`{revision}` is not a valid Hub revision (a branch, tag or commit hash)"
-        )));
+        return Err(InputError::InvalidRevision {
+            revision: revision.to_string(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -531,7 +533,7 @@ fn plan_files(
 
 /// Asks the Hub for the repository's commit and file list, within [`PROBE_TIMEOUT`]. The error
 /// completes "the Hub at <endpoint> …".
-fn probe(repo: &ApiRepo) -> Result<RepoInfo, String> {
+fn probe(repo: &ApiRepo) -> Result<RepoInfo, ProbeError> {
     let response = repo
         .info_request()
         .config()
@@ -543,15 +545,30 @@ fn probe(repo: &ApiRepo) -> Result<RepoInfo, String> {
         Ok(mut response) => response
             .body_mut()
             .read_json::<RepoInfo>()
-            .map_err(|e| format!("sent an unreadable answer ({e})")),
-        Err(ureq::Error::StatusCode(401 | 403)) => Err(
-            "refused access: the model is gated or private (accept its licence on the Hub and set HF_TOKEN or run `huggingface-cli login`)".into(),
-        ),
-        Err(ureq::Error::StatusCode(404)) => {
-            Err("has no such model or revision (check the id and the revision)".into())
-        }
-        Err(e) => Err(format!("could not be reached ({e})")),
+            .map_err(|e| ProbeError::Unreadable(Box::new(e))),
+        Err(ureq::Error::StatusCode(401 | 403)) => Err(ProbeError::Refused),
+        Err(ureq::Error::StatusCode(404)) => Err(ProbeError::NoSuchRepo),
+        Err(e) => Err(ProbeError::Unreachable(Box::new(e))),
     }
+}
+
+/// Why [`probe`] failed; each message completes "the Hub at <endpoint> …".
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// The answer was not the repository info expected.
+    #[error("sent an unreadable answer ({0})")]
+    Unreadable(Box<ureq::Error>),
+    /// 401 or 403.
+    #[error(
+        "refused access: the model is gated or private (accept its licence on the Hub and set HF_TOKEN or run `huggingface-cli login`)"
+    )]
+    Refused,
+    /// 404.
+    #[error("has no such model or revision (check the id and the revision)")]
+    NoSuchRepo,
+    /// No answer, or another error status.
+    #[error("could not be reached ({0})")]
+    Unreachable(Box<ureq::Error>),
 }
 
 /// Why a file download failed.

@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod device;
+mod error;
 mod guard;
 mod handle;
 mod host;

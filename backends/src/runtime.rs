@@ -8,7 +8,7 @@ use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
 use crate::hub::HubCache;
 use crate::llama::memory::{self, MemoryBudget};
-use crate::llama::{LoadedLlama, ModelFiles};
+use crate::llama::{ModelFiles, load_llama};
 use crate::source::{self, ResolvedSource};
 
 /// The CPU forward pass a runtime once chose for every model (from `LLMEFF_CPU_FORWARD`).
@@ -177,8 +177,8 @@ fn load_on<B: burn::tensor::backend::Backend>(
     host_kernels: bool,
     budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
-    let model = LoadedLlama::<B>::load(source, spec, device, host_kernels, budget)?;
-    Ok(BurnModel::new(Box::new(model)))
+    let model = load_llama::<B>(source, spec, device, host_kernels, budget)?;
+    Ok(BurnModel::new(model))
 }
 
 #[cfg(feature = "cuda")]

@@ -5,6 +5,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::error::InputError;
+
 /// Seeded temperature / top-k / top-p sampling.
 #[derive(Debug, Clone)]
 pub(crate) struct Sampler {
@@ -22,14 +24,12 @@ impl Sampler {
         top_k: usize,
         top_p: f64,
         seed: u64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InputError> {
         if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(format!(
-                "temperature must be a positive number, got {temperature}"
-            ));
+            return Err(InputError::Temperature(temperature));
         }
         if !(0.0..=1.0).contains(&top_p) {
-            return Err(format!("top_p must be in [0, 1], got {top_p}"));
+            return Err(InputError::TopP(top_p));
         }
         Ok(Self {
             temperature,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use api::runtime::{RuntimeError, WeightsKind};
 
+use crate::error::InputError;
 use crate::hub::{HubCache, Needed};
 use crate::presets::{self, Preset};
 
@@ -59,9 +60,11 @@ pub(crate) fn resolve(
     };
     let local = |dir: PathBuf, name: String| {
         if let Some(revision) = revision {
-            return Err(RuntimeError::InvalidInput(format!(
-                "revision `{revision}` applies only to Hub ids; `{source}` is a local model"
-            )));
+            return Err(InputError::RevisionOfLocalModel {
+                revision: revision.to_string(),
+                model: source.to_string(),
+            }
+            .into());
         }
         Ok(ResolvedSource {
             dir: Some(dir),

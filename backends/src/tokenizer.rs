@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use api::runtime::RuntimeError;
 use tokenizers::Tokenizer;
+
+use crate::error::{BackendError, FileProblem};
 
 /// File name of a Hugging Face fast tokenizer.
 pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -20,38 +21,36 @@ pub(crate) enum TextTokenizer {
 
 impl TextTokenizer {
     /// Loads `tokenizer.json` from a model folder.
-    pub(crate) fn from_dir(dir: &Path) -> Result<Self, RuntimeError> {
+    pub(crate) fn from_dir(dir: &Path) -> Result<Self, BackendError> {
         let path = dir.join(TOKENIZER_FILE);
-        let invalid = |reason: String| RuntimeError::InvalidModelFile {
-            path: path.display().to_string(),
-            reason,
+        let invalid = |problem| BackendError::ModelFile {
+            path: path.clone(),
+            problem,
         };
         if !path.is_file() {
-            return Err(invalid(format!(
-                "missing: the model folder has no {TOKENIZER_FILE}"
-            )));
+            return Err(invalid(FileProblem::Missing {
+                file: TOKENIZER_FILE,
+            }));
         }
-        let inner = Tokenizer::from_file(&path).map_err(|e| invalid(e.to_string()))?;
+        let inner = Tokenizer::from_file(&path).map_err(|e| invalid(FileProblem::Tokenizer(e)))?;
         Ok(Self::HuggingFace(Box::new(inner)))
     }
 
     /// Token ids with the tokenizer's special tokens (BOS for Llama) added.
-    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, BackendError> {
         match self {
             Self::HuggingFace(t) => t
                 .encode(text, true)
                 .map(|e| e.get_ids().to_vec())
-                .map_err(|e| RuntimeError::Tokenizer(e.to_string())),
+                .map_err(BackendError::Tokenizer),
             Self::Bytes(t) => Ok(t.encode(text)),
         }
     }
 
     /// Text for ids, special tokens skipped.
-    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
+    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, BackendError> {
         match self {
-            Self::HuggingFace(t) => t
-                .decode(ids, true)
-                .map_err(|e| RuntimeError::Tokenizer(e.to_string())),
+            Self::HuggingFace(t) => t.decode(ids, true).map_err(BackendError::Tokenizer),
             Self::Bytes(t) => Ok(t.decode(ids)),
         }
     }

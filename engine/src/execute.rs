@@ -270,9 +270,9 @@ impl<'a> Executor<'a> {
                             }
                             // Only backend failures can be transient (device busy, memory
                             // pressure); bad input would fail the same way again.
-                            Err(RunFailure::Runtime(e @ RuntimeError::Backend(_)))
-                                if attempt < schedule.retries =>
-                            {
+                            Err(RunFailure::Runtime(
+                                e @ (RuntimeError::Backend(_) | RuntimeError::BackendFailure(_)),
+                            )) if attempt < schedule.retries => {
                                 attempt += 1;
                                 record.error = Some(e.to_string());
                                 progress(Progress::Retrying {

@@ -104,7 +104,12 @@ impl LoadedModel for FakeModel {
             let mut left = self.failures_left.lock().unwrap();
             if *left > 0 {
                 *left -= 1;
-                return Err(RuntimeError::Backend("device busy".into()));
+                // Both forms of a backend failure, alternately: each must be retried.
+                return Err(if left.is_multiple_of(2) {
+                    RuntimeError::Backend("device busy".into())
+                } else {
+                    RuntimeError::BackendFailure(Box::new(std::io::Error::other("device busy")))
+                });
             }
         }
         // Sequence i stops after max_new_tokens - i tokens, so lengths differ within a batch.

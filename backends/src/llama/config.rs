@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::rope::{RopeConfig, RopeScaling};
+use crate::error::{BackendError, FileProblem};
 
 /// The RoPE base Hugging Face assumes when a config omits `rope_theta`.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
@@ -42,23 +43,50 @@ fn size_limit(field: &str) -> usize {
         .map_or(usize::MAX, |&(_, limit)| limit)
 }
 
-/// A validated Llama configuration, in the terms the forward pass uses.
+/// A validated Llama configuration, in the terms the forward pass uses. Each field names the
+/// Hugging Face `config.json` key it is read from; keys without a stated default are required.
+/// Sizes are positive and within [`SIZE_LIMITS`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LlamaConfig {
+    /// Width of the residual stream (each token's hidden state). `hidden_size`.
     pub hidden_size: usize,
+    /// Width of the SwiGLU MLP's gate and up projections. `intermediate_size`.
     pub intermediate_size: usize,
+    /// Number of decoder layers. `num_hidden_layers`.
     pub num_layers: usize,
+    /// Number of query heads. `num_attention_heads`.
     pub num_heads: usize,
+    /// Number of key/value heads (grouped-query attention: each serves
+    /// `num_heads / num_kv_heads` query heads, which must divide evenly).
+    /// `num_key_value_heads`; default `num_attention_heads` (plain multi-head attention).
     pub num_kv_heads: usize,
+    /// Width of one attention head; even, for rotary embeddings. `head_dim`; default
+    /// `hidden_size / num_attention_heads` (which must then divide evenly).
     pub head_dim: usize,
+    /// Epsilon added to the mean square in every RMSNorm. `rms_norm_eps`; default `1e-6`
+    /// (Hugging Face's `LlamaConfig` default).
     pub rms_norm_eps: f64,
+    /// Rotary position embedding: base and scaling. `rope_theta` (default `10000.0`) with
+    /// `rope_scaling` (transformers 4), or `rope_parameters` (transformers 5); both layouts
+    /// must agree when both are present. Default: no scaling.
     pub rope: RopeConfig,
+    /// Whether the output projection reuses the token embedding table (no `lm_head.weight`
+    /// in the checkpoint). `tie_word_embeddings`; default `false`.
     pub tie_word_embeddings: bool,
+    /// Number of token ids (rows of the embedding table, columns of the logits).
+    /// `vocab_size`.
     pub vocab_size: usize,
+    /// Longest sequence the model was trained for: bounds prompt plus new tokens (the KV
+    /// cache is sized by the run, not by this). `max_position_embeddings`.
     pub max_position_embeddings: usize,
+    /// Id of the beginning-of-sequence token. `bos_token_id`; default none.
     pub bos_token_id: Option<u32>,
+    /// Ids that end a generation. `eos_token_id`, an int or a list (Llama 3); default none.
+    /// `generation_config.json`'s `eos_token_id` overrides it when present (see
+    /// [`super::files::ModelFiles`]).
     pub eos_token_ids: Vec<u32>,
-    /// Standard deviation used for random weights.
+    /// Standard deviation of the normal distribution random weights are drawn from.
+    /// `initializer_range`; default `0.02` (Hugging Face's `LlamaConfig` default).
     pub initializer_range: f64,
 }
 
@@ -113,9 +141,9 @@ struct RawConfig {
 impl LlamaConfig {
     /// Reads and validates a `config.json`.
     pub(crate) fn from_file(path: &Path) -> Result<Self, RuntimeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::InvalidModelFile {
-            path: path.display().to_string(),
-            reason: format!("cannot read: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|e| BackendError::ModelFile {
+            path: path.to_path_buf(),
+            problem: FileProblem::Read(e),
         })?;
         Self::from_json(&text, &path.display().to_string())
     }
@@ -135,18 +163,26 @@ impl LlamaConfig {
         match raw.model_type.as_deref() {
             Some("llama") => {}
             Some(other) => {
-                return Err(unsupported(format!(
-                    "model_type `{other}`: only `llama` is supported"
-                )));
+                return Err(BackendError::UnsupportedArchitecture {
+                    path: path.to_string(),
+                    key: "model_type",
+                    found: other.to_string(),
+                    supported: "llama",
+                }
+                .into());
             }
             None => return Err(invalid("missing field `model_type`".into())),
         }
         if let Some(archs) = &raw.architectures
             && let Some(other) = archs.iter().find(|a| a.as_str() != "LlamaForCausalLM")
         {
-            return Err(unsupported(format!(
-                "architectures entry `{other}`: only `LlamaForCausalLM` is supported"
-            )));
+            return Err(BackendError::UnsupportedArchitecture {
+                path: path.to_string(),
+                key: "architectures entry",
+                found: other.clone(),
+                supported: "LlamaForCausalLM",
+            }
+            .into());
         }
         let act = raw.hidden_act.as_deref().unwrap_or("silu");
         if act != "silu" {

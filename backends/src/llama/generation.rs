@@ -2,13 +2,11 @@
 //! one decode step per token with the KV cache, per-sequence stopping, and token selection.
 
 use api::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::batch::PaddedBatch;
-use super::model::{LlamaModel, LogitRows, StepLogits, StepState};
+use super::forward::{ForwardPass, LogitRows, PassState, StepLogits};
+use crate::error::{BackendError, InputError};
 use crate::guard::catch_backend_panic;
-use crate::host::to_host;
 use crate::sampler::Sampler;
 
 /// How tokens are chosen from a step's logits.
@@ -27,13 +25,13 @@ struct SequenceState {
     last: u32,
 }
 
-/// A generation in progress; borrows the model it runs on.
-pub(crate) struct LlamaGeneration<'a, B: Backend> {
-    model: &'a LlamaModel<B>,
+/// A generation in progress; borrows the forward pass it runs on.
+pub(crate) struct LlamaGeneration<'a, P: ForwardPass> {
+    model: &'a P,
     /// Needed for the prefill only, emptied after it.
     prompts: Vec<Vec<u32>>,
     batch: PaddedBatch,
-    state: StepState<B>,
+    state: P::State,
     picker: Picker,
     eos: Vec<u32>,
     options: GenerateOptions,
@@ -50,35 +48,39 @@ pub(crate) fn validate_prompts(
     vocab_size: usize,
     max_positions: usize,
     extra: usize,
-) -> Result<(), RuntimeError> {
+) -> Result<(), InputError> {
     if prompts.is_empty() {
-        return Err(RuntimeError::InvalidInput("no prompts given".into()));
+        return Err(InputError::NoPrompts);
     }
     for (i, prompt) in prompts.iter().enumerate() {
         if prompt.is_empty() {
-            return Err(RuntimeError::InvalidInput(format!("prompt {i} is empty")));
+            return Err(InputError::EmptyPrompt { prompt: i });
         }
-        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
-            return Err(RuntimeError::InvalidInput(format!(
-                "prompt {i} contains token id {bad}, outside the vocabulary of {vocab_size}"
-            )));
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
+            return Err(InputError::TokenOutsideVocabulary {
+                prompt: i,
+                token: bad,
+                vocab: vocab_size,
+            });
         }
         if prompt.len().saturating_add(extra) > max_positions {
-            return Err(RuntimeError::InvalidInput(format!(
-                "prompt {i} has {} tokens; with {extra} new tokens that exceeds the model's {max_positions} positions",
-                prompt.len()
-            )));
+            return Err(InputError::PromptTooLong {
+                prompt: i,
+                tokens: prompt.len(),
+                new_tokens: extra,
+                max_positions,
+            });
         }
     }
     Ok(())
 }
 
-impl<'a, B: Backend> LlamaGeneration<'a, B> {
+impl<'a, P: ForwardPass> LlamaGeneration<'a, P> {
     /// Validates the request and reserves the KV cache for the whole generation. `admit`
     /// hears the cache's size (sequences, positions each) once the request is valid and before
     /// anything is allocated, and may refuse it.
     pub(crate) fn start(
-        model: &'a LlamaModel<B>,
+        model: &'a P,
         eos: &[u32],
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
@@ -86,9 +88,7 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
     ) -> Result<Self, RuntimeError> {
         let config = model.config();
         if options.max_new_tokens == 0 {
-            return Err(RuntimeError::InvalidInput(
-                "max_new_tokens must be at least 1".into(),
-            ));
+            return Err(InputError::NoNewTokens.into());
         }
         validate_prompts(
             prompts,
@@ -113,16 +113,13 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
                 top_k,
                 top_p,
                 seed,
-            } => Picker::Sample(Box::new(
-                Sampler::new(temperature, top_k, top_p, seed)
-                    .map_err(RuntimeError::InvalidInput)?,
-            )),
+            } => Picker::Sample(Box::new(Sampler::new(temperature, top_k, top_p, seed)?)),
         };
         let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
         // The last generated token is never fed back, hence the `- 1`s.
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let state = catch_backend_panic("allocating the generation", || {
-            Ok(model.new_state(
+            Ok::<_, BackendError>(model.new_state(
                 batch.batch(),
                 batch.width() + options.max_new_tokens - 1,
                 longest + options.max_new_tokens - 1,
@@ -152,7 +149,7 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
 
     /// Runs the model for this step and picks one token per sequence (finished sequences get
     /// a token too; it is discarded).
-    fn compute(&mut self) -> Result<Vec<u32>, RuntimeError> {
+    fn compute(&mut self) -> Result<Vec<u32>, BackendError> {
         let host = if self.steps == 0 {
             self.batch.prefill(&std::mem::take(&mut self.prompts))
         } else {
@@ -174,127 +171,44 @@ impl<'a, B: Backend> LlamaGeneration<'a, B> {
         catch_backend_panic("generation step", || {
             let mut logits = model.step(host, state, LogitRows::Last)?;
             if suppress.contains(&true) && !eos.is_empty() {
-                logits = suppress_tokens(logits, &suppress, eos);
+                logits = logits.suppress(&suppress, eos);
             }
             pick(picker, logits, states)
         })
     }
 }
 
-/// Sets the logits of `tokens` to −inf in the rows flagged in `rows`, so those tokens cannot be
-/// picked there, greedy or sampled.
-fn suppress_tokens<B: Backend>(
-    logits: StepLogits<B>,
-    rows: &[bool],
-    tokens: &[u32],
-) -> StepLogits<B> {
-    match logits {
-        StepLogits::Device(t) => StepLogits::Device(suppress_on_device(t, rows, tokens)),
-        StepLogits::Host { mut values, vocab } => {
-            for (row, _) in values
-                .chunks_exact_mut(vocab.max(1))
-                .zip(rows)
-                .filter(|(_, flagged)| **flagged)
-            {
-                for &token in tokens {
-                    // An EOS id outside the vocabulary can never be produced anyway.
-                    if let Some(v) = row.get_mut(token as usize) {
-                        *v = f32::NEG_INFINITY;
-                    }
-                }
-            }
-            StepLogits::Host { values, vocab }
-        }
-    }
-}
-
-/// [`suppress_tokens`] on a device tensor. Only the few affected columns are touched: a full
-/// `[batch, vocab]` mask would be uploaded every step.
-fn suppress_on_device<B: Backend>(
-    logits: Tensor<B, 2>,
-    rows: &[bool],
-    tokens: &[u32],
-) -> Tensor<B, 2> {
-    let [batch, vocab] = logits.dims();
-    let mask = Tensor::<B, 2, Bool>::from_data(
-        TensorData::new(rows.to_vec(), [batch, 1]),
-        &logits.device(),
-    );
-    let mut logits = logits;
-    for &token in tokens {
-        let t = token as usize;
-        // An EOS id outside the vocabulary can never be produced anyway.
-        if t >= vocab {
-            continue;
-        }
-        let column = logits
-            .clone()
-            .slice([0..batch, t..t + 1])
-            .mask_fill(mask.clone(), f32::NEG_INFINITY);
-        logits = logits.slice_assign([0..batch, t..t + 1], column);
-    }
-    logits
-}
-
-/// Token ids from `[batch, vocab]` logits. Greedy ties go to the lowest id, as in torch
-/// (burn-flex's argmax keeps the first maximum, and so does [`argmax_row`]).
-fn pick<B: Backend>(
+/// Token ids from `[batch, vocab]` logits. Greedy ties go to the lowest id, as in torch.
+fn pick<L: StepLogits>(
     picker: &mut Picker,
-    logits: StepLogits<B>,
+    logits: L,
     states: &[SequenceState],
-) -> Result<Vec<u32>, RuntimeError> {
-    if let (Picker::Greedy, StepLogits::Device(t)) = (&picker, &logits) {
-        // Argmax on the device: only `batch` ids cross to the host.
-        let ids = to_host(t.clone().argmax(1))?;
-        return ids
-            .iter::<i64>()
-            .map(|id| {
-                u32::try_from(id)
-                    .map_err(|_| RuntimeError::Backend(format!("argmax returned {id}")))
-            })
-            .collect();
-    }
-    let vocab = match &logits {
-        StepLogits::Device(t) => t.dims()[1],
-        StepLogits::Host { vocab, .. } => *vocab,
+) -> Result<Vec<u32>, BackendError> {
+    let sampler = match picker {
+        // Where the logits are: on a device, only `batch` ids cross to the host each step.
+        Picker::Greedy => return logits.argmax(),
+        Picker::Sample(sampler) => sampler,
     };
+    let vocab = logits.vocab();
     let values = logits.into_host()?;
-    let rows = values.chunks_exact(vocab.max(1));
-    Ok(match picker {
-        Picker::Greedy => rows.map(argmax_row).collect(),
-        Picker::Sample(sampler) => rows
-            .zip(states)
-            .map(|(row, state)| {
-                if state.finished {
-                    // Finished rows consume no random draws; their token is discarded.
-                    state.last
-                } else {
-                    sampler.sample(row)
-                }
-            })
-            .collect(),
-    })
+    Ok(values
+        .chunks_exact(vocab.max(1))
+        .zip(states)
+        .map(|(row, state)| {
+            if state.finished {
+                // Finished rows consume no random draws; their token is discarded.
+                state.last
+            } else {
+                sampler.sample(row)
+            }
+        })
+        .collect())
 }
 
-/// The id of the first largest value of `row` (0 when none compares larger than the first,
-/// e.g. a row of NaN or −inf).
-fn argmax_row(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate().skip(1) {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    // A vocabulary's ids fit in u32: the model's token ids are u32.
-    best as u32
-}
-
-impl<B: Backend> Generation for LlamaGeneration<'_, B> {
+impl<P: ForwardPass> Generation for LlamaGeneration<'_, P> {
     fn step(&mut self) -> Result<StepOutput, RuntimeError> {
         if self.failed {
-            return Err(RuntimeError::Backend(
-                "an earlier step of this generation failed; start a new one".into(),
-            ));
+            return Err(BackendError::GenerationFailed.into());
         }
         if self.states.iter().all(|s| s.finished) {
             return Ok(StepOutput {
@@ -306,7 +220,7 @@ impl<B: Backend> Generation for LlamaGeneration<'_, B> {
             Ok(p) => p,
             Err(e) => {
                 self.failed = true;
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.steps += 1;
@@ -346,89 +260,40 @@ impl<B: Backend> Generation for LlamaGeneration<'_, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn_flex::{Flex, FlexDevice};
+    use crate::llama::host_model::HostLogits;
 
     #[test]
-    fn greedy_ties_pick_the_lowest_id() {
+    fn sampling_never_draws_suppressed_tokens_and_skips_finished_rows() {
         let live = SequenceState {
             generated: 0,
             finished: false,
             last: 0,
         };
-        // Rows long enough for flex's SIMD argmax path as well as short ones.
-        for vocab in [8usize, 4096] {
-            let mut values = vec![0.0f32; 2 * vocab];
-            values[3] = 5.0;
-            values[vocab - 2] = 5.0;
-            values[vocab + vocab - 1] = 1.0;
-            values[vocab + 1] = 1.0;
-            let states = vec![live.clone(), live.clone()];
-            for logits in [
-                StepLogits::Device(Tensor::<Flex, 2>::from_data(
-                    TensorData::new(values.clone(), [2, vocab]),
-                    &FlexDevice,
-                )),
-                StepLogits::Host {
-                    values: values.clone(),
-                    vocab,
-                },
-            ] {
-                let ids = pick(&mut Picker::Greedy, logits, &states).unwrap();
-                assert_eq!(ids, vec![3, 1], "vocab {vocab}");
-            }
-        }
-    }
-
-    #[test]
-    fn suppressed_tokens_are_never_picked_in_flagged_rows() {
-        let live = SequenceState {
-            generated: 0,
-            finished: false,
-            last: 0,
+        let done = SequenceState {
+            generated: 3,
+            finished: true,
+            last: 9,
         };
         let vocab = 6;
         // Token 2 is the clear favourite in both rows, token 4 second.
         let row = [0.0f32, 1.0, 9.0, 0.5, 3.0, 8.5];
         let values: Vec<f32> = row.iter().chain(row.iter()).copied().collect();
-        let states = vec![live.clone(), live.clone()];
-        for on_host in [false, true] {
-            let logits = || {
-                if on_host {
-                    StepLogits::Host {
-                        values: values.clone(),
-                        vocab,
-                    }
-                } else {
-                    StepLogits::Device(Tensor::<Flex, 2>::from_data(
-                        TensorData::new(values.clone(), [2, vocab]),
-                        &FlexDevice,
-                    ))
-                }
-            };
-            let suppress = || suppress_tokens(logits(), &[true, false], &[2, 5, 99]);
-            let ids = pick(&mut Picker::Greedy, suppress(), &states).unwrap();
-            assert_eq!(ids, vec![4, 2], "on host: {on_host}");
-            let host = suppress().into_host().unwrap();
-            assert_eq!(host[2], f32::NEG_INFINITY);
-            assert_eq!(host[5], f32::NEG_INFINITY);
-            assert_eq!(host[vocab..], row);
-
-            // Sampling at a high temperature still never draws them.
-            let sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
-            let mut picker = Picker::Sample(Box::new(sampler));
-            for _ in 0..200 {
-                let suppressed = suppress_tokens(logits(), &[true, true], &[2, 5]);
-                let ids = pick(&mut picker, suppressed, &states).unwrap();
-                assert!(ids.iter().all(|&id| id != 2 && id != 5), "{ids:?}");
-            }
+        let logits = || HostLogits::new(values.clone(), vocab);
+        let ids = pick(
+            &mut Picker::Greedy,
+            logits().suppress(&[true, false], &[2, 5, 99]),
+            &[live.clone(), live.clone()],
+        )
+        .unwrap();
+        assert_eq!(ids, vec![4, 2]);
+        // Sampling at a high temperature still never draws them.
+        let sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
+        let mut picker = Picker::Sample(Box::new(sampler));
+        for _ in 0..200 {
+            let suppressed = logits().suppress(&[true, true], &[2, 5]);
+            let ids = pick(&mut picker, suppressed, &[live.clone(), done.clone()]).unwrap();
+            assert!(ids[0] != 2 && ids[0] != 5, "{ids:?}");
+            assert_eq!(ids[1], 9, "a finished row keeps its last token");
         }
-    }
-
-    #[test]
-    fn host_argmax_keeps_the_first_maximum_and_survives_degenerate_rows() {
-        assert_eq!(argmax_row(&[1.0, 3.0, 3.0]), 1);
-        assert_eq!(argmax_row(&[f32::NEG_INFINITY; 4]), 0);
-        assert_eq!(argmax_row(&[f32::NAN, 2.0]), 0);
-        assert_eq!(argmax_row(&[0.5, f32::NAN, 2.0]), 2);
     }
 }

@@ -2,9 +2,10 @@
 //! so far, preallocated for the whole generation so each step writes in place instead of
 //! re-concatenating the history.
 
-use api::runtime::RuntimeError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+
+use crate::error::BackendError;
 
 /// Keys and values of all layers, `[batch, kv_heads, capacity, head_dim]` each.
 pub(crate) struct KvCache<B: Backend> {
@@ -69,24 +70,24 @@ impl<B: Backend> KvCache<B> {
         layer: usize,
         keys: Tensor<B, 4>,
         values: Tensor<B, 4>,
-    ) -> Result<(Tensor<B, 4>, Tensor<B, 4>), RuntimeError> {
+    ) -> Result<(Tensor<B, 4>, Tensor<B, 4>), BackendError> {
         let [b, h, seq, d] = keys.dims();
         let end = self.len + seq;
         if end > self.capacity {
-            return Err(RuntimeError::Backend(format!(
-                "KV cache holds {} positions, {end} needed",
-                self.capacity
-            )));
+            return Err(BackendError::KvCacheFull {
+                capacity: self.capacity,
+                needed: end,
+            });
         }
         let slot = self
             .layers
             .get_mut(layer)
-            .ok_or_else(|| RuntimeError::Backend(format!("KV cache has no layer {layer}")))?;
+            .ok_or_else(|| BackendError::Internal(format!("KV cache has no layer {layer}")))?;
         // Moving the tensors out (rather than cloning) keeps them uniquely owned, which lets
         // the backend write the slice in place.
         let (k_all, v_all) = slot
             .take()
-            .ok_or_else(|| RuntimeError::Backend("KV cache layer lost".into()))?;
+            .ok_or_else(|| BackendError::Internal("KV cache layer lost".into()))?;
         let write = [0..b, 0..h, self.len..end, 0..d];
         let k_all = k_all.slice_assign(write.clone(), keys);
         let v_all = v_all.slice_assign(write, values);
@@ -128,10 +129,12 @@ mod tests {
         let got: Vec<f32> = k.into_data().to_vec().unwrap();
         assert_eq!(got, vec![1., 2., 3., 4., 5., 6.]);
         assert_eq!(cache.len(), 3);
-        assert!(
-            cache
-                .append(0, t(vec![7., 8.], 1), t(vec![0.; 2], 1))
-                .is_err()
-        );
+        assert!(matches!(
+            cache.append(0, t(vec![7., 8.], 1), t(vec![0.; 2], 1)),
+            Err(BackendError::KvCacheFull {
+                capacity: 3,
+                needed: 4
+            })
+        ));
     }
 }

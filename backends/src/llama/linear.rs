@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 
 use super::quant::QuantizedMatrix;
+use crate::error::BackendError;
 
 /// A linear layer's weight: dense on the device, or quantized on the host.
 #[derive(Debug, Clone)]
@@ -52,8 +53,9 @@ impl<B: Backend> Linear<B> {
             .to_data()
             .convert::<f32>()
             .into_vec::<f32>()
-            .map_err(|e| {
-                RuntimeError::Backend(format!("reading {name} for quantization: {e:?}"))
+            .map_err(|e| BackendError::DeviceRead {
+                what: format!("{name} for quantization"),
+                message: format!("{e:?}"),
             })?;
         let matrix = QuantizedMatrix::quantize(name, &values, rows, cols, q)?;
         let saved = dense_bytes - matrix.bytes() as i64;

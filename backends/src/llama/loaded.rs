@@ -9,157 +9,154 @@ use api::runtime::{
 use burn::tensor::backend::Backend;
 
 use super::batch::PaddedBatch;
+use super::config::LlamaConfig;
 use super::files::ModelFiles;
+use super::forward::{ForwardPass, LogitRows, StepLogits};
 use super::generation::{LlamaGeneration, validate_prompts};
-use super::host_model::HostWeights;
+use super::host_model::HostPass;
+use super::host_weights::HostWeights;
 use super::memory::{self, MemoryBudget};
-use super::model::{LlamaModel, LogitRows, ModelWeights};
+use super::model::BurnPass;
 use super::weights::{LlamaWeights, WeightSource, parameter_count};
 use crate::checkpoint::Checkpoint;
 use crate::guard::catch_backend_panic;
-use crate::handle::{ErasedModel, HOST_COMPUTE, LogitPositions, Logits};
+use crate::handle::{ErasedModel, LogitPositions, Logits};
 use crate::host::burn_dtype;
 use crate::source::ResolvedSource;
 use crate::tokenizer::TextTokenizer;
 
-/// A Llama model ready to generate.
-pub(crate) struct LoadedLlama<B: Backend> {
+/// A Llama model ready to generate, on forward pass `P`.
+pub(crate) struct LoadedLlama<P: ForwardPass> {
     info: ModelInfo,
     tokenizer: TextTokenizer,
-    model: LlamaModel<B>,
-    /// Whether the host kernels run it (its cache is then f32 and block-rounded).
-    on_host: bool,
-    /// The run dtype (the burn path's cache element).
-    run_dtype: DType,
+    pass: P,
     /// What a generation's KV cache is checked against before it is reserved.
     budget: MemoryBudget,
 }
 
-impl<B: Backend> LoadedLlama<B> {
-    /// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU),
-    /// an unquantized f32 model runs on llmeff's host kernels instead of burn's ops. The
-    /// weights' size is checked against `budget` before any of them is allocated.
-    pub(crate) fn load(
-        source: &ResolvedSource,
-        spec: &ModelSpec,
-        device: B::Device,
-        host_kernels: bool,
-        budget: MemoryBudget,
-    ) -> Result<Self, RuntimeError> {
-        let ModelFiles {
-            config,
-            eos_token_ids,
-            tokenizer,
-        } = ModelFiles::read(source)?;
-        let dtype = burn_dtype(spec.dtype);
-        let supported = catch_backend_panic("querying the device", || {
-            Ok(B::supports_dtype(&device, dtype))
-        })?;
-        if !supported {
-            return Err(RuntimeError::UnsupportedDType {
-                dtype: spec.dtype,
-                device: spec.device.clone(),
-            });
-        }
-        let checkpoint = match spec.weights {
-            WeightsKind::Pretrained => match &source.dir {
-                Some(dir) => Some(Checkpoint::open(dir)?),
-                // Resolution only yields a folderless source for random weights.
-                None => {
-                    return Err(RuntimeError::ModelNotFound {
-                        name: source.name.clone(),
-                        reason: "pretrained weights need the model's files, not a built-in preset"
-                            .into(),
-                    });
-                }
-            },
-            WeightsKind::Random => None,
-        };
-        let weight_source = match &checkpoint {
-            Some(c) => WeightSource::Checkpoint(c),
-            None => WeightSource::Random { seed: spec.seed },
-        };
-        let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
-        let (_, load_peak) = memory::weight_bytes(&config, spec.dtype, spec.quantization, on_host)?;
-        budget.ensure(0, load_peak, || {
-            format!(
-                "the weights of {} ({} on {})",
-                source.name, spec.dtype, spec.device
-            )
-        })?;
-        let parameters = parameter_count(&config);
-        let mut weight_bytes = (parameters * spec.dtype.size_bytes() as u64) as i64;
-        // An untied input embedding is gathered a row per token, not streamed; tied, the same
-        // table is read whole as the output head. It is never quantized.
-        let gathered_bytes = if config.tie_word_embeddings {
-            0
-        } else {
-            (config.vocab_size * config.hidden_size * spec.dtype.size_bytes()) as i64
-        };
-        let weights = if on_host {
-            ModelWeights::Host(HostWeights::build(&config, &weight_source)?)
-        } else {
-            let mut weights = catch_backend_panic("loading weights", || {
-                LlamaWeights::build(&config, &weight_source, &device, spec.dtype)
-            })?;
-            if let Some(q) = spec.quantization {
-                for (i, layer) in weights.layers.iter_mut().enumerate() {
-                    for (name, linear) in layer.linears_mut() {
-                        let full = format!("model.layers.{i}.{name}.weight");
-                        weight_bytes -= catch_backend_panic("quantizing weights", || {
-                            linear.quantize(&full, q)
-                        })?;
-                    }
-                }
+/// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU), an
+/// unquantized f32 model runs on llmeff's host kernels ([`HostPass`]) instead of burn's ops
+/// ([`BurnPass`]): the one place the pass is chosen. The weights' size is checked against
+/// `budget` before any of them is allocated.
+pub(crate) fn load_llama<B: Backend>(
+    source: &ResolvedSource,
+    spec: &ModelSpec,
+    device: B::Device,
+    host_kernels: bool,
+    budget: MemoryBudget,
+) -> Result<Box<dyn ErasedModel>, RuntimeError> {
+    let ModelFiles {
+        config,
+        eos_token_ids,
+        tokenizer,
+    } = ModelFiles::read(source)?;
+    let dtype = burn_dtype(spec.dtype);
+    let supported = catch_backend_panic("querying the device", || {
+        Ok::<_, RuntimeError>(B::supports_dtype(&device, dtype))
+    })?;
+    if !supported {
+        return Err(RuntimeError::UnsupportedDType {
+            dtype: spec.dtype,
+            device: spec.device.clone(),
+        });
+    }
+    let checkpoint = match spec.weights {
+        WeightsKind::Pretrained => match &source.dir {
+            Some(dir) => Some(Checkpoint::open(dir)?),
+            // Resolution only yields a folderless source for random weights.
+            None => {
+                return Err(RuntimeError::ModelNotFound {
+                    name: source.name.clone(),
+                    reason: "pretrained weights need the model's files, not a built-in preset"
+                        .into(),
+                });
             }
-            ModelWeights::Burn(weights)
-        };
-        let compute = match &weights {
-            ModelWeights::Host(_) => {
-                format!("{HOST_COMPUTE}/{}", kernels::Isa::detect().name())
-            }
-            ModelWeights::Burn(_) => format!("burn-{}", B::name(&device)),
-        };
-        let info = ModelInfo {
-            name: source.name.clone(),
-            architecture: "llama".into(),
-            compute,
-            parameters,
-            weight_bytes: weight_bytes.max(0) as u64,
-            step_weight_bytes: (weight_bytes - gathered_bytes).max(0) as u64,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_layers,
-            num_heads: config.num_heads,
-            num_kv_heads: config.num_kv_heads,
-            head_dim: config.head_dim,
-            intermediate_size: config.intermediate_size,
-            vocab_size: config.vocab_size,
-            max_position_embeddings: config.max_position_embeddings,
-            bos_token_id: config.bos_token_id,
-            eos_token_ids,
-        };
-        Ok(Self {
+        },
+        WeightsKind::Random => None,
+    };
+    let weight_source = match &checkpoint {
+        Some(c) => WeightSource::Checkpoint(c),
+        None => WeightSource::Random { seed: spec.seed },
+    };
+    let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
+    let (_, load_peak) = memory::weight_bytes(&config, spec.dtype, spec.quantization, on_host)?;
+    budget.ensure(0, load_peak, || {
+        format!(
+            "the weights of {} ({} on {})",
+            source.name, spec.dtype, spec.device
+        )
+    })?;
+    let parameters = parameter_count(&config);
+    let mut weight_bytes = (parameters * spec.dtype.size_bytes() as u64) as i64;
+    // An untied input embedding is gathered a row per token, not streamed; tied, the same
+    // table is read whole as the output head. It is never quantized.
+    let gathered_bytes = if config.tie_word_embeddings {
+        0
+    } else {
+        (config.vocab_size * config.hidden_size * spec.dtype.size_bytes()) as i64
+    };
+    let info = |config: &LlamaConfig, compute: String, weight_bytes: i64| ModelInfo {
+        name: source.name.clone(),
+        architecture: "llama".into(),
+        compute,
+        parameters,
+        weight_bytes: weight_bytes.max(0) as u64,
+        step_weight_bytes: (weight_bytes - gathered_bytes).max(0) as u64,
+        hidden_size: config.hidden_size,
+        num_layers: config.num_layers,
+        num_heads: config.num_heads,
+        num_kv_heads: config.num_kv_heads,
+        head_dim: config.head_dim,
+        intermediate_size: config.intermediate_size,
+        vocab_size: config.vocab_size,
+        max_position_embeddings: config.max_position_embeddings,
+        bos_token_id: config.bos_token_id,
+        eos_token_ids: eos_token_ids.clone(),
+    };
+    if on_host {
+        let weights = HostWeights::build(&config, &weight_source)?;
+        let pass = HostPass::new(config, weights);
+        let info = info(pass.config(), pass.compute(), weight_bytes);
+        return Ok(Box::new(LoadedLlama {
             info,
             tokenizer,
-            model: LlamaModel::new(config, weights, device, dtype),
-            on_host,
-            run_dtype: spec.dtype,
+            pass,
             budget,
-        })
+        }));
     }
+    let mut weights = catch_backend_panic("loading weights", || {
+        LlamaWeights::<B>::build(&config, &weight_source, &device, spec.dtype)
+    })?;
+    if let Some(q) = spec.quantization {
+        for (i, layer) in weights.layers.iter_mut().enumerate() {
+            for (name, linear) in layer.linears_mut() {
+                let full = format!("model.layers.{i}.{name}.weight");
+                weight_bytes -=
+                    catch_backend_panic("quantizing weights", || linear.quantize(&full, q))?;
+            }
+        }
+    }
+    let pass = BurnPass::new(config, weights, device, spec.dtype);
+    let info = info(pass.config(), pass.compute(), weight_bytes);
+    Ok(Box::new(LoadedLlama {
+        info,
+        tokenizer,
+        pass,
+        budget,
+    }))
 }
 
-impl<B: Backend> LoadedModel for LoadedLlama<B> {
+impl<P: ForwardPass + 'static> LoadedModel for LoadedLlama<P> {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
-        self.tokenizer.encode(text)
+        Ok(self.tokenizer.encode(text)?)
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
-        self.tokenizer.decode(ids)
+        Ok(self.tokenizer.decode(ids)?)
     }
 
     fn start<'a>(
@@ -169,14 +166,7 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
         // What the generation reserves is refused before it is allocated.
         let admit = |sequences: usize, capacity: usize| {
-            let needed = memory::kv_cache_bytes(
-                self.model.config(),
-                self.run_dtype,
-                self.on_host,
-                sequences,
-                capacity,
-                capacity,
-            )?;
+            let needed = self.pass.kv_cache_bytes(sequences, capacity)?;
             self.budget.ensure(self.info.weight_bytes, needed, || {
                 format!(
                     "the KV cache of {} ({sequences} sequences × {capacity} positions)",
@@ -185,7 +175,7 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
             })
         };
         let generation = LlamaGeneration::start(
-            &self.model,
+            &self.pass,
             &self.info.eos_token_ids,
             prompts,
             options,
@@ -195,9 +185,9 @@ impl<B: Backend> LoadedModel for LoadedLlama<B> {
     }
 }
 
-impl<B: Backend> ErasedModel for LoadedLlama<B> {
+impl<P: ForwardPass + 'static> ErasedModel for LoadedLlama<P> {
     fn executed_flops(&self) -> u64 {
-        self.model.executed_flops()
+        self.pass.executed_flops()
     }
 
     fn logits(
@@ -205,7 +195,7 @@ impl<B: Backend> ErasedModel for LoadedLlama<B> {
         prompts: &[Vec<u32>],
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError> {
-        let config = self.model.config();
+        let config = self.pass.config();
         validate_prompts(
             prompts,
             config.vocab_size,
@@ -219,8 +209,8 @@ impl<B: Backend> ErasedModel for LoadedLlama<B> {
             LogitPositions::All => LogitRows::All,
         };
         let values: Vec<f32> = catch_backend_panic("computing logits", || {
-            let mut state = self.model.new_state(batch.batch(), width, width);
-            self.model
+            let mut state = self.pass.new_state(batch.batch(), width, width);
+            self.pass
                 .step(batch.prefill(prompts), &mut state, rows)?
                 .into_host()
         })?;

@@ -8,6 +8,7 @@
 use api::runtime::{DType, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
+use crate::error::InputError;
 use kernels::KEY_TAIL_BLOCK;
 
 /// Bytes of an f32, the element of the host kernels' weights, cache and RoPE table.
@@ -25,10 +26,8 @@ fn sum(terms: &[Option<u64>]) -> Option<u64> {
     terms.iter().try_fold(0u64, |acc, t| acc.checked_add((*t)?))
 }
 
-fn overflow(what: &str) -> RuntimeError {
-    RuntimeError::InvalidInput(format!(
-        "the size of {what} overflows 64 bits; the model config or the request is absurd"
-    ))
+fn overflow(what: &'static str) -> RuntimeError {
+    InputError::SizeOverflow { what }.into()
 }
 
 /// Weights' bytes: `(resident, load_peak)`. `host` is the host-kernel path (always f32).
@@ -93,7 +92,7 @@ pub(crate) fn weight_bytes(
 }
 
 /// Bytes the KV cache of `batch` sequences with room for `capacity` positions reserves, plus
-/// the RoPE table for `rope_len` positions, as [`super::model::LlamaModel::new_state`]
+/// the RoPE table for `rope_len` positions, as [`super::forward::ForwardPass::new_state`]
 /// allocates them. `host` is the host-kernel path (f32, positions rounded up to key blocks).
 pub(crate) fn kv_cache_bytes(
     c: &LlamaConfig,

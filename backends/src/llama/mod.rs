@@ -1,11 +1,16 @@
-//! The Llama architecture (`LlamaForCausalLM`): config, weights, forward pass, KV cache and
-//! generation, generic over the burn backend.
+//! The Llama architecture (`LlamaForCausalLM`): config, weights, KV cache and generation over
+//! one forward-pass trait ([`forward::ForwardPass`]) with two implementations, burn's tensor
+//! ops ([`model::BurnPass`], any backend) and llmeff's host kernels ([`host_model::HostPass`],
+//! f32 on the CPU).
 
 mod batch;
 mod config;
 mod files;
+mod forward;
 mod generation;
+mod host_cache;
 mod host_model;
+mod host_weights;
 mod kv_cache;
 mod linear;
 mod loaded;
@@ -13,7 +18,8 @@ pub(crate) mod memory;
 mod model;
 mod quant;
 mod rope;
+mod spinning;
 mod weights;
 
 pub(crate) use files::ModelFiles;
-pub(crate) use loaded::LoadedLlama;
+pub(crate) use loaded::load_llama;

@@ -1,53 +1,91 @@
-//! The Llama forward pass (as transformers' `LlamaForCausalLM` computes it), generic over the
-//! burn backend: RMSNorm, rotary attention with grouped key/value heads and a KV cache, the
-//! SwiGLU MLP and the output projection. f32 runs on the CPU take the host path instead
-//! ([`super::host_model`]); [`LlamaModel::step`] hides which one a model uses.
+//! The Llama forward pass on burn tensor ops (as transformers' `LlamaForCausalLM` computes it),
+//! generic over the burn backend: RMSNorm, rotary attention with grouped key/value heads and a
+//! KV cache, the SwiGLU MLP and the output projection. Runs any backend, dtype or
+//! quantization; f32 runs on the CPU take [`super::host_model::HostPass`] instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use api::runtime::RuntimeError;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
-use super::host_model::{HostCache, HostRope, HostWeights};
+use super::forward::{ForwardPass, LogitRows, PassState, StepLogits};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
+use super::memory;
 use super::rope::{RopeTable, apply_rope};
 use super::weights::{LayerWeights, LlamaWeights};
+use crate::error::BackendError;
 use crate::host::to_host;
 
-/// Which rows of the final hidden states go through the output projection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LogitRows {
-    /// Only each sequence's last column (what generation needs; saves `T - 1` vocab-sized
-    /// products per sequence).
-    Last,
-    /// Every column, pads included.
-    All,
-}
-
-/// A step's logits, `[rows, vocab]`, where the forward pass left them.
+/// A step's logits on the burn device, `[rows, vocab]` in the run dtype.
 #[derive(Debug)]
-pub(crate) enum StepLogits<B: Backend> {
-    /// On the burn device, in the run dtype.
-    Device(Tensor<B, 2>),
-    /// In host memory, f32, row-major (the host forward pass): picked there, without a round
-    /// trip through a device tensor.
-    Host { values: Vec<f32>, vocab: usize },
+pub(crate) struct DeviceLogits<B: Backend>(pub(crate) Tensor<B, 2>);
+
+impl<B: Backend> StepLogits for DeviceLogits<B> {
+    fn vocab(&self) -> usize {
+        self.0.dims()[1]
+    }
+
+    /// Only the few affected columns are touched: a full `[batch, vocab]` mask would be
+    /// uploaded every step.
+    fn suppress(self, rows: &[bool], tokens: &[u32]) -> Self {
+        let [batch, vocab] = self.0.dims();
+        let mask = Tensor::<B, 2, Bool>::from_data(
+            TensorData::new(rows.to_vec(), [batch, 1]),
+            &self.0.device(),
+        );
+        let mut logits = self.0;
+        for &token in tokens {
+            let t = token as usize;
+            // An EOS id outside the vocabulary can never be produced anyway.
+            if t >= vocab {
+                continue;
+            }
+            let column = logits
+                .clone()
+                .slice([0..batch, t..t + 1])
+                .mask_fill(mask.clone(), f32::NEG_INFINITY);
+            logits = logits.slice_assign([0..batch, t..t + 1], column);
+        }
+        Self(logits)
+    }
+
+    /// Argmax on the device: only `batch` ids cross to the host (burn-flex's argmax keeps the
+    /// first maximum, as torch does).
+    fn argmax(self) -> Result<Vec<u32>, BackendError> {
+        let ids = to_host(self.0.argmax(1), "token ids")?;
+        ids.iter::<i64>()
+            .map(|id| u32::try_from(id).map_err(|_| BackendError::ArgmaxOutOfRange(id)))
+            .collect()
+    }
+
+    fn into_host(self) -> Result<Vec<f32>, BackendError> {
+        to_host(self.0.cast(DType::F32), "logits")?
+            .to_vec()
+            .map_err(|e| BackendError::DeviceRead {
+                what: "logits".into(),
+                message: format!("{e:?}"),
+            })
+    }
 }
 
-impl<B: Backend> StepLogits<B> {
-    /// The values as f32 on the host, row-major.
-    pub(crate) fn into_host(self) -> Result<Vec<f32>, RuntimeError> {
-        match self {
-            StepLogits::Device(t) => to_host(t.cast(DType::F32))?
-                .to_vec()
-                .map_err(|e| RuntimeError::Backend(format!("reading logits: {e:?}"))),
-            StepLogits::Host { values, .. } => Ok(values),
-        }
+/// A generation's RoPE rows and KV cache on the burn device.
+pub(crate) struct BurnState<B: Backend> {
+    rope: RopeTable<B>,
+    cache: KvCache<B>,
+}
+
+impl<B: Backend> PassState for BurnState<B> {
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn kv_bytes(&self) -> u64 {
+        self.cache.bytes()
     }
 }
 
@@ -94,76 +132,36 @@ impl<B: Backend> StepInput<B> {
     }
 }
 
-/// The weights a model computes with, which decides its forward pass.
-pub(crate) enum ModelWeights<B: Backend> {
-    /// burn tensors on the device (any backend, dtype or quantization).
-    Burn(LlamaWeights<B>),
-    /// Host f32 for llmeff's CPU kernels.
-    Host(HostWeights),
-}
-
-/// A generation's RoPE rows and KV cache, in the form its model's forward pass uses.
-pub(crate) enum StepState<B: Backend> {
-    /// For [`ModelWeights::Burn`].
-    Burn {
-        rope: RopeTable<B>,
-        cache: KvCache<B>,
-    },
-    /// For [`ModelWeights::Host`] (boxed: it carries the step's scratch buffers inline).
-    Host {
-        rope: HostRope,
-        cache: Box<HostCache>,
-    },
-}
-
-impl<B: Backend> StepState<B> {
-    /// Bytes of keys and values cached so far.
-    pub(crate) fn kv_bytes(&self) -> u64 {
-        match self {
-            StepState::Burn { cache, .. } => cache.bytes(),
-            StepState::Host { cache, .. } => cache.bytes(),
-        }
-    }
-
-    /// Positions cached so far.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            StepState::Burn { cache, .. } => cache.len(),
-            StepState::Host { cache, .. } => cache.len(),
-        }
-    }
-}
-
-/// A Llama model on one device.
-pub(crate) struct LlamaModel<B: Backend> {
+/// The burn forward pass over one model's weights on one device.
+pub(crate) struct BurnPass<B: Backend> {
     config: LlamaConfig,
-    weights: ModelWeights<B>,
+    weights: LlamaWeights<B>,
     device: B::Device,
+    /// The run dtype, as burn names it (activations, cache).
     dtype: DType,
+    /// The run dtype, as the engine names it (for the memory estimate).
+    run_dtype: api::runtime::DType,
     /// FLOPs of every matrix product executed, from the operands' shapes: the check on the
     /// engine's analytic count (one relaxed add per product, nothing per element).
     executed_flops: AtomicU64,
 }
 
-impl<B: Backend> LlamaModel<B> {
+impl<B: Backend> BurnPass<B> {
+    /// The pass over `weights`, built on `device` in `run_dtype`.
     pub(crate) fn new(
         config: LlamaConfig,
-        weights: ModelWeights<B>,
+        weights: LlamaWeights<B>,
         device: B::Device,
-        dtype: DType,
+        run_dtype: api::runtime::DType,
     ) -> Self {
         Self {
             config,
             weights,
             device,
-            dtype,
+            dtype: crate::host::burn_dtype(run_dtype),
+            run_dtype,
             executed_flops: AtomicU64::new(0),
         }
-    }
-
-    /// FLOPs of the matrix products executed since the model was built.
-    pub(crate) fn executed_flops(&self) -> u64 {
-        self.executed_flops.load(Ordering::Relaxed)
     }
 
     /// A (batched) matrix product `[.., m, k] · [.., k, n]`, counted.
@@ -184,75 +182,6 @@ impl<B: Backend> LlamaModel<B> {
         w.forward(x)
     }
 
-    pub(crate) fn config(&self) -> &LlamaConfig {
-        &self.config
-    }
-
-    /// Whether this model runs on the host kernels (tests; results read `ModelInfo::compute`).
-    #[cfg(test)]
-    pub(crate) fn on_host(&self) -> bool {
-        matches!(self.weights, ModelWeights::Host(_))
-    }
-
-    /// An empty KV cache with room for `capacity` positions of `batch` sequences, and RoPE rows
-    /// for positions `0..rope_len`.
-    pub(crate) fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> StepState<B> {
-        let c = &self.config;
-        match self.weights {
-            ModelWeights::Burn(_) => StepState::Burn {
-                rope: RopeTable::new(&c.rope, c.head_dim, rope_len, &self.device, self.dtype),
-                cache: KvCache::new(
-                    c.num_layers,
-                    batch,
-                    c.num_kv_heads,
-                    c.head_dim,
-                    capacity,
-                    &self.device,
-                    self.dtype,
-                ),
-            },
-            ModelWeights::Host(_) => StepState::Host {
-                rope: HostRope::new(&c.rope, c.head_dim, rope_len),
-                cache: Box::new(HostCache::new(c, batch, capacity)),
-            },
-        }
-    }
-
-    /// Runs one step (`host`: the prompt pass or one decode position per sequence), appending
-    /// to `state`'s cache, and returns logits: `[batch, vocab]` for [`LogitRows::Last`],
-    /// `[batch * seq, vocab]` for [`LogitRows::All`].
-    pub(crate) fn step(
-        &self,
-        host: HostStep,
-        state: &mut StepState<B>,
-        rows: LogitRows,
-    ) -> Result<StepLogits<B>, RuntimeError> {
-        match (&self.weights, state) {
-            (ModelWeights::Burn(weights), StepState::Burn { rope, cache }) => {
-                let input = StepInput::upload(host, rope, &self.device);
-                self.forward(weights, &input, cache, rows)
-                    .map(StepLogits::Device)
-            }
-            (ModelWeights::Host(weights), StepState::Host { rope, cache }) => {
-                let logits = weights.forward(
-                    &self.config,
-                    &host,
-                    rope,
-                    cache,
-                    rows,
-                    &self.executed_flops,
-                )?;
-                Ok(StepLogits::Host {
-                    values: logits,
-                    vocab: self.config.vocab_size,
-                })
-            }
-            _ => Err(RuntimeError::Backend(
-                "internal: a generation's state does not match its model's weights".into(),
-            )),
-        }
-    }
-
     /// Runs `seq` new tokens per sequence through the model, appending their keys and values to
     /// `cache`, and returns logits in the run dtype.
     ///
@@ -262,11 +191,11 @@ impl<B: Backend> LlamaModel<B> {
     ///   over `(sequence, column)`) for [`LogitRows::All`]
     fn forward(
         &self,
-        weights: &LlamaWeights<B>,
         input: &StepInput<B>,
         cache: &mut KvCache<B>,
         rows: LogitRows,
-    ) -> Result<Tensor<B, 2>, RuntimeError> {
+    ) -> Result<Tensor<B, 2>, BackendError> {
+        let weights = &self.weights;
         let (b, t, hidden) = (input.batch, input.seq, self.config.hidden_size);
         let mut x = weights.embed_tokens.clone().select(0, input.tokens.clone());
         for (i, layer) in weights.layers.iter().enumerate() {
@@ -320,7 +249,7 @@ impl<B: Backend> LlamaModel<B> {
         h: Tensor<B, 2>,
         input: &StepInput<B>,
         cache: &mut KvCache<B>,
-    ) -> Result<Tensor<B, 2>, RuntimeError> {
+    ) -> Result<Tensor<B, 2>, BackendError> {
         let c = &self.config;
         let (b, t) = (input.batch, input.seq);
         let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
@@ -352,13 +281,11 @@ impl<B: Backend> LlamaModel<B> {
             .reshape([b * t, heads * d]);
         Ok(self.linear(&w.o_proj, out))
     }
-}
 
-/// SwiGLU: `down(silu(gate(x)) * up(x))`.
-///
-/// # Shapes
-/// - `h`: `[rows, hidden]`, returns `[rows, hidden]`
-impl<B: Backend> LlamaModel<B> {
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
+    ///
+    /// # Shapes
+    /// - `h`: `[rows, hidden]`, returns `[rows, hidden]`
     fn mlp(&self, w: &LayerWeights<B>, h: Tensor<B, 2>) -> Tensor<B, 2> {
         let gate = silu(self.linear(&w.gate_proj, h.clone()));
         let up = self.linear(&w.up_proj, h);
@@ -366,104 +293,57 @@ impl<B: Backend> LlamaModel<B> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use burn_flex::{Flex, FlexDevice};
+impl<B: Backend> ForwardPass for BurnPass<B> {
+    type State = BurnState<B>;
+    type Logits = DeviceLogits<B>;
 
-    use super::*;
-    use crate::llama::batch::PaddedBatch;
-    use crate::llama::rope::{RopeConfig, RopeScaling};
-    use crate::llama::weights::WeightSource;
-
-    /// A small GQA config with head_dim 16 and a tied head, so both paths' special cases run.
-    fn config() -> LlamaConfig {
-        LlamaConfig {
-            hidden_size: 64,
-            intermediate_size: 96,
-            num_layers: 2,
-            num_heads: 4,
-            num_kv_heads: 2,
-            head_dim: 16,
-            rms_norm_eps: 1e-5,
-            rope: RopeConfig {
-                theta: 10_000.0,
-                scaling: RopeScaling::None,
-            },
-            tie_word_embeddings: true,
-            vocab_size: 97,
-            max_position_embeddings: 64,
-            bos_token_id: Some(1),
-            eos_token_ids: vec![2],
-            initializer_range: 0.2,
-        }
+    fn config(&self) -> &LlamaConfig {
+        &self.config
     }
 
-    fn models() -> (LlamaModel<Flex>, LlamaModel<Flex>) {
-        let c = config();
-        let source = WeightSource::Random { seed: 7 };
-        let burn = LlamaWeights::build(&c, &source, &FlexDevice, api::runtime::DType::F32).unwrap();
-        let host = HostWeights::build(&c, &source).unwrap();
-        let make = |w| LlamaModel::new(c.clone(), w, FlexDevice, DType::F32);
-        (
-            make(ModelWeights::Burn(burn)),
-            make(ModelWeights::Host(host)),
+    fn compute(&self) -> String {
+        format!("burn-{}", B::name(&self.device))
+    }
+
+    fn executed_flops(&self) -> u64 {
+        self.executed_flops.load(Ordering::Relaxed)
+    }
+
+    fn kv_cache_bytes(&self, sequences: usize, capacity: usize) -> Result<u64, RuntimeError> {
+        memory::kv_cache_bytes(
+            &self.config,
+            self.run_dtype,
+            false,
+            sequences,
+            capacity,
+            capacity,
         )
     }
 
-    fn values(logits: StepLogits<Flex>) -> Vec<f32> {
-        logits.into_host().unwrap()
-    }
-
-    #[test]
-    fn host_and_burn_paths_compute_the_same_random_model() {
-        let (burn, host) = models();
-        assert!(host.on_host() && !burn.on_host());
-        let prompts = vec![vec![3, 5, 8, 13, 21], vec![34, 55]];
-        let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
-        let mut states = [burn.new_state(2, 7, 7), host.new_state(2, 7, 7)];
-        let mut logits = [Vec::new(), Vec::new()];
-        for ((model, state), out) in [&burn, &host].into_iter().zip(&mut states).zip(&mut logits) {
-            let all = model
-                .step(batch.prefill(&prompts), state, LogitRows::All)
-                .unwrap();
-            out.extend(values(all));
-            let next = model
-                .step(
-                    batch.decode(1, &[4, 6], state.len()),
-                    state,
-                    LogitRows::Last,
-                )
-                .unwrap();
-            out.extend(values(next));
-            assert_eq!(state.len(), 6);
-            assert_eq!(state.kv_bytes(), 2 * 2 * 2 * 2 * 16 * 4 * 6);
+    fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> BurnState<B> {
+        let c = &self.config;
+        BurnState {
+            rope: RopeTable::new(&c.rope, c.head_dim, rope_len, &self.device, self.dtype),
+            cache: KvCache::new(
+                c.num_layers,
+                batch,
+                c.num_kv_heads,
+                c.head_dim,
+                capacity,
+                &self.device,
+                self.dtype,
+            ),
         }
-        assert_eq!(logits[0].len(), (2 * 5 + 2) * 97);
-        let worst = logits[0]
-            .iter()
-            .zip(&logits[1])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        // Both are f32 with different summation orders.
-        assert!(worst < 1e-4, "max abs difference {worst}");
-        assert_eq!(burn.executed_flops(), host.executed_flops());
     }
 
-    #[test]
-    fn a_full_host_cache_or_a_stale_step_is_an_error() {
-        let (_, host) = models();
-        let batch = PaddedBatch::new(vec![2]);
-        let mut state = host.new_state(1, 3, 3);
-        host.step(batch.prefill(&[vec![3, 4]]), &mut state, LogitRows::Last)
-            .unwrap();
-        // A step that claims the wrong number of cached positions.
-        let stale = batch.decode(1, &[5], 0);
-        assert!(host.step(stale, &mut state, LogitRows::Last).is_err());
-        host.step(batch.decode(1, &[5], 2), &mut state, LogitRows::Last)
-            .unwrap();
-        let err = host
-            .step(batch.decode(2, &[6], 3), &mut state, LogitRows::Last)
-            .unwrap_err();
-        assert!(err.to_string().contains("KV cache holds 3"), "{err}");
+    fn step(
+        &self,
+        step: HostStep,
+        state: &mut BurnState<B>,
+        rows: LogitRows,
+    ) -> Result<DeviceLogits<B>, BackendError> {
+        let input = StepInput::upload(step, &state.rope, &self.device);
+        self.forward(&input, &mut state.cache, rows)
+            .map(DeviceLogits)
     }
 }

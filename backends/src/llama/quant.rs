@@ -8,7 +8,9 @@
 //! Embeddings, norms and the LM head stay in full precision, as transformers' bitsandbytes
 //! integration keeps them by default.
 
-use api::runtime::{QuantMethod, Quantization, RuntimeError};
+use api::runtime::{QuantMethod, Quantization};
+
+use crate::error::InputError;
 
 /// QLoRA's NormalFloat-4 code book (quantiles of N(0, 1) scaled to [-1, 1]).
 pub(crate) const NF4_CODES: [f32; 16] = [
@@ -75,11 +77,11 @@ impl QuantizedMatrix {
         rows: usize,
         cols: usize,
         q: Quantization,
-    ) -> Result<Self, RuntimeError> {
+    ) -> Result<Self, InputError> {
         if q.block_size == 0 {
-            return Err(RuntimeError::InvalidInput(format!(
-                "quantization block size 0 for {name}: it must be at least 1"
-            )));
+            return Err(InputError::ZeroBlockSize {
+                tensor: name.to_string(),
+            });
         }
         // A last, shorter block covers input dimensions the block size does not divide (the
         // MLP width of small models often is not a power of two).

@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::linear::Linear;
 use api::runtime::{DType, RuntimeError};
+
+use crate::error::BackendError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 
@@ -193,7 +195,7 @@ impl<B: Backend> LlamaWeights<B> {
         let mut vectors: HashMap<String, Tensor<B, 1>> = HashMap::new();
         for (index, spec) in specs.iter().enumerate() {
             let index = u32::try_from(index)
-                .map_err(|_| RuntimeError::Backend("model has more than 2^32 tensors".into()))?;
+                .map_err(|_| BackendError::Internal("model has more than 2^32 tensors".into()))?;
             let data = with_run_float!(dtype, T => TensorData::new(
                 host_values::<T>(spec, index, source, config)?,
                 spec.device_shape()
@@ -215,8 +217,7 @@ impl<B: Backend> LlamaWeights<B> {
         }
         // Every name below was produced by `weight_specs` above, so lookups cannot miss; the
         // error path only guards against the two lists drifting apart.
-        let missing =
-            |name: &str| RuntimeError::Backend(format!("internal: tensor `{name}` was not built"));
+        let missing = |name: &str| BackendError::Internal(format!("tensor `{name}` was not built"));
         let mut matrix = |name: String| matrices.remove(&name).ok_or_else(|| missing(&name));
         let embed_tokens = matrix("model.embed_tokens.weight".into())?;
         let lm_head = if config.tie_word_embeddings {
@@ -261,7 +262,7 @@ fn host_values<T: RunFloat>(
     index: u32,
     source: &WeightSource<'_>,
     config: &LlamaConfig,
-) -> Result<Vec<T>, RuntimeError> {
+) -> Result<Vec<T>, BackendError> {
     match source {
         WeightSource::Checkpoint(ckpt) => {
             ckpt.read::<T>(&spec.name, &spec.shape, spec.role == Role::Linear)
@@ -284,7 +285,7 @@ pub(crate) fn checkpoint_layout_f32(
     index: u32,
     source: &WeightSource<'_>,
     config: &LlamaConfig,
-) -> Result<Vec<f32>, RuntimeError> {
+) -> Result<Vec<f32>, BackendError> {
     match (source, spec.role, spec.shape.as_slice()) {
         (WeightSource::Checkpoint(ckpt), _, _) => ckpt.read::<f32>(&spec.name, &spec.shape, false),
         (WeightSource::Random { .. }, Role::Linear, &[out, inp]) => {

@@ -403,6 +403,11 @@ pub enum RuntimeError {
     /// The backend failed while computing.
     #[error("backend error: {0}")]
     Backend(String),
+    /// The backend failed while computing, with its own structured error kept as the source
+    /// (reach it with `std::error::Error::source` and downcast). Treated like
+    /// [`RuntimeError::Backend`]: possibly transient, so worth a retry.
+    #[error("backend error: {0}")]
+    BackendFailure(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Loading or generating would need more memory than the device has available; refused
     /// before anything is allocated.
     #[error(
