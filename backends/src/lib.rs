@@ -5,6 +5,7 @@
 //! API Boundary: the engine sees only [`BurnRuntime`] (an `api::runtime::Runtime`) and the
 //! `Box<dyn LoadedModel>` it returns; [`BurnModel`] additionally exposes logits for tests.
 
+pub mod bundled;
 mod checkpoint;
 mod device;
 mod guard;
