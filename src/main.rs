@@ -15,9 +15,7 @@ macro_rules! note {
 mod cli;
 mod commands;
 mod environment;
-mod provenance;
 mod signals;
-mod sink;
 mod table;
 
 use clap::Parser;
@@ -65,6 +63,8 @@ fn restore_default_sigpipe() {
 fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = cli::Cli::parse();
+    // A bundled model unpacked into the data folder on first use is said once, on stderr.
+    backends::bundled::set_unpack_listener(|notice| note!("{notice}"));
     let result = match cli.command {
         cli::Command::Run(args) => commands::run::run(args),
         cli::Command::Plan(args) => commands::plan::run(args),

@@ -2,13 +2,12 @@
 
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use engine::execute::Progress;
-use engine::record::{RecordSink, RunRecord, RunStatus, SinkError};
+use engine::record::RunStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use results::report::analysis::analyse;
 use results::report::view::TableView;
 use results::{Cell, Row};
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// How much `llmeff run` says while a study runs.
@@ -147,29 +146,34 @@ impl ProgressDisplay {
     }
 }
 
-/// Passes records on to the store and, when verbose, prints each run's details as it is
-/// stored: which run, what computed it, where its energy figures came from and the meters' notes.
-pub struct DetailSink<'a> {
-    /// The sink that stores the records.
-    pub inner: &'a mut dyn RecordSink,
-    /// Where the detail lines go (above the progress bar).
-    pub display: &'a RefCell<ProgressDisplay>,
+/// Renders a study session on the terminal: progress, notes and, when verbose, each run's
+/// details as it is stored (which run, what computed it, where its energy figures came from
+/// and the meters' notes).
+pub struct StudyConsole {
+    /// The progress bar or log lines.
+    pub display: ProgressDisplay,
 }
 
-impl RecordSink for DetailSink<'_> {
-    fn record(&mut self, record: &RunRecord) -> Result<(), SinkError> {
-        self.inner.record(record)?;
-        let display = self.display.borrow();
-        if display.verbosity == Verbosity::Verbose
-            && let Ok(row) = crate::sink::run_row(record)
-        {
-            display.println(detail_line(&row));
+impl study::StudyObserver for StudyConsole {
+    fn note(&mut self, note: &study::StudyNote) {
+        if self.display.verbosity == Verbosity::Quiet && note.is_detail() {
+            return;
         }
-        Ok(())
+        note!("{note}");
     }
 
-    fn completed(&self) -> HashSet<(String, usize)> {
-        self.inner.completed()
+    fn progress(&mut self, event: Progress) {
+        self.display.handle(event);
+    }
+
+    fn stored(&mut self, row: &Row) {
+        if self.display.verbosity == Verbosity::Verbose {
+            self.display.println(detail_line(row));
+        }
+    }
+
+    fn executed(&mut self) {
+        self.display.finish();
     }
 }
 

@@ -88,13 +88,13 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "clap",
         ],
     ),
-    // The bench harness times the backends; it neither scripts nor stores.
+    // The bench harness times any runtime through the api traits; it stores nothing.
     (
         "llmeff-bench",
         &[
-            "llmeff-engine",
+            "llmeff-backends",
             "llmeff-results",
-            "rhai",
+            "llmeff-study",
             "arrow",
             "parquet",
             "clap",

@@ -65,6 +65,76 @@ fn generate_prints_prompt_and_continuation() {
         ));
 }
 
+/// `llmeff generate` of tiny-stories as an installed binary runs it: from a folder outside the
+/// repository, without `LLMEFF_MODELS_DIR` (which `.cargo/config.toml` sets for tests), with
+/// `home` as its home and `xdg_data_home` as its data folder.
+fn generate_outside_the_repository(
+    cwd: &Path,
+    home: &Path,
+    xdg_data_home: Option<&Path>,
+) -> std::process::Output {
+    let mut cmd = llmeff();
+    cmd.current_dir(cwd)
+        .env_remove("LLMEFF_MODELS_DIR")
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", home)
+        .args([
+            "generate",
+            "--model",
+            "tiny-stories",
+            "--prompt",
+            "Once upon a time",
+            "--max-new-tokens",
+            "12",
+        ]);
+    if let Some(data) = xdg_data_home {
+        cmd.env("XDG_DATA_HOME", data);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn an_installed_binary_unpacks_its_bundled_model_into_the_data_folder_once() {
+    // Regression (issue C): the bundled models were found only through the source tree the
+    // binary was built in.
+    let cwd = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let first = generate_outside_the_repository(cwd.path(), home.path(), None);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&first.stdout)
+            .starts_with("Once upon a time, there was a little girl named Lily"),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    let unpacked = home.path().join(".local/share/llmeff/models/tiny-stories");
+    assert!(
+        stderr.contains("unpacked the bundled model `tiny-stories`")
+            && stderr.contains(&unpacked.display().to_string()),
+        "{stderr}"
+    );
+    assert!(unpacked.join("model.safetensors").is_file());
+    assert!(unpacked.join("README.md").is_file(), "its README comes too");
+    // The second time it is found there: no note.
+    let second = generate_outside_the_repository(cwd.path(), home.path(), None);
+    assert!(second.status.success());
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("unpacked"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // XDG_DATA_HOME names the data folder when set.
+    let data = tempfile::tempdir().unwrap();
+    let xdg = generate_outside_the_repository(cwd.path(), home.path(), Some(data.path()));
+    assert!(xdg.status.success());
+    assert!(
+        data.path()
+            .join("llmeff/models/tiny-stories/config.json")
+            .is_file()
+    );
+}
+
 #[test]
 fn missing_model_is_a_one_line_error_with_exit_code_2() {
     let out = llmeff()

@@ -5,6 +5,7 @@
 //! API Boundary: the engine sees only [`BurnRuntime`] (an `api::runtime::Runtime`) and the
 //! `Box<dyn LoadedModel>` it returns; [`BurnModel`] additionally exposes logits for tests.
 
+pub mod bundled;
 mod checkpoint;
 mod device;
 mod error;
@@ -23,4 +24,4 @@ mod tokenizer;
 pub use handle::{BurnModel, LogitPositions, Logits};
 pub use hub::HubCache;
 pub use presets::preset_ids;
-pub use runtime::{BurnRuntime, CpuForward};
+pub use runtime::BurnRuntime;

@@ -11,24 +11,6 @@ use crate::llama::memory::{self, MemoryBudget};
 use crate::llama::{ModelFiles, load_llama};
 use crate::source::{self, ResolvedSource};
 
-/// The CPU forward pass a runtime once chose for every model (from `LLMEFF_CPU_FORWARD`).
-///
-/// The pass is now each model's own choice, [`ModelSpec::compute`]; this stays only so the
-/// study manifest's `cpu_forward` entry keeps its one value (`host`) until that entry goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CpuForward {
-    /// The only value: the runtime no longer picks a pass.
-    #[default]
-    Host,
-}
-
-impl CpuForward {
-    /// The name the manifest records (`host`).
-    pub fn name(self) -> &'static str {
-        "host"
-    }
-}
-
 /// Loads Llama-family models on burn backends.
 ///
 /// It holds where Hub models are cached; each spec names its forward pass
@@ -59,12 +41,6 @@ impl BurnRuntime {
             hub,
             memory_limit: None,
         }
-    }
-
-    /// Always [`CpuForward::Host`]: kept for the manifest's `cpu_forward` entry only (the
-    /// forward pass is [`ModelSpec::compute`] now, part of each run's identity).
-    pub fn cpu_forward(&self) -> CpuForward {
-        CpuForward::Host
     }
 
     /// The same runtime refusing models whose weights or KV cache would exceed `bytes` (as

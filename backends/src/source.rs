@@ -1,33 +1,25 @@
-//! Where a model named in a spec lives: bundled aliases in the repository's `models/` folder,
-//! a local folder holding `config.json`, or a Hugging Face Hub id (`org/name`) found in, or
+//! Where a model named in a spec lives: a bundled alias (found as [`crate::bundled`] says), a
+//! local folder holding `config.json`, or a Hugging Face Hub id (`org/name`) found in, or
 //! downloaded to, the Hub cache; for random weights, a built-in preset config.
 
 use std::path::{Path, PathBuf};
 
 use api::runtime::{RuntimeError, WeightsKind};
 
+use crate::bundled::{self, ModelsSearch};
 use crate::error::InputError;
 use crate::hub::{HubCache, Needed};
 use crate::presets::{self, Preset};
 
-/// Models shipped in `models/`, loadable by name without any network.
-pub(crate) const BUNDLED_ALIASES: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
-
-/// Environment variable overriding the bundled models folder (e.g. for an installed binary).
-pub(crate) const MODELS_DIR_ENV: &str = "LLMEFF_MODELS_DIR";
-
 /// The Hub revision used when a spec names none.
 const DEFAULT_REVISION: &str = "main";
 
-/// The bundled models folder: `$LLMEFF_MODELS_DIR`, else the repository's `models/` as seen at
-/// build time.
+/// The repository's `models/` folder, for tests that read a bundled model's files directly.
+#[cfg(test)]
 pub(crate) fn models_dir() -> PathBuf {
-    match std::env::var_os(MODELS_DIR_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("models"),
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("models")
 }
 
 /// A model's files and the name to show for it.
@@ -47,40 +39,50 @@ pub(crate) struct ResolvedSource {
 
 /// Resolves a spec's source: a bundled alias, then an existing folder, then a Hub id.
 /// `revision` applies to Hub ids only; random weights need no checkpoint, and for preset ids no
-/// files at all.
+/// files at all. Bundled models are searched for as this process's environment says.
 pub(crate) fn resolve(
     source: &str,
     revision: Option<&str>,
     weights: WeightsKind,
     hub: &HubCache,
 ) -> Result<ResolvedSource, RuntimeError> {
+    resolve_with(source, revision, weights, hub, &ModelsSearch::from_env())
+}
+
+/// [`resolve`] with bundled models searched for by `models`.
+pub(crate) fn resolve_with(
+    source: &str,
+    revision: Option<&str>,
+    weights: WeightsKind,
+    hub: &HubCache,
+    models: &ModelsSearch,
+) -> Result<ResolvedSource, RuntimeError> {
     let not_found = |reason: String| RuntimeError::ModelNotFound {
         name: source.to_string(),
         reason,
     };
+    let local_only = || match revision {
+        Some(revision) => Err(RuntimeError::from(InputError::RevisionOfLocalModel {
+            revision: revision.to_string(),
+            model: source.to_string(),
+        })),
+        None => Ok(()),
+    };
     let local = |dir: PathBuf, name: String| {
-        if let Some(revision) = revision {
-            return Err(InputError::RevisionOfLocalModel {
-                revision: revision.to_string(),
-                model: source.to_string(),
-            }
-            .into());
-        }
+        local_only()?;
         Ok(ResolvedSource {
             dir: Some(dir),
             preset: None,
             name,
         })
     };
-    if BUNDLED_ALIASES.contains(&source) {
-        let dir = models_dir().join(source);
-        if dir.join("config.json").is_file() {
-            return local(dir, source.to_string());
-        }
-        return Err(not_found(format!(
-            "bundled model folder {} is missing or has no config.json (set {MODELS_DIR_ENV} to the folder holding the bundled models)",
-            dir.display()
-        )));
+    if bundled::aliases().any(|alias| alias == source) {
+        // The revision check first: a bundled model is not unpacked for a spec that fails.
+        local_only()?;
+        let dir = models
+            .locate(source)
+            .map_err(|e| not_found(e.to_string()))?;
+        return local(dir, source.to_string());
     }
     let path = Path::new(source);
     if path.is_dir() {
@@ -100,7 +102,7 @@ pub(crate) fn resolve(
     if !is_hub_id(source) {
         return Err(not_found(format!(
             "not a bundled alias ({}), a folder with config.json, nor a Hugging Face Hub id of the form `org/name`",
-            BUNDLED_ALIASES.join(", ")
+            bundled::aliases().collect::<Vec<_>>().join(", ")
         )));
     }
     let revision = revision.unwrap_or(DEFAULT_REVISION);
@@ -173,9 +175,18 @@ mod tests {
         (tmp, hub)
     }
 
+    /// Bundled models searched for in the repository's `models/` only, never unpacked into
+    /// the real data folder.
+    fn repository_models() -> ModelsSearch {
+        ModelsSearch {
+            override_dir: Some(models_dir()),
+            ..ModelsSearch::default()
+        }
+    }
+
     fn resolve_offline(source: &str, weights: WeightsKind) -> Result<ResolvedSource, RuntimeError> {
         let (_tmp, hub) = offline_hub();
-        resolve(source, None, weights, &hub)
+        resolve_with(source, None, weights, &hub, &repository_models())
     }
 
     #[test]
@@ -184,6 +195,61 @@ mod tests {
         assert_eq!(r.name, "tiny-stories");
         assert!(r.dir.unwrap().join("model.safetensors").is_file());
         assert_eq!(r.preset, None);
+    }
+
+    #[test]
+    fn aliases_with_no_folder_anywhere_are_unpacked_into_the_data_folder() {
+        let (_tmp, hub) = offline_hub();
+        let data = tempfile::tempdir().unwrap();
+        let search = ModelsSearch {
+            data_dir: Some(data.path().join("llmeff/models")),
+            ..ModelsSearch::default()
+        };
+        let r = resolve_with(
+            "tiny-llama3-gqa",
+            None,
+            WeightsKind::Pretrained,
+            &hub,
+            &search,
+        )
+        .unwrap();
+        let dir = r.dir.unwrap();
+        assert_eq!(dir, data.path().join("llmeff/models/tiny-llama3-gqa"));
+        assert!(dir.join("model.safetensors").is_file());
+        // A revision is refused before anything is unpacked.
+        let other = tempfile::tempdir().unwrap();
+        let search = ModelsSearch {
+            data_dir: Some(other.path().join("models")),
+            ..ModelsSearch::default()
+        };
+        assert!(matches!(
+            resolve_with(
+                "tiny-stories",
+                Some("main"),
+                WeightsKind::Pretrained,
+                &hub,
+                &search
+            ),
+            Err(RuntimeError::InvalidInput(_))
+        ));
+        assert!(!other.path().join("models").exists());
+    }
+
+    #[test]
+    fn a_models_dir_override_without_the_model_says_so() {
+        let (_tmp, hub) = offline_hub();
+        let empty = tempfile::tempdir().unwrap();
+        let search = ModelsSearch {
+            override_dir: Some(empty.path().to_path_buf()),
+            ..ModelsSearch::default()
+        };
+        match resolve_with("tiny-stories", None, WeightsKind::Pretrained, &hub, &search) {
+            Err(RuntimeError::ModelNotFound { name, reason }) => {
+                assert_eq!(name, "tiny-stories");
+                assert!(reason.contains("LLMEFF_MODELS_DIR is set"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
@@ -197,7 +263,13 @@ mod tests {
     fn revisions_are_for_hub_ids_only() {
         let (_tmp, hub) = offline_hub();
         assert!(matches!(
-            resolve("tiny-stories", Some("main"), WeightsKind::Pretrained, &hub),
+            resolve_with(
+                "tiny-stories",
+                Some("main"),
+                WeightsKind::Pretrained,
+                &hub,
+                &repository_models()
+            ),
             Err(RuntimeError::InvalidInput(_))
         ));
     }

@@ -27,11 +27,12 @@ pub struct Manifest {
     /// before machines were kept hold a single object: it reads as a one-machine list).
     #[serde(deserialize_with = "one_or_many_machines")]
     pub environment: Vec<Machine>,
-    /// The CPU forward pass the runs are measured on (`host` kernels or `burn`-flex): the run
-    /// hashes cover only the plan, so a resume on the other pass would mix the two in one
-    /// table. `None` in manifests written before the field existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_forward: Option<String>,
+    /// The CPU forward pass that manifests written before `load(#{ compute })` recorded
+    /// (`host`, or `burn` under the retired `LLMEFF_CPU_FORWARD=burn`): read, never written.
+    /// Runs of that time hash as `compute: "auto"`, so a `burn` here means every stored run
+    /// was measured on another pass than its hash now names.
+    #[serde(rename = "cpu_forward", default, skip_serializing)]
+    pub legacy_cpu_forward: Option<String>,
     /// When the manifest was first written, seconds since the Unix epoch.
     pub created_unix_s: f64,
 }
@@ -100,8 +101,9 @@ pub struct PlanChange {
     pub removed: usize,
     /// Cycles (stored, newer), when they differ.
     pub cycles: Option<(usize, usize)>,
-    /// CPU forward pass (stored, newer), when both are known and differ.
-    pub cpu_forward: Option<(String, String)>,
+    /// The stored runs were measured on burn-flex under the retired `LLMEFF_CPU_FORWARD`,
+    /// while their hashes name the default pass: every one of them is changed.
+    pub legacy_burn_runs: bool,
 }
 
 impl PlanChange {
@@ -113,7 +115,7 @@ impl PlanChange {
     /// Only runs were added: every stored run is still planned, with the same cycles and
     /// forward pass, so the stored results stay valid and only the new runs need to run.
     pub fn is_pure_addition(&self) -> bool {
-        self.added > 0 && self.removed == 0 && self.cycles.is_none() && self.cpu_forward.is_none()
+        self.added > 0 && self.removed == 0 && self.cycles.is_none() && !self.legacy_burn_runs
     }
 }
 
@@ -129,10 +131,11 @@ impl fmt::Display for PlanChange {
         if let Some((old, new)) = self.cycles {
             changes.push(format!("cycles {old} -> {new}"));
         }
-        if let Some((old, new)) = &self.cpu_forward {
-            changes.push(format!(
-                "CPU forward pass {old} -> {new} (LLMEFF_CPU_FORWARD)"
-            ));
+        if self.legacy_burn_runs {
+            changes.push(
+                "stored runs measured on burn-flex through the retired LLMEFF_CPU_FORWARD (now load(#{ compute: \"burn\" }))"
+                    .to_string(),
+            );
         }
         f.write_str(&changes.join(", "))
     }
@@ -192,15 +195,11 @@ impl Manifest {
             .filter(|k| !newer.runs.contains_key(*k))
             .count();
         let cycles = (self.cycles != newer.cycles).then_some((self.cycles, newer.cycles));
-        let cpu_forward = match (&self.cpu_forward, &newer.cpu_forward) {
-            (Some(a), Some(b)) if a != b => Some((a.clone(), b.clone())),
-            _ => None,
-        };
         PlanChange {
             added,
             removed,
             cycles,
-            cpu_forward,
+            legacy_burn_runs: self.measured_on_legacy_burn(),
         }
     }
 
@@ -220,10 +219,11 @@ impl Manifest {
         true
     }
 
-    /// Whether both manifests name a CPU forward pass and they differ: then every stored run
-    /// was measured on the other pass, not only the added or removed ones.
-    pub fn forward_changed(&self, newer: &Manifest) -> bool {
-        matches!((&self.cpu_forward, &newer.cpu_forward), (Some(a), Some(b)) if a != b)
+    /// Whether the stored runs were measured on burn-flex through the retired
+    /// `LLMEFF_CPU_FORWARD=burn`: then every stored run is changed, not only the added or
+    /// removed ones.
+    pub fn measured_on_legacy_burn(&self) -> bool {
+        self.legacy_cpu_forward.as_deref() == Some("burn")
     }
 }
 
@@ -242,7 +242,7 @@ mod tests {
                 .map(|r| (r.to_string(), serde_json::json!({})))
                 .collect(),
             environment: Vec::new(),
-            cpu_forward: Some("host".into()),
+            legacy_cpu_forward: None,
             created_unix_s: 0.0,
         }
     }
@@ -258,27 +258,30 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_cpu_forward_pass_is_a_change_of_every_run() {
+    fn runs_stored_on_the_retired_burn_switch_are_all_changed() {
         let a = manifest(&["1", "2"], 1);
-        let burn = Manifest {
-            cpu_forward: Some("burn".into()),
-            ..a.clone()
-        };
-        assert!(a.forward_changed(&burn));
-        assert_eq!(
-            a.difference(&burn).as_deref(),
-            Some("CPU forward pass host -> burn (LLMEFF_CPU_FORWARD)")
-        );
-        // A manifest from before the field: nothing to compare, so no change is claimed.
-        let old = Manifest {
-            cpu_forward: None,
-            ..a.clone()
-        };
-        assert!(!old.forward_changed(&a));
-        assert_eq!(old.difference(&a), None);
-        let text = serde_json::to_string(&old).unwrap();
+        let text = serde_json::to_string(&a).unwrap();
+        // The pass is part of each run's hash now, so new manifests do not record it.
         assert!(!text.contains("cpu_forward"), "{text}");
-        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), old);
+        let legacy = |pass: &str| -> Manifest {
+            serde_json::from_str(&text.replace(
+                r#""created_unix_s""#,
+                &format!(r#""cpu_forward":"{pass}","created_unix_s""#),
+            ))
+            .unwrap()
+        };
+        let burn = legacy("burn");
+        assert!(burn.measured_on_legacy_burn());
+        assert_eq!(
+            burn.difference(&a).as_deref(),
+            Some(
+                "stored runs measured on burn-flex through the retired LLMEFF_CPU_FORWARD (now load(#{ compute: \"burn\" }))"
+            )
+        );
+        // A `host` manifest's runs are what `auto` measures: nothing changed.
+        let host = legacy("host");
+        assert!(!host.measured_on_legacy_burn());
+        assert_eq!(host.difference(&a), None);
     }
 
     #[test]
@@ -292,13 +295,17 @@ mod tests {
         // Removing or changing a run (one removed, one added) is not.
         assert!(!a.compare(&manifest(&["1"], 1)).is_pure_addition());
         assert!(!a.compare(&manifest(&["1", "3"], 1)).is_pure_addition());
-        // Nor is an addition with other cycles or on the other forward pass.
+        // Nor is an addition with other cycles or to runs stored on the retired burn switch.
         assert!(!a.compare(&manifest(&["1", "2", "3"], 2)).is_pure_addition());
         let burn = Manifest {
-            cpu_forward: Some("burn".into()),
-            ..manifest(&["1", "2", "3"], 1)
+            legacy_cpu_forward: Some("burn".into()),
+            ..a.clone()
         };
-        assert!(!a.compare(&burn).is_pure_addition());
+        assert!(
+            !burn
+                .compare(&manifest(&["1", "2", "3"], 1))
+                .is_pure_addition()
+        );
     }
 
     fn machine(host: &str, cpu: &str, memory: u64, seen: f64) -> Machine {

@@ -185,7 +185,7 @@ pub fn run(args: ReplArgs) -> Result<ExitCode, Failure> {
                     // longer has.
                     let result = super::run::execute_plan(
                         &session.plan(),
-                        &super::run::ScriptOrigin {
+                        &study::ScriptOrigin {
                             path: "<repl>",
                             text: &transcript,
                         },

@@ -3,13 +3,52 @@
 //! run can be reproduced, or its difference from another explained, from the table alone.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
-use meters::estimate::CpuInfo;
+/// What built the binary, as its build script recorded it: the binary passes these in, since
+/// only the binary's own build knows its commit and profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The llmeff version (`CARGO_PKG_VERSION` of the binary).
+    pub version: String,
+    /// Git commit the binary was built from (`None` when built outside a git checkout).
+    pub git_commit: Option<String>,
+    /// Whether tracked files differed from the commit when it was built.
+    pub git_dirty: Option<bool>,
+    /// Cargo profile: `release`, `debug`.
+    pub profile: String,
+    /// `rustc --version` of the compiler that built it.
+    pub rustc_version: Option<String>,
+}
+
+impl BuildInfo {
+    /// Build facts from the texts a build script sets (empty for unknown; `dirty` is
+    /// `"true"`, `"false"` or empty).
+    pub fn from_build_env(
+        version: &str,
+        git_commit: &str,
+        git_dirty: &str,
+        profile: &str,
+        rustc_version: &str,
+    ) -> BuildInfo {
+        BuildInfo {
+            version: version.to_string(),
+            git_commit: non_empty(git_commit),
+            git_dirty: match git_dirty {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+            profile: profile.to_string(),
+            rustc_version: non_empty(rustc_version),
+        }
+    }
+}
 
 /// The build and machine facts of this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
+    /// The llmeff version.
+    pub version: String,
     /// Git commit the binary was built from (`None` when built outside a git checkout).
     pub git_commit: Option<String>,
     /// Whether tracked files differed from the commit when it was built.
@@ -26,6 +65,8 @@ pub struct Provenance {
     pub kernel: Option<String>,
     /// Host name.
     pub hostname: Option<String>,
+    /// Threads of the pool the forward pass runs on (sized by `--threads` before any run).
+    pub threads: usize,
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -37,43 +78,36 @@ fn read_trimmed(path: &Path) -> Option<String> {
     non_empty(&std::fs::read_to_string(path).ok()?)
 }
 
-/// The `flags` (x86) or `Features` (ARM) line of a `/proc/cpuinfo` text.
-fn cpu_flags(cpuinfo: &str) -> Option<String> {
+/// The first non-empty value of a `/proc/cpuinfo` line whose key is one of `keys`: the model
+/// is `model name`; the flags are `flags` (x86) or `Features` (ARM).
+fn cpuinfo_value(cpuinfo: &str, keys: &[&str]) -> Option<String> {
     cpuinfo.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        matches!(key.trim(), "flags" | "Features").then(|| non_empty(value))?
+        keys.contains(&key.trim()).then(|| non_empty(value))?
     })
 }
 
 impl Provenance {
-    /// Reads the machine's facts under `proc_root` (normally `/proc`) and the build's from
-    /// the environment `build.rs` set.
-    pub fn read(proc_root: &Path) -> Provenance {
+    /// Reads the machine's facts under `proc_root` (normally `/proc`), with the build's
+    /// facts and the forward pass's thread count.
+    pub fn read(proc_root: &Path, build: BuildInfo, threads: usize) -> Provenance {
         let cpuinfo = std::fs::read_to_string(proc_root.join("cpuinfo")).unwrap_or_default();
         let release = read_trimmed(&proc_root.join("sys/kernel/osrelease"));
         Provenance {
-            git_commit: non_empty(env!("LLMEFF_GIT_COMMIT")),
-            git_dirty: match env!("LLMEFF_GIT_DIRTY") {
-                "true" => Some(true),
-                "false" => Some(false),
-                _ => None,
-            },
-            build_profile: env!("LLMEFF_BUILD_PROFILE").to_string(),
-            rustc_version: non_empty(env!("LLMEFF_RUSTC_VERSION")),
-            cpu_model: CpuInfo::parse(&cpuinfo).model,
-            cpu_flags: cpu_flags(&cpuinfo),
+            version: build.version,
+            git_commit: build.git_commit,
+            git_dirty: build.git_dirty,
+            build_profile: build.profile,
+            rustc_version: build.rustc_version,
+            cpu_model: cpuinfo_value(&cpuinfo, &["model name"]),
+            cpu_flags: cpuinfo_value(&cpuinfo, &["flags", "Features"]),
             kernel: release.map(|r| {
                 let os = read_trimmed(&proc_root.join("sys/kernel/ostype"));
                 format!("{} {r}", os.as_deref().unwrap_or(std::env::consts::OS))
             }),
             hostname: read_trimmed(&proc_root.join("sys/kernel/hostname")),
+            threads,
         }
-    }
-
-    /// This process's provenance, read once.
-    pub fn current() -> &'static Provenance {
-        static CURRENT: OnceLock<Provenance> = OnceLock::new();
-        CURRENT.get_or_init(|| Provenance::read(Path::new("/proc")))
     }
 }
 
@@ -100,15 +134,19 @@ mod tests {
         std::fs::write(root.join("sys/kernel/osrelease"), "6.1.0-40-cloud-amd64\n").unwrap();
         std::fs::write(root.join("sys/kernel/ostype"), "Linux\n").unwrap();
         std::fs::write(root.join("sys/kernel/hostname"), "node-7\n").unwrap();
-        let p = Provenance::read(root);
+        let build = BuildInfo::from_build_env("0.1.0", "abc123", "true", "debug", "");
+        let p = Provenance::read(root, build.clone(), 4);
         assert_eq!(p.cpu_model.as_deref(), Some("AMD EPYC 9R14"));
         assert_eq!(p.cpu_flags.as_deref(), Some("fpu avx2 avx512f"));
         assert_eq!(p.kernel.as_deref(), Some("Linux 6.1.0-40-cloud-amd64"));
         assert_eq!(p.hostname.as_deref(), Some("node-7"));
-        assert!(!p.build_profile.is_empty());
-        // An empty /proc: unknown, not invented.
+        assert_eq!(p.git_commit.as_deref(), Some("abc123"));
+        assert_eq!(p.git_dirty, Some(true));
+        assert_eq!((p.build_profile.as_str(), p.threads), ("debug", 4));
+        // An unknown compiler and an empty /proc: unknown, not invented.
+        assert_eq!(p.rustc_version, None);
         let empty = tempfile::tempdir().unwrap();
-        let p = Provenance::read(empty.path());
+        let p = Provenance::read(empty.path(), build, 1);
         assert_eq!((p.cpu_model, p.cpu_flags, p.hostname), (None, None, None));
     }
 }

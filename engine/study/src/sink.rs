@@ -15,8 +15,12 @@ use results::{Row, Store, StoreError};
 use crate::provenance::{Provenance, iso8601_utc};
 
 /// A [`RecordSink`] that writes each record to a [`Store`] as it arrives.
-pub struct StoreSink {
+pub struct StoreSink<'a> {
     store: Store,
+    /// Build and machine facts written into every run row.
+    provenance: &'a Provenance,
+    /// Told of each run row once it is stored (the binary's `--verbose` details).
+    on_stored: Option<&'a mut dyn FnMut(&Row)>,
     completed: HashSet<(String, usize)>,
     /// Next experiment id to hand out.
     next_experiment_id: i64,
@@ -24,31 +28,43 @@ pub struct StoreSink {
     stride: i64,
 }
 
-impl StoreSink {
+impl<'a> StoreSink<'a> {
     /// A sink over a store, remembering what it already holds. With shard `(index, count)`,
     /// experiment ids are `≡ index + 1 (mod count)` above everything stored, so shards running
     /// at once on one study folder stay unique and each stays monotonic across restarts.
-    pub fn new(store: Store, shard: Option<(usize, usize)>) -> Result<Self, StoreError> {
+    pub fn new(
+        store: Store,
+        shard: Option<(usize, usize)>,
+        provenance: &'a Provenance,
+    ) -> Result<Self, StoreError> {
         let completed = store.completed()?;
         let (index, count) = shard.map_or((0, 1), |(i, n)| (i as i64, n.max(1) as i64));
         let max = store.max_experiment_id()?;
         let base = (max + count - 1) / count * count;
         Ok(StoreSink {
             store,
+            provenance,
+            on_stored: None,
             completed,
             next_experiment_id: base + index + 1,
             stride: count,
         })
     }
+
+    /// Calls `on_stored` with each run row after it is stored.
+    pub fn with_on_stored(mut self, on_stored: &'a mut dyn FnMut(&Row)) -> Self {
+        self.on_stored = Some(on_stored);
+        self
+    }
 }
 
-impl RecordSink for StoreSink {
+impl RecordSink for StoreSink<'_> {
     fn record(&mut self, record: &RunRecord) -> Result<(), SinkError> {
         let wrap = |e: StoreError| SinkError {
             run_hash: record.run_hash.clone(),
             source: Box::new(e),
         };
-        let mut run = run_row(record).map_err(wrap)?;
+        let mut run = run_row(record, self.provenance).map_err(wrap)?;
         run.set("experiment_id", self.next_experiment_id)
             .map_err(wrap)?;
         self.next_experiment_id += self.stride;
@@ -69,6 +85,9 @@ impl RecordSink for StoreSink {
             .write_samples(&record.run_hash, record.cycle, &samples)
             .map_err(wrap)?;
         self.store.write_run(&run, &requests).map_err(wrap)?;
+        if let Some(on_stored) = self.on_stored.as_mut() {
+            on_stored(&run);
+        }
         if record.status == engine::record::RunStatus::Ok {
             self.completed
                 .insert((record.run_hash.clone(), record.cycle));
@@ -81,8 +100,8 @@ impl RecordSink for StoreSink {
     }
 }
 
-/// The runs-table row of a record.
-pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
+/// The runs-table row of a record (without its experiment id, which the sink hands out).
+pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, StoreError> {
     let spec = &record.spec;
     let mut row = Row::new(RUN_COLUMNS);
     row.set("study", record.study.as_str())?
@@ -120,9 +139,9 @@ pub fn run_row(record: &RunRecord) -> Result<Row, StoreError> {
         .set("meters", spec.measure.meters.join("+"))?
         .set("energy_estimate", spec.measure.estimate.name())?
         .set("config_json", spec.config_json().to_string())?
-        .set("llmeff_version", env!("CARGO_PKG_VERSION"))?;
+        .set("llmeff_version", provenance.version.as_str())?;
     set_arrival_columns(&mut row, &spec.infer.arrival)?;
-    set_provenance_columns(&mut row, Provenance::current())?;
+    set_provenance_columns(&mut row, provenance)?;
     if let DecodingSpec::Sample {
         temperature,
         top_k,
@@ -187,13 +206,13 @@ fn set_arrival_columns(row: &mut Row, arrival: &ArrivalSpec) -> Result<(), Store
 }
 
 /// What built llmeff and which machine ran it; the thread count is the pool the forward pass
-/// ran on (sized by `--threads` before any run).
+/// ran on.
 fn set_provenance_columns(row: &mut Row, p: &Provenance) -> Result<(), StoreError> {
     row.set("git_commit", p.git_commit.clone())?
         .set("git_dirty", p.git_dirty.map(|d| d.to_string()))?
         .set("build_profile", p.build_profile.as_str())?
         .set("rustc_version", p.rustc_version.clone())?
-        .set("threads", rayon::current_num_threads())?
+        .set("threads", p.threads)?
         .set("cpu_model", p.cpu_model.clone())?
         .set("cpu_flags", p.cpu_flags.clone())?
         .set("kernel", p.kernel.clone())?

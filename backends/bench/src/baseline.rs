@@ -1,0 +1,178 @@
+//! Peers' figures for the same models and batches, read from the output of the baseline
+//! scripts (`benches/transformers_shapes.py`, `benches/candle-shapes`,
+//! `benches/llama_cpp_shapes.py`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prompt length every peer baseline measures with, tokens.
+pub const BASELINE_PROMPT_TOKENS: usize = 32;
+/// New tokens every peer baseline generates.
+pub const BASELINE_NEW_TOKENS: usize = 64;
+
+/// A peer's speed on one model and batch.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Baseline {
+    /// Prompt tokens per second of the prompt pass (every sequence of the batch).
+    pub prefill_tokens_per_s: f64,
+    /// New tokens per second while decoding (every sequence of the batch).
+    pub decode_tokens_per_s: f64,
+    /// CPU steal during the peer's timed runs, percent, where its script recorded it.
+    pub cpu_steal_pct: Option<f64>,
+}
+
+/// One baseline file: who was measured, and their figures by (shape, batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peer {
+    /// The tool and version, from the file's `tool` field (else `transformers` when the file
+    /// names a torch version, else the file's name).
+    pub tool: String,
+    /// Figures by (baseline shape key, batch).
+    pub figures: BTreeMap<(String, usize), Baseline>,
+}
+
+/// Why a baseline file gives no figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The file cannot be read.
+    #[error("cannot read the baseline {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no line with a shape's figures.
+    #[error(
+        "{} holds no peer figures (lines `<shape> {{\"batch1\": ...}}` as benches/transformers_shapes.py prints)",
+        path.display()
+    )]
+    NoFigures {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads a peer baseline's output: per-shape lines `<shape> {json}` and/or a JSON line with
+/// every shape (and the `tool`), so the output of an interrupted run still counts.
+pub fn read_baseline(path: &Path) -> Result<Peer, BaselineError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut shapes: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut tool = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Ok(serde_json::Value::Object(all)) = serde_json::from_str(line) {
+            if let Some(name) = all.get("tool").and_then(serde_json::Value::as_str) {
+                tool = Some(name.to_string());
+            } else if let Some(torch) = all.get("torch").and_then(serde_json::Value::as_str) {
+                tool.get_or_insert_with(|| format!("transformers (torch {torch})"));
+            }
+            shapes.extend(all.into_iter().filter(|(_, v)| v.is_object()));
+        } else if let Some((name, json)) = line.split_once(' ')
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(json)
+        {
+            shapes.insert(name.to_string(), value);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (shape, value) in &shapes {
+        for batch in [1usize, 8] {
+            let Some(row) = value.get(format!("batch{batch}")) else {
+                continue;
+            };
+            let prefill_s = row.get("prefill_s").and_then(serde_json::Value::as_f64);
+            let decode = row
+                .get("decode_tokens_per_s")
+                .and_then(serde_json::Value::as_f64);
+            if let (Some(prefill_s), Some(decode)) = (prefill_s, decode)
+                && prefill_s > 0.0
+            {
+                out.insert(
+                    (shape.clone(), batch),
+                    Baseline {
+                        prefill_tokens_per_s: (batch * BASELINE_PROMPT_TOKENS) as f64 / prefill_s,
+                        decode_tokens_per_s: decode,
+                        cpu_steal_pct: row.get("cpu_steal_pct").and_then(serde_json::Value::as_f64),
+                    },
+                );
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(BaselineError::NoFigures {
+            path: path.to_path_buf(),
+        });
+    }
+    let tool = tool.unwrap_or_else(|| {
+        path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    });
+    Ok(Peer { tool, figures: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_reads_shape_lines_and_the_final_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baseline.jsonl");
+        // An interrupted run: one shape line, no final line.
+        std::fs::write(
+            &path,
+            "Loading weights: 100%\nsmollm-135m {\"batch1\": {\"prefill_s\": 0.2, \"decode_tokens_per_s\": 14.2, \"generate_s\": 4.6}}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap();
+        assert_eq!(b.tool, "baseline", "no tool named: the file's name");
+        let b = b.figures;
+        assert_eq!(
+            b[&("smollm-135m".to_string(), 1)],
+            Baseline {
+                prefill_tokens_per_s: 160.0,
+                decode_tokens_per_s: 14.2,
+                cpu_steal_pct: None,
+            }
+        );
+        assert!(!b.contains_key(&("smollm-135m".to_string(), 8)));
+        // A finished run's last line holds every shape.
+        std::fs::write(
+            &path,
+            "{\"torch\": \"2.15.0\", \"threads\": 2, \"tinyllama-1.1b\": {\"batch8\": {\"prefill_s\": 6.4, \"decode_tokens_per_s\": 4.1}}}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap();
+        assert_eq!(b.tool, "transformers (torch 2.15.0)");
+        assert_eq!(
+            b.figures[&("tinyllama-1.1b".to_string(), 8)].prefill_tokens_per_s,
+            40.0
+        );
+        // Other peers name themselves, on their first or last line.
+        std::fs::write(
+            &path,
+            "{\"tool\": \"candle 0.11.1\"}\nsmollm-135m {\"batch8\": {\"prefill_s\": 0.5, \"decode_tokens_per_s\": 140.0, \"cpu_steal_pct\": 12.5}}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap();
+        assert_eq!(b.tool, "candle 0.11.1");
+        let row = b.figures[&("smollm-135m".to_string(), 8)];
+        assert_eq!(row.prefill_tokens_per_s, 512.0);
+        assert_eq!(row.cpu_steal_pct, Some(12.5), "the steal the peer recorded");
+        std::fs::write(&path, "nothing useful\n").unwrap();
+        assert!(
+            read_baseline(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no peer figures")
+        );
+        assert!(matches!(
+            read_baseline(&dir.path().join("missing")),
+            Err(BaselineError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,260 @@
+//! The benchmark end to end: the selected models loaded one at a time, each measured at every
+//! batch, the peers' figures beside each row, the caveats, and memory growth.
+
+use api::meter::{DevicePeak, MeterProvider};
+use api::runtime::{Compute, DType, ModelSpec, Runtime, RuntimeError};
+use std::fmt;
+
+use crate::baseline::Peer;
+use crate::growth::{GrowthError, MemoryGrowth, memory_growth};
+use crate::measure::{BenchRow, RowSettings, measure};
+use crate::models::{GROWTH_MODEL, MODELS, is_selected};
+use crate::warnings::warnings;
+
+/// What to measure.
+#[derive(Debug, Clone, Default)]
+pub struct BenchSettings {
+    /// Only models whose label contains one of these (every model when empty).
+    pub models: Vec<String>,
+    /// Batch sizes.
+    pub batches: Vec<usize>,
+    /// Prompt length, tokens.
+    pub prompt_tokens: usize,
+    /// New tokens per sequence (EOS ignored); at least 2, so decoding does something.
+    pub new_tokens: usize,
+    /// Timed repeats after one warm-up (at least 1).
+    pub repeats: usize,
+    /// Tokens of the memory-growth generation (0 = skip).
+    pub growth_tokens: usize,
+    /// Threads of the pool the forward pass runs on.
+    pub threads: usize,
+    /// The forward pass measured (`host` kernels or `burn`-flex).
+    pub compute: Compute,
+}
+
+/// What the harness is doing, for a progress line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BenchProgress {
+    /// Loading a model.
+    Loading {
+        /// Its label.
+        model: String,
+    },
+    /// Measuring the loaded model at a batch size.
+    Batch {
+        /// The batch size.
+        batch: usize,
+    },
+}
+
+impl fmt::Display for BenchProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchProgress::Loading { model } => write!(f, "loading {model}"),
+            BenchProgress::Batch { batch } => write!(f, "  batch {batch}"),
+        }
+    }
+}
+
+/// The measured figures.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// The CPU's measured peaks (MBU's denominator is its read bandwidth); `None` where not
+    /// measured.
+    pub peak: Option<DevicePeak>,
+    /// The copy bandwidth each row's `copy now` is compared with, bytes/s.
+    pub copy_bytes_per_s: Option<f64>,
+    /// One row per model and batch, with the peers' figures.
+    pub rows: Vec<BenchRow>,
+    /// Memory growth of [`GROWTH_MODEL`], when measured.
+    pub growth: Option<MemoryGrowth>,
+    /// What the figures cannot be trusted for, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// Why the benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// `models` selects nothing.
+    #[error("no benchmark model matches {filters:?}; models: {}", known.join(", "))]
+    NoModelMatches {
+        /// The filters given.
+        filters: Vec<String>,
+        /// Every model the benchmark knows.
+        known: Vec<&'static str>,
+    },
+    /// A model failed to load.
+    #[error("{model}: {source}")]
+    Load {
+        /// Its label.
+        model: &'static str,
+        /// Why.
+        source: RuntimeError,
+    },
+    /// A model failed while measured.
+    #[error("{model} batch {batch}: {source}")]
+    Measure {
+        /// Its label.
+        model: &'static str,
+        /// The batch size.
+        batch: usize,
+        /// Why.
+        source: RuntimeError,
+    },
+    /// Memory growth was not measured.
+    #[error(transparent)]
+    Growth(#[from] GrowthError),
+}
+
+impl BenchError {
+    /// True when the settings are at fault rather than the work.
+    pub fn is_input(&self) -> bool {
+        matches!(self, BenchError::NoModelMatches { .. })
+    }
+}
+
+/// Measures the selected models on `runtime`'s CPU, with `peers` beside each row; progress
+/// lines go to `progress`. MBU divides by the CPU read bandwidth `meters` measures (once,
+/// cached between runs), and each row's copy check is compared with its copy peak.
+pub fn run_bench(
+    runtime: &dyn Runtime,
+    meters: &meters::MachineMeters,
+    settings: &BenchSettings,
+    peers: &[Peer],
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<BenchReport, BenchError> {
+    let selected: Vec<_> = MODELS
+        .iter()
+        .filter(|m| is_selected(&settings.models, m.label))
+        .collect();
+    let growth_selected = settings.growth_tokens > 0 && is_selected(&settings.models, GROWTH_MODEL);
+    if selected.is_empty() && !growth_selected {
+        return Err(BenchError::NoModelMatches {
+            filters: settings.models.clone(),
+            known: MODELS
+                .iter()
+                .map(|m| m.label)
+                .chain([GROWTH_MODEL])
+                .collect(),
+        });
+    }
+    let peak = meters.peak("cpu", "f32");
+    let copy_bytes_per_s = meters.cpu_copy_bytes_per_s("f32");
+    let row_settings = RowSettings {
+        prompt_tokens: settings.prompt_tokens,
+        new_tokens: settings.new_tokens,
+        repeats: settings.repeats,
+        threads: settings.threads,
+    };
+    let mut rows = Vec::new();
+    for bench in selected {
+        progress(BenchProgress::Loading {
+            model: bench.label.to_string(),
+        });
+        let spec = ModelSpec {
+            source: bench.source.to_string(),
+            revision: None,
+            dtype: DType::F32,
+            weights: bench.weights,
+            device: "cpu".to_string(),
+            seed: 0,
+            quantization: None,
+            compute: settings.compute,
+        };
+        let model = runtime.load(&spec).map_err(|source| BenchError::Load {
+            model: bench.label,
+            source,
+        })?;
+        for &batch in &settings.batches {
+            progress(BenchProgress::Batch { batch });
+            let row = measure(
+                bench.label,
+                model.as_ref(),
+                batch,
+                row_settings,
+                peak.as_ref().map(|p| p.bytes_per_s),
+            )
+            .map_err(|source| BenchError::Measure {
+                model: bench.label,
+                batch,
+                source,
+            })?;
+            let key = (bench.baseline_key.to_string(), batch);
+            rows.push(BenchRow {
+                peers: peers.iter().map(|p| p.figures.get(&key).copied()).collect(),
+                ..row
+            });
+        }
+    }
+    let growth = if growth_selected {
+        Some(memory_growth(
+            runtime,
+            settings.compute,
+            settings.growth_tokens,
+        )?)
+    } else {
+        None
+    };
+    let warnings = warnings(&rows, copy_bytes_per_s);
+    Ok(BenchReport {
+        peak,
+        copy_bytes_per_s,
+        rows,
+        growth,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime that loads nothing: the selection is checked before any model is.
+    struct NoRuntime;
+
+    impl Runtime for NoRuntime {
+        fn load(
+            &self,
+            spec: &ModelSpec,
+        ) -> Result<Box<dyn api::runtime::LoadedModel>, RuntimeError> {
+            Err(RuntimeError::ModelNotFound {
+                name: spec.source.clone(),
+                reason: "no runtime".into(),
+            })
+        }
+
+        fn devices(&self) -> Vec<String> {
+            vec!["cpu".into()]
+        }
+    }
+
+    #[test]
+    fn a_filter_that_selects_nothing_names_every_model() {
+        let settings = BenchSettings {
+            models: vec!["gpt-9".into()],
+            batches: vec![1],
+            growth_tokens: 100,
+            ..BenchSettings::default()
+        };
+        let meters = meters::MachineMeters::detect();
+        let err = run_bench(&NoRuntime, &meters, &settings, &[], &mut |_| {}).unwrap_err();
+        assert!(err.is_input());
+        let text = err.to_string();
+        assert!(
+            text.starts_with("no benchmark model matches [\"gpt-9\"]"),
+            "{text}"
+        );
+        for model in MODELS.iter().map(|m| m.label).chain([GROWTH_MODEL]) {
+            assert!(text.contains(model), "{text}");
+        }
+    }
+
+    #[test]
+    fn progress_lines_read_as_before() {
+        let loading = BenchProgress::Loading {
+            model: "tiny-stories".into(),
+        };
+        assert_eq!(loading.to_string(), "loading tiny-stories");
+        assert_eq!(BenchProgress::Batch { batch: 8 }.to_string(), "  batch 8");
+    }
+}

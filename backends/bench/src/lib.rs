@@ -1,0 +1,21 @@
+//! llmeff's own inference speed on the CPU, measured: prefill time and decode tokens/s per
+//! model and batch (the median of timed repeats after a warm-up), the bandwidth decoding
+//! achieves against the machine's measured read bandwidth (MBU), peers' figures from baseline
+//! files, the caveats the figures carry, and resident-memory growth over a long generation.
+//! It prints nothing: the binary renders a [`BenchReport`] as a table or JSON.
+
+pub mod baseline;
+pub mod growth;
+pub mod harness;
+pub mod measure;
+pub mod models;
+pub mod warnings;
+
+pub use baseline::{
+    BASELINE_NEW_TOKENS, BASELINE_PROMPT_TOKENS, Baseline, BaselineError, Peer, read_baseline,
+};
+pub use growth::{GrowthError, MemoryGrowth, memory_growth};
+pub use harness::{BenchError, BenchProgress, BenchReport, BenchSettings, run_bench};
+pub use measure::{BenchRow, median};
+pub use models::{BenchModel, GROWTH_MODEL, MODELS, is_selected};
+pub use warnings::{CONTENDED_SHARE, contention_note, warnings};
