@@ -2,11 +2,53 @@
 //! can run (each streaming kernel's instruction set, the packed AVX-512 GEMM and the gemm crate,
 //! each forced) and through the dispatcher.
 
-use kernels::Path;
+use kernels::{Matrix, MatrixMut, Path};
 
 const MS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33];
 const KS: &[usize] = &[1, 7, 16, 64, 100, 576, 2048];
 const NS: &[usize] = &[1, 3, 64, 65, 1000];
+
+/// `kernels::linear_f32` on operands the test shapes to agree.
+fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
+    let (x, w, y) = views(x, m, k, w, n, y);
+    kernels::linear_f32(x, w, y).expect("the test's shapes agree");
+}
+
+/// `kernels::linear_f32_with`: whether `path` ran.
+fn linear_with(
+    path: Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> bool {
+    let (x, w, y) = views(x, m, k, w, n, y);
+    kernels::linear_f32_with(path, x, w, y).expect("the test's shapes agree")
+}
+
+/// `kernels::linear_f32_into_new`.
+fn linear_into_new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    let x = Matrix::new(x, m, k).expect("x is m × k");
+    let w = Matrix::new(w, n, k).expect("w is n × k");
+    kernels::linear_f32_into_new(x, w).expect("the test's shapes agree")
+}
+
+fn views<'a>(
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    w: &'a [f32],
+    n: usize,
+    y: &'a mut [f32],
+) -> (Matrix<'a>, Matrix<'a>, MatrixMut<'a>) {
+    (
+        Matrix::new(x, m, k).expect("x is m × k"),
+        Matrix::new(w, n, k).expect("w is n × k"),
+        MatrixMut::new(y, m, n).expect("y is m × n"),
+    )
+}
 
 /// Deterministic values in [−1, 1), different per seed.
 fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -78,7 +120,7 @@ fn every_path_matches_the_reference_on_many_shapes() {
                 let r = Reference::new(&x, m, k, &w, n);
                 for path in Path::ALL {
                     let mut y = vec![f32::NAN; m * n];
-                    if kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y) {
+                    if linear_with(path, &x, m, k, &w, n, &mut y) {
                         r.check(&format!("{path:?}"), &y, m, k, n);
                     } else if !skipped.contains(&path) {
                         assert!(!path.is_supported(), "{path:?} refused a supported run");
@@ -87,9 +129,9 @@ fn every_path_matches_the_reference_on_many_shapes() {
                     }
                 }
                 let mut y = vec![f32::NAN; m * n];
-                kernels::linear_f32(&x, m, k, &w, n, &mut y);
+                linear(&x, m, k, &w, n, &mut y);
                 r.check("linear_f32", &y, m, k, n);
-                assert_eq!(kernels::linear_f32_into_new(&x, m, k, &w, n), y);
+                assert_eq!(linear_into_new(&x, m, k, &w, n), y);
             }
         }
     }
@@ -106,7 +148,7 @@ fn every_tail_length_is_exact() {
                     let x = values(m * k, k as u32);
                     let w = values(n * k, 100 + n as u32);
                     let mut y = vec![f32::NAN; m * n];
-                    assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                    assert!(linear_with(path, &x, m, k, &w, n, &mut y));
                     check(&format!("{path:?} tail"), &y, &x, m, k, &w, n);
                 }
             }
@@ -129,11 +171,11 @@ fn many_threads_split_large_outputs_correctly() {
             let w = values(n * k, 6);
             for path in supported() {
                 let mut y = vec![f32::NAN; m * n];
-                assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                assert!(linear_with(path, &x, m, k, &w, n, &mut y));
                 check(&format!("{path:?} pooled"), &y, &x, m, k, &w, n);
             }
             let mut y = vec![f32::NAN; m * n];
-            kernels::linear_f32(&x, m, k, &w, n, &mut y);
+            linear(&x, m, k, &w, n, &mut y);
             check("pooled", &y, &x, m, k, &w, n);
         }
     });
@@ -148,7 +190,7 @@ fn misaligned_slices_are_fine() {
     let (x, w) = (&xs[1..], &ws[1..]);
     for path in supported() {
         let mut y = vec![f32::NAN; m * n + 1];
-        assert!(kernels::linear_f32_with(path, x, m, k, w, n, &mut y[1..]));
+        assert!(linear_with(path, x, m, k, w, n, &mut y[1..]));
         check(&format!("{path:?} misaligned"), &y[1..], x, m, k, w, n);
     }
 }
@@ -163,7 +205,7 @@ fn depth_blocks_accumulate() {
         let w = values(n * k, 11);
         for path in supported() {
             let mut y = vec![f32::NAN; m * n];
-            assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+            assert!(linear_with(path, &x, m, k, &w, n, &mut y));
             check(&format!("{path:?} depth"), &y, &x, m, k, &w, n);
         }
     }
@@ -173,29 +215,29 @@ fn depth_blocks_accumulate() {
 fn degenerate_shapes() {
     // k = 0: an empty sum is zero.
     let mut y = vec![f32::NAN; 6];
-    kernels::linear_f32(&[], 2, 0, &[], 3, &mut y);
+    linear(&[], 2, 0, &[], 3, &mut y);
     assert_eq!(y, vec![0.0; 6]);
     let mut y = vec![f32::NAN; 40];
-    kernels::linear_f32(&[], 20, 0, &[], 2, &mut y);
+    linear(&[], 20, 0, &[], 2, &mut y);
     assert_eq!(y, vec![0.0; 40]);
     for path in supported() {
         for m in [1, 9, 70] {
             let mut y = vec![f32::NAN; m * 3];
-            assert!(kernels::linear_f32_with(path, &[], m, 0, &[], 3, &mut y));
+            assert!(linear_with(path, &[], m, 0, &[], 3, &mut y));
             assert_eq!(y, vec![0.0; m * 3], "{path:?} m = {m}");
         }
     }
     // m = 0 or n = 0: nothing to write.
-    kernels::linear_f32(&[], 0, 4, &[1.0; 12], 3, &mut []);
-    kernels::linear_f32(&[1.0; 8], 2, 4, &[], 0, &mut []);
-    assert!(kernels::linear_f32_into_new(&[1.0; 4], 1, 4, &[], 0).is_empty());
+    linear(&[], 0, 4, &[1.0; 12], 3, &mut []);
+    linear(&[1.0; 8], 2, 4, &[], 0, &mut []);
+    assert!(linear_into_new(&[1.0; 4], 1, 4, &[], 0).is_empty());
 }
 
 #[test]
 fn unsupported_path_is_refused_not_run() {
     for path in Path::ALL {
         let mut y = vec![7.0; 2];
-        let ran = kernels::linear_f32_with(path, &[1.0; 2], 1, 2, &[1.0; 4], 2, &mut y);
+        let ran = linear_with(path, &[1.0; 2], 1, 2, &[1.0; 4], 2, &mut y);
         assert_eq!(ran, path.is_supported());
         assert_eq!(y, if ran { vec![2.0; 2] } else { vec![7.0; 2] });
     }

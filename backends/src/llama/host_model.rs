@@ -24,8 +24,8 @@ use super::weights::{
 };
 use kernels::huge_pages::WeightBuffer;
 use kernels::{
-    AttentionShape, KEY_TAIL_BLOCK, attention, linear_f32, linear_splits, rms_norm, rotate_half,
-    silu_mul,
+    AttentionShape, KEY_TAIL_BLOCK, Matrix, MatrixMut, attention, linear_f32, linear_splits,
+    rms_norm, rotate_half, silu_mul,
 };
 
 /// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
@@ -64,7 +64,13 @@ impl HostMatrix {
     }
 
     /// `y[rows, out] = x[rows, in] · Wᵀ`, adding its FLOPs to `flops`.
-    fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], flops: &AtomicU64) {
+    fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        flops: &AtomicU64,
+    ) -> Result<(), RuntimeError> {
         product(
             &self.values,
             self.out_features,
@@ -73,7 +79,7 @@ impl HostMatrix {
             rows,
             y,
             flops,
-        );
+        )
     }
 }
 
@@ -464,7 +470,7 @@ impl HostWeights {
         let act = sized(act, n * ff);
         for ((layer, layer_keys), layer_values) in self.layers.iter().zip(keys).zip(values) {
             rms_norm(x, &layer.input_norm, eps, h);
-            layer.qkv.apply(h, n, qkv, flops);
+            layer.qkv.apply(h, n, qkv, flops)?;
             for (r, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
                 let position = usize::try_from(step.positions[r]).unwrap_or(usize::MAX);
                 let (cos, sin) = rope.row(position).ok_or_else(|| {
@@ -507,12 +513,12 @@ impl HostWeights {
                 2 * 2 * (b * heads * t * keys_seen * d) as u64,
                 Ordering::Relaxed,
             );
-            layer.o_proj.apply(attn, n, h, flops);
+            layer.o_proj.apply(attn, n, h, flops)?;
             add_in_place(x, h);
             rms_norm(x, &layer.post_attention_norm, eps, h);
-            layer.gate_up.apply(h, n, gate_up, flops);
+            layer.gate_up.apply(h, n, gate_up, flops)?;
             silu_mul(gate_up, ff, act);
-            layer.down_proj.apply(act, n, h, flops);
+            layer.down_proj.apply(act, n, h, flops)?;
             add_in_place(x, h);
         }
         cache.len += t;
@@ -545,7 +551,7 @@ impl HostWeights {
                 &mut logits,
                 flops,
             ),
-        }
+        }?;
         Ok(logits)
     }
 }
@@ -584,12 +590,19 @@ fn product(
     rows: usize,
     y: &mut [f32],
     flops: &AtomicU64,
-) {
+) -> Result<(), RuntimeError> {
     flops.fetch_add(
         2 * (rows * in_features * out_features) as u64,
         Ordering::Relaxed,
     );
-    linear_f32(x, rows, in_features, w, out_features, y);
+    let mut shaped = || {
+        linear_f32(
+            Matrix::new(x, rows, in_features)?,
+            Matrix::new(w, out_features, in_features)?,
+            MatrixMut::new(y, rows, out_features)?,
+        )
+    };
+    shaped().map_err(|e| internal(format!("a linear layer's operands disagree: {e}")))
 }
 
 fn add_in_place(x: &mut [f32], delta: &[f32]) {
