@@ -7,9 +7,13 @@
 //!
 //! Decoding is bound by reading the weights, so small batches (module `gemv`) stream every
 //! weight row from memory once, apply it to all input rows from registers, and split the output
-//! rows across rayon's current pool. Prefill is bound by arithmetic, so larger batches go to a
-//! packed, register-tiled AVX-512 GEMM (module `packed`) or, without AVX-512, to the `gemm`
-//! crate (module `large`). [`choose`] picks the path from the batch size and the CPU.
+//! rows across rayon's current pool. The streaming kernel's body is written once
+//! (`streaming`) over a small vector abstraction (`vector::Simd`) and compiled per instruction
+//! set in `avx2` and `avx512` (`portable` is plain Rust for any target); the operand types they
+//! share with `gemv` live in `layout`. Prefill is bound by arithmetic, so larger batches go to
+//! a packed, register-tiled AVX-512 GEMM (module `packed`) or, without AVX-512, to the `gemm`
+//! crate (module `large`). [`choose`] picks the path from the batch size and the CPU. What was
+//! measured to make these choices is in `docs/perf/`.
 //!
 //! All matrices are host `f32` slices in row-major order, handed over as checked views
 //! ([`Matrix`], [`MatrixMut`]): a slice whose length disagrees with its shape, or operands that
@@ -26,6 +30,7 @@ mod dispatch;
 mod gemv;
 pub mod huge_pages;
 mod large;
+mod layout;
 mod matrix;
 mod norm;
 #[cfg(target_arch = "x86_64")]
@@ -33,6 +38,10 @@ mod packed;
 mod portable;
 mod rotary;
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod streaming;
+#[cfg(target_arch = "x86_64")]
+mod vector;
 
 pub use activation::silu_mul;
 pub use attention::{AttentionShape, KEY_TAIL_BLOCK, attention};
@@ -268,52 +277,26 @@ mod tests {
             }
         );
         let mut y = vec![7.0; 4];
-        let depth = linear_f32(
-            mat(&[1.0; 4], 2, 2),
-            mat(&[1.0; 6], 2, 3),
-            out(&mut y, 2, 2),
-        );
-        assert_eq!(
-            depth,
-            Err(ShapeError::Mismatch {
-                dimension: Dimension::Depth,
-                expected: 2,
-                actual: 3
-            })
-        );
-        let rows = linear_f32(
-            mat(&[1.0; 4], 2, 2),
-            mat(&[1.0; 2], 1, 2),
-            out(&mut y, 4, 1),
-        );
-        assert!(matches!(
-            rows,
-            Err(ShapeError::Mismatch {
-                dimension: Dimension::OutputRows,
-                ..
-            })
-        ));
-        let cols = linear_f32(
-            mat(&[1.0; 2], 1, 2),
-            mat(&[1.0; 6], 3, 2),
-            out(&mut y, 1, 4),
-        );
-        assert!(matches!(
-            cols,
-            Err(ShapeError::Mismatch {
-                dimension: Dimension::OutputCols,
-                expected: 3,
-                actual: 4
-            })
-        ));
-        for path in Path::ALL {
-            let forced = linear_f32_with(
-                path,
-                mat(&[1.0; 2], 1, 2),
-                mat(&[1.0; 6], 3, 2),
-                out(&mut y, 1, 4),
-            );
-            assert!(forced.is_err(), "{path:?}");
+        // x (m × k), w (n × k), y (rows × cols): the dimension that disagrees, and how.
+        let cases = [
+            ((2, 2), (2, 3), (2, 2), Dimension::Depth, 2, 3),
+            ((2, 2), (1, 2), (4, 1), Dimension::OutputRows, 2, 4),
+            ((1, 2), (3, 2), (1, 4), Dimension::OutputCols, 3, 4),
+        ];
+        for ((m, k), (n, kw), (rows, cols), dimension, expected, actual) in cases {
+            let (x, w) = (vec![1.0; m * k], vec![1.0; n * kw]);
+            let want = ShapeError::Mismatch {
+                dimension,
+                expected,
+                actual,
+            };
+            let got = linear_f32(mat(&x, m, k), mat(&w, n, kw), out(&mut y, rows, cols));
+            assert_eq!(got, Err(want));
+            for path in Path::ALL {
+                let forced =
+                    linear_f32_with(path, mat(&x, m, k), mat(&w, n, kw), out(&mut y, rows, cols));
+                assert_eq!(forced, Err(want), "{path:?}");
+            }
         }
         assert!(linear_f32_into_new(mat(&[1.0; 4], 2, 2), mat(&[1.0; 3], 1, 3)).is_err());
         assert_eq!(y, vec![7.0; 4]);

@@ -59,21 +59,18 @@ impl std::fmt::Display for Dimension {
     }
 }
 
-/// `rows · cols` when it is `len`.
+/// `Ok` when a slice of `len` values holds a `rows × cols` matrix.
 fn check_len(len: usize, rows: usize, cols: usize) -> Result<(), ShapeError> {
     let expected = rows
         .checked_mul(cols)
         .ok_or(ShapeError::Overflow { rows, cols })?;
-    if expected == len {
-        Ok(())
-    } else {
-        Err(ShapeError::Length {
-            rows,
-            cols,
-            expected,
-            actual: len,
-        })
-    }
+    let wrong = ShapeError::Length {
+        rows,
+        cols,
+        expected,
+        actual: len,
+    };
+    (expected == len).then_some(()).ok_or(wrong)
 }
 
 /// `Ok` when `actual == expected`, else a [`ShapeError::Mismatch`] on `dimension`.
@@ -82,15 +79,12 @@ pub(crate) fn agree(
     expected: usize,
     actual: usize,
 ) -> Result<(), ShapeError> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(ShapeError::Mismatch {
-            dimension,
-            expected,
-            actual,
-        })
-    }
+    let mismatch = ShapeError::Mismatch {
+        dimension,
+        expected,
+        actual,
+    };
+    (expected == actual).then_some(()).ok_or(mismatch)
 }
 
 /// A read-only `rows × cols` row-major matrix whose slice holds exactly `rows · cols` values.
