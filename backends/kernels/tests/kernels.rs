@@ -1,8 +1,14 @@
 //! The linear-layer kernels against a naive f64-accumulated reference, on every path this CPU
 //! can run (each streaming kernel's instruction set, the packed AVX-512 GEMM and the gemm crate,
 //! each forced) and through the dispatcher.
+//!
+//! A path this CPU lacks is skipped, and said so. `LLMEFF_REQUIRE_ISAS` turns such a skip into
+//! a failure: a comma list of instruction sets (`Isa::name`: `avx2`, `avx512`, `portable`) the
+//! run must exercise, e.g. `LLMEFF_REQUIRE_ISAS=avx2,avx512` on a CI machine known to have
+//! both; `avx512` also requires the packed AVX-512 GEMM. Unset, the ISAs run are checked
+//! against what CPUID reports (`the_isas_exercised_are_the_ones_the_cpu_reports`).
 
-use kernels::{Matrix, MatrixMut, Path};
+use kernels::{Isa, Matrix, MatrixMut, Path};
 
 const MS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33];
 const KS: &[usize] = &[1, 7, 16, 64, 100, 576, 2048];
@@ -124,7 +130,7 @@ fn every_path_matches_the_reference_on_many_shapes() {
                         r.check(&format!("{path:?}"), &y, m, k, n);
                     } else if !skipped.contains(&path) {
                         assert!(!path.is_supported(), "{path:?} refused a supported run");
-                        eprintln!("skipping {path:?}: this CPU or build lacks it");
+                        skip(path);
                         skipped.push(path);
                     }
                 }
@@ -250,9 +256,91 @@ fn supported() -> Vec<Path> {
         .filter(|path| {
             let ok = path.is_supported();
             if !ok {
-                eprintln!("skipping {path:?}: this CPU or build lacks it");
+                skip(*path);
             }
             ok
         })
         .collect()
+}
+
+/// Announces that `path` is skipped, failing when `LLMEFF_REQUIRE_ISAS` requires its
+/// instruction set.
+fn skip(path: Path) {
+    let isa = match path {
+        Path::Small(isa) => Some(isa),
+        Path::Packed => Some(Isa::Avx512),
+        Path::Gemm => None,
+    };
+    if let Some(isa) = isa.filter(|isa| required_isas().contains(isa)) {
+        panic!(
+            "{path:?} skipped: this CPU or build lacks {}, which LLMEFF_REQUIRE_ISAS requires",
+            isa.name()
+        );
+    }
+    eprintln!("skipping {path:?}: this CPU or build lacks it");
+}
+
+/// The instruction sets `LLMEFF_REQUIRE_ISAS` names (none when unset); a name that is not an
+/// instruction set fails the test, so a typo cannot require nothing.
+fn required_isas() -> Vec<Isa> {
+    let list = std::env::var("LLMEFF_REQUIRE_ISAS").unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            Isa::ALL
+                .into_iter()
+                .find(|isa| isa.name() == name)
+                .unwrap_or_else(|| {
+                    panic!("LLMEFF_REQUIRE_ISAS names {name:?}: not avx2, avx512 or portable")
+                })
+        })
+        .collect()
+}
+
+/// The instruction sets this CPU reports through CPUID, asked directly rather than through
+/// `Isa`, slowest first.
+fn reported_by_cpuid() -> Vec<Isa> {
+    let mut isas = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            isas.push(Isa::Avx2);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            isas.push(Isa::Avx512);
+        }
+    }
+    isas
+}
+
+#[test]
+fn the_isas_exercised_are_the_ones_the_cpu_reports() {
+    let reported = reported_by_cpuid();
+    let exercised: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|isa| supported().contains(&Path::Small(*isa)))
+        .collect();
+    eprintln!(
+        "instruction sets exercised: {:?}",
+        exercised.iter().map(|isa| isa.name()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        exercised, reported,
+        "the kernels skip an ISA the CPU has, or the reverse"
+    );
+    assert_eq!(Some(&Isa::detect()), reported.last());
+    assert_eq!(
+        supported().contains(&Path::Packed),
+        reported.contains(&Isa::Avx512),
+        "the packed GEMM runs exactly where AVX-512 does"
+    );
+    for isa in required_isas() {
+        assert!(
+            exercised.contains(&isa),
+            "LLMEFF_REQUIRE_ISAS requires {}, which this CPU lacks (it reports {reported:?})",
+            isa.name()
+        );
+    }
 }
