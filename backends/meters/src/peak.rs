@@ -6,7 +6,7 @@
 //! `llmeff bench`; a matmul on the code the runs use: llmeff's GEMM for f32, burn-flex for
 //! f16/bf16) is measured per CPU model, thread count and dtype and cached as JSON with when,
 //! with how many threads and under what load it was measured. A VM's neighbours or another
-//! process halve such figures (11.6–24.5 GB/s on one 2-vCPU VM), so the steal and other
+//! process can halve such figures (docs/perf/2026-12-kernels.md), so the steal and other
 //! processes' CPU time are read from `/proc` around the measurement, and only a quiet figure
 //! is cached; a noisy one serves the run that measured it and says so.
 
