@@ -9,8 +9,8 @@
 //!
 //! Every function here is `#[inline(always)]`: the whole body lands in the entry point, which
 //! enables the instruction set, so the intrinsics inline and the accumulators stay in registers
-//! (a standalone copy without the target features spilled 9 of its 24 accumulators at M = 8 on
-//! AVX-512; see `docs/perf/2026-12-kernels.md`).
+//! (the hand-written kernels had this shape for a reason: a standalone `unsafe fn` lab copy
+//! spilled 9 of its 24 accumulators at M = 8 on AVX-512; see `docs/perf/2026-12-kernels.md`).
 
 use super::layout::{CHUNK, Panels, XLayout};
 use super::vector::Simd;
