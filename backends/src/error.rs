@@ -286,6 +286,10 @@ pub(crate) enum BackendError {
     /// A broken invariant inside the backend (a bug, not a user error).
     #[error("internal: {0}")]
     Internal(String),
+    /// A kernel's operands do not have the shapes it was called with (a bug, not a user
+    /// error): refused by the kernel's checked views instead of computing garbage.
+    #[error("internal: a kernel's operands disagree: {0}")]
+    KernelShape(#[from] kernels::ShapeError),
 }
 
 impl From<BackendError> for RuntimeError {

@@ -28,10 +28,14 @@ pub struct Manifest {
     #[serde(deserialize_with = "one_or_many_machines")]
     pub environment: Vec<Machine>,
     /// The CPU forward pass that manifests written before `load(#{ compute })` recorded
-    /// (`host`, or `burn` under the retired `LLMEFF_CPU_FORWARD=burn`): read, never written.
-    /// Runs of that time hash as `compute: "auto"`, so a `burn` here means every stored run
-    /// was measured on another pass than its hash now names.
-    #[serde(rename = "cpu_forward", default, skip_serializing)]
+    /// (`host`, or `burn` under the retired `LLMEFF_CPU_FORWARD=burn`): kept as read, never set
+    /// anew. Runs of that time hash as `compute: "auto"`, so a `burn` here means every stored
+    /// run was measured on another pass than its hash now names.
+    #[serde(
+        rename = "cpu_forward",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub legacy_cpu_forward: Option<String>,
     /// When the manifest was first written, seconds since the Unix epoch.
     pub created_unix_s: f64,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::{Flex, FlexDevice};
 use kernels::huge_pages::WeightBuffer;
-use kernels::{Isa, Path};
+use kernels::{Isa, Matrix, MatrixMut, Path};
 
 /// Weight bytes each shape's copies add up to: several times a large server L3 (105 MiB here).
 const COLD_BYTES: usize = 400 << 20;
@@ -81,7 +81,7 @@ fn main() {
         for &m in &ms {
             let x = values(m * k, 7);
             let mut y = vec![0.0f32; m * n];
-            let timing = weights.time_both(|w| kernels::linear_f32(&x, m, k, w, n, &mut y));
+            let timing = weights.time_both(|w| linear(None, &x, m, k, w, n, &mut y));
             let ours = timing.wall;
             if m == 1 {
                 single = Some(ours);
@@ -198,7 +198,7 @@ fn forced_rows(weights: &Weights, k: usize, n: usize) {
                 continue;
             }
             let t = weights.time(|w| {
-                kernels::linear_f32_with(path, &x, m, k, w, n, &mut y);
+                linear(Some(path), &x, m, k, w, n, &mut y);
             });
             line += &format!(
                 "  {} {:.3} ms {:.1} GB/s",
@@ -232,11 +232,25 @@ fn threshold_sweep(k: usize, n: usize, ms: &[usize]) {
         let mut line = format!("{m:>4}");
         for path in &paths {
             let t = weights.time(|w| {
-                kernels::linear_f32_with(*path, &x, m, k, w, n, &mut y);
+                linear(Some(*path), &x, m, k, w, n, &mut y);
             });
             line += &format!(" {:>10.1}", flops / t / 1e9);
         }
         println!("{line}");
+    }
+}
+
+/// `y = x · wᵀ` on `path` (the dispatcher's choice when `None`); the bench's shapes agree, so a
+/// mismatch is a bug in the bench.
+fn linear(path: Option<Path>, x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
+    let x = Matrix::new(x, m, k).expect("x is m × k");
+    let w = Matrix::new(w, n, k).expect("w is n × k");
+    let y = MatrixMut::new(y, m, n).expect("y is m × n");
+    match path {
+        None => kernels::linear_f32(x, w, y).expect("the shapes agree"),
+        Some(path) => {
+            kernels::linear_f32_with(path, x, w, y).expect("the shapes agree");
+        }
     }
 }
 

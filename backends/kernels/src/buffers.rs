@@ -24,10 +24,8 @@ pub(super) const LINE_FLOATS: usize = 16;
 
 /// The `len` floats of `buf` that start on a cache line. A `Vec` of a few hundred KiB comes
 /// from `mmap` through malloc 16 bytes past a page boundary, so every 64-byte vector load from
-/// it straddles two cache lines; aligned, each load touches one. Measured at m = 256 on the
-/// TinyLlama-1.1B shapes (k × n = 2048 × {2048, 2560, 11264}, 5632 × 2048), 2 threads, cold
-/// weights, the two offsets alternated call by call, 30 calls each, on an Emerald Rapids VM at
-/// no steal, two runs: the median call 3–12 % faster, the best 3–13 %.
+/// it straddles two cache lines; aligned, each load touches one, which measured a few percent
+/// faster at prefill sizes (docs/perf/2026-12-kernels.md).
 pub(super) fn line_aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64).min(LINE_FLOATS);
     &mut buf[skip..skip + len]

@@ -32,17 +32,16 @@ impl Path {
     }
 }
 
-/// Batch size from which the packed AVX-512 GEMM beats the streaming AVX-512 kernel. Measured
-/// with both forced, alternating call by call, best of 10, 2 threads, cold weights, on the
-/// SmolLM-135M and TinyLlama-1.1B shapes (k×n = 576×{576, 1728, 3072}, 1536×576,
-/// 2048×{2048, 2560, 11264}, 5632×2048) on a 2-core Sapphire Rapids VM: packed led at m = 32
-/// on all 8 in two runs (by 8–56 %), and at 64, 128 and 256 by 7–80 %; at 16 the streaming
-/// kernel led on 6 of 8 (both are near the memory bound there); m = 24, 40 and 48 were within
-/// noise (±15 %).
+// The thresholds below are where the arithmetic-bound kernel started to beat the streaming one
+// with both forced on the SmolLM-135M and TinyLlama-1.1B shapes: below them both are near the
+// memory bound and the streaming kernel (weights read once) is level or ahead. The
+// measurements are in docs/perf/2026-12-kernels.md.
+
+/// Batch size from which the packed AVX-512 GEMM beats the streaming AVX-512 kernel (it led at
+/// m = 32 and above on every shape measured).
 const PACKED_MIN_M: usize = 32;
-/// Batch size from which the `gemm` crate (AVX2 kernels) beats the streaming AVX2 kernel;
-/// measured the same way (on an AVX-512 CPU forced onto AVX2): about even at 16, gemm ahead
-/// from 24 to 32 on.
+/// Batch size from which the `gemm` crate (AVX2 kernels) beats the streaming AVX2 kernel
+/// (about even at 16, gemm ahead from 24 on).
 const GEMM_MIN_M_AVX2: usize = 16;
 /// Batch size from which the `gemm` crate beats the portable kernel. Not measured on a CPU
 /// without AVX2; once arithmetic dominates, gemm's hand-written SIMD outpaces plain Rust.

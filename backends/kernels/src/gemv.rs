@@ -15,43 +15,15 @@ use rayon::prelude::*;
 
 use super::buffers::{keep_buffer, line_aligned, take_buffer};
 use super::dispatch::{Isa, rows_per_task};
+use super::layout::{CHUNK, MAX_BLOCK_M, Panels, XLayout};
 use super::portable;
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx2::Avx2, avx512, avx512::Avx512};
 
 thread_local! {
     /// The interleaved x of the calls made from this thread.
     static INTERLEAVED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
-
-/// Columns per chunk of an [`XLayout::Interleaved`] block: one AVX-512 vector.
-pub(super) const CHUNK: usize = 16;
-
-/// How a kernel pass's input rows lie in [`Panels::x`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum XLayout {
-    /// Row after row, `[mb, k]`.
-    Rows,
-    /// In chunks of [`CHUNK`] columns, each holding that chunk of every row in turn: value
-    /// `(i, p)` at `(p / 16)·16·mb + 16·i + p % 16`, the columns past `k` zero, `mb·k16` floats
-    /// (`k16` = `k` rounded up to 16). Why: with the rows `k` floats apart, a pass reading 8 of
-    /// them (k = 2048: 8 KiB apart) plus its weight rows keeps a dozen streams on one L1 set,
-    /// more than the 8 ways of a 32 KiB L1 (AMD Zen 4); interleaved, x is one stream. With one
-    /// row the two layouts are the same.
-    Interleaved,
-}
-
-impl XLayout {
-    /// Floats each input row of `k` columns takes in this layout.
-    pub(super) fn row_len(self, k: usize) -> usize {
-        match self {
-            XLayout::Rows => k,
-            XLayout::Interleaved => k.next_multiple_of(CHUNK),
-        }
-    }
-}
-
-/// Input rows one kernel pass applies each weight row to; bounded by the vector registers the
-/// accumulators need.
-pub const MAX_BLOCK_M: usize = 8;
 
 /// Bytes of weights a task reuses across blocks of [`MAX_BLOCK_M`] input rows when `m` exceeds
 /// one block: about half of a core's L2, so the tile is read from memory once.
@@ -175,46 +147,26 @@ fn task(
     }
 }
 
-/// One kernel call's operands: `mb` input rows and `rows` weight rows of `k` floats each.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Panels<'a> {
-    /// Input rows, laid out as `layout` says.
-    pub x: &'a [f32],
-    /// How `x` holds the rows.
-    pub layout: XLayout,
-    /// Input rows used (1 ..= [`MAX_BLOCK_M`]).
-    pub mb: usize,
-    /// Weight rows, `[rows, k]`.
-    pub w: &'a [f32],
-    /// Weight rows used.
-    pub rows: usize,
-    /// Columns of every row.
-    pub k: usize,
-}
-
-impl Panels<'_> {
-    /// Whether the slices hold every row the counts promise, which the kernels' raw loads rely
-    /// on.
-    pub fn is_valid(&self) -> bool {
-        let x_len = self.mb * self.layout.row_len(self.k);
-        (1..=MAX_BLOCK_M).contains(&self.mb)
-            && self.k > 0
-            && self.x.len() >= x_len
-            && self.w.len() >= self.rows * self.k
-    }
-}
-
+/// One kernel call on `isa`'s kernel, or on the portable one where this CPU or build lacks
+/// `isa`.
 fn block(isa: Isa, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let done = match isa {
-            Isa::Avx512 => super::avx512::block(p, out, col0),
-            Isa::Avx2 => super::avx2::block(p, out, col0),
-            Isa::Portable => false,
-        };
-        if done {
-            return;
+    match isa {
+        Isa::Avx512 => {
+            if let Some(avx512) = Avx512::detect() {
+                // SAFETY: the token exists only where this CPU has AVX-512F, all the kernel
+                // enables.
+                return unsafe { avx512::block(avx512, p, out, col0) };
+            }
         }
+        Isa::Avx2 => {
+            if let Some(avx2) = Avx2::detect() {
+                // SAFETY: the token exists only where this CPU has AVX2 and FMA, all the kernel
+                // enables.
+                return unsafe { avx2::block(avx2, p, out, col0) };
+            }
+        }
+        Isa::Portable => {}
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
@@ -224,31 +176,6 @@ fn block(isa: Isa, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn panels_reject_rows_past_their_slices() {
-        let data = [0.0f32; 10];
-        let p = |mb, rows, k| Panels {
-            x: &data,
-            layout: XLayout::Rows,
-            mb,
-            w: &data,
-            rows,
-            k,
-        };
-        assert!(p(2, 2, 5).is_valid());
-        assert!(!p(2, 3, 4).is_valid());
-        assert!(!p(3, 2, 4).is_valid());
-        assert!(!p(0, 1, 5).is_valid());
-        assert!(!p(9, 1, 1).is_valid());
-        assert!(!p(1, 1, 0).is_valid());
-        // Interleaved rows are padded to whole chunks: 2 rows of 5 take 32 floats.
-        let interleaved = Panels {
-            layout: XLayout::Interleaved,
-            ..p(2, 2, 5)
-        };
-        assert!(!interleaved.is_valid());
-    }
 
     #[test]
     fn interleaving_puts_each_chunk_of_every_row_together() {

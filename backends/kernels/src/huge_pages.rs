@@ -7,11 +7,8 @@
 //! weights live in such a mapping instead of a `Vec`. Public (hidden) for the kernel bench, whose
 //! weights should stream as the model's do.
 //!
-//! Measured with the host kernels on an Emerald Rapids VM (2 threads, cold weights, the two
-//! layouts alternated call by call, 30 calls each, TinyLlama-1.1B shapes k × n =
-//! 2048 × {2560, 5632, 32000}, 5632 × 2048; two runs): the median call streamed faster on all
-//! 16 cells, 1–13 % at m = 1 and 3–20 % at m = 8, with `AnonHugePages` confirming the huge
-//! pages in the second run.
+//! Chosen because the host kernels streamed weights faster from huge pages on every shape
+//! measured, at m = 1 and m = 8 alike (docs/perf/2026-12-kernels.md).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

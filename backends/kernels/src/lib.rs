@@ -7,14 +7,17 @@
 //!
 //! Decoding is bound by reading the weights, so small batches (module `gemv`) stream every
 //! weight row from memory once, apply it to all input rows from registers, and split the output
-//! rows across rayon's current pool. Prefill is bound by arithmetic, so larger batches go to a
-//! packed, register-tiled AVX-512 GEMM (module `packed`) or, without AVX-512, to the `gemm`
-//! crate (module `large`). [`choose`] picks the path from the batch size and the CPU.
+//! rows across rayon's current pool. The streaming kernel's body is written once
+//! (`streaming`) over a small vector abstraction (`vector::Simd`) and compiled per instruction
+//! set in `avx2` and `avx512` (`portable` is plain Rust for any target); the operand types they
+//! share with `gemv` live in `layout`. Prefill is bound by arithmetic, so larger batches go to
+//! a packed, register-tiled AVX-512 GEMM (module `packed`) or, without AVX-512, to the `gemm`
+//! crate (module `large`). [`choose`] picks the path from the batch size and the CPU. What was
+//! measured to make these choices is in `docs/perf/`.
 //!
-//! All matrices are host `f32` slices in row-major order. Their lengths are an invariant the
-//! caller keeps (`x.len() == m·k`, `w.len() == n·k`, `y.len() == m·n`); a violation is a bug,
-//! caught by a debug assertion and, in release builds, answered by leaving `y` untouched rather
-//! than by reading or writing out of bounds.
+//! All matrices are host `f32` slices in row-major order, handed over as checked views
+//! ([`Matrix`], [`MatrixMut`]): a slice whose length disagrees with its shape, or operands that
+//! disagree with each other, are a [`ShapeError`] the caller sees, never a silent no-op.
 
 mod activation;
 mod attention;
@@ -27,29 +30,43 @@ mod dispatch;
 mod gemv;
 pub mod huge_pages;
 mod large;
+mod layout;
+mod matrix;
 mod norm;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 mod portable;
 mod rotary;
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod streaming;
+#[cfg(target_arch = "x86_64")]
+mod vector;
 
 pub use activation::silu_mul;
 pub use attention::{AttentionShape, KEY_TAIL_BLOCK, attention};
 pub use dispatch::{Isa, Path, choose};
+pub use matrix::{Dimension, Matrix, MatrixMut, ShapeError};
 pub use norm::rms_norm;
 pub use rotary::rotate_half;
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ`, choosing the fastest path for the shape and this CPU.
 ///
-/// `w` is a PyTorch/HF `Linear` weight (`[out, in]` = `[n, k]`, row-major). Lengths must be
-/// `x.len() == m·k`, `w.len() == n·k` and `y.len() == m·n`; otherwise `y` is left as it was (and
-/// debug builds panic).
-pub fn linear_f32(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
-    if !shapes_agree(x, m, k, w, n, y) {
-        return;
-    }
-    run(choose(Isa::detect(), m), x, m, k, w, n, y);
+/// `w` is a PyTorch/HF `Linear` weight (`[out, in]` = `[n, k]`, row-major). The operands must
+/// agree (`x`: `m × k`, `w`: `n × k`, `y`: `m × n`); otherwise nothing is computed and the
+/// error names the dimension.
+pub fn linear_f32(x: Matrix<'_>, w: Matrix<'_>, mut y: MatrixMut<'_>) -> Result<(), ShapeError> {
+    let (m, k, n) = product_shape(&x, &w, &y)?;
+    run(
+        choose(Isa::detect(), m),
+        x.data(),
+        m,
+        k,
+        w.data(),
+        n,
+        y.data_mut(),
+    );
+    Ok(())
 }
 
 /// Runs `path`, falling back to the `gemm` crate where this build or CPU lacks it.
@@ -79,53 +96,45 @@ pub fn linear_splits(m: usize, k: usize, n: usize) -> bool {
     }
 }
 
-/// [`linear_f32`] into a freshly allocated `[m, n]` output (empty on a length mismatch).
-pub fn linear_f32_into_new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-    let Some(len) = m.checked_mul(n) else {
-        return Vec::new();
-    };
-    if !shapes_agree_inputs(x, m, k, w, n) {
-        return Vec::new();
-    }
+/// [`linear_f32`] into a freshly allocated `[m, n]` output.
+pub fn linear_f32_into_new(x: Matrix<'_>, w: Matrix<'_>) -> Result<Vec<f32>, ShapeError> {
+    matrix::agree(Dimension::Depth, x.cols(), w.cols())?;
+    let (m, n) = (x.rows(), w.rows());
+    let len = m
+        .checked_mul(n)
+        .ok_or(ShapeError::Overflow { rows: m, cols: n })?;
     let mut y = vec![0.0; len];
-    linear_f32(x, m, k, w, n, &mut y);
-    y
+    linear_f32(x, w, MatrixMut::new(&mut y, m, n)?)?;
+    Ok(y)
 }
 
-/// [`linear_f32`] forced onto `path`, for tests and benchmarks; returns `false` (and leaves `y`
-/// untouched) when this CPU or build cannot run it or the lengths disagree.
+/// [`linear_f32`] forced onto `path`, for tests and benchmarks: `Ok(false)`, leaving `y`
+/// untouched, when this CPU or build cannot run it.
 #[doc(hidden)]
 pub fn linear_f32_with(
     path: Path,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: &[f32],
-    n: usize,
-    y: &mut [f32],
-) -> bool {
-    if !path.is_supported() || !shapes_agree(x, m, k, w, n, y) {
-        return false;
+    x: Matrix<'_>,
+    w: Matrix<'_>,
+    mut y: MatrixMut<'_>,
+) -> Result<bool, ShapeError> {
+    let (m, k, n) = product_shape(&x, &w, &y)?;
+    if !path.is_supported() {
+        return Ok(false);
     }
-    run(path, x, m, k, w, n, y);
-    true
+    run(path, x.data(), m, k, w.data(), n, y.data_mut());
+    Ok(true)
 }
 
-fn shapes_agree(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &[f32]) -> bool {
-    let ok = shapes_agree_inputs(x, m, k, w, n) && m.checked_mul(n) == Some(y.len());
-    debug_assert!(ok, "linear_f32: y.len() = {} is not m·n = {m}·{n}", y.len());
-    ok
-}
-
-fn shapes_agree_inputs(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> bool {
-    let ok = m.checked_mul(k) == Some(x.len()) && n.checked_mul(k) == Some(w.len());
-    debug_assert!(
-        ok,
-        "linear_f32: x.len() = {} is not m·k = {m}·{k} or w.len() = {} is not n·k = {n}·{k}",
-        x.len(),
-        w.len()
-    );
-    ok
+/// `(m, k, n)` of `y = x · wᵀ`, when the three agree.
+fn product_shape(
+    x: &Matrix<'_>,
+    w: &Matrix<'_>,
+    y: &MatrixMut<'_>,
+) -> Result<(usize, usize, usize), ShapeError> {
+    matrix::agree(Dimension::Depth, x.cols(), w.cols())?;
+    matrix::agree(Dimension::OutputRows, x.rows(), y.rows())?;
+    matrix::agree(Dimension::OutputCols, w.rows(), y.cols())?;
+    Ok((x.rows(), x.cols(), w.rows()))
 }
 
 #[cfg(test)]
@@ -152,6 +161,14 @@ mod tests {
             assert!(linear_splits(256, 64, 344));
         });
         pool(1).install(|| assert!(!linear_splits(256, 2048, 11264)));
+    }
+
+    fn mat(data: &[f32], rows: usize, cols: usize) -> Matrix<'_> {
+        Matrix::new(data, rows, cols).expect("the test's shapes agree")
+    }
+
+    fn out(data: &mut [f32], rows: usize, cols: usize) -> MatrixMut<'_> {
+        MatrixMut::new(data, rows, cols).expect("the test's shapes agree")
     }
 
     fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
@@ -202,7 +219,8 @@ mod tests {
                 let x = values(m * k, 1);
                 let w = values(n * k, 2);
                 let mut y = vec![f32::NAN; m * n];
-                assert!(linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                let ran = linear_f32_with(path, mat(&x, m, k), mat(&w, n, k), out(&mut y, m, n));
+                assert_eq!(ran, Ok(true));
                 let r = reference(&x, m, k, &w, n);
                 for (a, b) in y.iter().zip(&r) {
                     assert!(
@@ -220,7 +238,7 @@ mod tests {
             let (k, n) = (37, 45);
             let x = values(m * k, 3);
             let w = values(n * k, 4);
-            let y = linear_f32_into_new(&x, m, k, &w, n);
+            let y = linear_f32_into_new(mat(&x, m, k), mat(&w, n, k)).expect("shapes agree");
             let r = reference(&x, m, k, &w, n);
             for (a, b) in y.iter().zip(&r) {
                 assert!(
@@ -234,17 +252,53 @@ mod tests {
     #[test]
     fn empty_and_zero_depth_shapes_are_handled() {
         let mut y = vec![f32::NAN; 6];
-        linear_f32(&[], 2, 0, &[], 3, &mut y);
+        assert_eq!(
+            linear_f32(mat(&[], 2, 0), mat(&[], 3, 0), out(&mut y, 2, 3)),
+            Ok(())
+        );
         assert!(y.iter().all(|v| *v == 0.0));
-        linear_f32(&[], 0, 4, &[0.0; 12], 3, &mut []);
-        assert!(linear_f32_into_new(&[1.0; 4], 1, 4, &[], 0).is_empty());
+        let none = linear_f32(mat(&[], 0, 4), mat(&[0.0; 12], 3, 4), out(&mut [], 0, 3));
+        assert_eq!(none, Ok(()));
+        let empty = linear_f32_into_new(mat(&[1.0; 4], 1, 4), mat(&[], 0, 4));
+        assert_eq!(empty, Ok(Vec::new()));
     }
 
+    /// Runs in every profile: a mismatch used to be a debug assertion and, in release builds, a
+    /// silent no-op, so this test was compiled out under `cargo test`.
     #[test]
-    #[cfg(not(debug_assertions))]
-    fn mismatched_lengths_leave_y_untouched() {
+    fn mismatched_lengths_are_errors_and_leave_y_untouched() {
+        assert_eq!(
+            Matrix::new(&[1.0; 3], 2, 2).unwrap_err(),
+            ShapeError::Length {
+                rows: 2,
+                cols: 2,
+                expected: 4,
+                actual: 3
+            }
+        );
         let mut y = vec![7.0; 4];
-        linear_f32(&[1.0; 3], 2, 2, &[1.0; 4], 2, &mut y);
+        // x (m × k), w (n × k), y (rows × cols): the dimension that disagrees, and how.
+        let cases = [
+            ((2, 2), (2, 3), (2, 2), Dimension::Depth, 2, 3),
+            ((2, 2), (1, 2), (4, 1), Dimension::OutputRows, 2, 4),
+            ((1, 2), (3, 2), (1, 4), Dimension::OutputCols, 3, 4),
+        ];
+        for ((m, k), (n, kw), (rows, cols), dimension, expected, actual) in cases {
+            let (x, w) = (vec![1.0; m * k], vec![1.0; n * kw]);
+            let want = ShapeError::Mismatch {
+                dimension,
+                expected,
+                actual,
+            };
+            let got = linear_f32(mat(&x, m, k), mat(&w, n, kw), out(&mut y, rows, cols));
+            assert_eq!(got, Err(want));
+            for path in Path::ALL {
+                let forced =
+                    linear_f32_with(path, mat(&x, m, k), mat(&w, n, kw), out(&mut y, rows, cols));
+                assert_eq!(forced, Err(want), "{path:?}");
+            }
+        }
+        assert!(linear_f32_into_new(mat(&[1.0; 4], 2, 2), mat(&[1.0; 3], 1, 3)).is_err());
         assert_eq!(y, vec![7.0; 4]);
     }
 }

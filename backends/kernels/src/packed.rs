@@ -16,43 +16,14 @@
 //! it will write are prefetched during its depth steps. The packing and work buffers are
 //! thread-local and reused, so a call allocates (and page-faults) nothing once warm.
 //!
-//! The previous version packed the weights instead, transposing each 16 × 16 block in
-//! registers in a pass of its own that waited on memory; at m = 32 it was slower than the
-//! streaming kernel. The gemm crate in this build has no AVX-512 kernels (its `x86-v4` feature
-//! is off, and turning it on would rebuild burn), so on AVX-512 CPUs this path is the prefill
-//! kernel. Built with `x86-v4` for a comparison (kernel bench threshold sweep, 2 threads, cold
-//! weights, two runs, Emerald Rapids VM), gemm's AVX-512 kernels ran 135–210 GFLOP/s at
-//! m = 128 and 256 on k × n = 2048 × {2048, 2560, 11264} and 5632 × 2048, where this kernel ran
-//! 149–266, ahead on 15 of the 16 (shape, m, run) cells.
-//!
-//! Measured on a 2-vCPU Sapphire Rapids VM shared with other work, in GFLOP per CPU-second
-//! (`CLOCK_PROCESS_CPUTIME_ID`, so steal time does not count; 2 rayon threads, cold weights,
-//! this kernel and the one before it alternated call by call, best of 20), over the
-//! SmolLM-135M and TinyLlama-1.1B shapes (k × n = 576 × {576, 960, 3072}, 1536 × 576,
-//! 2048 × {2048, 2560, 11264}, 5632 × 2048): at m = 32, 87–125 against 75–110 before
-//! (+13 to +22 %); at m = 256, 105–112 against 91–110 (+12 to +19 % at k = 576, +7 % at
-//! k = 1536, within noise at k ≥ 2048). Of that, the in-register write-back and the output
-//! prefetch gave the k = 576 gain (without any store, a tile ran 25 % faster, the stores
-//! waiting on y lines out of L2), reading the weights in place the m = 32 gain. Prefetching
-//! the x panel into L1 ahead of the loads, and KC = 576 (k = 576 in one block), measured the
-//! same within noise. A register-only FMA loop reached 125–150 per CPU-second on the same runs,
-//! so the tile is at 60–85 % of it; the rest is mostly the x panel streaming from L2.
-//!
-//! Later, on a 2-vCPU Emerald Rapids VM: the register-only loop ran at 157–171 GFLOP/s on one
-//! core. A C copy of the tile's inner loop (32 × 12, 48 × 8, 64 × 6 and 16 × 24 alike, with or
-//! without an x prefetch, x panels from L2 or L1, weights from L1 or L2) reached 164–174 at
-//! best, so the tile itself can run at the FMA rate. This kernel on one thread ran at 138–142
-//! (m = 256; 2048 × {2560, 11264}, 5632 × 2048), 93 % of its samples in the 16-step inner loop,
-//! most of them just behind the x-panel loads; on 2 threads 200–285 best, where MKL (torch's
-//! `linear`, same cycling) ran 220–285. Spreading the next group's prefetch over every panel's
-//! tile instead of the first panel's measured slower (3 alternated rounds).
-//!
-//! On that VM the two vCPUs share one core's arithmetic: two single-threaded processes pinned
-//! to vCPU 0 and 1 each ran this kernel (hot weights, 2048 × 2560, m = 256) at 90–150 GFLOP/s
-//! per call, where one alone ran 131–155 after its first call, so 2 threads reach about
-//! 1.3–1.4× one (160–200 per call with cold weights) and that, not the split, bounds prefill
-//! there. A C loop of fused multiply-adds likewise ran each copy at
-//! 0.55–0.6× its lone rate when two ran side by side.
+//! Why this design: the previous version packed the weights instead and was slower than the
+//! streaming kernel at m = 32; the gemm crate in this build has no AVX-512 kernels (its
+//! `x86-v4` feature is off, and turning it on would rebuild burn), and built with them for a
+//! comparison it ran behind this kernel on nearly every shape. The tile runs near the FMA rate;
+//! what remains is mostly the x panel streaming from L2, and on 2-vCPU VMs whose vCPUs share one
+//! core's arithmetic, that sharing bounds prefill. The measurements (against the previous
+//! version, gemm's AVX-512 kernels and MKL, and the variants tried) are in
+//! docs/perf/2026-12-kernels.md.
 
 use rayon::prelude::*;
 use std::arch::x86_64::{

@@ -1,7 +1,7 @@
 //! Portable small-batch kernel: plain Rust for any target, shaped so the compiler vectorises it
 //! with whatever SIMD the build target guarantees (SSE2 on x86-64, NEON on aarch64).
 
-use super::gemv::{Panels, XLayout};
+use super::layout::{Panels, XLayout};
 use super::simd::dot;
 
 /// `out[i][col0 + r] = x[i] · w[r]` for every input row and weight row of the panels.

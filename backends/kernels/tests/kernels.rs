@@ -1,12 +1,60 @@
 //! The linear-layer kernels against a naive f64-accumulated reference, on every path this CPU
 //! can run (each streaming kernel's instruction set, the packed AVX-512 GEMM and the gemm crate,
 //! each forced) and through the dispatcher.
+//!
+//! A path this CPU lacks is skipped, and said so. `LLMEFF_REQUIRE_ISAS` turns such a skip into
+//! a failure: a comma list of instruction sets (`Isa::name`: `avx2`, `avx512`, `portable`) the
+//! run must exercise, e.g. `LLMEFF_REQUIRE_ISAS=avx2,avx512` on a CI machine known to have
+//! both; `avx512` also requires the packed AVX-512 GEMM. Unset, the ISAs run are checked
+//! against what CPUID reports (`the_isas_exercised_are_the_ones_the_cpu_reports`).
 
-use kernels::Path;
+use kernels::{Isa, Matrix, MatrixMut, Path};
 
 const MS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33];
 const KS: &[usize] = &[1, 7, 16, 64, 100, 576, 2048];
 const NS: &[usize] = &[1, 3, 64, 65, 1000];
+
+/// `kernels::linear_f32` on operands the test shapes to agree.
+fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
+    let (x, w, y) = views(x, m, k, w, n, y);
+    kernels::linear_f32(x, w, y).expect("the test's shapes agree");
+}
+
+/// `kernels::linear_f32_with`: whether `path` ran.
+fn linear_with(
+    path: Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> bool {
+    let (x, w, y) = views(x, m, k, w, n, y);
+    kernels::linear_f32_with(path, x, w, y).expect("the test's shapes agree")
+}
+
+/// `kernels::linear_f32_into_new`.
+fn linear_into_new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    let x = Matrix::new(x, m, k).expect("x is m × k");
+    let w = Matrix::new(w, n, k).expect("w is n × k");
+    kernels::linear_f32_into_new(x, w).expect("the test's shapes agree")
+}
+
+fn views<'a>(
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    w: &'a [f32],
+    n: usize,
+    y: &'a mut [f32],
+) -> (Matrix<'a>, Matrix<'a>, MatrixMut<'a>) {
+    (
+        Matrix::new(x, m, k).expect("x is m × k"),
+        Matrix::new(w, n, k).expect("w is n × k"),
+        MatrixMut::new(y, m, n).expect("y is m × n"),
+    )
+}
 
 /// Deterministic values in [−1, 1), different per seed.
 fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -78,18 +126,18 @@ fn every_path_matches_the_reference_on_many_shapes() {
                 let r = Reference::new(&x, m, k, &w, n);
                 for path in Path::ALL {
                     let mut y = vec![f32::NAN; m * n];
-                    if kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y) {
+                    if linear_with(path, &x, m, k, &w, n, &mut y) {
                         r.check(&format!("{path:?}"), &y, m, k, n);
                     } else if !skipped.contains(&path) {
                         assert!(!path.is_supported(), "{path:?} refused a supported run");
-                        eprintln!("skipping {path:?}: this CPU or build lacks it");
+                        skip(path);
                         skipped.push(path);
                     }
                 }
                 let mut y = vec![f32::NAN; m * n];
-                kernels::linear_f32(&x, m, k, &w, n, &mut y);
+                linear(&x, m, k, &w, n, &mut y);
                 r.check("linear_f32", &y, m, k, n);
-                assert_eq!(kernels::linear_f32_into_new(&x, m, k, &w, n), y);
+                assert_eq!(linear_into_new(&x, m, k, &w, n), y);
             }
         }
     }
@@ -106,7 +154,7 @@ fn every_tail_length_is_exact() {
                     let x = values(m * k, k as u32);
                     let w = values(n * k, 100 + n as u32);
                     let mut y = vec![f32::NAN; m * n];
-                    assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                    assert!(linear_with(path, &x, m, k, &w, n, &mut y));
                     check(&format!("{path:?} tail"), &y, &x, m, k, &w, n);
                 }
             }
@@ -129,11 +177,11 @@ fn many_threads_split_large_outputs_correctly() {
             let w = values(n * k, 6);
             for path in supported() {
                 let mut y = vec![f32::NAN; m * n];
-                assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+                assert!(linear_with(path, &x, m, k, &w, n, &mut y));
                 check(&format!("{path:?} pooled"), &y, &x, m, k, &w, n);
             }
             let mut y = vec![f32::NAN; m * n];
-            kernels::linear_f32(&x, m, k, &w, n, &mut y);
+            linear(&x, m, k, &w, n, &mut y);
             check("pooled", &y, &x, m, k, &w, n);
         }
     });
@@ -148,7 +196,7 @@ fn misaligned_slices_are_fine() {
     let (x, w) = (&xs[1..], &ws[1..]);
     for path in supported() {
         let mut y = vec![f32::NAN; m * n + 1];
-        assert!(kernels::linear_f32_with(path, x, m, k, w, n, &mut y[1..]));
+        assert!(linear_with(path, x, m, k, w, n, &mut y[1..]));
         check(&format!("{path:?} misaligned"), &y[1..], x, m, k, w, n);
     }
 }
@@ -163,7 +211,7 @@ fn depth_blocks_accumulate() {
         let w = values(n * k, 11);
         for path in supported() {
             let mut y = vec![f32::NAN; m * n];
-            assert!(kernels::linear_f32_with(path, &x, m, k, &w, n, &mut y));
+            assert!(linear_with(path, &x, m, k, &w, n, &mut y));
             check(&format!("{path:?} depth"), &y, &x, m, k, &w, n);
         }
     }
@@ -173,29 +221,29 @@ fn depth_blocks_accumulate() {
 fn degenerate_shapes() {
     // k = 0: an empty sum is zero.
     let mut y = vec![f32::NAN; 6];
-    kernels::linear_f32(&[], 2, 0, &[], 3, &mut y);
+    linear(&[], 2, 0, &[], 3, &mut y);
     assert_eq!(y, vec![0.0; 6]);
     let mut y = vec![f32::NAN; 40];
-    kernels::linear_f32(&[], 20, 0, &[], 2, &mut y);
+    linear(&[], 20, 0, &[], 2, &mut y);
     assert_eq!(y, vec![0.0; 40]);
     for path in supported() {
         for m in [1, 9, 70] {
             let mut y = vec![f32::NAN; m * 3];
-            assert!(kernels::linear_f32_with(path, &[], m, 0, &[], 3, &mut y));
+            assert!(linear_with(path, &[], m, 0, &[], 3, &mut y));
             assert_eq!(y, vec![0.0; m * 3], "{path:?} m = {m}");
         }
     }
     // m = 0 or n = 0: nothing to write.
-    kernels::linear_f32(&[], 0, 4, &[1.0; 12], 3, &mut []);
-    kernels::linear_f32(&[1.0; 8], 2, 4, &[], 0, &mut []);
-    assert!(kernels::linear_f32_into_new(&[1.0; 4], 1, 4, &[], 0).is_empty());
+    linear(&[], 0, 4, &[1.0; 12], 3, &mut []);
+    linear(&[1.0; 8], 2, 4, &[], 0, &mut []);
+    assert!(linear_into_new(&[1.0; 4], 1, 4, &[], 0).is_empty());
 }
 
 #[test]
 fn unsupported_path_is_refused_not_run() {
     for path in Path::ALL {
         let mut y = vec![7.0; 2];
-        let ran = kernels::linear_f32_with(path, &[1.0; 2], 1, 2, &[1.0; 4], 2, &mut y);
+        let ran = linear_with(path, &[1.0; 2], 1, 2, &[1.0; 4], 2, &mut y);
         assert_eq!(ran, path.is_supported());
         assert_eq!(y, if ran { vec![2.0; 2] } else { vec![7.0; 2] });
     }
@@ -208,9 +256,91 @@ fn supported() -> Vec<Path> {
         .filter(|path| {
             let ok = path.is_supported();
             if !ok {
-                eprintln!("skipping {path:?}: this CPU or build lacks it");
+                skip(*path);
             }
             ok
         })
         .collect()
+}
+
+/// Announces that `path` is skipped, failing when `LLMEFF_REQUIRE_ISAS` requires its
+/// instruction set.
+fn skip(path: Path) {
+    let isa = match path {
+        Path::Small(isa) => Some(isa),
+        Path::Packed => Some(Isa::Avx512),
+        Path::Gemm => None,
+    };
+    if let Some(isa) = isa.filter(|isa| required_isas().contains(isa)) {
+        panic!(
+            "{path:?} skipped: this CPU or build lacks {}, which LLMEFF_REQUIRE_ISAS requires",
+            isa.name()
+        );
+    }
+    eprintln!("skipping {path:?}: this CPU or build lacks it");
+}
+
+/// The instruction sets `LLMEFF_REQUIRE_ISAS` names (none when unset); a name that is not an
+/// instruction set fails the test, so a typo cannot require nothing.
+fn required_isas() -> Vec<Isa> {
+    let list = std::env::var("LLMEFF_REQUIRE_ISAS").unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            Isa::ALL
+                .into_iter()
+                .find(|isa| isa.name() == name)
+                .unwrap_or_else(|| {
+                    panic!("LLMEFF_REQUIRE_ISAS names {name:?}: not avx2, avx512 or portable")
+                })
+        })
+        .collect()
+}
+
+/// The instruction sets this CPU reports through CPUID, asked directly rather than through
+/// `Isa`, slowest first.
+fn reported_by_cpuid() -> Vec<Isa> {
+    let mut isas = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            isas.push(Isa::Avx2);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            isas.push(Isa::Avx512);
+        }
+    }
+    isas
+}
+
+#[test]
+fn the_isas_exercised_are_the_ones_the_cpu_reports() {
+    let reported = reported_by_cpuid();
+    let exercised: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|isa| supported().contains(&Path::Small(*isa)))
+        .collect();
+    eprintln!(
+        "instruction sets exercised: {:?}",
+        exercised.iter().map(|isa| isa.name()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        exercised, reported,
+        "the kernels skip an ISA the CPU has, or the reverse"
+    );
+    assert_eq!(Some(&Isa::detect()), reported.last());
+    assert_eq!(
+        supported().contains(&Path::Packed),
+        reported.contains(&Isa::Avx512),
+        "the packed GEMM runs exactly where AVX-512 does"
+    );
+    for isa in required_isas() {
+        assert!(
+            exercised.contains(&isa),
+            "LLMEFF_REQUIRE_ISAS requires {}, which this CPU lacks (it reports {reported:?})",
+            isa.name()
+        );
+    }
 }

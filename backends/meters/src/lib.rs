@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use api::meter::{DevicePeak, EnergyCounter, EstimateMode, MeterProvider, MeterStatus, Probe};
 
 use estimate::{
-    CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, RamEstimateCounter, RamPowerModel,
+    CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, EstimateError, RamEstimateCounter,
+    RamPowerModel,
 };
-use nvml::{GpuApi, NvmlApi, NvmlEnergyCounter, NvmlProbe, run_gpus};
+use nvml::{CudaDeviceError, GpuApi, GpuError, NvmlApi, NvmlEnergyCounter, NvmlProbe, run_gpus};
 use peak::{CpuPeak, CpuPeakEntry, PeakNotice};
 use procfs::ProcessProbe;
-use rapl::Rapl;
+use rapl::{Rapl, RaplError};
 
 /// A monotonic clock: counters that integrate power over time read it, tests replace it.
 pub type TimeSource = Arc<dyn Fn() -> Instant + Send + Sync>;
@@ -81,7 +82,7 @@ pub struct MeterParts {
     /// Proc root (`/proc`): `cpuinfo`, `stat`, `meminfo`, `self/…`.
     pub proc_root: PathBuf,
     /// The GPU API, or why there is none (`no NVIDIA driver …`).
-    pub gpu: Result<Arc<dyn GpuApi>, String>,
+    pub gpu: Result<Arc<dyn GpuApi>, GpuError>,
     /// `CUDA_VISIBLE_DEVICES` as the run sees it.
     pub cuda_visible_devices: Option<String>,
     /// Folder of `cpu_peak.json`; `None` measures every time and writes nothing.
@@ -103,9 +104,7 @@ impl MeterParts {
         MeterParts {
             powercap_root: PathBuf::from(rapl::DEFAULT_POWERCAP_ROOT),
             proc_root: PathBuf::from(procfs::DEFAULT_PROC_ROOT),
-            gpu: NvmlApi::init()
-                .map(|api| Arc::new(api) as Arc<dyn GpuApi>)
-                .map_err(|e| e.to_string()),
+            gpu: NvmlApi::init().map(|api| Arc::new(api) as Arc<dyn GpuApi>),
             cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
             cache_dir: peak::default_cache_dir(),
             tdp_table: CpuTdpTable::bundled(),
@@ -138,8 +137,8 @@ pub type PeakListener = Arc<dyn Fn(&PeakNotice) + Send + Sync>;
 /// `peak("cpu", …)` runs a few-second microbenchmark until a quiet measurement is cached, so callers should ask for it outside timed windows.
 pub struct MachineMeters {
     parts: MeterParts,
-    rapl: Result<Rapl, String>,
-    cpu_info: Result<CpuInfo, String>,
+    rapl: Result<Rapl, RaplError>,
+    cpu_info: Result<CpuInfo, EstimateError>,
     cpu_model: CpuPowerModel,
     peaks: Mutex<HashMap<(String, String), Option<DevicePeak>>>,
     cpu_peak_entries: Mutex<HashMap<String, CpuPeakEntry>>,
@@ -154,8 +153,8 @@ impl MachineMeters {
 
     /// Meters from explicit parts (tests: fake trees, a fake GPU, a manual clock).
     pub fn with_parts(parts: MeterParts) -> MachineMeters {
-        let rapl = Rapl::discover(&parts.powercap_root).map_err(|e| e.to_string());
-        let cpu_info = CpuInfo::read(&parts.proc_root).map_err(|e| e.to_string());
+        let rapl = Rapl::discover(&parts.powercap_root);
+        let cpu_info = CpuInfo::read(&parts.proc_root);
         let fallback = CpuInfo {
             model: None,
             sockets: 1,
@@ -232,7 +231,7 @@ impl MachineMeters {
         .map(|c| Box::new(c) as Box<dyn EnergyCounter>)
     }
 
-    fn gpu_counter(&self, device: &str) -> Result<Option<Box<dyn EnergyCounter>>, String> {
+    fn gpu_counter(&self, device: &str) -> Result<Option<Box<dyn EnergyCounter>>, CudaDeviceError> {
         let api = self.parts.gpu.clone()?;
         let Some(gpus) = run_gpus(
             api.as_ref(),
@@ -242,8 +241,7 @@ impl MachineMeters {
         else {
             return Ok(None);
         };
-        let counter = NvmlEnergyCounter::new(api, gpus, self.parts.clock.clone())
-            .map_err(|e| e.to_string())?;
+        let counter = NvmlEnergyCounter::new(api, gpus, self.parts.clock.clone())?;
         Ok(Some(Box::new(counter)))
     }
 
@@ -305,7 +303,7 @@ impl MachineMeters {
 
     fn nvml_status(&self) -> MeterStatus {
         let (available, detail) = match &self.parts.gpu {
-            Err(reason) => (false, reason.clone()),
+            Err(reason) => (false, reason.to_string()),
             Ok(api) => match api.devices() {
                 Err(e) => (false, format!("listing GPUs failed: {e}")),
                 Ok(devices) if devices.is_empty() => (false, "no NVIDIA GPU".to_string()),
@@ -338,7 +336,7 @@ impl MachineMeters {
 
     fn rapl_status(&self) -> MeterStatus {
         let (available, detail) = match &self.rapl {
-            Err(reason) => (false, reason.clone()),
+            Err(reason) => (false, reason.to_string()),
             Ok(rapl) => rapl.summary(),
         };
         MeterStatus {
@@ -401,7 +399,7 @@ impl MachineMeters {
     fn procfs_status(&self) -> MeterStatus {
         let (available, detail) = match ProcessProbe::check(&self.parts.proc_root) {
             Ok(d) => (true, d),
-            Err(e) => (false, e),
+            Err(e) => (false, e.to_string()),
         };
         MeterStatus {
             name: "procfs".to_string(),

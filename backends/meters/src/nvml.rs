@@ -43,6 +43,58 @@ impl From<NvmlError> for GpuError {
     }
 }
 
+/// Why a run's CUDA device names no NVML GPU, or the GPU could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CudaDeviceError {
+    /// Without `CUDA_VISIBLE_DEVICES`, `cuda:N` is NVML index N, and there is none.
+    #[error("cuda:{ordinal}: NVML sees {seen} GPU(s)")]
+    NoSuchIndex {
+        /// The CUDA ordinal asked for.
+        ordinal: usize,
+        /// GPUs NVML lists.
+        seen: usize,
+    },
+    /// `CUDA_VISIBLE_DEVICES` has fewer entries than the ordinal needs.
+    #[error("cuda:{ordinal}: CUDA_VISIBLE_DEVICES={visible:?} lists {listed} device(s)")]
+    NotListed {
+        /// The CUDA ordinal asked for.
+        ordinal: usize,
+        /// `CUDA_VISIBLE_DEVICES` as the run sees it.
+        visible: String,
+        /// Entries it lists.
+        listed: usize,
+    },
+    /// The entry is a MIG instance, which NVML does not meter on its own.
+    #[error("cuda:{ordinal}: {entry} is a MIG instance; NVML meters whole GPUs only")]
+    Mig {
+        /// The CUDA ordinal asked for.
+        ordinal: usize,
+        /// The `CUDA_VISIBLE_DEVICES` entry.
+        entry: String,
+    },
+    /// The entry is a UUID prefix of several GPUs.
+    #[error("cuda:{ordinal}: {entry} is a prefix of {count} GPU UUIDs")]
+    AmbiguousUuid {
+        /// The CUDA ordinal asked for.
+        ordinal: usize,
+        /// The `CUDA_VISIBLE_DEVICES` entry.
+        entry: String,
+        /// GPUs whose UUID starts with it.
+        count: usize,
+    },
+    /// The entry is neither an NVML index nor a UUID (prefix) of a GPU NVML lists.
+    #[error("cuda:{ordinal}: CUDA_VISIBLE_DEVICES entry {entry:?} matches no NVML GPU")]
+    NoMatch {
+        /// The CUDA ordinal asked for.
+        ordinal: usize,
+        /// The `CUDA_VISIBLE_DEVICES` entry.
+        entry: String,
+    },
+    /// NVML itself failed (no driver, a failed query).
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
 /// A GPU as NVML lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuInfo {
@@ -141,10 +193,10 @@ pub fn cuda_free_bytes(
     api: &dyn GpuApi,
     ordinal: usize,
     cuda_visible: Option<&str>,
-) -> Result<u64, String> {
-    let devices = api.devices().map_err(|e| e.to_string())?;
+) -> Result<u64, CudaDeviceError> {
+    let devices = api.devices()?;
     let gpu = resolve_cuda_device(ordinal, cuda_visible, &devices)?;
-    api.memory_free_bytes(gpu.index).map_err(|e| e.to_string())
+    Ok(api.memory_free_bytes(gpu.index)?)
 }
 
 /// Parses a run's device into CUDA ordinals: `cuda` and `cuda:N`, several joined by `,` for a
@@ -172,29 +224,34 @@ pub fn resolve_cuda_device(
     ordinal: usize,
     cuda_visible: Option<&str>,
     devices: &[GpuInfo],
-) -> Result<GpuInfo, String> {
+) -> Result<GpuInfo, CudaDeviceError> {
     let Some(visible) = cuda_visible else {
         return devices
             .iter()
             .find(|d| d.index as usize == ordinal)
             .cloned()
-            .ok_or_else(|| format!("cuda:{ordinal}: NVML sees {} GPU(s)", devices.len()));
+            .ok_or(CudaDeviceError::NoSuchIndex {
+                ordinal,
+                seen: devices.len(),
+            });
     };
     let entries: Vec<&str> = visible
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .collect();
-    let entry = entries.get(ordinal).ok_or_else(|| {
-        format!(
-            "cuda:{ordinal}: CUDA_VISIBLE_DEVICES={visible:?} lists {} device(s)",
-            entries.len()
-        )
-    })?;
+    let entry = entries
+        .get(ordinal)
+        .ok_or_else(|| CudaDeviceError::NotListed {
+            ordinal,
+            visible: visible.to_string(),
+            listed: entries.len(),
+        })?;
     if entry.starts_with("MIG-") {
-        return Err(format!(
-            "cuda:{ordinal}: {entry} is a MIG instance; NVML meters whole GPUs only"
-        ));
+        return Err(CudaDeviceError::Mig {
+            ordinal,
+            entry: entry.to_string(),
+        });
     }
     let found = if let Ok(index) = entry.parse::<u32>() {
         devices.iter().find(|d| d.index == index)
@@ -204,15 +261,17 @@ pub fn resolve_cuda_device(
             .filter(|d| d.uuid.starts_with(entry))
             .collect();
         if matches.len() > 1 {
-            return Err(format!(
-                "cuda:{ordinal}: {entry} is a prefix of {} GPU UUIDs",
-                matches.len()
-            ));
+            return Err(CudaDeviceError::AmbiguousUuid {
+                ordinal,
+                entry: entry.to_string(),
+                count: matches.len(),
+            });
         }
         matches.first().copied()
     };
-    found.cloned().ok_or_else(|| {
-        format!("cuda:{ordinal}: CUDA_VISIBLE_DEVICES entry {entry:?} matches no NVML GPU")
+    found.cloned().ok_or_else(|| CudaDeviceError::NoMatch {
+        ordinal,
+        entry: entry.to_string(),
     })
 }
 
@@ -222,11 +281,11 @@ pub fn run_gpus(
     api: &dyn GpuApi,
     device: &str,
     cuda_visible: Option<&str>,
-) -> Result<Option<Vec<GpuInfo>>, String> {
+) -> Result<Option<Vec<GpuInfo>>, CudaDeviceError> {
     let Some(ordinals) = cuda_ordinals(device) else {
         return Ok(None);
     };
-    let devices = api.devices().map_err(|e| e.to_string())?;
+    let devices = api.devices()?;
     let mut out: Vec<GpuInfo> = Vec::new();
     for ordinal in ordinals {
         let gpu = resolve_cuda_device(ordinal, cuda_visible, &devices)?;

@@ -6,7 +6,7 @@
 //! `llmeff bench`; a matmul on the code the runs use: llmeff's GEMM for f32, burn-flex for
 //! f16/bf16) is measured per CPU model, thread count and dtype and cached as JSON with when,
 //! with how many threads and under what load it was measured. A VM's neighbours or another
-//! process halve such figures (11.6–24.5 GB/s on one 2-vCPU VM), so the steal and other
+//! process can halve such figures (docs/perf/2026-12-kernels.md), so the steal and other
 //! processes' CPU time are read from `/proc` around the measurement, and only a quiet figure
 //! is cached; a noisy one serves the run that measured it and says so.
 
@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use api::meter::DevicePeak;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::{Flex, FlexDevice};
+use kernels::{Matrix, MatrixMut};
 use serde::{Deserialize, Serialize};
 
 use super::estimate::{CpuTimes, MIN_STEAL_JIFFIES};
@@ -206,6 +207,9 @@ pub enum PeakError {
     /// burn panicked or failed during the matmul benchmark.
     #[error("matmul benchmark failed: {0}")]
     Benchmark(String),
+    /// The f32 kernel refused the benchmark's operands.
+    #[error("the f32 matmul's operands: {0}")]
+    Shape(#[from] kernels::ShapeError),
     /// The measurement produced no usable number.
     #[error("the {0} benchmark measured no time")]
     NoTime(&'static str),
@@ -735,7 +739,8 @@ pub fn measure_matmul_flops(n: usize, dtype: DType, reps: usize) -> Result<f64, 
     if dtype == DType::F32 {
         let mut y = vec![0.0f32; n * n];
         let flops = best_flops_per_s(n, reps, || {
-            kernels::linear_f32(&values, n, n, &values, n, &mut y);
+            let square = Matrix::new(&values, n, n)?;
+            kernels::linear_f32(square, square, MatrixMut::new(&mut y, n, n)?)?;
             Ok(())
         });
         std::hint::black_box(&y);

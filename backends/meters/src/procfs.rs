@@ -45,6 +45,27 @@ pub(crate) fn process_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Why this machine's `/proc` lacks what [`ProcessProbe`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcfsError {
+    /// A file could not be read.
+    #[error("{} is not readable: {reason}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// A file lacks a line the probe needs.
+    #[error("{} has no {field} line", path.display())]
+    MissingField {
+        /// The file.
+        path: PathBuf,
+        /// The line's key.
+        field: &'static str,
+    },
+}
+
 /// Memory and CPU of this process, and the machine's CPU use, from `/proc`.
 pub struct ProcessProbe {
     root: PathBuf,
@@ -65,12 +86,17 @@ impl ProcessProbe {
     }
 
     /// Whether this machine's `/proc` has what the probe reads; the reason when not.
-    pub fn check(root: &Path) -> Result<String, String> {
+    pub fn check(root: &Path) -> Result<String, ProcfsError> {
         let status = root.join("self/status");
-        let text = fs::read_to_string(&status)
-            .map_err(|e| format!("{} is not readable: {e}", status.display()))?;
+        let text = fs::read_to_string(&status).map_err(|e| ProcfsError::Unreadable {
+            path: status.clone(),
+            reason: e.to_string(),
+        })?;
         if status_kb_field(&text, "VmRSS:").is_none() {
-            return Err(format!("{} has no VmRSS line", status.display()));
+            return Err(ProcfsError::MissingField {
+                path: status,
+                field: "VmRSS",
+            });
         }
         let mut parts = vec!["rss, peak rss (VmHWM)".to_string()];
         if fs::read_to_string(root.join("self/stat"))

@@ -189,7 +189,7 @@ impl HostPass {
             layer.forward(&input, x, cache, &mut buffers)?;
         }
         cache.len += dims.seq;
-        Ok(self.weights.logits(&input, rows, x, last, normed))
+        self.weights.logits(&input, rows, x, last, normed)
     }
 }
 
@@ -398,7 +398,7 @@ impl HostLayer {
         self.attention(input, &mut cache, b)?;
         add_in_place(x, b.h);
         rms_norm(x, &self.post_attention_norm, input.eps, b.h);
-        self.mlp(input, b);
+        self.mlp(input, b)?;
         add_in_place(x, b.h);
         Ok(())
     }
@@ -421,7 +421,7 @@ impl HostLayer {
     ) -> Result<(), BackendError> {
         let dims = input.dims;
         let n = dims.rows();
-        self.qkv.apply(b.h, n, b.qkv, input.flops);
+        self.qkv.apply(b.h, n, b.qkv, input.flops)?;
         rotate_and_cache(input, b.qkv, b.q, cache)?;
         let shape = dims.attention_shape();
         if !attention(
@@ -443,7 +443,7 @@ impl HostLayer {
             2 * 2 * (dims.batch * dims.heads * dims.seq * shape.keys * dims.head_dim) as u64,
             Ordering::Relaxed,
         );
-        self.o_proj.apply(b.attn, n, b.h, input.flops);
+        self.o_proj.apply(b.attn, n, b.h, input.flops)?;
         Ok(())
     }
 
@@ -452,11 +452,12 @@ impl HostLayer {
     /// # Shapes
     /// - `b.h`: in `[rows, hidden]` (the normed residual), out `[rows, hidden]`
     /// - through `b.gate_up` `[rows, 2 · intermediate]` and `b.act` `[rows, intermediate]`
-    fn mlp(&self, input: &LayerInput<'_>, b: &mut LayerBuffers<'_>) {
+    fn mlp(&self, input: &LayerInput<'_>, b: &mut LayerBuffers<'_>) -> Result<(), BackendError> {
         let n = input.dims.rows();
-        self.gate_up.apply(b.h, n, b.gate_up, input.flops);
+        self.gate_up.apply(b.h, n, b.gate_up, input.flops)?;
         silu_mul(b.gate_up, input.dims.intermediate, b.act);
-        self.down_proj.apply(b.act, n, b.h, input.flops);
+        self.down_proj.apply(b.act, n, b.h, input.flops)?;
+        Ok(())
     }
 }
 
@@ -533,7 +534,7 @@ impl HostWeights {
         x: &[f32],
         last: &mut Vec<f32>,
         normed: &mut Vec<f32>,
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>, BackendError> {
         let dims = input.dims;
         let (t, hidden) = (dims.seq, dims.hidden);
         let (final_rows, count) = match rows {
@@ -564,8 +565,8 @@ impl HostWeights {
                 &mut logits,
                 input.flops,
             ),
-        }
-        logits
+        }?;
+        Ok(logits)
     }
 }
 

@@ -14,7 +14,7 @@ use super::weights::{
 };
 use crate::error::BackendError;
 use kernels::huge_pages::WeightBuffer;
-use kernels::linear_f32;
+use kernels::{Matrix, MatrixMut, ShapeError, linear_f32};
 
 /// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
 #[derive(Debug, Clone)]
@@ -52,7 +52,13 @@ impl HostMatrix {
     }
 
     /// `y[rows, out] = x[rows, in] · Wᵀ`, adding its FLOPs to `flops`.
-    pub(super) fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], flops: &AtomicU64) {
+    pub(super) fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        flops: &AtomicU64,
+    ) -> Result<(), ShapeError> {
         product(
             &self.values,
             self.out_features,
@@ -61,7 +67,7 @@ impl HostMatrix {
             rows,
             y,
             flops,
-        );
+        )
     }
 }
 
@@ -190,10 +196,15 @@ pub(super) fn product(
     rows: usize,
     y: &mut [f32],
     flops: &AtomicU64,
-) {
+) -> Result<(), ShapeError> {
+    linear_f32(
+        Matrix::new(x, rows, in_features)?,
+        Matrix::new(w, out_features, in_features)?,
+        MatrixMut::new(y, rows, out_features)?,
+    )?;
     flops.fetch_add(
         2 * (rows * in_features * out_features) as u64,
         Ordering::Relaxed,
     );
-    linear_f32(x, rows, in_features, w, out_features, y);
+    Ok(())
 }
