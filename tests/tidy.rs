@@ -64,3 +64,155 @@ fn sources_are_tidy() {
         problems.join("\n")
     );
 }
+
+/// The part of a source file before its unit-test module, where test-only code starts.
+fn library_part(text: &str) -> &str {
+    text.split("#[cfg(test)]").next().unwrap_or(text)
+}
+
+/// Library and binary sources (not tests, benches or build scripts), relative to the root.
+fn product_sources(root: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for dir in ["src", "engine", "backends", "results"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files
+        .into_iter()
+        .map(|file| {
+            let rel = file.strip_prefix(root).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&file).unwrap())
+        })
+        .filter(|(rel, _)| {
+            !rel.contains("/tests/") && !rel.contains("/benches/") && !rel.ends_with("build.rs")
+        })
+        .collect()
+}
+
+#[test]
+fn every_crate_takes_the_workspace_lints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = manifest
+        .split("members = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap();
+    let mut missing = Vec::new();
+    for member in members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+    {
+        let text = std::fs::read_to_string(root.join(member).join("Cargo.toml")).unwrap();
+        if !text.contains("[lints]\nworkspace = true") {
+            missing.push(member.to_string());
+        }
+    }
+    if !manifest.contains("[lints]\nworkspace = true") {
+        missing.push("(root package)".into());
+    }
+    assert!(
+        missing.is_empty(),
+        "crates without `[lints] workspace = true`: {missing:?}"
+    );
+}
+
+#[test]
+fn library_code_returns_typed_errors() {
+    // Clippy cannot see an error type: a `String` error loses the structure callers match on.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let offenders: Vec<String> = product_sources(root)
+        .into_iter()
+        .filter(|(rel, _)| !rel.starts_with("src/"))
+        .flat_map(|(rel, text)| {
+            library_part(&text)
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| line.contains(", String>") && line.contains("Result<"))
+                .map(|(i, line)| format!("{rel}:{}: {}", i + 1, line.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "`Result<_, String>` in library code:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn nothing_shipped_reads_the_source_tree() {
+    // An installed binary must not depend on where it was built.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let needle = ["env!(\"CARGO_", "MANIFEST_DIR\")"].concat();
+    let offenders: Vec<String> = product_sources(root)
+        .into_iter()
+        .filter(|(_, text)| library_part(text).contains(&needle))
+        .map(|(rel, _)| rel)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "build-time source paths in shipped code: {offenders:?}"
+    );
+}
+
+#[test]
+fn every_environment_variable_is_documented() {
+    // A hidden switch that changes what is measured must at least be written down.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = String::new();
+    for doc in ["README.md", "ARCHITECTURE.md", "docs/scripting.md"] {
+        docs.push_str(&std::fs::read_to_string(root.join(doc)).unwrap_or_default());
+    }
+    let mut undocumented = std::collections::BTreeSet::new();
+    for (rel, text) in product_sources(root) {
+        let text = library_part(&text);
+        for (at, _) in text.match_indices("\"LLMEFF_") {
+            let name: String = text[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.len() > "LLMEFF_".len() && !docs.contains(&name) {
+                undocumented.insert(format!("{name} ({rel})"));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "environment variables no document names: {undocumented:?}"
+    );
+}
+
+#[test]
+fn measurement_logs_live_in_docs_perf() {
+    // Figures measured on one machine on one day date quickly; code keeps the decision, and
+    // `docs/perf/` keeps the dated measurements it rests on.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let units = ["GB/s", "GF/s", "GFLOP/s", "tok/s", "tokens/s"];
+    let mut offenders = Vec::new();
+    for (rel, text) in product_sources(root) {
+        for (i, line) in library_part(&text).lines().enumerate() {
+            let comment = match line.find("//") {
+                Some(at) => &line[at..],
+                None => continue,
+            };
+            let measured = units.iter().any(|unit| {
+                comment.match_indices(unit).any(|(at, _)| {
+                    comment[..at]
+                        .trim_end()
+                        .chars()
+                        .last()
+                        .is_some_and(|c| c.is_ascii_digit())
+                })
+            });
+            if measured {
+                offenders.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "measured figures in code comments (move them to docs/perf/):\n{}",
+        offenders.join("\n")
+    );
+}

@@ -247,7 +247,7 @@ pub const TOPICS: &[Topic] = &[
         signatures: &["load(model)", "load(model, #{ options })"],
         summary: "A model on a device, in a precision.",
         description: "`model` is a bundled alias (`tiny-stories`, `tiny-llama3-gqa`: read from \
-            `models/`, or `LLMEFF_MODELS_DIR`), a local folder holding a Hugging Face Llama \
+            `LLMEFF_MODELS_DIR`, else beside the binary or unpacked from its built-in copy into the data folder), a local folder holding a Hugging Face Llama \
             checkpoint (`config.json`, `tokenizer.json`, safetensors), or a Hub id (`org/name`) \
             found in the Hugging Face cache (`HF_HUB_CACHE`, `HF_HOME`; `HF_HUB_OFFLINE=1` never \
             touches the network). With `weights: \"random\"` these Hub ids need no download at \

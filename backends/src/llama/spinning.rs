@@ -13,10 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// between operations: the CPU time (and energy) they burn in the serial stretches is part of
 /// what a run costs, and the meters count it.
 ///
-/// `llmeff bench`, this against the previous binary, alternated, 2 threads, on a 2-vCPU
-/// Emerald Rapids VM: SmolLM-135M (3 rounds) batch-1 decode 33.8–38.1 → 36.8–49.2 tokens/s,
-/// batch-8 decode 188–248 → 248–269, prefill mixed; TinyLlama-1.1B (2 rounds, the second at
-/// 3–10 % steal) batch-8 decode 27.8–29.1 → 29.4–36.1 tokens/s.
+/// Measured faster at batch 1 and 8 than letting threads sleep: `docs/perf/2026-12-host-pass.md`.
 pub(super) fn with_spinning_helpers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let done = &AtomicBool::new(false);
     // From outside the pool, `scope` runs its body on a pool thread; from inside, right here.
