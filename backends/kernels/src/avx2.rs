@@ -72,6 +72,19 @@ impl Streaming for Avx2 {
     const ONE_STREAM_MAX_K: usize = ONE_STREAM_MAX_K;
     const X_LAYOUT: XLayout = XLayout::Rows;
     const PREFETCH: Option<usize> = None;
+
+    #[inline(always)]
+    fn row_dot(self, x: &[f32], w: &[f32]) -> f32 {
+        // SAFETY: an `Avx2` exists only where the CPU has AVX2 and FMA.
+        unsafe { row_dot(self, x, w) }
+    }
+}
+
+/// [`streaming::dot`] for AVX2, out of line (see [`Streaming::row_dot`]).
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+fn row_dot(isa: Avx2, x: &[f32], w: &[f32]) -> f32 {
+    streaming::dot(isa, x, w)
 }
 
 /// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8, in rows) and weight row of

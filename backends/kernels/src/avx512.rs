@@ -64,6 +64,19 @@ impl Streaming for Avx512 {
     const ONE_STREAM_MAX_K: usize = usize::MAX;
     const X_LAYOUT: XLayout = XLayout::Interleaved;
     const PREFETCH: Option<usize> = Some(L1_AHEAD);
+
+    #[inline(always)]
+    fn row_dot(self, x: &[f32], w: &[f32]) -> f32 {
+        // SAFETY: an `Avx512` exists only where the CPU has AVX-512F.
+        unsafe { row_dot(self, x, w) }
+    }
+}
+
+/// [`streaming::dot`] for AVX-512, out of line (see [`Streaming::row_dot`]).
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+fn row_dot(isa: Avx512, x: &[f32], w: &[f32]) -> f32 {
+    streaming::dot(isa, x, w)
 }
 
 /// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8; more than one

@@ -27,6 +27,11 @@ pub(crate) trait Streaming: Simd {
     /// Software prefetch in groups (`M` > 1): `None`, or `Some(ahead)`: the next group's weight
     /// rows into L2 one group ahead, and this group's rows `ahead` floats ahead into L1.
     const PREFETCH: Option<usize>;
+
+    /// `x · w` over one weight row: [`dot`] compiled for this instruction set in a function of
+    /// its own, as the hand-written kernels had it. Inlined into the kernel's large entry point
+    /// it measured slower at M = 1 (`docs/perf/2026-12-kernels.md`, 2026-12-06).
+    fn row_dot(self, x: &[f32], w: &[f32]) -> f32;
 }
 
 /// Weight rows per group for `m` input rows on `registers` vector registers: as many as leave
@@ -75,12 +80,12 @@ pub(crate) fn block<S: Streaming>(s: S, p: Panels<'_>, out: &mut [&mut [f32]], c
 /// contiguous, so the task reads one sequential stream, the pattern hardware prefetchers follow
 /// furthest. x (one row) stays in L1.
 #[inline(always)]
-fn one_by_one<S: Simd>(s: S, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
+fn one_by_one<S: Streaming>(s: S, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
     let (Some(out), Some(x)) = (out.first_mut(), p.x.get(..p.k)) else {
         return;
     };
     for (r, w) in p.w.chunks_exact(p.k).take(p.rows).enumerate() {
-        out[col0 + r] = dot(s, x, w);
+        out[col0 + r] = s.row_dot(x, w);
     }
 }
 
@@ -88,7 +93,7 @@ fn one_by_one<S: Simd>(s: S, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize)
 /// FMA latency never holds up the next load. Not `simd::dot` (one chain of unfused
 /// multiply-adds), which decodes measurably slower (`docs/perf/2026-12-kernels.md`).
 #[inline(always)]
-fn dot<S: Simd>(s: S, x: &[f32], w: &[f32]) -> f32 {
+pub(crate) fn dot<S: Simd>(s: S, x: &[f32], w: &[f32]) -> f32 {
     const U: usize = 4;
     let k = w.len();
     if x.len() < k {
