@@ -80,16 +80,4 @@ impl Streaming for Avx2 {
     }
 }
 
-/// [`streaming::dot`] for AVX2, out of line (see [`Streaming::row_dot`]).
-#[target_feature(enable = "avx2,fma")]
-#[inline(never)]
-fn row_dot(isa: Avx2, x: &[f32], w: &[f32]) -> f32 {
-    streaming::dot(isa, x, w)
-}
-
-/// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8, in rows) and weight row of
-/// the panels, on AVX2: `streaming::block` with the instruction set enabled.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) fn block(isa: Avx2, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
-    streaming::block(isa, p, out, col0);
-}
+streaming::entry_points!(Avx2, "avx2,fma");

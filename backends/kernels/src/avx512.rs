@@ -72,17 +72,4 @@ impl Streaming for Avx512 {
     }
 }
 
-/// [`streaming::dot`] for AVX-512, out of line (see [`Streaming::row_dot`]).
-#[target_feature(enable = "avx512f")]
-#[inline(never)]
-fn row_dot(isa: Avx512, x: &[f32], w: &[f32]) -> f32 {
-    streaming::dot(isa, x, w)
-}
-
-/// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8; more than one
-/// interleaved) and weight row of the panels, on AVX-512: `streaming::block` with the
-/// instruction set enabled.
-#[target_feature(enable = "avx512f")]
-pub(crate) fn block(isa: Avx512, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
-    streaming::block(isa, p, out, col0);
-}
+streaming::entry_points!(Avx512, "avx512f");

@@ -257,6 +257,29 @@ fn prefetch_l1(at: *const f32) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) };
 }
 
+/// The `#[target_feature]` entry points of one instruction set, the same for each but for its
+/// type and features: `block`, the kernel over [`Panels`] (input rows in the instruction set's
+/// [`Streaming::X_LAYOUT`] when more than one), and `row_dot`, one row's [`dot`] out of line
+/// (see [`Streaming::row_dot`]).
+macro_rules! entry_points {
+    ($isa:ty, $features:literal) => {
+        /// One row's [`streaming::dot`] with the instruction set enabled, out of line.
+        #[target_feature(enable = $features)]
+        #[inline(never)]
+        fn row_dot(isa: $isa, x: &[f32], w: &[f32]) -> f32 {
+            $crate::streaming::dot(isa, x, w)
+        }
+
+        /// `out[i][col0 + r] = x[i] · w[r]` for every input row (`p.mb` ≤ 8) and weight row
+        /// of the panels: [`streaming::block`] with the instruction set enabled.
+        #[target_feature(enable = $features)]
+        pub(crate) fn block(isa: $isa, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
+            $crate::streaming::block(isa, p, out, col0);
+        }
+    };
+}
+pub(crate) use entry_points;
+
 #[cfg(test)]
 mod tests {
     use super::*;
