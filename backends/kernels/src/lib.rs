@@ -196,11 +196,14 @@ mod tests {
 
     #[test]
     fn every_supported_path_matches_the_reference() {
+        let mut tested = Vec::new();
         for path in Path::ALL {
             if !path.is_supported() {
+                // `tests/kernels.rs` holds skips to what CPUID and `LLMEFF_REQUIRE_ISAS` say.
                 eprintln!("skipping {path:?}: not supported by this CPU or build");
                 continue;
             }
+            tested.push(path);
             for (m, k, n) in [
                 (1, 17, 5),
                 // One row past several 64-column steps, a 16-column step and a ragged tail.
@@ -229,6 +232,11 @@ mod tests {
                     );
                 }
             }
+        }
+        // A skip may pass over paths this machine never takes, never one it does.
+        for m in [1, 8, 70] {
+            let taken = choose(Isa::detect(), m);
+            assert!(tested.contains(&taken), "{taken:?} (m = {m}) was skipped");
         }
     }
 
