@@ -618,6 +618,9 @@ pub(crate) fn fetch(
         .unwrap_or_default();
     // Hidden, and named by process so two processes fetching the same file do not share one.
     let part = dir.join(format!(".{name}.{}.llmeff-part", std::process::id()));
+    sweep_dead_parts(dir, &name, stall_limit, &|pid| {
+        Path::new("/proc").join(pid.to_string()).exists() || !Path::new("/proc/self").exists()
+    });
     let result = transfer(url, token, &part, stall_limit).and_then(|received| {
         std::fs::rename(&part, dest).map_err(|e| io("moving the download into place", &e))?;
         // The rename is durable only once the folder is synced (best effort: not every
@@ -631,6 +634,39 @@ pub(crate) fn fetch(
         let _ = std::fs::remove_file(&part);
     }
     result
+}
+
+/// Removes the temporary files earlier fetches of `name` into `dir` left when their process
+/// was killed mid-download (a failed fetch removes its own). A temporary is taken for dead only
+/// when the process its name carries is gone (`alive`; on another host sharing the cache it
+/// looks gone too) and it has not been written for three stall limits, longer than a live
+/// transfer, which fails once no byte arrives for one, can go without writing.
+fn sweep_dead_parts(dir: &Path, name: &str, stall_limit: Duration, alive: &dyn Fn(u32) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".llmeff-part"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok());
+        if pid != std::process::id()
+            && !alive(pid)
+            && idle.is_some_and(|idle| idle > stall_limit * 3)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Whether a read failed on a timeout: the socket's own, or ureq's wrapped in an I/O error.
@@ -720,6 +756,44 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<(), Runtim
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_parts_of_dead_processes_idle_past_the_stall_limits_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = Duration::from_secs(60);
+        let old = std::time::SystemTime::now() - Duration::from_secs(600);
+        let part = |pid: u32, idle: bool| {
+            let path = dir
+                .path()
+                .join(format!(".model.safetensors.{pid}.llmeff-part"));
+            let file = std::fs::File::create(&path).unwrap();
+            if idle {
+                file.set_modified(old).unwrap();
+            }
+            path
+        };
+        let dead_idle = part(11, true);
+        let dead_fresh = part(12, false);
+        let alive_idle = part(13, true);
+        let own_idle = part(std::process::id(), true);
+        let other_file = dir.path().join(".config.json.11.llmeff-part");
+        std::fs::File::create(&other_file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        sweep_dead_parts(dir.path(), "model.safetensors", limit, &|pid| pid == 13);
+        assert!(!dead_idle.exists(), "a dead process's idle part is swept");
+        assert!(
+            dead_fresh.exists(),
+            "a part written lately may be another host's live one"
+        );
+        assert!(alive_idle.exists(), "a live process's part is left to it");
+        assert!(own_idle.exists(), "this process's own part is left");
+        assert!(
+            other_file.exists(),
+            "only parts of the file being fetched are looked at"
+        );
+    }
     use super::*;
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
