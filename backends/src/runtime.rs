@@ -132,16 +132,19 @@ fn uses_host_kernels(spec: &ModelSpec, kind: DeviceKind) -> Result<bool, Runtime
         .compute
         .uses_host_kernels(on_cpu, spec.dtype, spec.quantization);
     if spec.compute == Compute::Host && !host {
-        return Err(RuntimeError::InvalidInput(format!(
-            "compute \"host\" runs an unquantized f32 model on the CPU only; {} on {}{} runs on \"burn\" or \"auto\"",
-            spec.dtype.name(),
-            spec.device,
-            if spec.quantization.is_some() {
-                " quantized"
-            } else {
-                ""
+        return Err(RuntimeError::InvalidInput(
+            match (on_cpu, spec.quantization) {
+                (false, _) => format!(
+                    "compute \"host\" runs on the CPU only; {} runs on \"burn\" or \"auto\"",
+                    spec.device
+                ),
+                (true, q) => format!(
+                    "compute \"host\" needs quantization block sizes that are a multiple of {}; {} runs on \"burn\" or \"auto\"",
+                    api::runtime::HOST_BLOCK_MULTIPLE,
+                    q.map_or_else(|| "this model".to_string(), |q| q.to_string()),
+                ),
             },
-        )));
+        ));
     }
     Ok(host)
 }

@@ -62,7 +62,7 @@ pub fn choose(isa: Isa, m: usize) -> Path {
 pub enum Isa {
     /// Plain Rust the compiler vectorises for the build target; runs everywhere.
     Portable,
-    /// x86-64 AVX2 with FMA, 8 lanes.
+    /// x86-64 AVX2 with FMA and F16C, 8 lanes.
     Avx2,
     /// x86-64 AVX-512F, 16 lanes.
     Avx512,
@@ -98,7 +98,11 @@ impl Isa {
         match self {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]

@@ -27,11 +27,14 @@ mod avx2;
 mod avx512;
 mod buffers;
 mod dispatch;
+mod formats;
 mod gemv;
 pub mod huge_pages;
 mod large;
 mod layout;
 mod matrix;
+mod narrow;
+mod narrow_linear;
 mod norm;
 #[cfg(target_arch = "x86_64")]
 mod packed;
@@ -40,13 +43,18 @@ mod rotary;
 mod simd;
 #[cfg(target_arch = "x86_64")]
 mod streaming;
-#[cfg(target_arch = "x86_64")]
 mod vector;
+mod widen;
 
 pub use activation::silu_mul;
 pub use attention::{AttentionShape, KEY_TAIL_BLOCK, attention};
 pub use dispatch::{Isa, Path, choose};
+pub use formats::{
+    CodedMatrix, E4M3_MAX, E4M3_WIDEN_SCALE, FormatError, GROUP, NF4_CODES, WeightFormat,
+    e4m3_from_f32, e4m3_to_f32, nearest_nf4,
+};
 pub use matrix::{Dimension, Matrix, MatrixMut, ShapeError};
+pub use narrow_linear::{linear_coded, linear_coded_on, linear_coded_splits};
 pub use norm::rms_norm;
 pub use rotary::rotate_half;
 

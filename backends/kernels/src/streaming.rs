@@ -259,8 +259,9 @@ fn prefetch_l1(at: *const f32) {
 
 /// The `#[target_feature]` entry points of one instruction set, the same for each but for its
 /// type and features: `block`, the kernel over [`Panels`] (input rows in the instruction set's
-/// [`Streaming::X_LAYOUT`] when more than one), and `row_dot`, one row's [`dot`] out of line
-/// (see [`Streaming::row_dot`]).
+/// [`Streaming::X_LAYOUT`] when more than one), `row_dot`, one row's [`dot`] out of line
+/// (see [`Streaming::row_dot`]), and `coded_block`, the kernel over narrow weight formats
+/// (`narrow`), generic over the format.
 macro_rules! entry_points {
     ($isa:ty, $features:literal) => {
         /// One row's [`streaming::dot`] with the instruction set enabled, out of line.
@@ -275,6 +276,18 @@ macro_rules! entry_points {
         #[target_feature(enable = $features)]
         pub(crate) fn block(isa: $isa, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
             $crate::streaming::block(isa, p, out, col0);
+        }
+
+        /// `out[i][col0 + r] = x[i] · w[r]` over weights in format `F`: [`narrow::block`]
+        /// with the instruction set enabled, one instantiation per format.
+        #[target_feature(enable = $features)]
+        pub(crate) fn coded_block<F: $crate::widen::Codes>(
+            isa: $isa,
+            p: $crate::narrow::CodedPanels<'_>,
+            out: &mut [&mut [f32]],
+            col0: usize,
+        ) {
+            $crate::narrow::block::<$isa, F>(isa, p, out, col0);
         }
     };
 }

@@ -1,4 +1,4 @@
-//! Weight-only quantization of the transformer's linear layers (int8, int4, NF4).
+//! Weight-only quantization of the transformer's linear layers (int8, int4, NF4, fp8 E4M3).
 //!
 //! Weights are stored compactly on the host — one byte per int8 weight, two 4-bit codes per
 //! byte for int4 and NF4 — with one f32 absmax scale per block of `block_size` weights along the
@@ -11,26 +11,7 @@
 use api::runtime::{QuantMethod, Quantization};
 
 use crate::error::InputError;
-
-/// QLoRA's NormalFloat-4 code book (quantiles of N(0, 1) scaled to [-1, 1]).
-pub(crate) const NF4_CODES: [f32; 16] = [
-    -1.0,
-    -0.696_192_8,
-    -0.525_073_05,
-    -0.394_917_5,
-    -0.284_441_38,
-    -0.184_773_43,
-    -0.091_050_036,
-    0.0,
-    0.079_580_3,
-    0.160_930_2,
-    0.246_112_3,
-    0.337_915_24,
-    0.440_709_83,
-    0.562_617,
-    0.722_956_84,
-    1.0,
-];
+use kernels::NF4_CODES;
 
 /// A `[in, out]` matrix quantized in blocks along `in`.
 #[derive(Debug, Clone)]
@@ -49,15 +30,8 @@ fn code_of(method: QuantMethod, x: f32) -> u8 {
     match method {
         QuantMethod::Int8 => (x * 127.0).round().clamp(-127.0, 127.0) as i8 as u8,
         QuantMethod::Int4 => ((x * 7.0).round().clamp(-8.0, 7.0) as i8 + 8) as u8,
-        QuantMethod::Nf4 => {
-            let mut best = 0;
-            for (i, c) in NF4_CODES.iter().enumerate() {
-                if (c - x).abs() < (NF4_CODES[best] - x).abs() {
-                    best = i;
-                }
-            }
-            best as u8
-        }
+        QuantMethod::Nf4 => kernels::nearest_nf4(x),
+        QuantMethod::Fp8 => kernels::e4m3_from_f32(x * kernels::E4M3_MAX),
     }
 }
 
@@ -66,6 +40,7 @@ fn value_of(method: QuantMethod, code: u8) -> f32 {
         QuantMethod::Int8 => code as i8 as f32 / 127.0,
         QuantMethod::Int4 => (code as i8 - 8) as f32 / 7.0,
         QuantMethod::Nf4 => NF4_CODES[(code & 0x0f) as usize],
+        QuantMethod::Fp8 => kernels::e4m3_to_f32(code) / kernels::E4M3_MAX,
     }
 }
 

@@ -134,16 +134,25 @@ impl Compute {
     }
 
     /// Whether a model of `dtype` with `quantization` on the CPU (`on_cpu`) runs on llmeff's
-    /// host kernels: `auto` and `host` where the kernels apply, `burn` never.
+    /// host kernels: `auto` and `host` where the kernels apply (every dtype and method, block
+    /// sizes a multiple of [`HOST_BLOCK_MULTIPLE`]), `burn` never.
     pub fn uses_host_kernels(
         self,
         on_cpu: bool,
-        dtype: DType,
+        _dtype: DType,
         quantization: Option<Quantization>,
     ) -> bool {
-        self != Compute::Burn && on_cpu && dtype == DType::F32 && quantization.is_none()
+        self != Compute::Burn
+            && on_cpu
+            && quantization.is_none_or(|q| {
+                q.block_size > 0 && q.block_size.is_multiple_of(HOST_BLOCK_MULTIPLE)
+            })
     }
 }
+
+/// Quantization block sizes the host kernels take are multiples of this (they unpack weights in
+/// groups of 32, llama.cpp's block).
+pub const HOST_BLOCK_MULTIPLE: usize = 32;
 
 /// Weight-only quantization schemes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,11 +163,19 @@ pub enum QuantMethod {
     Int4,
     /// 4-bit NormalFloat (QLoRA's code book) with one absmax scale per block.
     Nf4,
+    /// 8-bit float E4M3 (the OCP format of published fp8 checkpoints) with one scale per
+    /// block: the block's absmax maps to E4M3's largest value, 448.
+    Fp8,
 }
 
 impl QuantMethod {
     /// Every method, in the order listed to users.
-    pub const ALL: [QuantMethod; 3] = [QuantMethod::Int8, QuantMethod::Int4, QuantMethod::Nf4];
+    pub const ALL: [QuantMethod; 4] = [
+        QuantMethod::Int8,
+        QuantMethod::Int4,
+        QuantMethod::Nf4,
+        QuantMethod::Fp8,
+    ];
 
     /// The name used in scripts and tables.
     pub fn name(self) -> &'static str {
@@ -166,13 +183,14 @@ impl QuantMethod {
             QuantMethod::Int8 => "int8",
             QuantMethod::Int4 => "int4",
             QuantMethod::Nf4 => "nf4",
+            QuantMethod::Fp8 => "fp8",
         }
     }
 
     /// Bits per stored weight (scales not included).
     pub fn bits(self) -> u32 {
         match self {
-            QuantMethod::Int8 => 8,
+            QuantMethod::Int8 | QuantMethod::Fp8 => 8,
             QuantMethod::Int4 | QuantMethod::Nf4 => 4,
         }
     }
