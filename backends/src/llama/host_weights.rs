@@ -197,7 +197,7 @@ impl HostMatrix {
     /// Bytes held in memory.
     pub(crate) fn bytes(&self) -> u64 {
         match &self.stored {
-            Stored::F32(w) => (w.len() * size_of::<f32>()) as u64,
+            Stored::F32(w) => size_of_val::<[f32]>(w) as u64,
             Stored::Coded(w) => w.bytes(),
         }
     }
@@ -346,7 +346,7 @@ impl HostWeights {
 
     /// Bytes the weights hold in memory.
     pub(crate) fn bytes(&self) -> u64 {
-        let vectors = |v: &[f32]| (v.len() * size_of::<f32>()) as u64;
+        let vectors = |v: &[f32]| size_of_val(v) as u64;
         let layers: u64 = self
             .layers
             .iter()

@@ -8,8 +8,9 @@
 use api::runtime::{DType, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
+use super::host_weights::HostFormats;
 use crate::error::InputError;
-use kernels::KEY_TAIL_BLOCK;
+use kernels::{KEY_TAIL_BLOCK, WeightFormat};
 
 /// Bytes of an f32, the element of the host kernels' weights, cache and RoPE table.
 const F32_BYTES: u64 = 4;
@@ -104,21 +105,24 @@ fn host_weight_bytes(
     let q = c.num_heads.saturating_mul(c.head_dim);
     let kv = c.num_kv_heads.saturating_mul(c.head_dim);
     let ff = c.intermediate_size;
-    let table_element = dtype.size_bytes() as u64;
-    // Bytes of a [rows, cols] linear weight in the layers' format.
-    let linear = |rows: usize, cols: usize| -> Option<u64> {
+    let formats = HostFormats::new(dtype, quantization);
+    // Bytes of a [rows, cols] matrix in `format` (`None` is f32), as `CodedMatrix` lays it out:
+    // columns padded to the kernels' group, codes then one f32 scale per block of each row.
+    let matrix = |format: Option<WeightFormat>, rows: usize, cols: usize| -> Option<u64> {
+        let Some(format) = format else {
+            return product(&[rows, cols])?.checked_mul(F32_BYTES);
+        };
         let padded = cols.checked_next_multiple_of(kernels::GROUP)?;
-        match quantization {
-            None => product(&[rows, cols])?.checked_mul(table_element),
-            Some(quant) => {
-                let codes =
-                    product(&[rows, padded])?.checked_mul(u64::from(quant.method.bits()))? / 8;
-                let scales = product(&[rows, padded.div_ceil(quant.block_size.max(1))])?
-                    .checked_mul(F32_BYTES)?;
-                codes.checked_add(scales)
+        let codes = product(&[rows, padded])?.checked_mul(format.bits() as u64)? / 8;
+        let scales = match format.block() {
+            Some(block) => {
+                product(&[rows, padded.div_ceil(block.max(1))])?.checked_mul(F32_BYTES)?
             }
-        }
+            None => 0,
+        };
+        codes.checked_add(scales)
     };
+    let linear = |rows: usize, cols: usize| matrix(formats.linear, rows, cols);
     let tables = if c.tie_word_embeddings { 1 } else { 2 };
     let layer = sum(&[
         linear(q + 2 * kv, h),
@@ -128,7 +132,7 @@ fn host_weight_bytes(
         product(&[2, h]).and_then(|n| n.checked_mul(F32_BYTES)),
     ]);
     let resident = sum(&[
-        product(&[tables, c.vocab_size, h]).and_then(|n| n.checked_mul(table_element)),
+        matrix(formats.table, c.vocab_size, h).and_then(|t| t.checked_mul(tables)),
         layer.and_then(|l| l.checked_mul(c.num_layers as u64)),
         Some(h as u64 * F32_BYTES),
     ])
@@ -274,10 +278,14 @@ mod tests {
                 weight_bytes(&c, DType::BF16, None, false).unwrap(),
                 (2 * n, 2 * n)
             );
-            assert_eq!(
-                weight_bytes(&c, DType::BF16, None, true).unwrap(),
-                (4 * n, 4 * n)
-            );
+            let host_f32 = weight_bytes(&c, DType::F32, None, true).unwrap().0;
+            assert_eq!(host_f32, 4 * n);
+            // On the host kernels the norm scales stay f32 and down_proj's 172 columns are
+            // padded to 192 (two layers of 64 rows).
+            let norms = 2 * 64 * 2 + 64;
+            let padding = 2 * 64 * 20;
+            let host_bf16 = weight_bytes(&c, DType::BF16, None, true).unwrap().0;
+            assert_eq!(host_bf16, 2 * (n - norms + padding) + 4 * norms);
         }
     }
 
