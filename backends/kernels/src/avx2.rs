@@ -15,7 +15,8 @@ use std::arch::x86_64::{
     _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_cvtepu16_epi32,
     _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps,
     _mm256_mul_ps, _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set1_epi32, _mm256_set1_ps,
-    _mm256_setr_epi32, _mm256_setzero_ps, _mm256_slli_epi32, _mm256_srli_epi32, _mm256_sub_epi32,
+    _mm256_setr_epi32, _mm256_setzero_ps, _mm256_slli_epi32, _mm256_srli_epi32, _mm256_storeu_ps,
+    _mm256_sub_epi32,
 };
 
 use super::layout::{Panels, XLayout};
@@ -76,6 +77,12 @@ impl Simd for Avx2 {
 /// side (measured on a Zen 4 VM with AVX2 forced, see the note).
 impl Widen for Avx2 {
     type Nibbles = __m256i;
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m256) {
+        // SAFETY: the token; the caller vouches for LANES writable floats.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
 
     #[inline(always)]
     fn splat(self, v: f32) -> __m256 {

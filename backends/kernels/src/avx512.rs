@@ -16,7 +16,7 @@ use std::arch::x86_64::{
     _mm512_cvtepu8_epi32, _mm512_cvtepu16_epi32, _mm512_cvtph_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
     _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_or_si512, _mm512_permutexvar_ps,
     _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_slli_epi32,
-    _mm512_srli_epi32, _mm512_sub_epi32,
+    _mm512_srli_epi32, _mm512_storeu_ps, _mm512_sub_epi32,
 };
 
 use super::layout::{Panels, XLayout};
@@ -63,6 +63,12 @@ impl Simd for Avx512 {
 
 impl Widen for Avx512 {
     type Nibbles = __m512i;
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: the token; the caller vouches for LANES writable floats.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
 
     #[inline(always)]
     fn splat(self, v: f32) -> __m512 {

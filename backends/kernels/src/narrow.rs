@@ -8,7 +8,7 @@
 //! block scale; products and sums are f32. Activations are not quantized, so the result is the
 //! f32 product with the dequantized weights, up to summation order.
 
-use super::formats::GROUP;
+use super::formats::{CodedMatrix, GROUP};
 use super::layout::MAX_BLOCK_M;
 use super::widen::{Codes, Widen};
 
@@ -184,6 +184,49 @@ fn group<S: Widen, F: Codes, const M: usize, const R: usize>(
     for (o, acc_i) in out.iter_mut().zip(&acc) {
         for (j, a) in acc_i.iter().enumerate() {
             o[col + j] = s.reduce(*a);
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + out.len() / cols` of `w` widened to f32 and scaled, `cols` floats each
+/// into `out` (the large-batch path's operand for the f32 GEMM). A format other than `F`'s, rows
+/// past the matrix or an `out` that is not whole rows write nothing.
+#[inline(always)]
+pub(crate) fn widen_rows<S: Widen, F: Codes>(s: S, w: &CodedMatrix, r0: usize, out: &mut [f32]) {
+    let (cols, padded, row_bytes) = (w.cols(), w.padded_cols(), w.row_bytes());
+    let blocks = w.blocks_per_row();
+    let block = w.format().block().unwrap_or(padded);
+    if cols == 0
+        || !out.len().is_multiple_of(cols)
+        || row_bytes != padded * F::BITS / 8
+        || F::SCALED != w.format().block().is_some()
+        || r0 + out.len() / cols > w.rows()
+    {
+        return;
+    }
+    let (codes, scales) = (w.codes(), w.scales());
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        let at = (r0 + r) * row_bytes;
+        let codes = &codes[at..at + row_bytes];
+        let mut c = 0;
+        while c < cols {
+            // SAFETY: c is a multiple of LANES and c + LANES ≤ padded (a multiple of GROUP,
+            // so of LANES); the row's row_bytes codes are in `codes`.
+            let mut v = unsafe { F::widen(s, codes.as_ptr(), c) };
+            if F::SCALED {
+                v = s.mul(v, s.splat(scales[(r0 + r) * blocks + c / block]));
+            }
+            if c + S::LANES <= cols {
+                // SAFETY: c + LANES ≤ cols = row.len().
+                unsafe { s.store(row.as_mut_ptr().add(c), v) };
+            } else {
+                // The row's last, partial vector: its padding lanes are not stored.
+                let mut tail = [0f32; 16];
+                // SAFETY: LANES ≤ 16 floats are writable in `tail`.
+                unsafe { s.store(tail.as_mut_ptr(), v) };
+                row[c..].copy_from_slice(&tail[..cols - c]);
+            }
+            c += S::LANES;
         }
     }
 }

@@ -220,6 +220,47 @@ fn portable_block(p: CodedPanels<'_>, out: &mut [&mut [f32]], col0: usize, forma
     }
 }
 
+/// Rows `r0 ..` of `w` widened to f32 into `out` (whole rows of `w.cols()` floats) on `isa`'s
+/// kernel, or by the scalar reference where this CPU or build lacks it.
+fn widen_rows(isa: Isa, w: &CodedMatrix, r0: usize, out: &mut [f32]) {
+    match w.format() {
+        WeightFormat::F16 => widen_rows_as::<HalfCodes>(isa, w, r0, out),
+        WeightFormat::Bf16 => widen_rows_as::<Bfloat16Codes>(isa, w, r0, out),
+        WeightFormat::Int8 { .. } => widen_rows_as::<Int8Codes>(isa, w, r0, out),
+        WeightFormat::Int4 { .. } => widen_rows_as::<Int4Codes>(isa, w, r0, out),
+        WeightFormat::Nf4 { .. } => widen_rows_as::<Nf4Codes>(isa, w, r0, out),
+        WeightFormat::Fp8 { .. } => widen_rows_as::<Fp8Codes>(isa, w, r0, out),
+    }
+}
+
+/// [`widen_rows`] for format `F`.
+fn widen_rows_as<F: Codes>(isa: Isa, w: &CodedMatrix, r0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => {
+            if let Some(avx512) = Avx512::detect() {
+                // SAFETY: the token exists only where this CPU has AVX-512F, all the kernel
+                // enables.
+                return unsafe { avx512::widen_rows::<F>(avx512, w, r0, out) };
+            }
+        }
+        Isa::Avx2 => {
+            if let Some(avx2) = Avx2::detect() {
+                // SAFETY: the token exists only where this CPU has AVX2, FMA and F16C, all the
+                // kernel enables.
+                return unsafe { avx2::widen_rows::<F>(avx2, w, r0, out) };
+            }
+        }
+        Isa::Portable => {}
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
+    let cols = w.cols();
+    for (r, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+        w.dequantize_row(r0 + r, row);
+    }
+}
+
 /// Weight rows a large-batch task widens at once.
 fn large_chunk_rows(k: usize) -> usize {
     (WIDEN_CHUNK_BYTES / (k.max(1) * size_of::<f32>()))
@@ -231,6 +272,7 @@ fn large_chunk_rows(k: usize) -> usize {
 /// `path` (the f32 GEMMs) into its columns of `y`.
 fn large(path: Path, x: &[f32], m: usize, k: usize, w: &CodedMatrix, y: &mut [f32]) {
     let n = w.rows();
+    let isa = Isa::detect();
     let chunk = large_chunk_rows(k).min(n);
     let tasks = n.div_ceil(chunk);
     let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
@@ -244,9 +286,7 @@ fn large(path: Path, x: &[f32], m: usize, k: usize, w: &CodedMatrix, y: &mut [f3
         let rows = chunk.min(n - r0);
         let mut widened = take_buffer(&WIDENED, rows * k + m * rows);
         let (weights, product) = widened.split_at_mut(rows * k);
-        for (r, row) in weights.chunks_exact_mut(k).enumerate() {
-            w.dequantize_row(r0 + r, row);
-        }
+        widen_rows(isa, w, r0, weights);
         let product = &mut product[..m * rows];
         super::run(path, x, m, k, weights, rows, product);
         for (o, p) in out.iter_mut().zip(product.chunks_exact(rows)) {
@@ -327,6 +367,27 @@ mod tests {
         for m in [1, 8, 70] {
             let taken = choose(Isa::detect(), m);
             assert!(tested.contains(&taken), "{taken:?} (m = {m}) was skipped");
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_widens_rows_as_the_reference_does() {
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            for format in FORMATS {
+                for (n, k) in [(3, 17), (5, 64), (4, 100), (2, 300)] {
+                    let w = CodedMatrix::encode(format, &values(n * k, 3), n, k).unwrap();
+                    for r0 in [0, 1] {
+                        let rows = n - r0;
+                        let mut got = vec![f32::NAN; rows * k];
+                        widen_rows(isa, &w, r0, &mut got);
+                        let mut want = vec![0.0; rows * k];
+                        for (r, row) in want.chunks_exact_mut(k).enumerate() {
+                            w.dequantize_row(r0 + r, row);
+                        }
+                        assert_eq!(got, want, "{isa:?} {format} {n}×{k} from row {r0}");
+                    }
+                }
+            }
         }
     }
 

@@ -289,6 +289,18 @@ macro_rules! entry_points {
         ) {
             $crate::narrow::block::<$isa, F>(isa, p, out, col0);
         }
+
+        /// Rows `r0 ..` of `w` (format `F`) widened to f32 into `out`: [`narrow::widen_rows`]
+        /// with the instruction set enabled, one instantiation per format.
+        #[target_feature(enable = $features)]
+        pub(crate) fn widen_rows<F: $crate::widen::Codes>(
+            isa: $isa,
+            w: &$crate::formats::CodedMatrix,
+            r0: usize,
+            out: &mut [f32],
+        ) {
+            $crate::narrow::widen_rows::<$isa, F>(isa, w, r0, out);
+        }
     };
 }
 pub(crate) use entry_points;

@@ -14,6 +14,11 @@ pub(crate) trait Widen: Simd {
     /// Integer lanes holding 4-bit codes (0 ..= 15), one per f32 lane.
     type Nibbles: Copy;
 
+    /// Stores the `LANES` floats of `v` at `p`, which needs no alignment.
+    ///
+    /// # Safety
+    /// `p .. p + LANES` must be writable.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
     /// Every lane `v`.
     fn splat(self, v: f32) -> Self::V;
     /// `a · b` per lane.
