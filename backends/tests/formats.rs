@@ -49,6 +49,28 @@ fn all_logits(model: &BurnModel, prompts: &[Vec<u32>]) -> Vec<f32> {
         .collect()
 }
 
+/// Mean over positions of KL(p || q) in nats, each position `vocab` logits.
+fn mean_kl(p: &[f32], q: &[f32], vocab: usize) -> f64 {
+    let log_softmax = |z: &[f32]| -> Vec<f64> {
+        let max = z.iter().fold(f64::MIN, |m, &v| m.max(f64::from(v)));
+        let sum: f64 = z.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+        z.iter().map(|&v| f64::from(v) - max - sum.ln()).collect()
+    };
+    let positions = p.len() / vocab;
+    let total: f64 = p
+        .chunks_exact(vocab)
+        .zip(q.chunks_exact(vocab))
+        .map(|(a, b)| {
+            let (la, lb) = (log_softmax(a), log_softmax(b));
+            la.iter()
+                .zip(&lb)
+                .map(|(x, y)| x.exp() * (x - y))
+                .sum::<f64>()
+        })
+        .sum();
+    total / positions as f64
+}
+
 #[test]
 fn quantized_formats_on_the_host_kernels_equal_dequantize_then_f32() {
     for source in MODELS {
@@ -59,20 +81,35 @@ fn quantized_formats_on_the_host_kernels_equal_dequantize_then_f32() {
             assert!(host.on_host_kernels() && !reference.on_host_kernels());
             let compute = &host.info().compute;
             assert!(
-                compute.contains(&format!("w-{}", method.name())) && compute.ends_with(".a-f32"),
+                compute.contains(&format!("w-{}", method.name())),
                 "{compute}"
             );
             let (h, r) = (
                 all_logits(&host, &prompts),
                 all_logits(&reference, &prompts),
             );
-            // The same products summed in another order: f32 rounding only.
             let err = max_abs_diff(&h, &r);
             eprintln!(
-                "{source} {}: host vs dequantize-then-f32 max abs {err}",
+                "{source} {}: host ({compute}) vs dequantize-then-f32 max abs {err}",
                 method.name()
             );
-            assert!(err < 1e-3, "{source} {}: {err}", method.name());
+            let tolerance = if compute.ends_with(".a-q8/b32") {
+                // Activations rounded to int8 per 32 columns (int8 and int4 on AVX-512 VNNI):
+                // each moves by at most 1/254 of its group's largest (the kernels' unit tests
+                // hold every product to that bound). Through the layers the logits moved by
+                // 0.27 to 0.54 at most on these models (largest logits 7 to 18) while the
+                // next-token distributions stayed within 0.003 nats (mean KL); the bounds leave
+                // about 2x and 3x.
+                let kl = mean_kl(&r, &h, 512);
+                eprintln!("  mean KL(dequantize-then-f32 || host) {kl}");
+                assert!(kl < 0.01, "{source} {}: KL {kl}", method.name());
+                1.0
+            } else {
+                // The same products summed in another order: f32 rounding only.
+                assert!(compute.ends_with(".a-f32"), "{compute}");
+                1e-3
+            };
+            assert!(err < tolerance, "{source} {}: {err}", method.name());
         }
     }
 }

@@ -39,6 +39,7 @@ mod norm;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 mod portable;
+mod q8;
 mod rotary;
 mod simd;
 #[cfg(target_arch = "x86_64")]
@@ -54,7 +55,7 @@ pub use formats::{
     e4m3_from_f32, e4m3_to_f32, nearest_nf4,
 };
 pub use matrix::{Dimension, Matrix, MatrixMut, ShapeError};
-pub use narrow_linear::{linear_coded, linear_coded_on, linear_coded_splits};
+pub use narrow_linear::{activation_format, linear_coded, linear_coded_on, linear_coded_splits};
 pub use norm::rms_norm;
 pub use rotary::rotate_half;
 

@@ -18,13 +18,16 @@ use super::formats::{CodedMatrix, WeightFormat};
 use super::layout::MAX_BLOCK_M;
 use super::matrix::{self, Dimension, Matrix, MatrixMut, ShapeError};
 use super::narrow::CodedPanels;
+use super::q8::{self, Int4Q8, Int8Q8, Q8Rows, Q8Weights};
 use super::widen::{Bfloat16Codes, Codes, Fp8Codes, HalfCodes, Int4Codes, Int8Codes, Nf4Codes};
 #[cfg(target_arch = "x86_64")]
-use super::{avx2, avx2::Avx2, avx512, avx512::Avx512};
+use super::{avx2, avx2::Avx2, avx512, avx512::Avx512, q8::vnni::Vnni};
 
 thread_local! {
     /// Input rows padded to the weights' padded width, for calls from this thread.
     static PADDED_X: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Activations quantized for the integer kernels (`q8`) by calls from this thread.
+    static Q8_X: Cell<Q8Rows> = Cell::new(Q8Rows::default());
     /// Weight rows widened to f32 by a large-batch task on this thread.
     static WIDENED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
@@ -65,6 +68,17 @@ pub fn linear_coded_on(
         y.fill(0.0);
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(path, Path::Small(Isa::Avx512) | Path::Packed)
+        && q8::takes(w.format())
+        && let Some(vnni) = Vnni::detect()
+    {
+        match w.format() {
+            WeightFormat::Int4 { .. } => small_q8::<Int4Q8>(vnni, x.data(), m, w, y),
+            _ => small_q8::<Int8Q8>(vnni, x.data(), m, w, y),
+        }
+        return Ok(());
+    }
     match path {
         Path::Small(isa) => match w.format() {
             WeightFormat::F16 => small::<HalfCodes>(isa, x.data(), m, w, y),
@@ -79,12 +93,28 @@ pub fn linear_coded_on(
     Ok(())
 }
 
+/// The activations' format in [`linear_coded`]'s products with weights in `format` on this
+/// CPU, for the `compute` column: `"q8/b32"` where the integer kernel runs (int8 and int4 with
+/// power-of-two blocks on AVX-512 VNNI: activations rounded to int8 per 32 columns), else
+/// `"f32"`.
+pub fn activation_format(format: WeightFormat) -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if q8::takes(format) && Isa::detect() == Isa::Avx512 && Vnni::detect().is_some() {
+        return "q8/b32";
+    }
+    let _ = format;
+    "f32"
+}
+
 /// Whether [`linear_coded`] hands an `m × k × n` product to rayon's pool as more than one task
 /// (see `linear_splits`).
-pub fn linear_coded_splits(m: usize, k: usize, n: usize) -> bool {
+pub fn linear_coded_splits(format: WeightFormat, m: usize, k: usize, n: usize) -> bool {
     let threads = rayon::current_num_threads();
     if threads < 2 || m == 0 || k == 0 || n == 0 {
         return false;
+    }
+    if activation_format(format) != "f32" {
+        return n > rows_per_task(m, k, n, threads);
     }
     match choose(Isa::detect(), m) {
         Path::Small(_) => n > rows_per_task(m, k, n, threads),
@@ -132,6 +162,63 @@ fn small<F: Codes>(isa: Isa, x: &[f32], m: usize, w: &CodedMatrix, y: &mut [f32]
     if padded != k {
         keep_buffer(&PADDED_X, buffer);
     }
+}
+
+/// The small-batch path for int8 and int4 on AVX-512 VNNI (`q8`): the activations quantized
+/// once on this thread, then tasks of contiguous weight rows.
+#[cfg(target_arch = "x86_64")]
+fn small_q8<W: Q8Weights>(vnni: Vnni, x: &[f32], m: usize, w: &CodedMatrix, y: &mut [f32]) {
+    let (k, n) = (w.cols(), w.rows());
+    let mut q = Q8_X.take();
+    q.quantize::<W>(x, m, k, w.padded_cols());
+    let rows = rows_per_task(m, k, n, rayon::current_num_threads());
+    let tasks = n.div_ceil(rows);
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
+    for y_row in y.chunks_mut(n) {
+        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(rows)) {
+            task.push(piece);
+        }
+    }
+    let row_bytes = w.row_bytes().max(1);
+    let tile_rows = if m <= MAX_BLOCK_M {
+        n
+    } else {
+        (TILE_BYTES / row_bytes).max(8)
+    };
+    let run = |t: usize, out: &mut Vec<&mut [f32]>| {
+        let r0 = t * rows;
+        let r1 = (r0 + rows).min(n);
+        for t0 in (r0..r1).step_by(tile_rows) {
+            let t1 = (t0 + tile_rows).min(r1);
+            for i0 in (0..m).step_by(MAX_BLOCK_M) {
+                let i1 = (i0 + MAX_BLOCK_M).min(m);
+                // SAFETY: the token exists only where this CPU has AVX-512 F, BW, VL and
+                // VNNI, all the kernel enables.
+                unsafe {
+                    q8::vnni::block::<W>(
+                        vnni,
+                        &q,
+                        i0,
+                        i1 - i0,
+                        w,
+                        t0,
+                        t1,
+                        &mut out[i0..i1],
+                        t0 - r0,
+                    )
+                };
+            }
+        }
+    };
+    if tasks == 1 {
+        run(0, &mut pieces[0]);
+    } else {
+        pieces
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(t, mut out)| run(t, &mut out));
+    }
+    Q8_X.set(q);
 }
 
 /// One task: weight rows `r0 .. r1` against all `m` input rows, into `out[i][0 .. r1 - r0]`.
@@ -310,6 +397,49 @@ mod tests {
         WeightFormat::Fp8 { block: 32 },
     ];
 
+    /// Whether `linear_coded_on(path, ..)` takes the integer kernel for `format` here.
+    fn integer_kernel(path: Path, format: WeightFormat) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(path, Path::Small(Isa::Avx512) | Path::Packed)
+                && q8::takes(format)
+                && Vnni::detect().is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (path, format);
+            false
+        }
+    }
+
+    /// The f32 widening kernels still run int8 and int4 where VNNI is missing: forced here so
+    /// they stay tested on a machine that has it.
+    #[test]
+    fn the_widening_kernels_take_int8_and_int4_too() {
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            if !isa.is_supported() {
+                continue;
+            }
+            for format in [
+                WeightFormat::Int8 { block: 32 },
+                WeightFormat::Int4 { block: 64 },
+            ] {
+                for (m, k, n) in [(1, 150, 9), (3, 33, 9), (8, 300, 29)] {
+                    let x = values(m * k, 1);
+                    let w = CodedMatrix::encode(format, &values(n * k, 2), n, k).unwrap();
+                    let mut y = vec![f32::NAN; m * n];
+                    match format {
+                        WeightFormat::Int8 { .. } => small::<Int8Codes>(isa, &x, m, &w, &mut y),
+                        _ => small::<Int4Codes>(isa, &x, m, &w, &mut y),
+                    }
+                    for (a, b) in y.iter().zip(&reference(&x, m, k, &w)) {
+                        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{isa:?} {format}");
+                    }
+                }
+            }
+        }
+    }
+
     /// f64 products of x with the dequantized weights: what every path must reproduce.
     fn reference(x: &[f32], m: usize, k: usize, w: &CodedMatrix) -> Vec<f32> {
         let dense = w.dequantize();
@@ -338,6 +468,9 @@ mod tests {
             for format in FORMATS {
                 for (m, k, n) in [
                     (1, 17, 5),
+                    (1, 200, 7),
+                    (2, 160, 5),
+                    (4, 1000, 6),
                     (1, 64, 3),
                     (1, 150, 9),
                     (2, 96, 13),
@@ -355,6 +488,26 @@ mod tests {
                     let ym = MatrixMut::new(&mut y, m, n).unwrap();
                     linear_coded_on(path, xm, &w, ym).unwrap();
                     let r = reference(&x, m, k, &w);
+                    if integer_kernel(path, format) {
+                        // Quantized activations: the integer path's own statement, and within
+                        // the rounding bound of the f32 product.
+                        for (at, (a, b)) in y.iter().zip(&r).enumerate() {
+                            let (i, j) = (at / n, at % n);
+                            let xi = &x[i * k..(i + 1) * k];
+                            let exact = q8::reference(xi, &w, j);
+                            let bound = q8::error_bound(xi, &w, j);
+                            assert!(
+                                (f64::from(*a) - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+                                "{path:?} {format} {m}×{k}×{n}: {a} vs integer reference {exact}"
+                            );
+                            assert!(
+                                f64::from((a - b).abs())
+                                    <= bound + 1e-5 * (1.0 + f64::from(b.abs())),
+                                "{path:?} {format} {m}×{k}×{n}: {a} vs {b}, bound {bound}"
+                            );
+                        }
+                        continue;
+                    }
                     for (a, b) in y.iter().zip(&r) {
                         assert!(
                             (a - b).abs() <= 1e-4 * (1.0 + b.abs()),

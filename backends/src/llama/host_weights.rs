@@ -63,14 +63,20 @@ impl HostFormats {
         Self::new(DType::F32, None)
     }
 
-    /// What the products compute with, for the `compute` column: the weight formats (widened
-    /// to f32 in registers) and the activations' (always f32).
+    /// What the products compute with, for the `compute` column: the weight formats (the
+    /// layers', then the tables' where they differ) and the layers' activations (f32, or int8
+    /// per 32 columns where the integer kernel runs: `kernels::activation_format`).
     pub(crate) fn scheme(&self) -> String {
         let name = |f: Option<WeightFormat>| f.map_or_else(|| "f32".to_string(), |f| f.to_string());
+        let activations = self.linear.map_or("f32", kernels::activation_format);
         if self.table == self.linear {
-            format!("w-{}.a-f32", name(self.linear))
+            format!("w-{}.a-{activations}", name(self.linear))
         } else {
-            format!("w-{}+{}.a-f32", name(self.linear), name(self.table))
+            format!(
+                "w-{}+{}.a-{activations}",
+                name(self.linear),
+                name(self.table)
+            )
         }
     }
 
@@ -188,8 +194,8 @@ impl HostMatrix {
     pub(super) fn splits(&self, m: usize) -> bool {
         match &self.stored {
             Stored::F32(_) => kernels::linear_splits(m, self.in_features, self.out_features),
-            Stored::Coded(_) => {
-                kernels::linear_coded_splits(m, self.in_features, self.out_features)
+            Stored::Coded(w) => {
+                kernels::linear_coded_splits(w.format(), m, self.in_features, self.out_features)
             }
         }
     }
