@@ -3,8 +3,8 @@ benches/transformers_shapes.py (same names; random weights, normal std 0.02, nor
 in each weight type of --types (default f32): f32, f16, bf16, q8_0, q4_0, which llmeff bench --dtypes calls
 f32, f16, bf16, int8, int4 (Q8_0 and Q4_0 are symmetric integers with one scale per 32 weights, as llmeff's int8
 and int4 in blocks of 32; fp8 and nf4 have no llama.cpp type).
-llama-batched-bench (f32 KV cache for every type: the types change the weights only, as llmeff's quantized formats
-keep f32 activations and KV cache), 32-token prompt per sequence, 64 new tokens, batch 1 and 8, random token ids:
+llama-batched-bench (f32 KV cache for every type, as llmeff's; for Q8_0 and Q4_0 llama.cpp rounds the activations
+to Q8_0, as llmeff does for int8 and int4 where the CPU has AVX-512 VNNI: compute `...a-q8/b32`), 32-token prompt per sequence, 64 new tokens, batch 1 and 8, random token ids:
 prefill_s = T_PP (the prompt pass of the whole batch), decode_tokens_per_s = S_TG (batch x 64 / decode time).
 Median of RUNS (env, default 3) after one warm-up round, all in one process per shape and type; the types of a
 shape are measured back to back, in --types order.

@@ -74,7 +74,9 @@ pub struct HelpArgs {
 /// Arguments of `llmeff bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Only models whose name contains one of these (tiny-stories, smollm, tinyllama).
+    /// Only models whose name contains one of these (tiny-stories, smollm, tinyllama); a name
+    /// matching none of them selects the presets whose Hub id contains it (e.g. llama-3.2-1b),
+    /// measured with random weights.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
     /// Batch sizes.

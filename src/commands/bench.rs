@@ -67,6 +67,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         threads: rayon::current_num_threads(),
         compute: forward,
         formats: formats.clone(),
+        presets: backends::preset_ids().collect(),
     };
     let report = bench::run_bench(&runtime, &meters, &settings, &peers, &mut |p| {
         eprintln!("{p}")

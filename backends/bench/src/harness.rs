@@ -10,7 +10,7 @@ use crate::baseline::Peer;
 use crate::format::Format;
 use crate::growth::{GrowthError, MemoryGrowth, memory_growth};
 use crate::measure::{BenchRow, RowSettings, measure};
-use crate::models::{GROWTH_MODEL, MODELS, is_selected};
+use crate::models::{GROWTH_MODEL, MODELS, is_selected, selected};
 use crate::warnings::warnings;
 
 /// What to measure.
@@ -34,6 +34,8 @@ pub struct BenchSettings {
     pub compute: Compute,
     /// Weight formats, each model measured in every one (f32 alone when empty).
     pub formats: Vec<Format>,
+    /// Hub ids with a built-in config, which `models` may name beside the built-in models.
+    pub presets: Vec<&'static str>,
 }
 
 /// What the harness is doing, for a progress line.
@@ -134,10 +136,7 @@ pub fn run_bench(
     peers: &[Peer],
     progress: &mut dyn FnMut(BenchProgress),
 ) -> Result<BenchReport, BenchError> {
-    let selected: Vec<_> = MODELS
-        .iter()
-        .filter(|m| is_selected(&settings.models, m.label))
-        .collect();
+    let selected = selected(&settings.models, &settings.presets);
     let growth_selected = settings.growth_tokens > 0 && is_selected(&settings.models, GROWTH_MODEL);
     if selected.is_empty() && !growth_selected {
         return Err(BenchError::NoModelMatches {
@@ -146,6 +145,7 @@ pub fn run_bench(
                 .iter()
                 .map(|m| m.label)
                 .chain([GROWTH_MODEL])
+                .chain(settings.presets.iter().copied())
                 .collect(),
         });
     }
@@ -319,6 +319,7 @@ mod tests {
             models: vec!["tiny-stories".into()],
             batches: vec![1],
             formats: vec![Format::Int8, Format::F32],
+            presets: Vec::new(),
             compute: Compute::Host,
             ..BenchSettings::default()
         };

@@ -19,5 +19,5 @@ pub use format::{Format, FormatError, QUANT_BLOCK_SIZE};
 pub use growth::{GrowthError, MemoryGrowth, memory_growth};
 pub use harness::{BenchError, BenchProgress, BenchReport, BenchSettings, run_bench};
 pub use measure::{BenchRow, median};
-pub use models::{BenchModel, GROWTH_MODEL, MODELS, is_selected};
+pub use models::{BenchModel, GROWTH_MODEL, MODELS, is_selected, selected};
 pub use warnings::{CONTENDED_SHARE, contention_note, warnings};
