@@ -353,7 +353,9 @@ pub const TOPICS: &[Topic] = &[
                 "32",
                 "weights",
                 "a power of two >= 8",
-                "Weights that share one scale. The host kernels take multiples of 32.",
+                "Weights that share one scale, along each row of a weight matrix; a block at \
+                 least as long as the rows gives one scale per row (the per-channel scale of \
+                 published fp8 checkpoints). The host kernels take multiples of 32.",
                 "64",
             ),
         ],
