@@ -104,6 +104,12 @@ pub struct BenchArgs {
     /// The CPU forward pass to measure (default: host; studies pick it with `load(#{ compute })`).
     #[arg(long, value_enum)]
     pub forward: Option<ForwardArg>,
+    /// Weight formats, each model measured in every one: f32, f16, bf16 (the load dtype) and
+    /// fp8, int8, int4, nf4 (weights quantized in blocks of 32, computed at f32). A baseline's
+    /// figures are matched by format: llama.cpp's F16, BF16, Q8_0 and Q4_0 for f16, bf16, int8
+    /// and int4; fp8 and nf4 have no llama.cpp counterpart.
+    #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = bench::Format::parse)]
+    pub dtypes: Vec<bench::Format>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

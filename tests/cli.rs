@@ -1187,6 +1187,85 @@ fn bench_json_carries_its_warnings_and_the_memory_line_follows_models() {
 }
 
 #[test]
+fn bench_measures_every_format_asked_for_and_sets_each_against_its_llama_cpp_type() {
+    // An unknown format is refused with the valid ones, before anything is measured.
+    llmeff()
+        .args(["bench", "--models", "tiny-stories", "--dtypes", "f32,q8_0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "unknown format \"q8_0\"; valid formats: f32, f16, bf16, fp8, int8, int4, nf4",
+        ));
+    // The smallest settings: nothing here is a measurement worth reading.
+    let quick = "bench --models tiny-stories --batches 1 --prompt-tokens 4 --new-tokens 2 \
+                 --repeats 1 --growth-tokens 0 --json --dtypes f32,int8";
+    let out = llmeff().args(quick.split_whitespace()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["formats"], serde_json::json!(["f32", "int8"]));
+    let rows = json["rows"].as_array().unwrap();
+    let formats: Vec<_> = rows.iter().map(|r| r["format"].as_str().unwrap()).collect();
+    assert_eq!(formats, ["f32", "int8"], "one row per format: {json}");
+    for row in rows {
+        assert_eq!(row["model"], "tiny-stories");
+        assert!(
+            row["compute"].as_str().is_some_and(|c| !c.is_empty()),
+            "{row}"
+        );
+        let decode = row["decode_tokens_per_s"].as_f64().unwrap();
+        assert!(decode.is_finite() && decode > 0.0, "{row}");
+    }
+
+    // A llama.cpp baseline's rows are matched by format; nf4 has no llama.cpp type.
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("llamacpp.jsonl");
+    std::fs::write(
+        &baseline,
+        concat!(
+            "{\"tool\": \"llama.cpp test\"}\n",
+            "tiny-stories-dir {\"format\": \"f32\", \"llama_cpp_type\": \"f32\", \"batch1\": {\"prefill_s\": 0.032, \"decode_tokens_per_s\": 1000.0}}\n",
+            "tiny-stories-dir {\"format\": \"int8\", \"llama_cpp_type\": \"q8_0\", \"batch1\": {\"prefill_s\": 0.016, \"decode_tokens_per_s\": 2000.0}}\n",
+        ),
+    )
+    .unwrap();
+    let out = llmeff()
+        .args(["bench", "--models", "tiny-stories", "--batches", "1"])
+        .args([
+            "--repeats",
+            "1",
+            "--growth-tokens",
+            "0",
+            "--dtypes",
+            "f32,int8,nf4",
+        ])
+        .arg("--baseline")
+        .arg(&baseline)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("llmeff bench: f32, int8, nf4 on the CPU"),
+        "{stdout}"
+    );
+    for figures in ["1000 / 1000.0", "2000 / 2000.0", "no llama.cpp nf4"] {
+        assert!(stdout.contains(figures), "{figures}: {stdout}");
+    }
+    assert!(
+        stdout.contains("llama.cpp figures by format: f32 against F32, int8 against Q8_0; nf4 has no llama.cpp counterpart"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn ctrl_c_during_repl_run_stops_the_study_and_returns_to_the_prompt() {
     use std::io::{BufRead, Write};
     use std::sync::mpsc;

@@ -290,12 +290,17 @@ pub(crate) enum BackendError {
     /// error): refused by the kernel's checked views instead of computing garbage.
     #[error("internal: a kernel's operands disagree: {0}")]
     KernelShape(#[from] kernels::ShapeError),
+    /// A matrix cannot be stored in the host kernels' format asked for (a block size the
+    /// kernels do not take; runs are checked before they load, so this is a bug).
+    #[error("internal: weight format: {0}")]
+    WeightFormat(#[from] kernels::FormatError),
 }
 
 impl From<BackendError> for RuntimeError {
     fn from(e: BackendError) -> Self {
         match e {
             BackendError::Input(e) => RuntimeError::InvalidInput(e.to_string()),
+            BackendError::WeightFormat(e) => RuntimeError::InvalidInput(e.to_string()),
             BackendError::Tokenizer(e) => RuntimeError::Tokenizer(e.to_string()),
             BackendError::ModelFile { path, problem } => RuntimeError::InvalidModelFile {
                 path: path.display().to_string(),

@@ -1,8 +1,9 @@
-//! Weight-only quantization on the bundled tiny-stories model.
+//! Weight-only quantization on the bundled tiny-stories model, on burn's pass (weights
+//! dequantized per product; `formats.rs` tests the host kernels' own formats).
 
 mod common;
 
-use api::runtime::{DType, LoadedModel, QuantMethod, Quantization, WeightsKind};
+use api::runtime::{Compute, DType, LoadedModel, QuantMethod, Quantization, WeightsKind};
 use backends::{BurnRuntime, LogitPositions};
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -15,7 +16,8 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn quantized_models_stay_close_to_f32_and_hold_fewer_bytes() {
     let runtime = BurnRuntime::new();
-    let base_spec = common::spec("tiny-stories", DType::F32, WeightsKind::Pretrained, 0);
+    let mut base_spec = common::spec("tiny-stories", DType::F32, WeightsKind::Pretrained, 0);
+    base_spec.compute = Compute::Burn;
     let base = runtime.load_model(&base_spec).unwrap();
     let prompt = vec![base.encode("Once upon a time").unwrap()];
     let reference = base.logits(&prompt, LogitPositions::Last).unwrap();
@@ -26,6 +28,7 @@ fn quantized_models_stay_close_to_f32_and_hold_fewer_bytes() {
         (QuantMethod::Int8, 0.3),
         (QuantMethod::Int4, 5.0),
         (QuantMethod::Nf4, 5.0),
+        (QuantMethod::Fp8, 1.0),
     ] {
         let mut spec = base_spec.clone();
         spec.quantization = Some(Quantization {
@@ -53,6 +56,7 @@ fn quantized_models_stay_close_to_f32_and_hold_fewer_bytes() {
 fn int8_keeps_the_greedy_continuation_start() {
     let runtime = BurnRuntime::new();
     let mut spec = common::spec("tiny-stories", DType::F32, WeightsKind::Pretrained, 0);
+    spec.compute = Compute::Burn;
     let prompt = vec![
         runtime
             .load_model(&spec)

@@ -18,7 +18,7 @@ use crate::stage::{
 };
 use crate::vocabulary::{self, DEFAULT_METERS, GROUP_BY_COLUMNS, METERS, STATS};
 use api::meter::EstimateMode;
-use api::runtime::{Compute, DType, QuantMethod, WeightsKind};
+use api::runtime::{Compute, DType, HOST_BLOCK_MULTIPLE, QuantMethod, WeightsKind};
 
 /// A handle to a plan node, as Rhai scripts hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,10 +180,7 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
     if compute == Compute::Host && !compute.uses_host_kernels(device == "cpu", dtype, None) {
         return Err(opts.invalid(
             "compute",
-            format!(
-                "\"host\" runs f32 on the cpu only, not {} on {device}; use \"burn\" or \"auto\"",
-                dtype.name()
-            ),
+            format!("\"host\" runs on the cpu only, not on {device}; use \"burn\" or \"auto\""),
         ));
     }
     Ok(LoadStage {
@@ -513,15 +510,6 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             &[StageKind::Load],
         )?;
         let opts = options(opts, "quantize")?;
-        if let Some(Stage::Load(load)) = lock(&p).node(model.id).map(|n| &n.stage)
-            && load.compute == Compute::Host
-        {
-            return Err(
-                "quantize() cannot take a model loaded with compute \"host\": the host \
-                 kernels run unquantized f32 only; load it with compute \"burn\" or \"auto\""
-                    .into(),
-            );
-        }
         let methods: Vec<&'static str> = QuantMethod::ALL.iter().map(|m| m.name()).collect();
         let method = opts
             .choice("method", &methods)
@@ -537,6 +525,20 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             return Err(opt_err(opts.invalid(
                 "block_size",
                 format!("must be a power of two >= 8, got {block_size}"),
+            )));
+        }
+        if let Some(Stage::Load(load)) = lock(&p).node(model.id).map(|n| &n.stage)
+            && load.compute == Compute::Host
+            && !block_size.is_multiple_of(HOST_BLOCK_MULTIPLE)
+        {
+            return Err(opt_err(opts.invalid(
+                "block_size",
+                format!(
+                    "must be a multiple of {HOST_BLOCK_MULTIPLE} for a model loaded with \
+                     compute \"host\" (the host kernels unpack weights in groups of \
+                     {HOST_BLOCK_MULTIPLE}), got {block_size}; load it with compute \"burn\" or \
+                     \"auto\" for smaller blocks"
+                ),
             )));
         }
         let stage = QuantizeStage {

@@ -342,10 +342,12 @@ pub const TOPICS: &[Topic] = &[
         kind: TopicKind::Stage,
         signatures: &["quantize(model, #{ options })"],
         summary: "Weight-only quantization of a loaded model.",
-        description: "Weights are stored in blocks that share one scale and are dequantized per \
-            matrix product; activations stay in the load's dtype. A dtype, device and method \
-            that do not go together fail the run with an error: a run never silently runs at \
-            another precision.",
+        description: "Weights are stored in blocks that share one scale. On the CPU's host \
+            kernels they stay packed in memory and are widened to f32 in registers inside each \
+            matrix product (the `compute` column names the exact scheme); on burn they are \
+            dequantized per product. Activations are never quantized. Embeddings and the LM \
+            head stay in the load's dtype. A dtype, device and method that do not go together \
+            fail the run with an error: a run never silently runs at another precision.",
         returns: "a quantized model (pass it to `infer`)",
         options: &[
             opt(
@@ -353,8 +355,10 @@ pub const TOPICS: &[Topic] = &[
                 KeyType::Str,
                 "required",
                 "",
-                "int8, int4, nf4",
-                "Quantization format: 8-bit or 4-bit integers, or 4-bit NormalFloat.",
+                "int8, int4, nf4, fp8",
+                "Quantization format: symmetric 8-bit or 4-bit integers, 4-bit NormalFloat \
+                 (QLoRA's code book), or float8 E4M3 (the format of published fp8 \
+                 checkpoints), each with one f32 scale per block.",
                 "\"nf4\"",
             ),
             opt(
@@ -363,7 +367,7 @@ pub const TOPICS: &[Topic] = &[
                 "32",
                 "weights",
                 "a power of two >= 8",
-                "Weights that share one scale.",
+                "Weights that share one scale. The host kernels take multiples of 32.",
                 "64",
             ),
         ],

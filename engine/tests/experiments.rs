@@ -149,7 +149,7 @@ fn quantize_rejects_bad_methods_and_inputs() {
     };
     assert_eq!(
         err(r#"quantize(load("m"), #{ method: "int3" })"#),
-        "option `method` of quantize(): `int3` is not one of: int8, int4, nf4"
+        "option `method` of quantize(): `int3` is not one of: int8, int4, nf4, fp8"
     );
     assert!(err(r#"quantize(load("m"))"#).contains("`method` of quantize(): is required"));
     assert!(

@@ -1,11 +1,11 @@
 //! `llmeff bench`: the arguments of the speed harness (`llmeff-bench`) and the rendering of its
-//! figures as a table or JSON: prefill time and decode tokens/s per model and batch, MBU, the
-//! peers' figures and memory growth.
+//! figures as a table or JSON: prefill time and decode tokens/s per model, batch and weight
+//! format, MBU, the peers' figures in the same format and memory growth.
 
 use std::process::ExitCode;
 
 use api::runtime::Compute;
-use bench::{BASELINE_NEW_TOKENS, BASELINE_PROMPT_TOKENS, BenchSettings, GROWTH_MODEL};
+use bench::{BASELINE_NEW_TOKENS, BASELINE_PROMPT_TOKENS, BenchSettings, Format, GROWTH_MODEL};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::Failure;
@@ -45,6 +45,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         Compute::Burn => "burn-flex",
         Compute::Host | Compute::Auto => "llmeff host kernels",
     };
+    let mut formats: Vec<Format> = Vec::new();
+    for format in &args.dtypes {
+        if !formats.contains(format) {
+            formats.push(*format);
+        }
+    }
+    let format_names = formats
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ");
     let meters = meters::MachineMeters::detect();
     let settings = BenchSettings {
         models: args.models.clone(),
@@ -55,6 +66,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         growth_tokens: args.growth_tokens,
         threads: rayon::current_num_threads(),
         compute: forward,
+        formats: formats.clone(),
     };
     let report = bench::run_bench(&runtime, &meters, &settings, &peers, &mut |p| {
         eprintln!("{p}")
@@ -74,6 +86,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         let value = serde_json::json!({
             "threads": rayon::current_num_threads(),
             "forward": forward_name,
+            "formats": formats,
             "read_bytes_per_s": peak.as_ref().map(|p| p.bytes_per_s),
             "copy_bytes_per_s": copy_peak,
             "copy_source": peak.as_ref().map(|p| p.source.clone()),
@@ -90,7 +103,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "llmeff bench: f32 on the CPU ({forward_name}), {} threads, {}-token prompt, {} new tokens (EOS ignored), median of {} after a warm-up",
+        "llmeff bench: {format_names} on the CPU ({forward_name}), {} threads, {}-token prompt, {} new tokens (EOS ignored), median of {} after a warm-up",
         rayon::current_num_threads(),
         args.prompt_tokens,
         args.new_tokens,
@@ -109,6 +122,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     table.load_preset(UTF8_BORDERS_ONLY);
     let mut header: Vec<String> = [
         "model",
+        "format",
+        "compute",
         "batch",
         "prefill ms",
         "prefill tok/s",
@@ -128,6 +143,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
     for r in rows {
         let mut cells = vec![
             r.model.clone(),
+            r.format.to_string(),
+            r.compute.clone(),
             r.batch.to_string(),
             format!("{:.2}", r.prefill_s * 1e3),
             format!("{:.0}", r.prefill_tokens_per_s),
@@ -143,8 +160,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                 .map(|b| format!("{:.1}", b / 1e9))
                 .unwrap_or_else(|| "-".into()),
         ];
-        for peer in &r.peers {
-            cells.extend(match peer {
+        for (peer, figures) in peers.iter().zip(&r.peers) {
+            cells.extend(match figures {
                 Some(b) => [
                     format!(
                         "{:.0} / {:.1}{}",
@@ -161,6 +178,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
                         r.decode_tokens_per_s / b.decode_tokens_per_s
                     ),
                 ],
+                None if peer.is_llama_cpp() && r.format.llama_cpp_type().is_none() => {
+                    [format!("no llama.cpp {}", r.format), "-".into()]
+                }
                 None => ["not measured".into(), "-".into()],
             });
         }
@@ -173,6 +193,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
             peer.tool,
             path.display()
         );
+    }
+    if peers.iter().any(|p| p.is_llama_cpp()) {
+        println!("{}", llama_cpp_pairs(&formats));
     }
     println!("tokens/s count every sequence of the batch; decode excludes the prompt pass");
     for line in &report.warnings {
@@ -192,4 +215,62 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The line under a table with llama.cpp figures: which of its types each format's row is set
+/// against, and which formats it has none for.
+fn llama_cpp_pairs(formats: &[Format]) -> String {
+    let pairs: Vec<String> = formats
+        .iter()
+        .filter_map(|f| {
+            f.llama_cpp_type()
+                .map(|t| format!("{f} against {}", t.to_uppercase()))
+        })
+        .collect();
+    let unmatched: Vec<&str> = formats
+        .iter()
+        .filter(|f| f.llama_cpp_type().is_none())
+        .map(|f| f.name())
+        .collect();
+    let mut line = format!("llama.cpp figures by format: {}", pairs.join(", "));
+    if pairs.is_empty() {
+        line = "llama.cpp figures by format: none of these formats".into();
+    }
+    if !unmatched.is_empty() {
+        line.push_str(&format!(
+            "; {} {} no llama.cpp counterpart (its 8-bit types are integers, and IQ4_NL's code book is not NF4's)",
+            unmatched.join(", "),
+            if unmatched.len() == 1 { "has" } else { "have" }
+        ));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_llama_cpp_line_pairs_each_format_with_its_type_and_names_the_unmatched() {
+        assert_eq!(
+            llama_cpp_pairs(&[
+                Format::F32,
+                Format::Int8,
+                Format::Int4,
+                Format::Fp8,
+                Format::Nf4
+            ]),
+            "llama.cpp figures by format: f32 against F32, int8 against Q8_0, int4 against Q4_0; \
+             fp8, nf4 have no llama.cpp counterpart (its 8-bit types are integers, and IQ4_NL's \
+             code book is not NF4's)"
+        );
+        assert_eq!(
+            llama_cpp_pairs(&[Format::Bf16]),
+            "llama.cpp figures by format: bf16 against BF16"
+        );
+        assert!(
+            llama_cpp_pairs(&[Format::Nf4])
+                .starts_with("llama.cpp figures by format: none of these formats; nf4 has no")
+        );
+    }
 }

@@ -1,9 +1,11 @@
 //! Peers' figures for the same models and batches, read from the output of the baseline
 //! scripts (`benches/transformers_shapes.py`, `benches/candle-shapes`,
-//! `benches/llama_cpp_shapes.py`).
+//! `benches/llama_cpp_shapes.py`), matched by shape, weight format and batch.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::format::Format;
 
 /// Prompt length every peer baseline measures with, tokens.
 pub const BASELINE_PROMPT_TOKENS: usize = 32;
@@ -27,8 +29,15 @@ pub struct Peer {
     /// The tool and version, from the file's `tool` field (else `transformers` when the file
     /// names a torch version, else the file's name).
     pub tool: String,
-    /// Figures by (baseline shape key, batch).
-    pub figures: BTreeMap<(String, usize), Baseline>,
+    /// Figures by (baseline shape key, weight format, batch).
+    pub figures: BTreeMap<(String, Format, usize), Baseline>,
+}
+
+impl Peer {
+    /// Whether this peer is llama.cpp, whose formats are [`Format::llama_cpp_type`]'s.
+    pub fn is_llama_cpp(&self) -> bool {
+        self.tool.starts_with("llama.cpp")
+    }
 }
 
 /// Why a baseline file gives no figures.
@@ -54,13 +63,21 @@ pub enum BaselineError {
 }
 
 /// Reads a peer baseline's output: per-shape lines `<shape> {json}` and/or a JSON line with
-/// every shape (and the `tool`), so the output of an interrupted run still counts.
+/// every shape (and the `tool`), so the output of an interrupted run still counts. A shape's
+/// figures are f32 unless its JSON names a `format` (llmeff's name) or a `llama_cpp_type`; a
+/// whole-file line may also list them as `rows` of `{"shape": ..., "format": ..., ...}`.
+/// Figures in a format llmeff does not measure are left out.
 pub fn read_baseline(path: &Path) -> Result<Peer, BaselineError> {
     let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut shapes: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut shapes: BTreeMap<(String, Format), serde_json::Value> = BTreeMap::new();
+    let mut add = |name: &str, value: serde_json::Value| {
+        if let Some(format) = format_of(&value) {
+            shapes.insert((name.to_string(), format), value);
+        }
+    };
     let mut tool = None;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Ok(serde_json::Value::Object(all)) = serde_json::from_str(line) {
@@ -69,15 +86,28 @@ pub fn read_baseline(path: &Path) -> Result<Peer, BaselineError> {
             } else if let Some(torch) = all.get("torch").and_then(serde_json::Value::as_str) {
                 tool.get_or_insert_with(|| format!("transformers (torch {torch})"));
             }
-            shapes.extend(all.into_iter().filter(|(_, v)| v.is_object()));
+            for (key, value) in all {
+                if value.is_object() {
+                    add(&key, value);
+                } else if key == "rows"
+                    && let serde_json::Value::Array(rows) = value
+                {
+                    for row in rows {
+                        let shape = row.get("shape").and_then(serde_json::Value::as_str);
+                        if let Some(shape) = shape.map(str::to_string) {
+                            add(&shape, row);
+                        }
+                    }
+                }
+            }
         } else if let Some((name, json)) = line.split_once(' ')
             && let Ok(value) = serde_json::from_str::<serde_json::Value>(json)
         {
-            shapes.insert(name.to_string(), value);
+            add(name, value);
         }
     }
     let mut out = BTreeMap::new();
-    for (shape, value) in &shapes {
+    for ((shape, format), value) in &shapes {
         for batch in [1usize, 8] {
             let Some(row) = value.get(format!("batch{batch}")) else {
                 continue;
@@ -90,7 +120,7 @@ pub fn read_baseline(path: &Path) -> Result<Peer, BaselineError> {
                 && prefill_s > 0.0
             {
                 out.insert(
-                    (shape.clone(), batch),
+                    (shape.clone(), *format, batch),
                     Baseline {
                         prefill_tokens_per_s: (batch * BASELINE_PROMPT_TOKENS) as f64 / prefill_s,
                         decode_tokens_per_s: decode,
@@ -114,6 +144,22 @@ pub fn read_baseline(path: &Path) -> Result<Peer, BaselineError> {
     Ok(Peer { tool, figures: out })
 }
 
+/// The weight format of one shape's figures: its `format` (llmeff's name), else its
+/// `llama_cpp_type`, else f32 (the peers that measure only f32 name none); `None` for a
+/// format llmeff does not measure.
+fn format_of(value: &serde_json::Value) -> Option<Format> {
+    if let Some(name) = value.get("format").and_then(serde_json::Value::as_str) {
+        return Format::parse(name).ok();
+    }
+    match value
+        .get("llama_cpp_type")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(llama_type) => Format::from_llama_cpp_type(llama_type),
+        None => Some(Format::F32),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,14 +178,14 @@ mod tests {
         assert_eq!(b.tool, "baseline", "no tool named: the file's name");
         let b = b.figures;
         assert_eq!(
-            b[&("smollm-135m".to_string(), 1)],
+            b[&("smollm-135m".to_string(), Format::F32, 1)],
             Baseline {
                 prefill_tokens_per_s: 160.0,
                 decode_tokens_per_s: 14.2,
                 cpu_steal_pct: None,
             }
         );
-        assert!(!b.contains_key(&("smollm-135m".to_string(), 8)));
+        assert!(!b.contains_key(&("smollm-135m".to_string(), Format::F32, 8)));
         // A finished run's last line holds every shape.
         std::fs::write(
             &path,
@@ -149,7 +195,7 @@ mod tests {
         let b = read_baseline(&path).unwrap();
         assert_eq!(b.tool, "transformers (torch 2.15.0)");
         assert_eq!(
-            b.figures[&("tinyllama-1.1b".to_string(), 8)].prefill_tokens_per_s,
+            b.figures[&("tinyllama-1.1b".to_string(), Format::F32, 8)].prefill_tokens_per_s,
             40.0
         );
         // Other peers name themselves, on their first or last line.
@@ -160,7 +206,7 @@ mod tests {
         .unwrap();
         let b = read_baseline(&path).unwrap();
         assert_eq!(b.tool, "candle 0.11.1");
-        let row = b.figures[&("smollm-135m".to_string(), 8)];
+        let row = b.figures[&("smollm-135m".to_string(), Format::F32, 8)];
         assert_eq!(row.prefill_tokens_per_s, 512.0);
         assert_eq!(row.cpu_steal_pct, Some(12.5), "the steal the peer recorded");
         std::fs::write(&path, "nothing useful\n").unwrap();
@@ -174,5 +220,52 @@ mod tests {
             read_baseline(&dir.path().join("missing")),
             Err(BaselineError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn figures_are_matched_by_format_and_llama_cpp_types_read_as_llmeff_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("llamacpp.jsonl");
+        // benches/llama_cpp_shapes.py --types f32,q8_0,q4_k: its per-shape lines, then the
+        // whole run's line; a type without an llmeff format is left out.
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"tool\": \"llama.cpp 0c1e57098\"}\n",
+                "smollm-135m {\"format\": \"f32\", \"llama_cpp_type\": \"f32\", \"batch1\": {\"prefill_s\": 0.32, \"decode_tokens_per_s\": 50.0}}\n",
+                "smollm-135m {\"format\": \"int8\", \"llama_cpp_type\": \"q8_0\", \"batch1\": {\"prefill_s\": 0.16, \"decode_tokens_per_s\": 90.0}}\n",
+                "{\"tool\": \"llama.cpp 0c1e57098\", \"threads\": 2, \"rows\": [",
+                "{\"shape\": \"tinyllama-1.1b\", \"llama_cpp_type\": \"q4_0\", \"batch8\": {\"prefill_s\": 2.56, \"decode_tokens_per_s\": 20.0}}, ",
+                "{\"shape\": \"tinyllama-1.1b\", \"llama_cpp_type\": \"q4_k\", \"batch8\": {\"prefill_s\": 1.0, \"decode_tokens_per_s\": 30.0}}]}\n",
+            ),
+        )
+        .unwrap();
+        let peer = read_baseline(&path).unwrap();
+        assert!(peer.is_llama_cpp());
+        let figure = |shape: &str, format, batch| {
+            peer.figures
+                .get(&(shape.to_string(), format, batch))
+                .map(|b| b.decode_tokens_per_s)
+        };
+        assert_eq!(figure("smollm-135m", Format::F32, 1), Some(50.0));
+        assert_eq!(figure("smollm-135m", Format::Int8, 1), Some(90.0));
+        assert_eq!(
+            peer.figures[&("smollm-135m".to_string(), Format::Int8, 1)].prefill_tokens_per_s,
+            200.0
+        );
+        assert_eq!(figure("tinyllama-1.1b", Format::Int4, 8), Some(20.0));
+        assert_eq!(peer.figures.len(), 3, "q4_k has no llmeff format: {peer:?}");
+        // A peer that names no format measured f32.
+        std::fs::write(
+            &path,
+            "smollm-135m {\"batch1\": {\"prefill_s\": 0.2, \"decode_tokens_per_s\": 14.2}}\n",
+        )
+        .unwrap();
+        let peer = read_baseline(&path).unwrap();
+        assert!(!peer.is_llama_cpp());
+        assert_eq!(
+            peer.figures.keys().collect::<Vec<_>>(),
+            [&("smollm-135m".to_string(), Format::F32, 1)]
+        );
     }
 }

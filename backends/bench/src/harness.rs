@@ -1,11 +1,13 @@
-//! The benchmark end to end: the selected models loaded one at a time, each measured at every
-//! batch, the peers' figures beside each row, the caveats, and memory growth.
+//! The benchmark end to end: the selected models loaded one at a time in each format, each
+//! measured at every batch, the peers' figures in the same format beside each row, the
+//! caveats, and memory growth.
 
 use api::meter::{DevicePeak, MeterProvider};
-use api::runtime::{Compute, DType, ModelSpec, Runtime, RuntimeError};
+use api::runtime::{Compute, ModelSpec, Runtime, RuntimeError};
 use std::fmt;
 
 use crate::baseline::Peer;
+use crate::format::Format;
 use crate::growth::{GrowthError, MemoryGrowth, memory_growth};
 use crate::measure::{BenchRow, RowSettings, measure};
 use crate::models::{GROWTH_MODEL, MODELS, is_selected};
@@ -30,6 +32,8 @@ pub struct BenchSettings {
     pub threads: usize,
     /// The forward pass measured (`host` kernels or `burn`-flex).
     pub compute: Compute,
+    /// Weight formats, each model measured in every one (f32 alone when empty).
+    pub formats: Vec<Format>,
 }
 
 /// What the harness is doing, for a progress line.
@@ -39,6 +43,8 @@ pub enum BenchProgress {
     Loading {
         /// Its label.
         model: String,
+        /// The format it is loaded in.
+        format: Format,
     },
     /// Measuring the loaded model at a batch size.
     Batch {
@@ -50,7 +56,7 @@ pub enum BenchProgress {
 impl fmt::Display for BenchProgress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BenchProgress::Loading { model } => write!(f, "loading {model}"),
+            BenchProgress::Loading { model, format } => write!(f, "loading {model} ({format})"),
             BenchProgress::Batch { batch } => write!(f, "  batch {batch}"),
         }
     }
@@ -64,7 +70,8 @@ pub struct BenchReport {
     pub peak: Option<DevicePeak>,
     /// The copy bandwidth each row's `copy now` is compared with, bytes/s.
     pub copy_bytes_per_s: Option<f64>,
-    /// One row per model and batch, with the peers' figures.
+    /// One row per model, batch and format (in that order: a batch's formats side by side),
+    /// with the peers' figures in the row's format.
     pub rows: Vec<BenchRow>,
     /// Memory growth of [`GROWTH_MODEL`], when measured.
     pub growth: Option<MemoryGrowth>,
@@ -84,18 +91,22 @@ pub enum BenchError {
         known: Vec<&'static str>,
     },
     /// A model failed to load.
-    #[error("{model}: {source}")]
+    #[error("{model} ({format}): {source}")]
     Load {
         /// Its label.
         model: &'static str,
+        /// The format it was loaded in.
+        format: Format,
         /// Why.
         source: RuntimeError,
     },
     /// A model failed while measured.
-    #[error("{model} batch {batch}: {source}")]
+    #[error("{model} ({format}) batch {batch}: {source}")]
     Measure {
         /// Its label.
         model: &'static str,
+        /// The format it was loaded in.
+        format: Format,
         /// The batch size.
         batch: usize,
         /// Why.
@@ -146,45 +157,65 @@ pub fn run_bench(
         repeats: settings.repeats,
         threads: settings.threads,
     };
+    let formats = if settings.formats.is_empty() {
+        vec![Format::F32]
+    } else {
+        settings.formats.clone()
+    };
     let mut rows = Vec::new();
     for bench in selected {
-        progress(BenchProgress::Loading {
-            model: bench.label.to_string(),
-        });
-        let spec = ModelSpec {
-            source: bench.source.to_string(),
-            revision: None,
-            dtype: DType::F32,
-            weights: bench.weights,
-            device: "cpu".to_string(),
-            seed: 0,
-            quantization: None,
-            compute: settings.compute,
-        };
-        let model = runtime.load(&spec).map_err(|source| BenchError::Load {
-            model: bench.label,
-            source,
-        })?;
-        for &batch in &settings.batches {
-            progress(BenchProgress::Batch { batch });
-            let row = measure(
-                bench.label,
-                model.as_ref(),
-                batch,
-                row_settings,
-                peak.as_ref().map(|p| p.bytes_per_s),
-            )
-            .map_err(|source| BenchError::Measure {
+        // A model's formats are measured back to back (one loaded at a time, so memory holds
+        // one copy), then listed per batch so each batch's formats sit side by side.
+        let mut model_rows = Vec::new();
+        for &format in &formats {
+            progress(BenchProgress::Loading {
+                model: bench.label.to_string(),
+                format,
+            });
+            let spec = ModelSpec {
+                source: bench.source.to_string(),
+                revision: None,
+                dtype: format.dtype(),
+                weights: bench.weights,
+                device: "cpu".to_string(),
+                seed: 0,
+                quantization: format.quantization(),
+                compute: settings.compute,
+            };
+            let model = runtime.load(&spec).map_err(|source| BenchError::Load {
                 model: bench.label,
-                batch,
+                format,
                 source,
             })?;
-            let key = (bench.baseline_key.to_string(), batch);
-            rows.push(BenchRow {
-                peers: peers.iter().map(|p| p.figures.get(&key).copied()).collect(),
-                ..row
-            });
+            for &batch in &settings.batches {
+                progress(BenchProgress::Batch { batch });
+                let row = measure(
+                    bench.label,
+                    format,
+                    model.as_ref(),
+                    batch,
+                    row_settings,
+                    peak.as_ref().map(|p| p.bytes_per_s),
+                )
+                .map_err(|source| BenchError::Measure {
+                    model: bench.label,
+                    format,
+                    batch,
+                    source,
+                })?;
+                let key = (bench.baseline_key.to_string(), format, batch);
+                model_rows.push(BenchRow {
+                    peers: peers.iter().map(|p| p.figures.get(&key).copied()).collect(),
+                    ..row
+                });
+            }
         }
+        model_rows.sort_by_key(|r| {
+            let batch = settings.batches.iter().position(|&b| b == r.batch);
+            let format = formats.iter().position(|&f| f == r.format);
+            (batch, format)
+        });
+        rows.extend(model_rows);
     }
     let growth = if growth_selected {
         Some(memory_growth(
@@ -228,6 +259,29 @@ mod tests {
         }
     }
 
+    /// A runtime that records the specs it is asked to load, and loads none of them.
+    #[derive(Default)]
+    struct RecordingRuntime {
+        specs: std::sync::Mutex<Vec<ModelSpec>>,
+    }
+
+    impl Runtime for RecordingRuntime {
+        fn load(
+            &self,
+            spec: &ModelSpec,
+        ) -> Result<Box<dyn api::runtime::LoadedModel>, RuntimeError> {
+            self.specs.lock().unwrap().push(spec.clone());
+            Err(RuntimeError::ModelNotFound {
+                name: spec.source.clone(),
+                reason: "no runtime".into(),
+            })
+        }
+
+        fn devices(&self) -> Vec<String> {
+            vec!["cpu".into()]
+        }
+    }
+
     #[test]
     fn a_filter_that_selects_nothing_names_every_model() {
         let settings = BenchSettings {
@@ -250,11 +304,42 @@ mod tests {
     }
 
     #[test]
-    fn progress_lines_read_as_before() {
+    fn progress_lines_name_the_model_and_its_format() {
         let loading = BenchProgress::Loading {
             model: "tiny-stories".into(),
+            format: Format::Int8,
         };
-        assert_eq!(loading.to_string(), "loading tiny-stories");
+        assert_eq!(loading.to_string(), "loading tiny-stories (int8)");
         assert_eq!(BenchProgress::Batch { batch: 8 }.to_string(), "  batch 8");
+    }
+
+    #[test]
+    fn a_quantized_format_loads_f32_weights_quantized_in_blocks_of_32() {
+        let settings = BenchSettings {
+            models: vec!["tiny-stories".into()],
+            batches: vec![1],
+            formats: vec![Format::Int8, Format::F32],
+            compute: Compute::Host,
+            ..BenchSettings::default()
+        };
+        let runtime = RecordingRuntime::default();
+        let meters = meters::MachineMeters::detect();
+        let err = run_bench(&runtime, &meters, &settings, &[], &mut |_| {}).unwrap_err();
+        // The first format listed is loaded first, and a failure names it.
+        assert!(
+            err.to_string().starts_with("tiny-stories (int8): "),
+            "{err}"
+        );
+        let specs = runtime.specs.lock().unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].dtype, api::runtime::DType::F32);
+        assert_eq!(
+            specs[0].quantization,
+            Some(api::runtime::Quantization {
+                method: api::runtime::QuantMethod::Int8,
+                block_size: 32,
+            })
+        );
+        assert_eq!(specs[0].compute, Compute::Host);
     }
 }

@@ -1,10 +1,11 @@
 //! llmeff's own inference speed on the CPU, measured: prefill time and decode tokens/s per
-//! model and batch (the median of timed repeats after a warm-up), the bandwidth decoding
-//! achieves against the machine's measured read bandwidth (MBU), peers' figures from baseline
-//! files, the caveats the figures carry, and resident-memory growth over a long generation.
-//! It prints nothing: the binary renders a [`BenchReport`] as a table or JSON.
+//! model, weight format and batch (the median of timed repeats after a warm-up), the bandwidth
+//! decoding achieves against the machine's measured read bandwidth (MBU), peers' figures from
+//! baseline files matched by format, the caveats the figures carry, and resident-memory growth
+//! over a long generation. It prints nothing: the binary renders a [`BenchReport`] as a table or JSON.
 
 pub mod baseline;
+pub mod format;
 pub mod growth;
 pub mod harness;
 pub mod measure;
@@ -14,6 +15,7 @@ pub mod warnings;
 pub use baseline::{
     BASELINE_NEW_TOKENS, BASELINE_PROMPT_TOKENS, Baseline, BaselineError, Peer, read_baseline,
 };
+pub use format::{Format, FormatError, QUANT_BLOCK_SIZE};
 pub use growth::{GrowthError, MemoryGrowth, memory_growth};
 pub use harness::{BenchError, BenchProgress, BenchReport, BenchSettings, run_bench};
 pub use measure::{BenchRow, median};

@@ -5,15 +5,21 @@
 use std::path::Path;
 use std::time::Instant;
 
-use api::runtime::{DType, Decoding, GenerateOptions, LoadedModel, RuntimeError};
+use api::runtime::{Decoding, GenerateOptions, LoadedModel, RuntimeError};
 
 use crate::baseline::Baseline;
+use crate::format::Format;
 
 /// One measured row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BenchRow {
     /// The model's label.
     pub model: String,
+    /// The weight format measured (`f32`, `int8`, ...).
+    pub format: Format,
+    /// What computed the forward pass, as the loaded model reports it (llmeff's host kernels
+    /// and their instruction set, or a burn backend).
+    pub compute: String,
     /// Sequences generated at once.
     pub batch: usize,
     /// Prompt length, tokens.
@@ -70,9 +76,10 @@ pub(crate) fn prompts(batch: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Measures one row; `read_bytes_per_s` is MBU's denominator.
+/// Measures one row of `model`, loaded in `format`; `read_bytes_per_s` is MBU's denominator.
 pub(crate) fn measure(
     label: &str,
+    format: Format,
     model: &dyn LoadedModel,
     batch: usize,
     settings: RowSettings,
@@ -130,6 +137,7 @@ pub(crate) fn measure(
     Ok(row_figures(
         RowTimes {
             label,
+            format,
             batch,
             prompt_tokens: settings.prompt_tokens,
             decode_steps,
@@ -146,6 +154,7 @@ pub(crate) fn measure(
 /// The median times of one row.
 struct RowTimes<'a> {
     label: &'a str,
+    format: Format,
     batch: usize,
     prompt_tokens: usize,
     decode_steps: usize,
@@ -161,8 +170,9 @@ fn row_figures(
     cpu_steal_pct: Option<f64>,
     copy_now_bytes_per_s: Option<f64>,
 ) -> BenchRow {
-    // Every sequence of the batch has the same prompt and as many new tokens.
-    let dtype_bytes = DType::F32.size_bytes() as u64;
+    // Every sequence of the batch has the same prompt and as many new tokens. The KV cache is
+    // held in the load dtype (f32 for the quantized formats), as a study's MBU counts it.
+    let dtype_bytes = t.format.dtype().size_bytes() as u64;
     let sequence = (t.prompt_tokens as u64, t.decode_steps as u64 + 1);
     let bytes = engine::flops::decode_read_bytes(
         info,
@@ -173,6 +183,8 @@ fn row_figures(
     let decode_bytes_per_s = bytes as f64 / t.decode_s;
     BenchRow {
         model: t.label.to_string(),
+        format: t.format,
+        compute: info.compute.clone(),
         batch: t.batch,
         prompt_tokens: t.prompt_tokens,
         new_tokens: t.decode_steps + 1,
@@ -241,6 +253,7 @@ mod tests {
         let row = row_figures(
             RowTimes {
                 label: "m",
+                format: Format::F32,
                 batch: 2,
                 prompt_tokens: 8,
                 decode_steps: 9,
@@ -262,6 +275,7 @@ mod tests {
         let unmeasured = row_figures(
             RowTimes {
                 label: "m",
+                format: Format::F16,
                 batch: 1,
                 prompt_tokens: 8,
                 decode_steps: 9,
@@ -274,5 +288,10 @@ mod tests {
             None,
         );
         assert_eq!(unmeasured.mbu, None, "no read bandwidth, no MBU");
+        assert_eq!((row.format, row.compute.as_str()), (Format::F32, "test"));
+        // A half-precision KV cache reads half the bytes per position.
+        let f16_bytes =
+            engine::flops::decode_read_bytes(&info, 9, std::iter::repeat_n((8, 10), 1), 2);
+        assert_eq!(unmeasured.decode_bytes_per_s, f16_bytes as f64 / 3.0);
     }
 }

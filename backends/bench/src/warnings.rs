@@ -66,6 +66,8 @@ mod tests {
     fn row_with_copy(copy_now_bytes_per_s: Option<f64>) -> BenchRow {
         BenchRow {
             model: "m".into(),
+            format: crate::format::Format::F32,
+            compute: "test".into(),
             batch: 1,
             prompt_tokens: 32,
             new_tokens: 64,

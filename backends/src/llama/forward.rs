@@ -104,7 +104,7 @@ mod tests {
     use super::*;
     use crate::llama::batch::PaddedBatch;
     use crate::llama::host_model::HostPass;
-    use crate::llama::host_weights::HostWeights;
+    use crate::llama::host_weights::{HostFormats, HostWeights};
     use crate::llama::model::BurnPass;
     use crate::llama::rope::{RopeConfig, RopeScaling};
     use crate::llama::weights::{LlamaWeights, WeightSource};
@@ -143,7 +143,7 @@ mod tests {
 
     fn host_pass() -> HostPass {
         let c = config();
-        let weights = HostWeights::build(&c, &SOURCE).unwrap();
+        let weights = HostWeights::build(&c, &SOURCE, HostFormats::f32()).unwrap();
         HostPass::new(c, weights)
     }
 

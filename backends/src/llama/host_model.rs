@@ -22,12 +22,12 @@ use super::batch::HostStep;
 use super::config::LlamaConfig;
 use super::forward::{ForwardPass, LogitRows, PassState, StepLogits, argmax_row};
 use super::host_cache::{HostCache, HostRope, Scratch, sized};
-use super::host_weights::{HostLayer, HostWeights, product};
+use super::host_weights::{HostLayer, HostWeights};
 use super::memory;
 use super::spinning::with_spinning_helpers;
 use crate::error::{BackendError, InputError};
 use crate::handle::HOST_COMPUTE;
-use kernels::{AttentionShape, attention, linear_splits, rms_norm, rotate_half, silu_mul};
+use kernels::{AttentionShape, attention, rms_norm, rotate_half, silu_mul};
 
 /// A step's logits in host memory, f32 row-major `[rows, vocab]`: tokens are picked there,
 /// without a round trip through a device tensor.
@@ -131,7 +131,7 @@ impl HostPass {
         // spin between products instead of sleeping (see `with_spinning_helpers`). A step
         // whose products all stay on one thread (the tiny models' decode) keeps running here:
         // a hand-over would cost more.
-        if rayon::current_thread_index().is_none() && step_splits(&self.config, step, rows) {
+        if rayon::current_thread_index().is_none() && step_splits(&self.weights, step, rows) {
             with_spinning_helpers(|| self.forward_here(step, state, rows))
         } else {
             self.forward_here(step, state, rows)
@@ -202,7 +202,11 @@ impl ForwardPass for HostPass {
     }
 
     fn compute(&self) -> String {
-        format!("{HOST_COMPUTE}/{}", kernels::Isa::detect().name())
+        format!(
+            "{HOST_COMPUTE}/{}/{}",
+            kernels::Isa::detect().name(),
+            self.weights.formats.scheme()
+        )
     }
 
     fn executed_flops(&self) -> u64 {
@@ -511,11 +515,10 @@ impl HostWeights {
     /// - `tokens`: `[rows]`; `x`: `[rows, hidden]`, written
     fn embed(&self, tokens: &[i64], hidden: usize, x: &mut [f32]) -> Result<(), BackendError> {
         for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
-            let embedding = usize::try_from(token)
+            usize::try_from(token)
                 .ok()
-                .and_then(|t| self.embed_tokens.get(t * hidden..(t + 1) * hidden))
+                .and_then(|t| self.embed_tokens.row_into(t, row))
                 .ok_or(InputError::StepTokenOutsideVocabulary { token })?;
-            row.copy_from_slice(embedding);
         }
         Ok(())
     }
@@ -556,43 +559,28 @@ impl HostWeights {
         match &self.lm_head {
             Some(head) => head.apply(normed, count, &mut logits, input.flops),
             // The embedding table is already `[vocab, hidden]`: the tied head needs no copy.
-            None => product(
-                &self.embed_tokens,
-                dims.vocab,
-                hidden,
-                normed,
-                count,
-                &mut logits,
-                input.flops,
-            ),
+            None => self
+                .embed_tokens
+                .apply(normed, count, &mut logits, input.flops),
         }?;
         Ok(logits)
     }
 }
 
 /// Whether any product of `step` runs on more than one thread (see
-/// [`kernels::linear_splits`]).
-fn step_splits(c: &LlamaConfig, step: &HostStep, rows: LogitRows) -> bool {
+/// [`kernels::linear_splits`]). Every layer's matrices have the first one's shapes and formats.
+fn step_splits(w: &HostWeights, step: &HostStep, rows: LogitRows) -> bool {
     let n = step.batch * step.seq;
-    let hidden = c.hidden_size;
-    let (qd, kvd, ff) = (
-        c.num_heads * c.head_dim,
-        c.num_kv_heads * c.head_dim,
-        c.intermediate_size,
-    );
     let head_rows = match rows {
         LogitRows::All => n,
         LogitRows::Last => step.batch,
     };
-    [
-        (n, hidden, qd + 2 * kvd),
-        (n, qd, hidden),
-        (n, hidden, 2 * ff),
-        (n, ff, hidden),
-        (head_rows, hidden, c.vocab_size),
-    ]
-    .into_iter()
-    .any(|(m, k, out)| linear_splits(m, k, out))
+    let head = w.lm_head.as_ref().unwrap_or(&w.embed_tokens);
+    w.layers.first().is_some_and(|l| {
+        [&l.qkv, &l.o_proj, &l.gate_up, &l.down_proj]
+            .iter()
+            .any(|m| m.splits(n))
+    }) || head.splits(head_rows)
 }
 
 fn add_in_place(x: &mut [f32], delta: &[f32]) {

@@ -1,11 +1,14 @@
-//! The host forward pass's weights: every tensor of a Llama model as f32 in PyTorch's
-//! `[out, in]` layout, with the query, key and value projections stacked into one matrix and
-//! gate and up into another (one product each per layer), on huge pages where possible.
+//! The host forward pass's weights: every tensor of a Llama model in PyTorch's `[out, in]`
+//! layout, with the query, key and value projections stacked into one matrix and gate and up
+//! into another (one product each per layer). Matrices are f32 on huge pages where possible, or
+//! held in a narrow format at its own width ([`HostFormats`] says which): the load's dtype for
+//! every matrix, a quantization method for the decoder layers' linear weights (embeddings, the
+//! LM head and norms stay at the dtype, as transformers' bitsandbytes integration keeps them).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use api::runtime::RuntimeError;
+use api::runtime::{DType, QuantMethod, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
 use super::weights::{
@@ -14,30 +17,100 @@ use super::weights::{
 };
 use crate::error::BackendError;
 use kernels::huge_pages::WeightBuffer;
-use kernels::{Matrix, MatrixMut, ShapeError, linear_f32};
+use kernels::{CodedMatrix, Matrix, MatrixMut, ShapeError, WeightFormat, linear_coded, linear_f32};
 
-/// A linear layer's weight in PyTorch's `[out, in]` layout, row-major.
+/// Which format each kind of host matrix is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostFormats {
+    /// Embeddings, the LM head and (rounded through it) the norms: `None` is f32.
+    pub(crate) table: Option<WeightFormat>,
+    /// The decoder layers' linear weights: `None` is f32.
+    pub(crate) linear: Option<WeightFormat>,
+    /// The load's dtype, which norm scales are rounded through.
+    dtype: DType,
+}
+
+impl HostFormats {
+    /// The formats of a load at `dtype` with `quantization` of the linear layers.
+    pub(crate) fn new(dtype: DType, quantization: Option<Quantization>) -> Self {
+        let table = match dtype {
+            DType::F32 => None,
+            DType::F16 => Some(WeightFormat::F16),
+            DType::BF16 => Some(WeightFormat::Bf16),
+        };
+        let linear = match quantization {
+            None => table,
+            Some(q) => {
+                let block = q.block_size;
+                Some(match q.method {
+                    QuantMethod::Int8 => WeightFormat::Int8 { block },
+                    QuantMethod::Int4 => WeightFormat::Int4 { block },
+                    QuantMethod::Nf4 => WeightFormat::Nf4 { block },
+                    QuantMethod::Fp8 => WeightFormat::Fp8 { block },
+                })
+            }
+        };
+        Self {
+            table,
+            linear,
+            dtype,
+        }
+    }
+
+    /// Full precision everywhere.
+    #[cfg(test)]
+    pub(crate) fn f32() -> Self {
+        Self::new(DType::F32, None)
+    }
+
+    /// What the products compute with, for the `compute` column: the weight formats (widened
+    /// to f32 in registers) and the activations' (always f32).
+    pub(crate) fn scheme(&self) -> String {
+        let name = |f: Option<WeightFormat>| f.map_or_else(|| "f32".to_string(), |f| f.to_string());
+        if self.table == self.linear {
+            format!("w-{}.a-f32", name(self.linear))
+        } else {
+            format!("w-{}+{}.a-f32", name(self.linear), name(self.table))
+        }
+    }
+
+    /// `values` as the load's dtype holds them: rounded to f16 or bf16 and back.
+    fn round(&self, mut values: Vec<f32>) -> Vec<f32> {
+        match self.dtype {
+            DType::F32 => {}
+            DType::F16 => values
+                .iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+            DType::BF16 => values
+                .iter_mut()
+                .for_each(|v| *v = half::bf16::from_f32(*v).to_f32()),
+        }
+        values
+    }
+}
+
+/// How a [`HostMatrix`] holds its values.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// f32, on huge pages where possible: every step streams it (see [`WeightBuffer`]).
+    F32(WeightBuffer),
+    /// A narrow format, widened in registers by `kernels::linear_coded`.
+    Coded(CodedMatrix),
+}
+
+/// A matrix in PyTorch's `[out, in]` layout, row-major: a linear layer's weight or an
+/// embedding table.
 #[derive(Debug, Clone)]
 pub(crate) struct HostMatrix {
-    /// On huge pages where possible: every step streams it (see [`WeightBuffer`]).
-    values: WeightBuffer,
+    stored: Stored,
     out_features: usize,
     in_features: usize,
 }
 
 impl HostMatrix {
-    fn new(values: WeightBuffer, out_features: usize, in_features: usize) -> Self {
-        debug_assert_eq!(values.len(), out_features * in_features);
-        Self {
-            values,
-            out_features,
-            in_features,
-        }
-    }
-
-    /// The weights read, rows stacked (`[a; b; ...]`, all with the same `in_features`), each
-    /// copied once into the matrix's [`WeightBuffer`].
-    fn stacked(parts: &[LinearRead]) -> Self {
+    /// The weights read, rows stacked (`[a; b; ...]`, all with the same `in_features`), stored
+    /// in `format` (`None`: f32).
+    fn stacked(parts: &[LinearRead], format: Option<WeightFormat>) -> Result<Self, BackendError> {
         let in_features = parts.first().map_or(0, |p| p.in_features);
         let out_features = parts.iter().map(|p| p.out_features).sum();
         let mut values = WeightBuffer::zeroed(out_features * in_features);
@@ -48,7 +121,30 @@ impl HostMatrix {
             part.copy_from_slice(&p.values[..part.len()]);
             rest = tail;
         }
-        Self::new(values, out_features, in_features)
+        Self::stored(values, out_features, in_features, format)
+    }
+
+    /// `values` (`[out_features, in_features]`) stored in `format`.
+    fn stored(
+        values: WeightBuffer,
+        out_features: usize,
+        in_features: usize,
+        format: Option<WeightFormat>,
+    ) -> Result<Self, BackendError> {
+        let stored = match format {
+            None => Stored::F32(values),
+            Some(format) => Stored::Coded(CodedMatrix::encode(
+                format,
+                &values,
+                out_features,
+                in_features,
+            )?),
+        };
+        Ok(Self {
+            stored,
+            out_features,
+            in_features,
+        })
     }
 
     /// `y[rows, out] = x[rows, in] · Wᵀ`, adding its FLOPs to `flops`.
@@ -59,15 +155,51 @@ impl HostMatrix {
         y: &mut [f32],
         flops: &AtomicU64,
     ) -> Result<(), ShapeError> {
-        product(
-            &self.values,
-            self.out_features,
-            self.in_features,
-            x,
-            rows,
-            y,
-            flops,
-        )
+        let x = Matrix::new(x, rows, self.in_features)?;
+        let y = MatrixMut::new(y, rows, self.out_features)?;
+        match &self.stored {
+            Stored::F32(w) => {
+                linear_f32(x, Matrix::new(w, self.out_features, self.in_features)?, y)?
+            }
+            Stored::Coded(w) => linear_coded(x, w, y)?,
+        }
+        flops.fetch_add(
+            2 * (rows * self.in_features * self.out_features) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Row `r` as f32 into `out` (`in_features` long); `None` when there is no such row.
+    pub(super) fn row_into(&self, r: usize, out: &mut [f32]) -> Option<()> {
+        if r >= self.out_features || out.len() != self.in_features {
+            return None;
+        }
+        match &self.stored {
+            Stored::F32(w) => {
+                out.copy_from_slice(&w[r * self.in_features..(r + 1) * self.in_features])
+            }
+            Stored::Coded(w) => w.dequantize_row(r, out),
+        }
+        Some(())
+    }
+
+    /// Whether the products of this matrix at `m` rows run on more than one thread.
+    pub(super) fn splits(&self, m: usize) -> bool {
+        match &self.stored {
+            Stored::F32(_) => kernels::linear_splits(m, self.in_features, self.out_features),
+            Stored::Coded(_) => {
+                kernels::linear_coded_splits(m, self.in_features, self.out_features)
+            }
+        }
+    }
+
+    /// Bytes held in memory.
+    pub(crate) fn bytes(&self) -> u64 {
+        match &self.stored {
+            Stored::F32(w) => size_of_val::<[f32]>(w) as u64,
+            Stored::Coded(w) => w.bytes(),
+        }
     }
 }
 
@@ -96,26 +228,30 @@ pub(super) struct HostLayer {
     pub(super) down_proj: HostMatrix,
 }
 
-/// Every weight of a Llama model as host f32.
+/// Every weight of a Llama model in host memory.
 #[derive(Debug, Clone)]
 pub(crate) struct HostWeights {
-    /// `[vocab, hidden]`; doubles as the output projection when embeddings are tied.
-    /// On huge pages where possible: a tied LM head streams it every step.
-    pub(super) embed_tokens: WeightBuffer,
+    /// `[vocab, hidden]`; doubles as the output projection when embeddings are tied (a tied
+    /// LM head streams it every step).
+    pub(super) embed_tokens: HostMatrix,
     /// The decoder layers, first to last.
     pub(super) layers: Vec<HostLayer>,
     /// `[hidden]`: the final RMSNorm scale.
     pub(super) norm: Vec<f32>,
     /// `[vocab, hidden]`; `None` when tied.
     pub(super) lm_head: Option<HostMatrix>,
+    /// The formats the matrices are stored in.
+    pub(super) formats: HostFormats,
 }
 
 impl HostWeights {
-    /// Reads (or draws) every tensor `config` requires in f32. Random weights are the same
-    /// values the burn path draws for the same seed, so both paths run the same model.
+    /// Reads (or draws) every tensor `config` requires and stores it as `formats` says.
+    /// Random weights are the same values the burn path draws for the same seed, so both paths
+    /// run the same model.
     pub(crate) fn build(
         config: &LlamaConfig,
         source: &WeightSource<'_>,
+        formats: HostFormats,
     ) -> Result<Self, RuntimeError> {
         let specs = weight_specs(config);
         if let WeightSource::Checkpoint(ckpt) = source {
@@ -138,7 +274,7 @@ impl HostWeights {
         };
         let read = |name: &str| -> Result<Vec<f32>, RuntimeError> {
             let (index, spec) = lookup(name)?;
-            Ok(checkpoint_layout_f32(spec, index, source, config)?)
+            Ok(formats.round(checkpoint_layout_f32(spec, index, source, config)?))
         };
         let linear = |name: &str| -> Result<LinearRead, RuntimeError> {
             let (index, spec) = lookup(name)?;
@@ -151,24 +287,45 @@ impl HostWeights {
                 _ => Err(BackendError::Internal(format!("`{name}` is not a linear weight")).into()),
             }
         };
-        let matrix = |name: &str| linear(name).map(|w| HostMatrix::stacked(&[w]));
-        let embed_tokens = WeightBuffer::from_slice(&read("model.embed_tokens.weight")?);
+        let stacked = |parts: &[LinearRead], format| -> Result<HostMatrix, RuntimeError> {
+            Ok(HostMatrix::stacked(parts, format)?)
+        };
+        let matrix = |name: &str| stacked(&[linear(name)?], formats.linear);
+        let embed_tokens = {
+            let (_, spec) = lookup("model.embed_tokens.weight")?;
+            let values = WeightBuffer::from_slice(&read("model.embed_tokens.weight")?);
+            match spec.shape.as_slice() {
+                &[vocab, hidden] => HostMatrix::stored(values, vocab, hidden, formats.table)?,
+                _ => {
+                    return Err(BackendError::Internal(
+                        "the embedding table is not a matrix".into(),
+                    )
+                    .into());
+                }
+            }
+        };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("model.layers.{i}");
             layers.push(HostLayer {
                 input_norm: read(&format!("{p}.input_layernorm.weight"))?,
-                qkv: HostMatrix::stacked(&[
-                    linear(&format!("{p}.self_attn.q_proj.weight"))?,
-                    linear(&format!("{p}.self_attn.k_proj.weight"))?,
-                    linear(&format!("{p}.self_attn.v_proj.weight"))?,
-                ]),
+                qkv: stacked(
+                    &[
+                        linear(&format!("{p}.self_attn.q_proj.weight"))?,
+                        linear(&format!("{p}.self_attn.k_proj.weight"))?,
+                        linear(&format!("{p}.self_attn.v_proj.weight"))?,
+                    ],
+                    formats.linear,
+                )?,
                 o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
                 post_attention_norm: read(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_up: HostMatrix::stacked(&[
-                    linear(&format!("{p}.mlp.gate_proj.weight"))?,
-                    linear(&format!("{p}.mlp.up_proj.weight"))?,
-                ]),
+                gate_up: stacked(
+                    &[
+                        linear(&format!("{p}.mlp.gate_proj.weight"))?,
+                        linear(&format!("{p}.mlp.up_proj.weight"))?,
+                    ],
+                    formats.linear,
+                )?,
                 down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
             });
         }
@@ -176,35 +333,35 @@ impl HostWeights {
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(matrix(LM_HEAD)?)
+            Some(stacked(&[linear(LM_HEAD)?], formats.table)?)
         };
         Ok(Self {
             embed_tokens,
             layers,
             norm,
             lm_head,
+            formats,
         })
     }
-}
 
-/// `y[rows, out] = x[rows, in] · wᵀ` for `w` in `[out, in]` layout, counted in `flops`.
-pub(super) fn product(
-    w: &[f32],
-    out_features: usize,
-    in_features: usize,
-    x: &[f32],
-    rows: usize,
-    y: &mut [f32],
-    flops: &AtomicU64,
-) -> Result<(), ShapeError> {
-    linear_f32(
-        Matrix::new(x, rows, in_features)?,
-        Matrix::new(w, out_features, in_features)?,
-        MatrixMut::new(y, rows, out_features)?,
-    )?;
-    flops.fetch_add(
-        2 * (rows * in_features * out_features) as u64,
-        Ordering::Relaxed,
-    );
-    Ok(())
+    /// Bytes the weights hold in memory.
+    pub(crate) fn bytes(&self) -> u64 {
+        let vectors = |v: &[f32]| size_of_val(v) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                vectors(&l.input_norm)
+                    + vectors(&l.post_attention_norm)
+                    + l.qkv.bytes()
+                    + l.o_proj.bytes()
+                    + l.gate_up.bytes()
+                    + l.down_proj.bytes()
+            })
+            .sum();
+        self.embed_tokens.bytes()
+            + layers
+            + vectors(&self.norm)
+            + self.lm_head.as_ref().map_or(0, HostMatrix::bytes)
+    }
 }

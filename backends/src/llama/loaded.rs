@@ -3,8 +3,7 @@
 //! `LoadedModel` contract.
 
 use api::runtime::{
-    DType, GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError,
-    WeightsKind,
+    GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError, WeightsKind,
 };
 use burn::tensor::backend::Backend;
 
@@ -14,7 +13,7 @@ use super::files::ModelFiles;
 use super::forward::{ForwardPass, LogitRows, StepLogits};
 use super::generation::{LlamaGeneration, validate_prompts};
 use super::host_model::HostPass;
-use super::host_weights::HostWeights;
+use super::host_weights::{HostFormats, HostWeights};
 use super::memory::{self, MemoryBudget};
 use super::model::BurnPass;
 use super::weights::{LlamaWeights, WeightSource, parameter_count};
@@ -34,9 +33,10 @@ pub(crate) struct LoadedLlama<P: ForwardPass> {
     budget: MemoryBudget,
 }
 
-/// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU), an
-/// unquantized f32 model runs on llmeff's host kernels ([`HostPass`]) instead of burn's ops
-/// ([`BurnPass`]): the one place the pass is chosen. The weights' size is checked against
+/// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU,
+/// every dtype and quantization the kernels take), the model runs on llmeff's host kernels
+/// ([`HostPass`], weights in their format) instead of burn's ops ([`BurnPass`]): the one place
+/// the pass is chosen. The weights' size is checked against
 /// `budget` before any of them is allocated.
 pub(crate) fn load_llama<B: Backend>(
     source: &ResolvedSource,
@@ -78,7 +78,7 @@ pub(crate) fn load_llama<B: Backend>(
         Some(c) => WeightSource::Checkpoint(c),
         None => WeightSource::Random { seed: spec.seed },
     };
-    let on_host = host_kernels && spec.dtype == DType::F32 && spec.quantization.is_none();
+    let on_host = host_kernels;
     let (_, load_peak) = memory::weight_bytes(&config, spec.dtype, spec.quantization, on_host)?;
     budget.ensure(0, load_peak, || {
         format!(
@@ -114,9 +114,11 @@ pub(crate) fn load_llama<B: Backend>(
         eos_token_ids: eos_token_ids.clone(),
     };
     if on_host {
-        let weights = HostWeights::build(&config, &weight_source)?;
+        let formats = HostFormats::new(spec.dtype, spec.quantization);
+        let weights = HostWeights::build(&config, &weight_source, formats)?;
+        let held = weights.bytes() as i64;
         let pass = HostPass::new(config, weights);
-        let info = info(pass.config(), pass.compute(), weight_bytes);
+        let info = info(pass.config(), pass.compute(), held);
         return Ok(Box::new(LoadedLlama {
             info,
             tokenizer,

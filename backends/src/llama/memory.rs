@@ -8,8 +8,9 @@
 use api::runtime::{DType, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
+use super::host_weights::HostFormats;
 use crate::error::InputError;
-use kernels::KEY_TAIL_BLOCK;
+use kernels::{KEY_TAIL_BLOCK, WeightFormat};
 
 /// Bytes of an f32, the element of the host kernels' weights, cache and RoPE table.
 const F32_BYTES: u64 = 4;
@@ -30,10 +31,11 @@ fn overflow(what: &'static str) -> RuntimeError {
     InputError::SizeOverflow { what }.into()
 }
 
-/// Weights' bytes: `(resident, load_peak)`. `host` is the host-kernel path (always f32).
+/// Weights' bytes: `(resident, load_peak)`. `host` is the host-kernel path
+/// ([`host_weight_bytes`]).
 ///
-/// Quantization replaces the linear layers after they are built at the run dtype, so the load
-/// peak is the unquantized size while the resident size is the packed one.
+/// On burn, quantization replaces the linear layers after they are built at the run dtype, so
+/// the load peak is the unquantized size while the resident size is the packed one.
 pub(crate) fn weight_bytes(
     c: &LlamaConfig,
     dtype: DType,
@@ -50,11 +52,10 @@ pub(crate) fn weight_bytes(
             .ok_or_else(|| overflow("the key projection"))?,
         c.intermediate_size,
     );
-    let element = if host {
-        F32_BYTES
-    } else {
-        dtype.size_bytes() as u64
-    };
+    if host {
+        return host_weight_bytes(c, dtype, quantization);
+    }
+    let element = dtype.size_bytes() as u64;
     let tables = if c.tie_word_embeddings { 1 } else { 2 };
     // (input, output) features of each linear layer of one decoder layer.
     let linears = [(h, q), (h, kv), (h, kv), (q, h), (h, ff), (h, ff), (ff, h)];
@@ -70,7 +71,7 @@ pub(crate) fn weight_bytes(
     let dense = dense_elements
         .checked_mul(element)
         .ok_or_else(|| overflow("the weights"))?;
-    let Some(quant) = quantization.filter(|_| !host) else {
+    let Some(quant) = quantization else {
         return Ok((dense, dense));
     };
     let block = quant.block_size.max(1);
@@ -89,6 +90,63 @@ pub(crate) fn weight_bytes(
         .ok_or_else(|| overflow("the weights"))?;
     let resident = dense - dense_layer.saturating_sub(packed_layer) * c.num_layers as u64;
     Ok((resident, dense))
+}
+
+/// [`weight_bytes`] on the host kernels: tables at the dtype's width, linear weights in their
+/// format (rows padded to whole groups of [`kernels::GROUP`], one f32 scale per block), norms
+/// f32. Each matrix is read as f32 and encoded as it is loaded, so the load peaks at the
+/// resident size plus the largest matrix twice in f32 (read, then stacked).
+fn host_weight_bytes(
+    c: &LlamaConfig,
+    dtype: DType,
+    quantization: Option<Quantization>,
+) -> Result<(u64, u64), RuntimeError> {
+    let h = c.hidden_size;
+    let q = c.num_heads.saturating_mul(c.head_dim);
+    let kv = c.num_kv_heads.saturating_mul(c.head_dim);
+    let ff = c.intermediate_size;
+    let formats = HostFormats::new(dtype, quantization);
+    // Bytes of a [rows, cols] matrix in `format` (`None` is f32), as `CodedMatrix` lays it out:
+    // columns padded to the kernels' group, codes then one f32 scale per block of each row.
+    let matrix = |format: Option<WeightFormat>, rows: usize, cols: usize| -> Option<u64> {
+        let Some(format) = format else {
+            return product(&[rows, cols])?.checked_mul(F32_BYTES);
+        };
+        let padded = cols.checked_next_multiple_of(kernels::GROUP)?;
+        let codes = product(&[rows, padded])?.checked_mul(format.bits() as u64)? / 8;
+        let scales = match format.block() {
+            Some(block) => {
+                product(&[rows, padded.div_ceil(block.max(1))])?.checked_mul(F32_BYTES)?
+            }
+            None => 0,
+        };
+        codes.checked_add(scales)
+    };
+    let linear = |rows: usize, cols: usize| matrix(formats.linear, rows, cols);
+    let tables = if c.tie_word_embeddings { 1 } else { 2 };
+    let layer = sum(&[
+        linear(q + 2 * kv, h),
+        linear(h, q),
+        linear(2 * ff, h),
+        linear(h, ff),
+        product(&[2, h]).and_then(|n| n.checked_mul(F32_BYTES)),
+    ]);
+    let resident = sum(&[
+        matrix(formats.table, c.vocab_size, h).and_then(|t| t.checked_mul(tables)),
+        layer.and_then(|l| l.checked_mul(c.num_layers as u64)),
+        Some(h as u64 * F32_BYTES),
+    ])
+    .ok_or_else(|| overflow("the weights"))?;
+    let largest = [
+        product(&[c.vocab_size, h]),
+        product(&[q + 2 * kv, h]),
+        product(&[2 * ff, h]),
+    ]
+    .into_iter()
+    .map(|n| n.and_then(|n| n.checked_mul(2 * F32_BYTES)))
+    .try_fold(0u64, |m, n| n.map(|n| m.max(n)))
+    .ok_or_else(|| overflow("the weights"))?;
+    Ok((resident, resident.saturating_add(largest)))
 }
 
 /// Bytes the KV cache of `batch` sequences with room for `capacity` positions reserves, plus
@@ -220,10 +278,14 @@ mod tests {
                 weight_bytes(&c, DType::BF16, None, false).unwrap(),
                 (2 * n, 2 * n)
             );
-            assert_eq!(
-                weight_bytes(&c, DType::BF16, None, true).unwrap(),
-                (4 * n, 4 * n)
-            );
+            let host_f32 = weight_bytes(&c, DType::F32, None, true).unwrap().0;
+            assert_eq!(host_f32, 4 * n);
+            // On the host kernels the norm scales stay f32 and down_proj's 172 columns are
+            // padded to 192 (two layers of 64 rows).
+            let norms = 2 * 64 * 2 + 64;
+            let padding = 2 * 64 * 20;
+            let host_bf16 = weight_bytes(&c, DType::BF16, None, true).unwrap().0;
+            assert_eq!(host_bf16, 2 * (n - norms + padding) + 4 * norms);
         }
     }
 
