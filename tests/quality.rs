@@ -84,8 +84,14 @@ fn bf16_quality_matches_transformers() {
             .iter()
             .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
             .collect();
-        let ref_logits = reference.prompt_logits(&[ids.clone()]).unwrap().remove(0);
-        let run_logits = run.prompt_logits(&[ids.clone()]).unwrap().remove(0);
+        let ref_logits = reference
+            .prompt_logits(std::slice::from_ref(&ids))
+            .unwrap()
+            .remove(0);
+        let run_logits = run
+            .prompt_logits(std::slice::from_ref(&ids))
+            .unwrap()
+            .remove(0);
         // Position by position too, so an error that cancels out in the mean still shows.
         let expected = sequence["kl_per_position_nats"].as_array().unwrap();
         assert_eq!(expected.len(), ids.len());

@@ -1107,8 +1107,11 @@ mod tests {
         assert!(e.to_string().contains("llmeff run"), "{e}");
     }
 
-    /// Runs of (hash, model, dtype, quantization, KL, J/output token), one ok cycle each.
-    fn quality_runs(rows: &[(&str, &str, &str, &str, Option<f64>, Option<f64>)]) -> TableView {
+    /// (run hash, model, dtype, quantization, KL, J/output token).
+    type QualityRun<'a> = (&'a str, &'a str, &'a str, &'a str, Option<f64>, Option<f64>);
+
+    /// Runs of [`QualityRun`]s, one ok cycle each.
+    fn quality_runs(rows: &[QualityRun<'_>]) -> TableView {
         let columns = [
             "run_hash",
             "model",
