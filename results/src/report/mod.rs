@@ -752,18 +752,34 @@ fn label_within_model(study: &Study, c: &Configuration) -> String {
     parts.join(" ")
 }
 
+/// Why the quality-per-joule chart is left out of a report (said in its notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum QualityChartGap {
+    /// No run has a KL figure.
+    #[error("quality {} in this study (no {} values: `study(#{{ quality: false }})`, or a study from before quality was measured)", NOT_MEASURED, QUALITY_KL.column)]
+    NoQuality,
+    /// No run has an energy per token.
+    #[error("energy {} in this study", NOT_MEASURED)]
+    NoEnergy,
+    /// Quality and energy were measured, but never for the same configuration.
+    #[error("no configuration has both a KL divergence and an energy per token")]
+    NoPoints,
+    /// Every configuration is its own f32 reference: nothing is traded.
+    #[error(
+        "every configuration is at KL 0 (f32, unquantized: its own reference), so there is no quality to trade"
+    )]
+    AllReferences,
+}
+
 /// Quality per joule: energy per output token against KL divergence from the model's f32
 /// reference, one series per model, each model's Pareto front (lower is better on both) as a
 /// dashed line; or why the chart says nothing for this study.
-fn quality_energy(study: &Study, runs: &TableView) -> Result<Chart, String> {
+fn quality_energy(study: &Study, runs: &TableView) -> Result<Chart, QualityChartGap> {
     if !measured(runs, QUALITY_KL.column) {
-        return Err(format!(
-            "quality {NOT_MEASURED} in this study (no {} values: `study(#{{ quality: false }})`, or a study from before quality was measured)",
-            QUALITY_KL.column
-        ));
+        return Err(QualityChartGap::NoQuality);
     }
     if !measured(runs, ENERGY_PER_TOKEN.column) {
-        return Err(format!("energy {NOT_MEASURED} in this study"));
+        return Err(QualityChartGap::NoEnergy);
     }
     let mut models: Vec<String> = Vec::new();
     for c in &study.configurations {
@@ -814,13 +830,10 @@ fn quality_energy(study: &Study, runs: &TableView) -> Result<Chart, String> {
         });
     }
     if series.is_empty() {
-        return Err("no configuration has both a KL divergence and an energy per token".into());
+        return Err(QualityChartGap::NoPoints);
     }
     if !any_off_reference {
-        return Err(
-            "every configuration is at KL 0 (f32, unquantized: its own reference), so there is no quality to trade"
-                .into(),
-        );
+        return Err(QualityChartGap::AllReferences);
     }
     let one_model = series.len() == 1;
     for (model, points) in fronts {
@@ -1195,13 +1208,22 @@ mod tests {
             ("a2", "n", "f32", "none", Some(0.0), Some(3.0)),
         ]);
         let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
-        assert!(why.contains("KL 0"), "{why}");
+        assert_eq!(why, QualityChartGap::AllReferences);
+        assert!(why.to_string().contains("KL 0"), "{why}");
         let runs = quality_runs(&[("a1", "m", "bf16", "none", None, Some(4.0))]);
         let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
-        assert!(why.contains("quality not measured"), "{why}");
+        assert_eq!(why, QualityChartGap::NoQuality);
+        assert!(why.to_string().starts_with("quality not measured"), "{why}");
         let runs = quality_runs(&[("a1", "m", "bf16", "none", Some(0.1), None)]);
         let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
-        assert!(why.contains("energy not measured"), "{why}");
+        assert_eq!(why, QualityChartGap::NoEnergy);
+        // Quality and energy, but never on the same configuration.
+        let runs = quality_runs(&[
+            ("a1", "m", "bf16", "none", Some(0.1), None),
+            ("a2", "m", "f32", "int8/b32", None, Some(1.0)),
+        ]);
+        let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
+        assert_eq!(why, QualityChartGap::NoPoints);
         // One model: its front is just "Pareto front".
         let runs = quality_runs(&[
             ("a1", "m", "f32", "none", Some(0.0), Some(4.0)),
