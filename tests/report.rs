@@ -33,10 +33,12 @@ fn run_and_report(out: &Path) -> (PathBuf, String) {
 }
 
 /// A study that varies batch size and decoding over two cycles: several configurations, a
-/// configuration table wider than one line of a narrow page.
+/// configuration table wider than one line of a narrow page; and the model quantized to int8,
+/// whose quality against f32 puts it off KL 0 in the quality-per-joule chart.
 const VARIED: &str = r#"
 study(#{ name: "varied", cycles: 2 });
 let model = load("tiny-stories", #{ dtype: "f32", device: "cpu" });
+let int8 = quantize(model, #{ method: "int8", block_size: 32 });
 let stories = prompts("builtin:stories", #{ count: 4, max_input_tokens: 32 });
 for size in [2, 4] {
   for dec in [#{ method: "greedy" }, #{ method: "sample", temperature: 0.8, top_k: 40 }] {
@@ -44,6 +46,7 @@ for size in [2, 4] {
     measure(run, #{ meters: ["latency", "energy"] });
   }
 }
+measure(infer(int8, batch(stories, #{ size: 4 }), #{ max_new_tokens: 8 }), #{ meters: ["latency", "energy"] });
 "#;
 
 /// Runs [`VARIED`] into `out` and reports it; returns the study folder.
@@ -206,6 +209,16 @@ fn the_report_page_renders_in_a_browser() {
     assert!(dom.contains("Latency vs throughput"));
     assert!(dom.contains("Throughput by batch size"));
     assert!(dom.contains("TTFT distribution by configuration"));
+    // Energy is always there (a labelled estimate where no meter is), and int8 has a KL.
+    assert!(
+        dom.contains("Quality per joule: energy per token vs KL from f32"),
+        "no quality-per-joule chart in the DOM"
+    );
+    assert!(dom.contains("Pareto front"));
+    assert!(
+        dom.contains("KL vs f32 (nats)"),
+        "no KL column in the table"
+    );
     assert!(dom.contains("<h2>Environment</h2>"));
     assert!(dom.contains("<table>"), "no table in the DOM");
     assert!(dom.contains("tiny-stories"));

@@ -1,5 +1,5 @@
 //! The public handle of a loaded model: the engine's `LoadedModel` plus direct access to logits
-//! (for golden tests and, later, perplexity), with the burn backend type erased.
+//! (for golden tests and quality measurement), with the burn backend type erased.
 
 use api::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError};
 
@@ -82,5 +82,9 @@ impl LoadedModel for BurnModel {
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
         self.inner.start(prompts, options)
+    }
+
+    fn prompt_logits(&self, prompts: &[Vec<u32>]) -> Result<Logits, RuntimeError> {
+        self.inner.logits(prompts, LogitPositions::All)
     }
 }

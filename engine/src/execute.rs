@@ -11,6 +11,7 @@ use crate::latency::{BatchClock, RequestTiming, batch_timings};
 use crate::metering::{PhaseTimes, RunMeters};
 use crate::plan::RunSpec;
 use crate::prompts;
+use crate::quality_run::{QualityFailure, QualityInputs, ReferenceCache, measure_quality};
 use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
 use crate::schedule::{Schedule, ScheduledRun};
 use crate::stage::StageId;
@@ -132,6 +133,8 @@ pub struct Executor<'a> {
     clock: &'a dyn Clock,
     meters: &'a dyn MeterProvider,
     cancel: Option<&'a AtomicBool>,
+    /// Where quality references are kept; `None`: quality is not measured.
+    quality: Option<&'a dyn ReferenceCache>,
 }
 
 impl<'a> Executor<'a> {
@@ -142,6 +145,7 @@ impl<'a> Executor<'a> {
             clock,
             meters: &NoMeters,
             cancel: None,
+            quality: None,
         }
     }
 
@@ -179,6 +183,54 @@ impl<'a> Executor<'a> {
             }
             self.clock.sleep_s(left.min(SLICE_S));
         }
+    }
+
+    /// Measures each finished run's quality against its reference (when the schedule asks
+    /// for it), keeping reference outputs in `cache`.
+    pub fn with_quality(mut self, cache: &'a dyn ReferenceCache) -> Self {
+        self.quality = Some(cache);
+        self
+    }
+
+    /// The run's quality, or a note why it is missing; `Err` only when cancelled.
+    fn measure_quality(
+        &self,
+        run: &RunSpec,
+        model: &dyn LoadedModel,
+        metrics: &mut RunMetrics,
+    ) -> Result<(), RunFailure> {
+        let Some(cache) = self.quality else {
+            return Ok(());
+        };
+        let result = encode_prompts(run, model)
+            .map_err(|source| QualityFailure::Runtime {
+                which: "run",
+                source,
+            })
+            .and_then(|encoded| {
+                measure_quality(&QualityInputs {
+                    runtime: self.runtime,
+                    model,
+                    run,
+                    encoded: &encoded,
+                    cache,
+                    cancelled: &|| self.cancelled(),
+                })
+            });
+        match result {
+            Ok((quality, notes)) => {
+                metrics.quality = Some(quality);
+                metrics.meters.notes.extend(notes);
+            }
+            Err(QualityFailure::Cancelled) => return Err(RunFailure::Cancelled),
+            // Quality is a figure beside the run, not the run: its failure only leaves the
+            // quality columns null.
+            Err(e) => metrics
+                .meters
+                .notes
+                .push(format!("quality not measured: {e}")),
+        }
+        Ok(())
     }
 
     /// Uses a machine's meters (energy, memory, utilisation, device peaks).
@@ -261,7 +313,15 @@ impl<'a> Executor<'a> {
                                 outcome.cancelled = true;
                                 return Ok(outcome);
                             }
-                            Ok((metrics, requests)) => {
+                            Ok((mut metrics, requests)) => {
+                                if schedule.quality
+                                    && self
+                                        .measure_quality(&item.run, model.as_ref(), &mut metrics)
+                                        .is_err()
+                                {
+                                    outcome.cancelled = true;
+                                    return Ok(outcome);
+                                }
                                 record.status = RunStatus::Ok;
                                 record.metrics = Some(metrics);
                                 record.requests = requests;
@@ -328,17 +388,9 @@ impl<'a> Executor<'a> {
         model: &dyn LoadedModel,
     ) -> Result<(RunMetrics, Vec<RequestTiming>), RunFailure> {
         let run = &item.run;
-        let texts = prompts::materialise(&run.prompts);
-        if texts.is_empty() {
+        let encoded = encode_prompts(run, model)?;
+        if encoded.is_empty() {
             return Err(RuntimeError::InvalidInput("the prompt set is empty".into()).into());
-        }
-        let mut encoded = Vec::with_capacity(texts.len());
-        for text in &texts {
-            let mut ids = model.encode(text)?;
-            if let Some(max) = run.prompts.max_input_tokens {
-                ids.truncate(max);
-            }
-            encoded.push(ids);
         }
         let options = GenerateOptions {
             max_new_tokens: run.infer.max_new_tokens,
@@ -483,4 +535,18 @@ impl<'a> Executor<'a> {
         metrics.meters.notes.extend(notes);
         Ok((metrics, requests))
     }
+}
+
+/// The run's prompts as token ids, cut to `max_input_tokens`.
+fn encode_prompts(run: &RunSpec, model: &dyn LoadedModel) -> Result<Vec<Vec<u32>>, RuntimeError> {
+    let texts = prompts::materialise(&run.prompts);
+    let mut encoded = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let mut ids = model.encode(text)?;
+        if let Some(max) = run.prompts.max_input_tokens {
+            ids.truncate(max);
+        }
+        encoded.push(ids);
+    }
+    Ok(encoded)
 }

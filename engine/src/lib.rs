@@ -15,6 +15,8 @@ pub mod metering;
 pub mod options;
 pub mod plan;
 pub mod prompts;
+pub mod quality;
+pub mod quality_run;
 pub mod record;
 pub mod reference;
 pub mod resolver;

@@ -47,6 +47,9 @@ pub struct StudySettings {
     pub retries: usize,
     /// Seconds to wait before each retry.
     pub retry_delay_s: f64,
+    /// Measure each run's quality against its f32 unquantized reference (after the run,
+    /// outside its timed window).
+    pub quality: bool,
 }
 
 impl StudySettings {
@@ -58,6 +61,7 @@ impl StudySettings {
             seed: 0,
             retries: 3,
             retry_delay_s: 5.0,
+            quality: true,
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::carbon::Intensity;
 use crate::latency::RequestTiming;
 use crate::metering::MeterReport;
 use crate::plan::RunSpec;
+use crate::quality::QualityMetrics;
 use api::meter::DevicePeak;
 use api::runtime::ModelInfo;
 
@@ -65,6 +66,8 @@ pub struct RunMetrics {
     pub meters: MeterReport,
     /// The grid intensity the run is accounted with (when energy was measured).
     pub intensity: Option<Intensity>,
+    /// Quality against the f32 unquantized reference, when measured (`quality_*` columns).
+    pub quality: Option<QualityMetrics>,
 }
 
 impl RunMetrics {

@@ -34,6 +34,8 @@ pub struct Schedule {
     pub retries: usize,
     /// Seconds between attempts.
     pub retry_delay_s: f64,
+    /// Measure each run's quality against its reference (`study(#{ quality })`).
+    pub quality: bool,
     /// Everything to execute, in order.
     pub items: Vec<ScheduledRun>,
 }
@@ -84,6 +86,7 @@ impl Schedule {
             cycles,
             retries: plan.study.retries,
             retry_delay_s: plan.study.retry_delay_s,
+            quality: plan.study.quality,
             items,
         }
     }

@@ -751,6 +751,9 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             if let Some(delay) = opts.seconds("retry_delay_s").map_err(opt_err)? {
                 plan.study.retry_delay_s = delay;
             }
+            if let Some(quality) = opts.boolean("quality").map_err(opt_err)? {
+                plan.study.quality = quality;
+            }
             Ok(())
         },
     );

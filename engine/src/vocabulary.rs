@@ -235,6 +235,20 @@ pub const TOPICS: &[Topic] = &[
                 "Seconds to wait before each retry.",
                 "0.5",
             ),
+            opt(
+                "quality",
+                KeyType::Bool,
+                "true",
+                "",
+                "true or false",
+                "Measure each run's quality against the same model at f32, unquantized, on the \
+                 same device (the `quality_*` columns): KL divergence and top-1 agreement of \
+                 the teacher-forced prompt logits, perplexity of the prompts under both, and \
+                 greedy-token agreement. Computed after the run, outside its timed window and \
+                 meters; the reference's outputs are cached in the study folder (`quality/`). \
+                 `false` leaves the columns null and loads no reference.",
+                "false",
+            ),
         ],
         functions: &[],
         example: "study(#{ name: \"batch-sweep\", cycles: 3, seed: 7, retries: 0 });\n\
@@ -1074,6 +1088,13 @@ pub const GROUP_BY_COLUMNS: &[&str] = &[
     "gpu_util_peak_pct",
     "num_samples",
     "meter_notes",
+    "quality_ref",
+    "quality_kl_mean_nats",
+    "quality_top1_agreement_ratio",
+    "quality_perplexity_run",
+    "quality_perplexity_ref",
+    "quality_greedy_agreement_ratio",
+    "quality_positions",
     "config_json",
     "llmeff_version",
     "git_commit",

@@ -611,7 +611,49 @@ pub const RUN_COLUMNS: &[Column] = &[
         "meter_notes",
         Text,
         true,
-        "what a reader must know about the run's figures, `; `-separated: a counter that failed mid-run, CPU steal, mbu > 1 (weights served from cache), an estimate charging other tenants' load, too few samples for utilisation, a busy idle baseline",
+        "what a reader must know about the run's figures, `; `-separated: a counter that failed mid-run, CPU steal, mbu > 1 (weights served from cache), an estimate charging other tenants' load, too few samples for utilisation, a busy idle baseline, why quality was not measured or on which prompts",
+    ),
+    col(
+        "quality_ref",
+        Text,
+        true,
+        "the reference quality is measured against: the same model (source, revision, weights, seed, device, compute path) at f32, unquantized, e.g. `tiny-stories f32 cpu`; an f32 unquantized run is its own reference. Null when quality was off (`study(#{ quality: false })`) or failed (meter_notes says why). Every quality_* figure is computed after the run, outside its timed window and meters, one prompt at a time, on whole prompts in order up to 1024 positions",
+    ),
+    col(
+        "quality_kl_mean_nats",
+        Float,
+        true,
+        "mean over the compared prompt positions of KL(P_ref ‖ P_run), natural log, of the next-token distributions (softmax of the teacher-forced logits, both models fed the same ids), as llama.cpp's --kl-divergence; 0 for the reference itself",
+    ),
+    col(
+        "quality_top1_agreement_ratio",
+        Float,
+        true,
+        "share of the compared prompt positions where the run's most likely next token equals the reference's",
+    ),
+    col(
+        "quality_perplexity_run",
+        Float,
+        true,
+        "perplexity of the prompt text under the run's model: exp of the mean negative log-likelihood of each prompt token after the first given the ones before it (transformers' loss with labels = input_ids), pooled over all predicted tokens of all compared prompts (token-weighted)",
+    ),
+    col(
+        "quality_perplexity_ref",
+        Float,
+        true,
+        "the same perplexity of the prompt text under the reference",
+    ),
+    col(
+        "quality_greedy_agreement_ratio",
+        Float,
+        true,
+        "share of the run's greedy continuation tokens (each compared prompt alone, max_new_tokens, min_new_tokens and stop_at_eos of the run) equal to the reference's at the same position, compared up to the shorter continuation of each prompt and pooled; null for a run that samples (temperature > 0), whose tokens are not meant to match",
+    ),
+    col(
+        "quality_positions",
+        Int,
+        true,
+        "prompt positions compared for quality_kl_mean_nats and quality_top1_agreement_ratio",
     ),
     col(
         "config_json",
@@ -791,6 +833,8 @@ pub fn unit(name: &str) -> Option<&'static str> {
         ("_g", "g"),
         ("_bytes", "bytes"),
         ("_pct", "%"),
+        ("_nats", "nats"),
+        ("_ratio", "ratio"),
     ];
     match name {
         "flops_prefill" | "flops_decode" => return Some("FLOP"),

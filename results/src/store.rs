@@ -293,7 +293,7 @@ impl Store {
 /// no other process writes the study.
 pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, StoreError> {
     let mut removed = 0;
-    for sub in ["", "parts", "requests", "samples"] {
+    for sub in ["", "parts", "requests", "samples", "quality"] {
         let folder = dir.join(sub);
         let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,

@@ -299,7 +299,18 @@ fn energy_columns_and_power_samples_are_read_by_name() {
         assert_svg(&out.join(format!("{stem}.svg")));
         assert_png(&out.join(format!("{stem}.png")));
     }
-    assert!(!report.notes.iter().any(|n| n.contains("not measured")));
+    // Energy, latency and power are measured; only quality (no quality_* columns) is not.
+    let unmeasured: Vec<&String> = report
+        .notes
+        .iter()
+        .filter(|n| n.contains("not measured"))
+        .collect();
+    assert!(
+        unmeasured
+            .iter()
+            .all(|n| n.starts_with("quality per joule chart left out: quality not measured")),
+        "{unmeasured:?}"
+    );
     // The total's source says `rapl+estimate`: both energy charts say they include estimates.
     let titles: Vec<&str> = report.plots.iter().map(|p| p.title.as_str()).collect();
     assert!(
@@ -554,4 +565,84 @@ fn a_study_of_one_batch_size_gets_bars_distributions_and_an_environment() {
         }
     }
     insta::assert_snapshot!("flat_study_tables", text);
+}
+
+#[test]
+fn quality_per_joule_chart_and_columns_when_quality_was_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("quality");
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = |kl: Vec<Option<f64>>| {
+        vec![
+            ("study", strings(&["quality"; 4])),
+            ("run_hash", strings(&["aa", "bb", "cc", "dd"])),
+            (
+                "cycle_id",
+                Arc::new(Int64Array::from(vec![0; 4])) as ArrayRef,
+            ),
+            ("status", strings(&["ok"; 4])),
+            ("model", strings(&["m"; 4])),
+            ("dtype", strings(&["f32", "bf16", "f32", "f32"])),
+            (
+                "quantization",
+                strings(&["none", "none", "int8/b32", "int4/b32"]),
+            ),
+            ("batch_size", Arc::new(Int64Array::from(vec![4; 4]))),
+            (
+                "output_tokens_per_s",
+                Arc::new(Float64Array::from(vec![10.0, 14.0, 18.0, 25.0])),
+            ),
+            (
+                "j_per_output_token",
+                Arc::new(Float64Array::from(vec![0.004, 0.003, 0.0035, 0.002])),
+            ),
+            ("quality_kl_mean_nats", Arc::new(Float64Array::from(kl))),
+            (
+                "quality_top1_agreement_ratio",
+                Arc::new(Float64Array::from(vec![1.0, 1.0, 1.0, 0.95])),
+            ),
+        ]
+    };
+    write_table(
+        &dir.join("runs.parquet"),
+        table(vec![Some(0.0), Some(0.00004), Some(0.00024), Some(0.012)]),
+    );
+    let report = write_report(&dir).unwrap();
+    let out = dir.join("report");
+    assert_svg(&out.join("quality_energy.svg"));
+    assert_png(&out.join("quality_energy.png"));
+    let svg = std::fs::read_to_string(out.join("quality_energy.svg")).unwrap();
+    // Points are labelled by their weight format; int8 (more KL and more energy than bf16) is
+    // off the front, which the legend names.
+    for text in ["bf16", "f32 int8/b32", "f32 int4/b32", "Pareto front"] {
+        assert!(has_text(&svg, text), "no `{text}` in the chart");
+    }
+    let plot = report
+        .plots
+        .iter()
+        .find(|p| p.svg_path.ends_with("quality_energy.svg"))
+        .unwrap();
+    assert!(
+        plot.title.starts_with("Quality per joule"),
+        "{}",
+        plot.title
+    );
+    let config = &report.tables[0];
+    let col = |name: &str| config.header.iter().position(|h| h == name).unwrap();
+    assert_eq!(config.rows[1][col("KL vs f32 (nats)")], "0.00004");
+    assert_eq!(config.rows[3][col("top-1 agreement vs f32")], "0.95");
+    assert!(!config.header.iter().any(|h| h == "prompt perplexity"));
+
+    // Quality off in a later version of the study: the chart goes, and the notes say why.
+    write_table(&dir.join("runs.parquet"), table(vec![None; 4]));
+    let report = write_report(&dir).unwrap();
+    assert!(!out.join("quality_energy.svg").exists());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("quality per joule chart left out: quality not measured")),
+        "{:?}",
+        report.notes
+    );
 }

@@ -322,6 +322,17 @@ pub trait LoadedModel: Send {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError>;
+    /// Teacher-forced logits: for each prompt (token ids, unpadded), one row of `vocab_size`
+    /// f32 logits per prompt position, row `i` being the next-token distribution after ids
+    /// `0..=i`. Untimed and unmetered (quality measurement); a model that cannot give them
+    /// returns [`RuntimeError::Unsupported`].
+    fn prompt_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<Vec<f32>>>, RuntimeError> {
+        let _ = prompts;
+        Err(RuntimeError::Unsupported {
+            what: "teacher-forced prompt logits".into(),
+            model: self.info().name.clone(),
+        })
+    }
 }
 
 /// Loads models onto devices. The binary decides which implementation is wired in.
@@ -426,6 +437,14 @@ pub enum RuntimeError {
     /// [`RuntimeError::Backend`]: possibly transient, so worth a retry.
     #[error("backend error: {0}")]
     BackendFailure(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The model's implementation does not offer an operation.
+    #[error("{what} is not supported by model `{model}`")]
+    Unsupported {
+        /// The operation asked for.
+        what: String,
+        /// The model's display name.
+        model: String,
+    },
     /// Loading or generating would need more memory than the device has available; refused
     /// before anything is allocated.
     #[error(

@@ -17,6 +17,7 @@ use crate::claim::{Claim, ScriptOrigin, claim_study};
 use crate::error::StudyError;
 use crate::observer::{StudyNote, StudyObserver};
 use crate::provenance::Provenance;
+use crate::quality_cache::StudyReferenceCache;
 use crate::sink::StoreSink;
 
 /// What runs and measures a study's runs, and what is recorded about them.
@@ -114,7 +115,10 @@ impl StudySession<'_> {
         )?
         .with_on_stored(&mut on_stored);
         let clock = MonotonicClock::default();
-        let mut executor = Executor::new(self.runtime, &clock).with_meters(self.meters);
+        let references = StudyReferenceCache::new(&dir);
+        let mut executor = Executor::new(self.runtime, &clock)
+            .with_meters(self.meters)
+            .with_quality(&references);
         if let Some(cancel) = options.cancel {
             executor = executor.with_cancel(cancel);
         }

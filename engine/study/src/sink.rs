@@ -176,6 +176,15 @@ pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, Store
             .set("flops_decode", m.flops_decode)?
             .set("flops_per_s", m.flops_per_s())?;
         set_meter_columns(&mut row, m)?;
+        if let Some(q) = &m.quality {
+            row.set("quality_ref", q.reference.as_str())?
+                .set("quality_kl_mean_nats", q.kl_mean_nats)?
+                .set("quality_top1_agreement_ratio", q.top1_agreement)?
+                .set("quality_perplexity_run", q.perplexity_run)?
+                .set("quality_perplexity_ref", q.perplexity_ref)?
+                .set("quality_greedy_agreement_ratio", q.greedy_agreement)?
+                .set("quality_positions", q.positions)?;
+        }
         for (name, p) in RunLatency::of(&record.requests).figures {
             row.set(&format!("{name}_mean_s"), p.mean)?
                 .set(&format!("{name}_p50_s"), p.p50)?

@@ -91,6 +91,26 @@ pub const OPTIONAL_ENERGY_METRICS: &[Metric] = &[
     },
 ];
 
+/// Mean KL divergence from the same model at f32, unquantized (`quality_ref`): the quality
+/// axis of the quality-per-joule chart.
+pub const QUALITY_KL: Metric = Metric {
+    column: "quality_kl_mean_nats",
+    header: "KL vs f32 (nats)",
+};
+
+/// Quality figures shown only when the study measured them.
+pub const OPTIONAL_QUALITY_METRICS: &[Metric] = &[
+    QUALITY_KL,
+    Metric {
+        column: "quality_top1_agreement_ratio",
+        header: "top-1 agreement vs f32",
+    },
+    Metric {
+        column: "quality_perplexity_run",
+        header: "prompt perplexity",
+    },
+];
+
 /// One configuration of the study and its per-cycle means.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Configuration {
@@ -189,6 +209,7 @@ fn averaged_columns() -> impl Iterator<Item = &'static str> {
         .iter()
         .chain(std::iter::once(&ENERGY_PER_TOKEN))
         .chain(OPTIONAL_ENERGY_METRICS)
+        .chain(OPTIONAL_QUALITY_METRICS)
         .map(|m| m.column)
 }
 
@@ -418,6 +439,31 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     front
 }
 
+/// The Pareto front of points where lower is better on both axes (KL divergence and energy per
+/// token): those no other point matches or beats on both axes while beating it on one. Sorted by
+/// x ascending (so y descends); non-finite points are ignored, duplicates kept once. Of points
+/// with equal x only the lowest y can be on the front, and of points with equal y only the
+/// lowest x.
+pub fn pareto_front_lower(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut sorted: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    // Lowest x first, and among equal x the lowest y first: a point is on the front exactly
+    // when its y is strictly below that of every point before it.
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut front: Vec<(f64, f64)> = Vec::new();
+    let mut best_y = f64::INFINITY;
+    for p in sorted {
+        if p.1 < best_y {
+            best_y = p.1;
+            front.push(p);
+        }
+    }
+    front
+}
+
 /// Whether any successful run has a value in `column`.
 pub fn measured(runs: &TableView, column: &str) -> bool {
     (0..runs.len()).any(|r| is_ok(runs, r) && *runs.get(r, column) != Cell::Null)
@@ -493,6 +539,41 @@ mod tests {
         );
         assert!(pareto_front(&[]).is_empty());
         assert_eq!(pareto_front(&[(1.0, 1.0), (1.0, 1.0)]), vec![(1.0, 1.0)]);
+    }
+
+    #[test]
+    fn lower_is_better_front_keeps_undominated_points_and_resolves_ties() {
+        let points = [
+            (0.0, 4.0),   // the f32 reference: KL 0, the most energy
+            (0.001, 3.0), // bf16
+            (0.001, 3.5), // same KL, more energy: dominated by (0.001, 3)
+            (0.01, 3.0),  // same energy as (0.001, 3), worse KL: dominated
+            (0.02, 1.0),  // int4: the cheapest
+            (0.05, 2.0),  // worse on both than (0.02, 1)
+            (0.02, 1.0),  // an exact duplicate: kept once
+            (f64::INFINITY, 0.1),
+            (0.5, f64::NAN),
+        ];
+        assert_eq!(
+            pareto_front_lower(&points),
+            vec![(0.0, 4.0), (0.001, 3.0), (0.02, 1.0)]
+        );
+        assert!(pareto_front_lower(&[]).is_empty());
+        // One point dominating all others is the whole front.
+        assert_eq!(
+            pareto_front_lower(&[(1.0, 1.0), (2.0, 2.0), (1.0, 2.0), (2.0, 1.0)]),
+            vec![(1.0, 1.0)]
+        );
+        // The opposite orientation of `pareto_front` (higher x better) gives another answer on
+        // the same points, so the two cannot be swapped unnoticed.
+        assert_eq!(
+            pareto_front(&[(1.0, 1.0), (2.0, 2.0), (2.0, 1.0)]),
+            vec![(2.0, 1.0)]
+        );
+        assert_eq!(
+            pareto_front_lower(&[(1.0, 1.0), (2.0, 2.0), (2.0, 1.0)]),
+            vec![(1.0, 1.0)]
+        );
     }
 
     #[test]

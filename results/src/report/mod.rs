@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::StoreError;
 use crate::parquet_io::write_bytes;
 use analysis::{
-    Configuration, ENERGY_PER_TOKEN, OPTIONAL_ENERGY_METRICS, PERFORMANCE_METRICS, Study, analyse,
-    measured, pareto_front,
+    Configuration, ENERGY_PER_TOKEN, OPTIONAL_ENERGY_METRICS, OPTIONAL_QUALITY_METRICS,
+    PERFORMANCE_METRICS, QUALITY_KL, Study, analyse, measured, pareto_front, pareto_front_lower,
 };
 use plot::{
     CategoryChart, CategoryKind, CategoryRow, Chart, ErrorBar, Figure, Series, SeriesKind, XScale,
@@ -170,6 +170,7 @@ const CHART_STEMS: &[&str] = &[
     "energy_batch",
     "energy_config",
     "energy_throughput",
+    "quality_energy",
     "ttft_distribution",
     "tpot_distribution",
     "power_time",
@@ -357,6 +358,22 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
             "energy vs throughput chart left out: energy {NOT_MEASURED} in this study"
         )),
     }
+    match quality_energy(&study, &runs) {
+        Ok(mut c) => {
+            c.title = estimate_title(&c.title);
+            let mut caption = format!(
+                "Each point is one configuration (means over its successful cycles), labelled with its weight format: across, the mean KL divergence of its next-token distributions from the same model at f32, unquantized (quality_ref; an f32 run is its own reference, at 0); up, the energy per output token. Lower left is better. KL is measured against each model's own f32, so it compares formats within a model, not models. {SPREAD_NOTE}"
+            );
+            if c.series.iter().any(|s| s.kind == SeriesKind::Front) {
+                caption.push_str(" Each dashed line is a model's Pareto front: its configurations that no other configuration of the same model matches on both axes while beating on one.");
+            }
+            if let Some(note) = &estimate_note {
+                caption.push_str(note);
+            }
+            charts.push(("quality_energy", Figure::Xy(c), caption));
+        }
+        Err(why) => notes.push(format!("quality per joule chart left out: {why}")),
+    }
     let requests = requests::read(dir, &runs)?;
     for e in &requests.unreadable {
         notes.push(format!("requests not shown: {e}"));
@@ -509,6 +526,7 @@ fn environment(runs: &TableView) -> Vec<EnvironmentEntry> {
 fn configuration_table(study: &Study, runs: &TableView) -> TextTable {
     let optional: Vec<_> = OPTIONAL_ENERGY_METRICS
         .iter()
+        .chain(OPTIONAL_QUALITY_METRICS)
         .filter(|m| measured(runs, m.column))
         .collect();
     let sources = study
@@ -707,6 +725,137 @@ fn energy_throughput(study: &Study, runs: &TableView) -> Option<Chart> {
         "throughput (output tokens/s)",
         label,
     )
+}
+
+/// The value of a shown configuration column, if the study shows it.
+fn shown_value<'c>(study: &Study, c: &'c Configuration, column: &str) -> Option<&'c str> {
+    let i = study.config_columns.iter().position(|&col| col == column)?;
+    c.values.get(i).map(String::as_str)
+}
+
+/// A configuration's label within its model: its weight format (dtype, quantization) and
+/// whatever else varies in the study, the model itself left out (the legend names it).
+fn label_within_model(study: &Study, c: &Configuration) -> String {
+    let mut parts = Vec::new();
+    for (column, value) in study.config_columns.iter().zip(&c.values) {
+        match *column {
+            "model" => {}
+            "batch_size" if !study.batch_varies => {}
+            "batch_size" => parts.push(format!("b={value}")),
+            "quantization" if value == "none" || value == "-" => {}
+            // A null setting (a greedy run's temperature) says nothing about the point.
+            _ if value == "-" => {}
+            "dtype" | "quantization" => parts.push(value.clone()),
+            other => parts.push(format!("{other}={value}")),
+        }
+    }
+    parts.join(" ")
+}
+
+/// Why the quality-per-joule chart is left out of a report (said in its notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum QualityChartGap {
+    /// No run has a KL figure.
+    #[error("quality {} in this study (no {} values: `study(#{{ quality: false }})`, or a study from before quality was measured)", NOT_MEASURED, QUALITY_KL.column)]
+    NoQuality,
+    /// No run has an energy per token.
+    #[error("energy {} in this study", NOT_MEASURED)]
+    NoEnergy,
+    /// Quality and energy were measured, but never for the same configuration.
+    #[error("no configuration has both a KL divergence and an energy per token")]
+    NoPoints,
+    /// Every configuration is its own f32 reference: nothing is traded.
+    #[error(
+        "every configuration is at KL 0 (f32, unquantized: its own reference), so there is no quality to trade"
+    )]
+    AllReferences,
+}
+
+/// Quality per joule: energy per output token against KL divergence from the model's f32
+/// reference, one series per model, each model's Pareto front (lower is better on both) as a
+/// dashed line; or why the chart says nothing for this study.
+fn quality_energy(study: &Study, runs: &TableView) -> Result<Chart, QualityChartGap> {
+    if !measured(runs, QUALITY_KL.column) {
+        return Err(QualityChartGap::NoQuality);
+    }
+    if !measured(runs, ENERGY_PER_TOKEN.column) {
+        return Err(QualityChartGap::NoEnergy);
+    }
+    let mut models: Vec<String> = Vec::new();
+    for c in &study.configurations {
+        let model = shown_value(study, c, "model")
+            .unwrap_or("all runs")
+            .to_string();
+        if !models.contains(&model) {
+            models.push(model);
+        }
+    }
+    let mut series = Vec::new();
+    let mut fronts = Vec::new();
+    let mut any_off_reference = false;
+    for model in &models {
+        let mut points = Vec::new();
+        let mut labels = Vec::new();
+        let mut errors = Vec::new();
+        for c in study
+            .configurations
+            .iter()
+            .filter(|c| shown_value(study, c, "model").unwrap_or("all runs") == model)
+        {
+            if let (Some(kl), Some(energy)) =
+                (c.mean(QUALITY_KL.column), c.mean(ENERGY_PER_TOKEN.column))
+            {
+                any_off_reference |= kl != 0.0;
+                points.push((kl, energy));
+                labels.push(label_within_model(study, c));
+                errors.push(ErrorBar {
+                    x: c.spread(QUALITY_KL.column),
+                    y: c.spread(ENERGY_PER_TOKEN.column),
+                });
+            }
+        }
+        if points.is_empty() {
+            continue;
+        }
+        let front = pareto_front_lower(&points);
+        if front.len() >= 2 {
+            fronts.push((model.clone(), front));
+        }
+        series.push(Series {
+            name: model.clone(),
+            points,
+            labels,
+            errors,
+            kind: SeriesKind::Markers,
+        });
+    }
+    if series.is_empty() {
+        return Err(QualityChartGap::NoPoints);
+    }
+    if !any_off_reference {
+        return Err(QualityChartGap::AllReferences);
+    }
+    let one_model = series.len() == 1;
+    for (model, points) in fronts {
+        series.push(Series {
+            name: if one_model {
+                "Pareto front".into()
+            } else {
+                format!("Pareto front of {model}")
+            },
+            points,
+            labels: Vec::new(),
+            errors: Vec::new(),
+            kind: SeriesKind::Front,
+        });
+    }
+    Ok(Chart {
+        title: "Quality per joule: energy per token vs KL from f32".into(),
+        x_label: "KL divergence from f32, mean per prompt position (nats)".into(),
+        y_label: "energy per output token (J)".into(),
+        x_scale: XScale::Linear,
+        series,
+    })
 }
 
 fn over_batch(study: &Study, column: &str, title: &str, y_label: &str) -> Option<Chart> {
@@ -969,6 +1118,119 @@ mod tests {
         assert!(e.is_input());
         assert!(e.to_string().contains("runs.parquet"), "{e}");
         assert!(e.to_string().contains("llmeff run"), "{e}");
+    }
+
+    /// (run hash, model, dtype, quantization, KL, J/output token).
+    type QualityRun<'a> = (&'a str, &'a str, &'a str, &'a str, Option<f64>, Option<f64>);
+
+    /// Runs of [`QualityRun`]s, one ok cycle each.
+    fn quality_runs(rows: &[QualityRun<'_>]) -> TableView {
+        let columns = [
+            "run_hash",
+            "model",
+            "dtype",
+            "quantization",
+            "batch_size",
+            "status",
+            "quality_kl_mean_nats",
+            "j_per_output_token",
+        ];
+        TableView::new(
+            columns.iter().map(|c| c.to_string()).collect(),
+            rows.iter()
+                .map(|&(hash, model, dtype, quant, kl, j)| {
+                    vec![
+                        Cell::from(hash),
+                        Cell::from(model),
+                        Cell::from(dtype),
+                        Cell::from(quant),
+                        Cell::Int(4),
+                        Cell::from("ok"),
+                        Cell::from(kl),
+                        Cell::from(j),
+                    ]
+                })
+                .collect(),
+        )
+    }
+
+    use crate::row::Cell;
+
+    #[test]
+    fn quality_per_joule_has_a_series_and_a_front_per_model() {
+        let runs = quality_runs(&[
+            ("a1", "big", "f32", "none", Some(0.0), Some(4.0)),
+            ("a2", "big", "bf16", "none", Some(0.001), Some(3.0)),
+            ("a3", "big", "f32", "int8/b32", Some(0.002), Some(3.5)),
+            ("a4", "big", "f32", "int4/b32", Some(0.03), Some(1.0)),
+            ("b1", "small", "f32", "none", Some(0.0), Some(0.5)),
+            ("b2", "small", "f32", "int4/b32", Some(0.05), Some(0.2)),
+            // No energy: not drawn.
+            ("b3", "small", "f16", "none", Some(0.001), None),
+        ]);
+        let study = analyse(&runs);
+        let chart = quality_energy(&study, &runs).unwrap();
+        let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "big",
+                "small",
+                "Pareto front of big",
+                "Pareto front of small"
+            ]
+        );
+        let big = &chart.series[0];
+        assert_eq!(
+            big.points,
+            vec![(0.0, 4.0), (0.001, 3.0), (0.002, 3.5), (0.03, 1.0)]
+        );
+        assert_eq!(
+            big.labels,
+            vec!["f32", "bf16", "f32 int8/b32", "f32 int4/b32"]
+        );
+        assert_eq!(chart.series[1].points, vec![(0.0, 0.5), (0.05, 0.2)]);
+        // int8 is dominated by bf16 (less KL and less energy): off the front.
+        assert_eq!(
+            chart.series[2].points,
+            vec![(0.0, 4.0), (0.001, 3.0), (0.03, 1.0)]
+        );
+        assert_eq!(chart.series[2].kind, SeriesKind::Front);
+        assert_eq!(chart.series[3].points, vec![(0.0, 0.5), (0.05, 0.2)]);
+        chart.to_svg().unwrap();
+    }
+
+    #[test]
+    fn quality_per_joule_is_left_out_with_a_reason() {
+        // Only references: everything at KL 0.
+        let runs = quality_runs(&[
+            ("a1", "m", "f32", "none", Some(0.0), Some(4.0)),
+            ("a2", "n", "f32", "none", Some(0.0), Some(3.0)),
+        ]);
+        let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
+        assert_eq!(why, QualityChartGap::AllReferences);
+        assert!(why.to_string().contains("KL 0"), "{why}");
+        let runs = quality_runs(&[("a1", "m", "bf16", "none", None, Some(4.0))]);
+        let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
+        assert_eq!(why, QualityChartGap::NoQuality);
+        assert!(why.to_string().starts_with("quality not measured"), "{why}");
+        let runs = quality_runs(&[("a1", "m", "bf16", "none", Some(0.1), None)]);
+        let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
+        assert_eq!(why, QualityChartGap::NoEnergy);
+        // Quality and energy, but never on the same configuration.
+        let runs = quality_runs(&[
+            ("a1", "m", "bf16", "none", Some(0.1), None),
+            ("a2", "m", "f32", "int8/b32", None, Some(1.0)),
+        ]);
+        let why = quality_energy(&analyse(&runs), &runs).unwrap_err();
+        assert_eq!(why, QualityChartGap::NoPoints);
+        // One model: its front is just "Pareto front".
+        let runs = quality_runs(&[
+            ("a1", "m", "f32", "none", Some(0.0), Some(4.0)),
+            ("a2", "m", "bf16", "none", Some(0.01), Some(2.0)),
+        ]);
+        let chart = quality_energy(&analyse(&runs), &runs).unwrap();
+        assert_eq!(chart.series[1].name, "Pareto front");
     }
 
     #[test]
