@@ -108,8 +108,16 @@ pub fn read_baseline(path: &Path) -> Result<Peer, BaselineError> {
     }
     let mut out = BTreeMap::new();
     for ((shape, format), value) in &shapes {
-        for batch in [1usize, 8] {
-            let Some(row) = value.get(format!("batch{batch}")) else {
+        // Every `batch<N>` the peer measured (1 and 8 by default; more with its BATCHES).
+        let Some(rows) = value.as_object() else {
+            continue;
+        };
+        for (key, row) in rows {
+            let Some(batch) = key
+                .strip_prefix("batch")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&b| b > 0)
+            else {
                 continue;
             };
             let prefill_s = row.get("prefill_s").and_then(serde_json::Value::as_f64);
@@ -186,6 +194,19 @@ mod tests {
             }
         );
         assert!(!b.contains_key(&("smollm-135m".to_string(), Format::F32, 8)));
+        // Any batch the peer measured, and a preset's Hub id as the shape.
+        std::fs::write(
+            &path,
+            "meta-llama/Llama-3.2-1B {\"batch4\": {\"prefill_s\": 1.6, \"decode_tokens_per_s\": 9.5}, \"batches\": 3}\n",
+        )
+        .unwrap();
+        let b = read_baseline(&path).unwrap().figures;
+        let four = &b[&("meta-llama/Llama-3.2-1B".to_string(), Format::F32, 4)];
+        assert_eq!(
+            (four.prefill_tokens_per_s, four.decode_tokens_per_s),
+            (80.0, 9.5)
+        );
+        assert_eq!(b.len(), 1);
         // A finished run's last line holds every shape.
         std::fs::write(
             &path,
