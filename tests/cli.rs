@@ -1281,7 +1281,18 @@ let quick = infer(m, batch(prompts(\"builtin:stories\", #{ count: 2 }), #{ size:
 let slow = infer(m, batch(prompts(\"builtin:stories\", #{ count: 256, max_input_tokens: 64 }), #{ size: 1 }), #{ max_new_tokens: 400, min_new_tokens: 400 });
 :run
 ";
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmeff"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_llmeff"));
+    // SIGINT at its default action, as in a terminal: the tests may run as a background job of
+    // a non-interactive shell, whose ignored SIGINT llmeff rightly keeps.
+    // SAFETY: only `signal`, async-signal-safe, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command
         .current_dir(dir.path())
         .env("LLMEFF_HISTORY", &history)
         .args(["repl", "--study", "sigint", "--threads", "1"])

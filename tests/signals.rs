@@ -35,12 +35,25 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 
 /// Starts `llmeff run --plain` with stderr lines sent to the returned channel as they come.
 fn start(out: &Path, script: &Path, hold: bool) -> (Child, Receiver<String>) {
-    start_with(
-        Command::new(env!("CARGO_BIN_EXE_llmeff")),
-        out,
-        script,
-        hold,
-    )
+    start_with(with_default_stops(), out, script, hold)
+}
+
+/// The llmeff command with SIGINT, SIGTERM and SIGHUP at their default actions, as in a
+/// terminal's foreground job: the tests may themselves run under `nohup` or as a background job
+/// of a non-interactive shell, whose ignored SIGHUP or SIGINT llmeff rightly keeps.
+fn with_default_stops() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llmeff"));
+    // SAFETY: only `signal`, async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 /// [`start`] for a prepared `command` (e.g. one that starts with a signal ignored).
@@ -309,7 +322,7 @@ fn sighup_after_the_terminal_hangs_up_still_stops_cleanly() {
     );
     // SAFETY: both descriptors were just opened and are owned by nothing else.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llmeff"))
+    let mut child = with_default_stops()
         .args(["run", "--plain", "--out"])
         .arg(dir.path())
         .arg(&script)
