@@ -114,9 +114,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_caught_signal_raises_the_flag_and_is_named_by_its_exit_code() {
-        // Under `nohup` SIGHUP arrives ignored and the guard rightly leaves it so (the next
-        // test): this one wants the handler, so it starts from the default action.
+    // One test, as the guard's flag is process-wide: tests running in parallel would see each
+    // other's signals.
+    fn caught_signals_raise_the_flag_and_ignored_ones_stay_ignored() {
+        // A signal ignored by whoever started llmeff stays ignored.
+        // SAFETY: SIGUSR2 is used by no other test; ignoring it, then raising it, is harmless.
+        unsafe {
+            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        }
+        let ignored = StopGuard::install(&[libc::SIGUSR2]).expect("guard installs");
+        // SAFETY: SIGUSR2 is ignored, so raising it does nothing.
+        unsafe {
+            libc::raise(libc::SIGUSR2);
+        }
+        assert!(!ignored.flag().load(Ordering::SeqCst));
+        assert_eq!(ignored.caught(), None);
+        // SAFETY: queries the current action into a zeroed struct.
+        let current = unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut current);
+            current
+        };
+        assert_eq!(current.sa_sigaction, libc::SIG_IGN);
+        drop(ignored);
+
+        // Under `nohup` SIGHUP arrives ignored and the guard rightly leaves it so (above): the
+        // rest wants the handler, so it starts from the default action.
         // SAFETY: sets SIGHUP's disposition for this test process.
         unsafe {
             libc::signal(libc::SIGHUP, libc::SIG_DFL);
@@ -141,27 +164,5 @@ mod tests {
         assert_eq!(exit_code(libc::SIGTERM), 143);
         assert_eq!(exit_code(libc::SIGINT), 130);
         assert_eq!(name(libc::SIGTERM), "SIGTERM");
-    }
-
-    #[test]
-    fn a_signal_ignored_by_the_caller_stays_ignored() {
-        // SAFETY: SIGUSR2 is used by no other test; ignoring it, then raising it, is harmless.
-        unsafe {
-            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
-        }
-        let guard = StopGuard::install(&[libc::SIGUSR2]).expect("guard installs");
-        // SAFETY: SIGUSR2 is ignored, so raising it does nothing.
-        unsafe {
-            libc::raise(libc::SIGUSR2);
-        }
-        assert!(!guard.flag().load(Ordering::SeqCst));
-        assert_eq!(guard.caught(), None);
-        // SAFETY: queries the current action into a zeroed struct.
-        let current = unsafe {
-            let mut current: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut current);
-            current
-        };
-        assert_eq!(current.sa_sigaction, libc::SIG_IGN);
     }
 }
