@@ -57,12 +57,7 @@ pub fn linear_small(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize
     };
     let rows = rows_per_task(m, k, n, rayon::current_num_threads());
     let tasks = n.div_ceil(rows);
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_row in y.chunks_mut(n) {
-        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(rows)) {
-            task.push(piece);
-        }
-    }
+    let mut pieces = column_pieces(y, n, rows);
     if tasks == 1 {
         // Nothing to share: skip rayon's hand-off.
         task(isa, layout, x, m, k, w, &mut pieces[0]);
@@ -171,6 +166,20 @@ fn block(isa: Isa, p: Panels<'_>, out: &mut [&mut [f32]], col0: usize) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
     portable::block(p, out, col0);
+}
+
+/// `y` (rows of `n` outputs) cut into tasks of `width` output columns: task t holds columns
+/// `t·width ..` of every row, so tasks write disjoint parts of `y`.
+pub(crate) fn column_pieces(y: &mut [f32], n: usize, width: usize) -> Vec<Vec<&mut [f32]>> {
+    let tasks = n.div_ceil(width.max(1));
+    let rows = y.len().checked_div(n).unwrap_or(0);
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(rows)).collect();
+    for y_row in y.chunks_mut(n.max(1)) {
+        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(width.max(1))) {
+            task.push(piece);
+        }
+    }
+    pieces
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::buffers::{keep_buffer, line_aligned, take_buffer};
 use super::dispatch::{Isa, Path, choose, rows_per_task};
 use super::formats::{CodedMatrix, WeightFormat};
+use super::gemv::column_pieces;
 use super::layout::MAX_BLOCK_M;
 use super::matrix::{self, Dimension, Matrix, MatrixMut, ShapeError};
 use super::narrow::CodedPanels;
@@ -140,12 +141,7 @@ fn small<F: Codes>(isa: Isa, x: &[f32], m: usize, w: &CodedMatrix, y: &mut [f32]
     };
     let rows = rows_per_task(m, k, n, rayon::current_num_threads());
     let tasks = n.div_ceil(rows);
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_row in y.chunks_mut(n) {
-        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(rows)) {
-            task.push(piece);
-        }
-    }
+    let mut pieces = column_pieces(y, n, rows);
     let run = |t: usize, out: &mut Vec<&mut [f32]>| {
         let r0 = t * rows;
         let r1 = (r0 + rows).min(n);
@@ -173,12 +169,7 @@ fn small_q8<W: Q8Weights>(vnni: Vnni, x: &[f32], m: usize, w: &CodedMatrix, y: &
     q.quantize::<W>(x, m, k, w.padded_cols());
     let rows = rows_per_task(m, k, n, rayon::current_num_threads());
     let tasks = n.div_ceil(rows);
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_row in y.chunks_mut(n) {
-        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(rows)) {
-            task.push(piece);
-        }
-    }
+    let mut pieces = column_pieces(y, n, rows);
     let row_bytes = w.row_bytes().max(1);
     let tile_rows = if m <= MAX_BLOCK_M {
         n
@@ -361,13 +352,7 @@ fn large(path: Path, x: &[f32], m: usize, k: usize, w: &CodedMatrix, y: &mut [f3
     let n = w.rows();
     let isa = Isa::detect();
     let chunk = large_chunk_rows(k).min(n);
-    let tasks = n.div_ceil(chunk);
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
-    for y_row in y.chunks_mut(n) {
-        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(chunk)) {
-            task.push(piece);
-        }
-    }
+    let pieces = column_pieces(y, n, chunk);
     pieces.into_par_iter().enumerate().for_each(|(t, mut out)| {
         let r0 = t * chunk;
         let rows = chunk.min(n - r0);
