@@ -214,7 +214,9 @@ fn the_report_page_renders_in_a_browser() {
         dom.contains("Quality per joule: energy per token vs KL from f32"),
         "no quality-per-joule chart in the DOM"
     );
-    assert!(dom.contains("Pareto front"));
+    // Whether a front of two or more points exists depends on the timings of this machine
+    // (int8 beating f32 on energy per token, or two configurations trading throughput for
+    // latency); results/tests/report.rs checks the front on fixed data.
     assert!(
         dom.contains("KL vs f32 (nats)"),
         "no KL column in the table"

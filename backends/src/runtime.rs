@@ -8,7 +8,7 @@ use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
 use crate::hub::HubCache;
 use crate::llama::memory::{self, MemoryBudget};
-use crate::llama::{ModelFiles, load_llama};
+use crate::llama::{BurnQuantFormats, ModelFiles, PassChoice, load_llama};
 use crate::source::{self, ResolvedSource};
 
 /// Loads Llama-family models on burn backends.
@@ -116,7 +116,11 @@ impl BurnRuntime {
                 &source,
                 spec,
                 burn_flex::FlexDevice,
-                uses_host_kernels(spec, kind)?,
+                if uses_host_kernels(spec, kind)? {
+                    PassChoice::Host
+                } else {
+                    PassChoice::Burn(BurnQuantFormats::FLEX)
+                },
                 budget,
             ),
             DeviceKind::Cuda(index) => load_cuda(&source, spec, index, budget),
@@ -153,10 +157,10 @@ fn load_on<B: burn::tensor::backend::Backend>(
     source: &ResolvedSource,
     spec: &ModelSpec,
     device: B::Device,
-    host_kernels: bool,
+    pass: PassChoice,
     budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
-    let model = load_llama::<B>(source, spec, device, host_kernels, budget)?;
+    let model = load_llama::<B>(source, spec, device, pass, budget)?;
     Ok(BurnModel::new(model))
 }
 
@@ -171,7 +175,7 @@ fn load_cuda(
         source,
         spec,
         burn_cuda::CudaDevice::new(index),
-        false,
+        PassChoice::Burn(BurnQuantFormats::CUBECL),
         budget,
     )
 }

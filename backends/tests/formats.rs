@@ -1,6 +1,6 @@
 //! Every weight format on llmeff's host kernels against its definition, on both bundled models:
 //! the quantized formats against dequantize-then-f32 (burn's pass computes exactly that: the
-//! same codes dequantized to an f32 matrix per product), f16 and bf16 against f32, with the
+//! same codes and scales, in burn's Q8S tensor or llmeff's matrix, dequantized per product), f16 and bf16 against f32, with the
 //! greedy continuation and the bytes held checked too.
 
 mod common;
@@ -84,6 +84,17 @@ fn quantized_formats_on_the_host_kernels_equal_dequantize_then_f32() {
                 compute.contains(&format!("w-{}", method.name())),
                 "{compute}"
             );
+            // burn-flex holds int8 as its own Q8S tensor where blocks of 32 divide the rows
+            // (both models' MLP width, 172, does not: the down projection stays in llmeff's
+            // matrix, and the label says so); the other methods stay in llmeff's matrix.
+            let burn_compute = &reference.info().compute;
+            assert!(
+                burn_compute.starts_with(&format!("burn-flex.w-{}", method.name())),
+                "{burn_compute}"
+            );
+            let burn_held = burn_compute.contains("/b32.burn-q8s");
+            assert_eq!(burn_held, method == QuantMethod::Int8, "{burn_compute}");
+            assert!(burn_compute.contains("/b32.dequantized"), "{burn_compute}");
             let (h, r) = (
                 all_logits(&host, &prompts),
                 all_logits(&reference, &prompts),

@@ -153,6 +153,21 @@ fn options(value: Dynamic, stage: &'static str) -> Result<OptionMap, Box<EvalAlt
 
 fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
     let dtype_names: Vec<&'static str> = DType::ALL.iter().map(|d| d.name()).collect();
+    // The 8- and 4-bit formats hold weights as codes with block scales: they are a
+    // quantization of a model loaded at a float dtype, so the error shows that spelling.
+    if let Some(name) = opts.string("dtype")?
+        && let Some(method) = QuantMethod::parse(&name)
+    {
+        return Err(opts.invalid(
+            "dtype",
+            format!(
+                "`{name}` is a quantization, not a dtype (one of: {}): load at a float \
+                 dtype and write `quantize(m, #{{ method: \"{}\" }})`",
+                dtype_names.join(", "),
+                method.name()
+            ),
+        ));
+    }
     let dtype = opts
         .choice("dtype", &dtype_names)?
         .and_then(DType::parse)
@@ -1115,6 +1130,21 @@ mod tests {
 
     fn plan(src: &str) -> Result<Plan, ScriptError> {
         plan_script(Path::new("test.rhai"), src, "test")
+    }
+
+    #[test]
+    fn a_quantization_asked_for_as_a_dtype_is_refused_with_the_spelling_that_works() {
+        let err = plan(r#"let m = load("tiny-stories", #{ dtype: "fp8" });"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.rhai:1:9: option `dtype` of load(): `fp8` is a quantization"),
+            "{err}"
+        );
+        assert!(err.contains("one of: f32, f16, bf16"), "{err}");
+        assert!(err.contains(r#"quantize(m, #{ method: "fp8" })"#), "{err}");
+        let int4 = plan(r#"let m = load("tiny-stories", #{ dtype: "int4" });"#).unwrap_err();
+        assert!(int4.to_string().contains(r#"method: "int4""#), "{int4}");
     }
 
     #[test]

@@ -277,8 +277,10 @@ pub const TOPICS: &[Topic] = &[
                 "\"f32\"",
                 "",
                 "f32, f16, bf16",
-                "Precision of weights and activations. f32 on the CPU runs on llmeff's own \
-                 kernels (see `compute`); f16 and bf16 run on burn.",
+                "Precision of weights and activations. On the CPU every dtype runs on llmeff's \
+                 own kernels (see `compute`): f16 and bf16 weights are held at 16 bits and \
+                 widened in registers. fp8, int8, int4 and nf4 are quantizations: \
+                 `quantize(m, #{ method: \"fp8\" })`.",
                 "\"bf16\"",
             ),
             opt(
@@ -325,10 +327,10 @@ pub const TOPICS: &[Topic] = &[
                 "",
                 "auto, host, burn",
                 "The forward pass: `host` runs llmeff's own kernels (fused layers over host \
-                 memory; an unquantized f32 model on the CPU only), `burn` runs burn's tensor \
-                 ops (burn-flex on the CPU), `auto` the host kernels where they apply and burn \
-                 elsewhere. Part of the run's identity: the same model on two passes is two \
-                 runs.",
+                 memory; the CPU, every dtype and quantization with blocks a multiple of 32), \
+                 `burn` runs burn's tensor ops (burn-flex on the CPU, burn-cuda on GPUs), `auto` \
+                 the host kernels where they apply and burn elsewhere. Part of the run's \
+                 identity: the same model on two passes is two runs.",
                 "\"burn\"",
             ),
         ],
@@ -344,9 +346,11 @@ pub const TOPICS: &[Topic] = &[
         summary: "Weight-only quantization of a loaded model.",
         description: "Weights are stored in blocks that share one scale. On the CPU's host \
             kernels they stay packed in memory and are widened to f32 in registers inside each \
-            matrix product (the `compute` column names the exact scheme); on burn they are \
-            dequantized per product. Activations are never quantized. Embeddings and the LM \
-            head stay in the load's dtype. A dtype, device and method that do not go together \
+            matrix product; int8 and int4 on AVX-512 VNNI multiply as integers, with \
+            activations rounded to int8 per 32 columns. On burn, int8 (and on CUDA int4 and \
+            fp8) are burn's own quantized tensors; the rest are dequantized per product. The \
+            `compute` column names the exact scheme. Embeddings and the LM head stay in the \
+            load's dtype. A dtype, device and method that do not go together \
             fail the run with an error: a run never silently runs at another precision.",
         returns: "a quantized model (pass it to `infer`)",
         options: &[

@@ -30,6 +30,17 @@ pub(crate) struct HostFormats {
     dtype: DType,
 }
 
+/// The kernels' name for the format of a quantization (`int4/b32`, `fp8-e4m3/b1024`).
+pub(crate) fn quantized_format(q: Quantization) -> WeightFormat {
+    let block = q.block_size;
+    match q.method {
+        QuantMethod::Int8 => WeightFormat::Int8 { block },
+        QuantMethod::Int4 => WeightFormat::Int4 { block },
+        QuantMethod::Nf4 => WeightFormat::Nf4 { block },
+        QuantMethod::Fp8 => WeightFormat::Fp8 { block },
+    }
+}
+
 impl HostFormats {
     /// The formats of a load at `dtype` with `quantization` of the linear layers.
     pub(crate) fn new(dtype: DType, quantization: Option<Quantization>) -> Self {
@@ -40,15 +51,7 @@ impl HostFormats {
         };
         let linear = match quantization {
             None => table,
-            Some(q) => {
-                let block = q.block_size;
-                Some(match q.method {
-                    QuantMethod::Int8 => WeightFormat::Int8 { block },
-                    QuantMethod::Int4 => WeightFormat::Int4 { block },
-                    QuantMethod::Nf4 => WeightFormat::Nf4 { block },
-                    QuantMethod::Fp8 => WeightFormat::Fp8 { block },
-                })
-            }
+            Some(q) => Some(quantized_format(q)),
         };
         Self {
             table,

@@ -8,6 +8,7 @@ use api::runtime::{
 use burn::tensor::backend::Backend;
 
 use super::batch::PaddedBatch;
+use super::burn_quant::BurnQuantFormats;
 use super::config::LlamaConfig;
 use super::files::ModelFiles;
 use super::forward::{ForwardPass, LogitRows, StepLogits};
@@ -33,16 +34,24 @@ pub(crate) struct LoadedLlama<P: ForwardPass> {
     budget: MemoryBudget,
 }
 
-/// Loads the model in `source` onto `device` as `spec` asks. With `host_kernels` (the CPU,
-/// every dtype and quantization the kernels take), the model runs on llmeff's host kernels
-/// ([`HostPass`], weights in their format) instead of burn's ops ([`BurnPass`]): the one place
-/// the pass is chosen. The weights' size is checked against
-/// `budget` before any of them is allocated.
+/// Which forward pass a model is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PassChoice {
+    /// llmeff's host kernels ([`HostPass`], weights in their format; the CPU).
+    Host,
+    /// burn's ops ([`BurnPass`]), quantized linears as burn's own quantized tensors where the
+    /// backend holds the format, else dequantized per product.
+    Burn(BurnQuantFormats),
+}
+
+/// Loads the model in `source` onto `device` as `spec` asks, for the forward pass `pass`
+/// (the one place the pass is chosen). The weights' size is checked against `budget` before
+/// any of them is allocated.
 pub(crate) fn load_llama<B: Backend>(
     source: &ResolvedSource,
     spec: &ModelSpec,
     device: B::Device,
-    host_kernels: bool,
+    pass: PassChoice,
     budget: MemoryBudget,
 ) -> Result<Box<dyn ErasedModel>, RuntimeError> {
     let ModelFiles {
@@ -78,7 +87,7 @@ pub(crate) fn load_llama<B: Backend>(
         Some(c) => WeightSource::Checkpoint(c),
         None => WeightSource::Random { seed: spec.seed },
     };
-    let on_host = host_kernels;
+    let on_host = pass == PassChoice::Host;
     let (_, load_peak) = memory::weight_bytes(&config, spec.dtype, spec.quantization, on_host)?;
     budget.ensure(0, load_peak, || {
         format!(
@@ -129,12 +138,13 @@ pub(crate) fn load_llama<B: Backend>(
     let mut weights = catch_backend_panic("loading weights", || {
         LlamaWeights::<B>::build(&config, &weight_source, &device, spec.dtype)
     })?;
-    if let Some(q) = spec.quantization {
+    if let (Some(q), PassChoice::Burn(formats)) = (spec.quantization, pass) {
         for (i, layer) in weights.layers.iter_mut().enumerate() {
             for (name, linear) in layer.linears_mut() {
                 let full = format!("model.layers.{i}.{name}.weight");
-                weight_bytes -=
-                    catch_backend_panic("quantizing weights", || linear.quantize(&full, q))?;
+                weight_bytes -= catch_backend_panic("quantizing weights", || {
+                    linear.quantize(&full, q, formats)
+                })?;
             }
         }
     }

@@ -4,6 +4,7 @@
 //! f32 on the CPU).
 
 mod batch;
+mod burn_quant;
 mod config;
 mod files;
 mod forward;
@@ -21,5 +22,6 @@ mod rope;
 mod spinning;
 mod weights;
 
+pub(crate) use burn_quant::BurnQuantFormats;
 pub(crate) use files::ModelFiles;
-pub(crate) use loaded::load_llama;
+pub(crate) use loaded::{PassChoice, load_llama};

@@ -302,7 +302,24 @@ impl<B: Backend> ForwardPass for BurnPass<B> {
     }
 
     fn compute(&self) -> String {
-        format!("burn-{}", B::name(&self.device))
+        // How the linears are held, e.g. `burn-flex.w-int8/b32.burn-q8s`; a layer burn cannot
+        // hold (a block that does not divide its rows) adds its own label after a `+`.
+        let mut labels: Vec<&str> = Vec::new();
+        for layer in &self.weights.layers {
+            for (_, linear) in layer.linears() {
+                if let Some(label) = linear.label()
+                    && !labels.contains(&label)
+                {
+                    labels.push(label);
+                }
+            }
+        }
+        let backend = format!("burn-{}", B::name(&self.device));
+        if labels.is_empty() {
+            backend
+        } else {
+            format!("{backend}.{}", labels.join("+"))
+        }
     }
 
     fn executed_flops(&self) -> u64 {

@@ -1,12 +1,12 @@
-//! Weight-only quantization of the transformer's linear layers (int8, int4, NF4, fp8 E4M3).
+//! llmeff's weight-only quantization of the transformer's linear layers (int8, int4, NF4, fp8
+//! E4M3) for the burn pass, where burn does not hold the format itself (`burn_quant.rs`).
 //!
 //! Weights are stored compactly on the host — one byte per int8 weight, two 4-bit codes per
 //! byte for int4 and NF4 — with one f32 absmax scale per block of `block_size` weights along the
-//! input dimension. Each product dequantizes the matrix to the run dtype and multiplies, so on
-//! the CPU quantization saves resident memory, not time (burn 0.21 has no low-bit matmul
-//! kernel for flex); the cost of dequantizing is part of what llmeff then measures.
-//! Embeddings, norms and the LM head stay in full precision, as transformers' bitsandbytes
-//! integration keeps them by default.
+//! input dimension. Each product dequantizes the matrix to the run dtype and multiplies, so
+//! there quantization saves resident memory, not time; the cost of dequantizing is part of
+//! what llmeff then measures. Embeddings, norms and the LM head stay in full precision, as
+//! transformers' bitsandbytes integration keeps them by default.
 
 use api::runtime::{QuantMethod, Quantization};
 

@@ -146,6 +146,19 @@ pub(crate) struct LayerWeights<B: Backend> {
 }
 
 impl<B: Backend> LayerWeights<B> {
+    /// The linear layers with their checkpoint names.
+    pub(crate) fn linears(&self) -> [(&'static str, &Linear<B>); 7] {
+        [
+            ("self_attn.q_proj", &self.q_proj),
+            ("self_attn.k_proj", &self.k_proj),
+            ("self_attn.v_proj", &self.v_proj),
+            ("self_attn.o_proj", &self.o_proj),
+            ("mlp.gate_proj", &self.gate_proj),
+            ("mlp.up_proj", &self.up_proj),
+            ("mlp.down_proj", &self.down_proj),
+        ]
+    }
+
     /// The linear layers with their checkpoint names, for quantization.
     pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 7] {
         [
