@@ -50,7 +50,7 @@ fn help_on_a_stage_prints_its_options_with_defaults_and_an_example() {
         "{text}"
     );
     assert!(
-        text.contains("\n  dtype     string   \"f32\""),
+        text.contains("\n  dtype     string            \"f32\""),
         "no dtype row with its default:\n{text}"
     );
     assert!(text.contains("f32, f16, bf16"), "{text}");

@@ -3,6 +3,8 @@
 
 use api::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError};
 
+use crate::cores::{self, AffinityError, CoreSet};
+
 /// Logits per prompt: one row per returned position, each `vocab_size` long, in f32.
 pub type Logits = Vec<Vec<Vec<f32>>>;
 
@@ -15,14 +17,29 @@ pub enum LogitPositions {
     All,
 }
 
-/// What every backend-specific model offers; `BurnModel` holds one behind a box.
-pub(crate) trait ErasedModel: LoadedModel {
+/// What every backend-specific model offers; `BurnModel` holds one behind a box. `Sync` and
+/// [`ErasedModel::start_send`] let a pinned model hand its work to its own pool's threads.
+pub(crate) trait ErasedModel: LoadedModel + Sync {
     fn logits(
         &self,
         prompts: &[Vec<u32>],
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError>;
     fn executed_flops(&self) -> u64;
+    /// [`LoadedModel::start`], with a generation that may be stepped from another thread.
+    fn start_send<'a>(
+        &'a self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn Generation + Send + 'a>, RuntimeError>;
+    /// The core set the model's steps are pinned to, if any.
+    fn cores(&self) -> Option<&CoreSet> {
+        None
+    }
+    /// The cores the thread that runs this model's steps may run on.
+    fn step_thread_cores(&self) -> Result<CoreSet, AffinityError> {
+        cores::current_affinity()
+    }
 }
 
 /// How [`ModelInfo::compute`] starts for a model on llmeff's host kernels (`/<isa>` follows).
@@ -36,6 +53,11 @@ pub struct BurnModel {
 impl BurnModel {
     pub(crate) fn new(inner: Box<dyn ErasedModel>) -> Self {
         Self { inner }
+    }
+
+    /// The backend-specific model inside (to wrap it, as a pinned model does).
+    pub(crate) fn into_inner(self) -> Box<dyn ErasedModel> {
+        self.inner
     }
 
     /// Runs the prompts (token ids, unpadded, as one left-padded batch) through the model and
@@ -60,6 +82,21 @@ impl BurnModel {
     /// the operands' shapes (checks the engine's analytic count).
     pub fn executed_flops(&self) -> u64 {
         self.inner.executed_flops()
+    }
+
+    /// The core set this model's steps run on (a `cpu:<cores>` device), or `None` for one
+    /// running wherever its caller and rayon's global pool run.
+    pub fn cores(&self) -> Option<&CoreSet> {
+        self.inner.cores()
+    }
+
+    /// The cores the thread running this model's steps may run on, read there
+    /// (`sched_getaffinity`): its set for a pinned model, the caller's for any other (a check
+    /// that pinning holds).
+    pub fn step_thread_cores(&self) -> Result<CoreSet, RuntimeError> {
+        self.inner
+            .step_thread_cores()
+            .map_err(|e| RuntimeError::BackendFailure(Box::new(e)))
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod bundled;
 mod checkpoint;
+pub mod cores;
 mod device;
 mod error;
 mod guard;
@@ -14,6 +15,7 @@ mod handle;
 mod host;
 mod hub;
 mod llama;
+mod pinned;
 mod presets;
 mod random_init;
 mod runtime;
@@ -21,6 +23,7 @@ mod sampler;
 mod source;
 mod tokenizer;
 
+pub use cores::{AffinityError, CoreSet, CoreSetError};
 pub use handle::{BurnModel, LogitPositions, Logits};
 pub use hub::HubCache;
 pub use presets::preset_ids;

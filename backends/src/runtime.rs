@@ -1,14 +1,16 @@
 //! The engine's `Runtime` implemented with burn: resolving a spec's model source (alias, folder,
 //! Hub id or preset) and device, and loading the model on the matching backend (burn-flex on the
-//! CPU, burn-cuda on CUDA).
+//! CPU, burn-cuda on CUDA); a model on a core set (`cpu:0-3`) computes on its own pinned pool.
 
 use api::runtime::{Compute, LoadedModel, MemoryEstimate, ModelSpec, Runtime, RuntimeError};
 
+use crate::cores::{self, CoreSet};
 use crate::device::{self, DeviceKind};
 use crate::handle::BurnModel;
 use crate::hub::HubCache;
 use crate::llama::memory::{self, MemoryBudget};
 use crate::llama::{BurnQuantFormats, ModelFiles, PassChoice, load_llama};
+use crate::pinned::PinnedModel;
 use crate::source::{self, ResolvedSource};
 
 /// Loads Llama-family models on burn backends.
@@ -51,10 +53,10 @@ impl BurnRuntime {
     }
 
     /// What loads and generations are checked against on a device.
-    fn budget(&self, kind: DeviceKind) -> MemoryBudget {
+    fn budget(&self, kind: &DeviceKind) -> MemoryBudget {
         MemoryBudget {
-            host: matches!(kind, DeviceKind::Cpu),
-            device_free: match kind {
+            host: kind.is_cpu(),
+            device_free: match *kind {
                 DeviceKind::Cuda(ordinal) => gpu_free_bytes(ordinal),
                 _ => None,
             },
@@ -74,7 +76,7 @@ impl BurnRuntime {
     ) -> Result<MemoryEstimate, RuntimeError> {
         let (kind, source) = self.locate(spec)?;
         let config = ModelFiles::read(&source)?.config;
-        let host = uses_host_kernels(spec, kind)?;
+        let host = uses_host_kernels(spec, &kind)?;
         let (weight_bytes, load_peak_bytes) =
             memory::weight_bytes(&config, spec.dtype, spec.quantization, host)?;
         let kv_cache_bytes =
@@ -83,7 +85,7 @@ impl BurnRuntime {
             weight_bytes,
             load_peak_bytes,
             kv_cache_bytes,
-            available_bytes: self.budget(kind).available(),
+            available_bytes: self.budget(&kind).available(),
         })
     }
 
@@ -110,28 +112,44 @@ impl BurnRuntime {
     /// Like [`Runtime::load`], returning the concrete handle (which also exposes logits).
     pub fn load_model(&self, spec: &ModelSpec) -> Result<BurnModel, RuntimeError> {
         let (kind, source) = self.locate(spec)?;
-        let budget = self.budget(kind);
-        match kind {
-            DeviceKind::Cpu => load_on::<burn_flex::Flex>(
+        let budget = self.budget(&kind);
+        let load_cpu = || {
+            load_on::<burn_flex::Flex>(
                 &source,
                 spec,
                 burn_flex::FlexDevice,
-                if uses_host_kernels(spec, kind)? {
+                if uses_host_kernels(spec, &kind)? {
                     PassChoice::Host
                 } else {
                     PassChoice::Burn(BurnQuantFormats::FLEX)
                 },
                 budget,
-            ),
-            DeviceKind::Cuda(index) => load_cuda(&source, spec, index, budget),
+            )
+        };
+        match &kind {
+            DeviceKind::Cpu => load_cpu(),
+            DeviceKind::CpuCores(set) => {
+                // The pool first: a set that cannot be pinned fails before the weights load.
+                // The weights load on it too: the pinned threads touch their pages first, so
+                // on a machine with several memory nodes they lie on the node of the cores
+                // that read them every step (a load is never timed, however slow one core is).
+                let pool = pinned_pool(spec, set)?;
+                let model = pool.install(load_cpu)?;
+                Ok(BurnModel::new(Box::new(PinnedModel::new(
+                    model.into_inner(),
+                    set.clone(),
+                    pool,
+                ))))
+            }
+            DeviceKind::Cuda(index) => load_cuda(&source, spec, *index, budget),
         }
     }
 }
 
 /// Whether `spec` runs on llmeff's host kernels on a `kind` device; `compute: "host"` where
 /// they cannot run is an error rather than a silent run on burn.
-fn uses_host_kernels(spec: &ModelSpec, kind: DeviceKind) -> Result<bool, RuntimeError> {
-    let on_cpu = matches!(kind, DeviceKind::Cpu);
+fn uses_host_kernels(spec: &ModelSpec, kind: &DeviceKind) -> Result<bool, RuntimeError> {
+    let on_cpu = kind.is_cpu();
     let host = spec
         .compute
         .uses_host_kernels(on_cpu, spec.dtype, spec.quantization);
@@ -151,6 +169,14 @@ fn uses_host_kernels(spec: &ModelSpec, kind: DeviceKind) -> Result<bool, Runtime
         ));
     }
     Ok(host)
+}
+
+/// A pool pinned to `set` for a model of `spec`; a failure is the device's.
+fn pinned_pool(spec: &ModelSpec, set: &CoreSet) -> Result<rayon::ThreadPool, RuntimeError> {
+    cores::pinned_pool(set).map_err(|e| RuntimeError::DeviceUnavailable {
+        device: spec.device.clone(),
+        reason: e.to_string(),
+    })
 }
 
 fn load_on<B: burn::tensor::backend::Backend>(

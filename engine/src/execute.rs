@@ -3,6 +3,7 @@
 //! A failure inside one run (a corrupt model, a backend error) becomes a failed record and the
 //! study goes on; only a sink failure (results cannot be stored) stops the study.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,14 +13,17 @@ use crate::metering::{PhaseTimes, RunMeters};
 use crate::plan::RunSpec;
 use crate::prompts;
 use crate::quality_run::{QualityFailure, QualityInputs, ReferenceCache, measure_quality};
-use crate::record::{RecordSink, RunMetrics, RunRecord, RunStatus, SinkError};
+use crate::record::{RecordSink, ReplicaRecord, RunMetrics, RunRecord, RunStatus, SinkError};
+use crate::replicas::{ReplicaGpu, cores_of, meter_device, split_between};
 use crate::schedule::{Schedule, ScheduledRun};
 use crate::stage::StageId;
+use api::device::replica_devices;
 use api::meter::{MeterProvider, NoMeters};
 use api::runtime::{GenerateOptions, LoadedModel, Runtime, RuntimeError, StepOutput};
 
-/// A monotonic clock in seconds; tests substitute a scripted one.
-pub trait Clock {
+/// A monotonic clock in seconds; tests substitute a scripted one. Replicas read it from their
+/// own threads.
+pub trait Clock: Send + Sync {
     /// Seconds since an arbitrary fixed origin; never decreases.
     fn now_s(&self) -> f64;
     /// Waits `seconds` (used to wait for scheduled request arrivals, outside any timing).
@@ -111,11 +115,42 @@ pub struct Outcome {
 }
 
 /// Why one execution of a run produced no measurements.
+#[derive(Debug, thiserror::Error)]
 enum RunFailure {
     /// The runtime failed.
+    #[error("{0}")]
     Runtime(RuntimeError),
+    /// One replica's runtime failed (the others were stopped).
+    #[error("replica {replica} ({device}): {source}")]
+    Replica {
+        /// 0-based replica.
+        replica: usize,
+        /// Its device.
+        device: String,
+        /// The runtime's error.
+        source: RuntimeError,
+    },
     /// The cancel flag was raised mid-run.
+    #[error("cancelled")]
     Cancelled,
+    /// Another replica of the run failed, so this one stopped (that one's error is the run's).
+    #[error("stopped: another replica failed")]
+    Aborted,
+}
+
+impl RunFailure {
+    /// Backend failures may pass (device busy, memory pressure); bad input would fail the
+    /// same way again.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RunFailure::Runtime(RuntimeError::Backend(_) | RuntimeError::BackendFailure(_))
+                | RunFailure::Replica {
+                    source: RuntimeError::Backend(_) | RuntimeError::BackendFailure(_),
+                    ..
+                }
+        )
+    }
 }
 
 impl From<RuntimeError> for RunFailure {
@@ -124,8 +159,31 @@ impl From<RuntimeError> for RunFailure {
     }
 }
 
-/// The model of one load group in one cycle, or why it failed to load.
-type LoadedGroup = (StageId, usize, Result<Box<dyn LoadedModel>, RuntimeError>);
+/// The models of one load group in one cycle (one per replica device), or why one failed to
+/// load.
+type LoadedGroup = (
+    StageId,
+    usize,
+    Result<Vec<Box<dyn LoadedModel>>, LoadFailure>,
+);
+
+/// Why a run's model did not load.
+#[derive(Debug, thiserror::Error)]
+enum LoadFailure {
+    /// The model (on one device) failed.
+    #[error("{0}")]
+    Model(RuntimeError),
+    /// One replica's model failed (the run needs them all).
+    #[error("replica {replica} ({device}): {source}")]
+    Replica {
+        /// 0-based replica.
+        replica: usize,
+        /// Its device.
+        device: String,
+        /// The runtime's error.
+        source: RuntimeError,
+    },
+}
 
 /// Runs schedules against a runtime.
 pub struct Executor<'a> {
@@ -162,27 +220,13 @@ impl<'a> Executor<'a> {
 
     /// Fails with `Cancelled` once the cancel flag is up.
     fn check_cancel(&self) -> Result<(), RunFailure> {
-        if self.cancelled() {
-            Err(RunFailure::Cancelled)
-        } else {
-            Ok(())
-        }
+        self.driver(&AtomicBool::new(false)).check()
     }
 
     /// Waits `seconds` in slices, so a raised cancel flag ends a long wait (an arrival gap,
     /// an idle baseline, a retry delay) within one slice.
     fn wait(&self, seconds: f64) -> Result<(), RunFailure> {
-        const SLICE_S: f64 = 0.1;
-        // Slices are measured against the clock, so a sleep's overshoot is not repeated.
-        let until = self.clock.now_s() + seconds;
-        loop {
-            self.check_cancel()?;
-            let left = until - self.clock.now_s();
-            if left <= 0.0 {
-                return Ok(());
-            }
-            self.clock.sleep_s(left.min(SLICE_S));
-        }
+        self.driver(&AtomicBool::new(false)).wait(seconds)
     }
 
     /// Measures each finished run's quality against its reference (when the schedule asks
@@ -277,8 +321,8 @@ impl<'a> Executor<'a> {
                 progress(Progress::Loading {
                     model: item.run.load.model.clone(),
                 });
-                let model = self.runtime.load(&item.run.model_spec());
-                loaded = Some((key.0, key.1, model));
+                let models = self.load_replicas(&item.run);
+                loaded = Some((key.0, key.1, models));
             }
             let label = format!("{} cycle {}", item.run.label(&varying), item.cycle);
             progress(Progress::RunStarted {
@@ -290,7 +334,7 @@ impl<'a> Executor<'a> {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
-            let model = loaded.as_ref().map(|(_, _, m)| m.as_ref());
+            let models = loaded.as_mut().map(|(_, _, m)| m.as_mut());
             let mut record = RunRecord {
                 study: schedule.study.clone(),
                 run_hash: item.run.id.hex(),
@@ -302,21 +346,27 @@ impl<'a> Executor<'a> {
                 started_at_unix_s,
                 metrics: None,
                 requests: Vec::new(),
+                replicas: Vec::new(),
             };
-            match model {
-                Some(Ok(model)) => {
-                    record.model = Some(model.info().clone());
+            match models {
+                Some(Ok(models)) => {
+                    record.model = Some(models[0].info().clone());
                     let mut attempt = 0;
                     loop {
-                        match self.run_one(item, model.as_ref()) {
-                            Err(RunFailure::Cancelled) => {
+                        match self.run_one(item, models) {
+                            // run_one returns a failed replica's error, never Aborted; kept total.
+                            Err(RunFailure::Cancelled | RunFailure::Aborted) => {
                                 outcome.cancelled = true;
                                 return Ok(outcome);
                             }
-                            Ok((mut metrics, requests)) => {
+                            Ok((mut metrics, requests, replicas)) => {
                                 if schedule.quality
                                     && self
-                                        .measure_quality(&item.run, model.as_ref(), &mut metrics)
+                                        .measure_quality(
+                                            &item.run,
+                                            models[0].as_ref(),
+                                            &mut metrics,
+                                        )
                                         .is_err()
                                 {
                                     outcome.cancelled = true;
@@ -325,31 +375,32 @@ impl<'a> Executor<'a> {
                                 record.status = RunStatus::Ok;
                                 record.metrics = Some(metrics);
                                 record.requests = requests;
+                                record.replicas = replicas;
                                 record.error = None;
                                 break;
                             }
                             // Only backend failures can be transient (device busy, memory
                             // pressure); bad input would fail the same way again.
-                            Err(RunFailure::Runtime(
-                                e @ (RuntimeError::Backend(_) | RuntimeError::BackendFailure(_)),
-                            )) if attempt < schedule.retries => {
+                            Err(
+                                failure @ (RunFailure::Runtime(_) | RunFailure::Replica { .. }),
+                            ) if failure.is_transient() && attempt < schedule.retries => {
                                 attempt += 1;
-                                record.error = Some(e.to_string());
+                                record.error = Some(failure.to_string());
                                 progress(Progress::Retrying {
                                     index: i + 1,
                                     attempt,
-                                    error: e.to_string(),
+                                    error: failure.to_string(),
                                 });
                                 if self.wait(schedule.retry_delay_s).is_err() {
                                     outcome.cancelled = true;
                                     return Ok(outcome);
                                 }
                             }
-                            Err(RunFailure::Runtime(e)) => {
+                            Err(failure) => {
                                 record.error = Some(if attempt > 0 {
-                                    format!("{e} (after {attempt} retries)")
+                                    format!("{failure} (after {attempt} retries)")
                                 } else {
-                                    e.to_string()
+                                    failure.to_string()
                                 });
                                 break;
                             }
@@ -382,13 +433,63 @@ impl<'a> Executor<'a> {
         Ok(outcome)
     }
 
+    /// Loads a run's model on each of its devices: one model, or one replica per device,
+    /// loaded in parallel. A replica that fails names itself, and the run fails.
+    fn load_replicas(&self, run: &RunSpec) -> Result<Vec<Box<dyn LoadedModel>>, LoadFailure> {
+        let devices = replica_devices(&run.load.device);
+        if devices.len() == 1 {
+            return self
+                .runtime
+                .load(&run.model_spec())
+                .map(|m| vec![m])
+                .map_err(LoadFailure::Model);
+        }
+        let runtime = self.runtime;
+        let loaded: Vec<Result<Box<dyn LoadedModel>, RuntimeError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = devices
+                .iter()
+                .map(|device| {
+                    let spec = run.model_spec_on(device);
+                    s.spawn(move || runtime.load(&spec))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(RuntimeError::InvalidInput(
+                            "the loading thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let mut models = Vec::with_capacity(loaded.len());
+        for (replica, (device, model)) in devices.iter().zip(loaded).enumerate() {
+            models.push(model.map_err(|source| LoadFailure::Replica {
+                replica,
+                device: device.to_string(),
+                source,
+            })?);
+        }
+        Ok(models)
+    }
+
+    fn driver<'d>(&'d self, abort: &'d AtomicBool) -> Driver<'d> {
+        Driver {
+            clock: self.clock,
+            cancel: self.cancel,
+            abort,
+        }
+    }
+
     fn run_one(
         &self,
         item: &ScheduledRun,
-        model: &dyn LoadedModel,
-    ) -> Result<(RunMetrics, Vec<RequestTiming>), RunFailure> {
+        models: &mut [Box<dyn LoadedModel>],
+    ) -> Result<(RunMetrics, Vec<RequestTiming>, Vec<ReplicaRecord>), RunFailure> {
         let run = &item.run;
-        let encoded = encode_prompts(run, model)?;
+        let encoded = encode_prompts(run, models[0].as_ref())?;
         if encoded.is_empty() {
             return Err(RuntimeError::InvalidInput("the prompt set is empty".into()).into());
         }
@@ -399,19 +500,36 @@ impl<'a> Executor<'a> {
             decoding: run.infer.decoding.to_runtime(),
         };
         let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
-        let ranges = form_batches(
-            &lengths,
-            run.batch.size,
-            run.batch.token_budget,
-            options.max_new_tokens,
-        );
-        let batches: Vec<&[Vec<u32>]> = ranges.iter().map(|r| &encoded[r.clone()]).collect();
+        let devices = replica_devices(&run.load.device);
+        let replicated = devices.len() > 1;
+        // Each replica forms its own batches from its contiguous share, as each Accelerate
+        // process batches the prompts it was given.
+        let shares: Vec<Vec<Range<usize>>> = split_between(encoded.len(), models.len())
+            .into_iter()
+            .map(|share| {
+                form_batches(
+                    &lengths[share.clone()],
+                    run.batch.size,
+                    run.batch.token_budget,
+                    options.max_new_tokens,
+                )
+                .into_iter()
+                .map(|r| r.start + share.start..r.end + share.start)
+                .collect()
+            })
+            .collect();
         let arrivals = run.infer.arrival.arrivals(encoded.len());
         let closed_loop = run.infer.arrival == crate::stage::ArrivalSpec::ClosedLoop;
 
-        let mut meters = RunMeters::open(self.meters, &run.load.device, &run.measure);
-        // The peak may run a short microbenchmark the first time: outside any timing.
-        let peak = self.meters.peak(&run.load.device, run.load.dtype.name());
+        let meter_device = meter_device(&run.load.device);
+        let mut meters = RunMeters::open(self.meters, &meter_device, &run.measure);
+        // The peak may run a short microbenchmark the first time: outside any timing. Over
+        // replicas, summed busy time against one device's peak is not yet defined: left out.
+        let peak = if replicated || run.load.device.starts_with("cpu:") {
+            None
+        } else {
+            self.meters.peak(&run.load.device, run.load.dtype.name())
+        };
         meters.idle_baseline(run.measure.idle_baseline_s, &|| self.clock.now_s(), &|s| {
             // A cancel ends the wait early; the check below then abandons the run.
             let _ = self.wait(s);
@@ -419,12 +537,17 @@ impl<'a> Executor<'a> {
         self.check_cancel()?;
 
         let warmup_start = self.clock.now_s();
-        for _ in 0..run.infer.warmup {
-            let mut generation = model.start(batches[0], &options)?;
-            loop {
-                self.check_cancel()?;
-                if generation.step()?.finished {
-                    break;
+        for (model, batches) in models.iter().zip(&shares) {
+            let Some(first) = batches.first() else {
+                continue;
+            };
+            for _ in 0..run.infer.warmup {
+                let mut generation = model.start(&encoded[first.clone()], &options)?;
+                loop {
+                    self.check_cancel()?;
+                    if generation.step()?.finished {
+                        break;
+                    }
                 }
             }
         }
@@ -432,89 +555,174 @@ impl<'a> Executor<'a> {
 
         let mut metrics = RunMetrics {
             warmup_s,
-            num_batches: batches.len(),
+            num_batches: shares.iter().map(Vec::len).sum(),
             peak,
             ..RunMetrics::default()
         };
-        let dtype_bytes = run.load.dtype.size_bytes() as u64;
-        let mut requests = Vec::with_capacity(encoded.len());
+        let abort = AtomicBool::new(false);
+        let driver = self.driver(&abort);
+        let mut gpus: Vec<Option<ReplicaGpu>> = devices
+            .iter()
+            .map(|d| {
+                replicated
+                    .then(|| ReplicaGpu::open(self.meters, d, &run.measure))
+                    .flatten()
+            })
+            .collect();
+        let work = |replica: usize, batch_offset: usize, run_start: f64| ShareWork {
+            replica,
+            batches: &shares[replica],
+            batch_offset,
+            encoded: &encoded,
+            lengths: &lengths,
+            arrivals: &arrivals,
+            run_start,
+            closed_loop,
+            options: &options,
+            dtype_bytes: run.load.dtype.size_bytes() as u64,
+        };
+        let offsets: Vec<usize> = shares
+            .iter()
+            .scan(0, |acc, b| {
+                let offset = *acc;
+                *acc += b.len();
+                Some(offset)
+            })
+            .collect();
         meters.start();
         let run_start = self.clock.now_s();
-        for (b, batch) in batches.iter().enumerate() {
-            let range = ranges[b].clone();
-            // A batch starts once its last request has arrived; the wait is idle time, outside
-            // every request's timing (it shows up as queue_s of the earlier arrivals).
-            let ready = run_start + arrivals[range.clone()].iter().copied().fold(0.0, f64::max);
-            let now = self.clock.now_s();
-            if ready > now {
-                self.wait(ready - now)?;
-            }
-            let start = self.clock.now_s();
-            let energy_start = meters.read_energy();
-            let mut energy_prefilled = energy_start;
-            let mut generation = model.start(batch, &options)?;
-            let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
-            let mut ends = Vec::with_capacity(options.max_new_tokens);
-            loop {
-                self.check_cancel()?;
-                let out = generation.step()?;
-                let end = self.clock.now_s();
-                if steps.is_empty() {
-                    // The phase boundary: what came before was the prompt pass.
-                    energy_prefilled = meters.read_energy();
-                    meters.add_prefill(&energy_start, &energy_prefilled);
-                }
-                metrics.kv_cache_peak_bytes =
-                    metrics.kv_cache_peak_bytes.max(generation.kv_cache_bytes());
-                let finished = out.finished;
-                steps.push(out);
-                ends.push(end);
-                if finished || steps.len() > options.max_new_tokens {
-                    break;
-                }
-            }
-            let energy_end = meters.read_energy();
-            meters.add_decode(&energy_prefilled, &energy_end);
-            metrics.prefill_s += ends[0] - start;
-            metrics.decode_s += ends[ends.len() - 1] - ends[0];
-            // In a closed loop a request arrives when it is handed to the engine: its batch's
-            // start. Scheduled arrivals are offsets from the window's opening.
-            let absolute: Vec<f64> = if closed_loop {
-                vec![start; range.len()]
-            } else {
-                arrivals[range.clone()]
-                    .iter()
-                    .map(|a| run_start + a)
+        let outcomes: Vec<ShareOutcome> = if replicated {
+            let results: Vec<Result<ShareOutcome, RunFailure>> = std::thread::scope(|s| {
+                let handles: Vec<_> = models
+                    .iter_mut()
+                    .zip(gpus.iter_mut())
+                    .enumerate()
+                    .map(|(replica, (model, gpu))| {
+                        let work = work(replica, offsets[replica], run_start);
+                        let driver = &driver;
+                        s.spawn(move || {
+                            let result =
+                                driver.run_share(model.as_ref(), &work, None, gpu.as_mut());
+                            if result.is_err() {
+                                // The others stop at their next step: the run has failed.
+                                driver.abort.store(true, Ordering::SeqCst);
+                            }
+                            result
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(RunFailure::Runtime(RuntimeError::InvalidInput(
+                                "a replica thread panicked".into(),
+                            )))
+                        })
+                    })
                     .collect()
-            };
-            let first = requests.len();
-            requests.extend(batch_timings(
-                b,
-                range.start,
-                &lengths[range.clone()],
-                &steps,
-                &BatchClock {
-                    arrival_s: &absolute,
-                    start_s: start,
-                    window_start_s: run_start,
-                    step_end_s: &ends,
-                },
-            ));
-            metrics.decode_bytes += crate::flops::decode_read_bytes(
-                model.info(),
-                steps.len() as u64 - 1,
-                requests[first..]
-                    .iter()
-                    .map(|r| (r.input_tokens as u64, r.output_tokens as u64)),
-                dtype_bytes,
-            );
+            });
+            let mut outcomes = Vec::with_capacity(results.len());
+            let mut failure = None;
+            for (replica, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(o) => outcomes.push(o),
+                    Err(RunFailure::Cancelled) if self.cancelled() => {
+                        return Err(RunFailure::Cancelled);
+                    }
+                    // Stopped because another replica failed: that one's error is the run's.
+                    Err(RunFailure::Aborted) => {}
+                    Err(RunFailure::Runtime(source)) if failure.is_none() => {
+                        failure = Some(RunFailure::Replica {
+                            replica,
+                            device: devices[replica].to_string(),
+                            source,
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Some(f) = failure {
+                return Err(f);
+            }
+            outcomes
+        } else {
+            vec![driver.run_share(
+                models[0].as_ref(),
+                &work(0, 0, run_start),
+                Some(&mut meters),
+                None,
+            )?]
+        };
+        metrics.wall_s = if replicated {
+            // From the first start to the last finish: the replicas' ends, read on their
+            // own threads.
+            outcomes
+                .iter()
+                .filter_map(|o| o.end_s)
+                .fold(run_start, f64::max)
+                - run_start
+        } else {
+            self.clock.now_s() - run_start
+        };
+        let mut requests = Vec::with_capacity(encoded.len());
+        let mut replicas = Vec::new();
+        let mut replica_notes = Vec::new();
+        for (replica, (outcome, gpu)) in outcomes.into_iter().zip(gpus).enumerate() {
+            metrics.prefill_s += outcome.prefill_s;
+            metrics.decode_s += outcome.decode_s;
+            metrics.decode_bytes += outcome.decode_bytes;
+            metrics.kv_cache_peak_bytes =
+                metrics.kv_cache_peak_bytes.max(outcome.kv_cache_peak_bytes);
+            if replicated {
+                let gpu = gpu.map(ReplicaGpu::report);
+                if let Some(g) = &gpu {
+                    replica_notes.extend(g.notes.iter().cloned());
+                }
+                let (input, output) = outcome.requests.iter().fold((0, 0), |(i, o), r| {
+                    (i + r.input_tokens, o + r.output_tokens)
+                });
+                replicas.push(ReplicaRecord {
+                    replica,
+                    device: devices[replica].to_string(),
+                    cores: cores_of(devices[replica]),
+                    num_requests: outcome.requests.len(),
+                    num_batches: shares[replica].len(),
+                    input_tokens: input,
+                    output_tokens: output,
+                    start_s: outcome.start_s.map(|s| s - run_start),
+                    wall_s: match (outcome.start_s, outcome.end_s) {
+                        (Some(a), Some(b)) => b - a,
+                        _ => 0.0,
+                    },
+                    prefill_s: outcome.prefill_s,
+                    decode_s: outcome.decode_s,
+                    gpu_energy_j: gpu.as_ref().and_then(|g| g.energy_j),
+                    gpu_energy_source: gpu
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), |g| g.source.clone()),
+                    kv_cache_peak_bytes: outcome.kv_cache_peak_bytes,
+                    weight_bytes: models[replica].info().weight_bytes,
+                    gpu_memory_peak_bytes: gpu.as_ref().and_then(|g| g.memory_peak_bytes),
+                    gpu_util_mean_pct: gpu.as_ref().and_then(|g| g.util_mean_pct),
+                });
+            }
+            requests.extend(outcome.requests);
         }
-        metrics.wall_s = self.clock.now_s() - run_start;
+        requests.sort_by_key(|r| r.request_index);
         metrics.meters = meters.finish(PhaseTimes {
             prefill_s: metrics.prefill_s,
             decode_s: metrics.decode_s,
             wall_s: metrics.wall_s,
+            phases_overlap: replicated,
         });
+        if replicated {
+            metrics.meters.notes.push(format!(
+                "{} replicas: prefill_s and decode_s are summed over replicas; MFU and MBU are not computed over replicas; CPU and RAM energy are machine-wide and counted once",
+                devices.len()
+            ));
+        }
+        metrics.meters.notes.extend(replica_notes);
         if metrics.meters.total_j().is_some() {
             // Validated while planning, so this resolves; a failure leaves co2e null.
             metrics.intensity = crate::carbon::resolve(&run.measure.carbon).ok();
@@ -524,7 +732,7 @@ impl<'a> Executor<'a> {
         metrics.output_tokens = requests.iter().map(|r| r.output_tokens).sum();
         for r in &requests {
             let (prefill, decode) = crate::flops::generation(
-                model.info(),
+                models[0].info(),
                 r.input_tokens as u64,
                 r.output_tokens as u64,
             );
@@ -533,7 +741,184 @@ impl<'a> Executor<'a> {
         }
         let notes = metrics.interpretation_notes();
         metrics.meters.notes.extend(notes);
-        Ok((metrics, requests))
+        Ok((metrics, requests, replicas))
+    }
+}
+
+/// One replica's share of a run: its batches (request ranges of the whole run) and what it
+/// needs to time them.
+struct ShareWork<'w> {
+    replica: usize,
+    batches: &'w [Range<usize>],
+    /// Batches of the replicas before it: its batches' indices in the run continue theirs.
+    batch_offset: usize,
+    encoded: &'w [Vec<u32>],
+    lengths: &'w [usize],
+    arrivals: &'w [f64],
+    run_start: f64,
+    closed_loop: bool,
+    options: &'w GenerateOptions,
+    dtype_bytes: u64,
+}
+
+/// What one replica's share produced.
+#[derive(Default)]
+struct ShareOutcome {
+    requests: Vec<RequestTiming>,
+    prefill_s: f64,
+    decode_s: f64,
+    kv_cache_peak_bytes: u64,
+    decode_bytes: u64,
+    /// When its first batch started (`None`: an empty share).
+    start_s: Option<f64>,
+    /// When its last step ended.
+    end_s: Option<f64>,
+}
+
+/// What a thread driving generations needs: the clock, and the flags that stop it (the
+/// study's cancel, and a sibling replica's failure).
+struct Driver<'d> {
+    clock: &'d dyn Clock,
+    cancel: Option<&'d AtomicBool>,
+    abort: &'d AtomicBool,
+}
+
+impl Driver<'_> {
+    fn check(&self) -> Result<(), RunFailure> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            Err(RunFailure::Cancelled)
+        } else if self.abort.load(Ordering::SeqCst) {
+            Err(RunFailure::Aborted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits `seconds` in slices, so a raised flag ends a long wait within one slice.
+    fn wait(&self, seconds: f64) -> Result<(), RunFailure> {
+        const SLICE_S: f64 = 0.1;
+        // Slices are measured against the clock, so a sleep's overshoot is not repeated.
+        let until = self.clock.now_s() + seconds;
+        loop {
+            self.check()?;
+            let left = until - self.clock.now_s();
+            if left <= 0.0 {
+                return Ok(());
+            }
+            self.clock.sleep_s(left.min(SLICE_S));
+        }
+    }
+
+    /// Runs a share's batches one after another on `model`. With `meters` (a run on one
+    /// device) the energy counters are read at each phase boundary; a replica's GPU, if any,
+    /// is read over its own window.
+    fn run_share(
+        &self,
+        model: &dyn LoadedModel,
+        work: &ShareWork,
+        mut meters: Option<&mut RunMeters>,
+        mut gpu: Option<&mut ReplicaGpu>,
+    ) -> Result<ShareOutcome, RunFailure> {
+        let options = work.options;
+        let mut out = ShareOutcome::default();
+        for (b, range) in work.batches.iter().enumerate() {
+            let batch = &work.encoded[range.clone()];
+            // A batch starts once its last request has arrived; the wait is idle time, outside
+            // every request's timing (it shows up as queue_s of the earlier arrivals).
+            let ready = work.run_start
+                + work.arrivals[range.clone()]
+                    .iter()
+                    .copied()
+                    .fold(0.0, f64::max);
+            let now = self.clock.now_s();
+            if ready > now {
+                self.wait(ready - now)?;
+            }
+            let start = self.clock.now_s();
+            if out.start_s.is_none() {
+                out.start_s = Some(start);
+                if let Some(g) = gpu.as_deref_mut() {
+                    g.start();
+                }
+            }
+            let energy_start = meters.as_ref().map(|m| m.read_energy());
+            let mut energy_prefilled = energy_start;
+            let mut generation = model.start(batch, options)?;
+            let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
+            let mut ends = Vec::with_capacity(options.max_new_tokens);
+            loop {
+                self.check()?;
+                let step = generation.step()?;
+                let end = self.clock.now_s();
+                if steps.is_empty()
+                    && let (Some(m), Some(before)) = (meters.as_deref_mut(), &energy_start)
+                {
+                    // The phase boundary: what came before was the prompt pass.
+                    let now = m.read_energy();
+                    m.add_prefill(before, &now);
+                    energy_prefilled = Some(now);
+                }
+                out.kv_cache_peak_bytes = out.kv_cache_peak_bytes.max(generation.kv_cache_bytes());
+                let finished = step.finished;
+                steps.push(step);
+                ends.push(end);
+                if finished || steps.len() > options.max_new_tokens {
+                    break;
+                }
+            }
+            if let (Some(m), Some(before)) = (meters.as_deref_mut(), &energy_prefilled) {
+                let end = m.read_energy();
+                m.add_decode(before, &end);
+            }
+            if let Some(g) = gpu.as_deref_mut() {
+                g.sample();
+            }
+            out.prefill_s += ends[0] - start;
+            out.decode_s += ends[ends.len() - 1] - ends[0];
+            out.end_s = Some(ends[ends.len() - 1]);
+            // In a closed loop a request arrives when it is handed to the engine: its batch's
+            // start. Scheduled arrivals are offsets from the window's opening.
+            let absolute: Vec<f64> = if work.closed_loop {
+                vec![start; range.len()]
+            } else {
+                work.arrivals[range.clone()]
+                    .iter()
+                    .map(|a| work.run_start + a)
+                    .collect()
+            };
+            let first = out.requests.len();
+            out.requests.extend(
+                batch_timings(
+                    work.batch_offset + b,
+                    range.start,
+                    &work.lengths[range.clone()],
+                    &steps,
+                    &BatchClock {
+                        arrival_s: &absolute,
+                        start_s: start,
+                        window_start_s: work.run_start,
+                        step_end_s: &ends,
+                    },
+                )
+                .into_iter()
+                .map(|r| RequestTiming {
+                    replica: work.replica,
+                    ..r
+                }),
+            );
+            out.decode_bytes += crate::flops::decode_read_bytes(
+                model.info(),
+                steps.len() as u64 - 1,
+                out.requests[first..]
+                    .iter()
+                    .map(|r| (r.input_tokens as u64, r.output_tokens as u64)),
+                work.dtype_bytes,
+            );
+        }
+        if let Some(g) = gpu {
+            g.stop();
+        }
+        Ok(out)
     }
 }
 

@@ -14,6 +14,8 @@ use api::runtime::StepOutput;
 /// Timings of one request (one prompt of a batch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestTiming {
+    /// The replica that served it (0 for a run on one device).
+    pub replica: usize,
     /// Index of the batch within the run.
     pub batch_index: usize,
     /// Index of the prompt within the run.
@@ -85,6 +87,7 @@ pub fn batch_timings(
             let e2e_s = times.last().map_or(0.0, |t| t - arrival);
             let n = times.len();
             RequestTiming {
+                replica: 0,
                 batch_index,
                 request_index: first_request_index + seq,
                 input_tokens: input_tokens[seq],

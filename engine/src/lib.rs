@@ -19,6 +19,7 @@ pub mod quality;
 pub mod quality_run;
 pub mod record;
 pub mod reference;
+pub mod replicas;
 pub mod resolver;
 pub mod schedule;
 pub mod script;

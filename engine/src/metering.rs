@@ -271,6 +271,9 @@ pub struct PhaseTimes {
     pub decode_s: f64,
     /// The whole timed window.
     pub wall_s: f64,
+    /// Phases of several replicas overlapped in time, so machine-wide energy cannot be split
+    /// between them: prefill, decode and other energy are left null.
+    pub phases_overlap: bool,
 }
 
 /// Sampled utilisation over an interval shorter than this is dropped: `/proc` CPU times tick
@@ -452,6 +455,7 @@ impl RunMeters {
             prefill_s,
             decode_s,
             wall_s,
+            phases_overlap,
         } = phases;
         let end = self.read_energy();
         if let Some((stop, handle)) = self.sampler.take() {
@@ -519,7 +523,11 @@ impl RunMeters {
                     meter,
                 });
             }
-            if any {
+            if any && phases_overlap {
+                shared.notes.push(
+                    "replicas ran prefill and decode at the same time: the window's energy is not split by phase".into(),
+                );
+            } else if any {
                 report.prefill_j = Some(prefill);
                 report.decode_j = Some(decode);
                 // Counter reads jitter by microjoules; a window with no gaps has no other
@@ -630,6 +638,7 @@ mod tests {
             prefill_s,
             decode_s,
             wall_s,
+            phases_overlap: false,
         }
     }
 

@@ -190,12 +190,17 @@ impl RunSpec {
 
     /// What the runtime loads for this run.
     pub fn model_spec(&self) -> api::runtime::ModelSpec {
+        self.model_spec_on(&self.load.device)
+    }
+
+    /// The runtime's description of the model on one `device` (a replica's).
+    pub fn model_spec_on(&self, device: &str) -> api::runtime::ModelSpec {
         api::runtime::ModelSpec {
             source: self.load.model.clone(),
             revision: self.load.revision.clone(),
             dtype: self.load.dtype,
             weights: self.load.weights,
-            device: self.load.device.clone(),
+            device: device.to_string(),
             seed: self.load.seed,
             quantization: self.quantize.as_ref().and_then(|q| q.to_runtime()),
             compute: self.load.compute,
@@ -467,7 +472,14 @@ impl Plan {
         let runs: Vec<_> = self
             .runs()
             .iter()
-            .map(|r| json!({"id": r.id.hex(), "load": r.load_id.hex(), "config": r.config()}))
+            .map(|r| {
+                json!({
+                    "id": r.id.hex(),
+                    "load": r.load_id.hex(),
+                    "config": r.config(),
+                    "replicas": api::device::replica_devices(&r.load.device),
+                })
+            })
             .collect();
         json!({ "study": self.study, "nodes": nodes, "edges": edges, "runs": runs })
     }
@@ -475,13 +487,21 @@ impl Plan {
 
 fn summary(stage: &Stage) -> String {
     match stage {
-        Stage::Load(l) => format!(
-            "{} dtype={} weights={} device={}",
-            l.model,
-            l.dtype,
-            l.weights.name(),
-            l.device
-        ),
+        Stage::Load(l) => {
+            let replicas = api::device::replica_devices(&l.device).len();
+            format!(
+                "{} dtype={} weights={} device={}{}",
+                l.model,
+                l.dtype,
+                l.weights.name(),
+                l.device,
+                if replicas > 1 {
+                    format!(" replicas={replicas}")
+                } else {
+                    String::new()
+                }
+            )
+        }
         Stage::Quantize(q) => format!("method={} block_size={}", q.method, q.block_size),
         Stage::Prompts(p) => format!(
             "{} count={} max_input_tokens={}",

@@ -190,6 +190,59 @@ pub struct RunRecord {
     pub metrics: Option<RunMetrics>,
     /// Per-request timings, for finished runs.
     pub requests: Vec<RequestTiming>,
+    /// Per-replica figures of a run on several devices (empty for one device).
+    pub replicas: Vec<ReplicaRecord>,
+}
+
+/// What one replica of a data-parallel run did (`replicas.parquet`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReplicaRecord {
+    /// 0-based replica, in the order the devices were named.
+    pub replica: usize,
+    /// Its device (`cuda:1`, `cpu:0-3`).
+    pub device: String,
+    /// The cores it was pinned to (`0-3`), for a core set; `None` otherwise.
+    pub cores: Option<String>,
+    /// Requests in its share.
+    pub num_requests: usize,
+    /// Batches it ran.
+    pub num_batches: usize,
+    /// Prompt tokens of its share, no padding.
+    pub input_tokens: usize,
+    /// Tokens it generated, no padding.
+    pub output_tokens: usize,
+    /// When its first batch started, seconds after the run's window opened (`None`: no share).
+    pub start_s: Option<f64>,
+    /// Its first batch's start to its last step's end, seconds (0 with no share).
+    pub wall_s: f64,
+    /// Time in its prompt passes, seconds.
+    pub prefill_s: f64,
+    /// Time in its decode steps, seconds.
+    pub decode_s: f64,
+    /// Its GPU's energy over its own wall window, joules (`None` on a CPU or where unread).
+    pub gpu_energy_j: Option<f64>,
+    /// Where `gpu_energy_j` comes from: `nvml`, `unavailable`, or `none` for a CPU replica.
+    pub gpu_energy_source: String,
+    /// Largest KV cache it held, bytes.
+    pub kv_cache_peak_bytes: u64,
+    /// Weights it held, bytes (each replica holds its own copy).
+    pub weight_bytes: u64,
+    /// Largest GPU memory in use on its GPU at a batch end, bytes (NVML; `None` on a CPU).
+    pub gpu_memory_peak_bytes: Option<u64>,
+    /// Mean GPU utilisation read at its batch ends, percent (NVML; `None` on a CPU).
+    pub gpu_util_mean_pct: Option<f64>,
+}
+
+impl ReplicaRecord {
+    /// Output tokens per second of its own wall window.
+    pub fn output_tokens_per_s(&self) -> Option<f64> {
+        (self.wall_s > 0.0).then(|| self.output_tokens as f64 / self.wall_s)
+    }
+
+    /// Share of its wall window spent computing (prompt passes and decode steps).
+    pub fn busy_ratio(&self) -> Option<f64> {
+        (self.wall_s > 0.0).then(|| (self.prefill_s + self.decode_s) / self.wall_s)
+    }
 }
 
 /// The error a sink reports when it cannot store a record.

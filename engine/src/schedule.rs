@@ -185,14 +185,20 @@ impl fmt::Display for Schedule {
         for (i, item) in self.items.iter().enumerate() {
             let key = (item.cycle, item.run.load_id);
             if previous != Some(key) {
+                let devices = api::device::replica_devices(&item.run.load.device);
+                let on = if devices.len() > 1 {
+                    format!(
+                        "{} replicas, loaded in parallel, prompts split between them: {}",
+                        devices.len(),
+                        devices.join(", ")
+                    )
+                } else {
+                    item.run.load.device.clone()
+                };
                 writeln!(
                     f,
-                    "  cycle {} load {} {} {} on {}",
-                    item.cycle,
-                    item.run.load_id,
-                    item.run.load.model,
-                    item.run.load.dtype,
-                    item.run.load.device
+                    "  cycle {} load {} {} {} on {on}",
+                    item.cycle, item.run.load_id, item.run.load.model, item.run.load.dtype,
                 )?;
             }
             previous = Some(key);

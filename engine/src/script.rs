@@ -17,6 +17,7 @@ use crate::stage::{
     MeasureStage, PromptSource, PromptsStage, QuantizeStage, Stage, StageId, StageKind,
 };
 use crate::vocabulary::{self, DEFAULT_METERS, GROUP_BY_COLUMNS, METERS, STATS};
+use api::device::{DeviceName, REPLICA_SEPARATOR};
 use api::meter::EstimateMode;
 use api::runtime::{Compute, DType, HOST_BLOCK_MULTIPLE, QuantMethod, WeightsKind};
 
@@ -176,13 +177,7 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
         Some("random") => WeightsKind::Random,
         _ => WeightsKind::Pretrained,
     };
-    let device = opts.string("device")?.unwrap_or_else(|| "cpu".to_string());
-    if device != "cpu" && !is_cuda_name(&device) {
-        return Err(opts.invalid(
-            "device",
-            format!("`{device}` is not a device; use `cpu` or `cuda:N`"),
-        ));
-    }
+    let device = load_device(&opts)?;
     if model.trim().is_empty() {
         return Err(opts.invalid("model", "the model name is empty"));
     }
@@ -192,7 +187,10 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
     };
     // Checked here so a run never fails late, or silently runs on burn, for a pass that
     // cannot take the model (a quantized model is checked by quantize()).
-    if compute == Compute::Host && !compute.uses_host_kernels(device == "cpu", dtype, None) {
+    let on_cpu = api::device::replica_devices(&device)
+        .iter()
+        .all(|d| d.starts_with("cpu"));
+    if compute == Compute::Host && !compute.uses_host_kernels(on_cpu, dtype, None) {
         return Err(opts.invalid(
             "compute",
             format!("\"host\" runs on the cpu only, not on {device}; use \"burn\" or \"auto\""),
@@ -209,10 +207,71 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
     })
 }
 
-fn is_cuda_name(device: &str) -> bool {
-    device
-        .strip_prefix("cuda:")
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+/// The device of a load: `device` (one), or `devices` (replicas, joined by
+/// [`REPLICA_SEPARATOR`]), each name parsed; replicas must be of one kind and share no
+/// hardware (a GPU or a core named twice would measure one device as two).
+fn load_device(opts: &OptionMap) -> Result<String, OptionError> {
+    let one = opts.string("device")?;
+    let many = opts.strings("devices")?;
+    let names = match (one, many) {
+        (Some(_), Some(_)) => {
+            return Err(opts.invalid(
+                "devices",
+                "give `device` (one) or `devices` (replicas), not both",
+            ));
+        }
+        (Some(device), None) => {
+            if device.contains(REPLICA_SEPARATOR) {
+                return Err(opts.invalid(
+                    "device",
+                    format!(
+                        "`{device}`: name replicas as a list, `devices: [\"cpu:0\", \"cpu:1\"]`"
+                    ),
+                ));
+            }
+            vec![device]
+        }
+        (None, Some(devices)) if devices.is_empty() => {
+            return Err(opts.invalid("devices", "the list is empty; name at least one device"));
+        }
+        (None, Some(devices)) => devices,
+        (None, None) => vec!["cpu".to_string()],
+    };
+    let key = if names.len() > 1 || opts.strings("devices")?.is_some() {
+        "devices"
+    } else {
+        "device"
+    };
+    let mut parsed: Vec<DeviceName> = Vec::with_capacity(names.len());
+    for name in &names {
+        let device = DeviceName::parse(name).map_err(|e| opts.invalid(key, e.to_string()))?;
+        if let Some(first) = parsed.first()
+            && first.is_cpu() != device.is_cpu()
+        {
+            return Err(opts.invalid(
+                key,
+                format!("replicas run on devices of one kind: `{first}` and `{device}` differ"),
+            ));
+        }
+        if let Some(other) = parsed.iter().find(|p| p.overlaps(&device)) {
+            return Err(opts.invalid(
+                key,
+                if *other == device {
+                    format!("`{device}` is named twice: each replica needs a device of its own")
+                } else {
+                    format!(
+                        "`{other}` and `{device}` share cores: each replica needs cores of its own"
+                    )
+                },
+            ));
+        }
+        parsed.push(device);
+    }
+    Ok(parsed
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(&REPLICA_SEPARATOR.to_string()))
 }
 
 fn build_prompts(source: Dynamic, opts: OptionMap) -> Result<PromptsStage, Box<EvalAltResult>> {
@@ -504,6 +563,19 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
 
     let p = plan.clone();
     let load = move |model: &str, opts: Dynamic| -> Result<Node, Box<EvalAltResult>> {
+        // One spelling for replicas: the devices themselves, never a count.
+        if opts
+            .read_lock::<Map>()
+            .is_some_and(|m| m.contains_key("replicas"))
+        {
+            return Err(opt_err(OptionError::Invalid {
+                stage: "load",
+                key: "replicas".into(),
+                reason: "replicas are named by their devices: `devices: [\"cuda:0\", \"cuda:1\"]` \
+                         or `devices: [\"cpu:0\", \"cpu:1\"]`"
+                    .into(),
+            }));
+        }
         let stage = build_load(model, options(opts, "load")?).map_err(opt_err)?;
         let id = add(&p, Stage::Load(stage), &[])?;
         Ok(Node {
@@ -1133,6 +1205,46 @@ mod tests {
     }
 
     #[test]
+    fn replicas_are_named_by_their_devices() {
+        let p = plan(
+            r#"infer(load("tiny-stories", #{ devices: ["cpu:1", "cpu:0"] }), prompts("builtin:stories"));"#,
+        )
+        .unwrap();
+        assert_eq!(p.runs()[0].load.device, "cpu:1+cpu:0");
+        let one = plan(r#"infer(load("tiny-stories", #{ devices: ["cpu:0-1"] }), prompts("builtin:stories"));"#)
+            .unwrap();
+        assert_eq!(one.runs()[0].load.device, "cpu:0-1");
+        let err = |src: &str| plan(src).unwrap_err().to_string();
+        for (devices, expected) in [
+            (r#"["cpu:0", "cpu:0"]"#, "`cpu:0` is named twice"),
+            (r#"["cuda:1", "cuda:1"]"#, "`cuda:1` is named twice"),
+            (
+                r#"["cpu:0-1", "cpu:1,2"]"#,
+                "`cpu:0-1` and `cpu:1-2` share cores",
+            ),
+            (r#"["cpu", "cpu:3"]"#, "`cpu` and `cpu:3` share cores"),
+            (r#"["cpu:0", "cuda:0"]"#, "devices of one kind"),
+            (r#"["cpu:0", "cpu:x"]"#, "`x` is not a core number"),
+            ("[]", "the list is empty"),
+        ] {
+            let e = err(&format!(
+                r#"load("tiny-stories", #{{ devices: {devices} }});"#
+            ));
+            assert!(e.contains("option `devices` of load()"), "{e}");
+            assert!(e.contains(expected), "{devices}: {e}");
+        }
+        let e = err(r#"load("tiny-stories", #{ replicas: 2 });"#);
+        assert!(
+            e.contains("option `replicas` of load()") && e.contains("devices: ["),
+            "{e}"
+        );
+        let e = err(r#"load("tiny-stories", #{ device: "cpu", devices: ["cpu:0"] });"#);
+        assert!(e.contains("not both"), "{e}");
+        let e = err(r#"load("tiny-stories", #{ device: "tpu:0" });"#);
+        assert!(e.contains("`tpu:0` is not a device"), "{e}");
+    }
+
+    #[test]
     fn a_quantization_asked_for_as_a_dtype_is_refused_with_the_spelling_that_works() {
         let err = plan(r#"let m = load("tiny-stories", #{ dtype: "fp8" });"#)
             .unwrap_err()
@@ -1168,7 +1280,7 @@ mod tests {
         let err = plan("let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "test.rhai:1:9: unknown option `dtyp` for load(): did you mean `dtype`? valid options: compute, device, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
+            "test.rhai:1:9: unknown option `dtyp` for load(): did you mean `dtype`? valid options: compute, device, devices, dtype, revision, seed, weights\n  |\n1 | let m = load(\"tiny-stories\", #{ dtyp: \"f32\" });\n  |         ^"
         );
         let err = plan("study(#{ name: \"x\" });\nlet r = infer(load(\"tiny-stories\"), prompts(\"builtin:chat\"), #{ arival: #{} });")
             .unwrap_err();

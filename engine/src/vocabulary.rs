@@ -307,9 +307,24 @@ pub const TOPICS: &[Topic] = &[
                 KeyType::Str,
                 "\"cpu\"",
                 "",
-                "cpu, cuda:N",
-                "Where the model runs; `cuda:N` needs a build with `--features cuda`.",
-                "\"cuda:0\"",
+                "cpu, cpu:<cores>, cuda:N",
+                "Where the model runs: `cpu` is every core this process may use, `cpu:0-3` or \
+                 `cpu:4,6` a core set (its own thread pool, pinned there); `cuda:N` needs a \
+                 build with `--features cuda`.",
+                "\"cpu:0-3\"",
+            ),
+            opt(
+                "devices",
+                KeyType::Strings,
+                "none (one device)",
+                "",
+                "two or more devices of one kind, sharing no GPU or core",
+                "Data-parallel replicas, one per device, as Hugging Face Accelerate runs them: \
+                 each run splits its prompts between the replicas (contiguous shares, the first \
+                 replicas taking the remainder), starts them together and runs each share on its \
+                 own thread with its own batches. Per-replica figures go to \
+                 `replicas.parquet`. Instead of `device`.",
+                "[\"cpu:0\", \"cpu:1\"]",
             ),
             opt(
                 "seed",

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use api::meter::{
@@ -559,19 +559,18 @@ fn a_cancel_ends_an_arrival_wait() {
               warmup: 0, arrival: #{ pattern: "constant", interval_s: 1000.0 } });
     "#;
     let mut sink = MemorySink::default();
-    let waits = Cell::new(0);
+    let waits = AtomicUsize::new(0);
     struct CancellingClock<'a> {
         time: &'a FakeTime,
         cancel: &'a AtomicBool,
-        waits: &'a Cell<usize>,
+        waits: &'a AtomicUsize,
     }
     impl Clock for CancellingClock<'_> {
         fn now_s(&self) -> f64 {
             self.time.now_s()
         }
         fn sleep_s(&self, seconds: f64) {
-            self.waits.set(self.waits.get() + 1);
-            if self.waits.get() == 3 {
+            if self.waits.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
                 self.cancel.store(true, Ordering::SeqCst);
             }
             self.time.sleep_s(seconds);
@@ -588,7 +587,7 @@ fn a_cancel_ends_an_arrival_wait() {
         .unwrap();
     assert!(outcome.cancelled);
     assert!(sink.records.is_empty());
-    assert_eq!(waits.get(), 3);
+    assert_eq!(waits.load(Ordering::SeqCst), 3);
     assert!(time.now_s() < 10.0, "waited {} s", time.now_s());
 }
 

@@ -85,6 +85,16 @@ pub enum StoreError {
         /// Rows built.
         rows: usize,
     },
+    /// A replica part holds rows of another execution, or one replica twice.
+    #[error("{path}: replica rows must all be of run {run_hash} cycle {cycle}, each replica once")]
+    ReplicaPartMismatch {
+        /// The replica part (`replicas/<run_hash>-c<cycle>.parquet`).
+        path: PathBuf,
+        /// The execution's run hash, from the part's name.
+        run_hash: String,
+        /// The execution's cycle, from the part's name.
+        cycle: i64,
+    },
     /// The study folder holds results of a different plan.
     #[error("{0}")]
     PlanChanged(String),

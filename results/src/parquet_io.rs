@@ -50,6 +50,16 @@ fn column_array(columns: &[Column], rows: &[Row], index: usize) -> ArrayRef {
 /// Writes rows (all of `columns`) to `path` atomically.
 pub fn write_rows(path: &Path, columns: &'static [Column], rows: &[Row]) -> Result<(), StoreError> {
     for row in rows {
+        // Cells are laid out by position: a row of another table would be written under the
+        // wrong names.
+        if !std::ptr::eq(row.columns(), columns) && row.columns() != columns {
+            return Err(StoreError::Schema(format!(
+                "{}: a row of another table ({} columns, first `{}`)",
+                path.display(),
+                row.columns().len(),
+                row.columns().first().map_or("", |c| c.name)
+            )));
+        }
         row.validate()?;
     }
     let schema = arrow_schema(columns);

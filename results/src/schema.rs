@@ -703,7 +703,7 @@ pub const RUN_COLUMNS: &[Column] = &[
     col("hostname", Text, true, "machine that measured the run"),
 ];
 
-/// Columns of `requests/<hash>.parquet`: one row per request of a run.
+/// Columns of `requests/<run_hash>-c<cycle>.parquet`: one row per request of an execution.
 pub const REQUEST_COLUMNS: &[Column] = &[
     col("run_hash", Text, false, "content hash of the run"),
     col("cycle_id", Int, false, "0-based repetition"),
@@ -749,6 +749,12 @@ pub const REQUEST_COLUMNS: &[Column] = &[
         "median gap between the request's consecutive tokens",
     ),
     col("itl_max_s", Float, true, "largest inter-token gap"),
+    col(
+        "replica",
+        Int,
+        false,
+        "replica that served the request (`replica` of replicas.parquet, in the order load's `devices` named them); 0 for a run on one device",
+    ),
 ];
 
 /// Columns of `samples/<hash>-c<cycle>.parquet`: the background meter series of a run.
@@ -817,6 +823,145 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
         "sum of the domain powers present in this sample",
     ),
 ];
+
+/// Columns of `replicas.parquet`: one row per replica per execution of a run on several
+/// devices (data parallel), compacted from `replicas/<run_hash>-c<cycle>.parquet`. A run on one
+/// device has no rows; runs.parquet holds every run's totals.
+pub const REPLICA_COLUMNS: &[Column] = &[
+    col("study", Text, false, "study name"),
+    col(
+        "run_hash",
+        Text,
+        false,
+        "content hash of the run's configuration",
+    ),
+    col("cycle_id", Int, false, "0-based repetition of the run"),
+    col(
+        "replica",
+        Int,
+        false,
+        "0-based replica, in the order load's `devices` named them; the `replica` of its requests in requests/",
+    ),
+    col(
+        "device",
+        Text,
+        false,
+        "the replica's device (`cuda:1`, `cpu:0-3`)",
+    ),
+    col(
+        "cores",
+        Text,
+        true,
+        "CPU cores the replica's threads were pinned to (`0-3`), for a core set; null otherwise",
+    ),
+    col(
+        "num_requests",
+        Int,
+        false,
+        "requests in the replica's share of the run's prompts",
+    ),
+    col("num_batches", Int, false, "batches the replica ran"),
+    col(
+        "input_tokens",
+        Int,
+        false,
+        "prompt tokens of the replica's share, no padding",
+    ),
+    col(
+        "output_tokens",
+        Int,
+        false,
+        "tokens the replica generated, no padding; an emitted EOS counts",
+    ),
+    col(
+        "start_s",
+        Float,
+        true,
+        "start of the replica's first batch, seconds after the run's timed window opened; null when it got no share; monotonic clock",
+    ),
+    col(
+        "wall_s",
+        Float,
+        false,
+        "the replica's own window: its first batch's start to its last step's end (0 with no share); monotonic clock. runs.wall_s spans every replica",
+    ),
+    col(
+        "prefill_s",
+        Float,
+        false,
+        "time in the replica's prompt passes, summed over its batches; monotonic clock",
+    ),
+    col(
+        "decode_s",
+        Float,
+        false,
+        "time in the replica's decode steps, summed over its batches; monotonic clock",
+    ),
+    col(
+        "output_tokens_per_s",
+        Float,
+        true,
+        "output_tokens / wall_s of the replica's own window (null for an empty window)",
+    ),
+    col(
+        "busy_ratio",
+        Float,
+        true,
+        "(prefill_s + decode_s) / wall_s: share of the replica's own window spent computing rather than waiting for arrivals or hand-overs",
+    ),
+    col(
+        "gpu_energy_j",
+        Float,
+        true,
+        "energy of the replica's GPU over the replica's own window (NVML); null on a CPU or where unread. runs.energy_gpu_j counts each physical GPU once over the run's window",
+    ),
+    col(
+        "gpu_energy_source",
+        Text,
+        false,
+        "`nvml` (total-energy counter or integrated power), `unavailable` (a GPU that could not be read: null figure) or `none` (a CPU replica)",
+    ),
+    col(
+        "cpu_energy_source",
+        Text,
+        false,
+        "always `run`: CPU package energy is machine-wide (RAPL and the estimate cannot tell replicas apart), so it is counted once per execution in runs.energy_cpu_j, never per replica",
+    ),
+    col(
+        "ram_energy_source",
+        Text,
+        false,
+        "always `run`: DRAM energy is machine-wide, so it is counted once per execution in runs.energy_ram_j, never per replica",
+    ),
+    col(
+        "kv_cache_peak_bytes",
+        Int,
+        false,
+        "largest KV cache of the replica's batches, analytic from their shape as runs.kv_cache_peak_bytes",
+    ),
+    col(
+        "weight_bytes",
+        Int,
+        false,
+        "bytes of weights the replica held, analytic; each replica holds its own copy",
+    ),
+    col(
+        "gpu_memory_peak_bytes",
+        Int,
+        true,
+        "largest GPU memory in use on the replica's GPU, read at its batch ends (NVML, whole device); null on a CPU",
+    ),
+    col(
+        "gpu_util_mean_pct",
+        Float,
+        true,
+        "mean GPU utilisation of the replica's GPU, read at its batch ends (NVML); null on a CPU",
+    ),
+];
+
+/// What `cpu_energy_source` and `ram_energy_source` of replicas.parquet always hold: those
+/// domains are measured once per execution, in runs.parquet.
+pub const PER_RUN_ENERGY_SOURCE: &str = "run";
 
 /// The unit a column's name ends in, spelled out (`_s` → `s`); `None` for counts and text.
 pub fn unit(name: &str) -> Option<&'static str> {
@@ -921,8 +1066,29 @@ mod tests {
     }
 
     #[test]
+    fn replica_rows_join_runs_on_the_same_key_columns() {
+        // A join of replicas.parquet to runs.parquet must read the key the same way.
+        for name in ["study", "run_hash", "cycle_id"] {
+            let run = RUN_COLUMNS.iter().find(|c| c.name == name);
+            let replica = REPLICA_COLUMNS.iter().find(|c| c.name == name);
+            assert_eq!(run, replica, "{name}");
+        }
+        assert_eq!(unit("busy_ratio"), Some("ratio"));
+        assert_eq!(unit("gpu_memory_peak_bytes"), Some("bytes"));
+        assert_eq!(unit("start_s"), Some("s"));
+        let request_replica = REQUEST_COLUMNS.iter().find(|c| c.name == "replica");
+        let replica = REPLICA_COLUMNS.iter().find(|c| c.name == "replica");
+        assert_eq!(request_replica.map(|c| c.ty), replica.map(|c| c.ty));
+    }
+
+    #[test]
     fn column_names_are_unique() {
-        for columns in [RUN_COLUMNS, REQUEST_COLUMNS, SAMPLE_COLUMNS] {
+        for columns in [
+            RUN_COLUMNS,
+            REQUEST_COLUMNS,
+            SAMPLE_COLUMNS,
+            REPLICA_COLUMNS,
+        ] {
             let mut names: Vec<&str> = columns.iter().map(|c| c.name).collect();
             names.sort_unstable();
             let before = names.len();

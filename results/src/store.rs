@@ -1,17 +1,26 @@
 //! A study's results folder: one Parquet part per finished run, compacted into tables.
 //!
 //! Layout: `parts/<run_hash>-c<cycle>.parquet` (one row), `requests/<run_hash>-c<cycle>.parquet`,
-//! `samples/<run_hash>-c<cycle>.parquet` (the meters' time series), and the compacted `runs.parquet`, `runs.csv`, `runs.json`. A part's existence means the
-//! run is stored; failed runs get a `.failed.parquet` part so a resume retries them.
+//! `samples/<run_hash>-c<cycle>.parquet` (the meters' time series),
+//! `replicas/<run_hash>-c<cycle>.parquet` (one row per replica of a run on several devices; the
+//! folder appears with the first such run), and the compacted `runs.parquet`, `runs.csv`,
+//! `runs.json` and, when a successful run had replicas, `replicas.parquet`. A part's existence
+//! means the run is stored; failed runs get a `.failed.parquet` part so a resume retries them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
 use crate::lock::{COMPACTION_TIMEOUT, CompactionLock};
 use crate::parquet_io::{read_rows, write_bytes, write_rows};
 use crate::row::{Cell, Row};
-use crate::schema::{Column, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
+use crate::schema::{Column, REPLICA_COLUMNS, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
+
+/// The compacted per-replica table of a study folder.
+pub const REPLICA_TABLE: &str = "replicas.parquet";
+
+/// The folder of per-execution replica parts, compacted into [`REPLICA_TABLE`].
+const REPLICA_PARTS: &str = "replicas";
 
 /// A study's results folder.
 #[derive(Debug, Clone)]
@@ -41,6 +50,66 @@ fn int(row: &Row, name: &str) -> Result<i64, StoreError> {
     }
 }
 
+/// The execution (run hash, cycle) a per-execution file is named after; `None` for other
+/// names, including a cycle not spelled as the store spells it (`-c01`), which would otherwise
+/// name an execution twice.
+fn execution_of(name: &str) -> Option<(&str, i64)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let (hash, digits) = stem.rsplit_once("-c")?;
+    let cycle: i64 = digits.parse().ok()?;
+    (cycle.to_string() == digits).then_some((hash, cycle))
+}
+
+/// Checks that the replica rows of part `path` are all of execution (`hash`, `cycle`) and
+/// name each replica once: a duplicated row would count a replica's work twice.
+fn check_replica_rows(path: &Path, hash: &str, cycle: i64, rows: &[Row]) -> Result<(), StoreError> {
+    let mut seen = HashSet::new();
+    for row in rows {
+        let belongs = text(row, "run_hash").is_ok_and(|h| h == hash)
+            && int(row, "cycle_id").is_ok_and(|c| c == cycle)
+            && int(row, "replica").is_ok_and(|r| seen.insert(r));
+        if !belongs {
+            return Err(StoreError::ReplicaPartMismatch {
+                path: path.to_path_buf(),
+                run_hash: hash.to_string(),
+                cycle,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Names of the `.parquet` files in `folder`, sorted; temporary files of an interrupted write
+/// start with a dot and are left out.
+fn parquet_names(folder: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(|e| StoreError::io(folder, e))? {
+        let entry = entry.map_err(|e| StoreError::io(folder, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".parquet") && !name.starts_with('.') && entry.path().is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes `path` if it is there.
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Moves `path` into the folder `to_dir` (created if needed); returns its new path.
+fn move_into(path: &Path, to_dir: &Path) -> Result<PathBuf, StoreError> {
+    std::fs::create_dir_all(to_dir).map_err(|e| StoreError::io(to_dir, e))?;
+    let to = to_dir.join(path.file_name().unwrap_or_default());
+    std::fs::rename(path, &to).map_err(|e| StoreError::io(path, e))?;
+    Ok(to)
+}
+
 impl Store {
     /// Opens (creating if needed) the folder of a study.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
@@ -57,9 +126,16 @@ impl Store {
         &self.dir
     }
 
-    /// Stores one execution: its run row and its request rows, each atomically. The run part
-    /// is written last, so its presence implies the requests are there too.
-    pub fn write_run(&self, run: &Row, requests: &[Row]) -> Result<(), StoreError> {
+    /// Stores one execution: its run row, its request rows and its replica rows (none for a run
+    /// on one device), each file atomically. The run part is written last, so its presence
+    /// implies the requests and replicas are there too; an execution written again (a resumed
+    /// or retried one) replaces its files rather than adding rows.
+    pub fn write_run(
+        &self,
+        run: &Row,
+        requests: &[Row],
+        replicas: &[Row],
+    ) -> Result<(), StoreError> {
         let hash = text(run, "run_hash")?.to_string();
         if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(StoreError::Schema(format!(
@@ -74,6 +150,16 @@ impl Store {
                 .join("requests")
                 .join(format!("{hash}-c{cycle}.parquet"));
             write_rows(&path, REQUEST_COLUMNS, requests)?;
+        }
+        let path = self.replica_part(&hash, cycle);
+        if replicas.is_empty() {
+            // A part left by an earlier attempt killed before its run part is not this one's.
+            remove_if_present(&path)?;
+        } else {
+            check_replica_rows(&path, &hash, cycle, replicas)?;
+            let folder = self.dir.join(REPLICA_PARTS);
+            std::fs::create_dir_all(&folder).map_err(|e| StoreError::io(&folder, e))?;
+            write_rows(&path, REPLICA_COLUMNS, replicas)?;
         }
         let path = self.dir.join("parts").join(part_name(&hash, cycle, failed));
         write_rows(&path, RUN_COLUMNS, std::slice::from_ref(run))?;
@@ -129,18 +215,56 @@ impl Store {
     }
 
     fn part_names(&self) -> Result<Vec<String>, StoreError> {
-        let parts = self.dir.join("parts");
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&parts).map_err(|e| StoreError::io(&parts, e))? {
-            let entry = entry.map_err(|e| StoreError::io(&parts, e))?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            // Temporary files of an interrupted write start with a dot and are ignored.
-            if name.ends_with(".parquet") && !name.starts_with('.') {
-                names.push(name);
-            }
+        parquet_names(&self.dir.join("parts"))
+    }
+
+    /// The replica part of an execution.
+    fn replica_part(&self, hash: &str, cycle: i64) -> PathBuf {
+        self.dir
+            .join(REPLICA_PARTS)
+            .join(format!("{hash}-c{cycle}.parquet"))
+    }
+
+    /// Names of the replica parts present (none before the first replicated run).
+    fn replica_part_names(&self) -> Result<Vec<String>, StoreError> {
+        let folder = self.dir.join(REPLICA_PARTS);
+        if !folder.is_dir() {
+            return Ok(Vec::new());
         }
-        names.sort();
-        Ok(names)
+        parquet_names(&folder)
+    }
+
+    /// The replica rows of every successful execution, ordered as [`Store::runs`] orders
+    /// executions, then by replica: what [`Store::compact`] writes to `replicas.parquet`.
+    pub fn replicas(&self) -> Result<Vec<Row>, StoreError> {
+        self.replica_rows(&self.runs()?)
+    }
+
+    /// The replica rows of the successful executions among `runs`, in their order. A part
+    /// without a successful run part is left out: a writer killed between the two left it,
+    /// and the execution's next attempt replaces it.
+    fn replica_rows(&self, runs: &[Row]) -> Result<Vec<Row>, StoreError> {
+        let order: HashMap<(&str, i64), usize> = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| text(r, "status").is_ok_and(|s| s == "ok"))
+            .filter_map(|(i, r)| Some(((text(r, "run_hash").ok()?, int(r, "cycle_id").ok()?), i)))
+            .collect();
+        let mut rows = Vec::new();
+        for name in self.replica_part_names()? {
+            let Some((hash, cycle)) = execution_of(&name) else {
+                continue;
+            };
+            let Some(&position) = order.get(&(hash, cycle)) else {
+                continue;
+            };
+            let path = self.replica_part(hash, cycle);
+            let part = read_rows(&path, REPLICA_COLUMNS)?;
+            check_replica_rows(&path, hash, cycle, &part)?;
+            rows.extend(part.into_iter().map(|row| (position, row)));
+        }
+        rows.sort_by_key(|(position, row)| (*position, int(row, "replica").unwrap_or(0)));
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
 
     /// All stored run rows, ordered by start time. A success supersedes a failed part of the
@@ -186,19 +310,38 @@ impl Store {
 
     /// Moves parts that cannot be read (truncated by a full disk, damaged by hand) into
     /// `parts/corrupt/`, so their executions run again instead of failing the study; returns
-    /// the moved parts' new paths, for a warning.
+    /// the moved parts' new paths, for a warning. A replica part that cannot be read, or holds
+    /// rows of another execution, goes to `replicas/corrupt/` with its execution's run part:
+    /// the execution runs again rather than its replicas going missing from `replicas.parquet`.
     pub fn quarantine_corrupt_parts(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut moved = Vec::new();
+        let parts = self.dir.join("parts");
         for name in self.part_names()? {
-            let path = self.dir.join("parts").join(&name);
+            let path = parts.join(&name);
             if read_rows(&path, RUN_COLUMNS).is_ok() {
                 continue;
             }
-            let corrupt = self.dir.join("parts").join("corrupt");
-            std::fs::create_dir_all(&corrupt).map_err(|e| StoreError::io(&corrupt, e))?;
-            let to = corrupt.join(&name);
-            std::fs::rename(&path, &to).map_err(|e| StoreError::io(&path, e))?;
-            moved.push(to);
+            moved.push(move_into(&path, &parts.join("corrupt"))?);
+        }
+        for name in self.replica_part_names()? {
+            let Some((hash, cycle)) = execution_of(&name) else {
+                continue;
+            };
+            let path = self.replica_part(hash, cycle);
+            let sound = read_rows(&path, REPLICA_COLUMNS)
+                .and_then(|rows| check_replica_rows(&path, hash, cycle, &rows))
+                .is_ok();
+            if sound {
+                continue;
+            }
+            moved.push(move_into(
+                &path,
+                &self.dir.join(REPLICA_PARTS).join("corrupt"),
+            )?);
+            let part = parts.join(part_name(hash, cycle, false));
+            if part.is_file() {
+                moved.push(move_into(&part, &parts.join("corrupt"))?);
+            }
         }
         Ok(moved)
     }
@@ -234,8 +377,9 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Moves parts and request files of runs not in `keep` into `superseded/<label>/`, so a
-    /// re-planned study does not mix results while nothing is deleted.
+    /// Moves parts, request, sample and replica files of runs not in `keep` into
+    /// `superseded/<label>/`, so a re-planned study does not mix results while nothing is
+    /// deleted (the compacted tables are rebuilt from what stays).
     pub fn supersede_except(
         &self,
         keep: &HashSet<String>,
@@ -243,8 +387,12 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let target = self.dir.join("superseded").join(label);
         let mut moved = 0;
-        for sub in ["parts", "requests", "samples"] {
+        for sub in ["parts", "requests", "samples", REPLICA_PARTS] {
             let from_dir = self.dir.join(sub);
+            // The replica folder exists only once a replicated run was stored.
+            if !from_dir.is_dir() {
+                continue;
+            }
             for entry in std::fs::read_dir(&from_dir).map_err(|e| StoreError::io(&from_dir, e))? {
                 let entry = entry.map_err(|e| StoreError::io(&from_dir, e))?;
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -262,10 +410,14 @@ impl Store {
         Ok(moved)
     }
 
-    /// Writes `runs.parquet`, `runs.csv` and `runs.json` from all parts; returns the rows.
+    /// Writes `runs.parquet`, `runs.csv` and `runs.json` from all parts, and `replicas.parquet`
+    /// from the replica parts of the successful executions; returns the run rows.
     ///
     /// Under the study's compaction lock, so two processes finishing together cannot replace
-    /// a newer table with an older one; the row count is checked against the parts read.
+    /// a newer table with an older one; the row count is checked against the parts read, and
+    /// every part is read before any table is written, so a failure leaves them all as they
+    /// were. With no replica rows `replicas.parquet` is removed rather than left empty or
+    /// stale (its runs may have been superseded).
     pub fn compact(&self) -> Result<Vec<Row>, StoreError> {
         let _lock = CompactionLock::acquire(&self.dir, COMPACTION_TIMEOUT)?;
         let (rows, executions) = self.read_parts()?;
@@ -276,6 +428,7 @@ impl Store {
                 rows: rows.len(),
             });
         }
+        let replicas = self.replica_rows(&rows)?;
         write_rows(&self.dir.join("runs.parquet"), RUN_COLUMNS, &rows)?;
         write_bytes(
             &self.dir.join("runs.csv"),
@@ -284,6 +437,12 @@ impl Store {
         let json = serde_json::to_vec_pretty(&to_json(&rows))
             .map_err(|e| StoreError::Schema(e.to_string()))?;
         write_bytes(&self.dir.join("runs.json"), &json)?;
+        let table = self.dir.join(REPLICA_TABLE);
+        if replicas.is_empty() {
+            remove_if_present(&table)?;
+        } else {
+            write_rows(&table, REPLICA_COLUMNS, &replicas)?;
+        }
         Ok(rows)
     }
 }
@@ -293,7 +452,7 @@ impl Store {
 /// no other process writes the study.
 pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, StoreError> {
     let mut removed = 0;
-    for sub in ["", "parts", "requests", "samples", "quality"] {
+    for sub in ["", "parts", "requests", "samples", REPLICA_PARTS, "quality"] {
         let folder = dir.join(sub);
         let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,
@@ -362,4 +521,19 @@ pub fn to_json(rows: &[Row]) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_execution_files_are_named_after_their_execution() {
+        assert_eq!(execution_of("ab12-c3.parquet"), Some(("ab12", 3)));
+        assert_eq!(execution_of("ab12-c3.failed.parquet"), None);
+        assert_eq!(execution_of("ab12.parquet"), None);
+        assert_eq!(execution_of("ab12-c3.csv"), None);
+        assert_eq!(execution_of("ab12-c03.parquet"), None);
+        assert_eq!(execution_of("ab12-c+3.parquet"), None);
+    }
 }

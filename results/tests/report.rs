@@ -105,14 +105,14 @@ fn a_study_without_energy_gets_latency_and_throughput_charts() {
             for cycle in 0..2 {
                 let hash = format!("{prefix}{batch:02x}");
                 store
-                    .write_run(&run_row(&hash, cycle, model, batch, true), &[])
+                    .write_run(&run_row(&hash, cycle, model, batch, true), &[], &[])
                     .unwrap();
                 n += 1;
             }
         }
     }
     store
-        .write_run(&run_row("ff", 0, "m-c", 32, false), &[])
+        .write_run(&run_row("ff", 0, "m-c", 32, false), &[], &[])
         .unwrap();
     store.compact().unwrap();
 

@@ -1,8 +1,10 @@
 //! Store tests: round trips, atomic parts, the resume index and the documented schema.
 
-use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS, markdown};
-use results::store::to_csv;
-use results::{Cell, Row, Store};
+use std::collections::HashSet;
+
+use results::schema::{REPLICA_COLUMNS, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS, markdown};
+use results::store::{REPLICA_TABLE, to_csv};
+use results::{Cell, Row, Store, StoreError};
 
 fn run_row(hash: &str, cycle: i64, status: &str, started: f64) -> Row {
     let mut row = Row::new(RUN_COLUMNS);
@@ -27,8 +29,12 @@ fn run_row(hash: &str, cycle: i64, status: &str, started: f64) -> Row {
 fn parts_round_trip_and_compact_in_start_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("study")).unwrap();
-    store.write_run(&run_row("bb", 0, "ok", 2.0), &[]).unwrap();
-    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    store
+        .write_run(&run_row("bb", 0, "ok", 2.0), &[], &[])
+        .unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 1.0), &[], &[])
+        .unwrap();
     let rows = store.compact().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].get("run_hash"), Some(&Cell::Text("aa".into())));
@@ -56,11 +62,13 @@ fn failed_parts_do_not_count_as_done_and_a_success_replaces_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store
-        .write_run(&run_row("cc", 1, "failed", 1.0), &[])
+        .write_run(&run_row("cc", 1, "failed", 1.0), &[], &[])
         .unwrap();
     assert!(store.completed().unwrap().is_empty());
     assert_eq!(store.runs().unwrap().len(), 1);
-    store.write_run(&run_row("cc", 1, "ok", 2.0), &[]).unwrap();
+    store
+        .write_run(&run_row("cc", 1, "ok", 2.0), &[], &[])
+        .unwrap();
     let done = store.completed().unwrap();
     assert!(done.contains(&("cc".to_string(), 1)));
     let rows = store.runs().unwrap();
@@ -76,7 +84,7 @@ fn rows_reject_unknown_columns_wrong_types_and_missing_required_cells() {
     assert!(row.validate().is_err());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert!(store.write_run(&row, &[]).is_err());
+    assert!(store.write_run(&row, &[], &[]).is_err());
 }
 
 #[test]
@@ -105,6 +113,7 @@ fn schema_is_documented() {
     insta::assert_snapshot!("run_columns", markdown(RUN_COLUMNS));
     insta::assert_snapshot!("request_columns", markdown(REQUEST_COLUMNS));
     insta::assert_snapshot!("sample_columns", markdown(SAMPLE_COLUMNS));
+    insta::assert_snapshot!("replica_columns", markdown(REPLICA_COLUMNS));
 }
 
 #[test]
@@ -143,7 +152,7 @@ fn a_success_supersedes_a_failed_part_left_by_a_killed_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("study")).unwrap();
     store
-        .write_run(&run_row("aa", 0, "failed", 1.0), &[])
+        .write_run(&run_row("aa", 0, "failed", 1.0), &[], &[])
         .unwrap();
     // The success part written, then the writer killed before it deleted the failed part.
     results::parquet_io::write_rows(
@@ -163,7 +172,9 @@ fn a_success_supersedes_a_failed_part_left_by_a_killed_writer() {
 fn compaction_refuses_a_part_with_more_than_one_row() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("study")).unwrap();
-    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 1.0), &[], &[])
+        .unwrap();
     results::parquet_io::write_rows(
         &store.dir().join("parts/bb-c0.parquet"),
         RUN_COLUMNS,
@@ -182,7 +193,9 @@ fn compaction_refuses_a_part_with_more_than_one_row() {
 fn compaction_waits_while_another_process_compacts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("study")).unwrap();
-    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 1.0), &[], &[])
+        .unwrap();
     let held =
         results::lock::CompactionLock::acquire(store.dir(), std::time::Duration::ZERO).unwrap();
     // A second holder in the same process is another open file, which flock excludes too.
@@ -202,7 +215,9 @@ fn compaction_waits_while_another_process_compacts() {
 fn stale_temporaries_are_removed_and_unreadable_parts_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("study")).unwrap();
-    store.write_run(&run_row("aa", 0, "ok", 1.0), &[]).unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 1.0), &[], &[])
+        .unwrap();
     let tmp = store.dir().join("parts/.bb-c0.parquet.123-456-0.tmp");
     std::fs::write(&tmp, b"half a part").unwrap();
     std::fs::write(store.dir().join(".runs.csv.1-2-3.tmp"), b"x").unwrap();
@@ -218,4 +233,219 @@ fn stale_temporaries_are_removed_and_unreadable_parts_moved_aside() {
     assert!(moved[0].exists());
     assert_eq!(store.compact().unwrap().len(), 1);
     assert!(!store.completed().unwrap().contains(&("cc".to_string(), 0)));
+}
+
+fn replica_row(hash: &str, cycle: i64, replica: i64) -> Row {
+    let mut row = Row::new(REPLICA_COLUMNS);
+    row.set("study", "s")
+        .unwrap()
+        .set("run_hash", hash)
+        .unwrap()
+        .set("cycle_id", cycle)
+        .unwrap()
+        .set("replica", replica)
+        .unwrap()
+        .set("device", format!("cpu:{replica}"))
+        .unwrap()
+        .set("num_requests", 2_i64)
+        .unwrap()
+        .set("num_batches", 1_i64)
+        .unwrap()
+        .set("input_tokens", 10_i64)
+        .unwrap()
+        .set("output_tokens", 8_i64 + replica)
+        .unwrap()
+        .set("start_s", 0.01 * replica as f64)
+        .unwrap()
+        .set("wall_s", 0.5)
+        .unwrap()
+        .set("prefill_s", 0.1)
+        .unwrap()
+        .set("decode_s", 0.3)
+        .unwrap()
+        .set("gpu_energy_source", "none")
+        .unwrap()
+        .set("cpu_energy_source", "run")
+        .unwrap()
+        .set("ram_energy_source", "run")
+        .unwrap()
+        .set("kv_cache_peak_bytes", 4096_i64)
+        .unwrap()
+        .set("weight_bytes", 1_000_000_i64)
+        .unwrap();
+    row
+}
+
+fn replica_keys(rows: &[Row]) -> Vec<(String, i64, i64)> {
+    rows.iter()
+        .map(
+            |r| match (r.get("run_hash"), r.get("cycle_id"), r.get("replica")) {
+                (Some(Cell::Text(h)), Some(Cell::Int(c)), Some(Cell::Int(i))) => {
+                    (h.clone(), *c, *i)
+                }
+                other => panic!("replica row without its key: {other:?}"),
+            },
+        )
+        .collect()
+}
+
+fn read_replica_table(store: &Store) -> Vec<Row> {
+    results::parquet_io::read_rows(&store.dir().join(REPLICA_TABLE), REPLICA_COLUMNS).unwrap()
+}
+
+#[test]
+fn replica_rows_compact_in_run_order_and_a_study_without_them_has_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 1.0), &[], &[])
+        .unwrap();
+    store.compact().unwrap();
+    assert!(!store.dir().join(REPLICA_TABLE).exists());
+    assert!(!store.dir().join("replicas").exists());
+    // Cycle 1 started first; replicas handed over out of order.
+    for (cycle, started) in [(0, 3.0), (1, 2.0)] {
+        let replicas = [replica_row("bb", cycle, 1), replica_row("bb", cycle, 0)];
+        store
+            .write_run(&run_row("bb", cycle, "ok", started), &[], &replicas)
+            .unwrap();
+    }
+    store.compact().unwrap();
+    let table = read_replica_table(&store);
+    assert_eq!(
+        replica_keys(&table),
+        [
+            ("bb".to_string(), 1, 0),
+            ("bb".to_string(), 1, 1),
+            ("bb".to_string(), 0, 0),
+            ("bb".to_string(), 0, 1),
+        ]
+    );
+    assert_eq!(table[0], replica_row("bb", 1, 0));
+    assert_eq!(table[1].get("gpu_energy_j"), Some(&Cell::Null));
+    assert_eq!(store.replicas().unwrap(), table);
+}
+
+#[test]
+fn an_execution_written_again_replaces_its_replica_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    let replicas = [replica_row("bb", 0, 0), replica_row("bb", 0, 1)];
+    // A writer killed after the replica part and before the run part: the part is no one's.
+    std::fs::create_dir_all(store.dir().join("replicas")).unwrap();
+    results::parquet_io::write_rows(
+        &store.dir().join("replicas/bb-c0.parquet"),
+        REPLICA_COLUMNS,
+        &replicas,
+    )
+    .unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 1.0), &[], &[])
+        .unwrap();
+    store.compact().unwrap();
+    assert!(!store.dir().join(REPLICA_TABLE).exists());
+    // The resumed study runs the execution again, then once more (a retry after a failure).
+    store
+        .write_run(&run_row("bb", 0, "failed", 2.0), &[], &[])
+        .unwrap();
+    assert!(!store.dir().join("replicas/bb-c0.parquet").exists());
+    for _ in 0..2 {
+        store
+            .write_run(&run_row("bb", 0, "ok", 3.0), &[], &replicas)
+            .unwrap();
+    }
+    store.compact().unwrap();
+    assert_eq!(read_replica_table(&store), replicas);
+}
+
+#[test]
+fn replica_rows_of_another_execution_or_named_twice_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    for replicas in [
+        [replica_row("bb", 0, 0), replica_row("cc", 0, 1)],
+        [replica_row("bb", 0, 0), replica_row("bb", 1, 1)],
+        [replica_row("bb", 0, 1), replica_row("bb", 0, 1)],
+    ] {
+        let err = store
+            .write_run(&run_row("bb", 0, "ok", 1.0), &[], &replicas)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::ReplicaPartMismatch { run_hash, cycle: 0, .. } if run_hash == "bb"),
+            "{err}"
+        );
+    }
+    // Nothing was stored: the execution is still to run.
+    assert!(store.completed().unwrap().is_empty());
+    // Rows of one table are never written under another's column names.
+    let err = store
+        .write_run(
+            &run_row("bb", 0, "ok", 1.0),
+            &[replica_row("bb", 0, 0)],
+            &[],
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+}
+
+#[test]
+fn superseding_moves_replica_parts_and_compaction_drops_the_stale_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store
+        .write_run(
+            &run_row("bb", 0, "ok", 1.0),
+            &[],
+            &[replica_row("bb", 0, 0), replica_row("bb", 0, 1)],
+        )
+        .unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 2.0), &[], &[])
+        .unwrap();
+    store.compact().unwrap();
+    assert_eq!(read_replica_table(&store).len(), 2);
+    let keep = HashSet::from(["aa".to_string()]);
+    assert_eq!(store.supersede_except(&keep, "1").unwrap(), 2);
+    assert!(
+        store
+            .dir()
+            .join("superseded/1/replicas/bb-c0.parquet")
+            .is_file()
+    );
+    assert_eq!(store.compact().unwrap().len(), 1);
+    assert!(!store.dir().join(REPLICA_TABLE).exists());
+}
+
+#[test]
+fn a_damaged_replica_part_is_moved_aside_with_its_run_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("study")).unwrap();
+    store
+        .write_run(
+            &run_row("bb", 0, "ok", 1.0),
+            &[],
+            &[replica_row("bb", 0, 0), replica_row("bb", 0, 1)],
+        )
+        .unwrap();
+    store
+        .write_run(&run_row("aa", 0, "ok", 2.0), &[], &[])
+        .unwrap();
+    store.compact().unwrap();
+    std::fs::write(store.dir().join("replicas/bb-c0.parquet"), b"PAR1 cut").unwrap();
+    let err = store.compact().unwrap_err().to_string();
+    assert!(err.contains("bb-c0.parquet"), "{err}");
+    // The tables stay as they were.
+    assert_eq!(read_replica_table(&store).len(), 2);
+    let moved = store.quarantine_corrupt_parts().unwrap();
+    assert_eq!(
+        moved,
+        [
+            store.dir().join("replicas/corrupt/bb-c0.parquet"),
+            store.dir().join("parts/corrupt/bb-c0.parquet"),
+        ]
+    );
+    // The execution runs again rather than losing its replica rows.
+    assert!(!store.completed().unwrap().contains(&("bb".to_string(), 0)));
+    assert_eq!(store.compact().unwrap().len(), 1);
+    assert!(!store.dir().join(REPLICA_TABLE).exists());
 }

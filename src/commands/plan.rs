@@ -50,9 +50,35 @@ fn memory_lines(plan: &engine::plan::Plan) -> String {
             "{} {} bs={} len={max_len}",
             run.load.model, run.load.dtype, run.batch.size
         );
-        let line = match runtime.estimate_memory(&run.model_spec(), run.batch.size, max_len) {
+        // Each replica holds its own weights and batches its share at the run's batch size;
+        // replicas on CPU cores share the machine's memory.
+        let devices = api::device::replica_devices(&run.load.device);
+        let spec = run.model_spec_on(devices[0]);
+        let line = match runtime.estimate_memory(&spec, run.batch.size, max_len) {
+            Ok(Some(e)) if devices.len() > 1 && spec.device.starts_with("cpu") => {
+                let total = e.total_bytes() * devices.len() as u64;
+                format!(
+                    "per replica weights {} + KV cache {} = {}; {} replicas in this machine's memory: {}; available {}{}",
+                    mib(e.weight_bytes),
+                    mib(e.kv_cache_bytes),
+                    mib(e.total_bytes()),
+                    devices.len(),
+                    mib(total),
+                    e.available_bytes.map_or("unknown".to_string(), mib),
+                    if e.available_bytes.is_some_and(|a| total > a) {
+                        " (will not fit: the run will fail)"
+                    } else {
+                        ""
+                    }
+                )
+            }
             Ok(Some(e)) => format!(
-                "weights {} (load peak {}) + KV cache {} = {}; available {}{}",
+                "{}weights {} (load peak {}) + KV cache {} = {}; available {}{}",
+                if devices.len() > 1 {
+                    format!("per replica ({} GPUs): ", devices.len())
+                } else {
+                    String::new()
+                },
                 mib(e.weight_bytes),
                 mib(e.load_peak_bytes),
                 mib(e.kv_cache_bytes),

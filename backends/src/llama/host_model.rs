@@ -24,7 +24,7 @@ use super::forward::{ForwardPass, LogitRows, PassState, StepLogits, argmax_row};
 use super::host_cache::{HostCache, HostRope, Scratch, sized};
 use super::host_weights::{HostLayer, HostWeights};
 use super::memory;
-use super::spinning::with_spinning_helpers;
+use super::spinning::{self, with_spinning_helpers};
 use crate::error::{BackendError, InputError};
 use crate::handle::HOST_COMPUTE;
 use kernels::{AttentionShape, attention, rms_norm, rotate_half, silu_mul};
@@ -130,8 +130,11 @@ impl HostPass {
         // hand-over, and its products split between that thread and the pool's others, which
         // spin between products instead of sleeping (see `with_spinning_helpers`). A step
         // whose products all stay on one thread (the tiny models' decode) keeps running here:
-        // a hand-over would cost more.
-        if rayon::current_thread_index().is_none() && step_splits(&self.weights, step, rows) {
+        // a hand-over would cost more. A model pinned to a core set calls this from a thread
+        // of its own pool, marked as the step's owner (`as_step_owner`): its step has already
+        // paid its one hand-over, and spins the pool's other threads just the same.
+        let owns_step = rayon::current_thread_index().is_none() || spinning::is_step_owner();
+        if owns_step && step_splits(&self.weights, step, rows) {
             with_spinning_helpers(|| self.forward_here(step, state, rows))
         } else {
             self.forward_here(step, state, rows)

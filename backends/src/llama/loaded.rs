@@ -176,6 +176,16 @@ impl<P: ForwardPass + 'static> LoadedModel for LoadedLlama<P> {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
+        Ok(self.start_send(prompts, options)?)
+    }
+}
+
+impl<P: ForwardPass + 'static> ErasedModel for LoadedLlama<P> {
+    fn start_send<'a>(
+        &'a self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn Generation + Send + 'a>, RuntimeError> {
         // What the generation reserves is refused before it is allocated.
         let admit = |sequences: usize, capacity: usize| {
             let needed = self.pass.kv_cache_bytes(sequences, capacity)?;
@@ -195,9 +205,7 @@ impl<P: ForwardPass + 'static> LoadedModel for LoadedLlama<P> {
         )?;
         Ok(Box::new(generation))
     }
-}
 
-impl<P: ForwardPass + 'static> ErasedModel for LoadedLlama<P> {
     fn executed_flops(&self) -> u64 {
         self.pass.executed_flops()
     }

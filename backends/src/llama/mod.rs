@@ -25,3 +25,6 @@ mod weights;
 pub(crate) use burn_quant::BurnQuantFormats;
 pub(crate) use files::ModelFiles;
 pub(crate) use loaded::{PassChoice, load_llama};
+pub(crate) use spinning::as_step_owner;
+#[cfg(test)]
+pub(crate) use spinning::is_step_owner;

@@ -20,4 +20,4 @@ pub use provenance::{BuildInfo, Provenance};
 pub use quality_cache::StudyReferenceCache;
 pub use session::{StudyOptions, StudyResult, StudySession};
 pub use shard::{ShardEnvError, shard_from_env};
-pub use sink::{StoreSink, run_row};
+pub use sink::{StoreSink, replica_row, run_row};

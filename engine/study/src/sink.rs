@@ -7,9 +7,11 @@ use std::collections::HashSet;
 use api::meter::{Domain, Sample};
 use engine::latency::{RequestTiming, RunLatency, percentile};
 use engine::metering::EnergySource;
-use engine::record::{RecordSink, RunRecord, SinkError};
+use engine::record::{RecordSink, ReplicaRecord, RunRecord, SinkError};
 use engine::stage::{ArrivalSpec, DecodingSpec};
-use results::schema::{REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
+use results::schema::{
+    PER_RUN_ENERGY_SOURCE, REPLICA_COLUMNS, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS,
+};
 use results::{Row, Store, StoreError};
 
 use crate::provenance::{Provenance, iso8601_utc};
@@ -74,6 +76,12 @@ impl RecordSink for StoreSink<'_> {
             .map(|r| request_row(record, r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(wrap)?;
+        let replicas = record
+            .replicas
+            .iter()
+            .map(|r| replica_row(record, r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?;
         let samples = record
             .metrics
             .iter()
@@ -84,7 +92,9 @@ impl RecordSink for StoreSink<'_> {
         self.store
             .write_samples(&record.run_hash, record.cycle, &samples)
             .map_err(wrap)?;
-        self.store.write_run(&run, &requests).map_err(wrap)?;
+        self.store
+            .write_run(&run, &requests, &replicas)
+            .map_err(wrap)?;
         if let Some(on_stored) = self.on_stored.as_mut() {
             on_stored(&run);
         }
@@ -329,10 +339,42 @@ fn sample_row(record: &RunRecord, s: &Sample) -> Result<Row, StoreError> {
     Ok(row)
 }
 
+/// The replicas-table row of one replica of a run on several devices.
+pub fn replica_row(record: &RunRecord, r: &ReplicaRecord) -> Result<Row, StoreError> {
+    let mut row = Row::new(REPLICA_COLUMNS);
+    row.set("study", record.study.as_str())?
+        .set("run_hash", record.run_hash.as_str())?
+        .set("cycle_id", record.cycle)?
+        .set("replica", r.replica)?
+        .set("device", r.device.as_str())?
+        .set("cores", r.cores.clone())?
+        .set("num_requests", r.num_requests)?
+        .set("num_batches", r.num_batches)?
+        .set("input_tokens", r.input_tokens)?
+        .set("output_tokens", r.output_tokens)?
+        .set("start_s", r.start_s)?
+        .set("wall_s", r.wall_s)?
+        .set("prefill_s", r.prefill_s)?
+        .set("decode_s", r.decode_s)?
+        .set("output_tokens_per_s", r.output_tokens_per_s())?
+        .set("busy_ratio", r.busy_ratio())?
+        .set("gpu_energy_j", r.gpu_energy_j)?
+        .set("gpu_energy_source", r.gpu_energy_source.as_str())?
+        // RAPL and the estimate see the whole machine: a per-replica share would be invented.
+        .set("cpu_energy_source", PER_RUN_ENERGY_SOURCE)?
+        .set("ram_energy_source", PER_RUN_ENERGY_SOURCE)?
+        .set("kv_cache_peak_bytes", r.kv_cache_peak_bytes)?
+        .set("weight_bytes", r.weight_bytes)?
+        .set("gpu_memory_peak_bytes", r.gpu_memory_peak_bytes)?
+        .set("gpu_util_mean_pct", r.gpu_util_mean_pct)?;
+    Ok(row)
+}
+
 fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError> {
     let mut row = Row::new(REQUEST_COLUMNS);
     row.set("run_hash", record.run_hash.as_str())?
         .set("cycle_id", record.cycle)?
+        .set("replica", r.replica)?
         .set("request_index", r.request_index)?
         .set("batch_index", r.batch_index)?
         .set("input_tokens", r.input_tokens)?
@@ -349,4 +391,68 @@ fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError>
             r.inter_token_s.iter().copied().reduce(f64::max),
         )?;
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use results::Cell;
+    use std::path::Path;
+
+    fn record() -> RunRecord {
+        let plan = engine::script::plan_script(
+            Path::new("s.rhai"),
+            "infer(load(\"tiny-stories\"), batch(prompts([\"Once\"])));",
+            "s",
+        )
+        .unwrap();
+        let spec = plan.runs().remove(0);
+        RunRecord {
+            study: "s".into(),
+            run_hash: spec.id.hex(),
+            cycle: 0,
+            spec,
+            status: engine::record::RunStatus::Ok,
+            error: None,
+            model: None,
+            started_at_unix_s: 0.0,
+            metrics: None,
+            requests: Vec::new(),
+            replicas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_replica_without_a_share_has_null_rates_not_zero() {
+        let idle = ReplicaRecord {
+            replica: 2,
+            device: "cpu:8-11".into(),
+            gpu_energy_source: "none".into(),
+            ..ReplicaRecord::default()
+        };
+        let row = replica_row(&record(), &idle).unwrap();
+        row.validate().unwrap();
+        for column in [
+            "start_s",
+            "output_tokens_per_s",
+            "busy_ratio",
+            "gpu_energy_j",
+        ] {
+            assert_eq!(row.get(column), Some(&Cell::Null), "{column}");
+        }
+        assert_eq!(row.get("wall_s"), Some(&Cell::Float(0.0)));
+        assert_eq!(row.get("replica"), Some(&Cell::Int(2)));
+    }
+
+    #[test]
+    fn a_non_finite_replica_time_is_refused_rather_than_stored() {
+        let broken = ReplicaRecord {
+            wall_s: f64::NAN,
+            gpu_energy_source: "none".into(),
+            ..ReplicaRecord::default()
+        };
+        // `wall_s` may not be null: the row does not validate, so the store refuses it.
+        let row = replica_row(&record(), &broken).unwrap();
+        assert!(row.validate().is_err());
+    }
 }
