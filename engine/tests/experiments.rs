@@ -32,6 +32,7 @@ fn every_experiment_plans_and_matches_its_snapshot() {
             "controlled",
             "grid",
             "models",
+            "parallel",
             "scenarios",
             "single",
             "suite"
