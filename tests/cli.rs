@@ -201,7 +201,7 @@ fn env_lists_every_meter_with_a_reason() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let meters = json["meters"].as_array().unwrap();
     let names: Vec<&str> = meters.iter().filter_map(|m| m["name"].as_str()).collect();
-    for name in ["nvml", "rapl", "estimate", "procfs", "peak"] {
+    for name in ["nvml", "amdgpu", "rapl", "estimate", "procfs", "peak"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     for m in meters {
@@ -295,7 +295,7 @@ fn check_meters(study: &Path, row: &results::Row, output_tokens: i64) {
         let source = text(row, &format!("energy_{domain}_source"));
         let joules = float(row, &format!("energy_{domain}_j"));
         match source.as_str() {
-            "nvml" | "rapl" | "estimate" => {
+            "nvml" | "amdgpu" | "rapl" | "estimate" => {
                 let j = joules.unwrap_or_else(|| panic!("{domain}: {source} without joules"));
                 assert!(j >= 0.0, "{domain}: {j} J");
                 sum += j;

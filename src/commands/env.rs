@@ -41,7 +41,7 @@ pub fn run(json: bool) -> Result<ExitCode, Failure> {
     crate::table::print_meters(&inventory);
     let energy_sensors = inventory
         .iter()
-        .any(|m| m.available && (m.name == "nvml" || m.name == "rapl"));
+        .any(|m| m.available && (m.name == "nvml" || m.name == "amdgpu" || m.name == "rapl"));
     if !energy_sensors {
         println!();
         println!(

@@ -1,12 +1,14 @@
 //! The meters of a real machine: [`MachineMeters`], an `api::meter::MeterProvider` built from
-//! pluggable parts — RAPL through powercap ([`rapl`]), NVIDIA GPUs through NVML ([`nvml`]),
-//! CodeCarbon's TDP/RAM estimate where no sensor exists ([`estimate`]), this process through
-//! `/proc` ([`procfs`]) and device peaks for MFU/MBU ([`peak`]).
+//! pluggable parts — RAPL through powercap ([`rapl`]), NVIDIA GPUs through NVML ([`nvml`]), AMD
+//! GPUs through the amdgpu hwmon files ([`amdgpu`]), CodeCarbon's TDP/RAM estimate where no
+//! sensor exists ([`estimate`]), this process through `/proc` ([`procfs`]) and device peaks for
+//! MFU/MBU ([`peak`]).
 //!
 //! Every part's location (sysfs and proc roots, the NVML API, `CUDA_VISIBLE_DEVICES`, the cache
 //! folder, the clock) is injected through [`MeterParts`], so tests run on fake trees and a fake
 //! GPU with exact time.
 
+pub mod amdgpu;
 pub mod estimate;
 pub mod nvml;
 pub mod peak;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use api::meter::{DevicePeak, EnergyCounter, EstimateMode, MeterProvider, MeterStatus, Probe};
 
+use amdgpu::{AmdGpuError, AmdGpus, AmdgpuEnergyCounter, AmdgpuProbe};
 use estimate::{
     CpuEstimateCounter, CpuInfo, CpuPowerModel, CpuTdpTable, EstimateError, RamEstimateCounter,
     RamPowerModel,
@@ -81,6 +84,8 @@ pub struct MeterParts {
     pub powercap_root: PathBuf,
     /// Proc root (`/proc`): `cpuinfo`, `stat`, `meminfo`, `self/…`.
     pub proc_root: PathBuf,
+    /// Sysfs root (`/sys`): AMD GPUs under `class/drm`.
+    pub sysfs_root: PathBuf,
     /// The GPU API, or why there is none (`no NVIDIA driver …`).
     pub gpu: Result<Arc<dyn GpuApi>, GpuError>,
     /// `CUDA_VISIBLE_DEVICES` as the run sees it.
@@ -104,6 +109,7 @@ impl MeterParts {
         MeterParts {
             powercap_root: PathBuf::from(rapl::DEFAULT_POWERCAP_ROOT),
             proc_root: PathBuf::from(procfs::DEFAULT_PROC_ROOT),
+            sysfs_root: PathBuf::from(amdgpu::DEFAULT_SYSFS_ROOT),
             gpu: NvmlApi::init().map(|api| Arc::new(api) as Arc<dyn GpuApi>),
             cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
             cache_dir: peak::default_cache_dir(),
@@ -120,6 +126,7 @@ impl fmt::Debug for MeterParts {
         f.debug_struct("MeterParts")
             .field("powercap_root", &self.powercap_root)
             .field("proc_root", &self.proc_root)
+            .field("sysfs_root", &self.sysfs_root)
             .field("gpu", &self.gpu.as_ref().map(|_| "GpuApi"))
             .field("cuda_visible_devices", &self.cuda_visible_devices)
             .field("cache_dir", &self.cache_dir)
@@ -133,11 +140,13 @@ pub type PeakListener = Arc<dyn Fn(&PeakNotice) + Send + Sync>;
 
 /// The meters of this machine, as an `api::meter::MeterProvider`.
 ///
-/// Per domain the best source wins: RAPL over the CPU/RAM estimate, NVML for CUDA devices.
+/// Per domain the best source wins: RAPL over the CPU/RAM estimate, NVML for CUDA devices, the
+/// amdgpu hwmon files for `wgpu:N` (the Nth AMD GPU); a GPU of any other vendor is unmetered.
 /// `peak("cpu", …)` runs a few-second microbenchmark until a quiet measurement is cached, so callers should ask for it outside timed windows.
 pub struct MachineMeters {
     parts: MeterParts,
     rapl: Result<Rapl, RaplError>,
+    amdgpu: Result<AmdGpus, AmdGpuError>,
     cpu_info: Result<CpuInfo, EstimateError>,
     cpu_model: CpuPowerModel,
     peaks: Mutex<HashMap<(String, String), Option<DevicePeak>>>,
@@ -154,6 +163,7 @@ impl MachineMeters {
     /// Meters from explicit parts (tests: fake trees, a fake GPU, a manual clock).
     pub fn with_parts(parts: MeterParts) -> MachineMeters {
         let rapl = Rapl::discover(&parts.powercap_root);
+        let amdgpu = AmdGpus::discover(&parts.sysfs_root);
         let cpu_info = CpuInfo::read(&parts.proc_root);
         let fallback = CpuInfo {
             model: None,
@@ -165,6 +175,7 @@ impl MachineMeters {
         MachineMeters {
             parts,
             rapl,
+            amdgpu,
             cpu_info,
             cpu_model,
             peaks: Mutex::new(HashMap::new()),
@@ -231,7 +242,32 @@ impl MachineMeters {
         .map(|c| Box::new(c) as Box<dyn EnergyCounter>)
     }
 
-    fn gpu_counter(&self, device: &str) -> Result<Option<Box<dyn EnergyCounter>>, CudaDeviceError> {
+    /// The GPU counter of a run on `device`: NVML for `cuda` devices, else an AMD GPU for `wgpu`
+    /// ones; `None` (energy unavailable) for any other device or a GPU neither can read.
+    fn gpu_counter(&self, device: &str) -> Option<Box<dyn EnergyCounter>> {
+        if let Ok(Some(c)) = self.nvml_counter(device) {
+            return Some(c);
+        }
+        self.amdgpu_counter(device).ok().flatten()
+    }
+
+    fn amdgpu_counter(&self, device: &str) -> Result<Option<Box<dyn EnergyCounter>>, AmdGpuError> {
+        let Some(gpus) = self
+            .amdgpu
+            .as_ref()
+            .map_err(Clone::clone)?
+            .run_gpus(device)?
+        else {
+            return Ok(None);
+        };
+        let counter = AmdgpuEnergyCounter::new(gpus, self.parts.clock.clone())?;
+        Ok(Some(Box::new(counter)))
+    }
+
+    fn nvml_counter(
+        &self,
+        device: &str,
+    ) -> Result<Option<Box<dyn EnergyCounter>>, CudaDeviceError> {
         let api = self.parts.gpu.clone()?;
         let Some(gpus) = run_gpus(
             api.as_ref(),
@@ -329,6 +365,18 @@ impl MachineMeters {
         };
         MeterStatus {
             name: "nvml".to_string(),
+            available,
+            detail,
+        }
+    }
+
+    fn amdgpu_status(&self) -> MeterStatus {
+        let (available, detail) = match &self.amdgpu {
+            Err(reason) => (false, reason.to_string()),
+            Ok(amd) => amd.summary(),
+        };
+        MeterStatus {
+            name: "amdgpu".to_string(),
             available,
             detail,
         }
@@ -461,6 +509,7 @@ impl fmt::Debug for MachineMeters {
         f.debug_struct("MachineMeters")
             .field("parts", &self.parts)
             .field("rapl", &self.rapl)
+            .field("amdgpu", &self.amdgpu)
             .field("cpu_model", &self.cpu_model)
             .finish()
     }
@@ -475,9 +524,7 @@ impl MeterProvider for MachineMeters {
         // A domain whose counter cannot be opened is left out; `inventory` says why.
         let mut out = Vec::new();
         out.extend(self.cpu_counter(mode));
-        if let Ok(Some(c)) = self.gpu_counter(device) {
-            out.push(c);
-        }
+        out.extend(self.gpu_counter(device));
         out.extend(self.ram_counter(mode));
         out
     }
@@ -495,6 +542,10 @@ impl MeterProvider for MachineMeters {
             )
         {
             out.push(Box::new(NvmlProbe::new(api.clone(), gpus)));
+        } else if let Ok(amd) = &self.amdgpu
+            && let Ok(Some(gpus)) = amd.run_gpus(device)
+        {
+            out.push(Box::new(AmdgpuProbe::new(gpus)));
         }
         out
     }
@@ -521,6 +572,7 @@ impl MeterProvider for MachineMeters {
     fn inventory(&self) -> Vec<MeterStatus> {
         vec![
             self.nvml_status(),
+            self.amdgpu_status(),
             self.rapl_status(),
             self.estimate_status(),
             self.procfs_status(),

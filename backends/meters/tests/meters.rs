@@ -119,6 +119,8 @@ struct Fixture {
     _tmp: tempfile::TempDir,
     powercap: PathBuf,
     proc: PathBuf,
+    /// A sysfs root with no `class/drm`: these tests see no AMD GPU, whatever the machine has.
+    sys: PathBuf,
     cache: PathBuf,
     clock: ManualClock,
 }
@@ -128,12 +130,14 @@ fn fixture() -> Fixture {
     let powercap = tmp.path().join("powercap");
     let proc = tmp.path().join("proc");
     let cache = tmp.path().join("cache");
+    let sys = tmp.path().join("sys");
     fs::create_dir_all(&powercap).unwrap();
     fake_proc(&proc, "Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz", 2);
     Fixture {
         _tmp: tmp,
         powercap,
         proc,
+        sys,
         cache,
         clock: ManualClock::new(),
     }
@@ -144,6 +148,7 @@ impl Fixture {
         MeterParts {
             powercap_root: self.powercap.clone(),
             proc_root: self.proc.clone(),
+            sysfs_root: self.sys.clone(),
             gpu,
             cuda_visible_devices: visible.map(str::to_string),
             cache_dir: Some(self.cache.clone()),
@@ -948,7 +953,10 @@ fn this_machines_inventory_explains_every_meter() {
     let meters = MachineMeters::detect();
     let inventory = meters.inventory();
     let names: Vec<&str> = inventory.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["nvml", "rapl", "estimate", "procfs", "peak"]);
+    assert_eq!(
+        names,
+        ["nvml", "amdgpu", "rapl", "estimate", "procfs", "peak"]
+    );
     for m in &inventory {
         eprintln!(
             "{:9} {:5} {}",
@@ -960,9 +968,9 @@ fn this_machines_inventory_explains_every_meter() {
     }
     if !Path::new("/sys/class/powercap").exists() {
         assert!(
-            inventory[1].detail.contains("does not exist"),
+            inventory[2].detail.contains("does not exist"),
             "{:?}",
-            inventory[1]
+            inventory[2]
         );
     }
     let counters = meters.energy_counters("cpu");

@@ -11,6 +11,9 @@ use std::fmt;
 pub enum Source {
     /// NVIDIA Management Library (total-energy counter or integrated power readings).
     Nvml,
+    /// AMD GPUs through the amdgpu driver's hwmon files (`energy1_input`, or
+    /// `power1_average`/`power1_input` integrated by the trapezoidal rule).
+    Amdgpu,
     /// Intel/AMD RAPL counters read through Linux powercap.
     Rapl,
     /// Modelled, not measured (CodeCarbon's TDP × load method, RAM by size).
@@ -18,10 +21,11 @@ pub enum Source {
 }
 
 impl Source {
-    /// Name used in tables (`nvml`, `rapl`, `estimate`).
+    /// Name used in tables (`nvml`, `amdgpu`, `rapl`, `estimate`).
     pub fn name(self) -> &'static str {
         match self {
             Source::Nvml => "nvml",
+            Source::Amdgpu => "amdgpu",
             Source::Rapl => "rapl",
             Source::Estimate => "estimate",
         }
@@ -214,7 +218,7 @@ impl EstimateMode {
 /// What a machine can measure, for `llmeff env`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterStatus {
-    /// Meter name (`nvml`, `rapl`, `estimate`, `procfs`).
+    /// Meter name (`nvml`, `amdgpu`, `rapl`, `estimate`, `procfs`).
     pub name: String,
     /// Whether it can be used here.
     pub available: bool,
