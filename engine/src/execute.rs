@@ -5,11 +5,13 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batching::form_batches;
 use crate::latency::{BatchClock, RequestTiming, batch_timings};
 use crate::metering::{PhaseTimes, RunMeters};
+use crate::placement::{InFlight, Placement, Ticket, lanes};
 use crate::plan::RunSpec;
 use crate::prompts;
 use crate::quality_run::{QualityFailure, QualityInputs, ReferenceCache, measure_quality};
@@ -193,6 +195,11 @@ pub struct Executor<'a> {
     cancel: Option<&'a AtomicBool>,
     /// Where quality references are kept; `None`: quality is not measured.
     quality: Option<&'a dyn ReferenceCache>,
+    /// Raised when a lane's record could not be stored: every lane stops as on a cancel.
+    halt: Option<&'a AtomicBool>,
+    /// The windows of runs in flight, when lanes run at the same time: machine-wide energy is
+    /// then each run's time-share.
+    in_flight: Option<&'a InFlight>,
 }
 
 impl<'a> Executor<'a> {
@@ -204,6 +211,8 @@ impl<'a> Executor<'a> {
             meters: &NoMeters,
             cancel: None,
             quality: None,
+            halt: None,
+            in_flight: None,
         }
     }
 
@@ -215,7 +224,10 @@ impl<'a> Executor<'a> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+        [self.cancel, self.halt]
+            .iter()
+            .flatten()
+            .any(|c| c.load(Ordering::SeqCst))
     }
 
     /// Fails with `Cancelled` once the cancel flag is up.
@@ -284,6 +296,11 @@ impl<'a> Executor<'a> {
     }
 
     /// Executes every scheduled run not already in the sink.
+    ///
+    /// With `placement: "per-device"` and runs on devices that share no hardware, the runs
+    /// execute in lanes at the same time (see [`crate::placement`]); the sink and `progress`
+    /// are still called on this thread only, one event at a time, each record stored before
+    /// its lane goes on.
     pub fn execute(
         &self,
         schedule: &Schedule,
@@ -291,43 +308,147 @@ impl<'a> Executor<'a> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Outcome, SinkError> {
         let done = sink.completed();
-        let pending: Vec<&ScheduledRun> = schedule
+        // Each with its 1-based index among pending executions, what `Progress` reports.
+        let pending: Vec<(usize, &ScheduledRun)> = schedule
             .items
             .iter()
             .filter(|item| !done.contains(&(item.run.id.hex(), item.cycle)))
+            .enumerate()
+            .map(|(i, item)| (i + 1, item))
             .collect();
-        let mut outcome = Outcome {
-            skipped: schedule.items.len() - pending.len(),
-            ..Outcome::default()
-        };
         progress(Progress::StudyStarted {
             pending: pending.len(),
-            already_done: outcome.skipped,
+            already_done: schedule.items.len() - pending.len(),
         });
+        let mut out = Output {
+            sink,
+            progress,
+            outcome: Outcome {
+                skipped: schedule.items.len() - pending.len(),
+                ..Outcome::default()
+            },
+            error: None,
+        };
         // Progress lines name the settings that tell this study's runs apart.
-        let varying = RunSpec::varying_keys(schedule.items.iter().map(|item| item.run.as_ref()));
-        // The model of the current load group; replaced (and the old one dropped) when the
-        // group changes, so at most one model is resident at a time.
+        let lane = Lane {
+            schedule,
+            total: pending.len(),
+            varying: RunSpec::varying_keys(schedule.items.iter().map(|item| item.run.as_ref())),
+        };
+        let lanes = match schedule.placement {
+            Placement::OneAtATime => vec![pending],
+            Placement::PerDevice => split_into_lanes(pending),
+        };
+        let end = if lanes.len() > 1 {
+            self.run_lanes(&lane, &lanes, &mut out)
+        } else {
+            let items = lanes.into_iter().next().unwrap_or_default();
+            self.run_lane(&lane, &items, &mut out)
+        };
+        if let Some(e) = out.error {
+            return Err(e);
+        }
+        out.outcome.cancelled = end == LaneEnd::Cancelled;
+        Ok(out.outcome)
+    }
+
+    /// Runs lanes at the same time, each on its own thread with its own models; their
+    /// progress and records reach `out` here, on the calling thread. A record that cannot be
+    /// stored raises the lanes' halt flag: every lane abandons its run and stops.
+    fn run_lanes(
+        &self,
+        lane: &Lane<'_>,
+        lanes: &[Vec<(usize, &ScheduledRun)>],
+        out: &mut Output<'_, '_>,
+    ) -> LaneEnd {
+        let halt = AtomicBool::new(false);
+        let in_flight = InFlight::default();
+        let lane_executor = Executor {
+            halt: Some(&halt),
+            in_flight: Some(&in_flight),
+            ..*self
+        };
+        let (tx, rx) = mpsc::channel::<LaneMessage>();
+        let ends: Vec<LaneEnd> = std::thread::scope(|s| {
+            let handles: Vec<_> = lanes
+                .iter()
+                .map(|items| {
+                    let tx = tx.clone();
+                    let executor = &lane_executor;
+                    let halt = &halt;
+                    s.spawn(move || {
+                        let _stop_the_others = HaltOnPanic(halt);
+                        let (reply, replies) = mpsc::channel();
+                        let mut forward = Forward { tx, reply, replies };
+                        executor.run_lane(lane, items, &mut forward)
+                    })
+                })
+                .collect();
+            // The loop below ends once every lane has ended and dropped its sender.
+            drop(tx);
+            for message in rx {
+                match message {
+                    LaneMessage::Progress(event) => out.progress(event),
+                    LaneMessage::Finished {
+                        index,
+                        record,
+                        reply,
+                    } => {
+                        let stored = out.error.is_none() && out.finished(index, *record);
+                        if !stored {
+                            halt.store(true, Ordering::SeqCst);
+                        }
+                        // A lane that is gone has nothing left to be told.
+                        let _ = reply.send(stored);
+                    }
+                }
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        if ends.contains(&LaneEnd::Cancelled) {
+            LaneEnd::Cancelled
+        } else if ends.contains(&LaneEnd::Stopped) {
+            LaneEnd::Stopped
+        } else {
+            LaneEnd::Done
+        }
+    }
+
+    /// Executes one lane's executions in order on the calling thread, keeping the current load
+    /// group's models and dropping them when the group changes, so at most one group is
+    /// resident per lane. The only path of a study that runs one at a time.
+    fn run_lane(
+        &self,
+        lane: &Lane<'_>,
+        items: &[(usize, &ScheduledRun)],
+        out: &mut dyn LaneOutput,
+    ) -> LaneEnd {
+        let schedule = lane.schedule;
         let mut loaded: Option<LoadedGroup> = None;
-        for (i, item) in pending.iter().enumerate() {
+        for &(index, item) in items {
             if self.cancelled() {
-                outcome.cancelled = true;
-                break;
+                return LaneEnd::Cancelled;
             }
             let key = (item.run.load_id, item.cycle);
             if loaded.as_ref().map(|(id, cycle, _)| (*id, *cycle)) != Some(key) {
                 // Free the previous model before loading the next, so two never coexist.
                 drop(loaded.take());
-                progress(Progress::Loading {
+                out.progress(Progress::Loading {
                     model: item.run.load.model.clone(),
                 });
                 let models = self.load_replicas(&item.run);
                 loaded = Some((key.0, key.1, models));
             }
-            let label = format!("{} cycle {}", item.run.label(&varying), item.cycle);
-            progress(Progress::RunStarted {
-                index: i + 1,
-                total: pending.len(),
+            let label = format!("{} cycle {}", item.run.label(&lane.varying), item.cycle);
+            out.progress(Progress::RunStarted {
+                index,
+                total: lane.total,
                 label,
             });
             let started_at_unix_s = SystemTime::now()
@@ -356,8 +477,7 @@ impl<'a> Executor<'a> {
                         match self.run_one(item, models) {
                             // run_one returns a failed replica's error, never Aborted; kept total.
                             Err(RunFailure::Cancelled | RunFailure::Aborted) => {
-                                outcome.cancelled = true;
-                                return Ok(outcome);
+                                return LaneEnd::Cancelled;
                             }
                             Ok((mut metrics, requests, replicas)) => {
                                 if schedule.quality
@@ -369,8 +489,7 @@ impl<'a> Executor<'a> {
                                         )
                                         .is_err()
                                 {
-                                    outcome.cancelled = true;
-                                    return Ok(outcome);
+                                    return LaneEnd::Cancelled;
                                 }
                                 record.status = RunStatus::Ok;
                                 record.metrics = Some(metrics);
@@ -386,14 +505,13 @@ impl<'a> Executor<'a> {
                             ) if failure.is_transient() && attempt < schedule.retries => {
                                 attempt += 1;
                                 record.error = Some(failure.to_string());
-                                progress(Progress::Retrying {
-                                    index: i + 1,
+                                out.progress(Progress::Retrying {
+                                    index,
                                     attempt,
                                     error: failure.to_string(),
                                 });
                                 if self.wait(schedule.retry_delay_s).is_err() {
-                                    outcome.cancelled = true;
-                                    return Ok(outcome);
+                                    return LaneEnd::Cancelled;
                                 }
                             }
                             Err(failure) => {
@@ -410,27 +528,11 @@ impl<'a> Executor<'a> {
                 Some(Err(e)) => record.error = Some(format!("model load failed: {e}")),
                 None => record.error = Some("model was not loaded".to_string()),
             }
-            sink.record(&record)?;
-            let summary = match (&record.status, &record.metrics) {
-                (RunStatus::Ok, Some(m)) => format!(
-                    "{} tokens in {:.3} s ({:.1} tokens/s)",
-                    m.output_tokens,
-                    m.wall_s,
-                    m.output_tokens_per_s().unwrap_or(0.0)
-                ),
-                _ => record.error.clone().unwrap_or_default(),
-            };
-            match record.status {
-                RunStatus::Ok => outcome.ok += 1,
-                RunStatus::Failed => outcome.failed += 1,
+            if !out.finished(index, record) {
+                return LaneEnd::Stopped;
             }
-            progress(Progress::RunFinished {
-                index: i + 1,
-                status: record.status,
-                summary,
-            });
         }
-        Ok(outcome)
+        LaneEnd::Done
     }
 
     /// Loads a run's model on each of its devices: one model, or one replica per device,
@@ -479,6 +581,7 @@ impl<'a> Executor<'a> {
         Driver {
             clock: self.clock,
             cancel: self.cancel,
+            halt: self.halt,
             abort,
         }
     }
@@ -591,6 +694,13 @@ impl<'a> Executor<'a> {
             .collect();
         meters.start();
         let run_start = self.clock.now_s();
+        // Beside other lanes the window is registered, so that when it closes its share of the
+        // machine-wide energy is known; the guard closes it on every way out.
+        let window = self.in_flight.map(|in_flight| Window {
+            in_flight,
+            clock: self.clock,
+            ticket: Some(in_flight.open(run_start)),
+        });
         let outcomes: Vec<ShareOutcome> = if replicated {
             let results: Vec<Result<ShareOutcome, RunFailure>> = std::thread::scope(|s| {
                 let handles: Vec<_> = models
@@ -710,6 +820,9 @@ impl<'a> Executor<'a> {
             requests.extend(outcome.requests);
         }
         requests.sort_by_key(|r| r.request_index);
+        if let Some(window) = window {
+            meters.share_machine(window.close());
+        }
         metrics.meters = meters.finish(PhaseTimes {
             prefill_s: metrics.prefill_s,
             decode_s: metrics.decode_s,
@@ -742,6 +855,171 @@ impl<'a> Executor<'a> {
         let notes = metrics.interpretation_notes();
         metrics.meters.notes.extend(notes);
         Ok((metrics, requests, replicas))
+    }
+}
+
+/// What a lane shares with the others: the schedule, and what progress lines need.
+struct Lane<'l> {
+    schedule: &'l Schedule,
+    /// Pending executions of the whole study (progress indices count among them).
+    total: usize,
+    /// The settings that tell this study's runs apart, for progress labels.
+    varying: Vec<&'static str>,
+}
+
+/// How a lane ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneEnd {
+    /// Every execution of the lane ran.
+    Done,
+    /// The cancel flag (or the halt flag) stopped it; the run in progress wrote nothing.
+    Cancelled,
+    /// A record could not be stored.
+    Stopped,
+}
+
+/// Where a lane reports: progress events, and finished records, each stored before the lane
+/// goes on.
+trait LaneOutput {
+    /// A progress event.
+    fn progress(&mut self, event: Progress);
+    /// Stores a finished execution (`index`: among pending executions); false when it could
+    /// not be stored, and the lane stops.
+    fn finished(&mut self, index: usize, record: RunRecord) -> bool;
+}
+
+/// The caller's sink and progress display, and the counts of what was stored.
+struct Output<'s, 'p> {
+    sink: &'s mut dyn RecordSink,
+    progress: &'p mut dyn FnMut(Progress),
+    outcome: Outcome,
+    /// The first record that could not be stored: the study stops with it.
+    error: Option<SinkError>,
+}
+
+impl LaneOutput for Output<'_, '_> {
+    fn progress(&mut self, event: Progress) {
+        (self.progress)(event);
+    }
+
+    fn finished(&mut self, index: usize, record: RunRecord) -> bool {
+        if let Err(e) = self.sink.record(&record) {
+            self.error = Some(e);
+            return false;
+        }
+        let summary = match (&record.status, &record.metrics) {
+            (RunStatus::Ok, Some(m)) => format!(
+                "{} tokens in {:.3} s ({:.1} tokens/s)",
+                m.output_tokens,
+                m.wall_s,
+                m.output_tokens_per_s().unwrap_or(0.0)
+            ),
+            _ => record.error.clone().unwrap_or_default(),
+        };
+        match record.status {
+            RunStatus::Ok => self.outcome.ok += 1,
+            RunStatus::Failed => self.outcome.failed += 1,
+        }
+        (self.progress)(Progress::RunFinished {
+            index,
+            status: record.status,
+            summary,
+        });
+        true
+    }
+}
+
+/// What a lane's thread sends to the calling thread.
+enum LaneMessage {
+    Progress(Progress),
+    /// A finished execution to store; whether it was stored goes back on `reply`.
+    Finished {
+        index: usize,
+        record: Box<RunRecord>,
+        reply: mpsc::Sender<bool>,
+    },
+}
+
+/// A lane's output on its own thread: everything goes to the calling thread, and a record
+/// waits there until it is stored.
+struct Forward {
+    tx: mpsc::Sender<LaneMessage>,
+    reply: mpsc::Sender<bool>,
+    replies: mpsc::Receiver<bool>,
+}
+
+impl LaneOutput for Forward {
+    fn progress(&mut self, event: Progress) {
+        // The receiver outlives every lane; a failed send has no one left to tell.
+        let _ = self.tx.send(LaneMessage::Progress(event));
+    }
+
+    fn finished(&mut self, index: usize, record: RunRecord) -> bool {
+        self.tx
+            .send(LaneMessage::Finished {
+                index,
+                record: Box::new(record),
+                reply: self.reply.clone(),
+            })
+            .is_ok()
+            && self.replies.recv().unwrap_or(false)
+    }
+}
+
+/// Raises the lanes' halt flag if its lane's thread panics, so the other lanes stop rather
+/// than run to their end before the panic reaches the caller.
+struct HaltOnPanic<'h>(&'h AtomicBool);
+
+impl Drop for HaltOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Pending executions split into lanes whose devices share no hardware (see
+/// [`crate::placement::lanes`]), each in schedule order.
+fn split_into_lanes(pending: Vec<(usize, &ScheduledRun)>) -> Vec<Vec<(usize, &ScheduledRun)>> {
+    let devices = lanes(
+        pending
+            .iter()
+            .map(|(_, item)| item.run.load.device.as_str()),
+    );
+    let mut split: Vec<Vec<(usize, &ScheduledRun)>> = vec![Vec::new(); devices.len()];
+    for (index, item) in pending {
+        let lane = devices
+            .iter()
+            .position(|lane| lane.contains(&item.run.load.device))
+            .unwrap_or(0);
+        split[lane].push((index, item));
+    }
+    split
+}
+
+/// A run's window in the study's [`InFlight`] registry; closed when dropped if not before.
+struct Window<'w> {
+    in_flight: &'w InFlight,
+    clock: &'w dyn Clock,
+    ticket: Option<Ticket>,
+}
+
+impl Window<'_> {
+    /// Closes the window now: the mean number of runs in flight over it.
+    fn close(mut self) -> f64 {
+        match self.ticket.take() {
+            Some(ticket) => self.in_flight.close(ticket, self.clock.now_s()),
+            None => 1.0,
+        }
+    }
+}
+
+impl Drop for Window<'_> {
+    fn drop(&mut self) {
+        // A run that failed or was abandoned was in flight until now.
+        if let Some(ticket) = self.ticket.take() {
+            self.in_flight.close(ticket, self.clock.now_s());
+        }
     }
 }
 
@@ -780,12 +1058,18 @@ struct ShareOutcome {
 struct Driver<'d> {
     clock: &'d dyn Clock,
     cancel: Option<&'d AtomicBool>,
+    /// The lanes' halt flag (a record could not be stored): stops the run as a cancel does.
+    halt: Option<&'d AtomicBool>,
     abort: &'d AtomicBool,
 }
 
 impl Driver<'_> {
     fn check(&self) -> Result<(), RunFailure> {
-        if self.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+        if [self.cancel, self.halt]
+            .iter()
+            .flatten()
+            .any(|c| c.load(Ordering::SeqCst))
+        {
             Err(RunFailure::Cancelled)
         } else if self.abort.load(Ordering::SeqCst) {
             Err(RunFailure::Aborted)

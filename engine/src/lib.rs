@@ -13,6 +13,7 @@ pub mod latency;
 pub mod limits;
 pub mod metering;
 pub mod options;
+pub mod placement;
 pub mod plan;
 pub mod prompts;
 pub mod quality;

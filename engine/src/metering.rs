@@ -29,6 +29,10 @@ fn index(domain: Domain) -> usize {
 pub enum EnergySource {
     /// Read or estimated by this source.
     From(Source),
+    /// A machine-wide domain (CPU package, DRAM) read by this source while other runs ran at
+    /// the same time (`placement: "per-device"`): the figure is the run's time-share of the
+    /// window's energy.
+    Shared(Source),
     /// No meter covers the domain on this machine (the figure is null).
     Unavailable,
     /// The study did not ask for energy (the figure is null).
@@ -36,12 +40,21 @@ pub enum EnergySource {
 }
 
 impl EnergySource {
-    /// Column value: `nvml`, `rapl`, `estimate`, `unavailable` or `off`.
+    /// Column value: `nvml`, `rapl`, `estimate`, `shared`, `unavailable` or `off`.
     pub fn name(self) -> &'static str {
         match self {
             EnergySource::From(s) => s.name(),
+            EnergySource::Shared(_) => "shared",
             EnergySource::Unavailable => "unavailable",
             EnergySource::Off => "off",
+        }
+    }
+
+    /// The meter behind a figure (a shared one's too); `None` where there is no figure.
+    pub fn source(self) -> Option<Source> {
+        match self {
+            EnergySource::From(s) | EnergySource::Shared(s) => Some(s),
+            EnergySource::Unavailable | EnergySource::Off => None,
         }
     }
 }
@@ -113,16 +126,14 @@ impl MeterReport {
         (!known.is_empty()).then(|| known.iter().sum())
     }
 
-    /// Sources of the total, `+`-joined in a fixed order (`rapl+estimate`), or
-    /// `unavailable`/`off`.
+    /// Sources of the total, `+`-joined in a fixed order (`rapl+estimate`, `nvml+shared`:
+    /// `shared` last, for time-shares of machine-wide domains), or `unavailable`/`off`.
     pub fn total_source(&self) -> String {
         if self.energy.is_empty() {
             return EnergySource::Off.name().to_string();
         }
-        let mut sources: Vec<Source> = self
-            .energy
-            .iter()
-            .filter(|d| d.joules.is_some())
+        let known = || self.energy.iter().filter(|d| d.joules.is_some());
+        let mut sources: Vec<Source> = known()
             .filter_map(|d| match d.source {
                 EnergySource::From(s) => Some(s),
                 _ => None,
@@ -130,14 +141,14 @@ impl MeterReport {
             .collect();
         sources.sort();
         sources.dedup();
-        if sources.is_empty() {
+        let mut names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        if known().any(|d| matches!(d.source, EnergySource::Shared(_))) {
+            names.push(EnergySource::Shared(Source::Rapl).name());
+        }
+        if names.is_empty() {
             EnergySource::Unavailable.name().to_string()
         } else {
-            sources
-                .iter()
-                .map(|s| s.name())
-                .collect::<Vec<_>>()
-                .join("+")
+            names.join("+")
         }
     }
 
@@ -259,6 +270,9 @@ pub struct RunMeters {
     idle_power_w: Option<f64>,
     baseline_probes: Vec<Box<dyn Probe>>,
     phase: PhaseEnergy,
+    /// Mean number of runs in flight over the window, when runs ran at the same time: the
+    /// machine-wide domains are divided by it.
+    in_flight: Option<f64>,
 }
 
 /// How a run's timed window divided into phases, seconds; the rest of `wall_s` is neither
@@ -339,7 +353,17 @@ impl RunMeters {
             idle_power_w: None,
             baseline_probes,
             phase: PhaseEnergy::default(),
+            in_flight: None,
         }
+    }
+
+    /// The run ran beside others (`placement: "per-device"`), `mean_in_flight` runs on
+    /// average over its window (at least 1): its CPU package and DRAM energy become its
+    /// time-share, the window's energy divided by that mean, labelled `shared`, and its energy
+    /// is not split into phases (machine-wide readings at its phase boundaries hold the
+    /// other runs' phases too).
+    pub fn share_machine(&mut self, mean_in_flight: f64) {
+        self.in_flight = Some(mean_in_flight.max(1.0));
     }
 
     /// True when nothing would be read (no counters, no probes): the run skips the thread.
@@ -485,21 +509,30 @@ impl RunMeters {
             let mut decode = 0.0;
             let mut total = 0.0;
             let mut any = false;
+            let mut shared_domains: Vec<&str> = Vec::new();
             for domain in Domain::ALL {
                 let i = index(domain);
                 let counter = shared.counters.iter().find(|(c, _)| c.domain() == domain);
-                let joules = match (start[i], end[i]) {
+                let mut joules = match (start[i], end[i]) {
                     (Some(a), Some(b)) => Some(b - a),
                     _ => None,
                 };
-                let (source, meter) = match counter {
+                let (mut source, meter) = match counter {
                     Some((c, _)) if joules.is_some() => {
                         (EnergySource::From(c.source()), Some(c.describe()))
                     }
                     Some((c, _)) => (EnergySource::Unavailable, Some(c.describe())),
                     None => (EnergySource::Unavailable, None),
                 };
-                if let (Some(j), EnergySource::From(s)) = (joules, source) {
+                if let (Some(n), Some(j), EnergySource::From(s), Domain::Cpu | Domain::Ram) =
+                    (self.in_flight, joules, source, domain)
+                {
+                    joules = Some(j / n);
+                    source = EnergySource::Shared(s);
+                    shared_domains.push(domain.name());
+                    any = true;
+                    total += j / n;
+                } else if let (Some(j), EnergySource::From(s)) = (joules, source) {
                     any = true;
                     total += j;
                     if s.is_measured() {
@@ -523,9 +556,26 @@ impl RunMeters {
                     meter,
                 });
             }
+            if let Some(n) = self.in_flight
+                && !shared_domains.is_empty()
+            {
+                shared.notes.push(format!(
+                    "{} energy is machine-wide and other runs ran beside this one (placement per-device): the figures are its time-share, the window's energy divided by the {n:.2} runs in flight on average; loads, warm-ups and quality passes of other lanes during the window are charged to the runs in flight{}",
+                    shared_domains.join(" and "),
+                    if self.idle_power_w.is_some() {
+                        "; energy_net_j is null, as an idle baseline beside other lanes is not idle"
+                    } else {
+                        ""
+                    }
+                ));
+            }
             if any && phases_overlap {
                 shared.notes.push(
                     "replicas ran prefill and decode at the same time: the window's energy is not split by phase".into(),
+                );
+            } else if any && !shared_domains.is_empty() {
+                shared.notes.push(
+                    "machine-wide energy is a time-share of runs in flight: the window's energy is not split by phase".into(),
                 );
             } else if any {
                 report.prefill_j = Some(prefill);
@@ -733,6 +783,90 @@ mod tests {
         assert_eq!(report.prefill_j, Some(12.0 + 5.0));
         assert_eq!(report.decode_j, Some(8.0 + 5.0));
         assert_eq!(report.other_j, Some(10.0 + 40.0));
+    }
+
+    #[test]
+    fn a_run_beside_others_holds_its_time_share_of_machine_wide_energy() {
+        let counter = |domain, source, j: f64| -> Box<dyn EnergyCounter> {
+            Box::new(Scripted {
+                domain,
+                source,
+                values: vec![0.0, j],
+                at: 0,
+            })
+        };
+        let provider = Provider(Mutex::new(vec![
+            counter(Domain::Cpu, Source::Rapl, 30.0),
+            counter(Domain::Gpu, Source::Nvml, 12.0),
+            counter(Domain::Ram, Source::Estimate, 6.0),
+        ]));
+        let mut m = RunMeters::open(&provider, "cuda:0", &measure(&["energy"]));
+        m.window_start = Some(m.read_energy());
+        m.phase.prefill = [10.0, 4.0, 0.0];
+        m.phase.decode = [20.0, 8.0, 0.0];
+        // 1.5 runs in flight on average over the window.
+        m.share_machine(1.5);
+        let report = m.finish(phases(1.0, 2.0, 3.0));
+        let cpu = report.domain(Domain::Cpu).unwrap();
+        assert_eq!(
+            (cpu.joules, cpu.source),
+            (Some(20.0), EnergySource::Shared(Source::Rapl))
+        );
+        assert_eq!(cpu.source.name(), "shared");
+        assert_eq!(cpu.source.source(), Some(Source::Rapl));
+        // The GPU is the run's own: its counter, whole.
+        let gpu = report.domain(Domain::Gpu).unwrap();
+        assert_eq!(
+            (gpu.joules, gpu.source),
+            (Some(12.0), EnergySource::From(Source::Nvml))
+        );
+        let ram = report.domain(Domain::Ram).unwrap();
+        assert_eq!(
+            (ram.joules, ram.source),
+            (Some(4.0), EnergySource::Shared(Source::Estimate))
+        );
+        assert_eq!(report.total_j(), Some(36.0));
+        assert_eq!(report.total_source(), "nvml+shared");
+        // Machine-wide readings at the phase boundaries hold the other runs' phases too.
+        assert_eq!(
+            (
+                report.prefill_j,
+                report.decode_j,
+                report.other_j,
+                report.split
+            ),
+            (None, None, None, None)
+        );
+        let notes = report.notes.join("; ");
+        assert!(
+            notes.contains("cpu and ram energy is machine-wide"),
+            "{notes}"
+        );
+        assert!(notes.contains("1.50 runs in flight"), "{notes}");
+        assert!(notes.contains("not split by phase"), "{notes}");
+    }
+
+    #[test]
+    fn a_shared_run_without_machine_wide_meters_keeps_its_phase_split() {
+        // Only the GPU has a counter: nothing is shared, and its phases are its own.
+        let provider = Provider(Mutex::new(vec![Box::new(Scripted {
+            domain: Domain::Gpu,
+            source: Source::Nvml,
+            values: vec![0.0, 12.0],
+            at: 0,
+        })]));
+        let mut m = RunMeters::open(&provider, "cuda:0", &measure(&["energy"]));
+        m.window_start = Some(m.read_energy());
+        m.phase.prefill = [0.0, 4.0, 0.0];
+        m.phase.decode = [0.0, 8.0, 0.0];
+        m.share_machine(2.0);
+        let report = m.finish(phases(1.0, 2.0, 3.0));
+        assert_eq!(report.total_source(), "nvml");
+        assert_eq!((report.prefill_j, report.decode_j), (Some(4.0), Some(8.0)));
+        assert_eq!(
+            report.domain(Domain::Cpu).unwrap().source,
+            EnergySource::Unavailable
+        );
     }
 
     #[test]

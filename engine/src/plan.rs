@@ -8,6 +8,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::placement::{Placement, describe_lanes, lanes};
 use crate::stage::{
     AggregateStage, BatchStage, InferStage, LoadStage, MeasureStage, PromptsStage, QuantizeStage,
     Stage, StageId, StageKind,
@@ -50,6 +51,9 @@ pub struct StudySettings {
     /// Measure each run's quality against its f32 unquantized reference (after the run,
     /// outside its timed window).
     pub quality: bool,
+    /// One run at a time, or runs on devices that share no hardware at the same time. Not part
+    /// of any run's identity: the same runs measured either way hash the same.
+    pub placement: Placement,
 }
 
 impl StudySettings {
@@ -62,6 +66,7 @@ impl StudySettings {
             retries: 3,
             retry_delay_s: 5.0,
             quality: true,
+            placement: Placement::OneAtATime,
         }
     }
 }
@@ -421,11 +426,26 @@ impl Plan {
         }
     }
 
+    /// The lanes of a `per-device` study (devices of runs that may run at the same time),
+    /// over every run of the plan; `None` for a study that runs one at a time.
+    pub fn lanes(&self) -> Option<Vec<Vec<String>>> {
+        (self.study.placement == Placement::PerDevice).then(|| {
+            let runs = self.runs();
+            lanes(runs.iter().map(|r| r.load.device.as_str()))
+        })
+    }
+
     /// Graphviz DOT text of the DAG.
     pub fn to_dot(&self) -> String {
         let mut out = String::from(
             "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
         );
+        if let Some(lanes) = self.lanes() {
+            out.push_str(&format!(
+                "  labelloc=t;\n  label=\"placement per-device: lanes {}\";\n",
+                describe_lanes(&lanes).replace('"', "\\\"")
+            ));
+        }
         for i in self.graph.node_indices() {
             let n = &self.graph[i];
             let label = format!(
@@ -481,7 +501,11 @@ impl Plan {
                 })
             })
             .collect();
-        json!({ "study": self.study, "nodes": nodes, "edges": edges, "runs": runs })
+        let mut plan = json!({ "study": self.study, "nodes": nodes, "edges": edges, "runs": runs });
+        if let Some(lanes) = self.lanes() {
+            plan["lanes"] = json!(lanes);
+        }
+        plan
     }
 }
 
@@ -543,6 +567,13 @@ impl fmt::Display for Plan {
             "  Retries {} after a backend error, {} s apart",
             self.study.retries, self.study.retry_delay_s
         )?;
+        if let Some(lanes) = self.lanes() {
+            writeln!(
+                f,
+                "  Placement per-device: lanes {} (runs of different lanes at the same time)",
+                describe_lanes(&lanes)
+            )?;
+        }
         for node in self.nodes().filter(|n| n.stage.kind() == StageKind::Load) {
             let users = runs.iter().filter(|r| r.load_id == node.id).count();
             writeln!(

@@ -7,8 +7,8 @@
 //! folder, in a study), so later runs and resumed studies reuse them. An f32 unquantized run is
 //! its own reference. Both models see the same token ids, one prompt at a time (no padding).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use api::runtime::{
     DType, Decoding, GenerateOptions, LoadedModel, ModelSpec, Runtime, RuntimeError,
@@ -240,8 +240,9 @@ impl<'b> Reader<'b> {
 /// A failure of a cache's storage, kept as its source.
 pub type CacheError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where reference outputs are kept between runs (a study keeps them in its folder).
-pub trait ReferenceCache {
+/// Where reference outputs are kept between runs (a study keeps them in its folder). Lanes of a
+/// `per-device` study use one cache from their own threads.
+pub trait ReferenceCache: Send + Sync {
     /// The bytes stored under `key`, if any.
     fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
     /// Stores `bytes` under `key` durably (atomically: a reader sees all or nothing).
@@ -251,25 +252,28 @@ pub trait ReferenceCache {
 /// A cache held in memory (tests, and callers without a study folder).
 #[derive(Debug, Default)]
 pub struct MemoryReferenceCache {
-    entries: RefCell<HashMap<String, Vec<u8>>>,
+    entries: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl MemoryReferenceCache {
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        // Each update is one insert: a poisoned map is still sound.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Keys stored so far.
     pub fn keys(&self) -> Vec<String> {
-        self.entries.borrow().keys().cloned().collect()
+        self.entries().keys().cloned().collect()
     }
 }
 
 impl ReferenceCache for MemoryReferenceCache {
     fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.entries.borrow().get(key).cloned())
+        Ok(self.entries().get(key).cloned())
     }
 
     fn store(&self, key: &str, bytes: &[u8]) -> Result<(), CacheError> {
-        self.entries
-            .borrow_mut()
-            .insert(key.to_string(), bytes.to_vec());
+        self.entries().insert(key.to_string(), bytes.to_vec());
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::carbon::Intensity;
 use crate::latency::RequestTiming;
-use crate::metering::MeterReport;
+use crate::metering::{EnergySource, MeterReport};
 use crate::plan::RunSpec;
 use crate::quality::QualityMetrics;
 use api::meter::DevicePeak;
@@ -86,8 +86,17 @@ impl RunMetrics {
         (self.wall_s > 0.0).then(|| (self.flops_prefill + self.flops_decode) as f64 / self.wall_s)
     }
 
-    /// Total energy minus idle power × wall time, joules (needs an idle baseline).
+    /// Total energy minus idle power × wall time, joules (needs an idle baseline). Null for a
+    /// run that shared the machine with other runs: its baseline ran beside their work.
     pub fn energy_net_j(&self) -> Option<f64> {
+        if self
+            .meters
+            .energy
+            .iter()
+            .any(|d| matches!(d.source, EnergySource::Shared(_)))
+        {
+            return None;
+        }
         Some(self.meters.total_j()? - self.meters.idle_power_w? * self.wall_s)
     }
 
@@ -131,9 +140,11 @@ impl RunMetrics {
                 "mbu {mbu:.2} > 1: decode read weights faster than the measured memory bandwidth, so they were (partly) served from cache; MBU does not bound this run"
             ));
         }
-        let estimated = self.meters.energy.iter().any(
-            |d| matches!(d.source, crate::metering::EnergySource::From(s) if !s.is_measured()),
-        );
+        let estimated = self
+            .meters
+            .energy
+            .iter()
+            .any(|d| d.source.source().is_some_and(|s| !s.is_measured()));
         let process = self.meters.utilisation_mean(|s| s.process_cpu_pct);
         let system = self.meters.utilisation_mean(|s| s.system_cpu_pct);
         if estimated

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::placement::Placement;
 use crate::plan::{Plan, RunSpec};
 use crate::shuffle::shuffle;
 use crate::stage::StageId;
@@ -36,6 +37,9 @@ pub struct Schedule {
     pub retry_delay_s: f64,
     /// Measure each run's quality against its reference (`study(#{ quality })`).
     pub quality: bool,
+    /// One run at a time, or lanes of runs on devices that share no hardware at the same time
+    /// (`study(#{ placement })`).
+    pub placement: Placement,
     /// Everything to execute, in order.
     pub items: Vec<ScheduledRun>,
 }
@@ -87,6 +91,7 @@ impl Schedule {
             retries: plan.study.retries,
             retry_delay_s: plan.study.retry_delay_s,
             quality: plan.study.quality,
+            placement: plan.study.placement,
             items,
         }
     }

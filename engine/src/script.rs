@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::limits;
 use crate::options::{OptionError, OptionMap};
+use crate::placement::Placement;
 use crate::plan::{Plan, StudySettings};
 use crate::prompts::{self, BUILTIN_SETS};
 use crate::resolver::ModuleResolver;
@@ -841,6 +842,12 @@ fn register_stages(engine: &mut Engine, plan: &Shared) {
             if let Some(quality) = opts.boolean("quality").map_err(opt_err)? {
                 plan.study.quality = quality;
             }
+            if let Some(name) = opts
+                .choice("placement", &Placement::NAMES)
+                .map_err(opt_err)?
+            {
+                plan.study.placement = Placement::parse(name).unwrap_or_default();
+            }
             Ok(())
         },
     );
@@ -1387,6 +1394,57 @@ mod tests {
             let err = plan(&src(opts)).unwrap_err();
             assert_eq!(err.message, message, "{opts}");
         }
+    }
+
+    #[test]
+    fn study_placement_reaches_the_schedule_and_leaves_run_identity_alone() {
+        let src = |opts: &str| {
+            format!(
+                "study(#{{ {opts} }});\n\
+                 let p = prompts(\"builtin:stories\");\n\
+                 infer(load(\"tiny-stories\", #{{ device: \"cuda:0\" }}), p);\n\
+                 infer(load(\"tiny-stories\", #{{ device: \"cuda:1\" }}), p);\n\
+                 infer(load(\"tiny-stories\", #{{ devices: [\"cpu:0\", \"cpu:1\"] }}), p);\n\
+                 infer(load(\"tiny-stories\", #{{ device: \"cpu\" }}), p);"
+            )
+        };
+        let default = plan(&src("name: \"d\"")).unwrap();
+        assert_eq!(default.study.placement, Placement::OneAtATime);
+        assert_eq!(default.lanes(), None);
+        assert!(!default.to_string().contains("Placement"), "{default}");
+        assert!(default.to_json().get("lanes").is_none());
+        assert!(!default.to_dot().contains("placement"));
+        let per_device = plan(&src("placement: \"per-device\"")).unwrap();
+        let schedule = crate::schedule::Schedule::from_plan(&per_device);
+        assert_eq!(schedule.placement, Placement::PerDevice);
+        // The same runs, the same hashes: placement is not part of a run's identity.
+        let ids = |p: &Plan| p.runs().iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(&default), ids(&per_device));
+        assert!(
+            per_device.to_string().contains(
+                "\n  Placement per-device: lanes cuda:0 | cuda:1 | cpu:0+cpu:1, cpu (runs of different lanes at the same time)\n"
+            ),
+            "{per_device}"
+        );
+        let json = per_device.to_json();
+        assert_eq!(json["study"]["placement"], "per-device");
+        assert_eq!(json["lanes"][2], serde_json::json!(["cpu:0+cpu:1", "cpu"]));
+        assert_eq!(default.to_json()["study"]["placement"], "one-at-a-time");
+        assert!(
+            per_device.to_dot().contains(
+                "label=\"placement per-device: lanes cuda:0 | cuda:1 | cpu:0+cpu:1, cpu\""
+            ),
+            "{}",
+            per_device.to_dot()
+        );
+        assert_eq!(
+            plan(&src("placement: \"per-gpu\"")).unwrap_err().message,
+            "option `placement` of study(): `per-gpu` is not one of: one-at-a-time, per-device"
+        );
+        assert_eq!(
+            plan(&src("placement: 1")).unwrap_err().message,
+            "option `placement` of study() expects a string, got i64"
+        );
     }
 
     #[test]

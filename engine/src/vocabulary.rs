@@ -181,7 +181,7 @@ pub const TOPICS: &[Topic] = &[
         name: "study",
         kind: TopicKind::Stage,
         signatures: &["study(#{ options })"],
-        summary: "Study-wide settings: the results folder's name, cycles, run order, retries.",
+        summary: "Study-wide settings: the results folder's name, cycles, run order, retries, placement.",
         description: "Call it once, usually first. Without it the study is named after the script \
             file (`llmeff run --study NAME` overrides either) and every run executes once.",
         returns: "nothing",
@@ -248,6 +248,24 @@ pub const TOPICS: &[Topic] = &[
                  meters; the reference's outputs are cached in the study folder (`quality/`). \
                  `false` leaves the columns null and loads no reference.",
                 "false",
+            ),
+            opt(
+                "placement",
+                KeyType::Str,
+                "\"one-at-a-time\"",
+                "",
+                "one-at-a-time, per-device",
+                "Whether runs execute one at a time, each with the machine to itself, or \
+                 `per-device`: runs whose devices share no hardware (`cuda:0` and `cuda:1`, \
+                 `cpu:0-3` and `cpu:4-7`) run at the same time, one lane per group of \
+                 overlapping devices, each lane in schedule order with its own model, so an \
+                 8-GPU node measures 8 runs at once. A run's GPU energy stays its own GPUs'; \
+                 CPU package and DRAM energy are machine-wide, so each run holds its \
+                 time-share of them (the window's energy over the mean number of runs in \
+                 flight), `shared` in `energy_cpu_source`/`energy_ram_source`, and its energy \
+                 is not split into prefill and decode. Not part of a run's identity; the \
+                 study's manifest records it. `llmeff plan` shows the lanes.",
+                "\"per-device\"",
             ),
         ],
         functions: &[],

@@ -235,6 +235,11 @@ fn documented_choices_are_the_accepted_names() {
         ("measure", "meters", names(vocabulary::METERS)),
         ("measure", "estimate", names(&EstimateMode::NAMES)),
         ("aggregate", "stats", names(vocabulary::STATS)),
+        (
+            "study",
+            "placement",
+            names(&engine::placement::Placement::NAMES),
+        ),
     ];
     for (topic, key, accepted) in choices {
         let declared = vocabulary::options_of(topic)

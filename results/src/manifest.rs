@@ -21,6 +21,12 @@ pub struct Manifest {
     pub script: String,
     /// Repetitions of every run.
     pub cycles: usize,
+    /// How the plan placed its runs in time (`one-at-a-time`, `per-device`: runs on devices
+    /// that share no hardware at the same time, their CPU and RAM energy a time-share). Not
+    /// part of any run's identity, so it never counts as a change of plan; `None` in
+    /// manifests written before placements existed, whose runs ran one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
     /// Every run's hash and its full configuration.
     pub runs: BTreeMap<String, serde_json::Value>,
     /// Every machine the study ran on, in the order they were first seen (manifests written
@@ -241,6 +247,7 @@ mod tests {
             script_sha256: "x".into(),
             script: "s.rhai".into(),
             cycles,
+            placement: None,
             runs: runs
                 .iter()
                 .map(|r| (r.to_string(), serde_json::json!({})))
@@ -274,6 +281,9 @@ mod tests {
             ))
             .unwrap()
         };
+        // Manifests written before placements existed read as `None` (one at a time).
+        assert!(!text.contains("placement"), "{text}");
+        assert_eq!(legacy("host").placement, None);
         let burn = legacy("burn");
         assert!(burn.measured_on_legacy_burn());
         assert_eq!(

@@ -387,7 +387,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_cpu_source",
         Text,
         true,
-        "`rapl` (powercap counters), `estimate` (CodeCarbon 3.3.2's rule: TDP x load, 4 W per thread for an unknown CPU), `unavailable` (null figure) or `off` (not requested)",
+        "`rapl` (powercap counters), `estimate` (CodeCarbon 3.3.2's rule: TDP x load, 4 W per thread for an unknown CPU), `shared` (`placement: \"per-device\"`: other runs ran beside this one, so the figure is its time-share, the window's energy divided by the mean number of runs in flight; meter_notes says so), `unavailable` (null figure) or `off` (not requested)",
     ),
     col(
         "energy_gpu_j",
@@ -411,7 +411,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_ram_source",
         Text,
         true,
-        "`rapl` (dram domain), `estimate` (CodeCarbon 3.3.2's rule by DIMM), `unavailable` or `off`",
+        "`rapl` (dram domain), `estimate` (CodeCarbon 3.3.2's rule by DIMM), `shared` (a time-share, as energy_cpu_source), `unavailable` or `off`",
     ),
     col(
         "energy_total_j",
@@ -423,7 +423,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_total_source",
         Text,
         true,
-        "sources of the total, `+`-joined (`rapl+estimate`), or `unavailable`/`off`",
+        "sources of the total, `+`-joined (`rapl+estimate`; `shared` last where a domain is a time-share: `nvml+shared`), or `unavailable`/`off`",
     ),
     col(
         "energy_prefill_j",
@@ -442,7 +442,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_split",
         Text,
         true,
-        "`measured` (counters read at each phase boundary) or `apportioned` (estimated domains split by each phase's share of wall_s; idle time keeps its share in energy_other_j)",
+        "`measured` (counters read at each phase boundary) or `apportioned` (estimated domains split by each phase's share of wall_s; idle time keeps its share in energy_other_j); null with the phase figures where replicas overlapped or a domain is `shared`",
     ),
     col(
         "idle_power_w",
@@ -454,7 +454,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "energy_net_j",
         Float,
         true,
-        "energy_total_j - idle_power_w * wall_s",
+        "energy_total_j - idle_power_w * wall_s; null where a domain is `shared` (the baseline ran beside other runs)",
     ),
     col(
         "j_per_output_token",

@@ -56,6 +56,7 @@ pub fn claim_study(
         script_sha256: engine::plan::sha256_hex(claim.origin.text),
         script: claim.origin.path.to_string(),
         cycles: plan.study.cycles,
+        placement: Some(plan.study.placement.name().to_string()),
         runs,
         environment: Vec::new(),
         legacy_cpu_forward: None,
@@ -198,6 +199,25 @@ mod tests {
             "{forced:?}"
         );
         assert_eq!(Manifest::load(store.dir()).unwrap().unwrap().runs.len(), 1);
+    }
+
+    #[test]
+    fn the_manifest_records_the_placement_and_a_new_one_is_no_change_of_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let placement = || Manifest::load(store.dir()).unwrap().unwrap().placement;
+        claim_notes(&store, &plan(&[1]), false).unwrap();
+        assert_eq!(placement().as_deref(), Some("one-at-a-time"));
+        // The same runs placed per device hash the same: welcome, and recorded.
+        let mut per_device = plan(&[1]);
+        per_device.study.placement = engine::placement::Placement::PerDevice;
+        assert_eq!(claim_notes(&store, &per_device, false).unwrap(), []);
+        assert_eq!(placement().as_deref(), Some("per-device"));
+        assert_eq!(
+            per_device.runs()[0].id,
+            plan(&[1]).runs()[0].id,
+            "placement is not part of a run's identity"
+        );
     }
 
     #[test]

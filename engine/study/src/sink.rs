@@ -445,6 +445,70 @@ mod tests {
     }
 
     #[test]
+    fn a_time_share_of_machine_wide_energy_is_stored_as_shared() {
+        use engine::metering::{DomainEnergy, MeterReport};
+        use engine::record::RunMetrics;
+        let domain = |domain, joules, source| DomainEnergy {
+            domain,
+            joules: Some(joules),
+            source,
+            meter: None,
+        };
+        let mut shared = record();
+        shared.metrics = Some(RunMetrics {
+            wall_s: 1.0,
+            meters: MeterReport {
+                energy: vec![
+                    domain(
+                        Domain::Cpu,
+                        5.0,
+                        EnergySource::Shared(api::meter::Source::Rapl),
+                    ),
+                    domain(
+                        Domain::Gpu,
+                        12.0,
+                        EnergySource::From(api::meter::Source::Nvml),
+                    ),
+                    domain(
+                        Domain::Ram,
+                        1.0,
+                        EnergySource::Shared(api::meter::Source::Estimate),
+                    ),
+                ],
+                idle_power_w: Some(3.0),
+                notes: vec!["cpu and ram energy is machine-wide ... time-share".into()],
+                ..MeterReport::default()
+            },
+            ..RunMetrics::default()
+        });
+        let provenance = Provenance {
+            version: "0".into(),
+            git_commit: None,
+            git_dirty: None,
+            build_profile: "debug".into(),
+            rustc_version: None,
+            cpu_model: None,
+            cpu_flags: None,
+            kernel: None,
+            hostname: None,
+            threads: 1,
+        };
+        let row = run_row(&shared, &provenance).unwrap();
+        let text = |c: &str| row.get(c).cloned();
+        assert_eq!(text("energy_cpu_source"), Some(Cell::Text("shared".into())));
+        assert_eq!(text("energy_ram_source"), Some(Cell::Text("shared".into())));
+        assert_eq!(text("energy_gpu_source"), Some(Cell::Text("nvml".into())));
+        assert_eq!(
+            text("energy_total_source"),
+            Some(Cell::Text("nvml+shared".into()))
+        );
+        assert_eq!(text("energy_total_j"), Some(Cell::Float(18.0)));
+        // An idle baseline beside other runs is not idle: no net energy.
+        assert_eq!(text("energy_net_j"), Some(Cell::Null));
+        assert!(matches!(text("meter_notes"), Some(Cell::Text(n)) if n.contains("time-share")));
+    }
+
+    #[test]
     fn a_non_finite_replica_time_is_refused_rather_than_stored() {
         let broken = ReplicaRecord {
             wall_s: f64::NAN,
