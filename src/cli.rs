@@ -44,8 +44,9 @@ pub enum Command {
     /// Show this machine: CPU, memory, devices, and which meters (NVML, RAPL, estimate, /proc,
     /// device peaks) are available here and why the others are missing.
     Env(EnvArgs),
-    /// Measure llmeff's own CPU inference speed: prefill time and decode tokens/s at batch 1
-    /// and 8 for tiny-stories and the SmolLM-135M and TinyLlama-1.1B shapes, with MBU.
+    /// Measure llmeff's own inference speed on the CPU (or --device): prefill time and decode
+    /// tokens/s at batch 1 and 8 for tiny-stories and the SmolLM-135M and TinyLlama-1.1B
+    /// shapes, with MBU.
     ///
     /// Build with --release; debug builds measure the debug build.
     Bench(BenchArgs),
@@ -103,7 +104,14 @@ pub struct BenchArgs {
     /// beside each row. Repeat for several peers.
     #[arg(long)]
     pub baseline: Vec<PathBuf>,
-    /// The CPU forward pass to measure (default: host; studies pick it with `load(#{ compute })`).
+    /// The device the models run on: cpu (llmeff's kernels), cuda:N (burn-cuda; a build with
+    /// the `cuda` feature), wgpu or wgpu:N (burn-wgpu; the `wgpu` feature). Off the CPU, CPU
+    /// steal and copy now are not measured, and MBU divides by the GPU's datasheet bandwidth
+    /// where llmeff's table knows it (by NVML's name), else it is not reported.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The forward pass to measure (default: host on the CPU, burn on a GPU; studies pick it
+    /// with `load(#{ compute })`).
     #[arg(long, value_enum)]
     pub forward: Option<ForwardArg>,
     /// Weight formats, each model measured in every one: f32, f16, bf16 (the load dtype) and
@@ -117,12 +125,12 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// The CPU forward passes `llmeff bench` can measure.
+/// The forward passes `llmeff bench` can measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ForwardArg {
-    /// llmeff's host kernels (the default for f32).
+    /// llmeff's host kernels (the default on the CPU; the CPU only).
     Host,
-    /// burn-flex's tensor ops.
+    /// burn's tensor ops: burn-flex on the CPU, burn-cuda or burn-wgpu on a GPU.
     Burn,
 }
 

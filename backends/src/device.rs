@@ -15,6 +15,8 @@ pub(crate) enum DeviceKind {
     CpuCores(CoreSet),
     /// A CUDA device by ordinal.
     Cuda(usize),
+    /// A wgpu adapter (`None`: the one wgpu prefers).
+    Wgpu(Option<usize>),
 }
 
 impl DeviceKind {
@@ -28,6 +30,8 @@ impl DeviceKind {
 pub(crate) fn available() -> Vec<String> {
     let mut names = vec!["cpu".to_string()];
     names.extend((0..cuda_device_count().unwrap_or(0)).map(|i| format!("cuda:{i}")));
+    #[cfg(feature = "wgpu")]
+    names.extend(crate::wgpu_adapter::names());
     names
 }
 
@@ -47,6 +51,18 @@ pub(crate) fn parse(name: &str) -> Result<DeviceKind, RuntimeError> {
             .map_err(|e| unavailable(e.to_string()))?;
         return Ok(DeviceKind::CpuCores(set));
     }
+    if name == "wgpu" || name.starts_with("wgpu:") {
+        return match api::device::DeviceName::parse(name) {
+            Ok(api::device::DeviceName::Wgpu(ordinal)) if cfg!(feature = "wgpu") => {
+                Ok(DeviceKind::Wgpu(ordinal))
+            }
+            Ok(_) => Err(unavailable(
+                "this binary was built without the `wgpu` feature (rebuild with `--features wgpu`)"
+                    .into(),
+            )),
+            Err(e) => Err(unavailable(e.to_string())),
+        };
+    }
     let ordinal = match name.strip_prefix("cuda") {
         Some("") => Some(0),
         Some(rest) => rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()),
@@ -54,7 +70,7 @@ pub(crate) fn parse(name: &str) -> Result<DeviceKind, RuntimeError> {
     };
     let Some(ordinal) = ordinal else {
         return Err(unavailable(format!(
-            "unknown device name; valid devices: {}, cpu:<cores> (a core set such as `cpu:0-3` or `cpu:4,6`) (cuda:N needs the `cuda` feature)",
+            "unknown device name; valid devices: {}, cpu:<cores> (a core set such as `cpu:0-3` or `cpu:4,6`) (cuda:N needs the `cuda` feature, wgpu:N the `wgpu` feature)",
             available().join(", ")
         )));
     };

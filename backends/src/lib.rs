@@ -22,6 +22,8 @@ mod runtime;
 mod sampler;
 mod source;
 mod tokenizer;
+#[cfg(feature = "wgpu")]
+mod wgpu_adapter;
 
 pub use cores::{AffinityError, CoreSet, CoreSetError};
 pub use handle::{BurnModel, LogitPositions, Logits};

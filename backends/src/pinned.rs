@@ -229,6 +229,8 @@ mod tests {
             max_position_embeddings: 0,
             bos_token_id: None,
             eos_token_ids: Vec::new(),
+            adapter: None,
+            adapter_driver: None,
         }
     }
 

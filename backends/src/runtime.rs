@@ -142,6 +142,7 @@ impl BurnRuntime {
                 ))))
             }
             DeviceKind::Cuda(index) => load_cuda(&source, spec, *index, budget),
+            DeviceKind::Wgpu(ordinal) => load_wgpu(&source, spec, *ordinal, budget),
         }
     }
 }
@@ -186,8 +187,51 @@ fn load_on<B: burn::tensor::backend::Backend>(
     pass: PassChoice,
     budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
-    let model = load_llama::<B>(source, spec, device, pass, budget)?;
+    let model = load_llama::<B>(source, spec, device, pass, budget, None)?;
     Ok(BurnModel::new(model))
+}
+
+#[cfg(feature = "wgpu")]
+fn load_wgpu(
+    source: &ResolvedSource,
+    spec: &ModelSpec,
+    ordinal: Option<usize>,
+    budget: MemoryBudget,
+) -> Result<BurnModel, RuntimeError> {
+    let adapter = crate::wgpu_adapter::select(&spec.device, ordinal)?;
+    if spec.dtype == api::runtime::DType::F16 && !adapter.shader_f16 {
+        return Err(RuntimeError::UnsupportedDType {
+            dtype: spec.dtype,
+            device: format!("{} ({}: no shader-f16)", spec.device, adapter.name),
+        });
+    }
+    let info = crate::llama::AdapterInfo {
+        name: adapter.describe(),
+        driver: adapter.driver.clone(),
+    };
+    let model = load_llama::<burn_wgpu::Wgpu>(
+        source,
+        spec,
+        adapter.device,
+        PassChoice::Burn(BurnQuantFormats::CUBECL),
+        budget,
+        Some(info),
+    )?;
+    Ok(BurnModel::new(model))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn load_wgpu(
+    _source: &ResolvedSource,
+    spec: &ModelSpec,
+    _ordinal: Option<usize>,
+    _budget: MemoryBudget,
+) -> Result<BurnModel, RuntimeError> {
+    // `device::parse` already refuses wgpu names in this build; kept total for the match.
+    Err(RuntimeError::DeviceUnavailable {
+        device: spec.device.clone(),
+        reason: "this binary was built without the `wgpu` feature".into(),
+    })
 }
 
 #[cfg(feature = "cuda")]
@@ -197,13 +241,30 @@ fn load_cuda(
     index: usize,
     budget: MemoryBudget,
 ) -> Result<BurnModel, RuntimeError> {
-    load_on::<burn_cuda::Cuda>(
+    // The GPU as NVML names it, when NVML answers (the run still loads without it).
+    let adapter = cuda_gpu_info(index).map(|gpu| crate::llama::AdapterInfo {
+        name: format!("{} ({})", gpu.name, gpu.uuid),
+        driver: "NVIDIA (NVML)".into(),
+    });
+    let model = load_llama::<burn_cuda::Cuda>(
         source,
         spec,
         burn_cuda::CudaDevice::new(index),
         PassChoice::Burn(BurnQuantFormats::CUBECL),
         budget,
-    )
+        adapter,
+    )?;
+    Ok(BurnModel::new(model))
+}
+
+/// The NVML description of CUDA ordinal `ordinal`, honouring `CUDA_VISIBLE_DEVICES`.
+#[cfg(feature = "cuda")]
+fn cuda_gpu_info(ordinal: usize) -> Option<meters::nvml::GpuInfo> {
+    use meters::nvml::GpuApi;
+    let api = meters::nvml::NvmlApi::init().ok()?;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let devices = api.devices().ok()?;
+    meters::nvml::resolve_cuda_device(ordinal, visible.as_deref(), &devices).ok()
 }
 
 #[cfg(not(feature = "cuda"))]

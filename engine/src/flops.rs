@@ -120,6 +120,8 @@ mod tests {
             max_position_embeddings: 512,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            adapter: None,
+            adapter_driver: None,
         }
     }
 

@@ -247,7 +247,7 @@ fn load_device(opts: &OptionMap) -> Result<String, OptionError> {
     for name in &names {
         let device = DeviceName::parse(name).map_err(|e| opts.invalid(key, e.to_string()))?;
         if let Some(first) = parsed.first()
-            && first.is_cpu() != device.is_cpu()
+            && first.kind() != device.kind()
         {
             return Err(opts.invalid(
                 key,
@@ -259,9 +259,13 @@ fn load_device(opts: &OptionMap) -> Result<String, OptionError> {
                 key,
                 if *other == device {
                     format!("`{device}` is named twice: each replica needs a device of its own")
-                } else {
+                } else if device.is_cpu() {
                     format!(
                         "`{other}` and `{device}` share cores: each replica needs cores of its own"
+                    )
+                } else {
+                    format!(
+                        "`{other}` and `{device}` may be the same adapter: name each as `wgpu:N`"
                     )
                 },
             ));
@@ -1231,6 +1235,8 @@ mod tests {
             ),
             (r#"["cpu", "cpu:3"]"#, "`cpu` and `cpu:3` share cores"),
             (r#"["cpu:0", "cuda:0"]"#, "devices of one kind"),
+            (r#"["cuda:0", "wgpu:1"]"#, "devices of one kind"),
+            (r#"["wgpu", "wgpu:0"]"#, "may be the same adapter"),
             (r#"["cpu:0", "cpu:x"]"#, "`x` is not a core number"),
             ("[]", "the list is empty"),
         ] {

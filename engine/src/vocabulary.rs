@@ -325,10 +325,11 @@ pub const TOPICS: &[Topic] = &[
                 KeyType::Str,
                 "\"cpu\"",
                 "",
-                "cpu, cpu:<cores>, cuda:N",
+                "cpu, cpu:<cores>, cuda:N, wgpu, wgpu:N",
                 "Where the model runs: `cpu` is every core this process may use, `cpu:0-3` or \
                  `cpu:4,6` a core set (its own thread pool, pinned there); `cuda:N` needs a \
-                 build with `--features cuda`.",
+                 build with `--features cuda`; `wgpu` (the adapter wgpu prefers) and `wgpu:N` \
+                 a build with `--features wgpu`.",
                 "\"cpu:0-3\"",
             ),
             opt(
@@ -1043,6 +1044,8 @@ pub const GROUP_BY_COLUMNS: &[&str] = &[
     "energy_estimate",
     "architecture",
     "compute",
+    "adapter",
+    "adapter_driver",
     "model_parameters",
     "model_bytes",
     "num_requests",

@@ -157,6 +157,8 @@ impl Runtime for FakeRuntime {
                 max_position_embeddings: 64,
                 bos_token_id: Some(1),
                 eos_token_ids: vec![2],
+                adapter: None,
+                adapter_driver: None,
             },
             time: self.time.clone(),
             failures_left: Mutex::new(match spec.source.as_str() {

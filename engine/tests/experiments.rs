@@ -35,7 +35,8 @@ fn every_experiment_plans_and_matches_its_snapshot() {
             "parallel",
             "scenarios",
             "single",
-            "suite"
+            "suite",
+            "wgpu"
         ]
     );
     for name in names {

@@ -167,6 +167,18 @@ pub const RUN_COLUMNS: &[Column] = &[
         "what ran the forward pass: `llmeff-kernels/<isa>` (f32 on the CPU) or the burn backend",
     ),
     col(
+        "adapter",
+        Text,
+        true,
+        "the accelerator as its driver names it (a wgpu adapter: name, kind, graphics API); null on the CPU and where the backend does not say",
+    ),
+    col(
+        "adapter_driver",
+        Text,
+        true,
+        "the accelerator's driver and version (wgpu's driver and driver_info)",
+    ),
+    col(
         "model_parameters",
         Int,
         true,

@@ -38,9 +38,11 @@ pub enum GrowthError {
 }
 
 /// RSS after 10 % of a `tokens`-token generation and at its end ([`GROWTH_MODEL`], bundled,
-/// whose context is long enough; batch 1).
+/// whose context is long enough; batch 1) on `device`: the host process's memory, which on a
+/// GPU holds the backend's host-side state but not the device's memory.
 pub fn memory_growth(
     runtime: &dyn Runtime,
+    device: &str,
     compute: Compute,
     tokens: usize,
 ) -> Result<MemoryGrowth, GrowthError> {
@@ -49,7 +51,7 @@ pub fn memory_growth(
         revision: None,
         dtype: DType::F32,
         weights: WeightsKind::Pretrained,
-        device: "cpu".into(),
+        device: device.into(),
         seed: 0,
         quantization: None,
         compute,

@@ -1,7 +1,8 @@
-//! The benchmark end to end: the selected models loaded one at a time in each format, each
-//! measured at every batch, the peers' figures in the same format beside each row, the
-//! caveats, and memory growth.
+//! The benchmark end to end: the selected models loaded one at a time in each format on the
+//! device, each measured at every batch, the peers' figures in the same format beside each
+//! row, the caveats, and memory growth.
 
+use api::device::DeviceName;
 use api::meter::{DevicePeak, MeterProvider};
 use api::runtime::{Compute, ModelSpec, Runtime, RuntimeError};
 use std::fmt;
@@ -30,7 +31,10 @@ pub struct BenchSettings {
     pub growth_tokens: usize,
     /// Threads of the pool the forward pass runs on.
     pub threads: usize,
-    /// The forward pass measured (`host` kernels or `burn`-flex).
+    /// The device every model loads on (`cpu` when empty; `cuda:0`, `wgpu`, ...).
+    pub device: String,
+    /// The forward pass measured (`host` kernels or `burn`: burn-flex on the CPU, the GPU's
+    /// burn backend elsewhere).
     pub compute: Compute,
     /// Weight formats, each model measured in every one (f32 alone when empty).
     pub formats: Vec<Format>,
@@ -67,10 +71,11 @@ impl fmt::Display for BenchProgress {
 /// The measured figures.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
-    /// The CPU's measured peaks (MBU's denominator is its read bandwidth); `None` where not
-    /// measured.
+    /// The device's peaks (MBU's denominator is their bandwidth): the CPU's measured read
+    /// bandwidth, a GPU's datasheet row; `None` where unknown.
     pub peak: Option<DevicePeak>,
-    /// The copy bandwidth each row's `copy now` is compared with, bytes/s.
+    /// The CPU copy bandwidth each row's `copy now` is compared with, bytes/s; `None` off the
+    /// CPU.
     pub copy_bytes_per_s: Option<f64>,
     /// One row per model, batch and format (in that order: a batch's formats side by side),
     /// with the peers' figures in the row's format.
@@ -120,15 +125,25 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    /// True when the settings are at fault rather than the work.
+    /// True when the settings are at fault rather than the work: nothing selected, or a
+    /// device this machine does not have.
     pub fn is_input(&self) -> bool {
-        matches!(self, BenchError::NoModelMatches { .. })
+        matches!(
+            self,
+            BenchError::NoModelMatches { .. }
+                | BenchError::Load {
+                    source: RuntimeError::DeviceUnavailable { .. },
+                    ..
+                }
+        )
     }
 }
 
-/// Measures the selected models on `runtime`'s CPU, with `peers` beside each row; progress
-/// lines go to `progress`. MBU divides by the CPU read bandwidth `meters` measures (once,
-/// cached between runs), and each row's copy check is compared with its copy peak.
+/// Measures the selected models on `settings.device`, with `peers` beside each row; progress
+/// lines go to `progress`. On the CPU, MBU divides by the read bandwidth `meters` measures
+/// (once, cached between runs) and each row's copy check is compared with its copy peak; on a
+/// GPU, MBU divides by the datasheet bandwidth `meters` knows it by (NVML's name), and the
+/// CPU's checks are not run.
 pub fn run_bench(
     runtime: &dyn Runtime,
     meters: &meters::MachineMeters,
@@ -149,13 +164,27 @@ pub fn run_bench(
                 .collect(),
         });
     }
-    let peak = meters.peak("cpu", "f32");
-    let copy_bytes_per_s = meters.cpu_copy_bytes_per_s("f32");
+    let device = if settings.device.is_empty() {
+        "cpu"
+    } else {
+        settings.device.as_str()
+    };
+    let on_cpu = DeviceName::parse(device).is_ok_and(|d| d.is_cpu());
+    // A GPU's bandwidth is the same at every dtype; its f32 row is the one every GPU has.
+    let (peak, copy_bytes_per_s) = if on_cpu {
+        (
+            meters.peak("cpu", "f32"),
+            meters.cpu_copy_bytes_per_s("f32"),
+        )
+    } else {
+        (meters.peak(device, "f32"), None)
+    };
     let row_settings = RowSettings {
         prompt_tokens: settings.prompt_tokens,
         new_tokens: settings.new_tokens,
         repeats: settings.repeats,
         threads: settings.threads,
+        on_cpu,
     };
     let formats = if settings.formats.is_empty() {
         vec![Format::F32]
@@ -177,7 +206,7 @@ pub fn run_bench(
                 revision: None,
                 dtype: format.dtype(),
                 weights: bench.weights,
-                device: "cpu".to_string(),
+                device: device.to_string(),
                 seed: 0,
                 quantization: format.quantization(),
                 compute: settings.compute,
@@ -191,6 +220,7 @@ pub fn run_bench(
                 progress(BenchProgress::Batch { batch });
                 let row = measure(
                     bench.label,
+                    device,
                     format,
                     model.as_ref(),
                     batch,
@@ -220,6 +250,7 @@ pub fn run_bench(
     let growth = if growth_selected {
         Some(memory_growth(
             runtime,
+            device,
             settings.compute,
             settings.growth_tokens,
         )?)
@@ -342,5 +373,50 @@ mod tests {
             })
         );
         assert_eq!(specs[0].compute, Compute::Host);
+    }
+
+    /// A runtime on a machine without the GPU asked for.
+    struct NoGpuRuntime(std::sync::Mutex<Vec<ModelSpec>>);
+
+    impl Runtime for NoGpuRuntime {
+        fn load(
+            &self,
+            spec: &ModelSpec,
+        ) -> Result<Box<dyn api::runtime::LoadedModel>, RuntimeError> {
+            self.0.lock().unwrap().push(spec.clone());
+            Err(RuntimeError::DeviceUnavailable {
+                device: spec.device.clone(),
+                reason: "no CUDA driver".into(),
+            })
+        }
+
+        fn devices(&self) -> Vec<String> {
+            vec!["cpu".into()]
+        }
+    }
+
+    #[test]
+    fn models_load_on_the_device_asked_for_and_a_missing_gpu_is_the_users_to_fix() {
+        let settings = BenchSettings {
+            models: vec!["tiny-stories".into()],
+            batches: vec![1],
+            device: "cuda:0".into(),
+            compute: Compute::Burn,
+            formats: vec![Format::Bf16],
+            ..BenchSettings::default()
+        };
+        let runtime = NoGpuRuntime(Default::default());
+        let meters = meters::MachineMeters::detect();
+        let err = run_bench(&runtime, &meters, &settings, &[], &mut |_| {}).unwrap_err();
+        assert!(err.is_input(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "tiny-stories (bf16): device `cuda:0` is not available: no CUDA driver"
+        );
+        let specs = runtime.0.lock().unwrap();
+        assert_eq!(
+            (specs[0].device.as_str(), specs[0].compute, specs[0].dtype),
+            ("cuda:0", Compute::Burn, api::runtime::DType::BF16)
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One model at one batch, timed: a warm-up generation, then timed repeats whose median
 //! prefill and decode times give the row's speeds, and the decode bandwidth against the
-//! machine's read bandwidth (MBU).
+//! device's memory bandwidth (MBU): the CPU's measured read bandwidth, or a GPU's datasheet
+//! figure.
 
 use std::path::Path;
 use std::time::Instant;
@@ -15,6 +16,11 @@ use crate::format::Format;
 pub struct BenchRow {
     /// The model's label.
     pub model: String,
+    /// The device it ran on (`cpu`, `cuda:0`, `wgpu`).
+    pub device: String,
+    /// The accelerator as its driver names it (a wgpu adapter, ...); `None` on the CPU and
+    /// where the backend does not say.
+    pub adapter: Option<String>,
     /// The weight format measured (`f32`, `int8`, ...).
     pub format: Format,
     /// What computed the forward pass, as the loaded model reports it (llmeff's host kernels
@@ -34,18 +40,27 @@ pub struct BenchRow {
     pub decode_tokens_per_s: f64,
     /// Bytes decoding reads per second (weights and KV cache).
     pub decode_bytes_per_s: f64,
-    /// Decode bytes per second over the machine's read bandwidth.
+    /// Decode bytes per second over the device's memory bandwidth (the CPU's measured read
+    /// bandwidth, a GPU's datasheet figure); `None` where that is unknown.
     pub mbu: Option<f64>,
     /// Share of the CPUs' time a hypervisor gave to other guests during the timed repeats,
-    /// percent (`/proc/stat` steal); `None` where `/proc/stat` is unreadable.
+    /// percent (`/proc/stat` steal); `None` where `/proc/stat` is unreadable, and off the CPU.
     pub cpu_steal_pct: Option<f64>,
     /// The copy benchmark behind MBU's denominator, run again just before this row's repeats,
     /// bytes read + written per second: below the denominator, other guests were sharing the
-    /// memory system (which CPU steal does not show); `None` where it measured no time.
+    /// memory system (which CPU steal does not show); `None` where it measured no time, and
+    /// off the CPU.
     pub copy_now_bytes_per_s: Option<f64>,
     /// Each peer's figures for the same model and batch (one per baseline, in order; `None`
     /// where that peer did not measure this row).
     pub peers: Vec<Option<Baseline>>,
+}
+
+impl BenchRow {
+    /// Whether the row ran on the CPU (`cpu`, a core set), where the CPU's checks apply.
+    pub fn on_cpu(&self) -> bool {
+        api::device::DeviceName::parse(&self.device).is_ok_and(|d| d.is_cpu())
+    }
 }
 
 /// How each row is measured.
@@ -59,6 +74,9 @@ pub(crate) struct RowSettings {
     pub repeats: usize,
     /// Threads of the copy check (the pool the forward pass runs on).
     pub threads: usize,
+    /// Whether the model runs on the CPU: only then do the copy check and CPU steal describe
+    /// what it ran on.
+    pub on_cpu: bool,
 }
 
 /// Copies of the per-row bandwidth check (best of these, as the cached figure is).
@@ -76,9 +94,11 @@ pub(crate) fn prompts(batch: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Measures one row of `model`, loaded in `format`; `read_bytes_per_s` is MBU's denominator.
+/// Measures one row of `model`, loaded in `format` on `device`; `read_bytes_per_s` is MBU's
+/// denominator.
 pub(crate) fn measure(
     label: &str,
+    device: &str,
     format: Format,
     model: &dyn LoadedModel,
     batch: usize,
@@ -94,19 +114,24 @@ pub(crate) fn measure(
         decoding: Decoding::Greedy,
     };
     // Before the warm-up, so the copy's page faults and cache misses are not in the timings.
-    let copy_now_bytes_per_s = meters::peak::measure_copy_bandwidth(
-        meters::peak::COPY_BYTES,
-        settings.threads,
-        COPY_NOW_REPS,
-    )
-    .ok();
+    let copy_now_bytes_per_s = settings
+        .on_cpu
+        .then(|| {
+            meters::peak::measure_copy_bandwidth(
+                meters::peak::COPY_BYTES,
+                settings.threads,
+                COPY_NOW_REPS,
+            )
+            .ok()
+        })
+        .flatten();
     let mut prefill_times = Vec::with_capacity(settings.repeats);
     let mut decode_times = Vec::with_capacity(settings.repeats);
     let mut decode_steps = 0;
     let mut steal_from = None;
     // One untimed generation warms caches and allocators, as every timed run of a study has.
     for repeat in 0..=settings.repeats {
-        if repeat == 1 {
+        if repeat == 1 && settings.on_cpu {
             steal_from = cpu_times();
         }
         let start = Instant::now();
@@ -137,6 +162,7 @@ pub(crate) fn measure(
     Ok(row_figures(
         RowTimes {
             label,
+            device,
             format,
             batch,
             prompt_tokens: settings.prompt_tokens,
@@ -154,6 +180,7 @@ pub(crate) fn measure(
 /// The median times of one row.
 struct RowTimes<'a> {
     label: &'a str,
+    device: &'a str,
     format: Format,
     batch: usize,
     prompt_tokens: usize,
@@ -183,6 +210,8 @@ fn row_figures(
     let decode_bytes_per_s = bytes as f64 / t.decode_s;
     BenchRow {
         model: t.label.to_string(),
+        device: t.device.to_string(),
+        adapter: info.adapter.clone(),
         format: t.format,
         compute: info.compute.clone(),
         batch: t.batch,
@@ -249,10 +278,13 @@ mod tests {
             max_position_embeddings: 512,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            adapter: None,
+            adapter_driver: None,
         };
         let row = row_figures(
             RowTimes {
                 label: "m",
+                device: "cpu",
                 format: Format::F32,
                 batch: 2,
                 prompt_tokens: 8,
@@ -275,6 +307,7 @@ mod tests {
         let unmeasured = row_figures(
             RowTimes {
                 label: "m",
+                device: "cpu",
                 format: Format::F16,
                 batch: 1,
                 prompt_tokens: 8,
@@ -289,6 +322,8 @@ mod tests {
         );
         assert_eq!(unmeasured.mbu, None, "no read bandwidth, no MBU");
         assert_eq!((row.format, row.compute.as_str()), (Format::F32, "test"));
+        assert_eq!((row.device.as_str(), row.adapter.as_deref()), ("cpu", None));
+        assert!(row.on_cpu());
         // A half-precision KV cache reads half the bytes per position.
         let f16_bytes =
             engine::flops::decode_read_bytes(&info, 9, std::iter::repeat_n((8, 10), 1), 2);

@@ -27,10 +27,22 @@ pub fn warnings(rows: &[BenchRow], copy_peak: Option<f64>) -> Vec<String> {
         ));
     }
     out.extend(contention_note(rows, copy_peak));
-    if rows.iter().any(|r| r.cpu_steal_pct.is_none()) {
+    if rows.iter().any(|r| r.on_cpu() && r.cpu_steal_pct.is_none()) {
         out.push(
             "CPU steal \"-\": /proc/stat is unreadable, or the row's timed repeats took under 1 s of CPU time, too short for its 10 ms ticks".into(),
         );
+    }
+    if let Some(gpu) = rows.iter().find(|r| !r.on_cpu()) {
+        out.push(format!(
+            "CPU steal and copy now \"-\" on {}: they measure the CPU's time and memory bandwidth, not the device's",
+            gpu.device
+        ));
+        if rows.iter().any(|r| !r.on_cpu() && r.mbu.is_none()) {
+            out.push(format!(
+                "MBU \"-\" on {}: no datasheet memory bandwidth is known for it (llmeff's table names NVIDIA GPUs as NVML does)",
+                gpu.device
+            ));
+        }
     }
     if rows.iter().any(|r| r.mbu.is_some_and(|m| m > 1.0)) {
         out.push(
@@ -66,6 +78,8 @@ mod tests {
     fn row_with_copy(copy_now_bytes_per_s: Option<f64>) -> BenchRow {
         BenchRow {
             model: "m".into(),
+            device: "cpu".into(),
+            adapter: None,
             format: crate::format::Format::F32,
             compute: "test".into(),
             batch: 1,
@@ -137,5 +151,25 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(out[0].starts_with("CPU steal up to 40 %"), "{out:?}");
         assert!(out[1].starts_with("MBU above 100 %"), "{out:?}");
+    }
+
+    #[test]
+    fn a_gpu_row_says_why_its_cpu_figures_are_missing_and_not_that_proc_stat_is_unreadable() {
+        let gpu = BenchRow {
+            device: "wgpu".into(),
+            ..row_with_copy(None)
+        };
+        let out = warnings(std::slice::from_ref(&gpu), None);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            out[0].starts_with("CPU steal and copy now \"-\" on wgpu: "),
+            "{out:?}"
+        );
+        assert!(out[1].starts_with("MBU \"-\" on wgpu: "), "{out:?}");
+        let known = BenchRow {
+            mbu: Some(0.4),
+            ..gpu
+        };
+        assert_eq!(warnings(&[known], None).len(), 1);
     }
 }

@@ -18,6 +18,8 @@
 //! and int4 too (a byte per 4-bit code would double its memory). NF4 has no burn scheme.
 
 use api::runtime::{QuantMethod, Quantization};
+use burn::tensor::DType;
+use burn::tensor::backend::{Backend, DTypeUsage};
 use burn::tensor::quantization::{
     BlockSize, QuantLevel, QuantParam, QuantScheme, QuantStore, QuantValue,
 };
@@ -38,10 +40,10 @@ impl BurnQuantFormats {
         fp8: false,
     };
 
-    /// burn's cubecl backends (CUDA): int8, int4 and fp8; fp8 where the device stores E4M3,
-    /// which the caller checks with [`BurnQuantFormats::needs_device_check`].
-    // Only the `cuda` build loads onto a cubecl backend.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    /// burn's cubecl backends (CUDA, wgpu): int8, int4 and fp8, each where the device can
+    /// store it ([`storable`]).
+    // Only the `cuda` and `wgpu` builds load onto a cubecl backend.
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
     pub(crate) const CUBECL: Self = Self {
         int8: true,
         int4: true,
@@ -75,21 +77,34 @@ impl BurnQuantFormats {
                 .with_param(QuantParam::F32),
         )
     }
-
-    /// Whether the device must be asked if it stores `scheme` (E4M3 needs sm_89+ on CUDA).
-    pub(crate) fn needs_device_check(scheme: &QuantScheme) -> bool {
-        scheme.value == QuantValue::E4M3
-    }
 }
 
-/// How the `compute` column names burn's scheme for a method: `burn-q8s`, `burn-q4s`,
-/// `burn-e4m3`.
-pub(crate) fn scheme_name(scheme: &QuantScheme) -> &'static str {
-    match scheme.value {
-        QuantValue::Q8S => "burn-q8s",
-        QuantValue::Q4S => "burn-q4s",
-        QuantValue::E4M3 => "burn-e4m3",
-        _ => "burn-quantized",
+/// `scheme` as `device` can store it: as is, or int8 packed four codes to a `u32` where the
+/// device has no 8-bit integers (WGSL has none: wgpu); `None` where neither is stored (E4M3
+/// before CUDA sm_89), so the weight stays in llmeff's matrix.
+pub(crate) fn storable<B: Backend>(device: &B::Device, scheme: QuantScheme) -> Option<QuantScheme> {
+    let stores =
+        |s: QuantScheme| B::dtype_usage(device, DType::QFloat(s)).contains(DTypeUsage::Storage);
+    if stores(scheme) {
+        return Some(scheme);
+    }
+    let packed = scheme.with_store(QuantStore::PackedU32(0));
+    (scheme.value == QuantValue::Q8S && scheme.store == QuantStore::Native && stores(packed))
+        .then_some(packed)
+}
+
+/// How the `compute` column names burn's scheme: `burn-q8s`, `burn-q8s/u32` (packed in
+/// `u32`s), `burn-q4s/u32`, `burn-e4m3`.
+pub(crate) fn scheme_name(scheme: &QuantScheme) -> String {
+    let value = match scheme.value {
+        QuantValue::Q8S => "q8s",
+        QuantValue::Q4S => "q4s",
+        QuantValue::E4M3 => "e4m3",
+        _ => "quantized",
+    };
+    match scheme.store {
+        QuantStore::PackedU32(_) => format!("burn-{value}/u32"),
+        _ => format!("burn-{value}"),
     }
 }
 
@@ -98,7 +113,7 @@ pub(crate) fn scheme_name(scheme: &QuantScheme) -> &'static str {
 pub(crate) fn held_bytes(scheme: &QuantScheme, rows: usize, cols: usize, block: usize) -> u64 {
     let n = (rows * cols) as u64;
     let codes = match scheme.store {
-        QuantStore::PackedU32(_) => n.div_ceil(8) * 4,
+        QuantStore::PackedU32(_) => (n * scheme.value.size_bits() as u64).div_ceil(32) * 4,
         _ => n,
     };
     codes + 4 * n.div_ceil(block as u64)
@@ -125,9 +140,10 @@ mod tests {
         let cube = BurnQuantFormats::CUBECL;
         let int4 = cube.scheme(q(QuantMethod::Int4, 32), 64).unwrap();
         assert_eq!(int4.store, QuantStore::PackedU32(0));
-        assert!(BurnQuantFormats::needs_device_check(
-            &cube.scheme(q(QuantMethod::Fp8, 32), 64).unwrap()
-        ));
+        assert_eq!(
+            cube.scheme(q(QuantMethod::Fp8, 32), 64).unwrap().value,
+            QuantValue::E4M3
+        );
         assert!(cube.scheme(q(QuantMethod::Nf4, 32), 64).is_none());
     }
 

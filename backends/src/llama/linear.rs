@@ -3,10 +3,9 @@
 
 use api::runtime::{Quantization, RuntimeError};
 use burn::tensor::backend::Backend;
-use burn::tensor::backend::DTypeUsage;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 
-use super::burn_quant::{BurnQuantFormats, held_bytes, scheme_name};
+use super::burn_quant::{BurnQuantFormats, held_bytes, scheme_name, storable};
 use super::host_weights::quantized_format;
 use super::quant::QuantizedMatrix;
 use crate::error::BackendError;
@@ -97,10 +96,9 @@ impl<B: Backend> Linear<B> {
             QuantizedMatrix::quantize(name, &values, rows, cols, q)?;
         }
         let format = quantized_format(q);
-        let scheme = formats.scheme(q, rows).filter(|scheme| {
-            !BurnQuantFormats::needs_device_check(scheme)
-                || B::dtype_usage(&device, BurnDType::QFloat(*scheme)).contains(DTypeUsage::Storage)
-        });
+        let scheme = formats
+            .scheme(q, rows)
+            .and_then(|scheme| storable::<B>(&device, scheme));
         if let Some(scheme) = scheme {
             // `[out, in]`, transposed on the host once, quantized from f32 values.
             let mut transposed = vec![0f32; values.len()];

@@ -34,6 +34,15 @@ pub(crate) struct LoadedLlama<P: ForwardPass> {
     budget: MemoryBudget,
 }
 
+/// The accelerator a model runs on, as its driver names it (recorded with every run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdapterInfo {
+    /// The adapter (`llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, vulkan)`).
+    pub name: String,
+    /// Its driver and version.
+    pub driver: String,
+}
+
 /// Which forward pass a model is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PassChoice {
@@ -53,6 +62,7 @@ pub(crate) fn load_llama<B: Backend>(
     device: B::Device,
     pass: PassChoice,
     budget: MemoryBudget,
+    adapter: Option<AdapterInfo>,
 ) -> Result<Box<dyn ErasedModel>, RuntimeError> {
     let ModelFiles {
         config,
@@ -121,6 +131,8 @@ pub(crate) fn load_llama<B: Backend>(
         max_position_embeddings: config.max_position_embeddings,
         bos_token_id: config.bos_token_id,
         eos_token_ids: eos_token_ids.clone(),
+        adapter: adapter.as_ref().map(|a| a.name.clone()),
+        adapter_driver: adapter.as_ref().map(|a| a.driver.clone()),
     };
     if on_host {
         let formats = HostFormats::new(spec.dtype, spec.quantization);

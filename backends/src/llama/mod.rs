@@ -6,6 +6,7 @@
 mod batch;
 mod burn_quant;
 mod config;
+mod device_timing;
 mod files;
 mod forward;
 mod generation;
@@ -24,6 +25,8 @@ mod weights;
 
 pub(crate) use burn_quant::BurnQuantFormats;
 pub(crate) use files::ModelFiles;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub(crate) use loaded::AdapterInfo;
 pub(crate) use loaded::{PassChoice, load_llama};
 pub(crate) use spinning::as_step_owner;
 #[cfg(test)]

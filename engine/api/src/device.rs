@@ -1,6 +1,7 @@
 //! Device names as scripts write them, parsed once for the engine (plan-time checks) and the
 //! runtime (loading): `cpu` (every core this process may use), `cpu:<cores>` (a core set:
-//! `cpu:0-3`, `cpu:4,6`, `cpu:0-1,4`), `cuda` and `cuda:N`.
+//! `cpu:0-3`, `cpu:4,6`, `cpu:0-1,4`), `cuda` and `cuda:N`, `wgpu` (the adapter wgpu prefers)
+//! and `wgpu:N` (the Nth adapter wgpu lists).
 //!
 //! A run on several devices (data-parallel replicas) is written in plans and tables as the
 //! devices joined by [`REPLICA_SEPARATOR`] (`cpu:0+cpu:1`): `,` already separates cores.
@@ -23,14 +24,17 @@ pub enum DeviceName {
     CpuCores(Vec<usize>),
     /// A CUDA device by ordinal.
     Cuda(usize),
+    /// A wgpu adapter: `None` the one wgpu prefers for performance, else by its place in
+    /// wgpu's list.
+    Wgpu(Option<usize>),
 }
 
 /// Why a device name does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceNameError {
-    /// Not `cpu`, `cpu:<cores>`, `cuda` or `cuda:N`.
+    /// Not `cpu`, `cpu:<cores>`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N`.
     #[error(
-        "`{name}` is not a device; use `cpu`, `cpu:<cores>` (`cpu:0-3`, `cpu:4,6`) or `cuda:N`"
+        "`{name}` is not a device; use `cpu`, `cpu:<cores>` (`cpu:0-3`, `cpu:4,6`), `cuda:N` or `wgpu:N`"
     )]
     Unknown {
         /// The name as written.
@@ -88,15 +92,31 @@ impl DeviceName {
         if let Some(set) = name.strip_prefix("cpu:") {
             return parse_cores(name, set).map(DeviceName::CpuCores);
         }
+        let ordinal = |rest: &str| {
+            rest.strip_prefix(':')
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(unknown)
+        };
+        if name == "wgpu" {
+            return Ok(DeviceName::Wgpu(None));
+        }
+        if let Some(rest) = name.strip_prefix("wgpu") {
+            return ordinal(rest).map(|n| DeviceName::Wgpu(Some(n)));
+        }
         match name.strip_prefix("cuda") {
             Some("") => Ok(DeviceName::Cuda(0)),
-            Some(rest) => rest
-                .strip_prefix(':')
-                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-                .and_then(|n| n.parse().ok())
-                .map(DeviceName::Cuda)
-                .ok_or_else(unknown),
+            Some(rest) => ordinal(rest).map(DeviceName::Cuda),
             None => Err(unknown()),
+        }
+    }
+
+    /// The kind of hardware (`cpu`, `cuda`, `wgpu`): replicas are all of one kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeviceName::Cpu | DeviceName::CpuCores(_) => "cpu",
+            DeviceName::Cuda(_) => "cuda",
+            DeviceName::Wgpu(_) => "wgpu",
         }
     }
 
@@ -110,6 +130,8 @@ impl DeviceName {
     pub fn overlaps(&self, other: &DeviceName) -> bool {
         match (self, other) {
             (DeviceName::Cuda(a), DeviceName::Cuda(b)) => a == b,
+            // `wgpu` is one of the listed adapters: it may be any `wgpu:N`.
+            (DeviceName::Wgpu(a), DeviceName::Wgpu(b)) => a.is_none() || b.is_none() || a == b,
             (DeviceName::Cpu, d) | (d, DeviceName::Cpu) => d.is_cpu(),
             (DeviceName::CpuCores(a), DeviceName::CpuCores(b)) => a.iter().any(|c| b.contains(c)),
             _ => false,
@@ -131,6 +153,8 @@ impl fmt::Display for DeviceName {
             DeviceName::Cpu => f.write_str("cpu"),
             DeviceName::CpuCores(cores) => write!(f, "cpu:{}", format_cores(cores)),
             DeviceName::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceName::Wgpu(None) => f.write_str("wgpu"),
+            DeviceName::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
         }
     }
 }
@@ -220,6 +244,10 @@ mod tests {
         assert_eq!(DeviceName::parse("cpu"), Ok(DeviceName::Cpu));
         assert_eq!(DeviceName::parse("cuda"), Ok(DeviceName::Cuda(0)));
         assert_eq!(DeviceName::parse("cuda:3"), Ok(DeviceName::Cuda(3)));
+        assert_eq!(DeviceName::parse("wgpu"), Ok(DeviceName::Wgpu(None)));
+        assert_eq!(DeviceName::parse("wgpu:1"), Ok(DeviceName::Wgpu(Some(1))));
+        assert_eq!(DeviceName::parse("wgpu:1").unwrap().to_string(), "wgpu:1");
+        assert!(DeviceName::parse("wgpu1").is_err() && DeviceName::parse("wgpu:").is_err());
         let set = DeviceName::parse("cpu:4,0-2,6").unwrap();
         assert_eq!(set, DeviceName::CpuCores(vec![0, 1, 2, 4, 6]));
         assert_eq!(set.to_string(), "cpu:0-2,4,6");
@@ -249,6 +277,8 @@ mod tests {
         assert!(d("cuda:1").overlaps(&d("cuda:1")));
         assert!(!d("cuda:0").overlaps(&d("cuda:1")));
         assert!(!d("cpu").overlaps(&d("cuda:0")));
+        assert!(d("wgpu").overlaps(&d("wgpu:1")) && !d("wgpu:0").overlaps(&d("wgpu:1")));
+        assert!(!d("wgpu:0").overlaps(&d("cuda:0")));
     }
 
     #[test]

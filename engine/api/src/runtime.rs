@@ -253,6 +253,11 @@ pub struct ModelInfo {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token ids (generation stops at any of them).
     pub eos_token_ids: Vec<u32>,
+    /// The accelerator as its driver names it (a wgpu adapter: `llvmpipe (LLVM 15.0.6, 256
+    /// bits) (Cpu, vulkan)`); `None` on the CPU and where the backend does not say.
+    pub adapter: Option<String>,
+    /// The accelerator's driver and version; `None` where unknown.
+    pub adapter_driver: Option<String>,
 }
 
 /// How the next token is picked from the logits.

@@ -168,6 +168,12 @@ pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, Store
             .set("compute", model.compute.as_str())?
             .set("model_parameters", model.parameters)?
             .set("model_bytes", model.weight_bytes)?;
+        if let Some(adapter) = &model.adapter {
+            row.set("adapter", adapter.as_str())?;
+        }
+        if let Some(driver) = &model.adapter_driver {
+            row.set("adapter_driver", driver.as_str())?;
+        }
     }
     if let Some(m) = &record.metrics {
         row.set("num_requests", m.num_requests)?
