@@ -45,14 +45,28 @@ pub(crate) trait ErasedModel: LoadedModel + Sync {
 /// How [`ModelInfo::compute`] starts for a model on llmeff's host kernels (`/<isa>` follows).
 pub(crate) const HOST_COMPUTE: &str = "llmeff-kernels";
 
+/// Reads a device allocator's bytes in use (cubecl's `memory_usage` on wgpu and CUDA).
+pub(crate) type DeviceMemoryProbe = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
 /// A model loaded by [`crate::BurnRuntime`] on some device.
 pub struct BurnModel {
     inner: Box<dyn ErasedModel>,
+    device_memory: Option<DeviceMemoryProbe>,
 }
 
 impl BurnModel {
     pub(crate) fn new(inner: Box<dyn ErasedModel>) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            device_memory: None,
+        }
+    }
+
+    /// The model with a probe of its device's allocator.
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    pub(crate) fn with_device_memory(mut self, probe: DeviceMemoryProbe) -> Self {
+        self.device_memory = Some(probe);
+        self
     }
 
     /// The backend-specific model inside (to wrap it, as a pinned model does).
@@ -123,5 +137,9 @@ impl LoadedModel for BurnModel {
 
     fn prompt_logits(&self, prompts: &[Vec<u32>]) -> Result<Logits, RuntimeError> {
         self.inner.logits(prompts, LogitPositions::All)
+    }
+
+    fn device_memory_bytes(&self) -> Option<u64> {
+        self.device_memory.as_ref().and_then(|probe| probe())
     }
 }

@@ -212,12 +212,19 @@ fn load_wgpu(
     let model = load_llama::<burn_wgpu::Wgpu>(
         source,
         spec,
-        adapter.device,
+        adapter.device.clone(),
         PassChoice::Burn(BurnQuantFormats::CUBECL),
         budget,
         Some(info),
     )?;
-    Ok(BurnModel::new(model))
+    let device = adapter.device.clone();
+    Ok(BurnModel::new(model).with_device_memory(Box::new(move || {
+        use cubecl::Runtime;
+        burn_wgpu::WgpuRuntime::client(&device)
+            .memory_usage()
+            .ok()
+            .map(|usage| usage.bytes_in_use)
+    })))
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -254,7 +261,13 @@ fn load_cuda(
         budget,
         adapter,
     )?;
-    Ok(BurnModel::new(model))
+    Ok(BurnModel::new(model).with_device_memory(Box::new(move || {
+        use cubecl::Runtime;
+        cubecl::cuda::CudaRuntime::client(&burn_cuda::CudaDevice::new(index))
+            .memory_usage()
+            .ok()
+            .map(|usage| usage.bytes_in_use)
+    })))
 }
 
 /// The NVML description of CUDA ordinal `ordinal`, honouring `CUDA_VISIBLE_DEVICES`.

@@ -48,6 +48,15 @@ fn golden_logits_and_greedy_tokens_on_wgpu() {
         assert!(info.compute.starts_with("burn-"), "{}", info.compute);
         let adapter = info.adapter.clone().expect("a wgpu run names its adapter");
         assert!(info.adapter_driver.is_some());
+        // The allocator holds at least the weights once they are on the device.
+        let held = model
+            .device_memory_bytes()
+            .expect("wgpu reports its allocator");
+        assert!(
+            held >= info.weight_bytes / 2,
+            "{held} < {}",
+            info.weight_bytes
+        );
         let golden = golden(name);
         let cases = golden["prompts"].as_array().unwrap();
         let mut worst = 0.0f32;

@@ -784,6 +784,11 @@ impl<'a> Executor<'a> {
             metrics.decode_bytes += outcome.decode_bytes;
             metrics.kv_cache_peak_bytes =
                 metrics.kv_cache_peak_bytes.max(outcome.kv_cache_peak_bytes);
+            // Replicas' devices are distinct, so their peaks add up.
+            if let Some(bytes) = outcome.device_memory_peak_bytes {
+                metrics.device_memory_peak_bytes =
+                    Some(metrics.device_memory_peak_bytes.unwrap_or(0) + bytes);
+            }
             if replicated {
                 let gpu = gpu.map(ReplicaGpu::report);
                 if let Some(g) = &gpu {
@@ -1046,6 +1051,8 @@ struct ShareOutcome {
     prefill_s: f64,
     decode_s: f64,
     kv_cache_peak_bytes: u64,
+    /// Largest bytes the device allocator held at a batch end.
+    device_memory_peak_bytes: Option<u64>,
     decode_bytes: u64,
     /// When its first batch started (`None`: an empty share).
     start_s: Option<f64>,
@@ -1156,6 +1163,11 @@ impl Driver<'_> {
             }
             if let Some(g) = gpu.as_deref_mut() {
                 g.sample();
+            }
+            // After the window's last step of the batch: the cache and activations at full size.
+            if let Some(bytes) = model.device_memory_bytes() {
+                out.device_memory_peak_bytes =
+                    Some(out.device_memory_peak_bytes.map_or(bytes, |p| p.max(bytes)));
             }
             out.prefill_s += ends[0] - start;
             out.decode_s += ends[ends.len() - 1] - ends[0];

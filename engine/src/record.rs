@@ -53,6 +53,8 @@ pub struct RunMetrics {
     pub warmup_s: f64,
     /// Peak KV-cache size seen, bytes.
     pub kv_cache_peak_bytes: u64,
+    /// Largest bytes the device allocator held at a batch end (`None`: not told, the CPU).
+    pub device_memory_peak_bytes: Option<u64>,
     /// Analytic FLOPs of the prompt passes (unpadded prompts).
     pub flops_prefill: u64,
     /// Analytic FLOPs of the decode steps (real KV lengths, no padding).

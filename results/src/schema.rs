@@ -578,6 +578,12 @@ pub const RUN_COLUMNS: &[Column] = &[
         "largest GPU memory in use sampled during the run (NVML, whole device)",
     ),
     col(
+        "device_memory_peak_bytes",
+        Int,
+        true,
+        "largest bytes the device's allocator held in live tensors at a batch end (cubecl's memory_usage on wgpu and CUDA: weights, KV cache, activations, not the driver's whole view, for which see gpu_mem_peak_bytes); null on the CPU",
+    ),
+    col(
         "process_cpu_mean_pct",
         Float,
         true,

@@ -360,6 +360,34 @@ fn energy_columns_and_power_samples_are_read_by_name() {
     );
 }
 
+#[test]
+fn device_memory_shows_in_the_configuration_table_where_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = |memory: Option<Vec<Option<i64>>>| {
+        let mut columns: Vec<(&str, ArrayRef)> = vec![
+            ("run_hash", strings(&["aa", "bb"])),
+            ("cycle_id", Arc::new(Int64Array::from(vec![0, 0]))),
+            ("batch_size", Arc::new(Int64Array::from(vec![1, 8]))),
+            ("output_tokens_per_s", floats(&[10.0, 40.0])),
+        ];
+        if let Some(m) = memory {
+            columns.push(("device_memory_peak_bytes", Arc::new(Int64Array::from(m))));
+        }
+        write_table(&dir.join("runs.parquet"), columns);
+        write_report(&dir).unwrap()
+    };
+    let header = "device memory peak (bytes)";
+    let report = table(Some(vec![Some(1_048_576), None]));
+    let config = &report.tables[0];
+    let col = config.header.iter().position(|h| h == header).unwrap();
+    assert_eq!(config.rows[0][col], "1048576");
+    // Nowhere measured (the CPU): no column.
+    let report = table(None);
+    assert!(!report.tables[0].header.iter().any(|h| h == header));
+}
+
 /// Whether an SVG document has a text element reading `content` (plotters writes the
 /// content on its own line).
 fn has_text(svg: &str, content: &str) -> bool {

@@ -338,6 +338,12 @@ pub trait LoadedModel: Send {
             model: self.info().name.clone(),
         })
     }
+    /// Bytes the model's device allocator holds in live tensors now (weights, KV cache,
+    /// activations), as the runtime's allocator counts them; `None` on the CPU, where the
+    /// process's resident memory says it, and where the backend does not tell.
+    fn device_memory_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Loads models onto devices. The binary decides which implementation is wired in.

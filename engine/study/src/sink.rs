@@ -188,6 +188,7 @@ pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, Store
             .set("total_tokens_per_s", m.total_tokens_per_s())?
             .set("requests_per_s", m.requests_per_s())?
             .set("kv_cache_peak_bytes", m.kv_cache_peak_bytes)?
+            .set("device_memory_peak_bytes", m.device_memory_peak_bytes)?
             .set("flops_prefill", m.flops_prefill)?
             .set("flops_decode", m.flops_decode)?
             .set("flops_per_s", m.flops_per_s())?;

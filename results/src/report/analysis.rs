@@ -91,6 +91,12 @@ pub const OPTIONAL_ENERGY_METRICS: &[Metric] = &[
     },
 ];
 
+/// Device memory where the device's allocator reports it (wgpu, CUDA): shown when measured.
+pub const OPTIONAL_DEVICE_METRICS: &[Metric] = &[Metric {
+    column: "device_memory_peak_bytes",
+    header: "device memory peak (bytes)",
+}];
+
 /// Mean KL divergence from the same model at f32, unquantized (`quality_ref`): the quality
 /// axis of the quality-per-joule chart.
 pub const QUALITY_KL: Metric = Metric {
@@ -210,6 +216,7 @@ fn averaged_columns() -> impl Iterator<Item = &'static str> {
         .chain(std::iter::once(&ENERGY_PER_TOKEN))
         .chain(OPTIONAL_ENERGY_METRICS)
         .chain(OPTIONAL_QUALITY_METRICS)
+        .chain(OPTIONAL_DEVICE_METRICS)
         .map(|m| m.column)
 }
 

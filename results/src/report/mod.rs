@@ -20,8 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::StoreError;
 use crate::parquet_io::write_bytes;
 use analysis::{
-    Configuration, ENERGY_PER_TOKEN, OPTIONAL_ENERGY_METRICS, OPTIONAL_QUALITY_METRICS,
-    PERFORMANCE_METRICS, QUALITY_KL, Study, analyse, measured, pareto_front, pareto_front_lower,
+    Configuration, ENERGY_PER_TOKEN, OPTIONAL_DEVICE_METRICS, OPTIONAL_ENERGY_METRICS,
+    OPTIONAL_QUALITY_METRICS, PERFORMANCE_METRICS, QUALITY_KL, Study, analyse, measured,
+    pareto_front, pareto_front_lower,
 };
 use plot::{
     CategoryChart, CategoryKind, CategoryRow, Chart, ErrorBar, Figure, Series, SeriesKind, XScale,
@@ -527,6 +528,7 @@ fn configuration_table(study: &Study, runs: &TableView) -> TextTable {
     let optional: Vec<_> = OPTIONAL_ENERGY_METRICS
         .iter()
         .chain(OPTIONAL_QUALITY_METRICS)
+        .chain(OPTIONAL_DEVICE_METRICS)
         .filter(|m| measured(runs, m.column))
         .collect();
     let sources = study
