@@ -1,5 +1,8 @@
 //! Executor tests against a fake runtime whose steps take scripted times on a fake clock.
 
+mod common;
+
+use common::fake_model_info;
 use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
@@ -140,26 +143,7 @@ impl Runtime for FakeRuntime {
             });
         }
         Ok(Box::new(FakeModel {
-            info: ModelInfo {
-                name: spec.source.clone(),
-                architecture: "fake".into(),
-                compute: "fake".into(),
-                parameters: 10,
-                weight_bytes: 40,
-                step_weight_bytes: 32,
-                hidden_size: 4,
-                num_layers: 1,
-                num_heads: 1,
-                num_kv_heads: 1,
-                head_dim: 4,
-                intermediate_size: 8,
-                vocab_size: 16,
-                max_position_embeddings: 64,
-                bos_token_id: Some(1),
-                eos_token_ids: vec![2],
-                adapter: None,
-                adapter_driver: None,
-            },
+            info: fake_model_info(&spec.source, 16),
             time: self.time.clone(),
             failures_left: Mutex::new(match spec.source.as_str() {
                 "flaky" => 2,

@@ -4,6 +4,9 @@
 //! number of runs in flight), and a sink failure or a cancel stops every lane. The default
 //! placement runs one at a time and shares nothing.
 
+mod common;
+
+use common::fake_model_info;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -230,26 +233,7 @@ impl Runtime for FakeRuntime {
             .strip_prefix("cuda:")
             .map(|n| n.parse::<usize>().unwrap());
         Ok(Box::new(FakeModel {
-            info: ModelInfo {
-                name: spec.source.clone(),
-                architecture: "fake".into(),
-                compute: "fake".into(),
-                parameters: 10,
-                weight_bytes: 40,
-                step_weight_bytes: 32,
-                hidden_size: 4,
-                num_layers: 1,
-                num_heads: 1,
-                num_kv_heads: 1,
-                head_dim: 4,
-                intermediate_size: 8,
-                vocab_size: 64,
-                max_position_embeddings: 64,
-                bos_token_id: Some(1),
-                eos_token_ids: vec![2],
-                adapter: None,
-                adapter_driver: None,
-            },
+            info: fake_model_info(&spec.source, 64),
             time: self.time.clone(),
             gpu,
             counters: self.counters.clone(),
