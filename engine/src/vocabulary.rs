@@ -1120,6 +1120,7 @@ pub const GROUP_BY_COLUMNS: &[&str] = &[
     "peak_rss_bytes",
     "rss_hwm_bytes",
     "gpu_mem_peak_bytes",
+    "device_memory_peak_bytes",
     "process_cpu_mean_pct",
     "process_cpu_peak_pct",
     "system_cpu_mean_pct",
