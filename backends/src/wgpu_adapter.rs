@@ -42,10 +42,13 @@ fn instance() -> wgpu::Instance {
 }
 
 /// The adapter for `ordinal` (`None`: the one wgpu prefers for performance), or why there is
-/// none; the error lists the adapters there are.
+/// none; the error lists the adapters there are. wgpu's adapter futures resolve at once on
+/// native backends, so futures-lite's `block_on` drives them.
 pub(crate) fn select(device: &str, ordinal: Option<usize>) -> Result<WgpuAdapter, RuntimeError> {
     let instance = instance();
-    let listed = pollster_block(instance.enumerate_adapters(AutoGraphicsApi::backend().into()));
+    let listed = futures_lite::future::block_on(
+        instance.enumerate_adapters(AutoGraphicsApi::backend().into()),
+    );
     let unavailable = |reason: String| RuntimeError::DeviceUnavailable {
         device: device.to_string(),
         reason,
@@ -65,14 +68,15 @@ pub(crate) fn select(device: &str, ordinal: Option<usize>) -> Result<WgpuAdapter
             )));
         }
         None => {
-            let preferred =
-                pollster_block(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            let preferred = futures_lite::future::block_on(instance.request_adapter(
+                &wgpu::RequestAdapterOptions {
                     power_preference: wgpu::PowerPreference::HighPerformance,
                     force_fallback_adapter: false,
                     compatible_surface: None,
-                }))
-                .map(|a| a.get_info())
-                .ok();
+                },
+            ))
+            .map(|a| a.get_info())
+            .ok();
             preferred
                 .and_then(|info| listed.iter().position(|a| a.get_info() == info))
                 .unwrap_or(0)
@@ -111,7 +115,9 @@ pub(crate) fn select(device: &str, ordinal: Option<usize>) -> Result<WgpuAdapter
 
 /// Every adapter wgpu lists, as `wgpu:N` names (empty where there is none).
 pub(crate) fn names() -> Vec<String> {
-    let listed = pollster_block(instance().enumerate_adapters(AutoGraphicsApi::backend().into()));
+    let listed = futures_lite::future::block_on(
+        instance().enumerate_adapters(AutoGraphicsApi::backend().into()),
+    );
     (0..listed.len()).map(|i| format!("wgpu:{i}")).collect()
 }
 
@@ -125,10 +131,4 @@ fn list(adapters: &[wgpu::Adapter]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Runs one of wgpu's futures to completion (adapter enumeration resolves at once on native
-/// backends).
-fn pollster_block<F: std::future::Future>(future: F) -> F::Output {
-    futures_lite::future::block_on(future)
 }

@@ -214,6 +214,8 @@ fn build_load(model: &str, opts: OptionMap) -> Result<LoadStage, OptionError> {
 fn load_device(opts: &OptionMap) -> Result<String, OptionError> {
     let one = opts.string("device")?;
     let many = opts.strings("devices")?;
+    // Errors name the option the script used.
+    let key = if many.is_some() { "devices" } else { "device" };
     let names = match (one, many) {
         (Some(_), Some(_)) => {
             return Err(opts.invalid(
@@ -237,11 +239,6 @@ fn load_device(opts: &OptionMap) -> Result<String, OptionError> {
         }
         (None, Some(devices)) => devices,
         (None, None) => vec!["cpu".to_string()],
-    };
-    let key = if names.len() > 1 || opts.strings("devices")?.is_some() {
-        "devices"
-    } else {
-        "device"
     };
     let mut parsed: Vec<DeviceName> = Vec::with_capacity(names.len());
     for name in &names {

@@ -52,16 +52,23 @@ const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static s
 
 use ColumnType::{Float, Int, Text};
 
+/// The study an execution belongs to; a key of `runs.parquet` and `replicas.parquet`.
+const STUDY: Column = col("study", Text, false, "study name");
+/// The run's identity; joins `replicas.parquet` to `runs.parquet`.
+const RUN_HASH: Column = col(
+    "run_hash",
+    Text,
+    false,
+    "content hash of the run's configuration",
+);
+/// The execution's cycle; with `run_hash`, an execution's key.
+const CYCLE_ID: Column = col("cycle_id", Int, false, "0-based repetition of the run");
+
 /// Columns of `runs.parquet`: one row per execution (run × cycle).
 pub const RUN_COLUMNS: &[Column] = &[
-    col("study", Text, false, "study name"),
-    col(
-        "run_hash",
-        Text,
-        false,
-        "content hash of the run's configuration",
-    ),
-    col("cycle_id", Int, false, "0-based repetition of the run"),
+    STUDY,
+    RUN_HASH,
+    CYCLE_ID,
     col(
         "experiment_id",
         Int,
@@ -846,14 +853,9 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
 /// devices (data parallel), compacted from `replicas/<run_hash>-c<cycle>.parquet`. A run on one
 /// device has no rows; runs.parquet holds every run's totals.
 pub const REPLICA_COLUMNS: &[Column] = &[
-    col("study", Text, false, "study name"),
-    col(
-        "run_hash",
-        Text,
-        false,
-        "content hash of the run's configuration",
-    ),
-    col("cycle_id", Int, false, "0-based repetition of the run"),
+    STUDY,
+    RUN_HASH,
+    CYCLE_ID,
     col(
         "replica",
         Int,
