@@ -251,9 +251,9 @@ pub(crate) enum BackendError {
     /// An earlier step failed part-way, leaving the KV cache inconsistent.
     #[error("an earlier step of this generation failed; start a new one")]
     GenerationFailed,
-    /// Device argmax returned an id that is not a token id.
-    #[error("argmax returned {0}")]
-    ArgmaxOutOfRange(i64),
+    /// Token selection on the device returned an id that is not a token id.
+    #[error("token selection on the device returned {0}, not a token id")]
+    TokenIdOutOfRange(i64),
     /// A step's input buffer does not hold as many values as the step's shape implies.
     #[error(
         "internal: the step's {input} holds {found} values, its shape {shape:?} needs {}",

@@ -10,10 +10,16 @@ use crate::error::InputError;
 /// Seeded temperature / top-k / top-p sampling.
 #[derive(Debug, Clone)]
 pub(crate) struct Sampler {
+    warpers: Warpers,
+    rng: ChaCha8Rng,
+}
+
+/// What turns a logits row into the distribution a token is drawn from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Warpers {
     temperature: f64,
     top_k: usize,
     top_p: f64,
-    rng: ChaCha8Rng,
 }
 
 impl Sampler {
@@ -32,22 +38,64 @@ impl Sampler {
             return Err(InputError::TopP(top_p));
         }
         Ok(Self {
-            temperature,
-            top_k,
-            top_p,
+            warpers: Warpers {
+                temperature,
+                top_k,
+                top_p,
+            },
             rng: ChaCha8Rng::seed_from_u64(seed),
         })
     }
 
     /// Draws one token id from `logits` (one vocabulary row). NaN logits are never picked; an
     /// all-NaN row yields token 0.
+    #[cfg(test)]
     pub(crate) fn sample(&mut self, logits: &[f32]) -> u32 {
+        let u = self.uniform();
+        self.warpers.sample_at(logits, u)
+    }
+
+    /// The next uniform draw in `[0, 1)`: one per live sequence and step, whether the row is
+    /// then sampled here or on a device.
+    pub(crate) fn uniform(&mut self) -> f64 {
+        self.rng.random::<f64>()
+    }
+
+    /// The warpers this sampler applies.
+    pub(crate) fn warpers(&self) -> Warpers {
+        self.warpers
+    }
+}
+
+impl Warpers {
+    /// Temperature alone: the whole vocabulary stays drawable.
+    pub(crate) fn softmax(temperature: f64) -> Self {
+        Self {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+        }
+    }
+
+    /// Softmax temperature.
+    pub(crate) fn temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    /// Whether top-k or top-p removes tokens before the draw (which needs the row sorted).
+    pub(crate) fn truncates(&self) -> bool {
+        self.top_k != 0 || self.top_p < 1.0
+    }
+
+    /// The token whose cumulative probability first exceeds `u` (in `[0, 1)`) of the
+    /// candidates' total: inverse-CDF sampling in the candidates' order.
+    pub(crate) fn sample_at(&self, logits: &[f32], u: f64) -> u32 {
         let candidates = self.candidates(logits);
         let total: f64 = candidates.iter().map(|&(_, p)| p).sum();
         if !(total.is_finite() && total > 0.0) {
             return candidates.first().map_or(0, |&(id, _)| id);
         }
-        let mut u = self.rng.random::<f64>() * total;
+        let mut u = u * total;
         for &(id, p) in &candidates {
             if u < p {
                 return id;

@@ -11,6 +11,7 @@ use api::runtime::RuntimeError;
 use super::batch::HostStep;
 use super::config::LlamaConfig;
 use crate::error::BackendError;
+use crate::sampler::Warpers;
 
 /// Which rows of the final hidden states go through the output projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,20 @@ pub(crate) trait StepLogits: Sized {
     fn argmax(self) -> Result<Vec<u32>, BackendError>;
     /// The values as f32 on the host, row-major.
     fn into_host(self) -> Result<Vec<f32>, BackendError>;
+    /// One draw per row from the softmax of the row divided by `temperature`, untruncated:
+    /// the first id whose cumulative probability exceeds `uniforms[row]` of the row's total
+    /// ([`Warpers::sample_at`] without top-k or top-p). A device pass overrides this so that
+    /// only the ids cross to the host.
+    fn sample_softmax(self, temperature: f64, uniforms: &[f64]) -> Result<Vec<u32>, BackendError> {
+        let vocab = self.vocab().max(1);
+        let warpers = Warpers::softmax(temperature);
+        Ok(self
+            .into_host()?
+            .chunks_exact(vocab)
+            .zip(uniforms)
+            .map(|(row, &u)| warpers.sample_at(row, u))
+            .collect())
+    }
 }
 
 /// The id of the first largest value of `row` (0 when none compares larger than the first,

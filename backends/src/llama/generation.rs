@@ -189,19 +189,32 @@ fn pick<L: StepLogits>(
         Picker::Greedy => return logits.argmax(),
         Picker::Sample(sampler) => sampler,
     };
-    let vocab = logits.vocab();
-    let values = logits.into_host()?;
-    Ok(values
-        .chunks_exact(vocab.max(1))
+    // One draw per live row, in row order, wherever the row is then sampled: the same seed
+    // gives the same draws on every pass. Finished rows consume none; their token is
+    // discarded.
+    let uniforms: Vec<Option<f64>> = states
+        .iter()
+        .map(|state| (!state.finished).then(|| sampler.uniform()))
+        .collect();
+    let warpers = sampler.warpers();
+    let ids = if warpers.truncates() {
+        // Top-k and top-p need each row sorted, which burn 0.21's cubecl backends do by
+        // reading the tensor to the host anyway: the rows cross once, here.
+        let vocab = logits.vocab();
+        let values = logits.into_host()?;
+        values
+            .chunks_exact(vocab.max(1))
+            .zip(&uniforms)
+            .map(|(row, u)| u.map_or(0, |u| warpers.sample_at(row, u)))
+            .collect()
+    } else {
+        let draws: Vec<f64> = uniforms.iter().map(|u| u.unwrap_or(0.0)).collect();
+        logits.sample_softmax(warpers.temperature(), &draws)?
+    };
+    Ok(ids
+        .into_iter()
         .zip(states)
-        .map(|(row, state)| {
-            if state.finished {
-                // Finished rows consume no random draws; their token is discarded.
-                state.last
-            } else {
-                sampler.sample(row)
-            }
-        })
+        .map(|(id, state)| if state.finished { state.last } else { id })
         .collect())
 }
 

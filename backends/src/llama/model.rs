@@ -57,10 +57,35 @@ impl<B: Backend> StepLogits for DeviceLogits<B> {
     /// Argmax on the device: only `batch` ids cross to the host (burn-flex's argmax keeps the
     /// first maximum, as torch does).
     fn argmax(self) -> Result<Vec<u32>, BackendError> {
-        let ids = to_host(self.0.argmax(1), "token ids")?;
-        ids.iter::<i64>()
-            .map(|id| u32::try_from(id).map_err(|_| BackendError::ArgmaxOutOfRange(id)))
-            .collect()
+        ids_to_host(self.0.argmax(1))
+    }
+
+    /// Inverse-CDF sampling on the device: softmax weights, their running sum along the row,
+    /// and the count of positions whose running sum stays at or below `u` × total, which is
+    /// the drawn id. Only `batch` uniforms go up and `batch` ids come back. The sums are f32
+    /// (the host's are f64), so a draw within rounding of a boundary can pick the neighbour.
+    fn sample_softmax(self, temperature: f64, uniforms: &[f64]) -> Result<Vec<u32>, BackendError> {
+        let [batch, vocab] = self.0.dims();
+        let device = self.0.device();
+        let scaled = self.0.cast(DType::F32).div_scalar(temperature as f32);
+        // NaN logits are never drawn (as on the host).
+        let scaled = scaled.clone().mask_fill(scaled.is_nan(), f32::NEG_INFINITY);
+        let max = scaled.clone().max_dim(1);
+        let weights = (scaled - max).exp();
+        // An all −inf row gives NaN weights (−inf − −inf): nothing drawable, id 0 as the host.
+        let weights = weights.clone().mask_fill(weights.is_nan(), 0.0);
+        let running = weights.cumsum(1);
+        let total = running.clone().slice([0..batch, vocab - 1..vocab]);
+        let draws: Vec<f32> = uniforms.iter().map(|&u| u as f32).collect();
+        let target =
+            total.clone() * Tensor::<B, 2>::from_data(TensorData::new(draws, [batch, 1]), &device);
+        let below = running.lower_equal(target.expand([batch, vocab]));
+        let ids = below
+            .int()
+            .sum_dim(1)
+            .clamp_max((vocab - 1) as i64)
+            .mask_fill(total.lower_equal_elem(0.0), 0);
+        ids_to_host(ids)
     }
 
     fn into_host(self) -> Result<Vec<f32>, BackendError> {
@@ -71,6 +96,14 @@ impl<B: Backend> StepLogits for DeviceLogits<B> {
                 message: format!("{e:?}"),
             })
     }
+}
+
+/// One token id per row, read back from the device (the only per-step transfer).
+fn ids_to_host<B: Backend>(ids: Tensor<B, 2, Int>) -> Result<Vec<u32>, BackendError> {
+    to_host(ids, "token ids")?
+        .iter::<i64>()
+        .map(|id| u32::try_from(id).map_err(|_| BackendError::TokenIdOutOfRange(id)))
+        .collect()
 }
 
 /// A generation's RoPE rows and KV cache on the burn device.
@@ -362,5 +395,83 @@ impl<B: Backend> ForwardPass for BurnPass<B> {
         let input = StepInput::upload(step, &state.rope, &self.device);
         self.forward(&input, &mut state.cache, rows)
             .map(DeviceLogits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::backend::Backend;
+    use burn_flex::{Flex, FlexDevice};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::sampler::Warpers;
+
+    /// Random logits rows (a few −inf and NaN entries, one all −inf row) and uniforms.
+    fn rows(batch: usize, vocab: usize, seed: u64) -> (Vec<f32>, Vec<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut logits: Vec<f32> = (0..batch * vocab)
+            .map(|_| rng.random_range(-6.0f32..6.0))
+            .collect();
+        logits[3] = f32::NEG_INFINITY;
+        logits[vocab + 5] = f32::NAN;
+        for v in &mut logits[(batch - 1) * vocab..] {
+            *v = f32::NEG_INFINITY;
+        }
+        let uniforms = (0..batch).map(|_| rng.random::<f64>()).collect();
+        (logits, uniforms)
+    }
+
+    /// Device draws equal the host's inverse-CDF draws for the same uniforms (the sums differ
+    /// only in rounding: f32 on the device, f64 on the host).
+    fn device_sampling_matches_the_host<B: Backend>(device: &B::Device) {
+        let (batch, vocab) = (64, 1000);
+        let mut mismatches = 0;
+        for (seed, temperature) in [(1, 1.0), (2, 0.7), (3, 1.6)] {
+            let (logits, uniforms) = rows(batch, vocab, seed);
+            let warpers = Warpers::softmax(temperature);
+            let host: Vec<u32> = logits
+                .chunks_exact(vocab)
+                .zip(&uniforms)
+                .map(|(row, &u)| warpers.sample_at(row, u))
+                .collect();
+            let tensor =
+                Tensor::<B, 2>::from_data(TensorData::new(logits.clone(), [batch, vocab]), device);
+            let on_device = DeviceLogits(tensor)
+                .sample_softmax(temperature, &uniforms)
+                .unwrap();
+            assert_eq!(on_device[batch - 1], 0, "an all −inf row draws id 0");
+            for (row, (d, h)) in on_device.iter().zip(&host).enumerate() {
+                let row_logits = &logits[row * vocab..(row + 1) * vocab];
+                assert!(!row_logits[*d as usize].is_nan(), "a NaN logit was drawn");
+                if d != h {
+                    mismatches += 1;
+                    assert!(d.abs_diff(*h) == 1, "row {row}: device {d}, host {h}");
+                }
+            }
+        }
+        // A rounding neighbour needs u within ~1e-6 of a boundary: at most one in 192 draws.
+        assert!(mismatches <= 1, "{mismatches} draws differ from the host's");
+    }
+
+    #[test]
+    fn sampling_on_burn_flex_matches_the_host() {
+        device_sampling_matches_the_host::<Flex>(&FlexDevice);
+    }
+
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn sampling_on_wgpu_matches_the_host() {
+        match crate::wgpu_adapter::select("wgpu", None) {
+            Ok(adapter) => device_sampling_matches_the_host::<burn_wgpu::Wgpu>(&adapter.device),
+            Err(e) => {
+                assert!(
+                    std::env::var("LLMEFF_REQUIRE_WGPU").as_deref() != Ok("1"),
+                    "LLMEFF_REQUIRE_WGPU=1 but {e}"
+                );
+                eprintln!("skipped: {e}");
+            }
+        }
     }
 }
