@@ -7,7 +7,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The aliases embedded, in the order errors list them.
-const ALIASES: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
+const ALIASES: [&str; 7] = [
+    "tiny-stories",
+    "tiny-llama3-gqa",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-phi3",
+    "tiny-gemma2",
+];
 
 fn fnv1a(hash: &mut u64, bytes: &[u8]) {
     for &b in bytes {

@@ -322,7 +322,15 @@ mod tests {
     fn the_built_in_copies_are_the_repository_models() {
         assert_eq!(
             aliases().collect::<Vec<_>>(),
-            ["tiny-stories", "tiny-llama3-gqa"]
+            [
+                "tiny-stories",
+                "tiny-llama3-gqa",
+                "tiny-qwen2",
+                "tiny-qwen3",
+                "tiny-mistral",
+                "tiny-phi3",
+                "tiny-gemma2"
+            ]
         );
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
         for model in BUNDLED {

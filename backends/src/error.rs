@@ -207,7 +207,9 @@ pub(crate) enum BackendError {
         problem: FileProblem,
     },
     /// The config names an architecture this implementation does not compute.
-    #[error("unsupported model config in {path}: {key} `{found}`: only `{supported}` is supported")]
+    #[error(
+        "unsupported model config in {path}: {key} `{found}` is not supported (supported: {supported})"
+    )]
     UnsupportedArchitecture {
         /// The config file (or preset label).
         path: String,
@@ -215,8 +217,8 @@ pub(crate) enum BackendError {
         key: &'static str,
         /// The value found.
         found: String,
-        /// The one value supported.
-        supported: &'static str,
+        /// The supported values, comma-separated.
+        supported: String,
     },
     /// The request itself is invalid.
     #[error(transparent)]
@@ -313,7 +315,7 @@ impl From<BackendError> for RuntimeError {
                 supported,
             } => RuntimeError::UnsupportedConfig {
                 path,
-                reason: format!("{key} `{found}`: only `{supported}` is supported"),
+                reason: format!("{key} `{found}` is not supported (supported: {supported})"),
             },
             other => RuntimeError::BackendFailure(Box::new(other)),
         }

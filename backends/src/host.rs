@@ -31,6 +31,16 @@ impl RunFloat for bf16 {
     }
 }
 
+/// `value` rounded to `dtype` and back (round-to-nearest-even): a constant as a tensor of that
+/// dtype holds it.
+pub(crate) fn round_to(dtype: DType, value: f32) -> f32 {
+    match dtype {
+        DType::F32 => value,
+        DType::F16 => f16::from_f32(value).to_f32(),
+        DType::BF16 => bf16::from_f32(value).to_f32(),
+    }
+}
+
 /// The burn dtype for an engine dtype.
 pub(crate) fn burn_dtype(dtype: DType) -> BurnDType {
     match dtype {

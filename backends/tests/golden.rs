@@ -11,7 +11,15 @@ use common::*;
 /// differ only in summation order).
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
-const MODELS: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
+const MODELS: [&str; 7] = [
+    "tiny-stories",
+    "tiny-llama3-gqa",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-phi3",
+    "tiny-gemma2",
+];
 
 /// Every bundled model in f32 on each CPU forward pass: both must reproduce transformers.
 fn each_model_and_forward() -> Vec<(&'static str, Compute, BurnModel)> {

@@ -54,11 +54,21 @@ impl AttentionShape {
     }
 }
 
+/// How a row's scores are formed from `q·k`, before the mask.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// Multiplies `q·k`: `1/√head_dim` in Llama.
+    pub scale: f32,
+    /// Gemma 2's soft cap: scores become `cap · tanh(s / cap)` after scaling.
+    pub soft_cap: Option<f32>,
+}
+
 /// Below this many multiply-adds a call runs on the calling thread: handing rows to rayon
 /// costs more than a decode step's attention on a small model.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
 
-/// `out[b·seq + t, h] = softmax(q[b·seq + t, h] · K[b, h/g]ᵀ · scale + mask[b, t]) · V[b, h/g]`.
+/// `out[b·seq + t, h] = softmax(cap(q[b·seq + t, h] · K[b, h/g]ᵀ · scale) + mask[b, t]) · V[b, h/g]`,
+/// `cap` the identity unless `scores.soft_cap` is set.
 ///
 /// # Shapes
 /// - `q`, `out`: `[batch · seq, heads · head_dim]`, rows ordered by sequence then position
@@ -75,7 +85,7 @@ pub fn attention(
     values: &[f32],
     mask: &[f32],
     shape: AttentionShape,
-    scale: f32,
+    scores: Scores,
     out: &mut [f32],
 ) -> bool {
     if !shape.agrees(q, keys, values, mask, out) {
@@ -86,11 +96,12 @@ pub fn attention(
         out.fill(0.0);
         return true;
     }
+    let form = scores;
     let row = |(r, out_row): (usize, &mut [f32]), scores: &mut Vec<f32>| {
         let (b, t) = (r / shape.seq, r % shape.seq);
         let context = RowContext {
             shape,
-            scale,
+            scores: form,
             sequence: b,
         };
         scores.resize(shape.keys.next_multiple_of(SCORE_LANES), 0.0);
@@ -122,7 +133,7 @@ pub fn attention(
 #[derive(Debug, Clone, Copy)]
 struct RowContext {
     shape: AttentionShape,
-    scale: f32,
+    scores: Scores,
     sequence: usize,
 }
 
@@ -138,7 +149,7 @@ isa_specialised! {
         scores: &mut [f32],
         out_row: &mut [f32],
     ) {
-        let RowContext { shape, scale, sequence } = context;
+        let RowContext { shape, scores: form, sequence } = context;
         let d = shape.head_dim;
         let group = shape.heads / shape.kv_heads;
         // Only the span between the first and last visible key is computed: a causal prefill
@@ -162,8 +173,17 @@ isa_specialised! {
             key_scores::<FUSED>(qh, k_head, shape.capacity, lo, span);
             // Scores as transformers' eager path forms them: (q·k)·scale + mask, in f32; a
             // hidden key inside the span gets −inf and so weight 0.
-            for (s, m) in span.iter_mut().zip(mask) {
-                *s = *s * scale + m;
+            match form.soft_cap {
+                None => {
+                    for (s, m) in span.iter_mut().zip(mask) {
+                        *s = *s * form.scale + m;
+                    }
+                }
+                Some(cap) => {
+                    for (s, m) in span.iter_mut().zip(mask) {
+                        *s = cap * (*s * form.scale / cap).tanh() + m;
+                    }
+                }
             }
             padding.fill(f32::NEG_INFINITY);
             let top = max(scores);
@@ -310,7 +330,7 @@ mod tests {
         v: &[f32],
         mask: &[f32],
         s: AttentionShape,
-        scale: f32,
+        form: Scores,
     ) -> Vec<f32> {
         let d = s.head_dim;
         let mut out = vec![0.0; s.batch * s.seq * s.heads * d];
@@ -327,7 +347,12 @@ mod tests {
                             let dot: f64 = (0..d)
                                 .map(|i| f64::from(qh[i]) * f64::from(k[base + i * s.capacity + j]))
                                 .sum();
-                            dot * f64::from(scale) + f64::from(mask[r * s.keys + j])
+                            let scaled = dot * f64::from(form.scale);
+                            let capped = match form.soft_cap {
+                                Some(cap) => f64::from(cap) * (scaled / f64::from(cap)).tanh(),
+                                None => scaled,
+                            };
+                            capped + f64::from(mask[r * s.keys + j])
                         })
                         .collect();
                     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -347,15 +372,23 @@ mod tests {
 
     fn check(shape: AttentionShape, mask: Vec<f32>) {
         let d = shape.head_dim;
+        let scale = 1.0 / (d as f32).sqrt();
+        // Plain scores, and Gemma 2's soft cap at a value the scores reach.
+        for soft_cap in [None, Some(0.7)] {
+            check_scores(shape, &mask, Scores { scale, soft_cap });
+        }
+    }
+
+    fn check_scores(shape: AttentionShape, mask: &[f32], form: Scores) {
+        let d = shape.head_dim;
         let q = values(shape.batch * shape.seq * shape.heads * d, 1);
         let cache = shape.batch * shape.kv_heads * shape.capacity * d;
         let (k, v) = (values(cache, 2), values(cache, 3));
-        let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![f32::NAN; q.len()];
-        assert!(attention(&q, &k, &v, &mask, shape, scale, &mut out));
-        let want = reference(&q, &k, &v, &mask, shape, scale);
+        assert!(attention(&q, &k, &v, mask, shape, form, &mut out));
+        let want = reference(&q, &k, &v, mask, shape, form);
         for (a, b) in out.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-5, "{shape:?}: {a} vs {b}");
+            assert!((a - b).abs() < 1e-5, "{shape:?} {form:?}: {a} vs {b}");
         }
     }
 
@@ -436,13 +469,17 @@ mod tests {
         };
         let mut out = vec![f32::NAN; 8];
         let mask = [f32::NEG_INFINITY; 2];
+        let plain = Scores {
+            scale: 1.0,
+            soft_cap: None,
+        };
         assert!(attention(
-            &[1.0; 8], &[1.0; 8], &[1.0; 8], &mask, shape, 1.0, &mut out
+            &[1.0; 8], &[1.0; 8], &[1.0; 8], &mask, shape, plain, &mut out
         ));
         assert_eq!(out, vec![0.0; 8]);
         let mut out = vec![7.0; 8];
         assert!(!attention(
-            &[1.0; 8], &[1.0; 7], &[1.0; 8], &mask, shape, 1.0, &mut out
+            &[1.0; 8], &[1.0; 7], &[1.0; 8], &mask, shape, plain, &mut out
         ));
         assert_eq!(out, vec![7.0; 8]);
     }

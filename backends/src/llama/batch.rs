@@ -25,6 +25,35 @@ pub(crate) struct HostStep {
     pub past: usize,
 }
 
+impl HostStep {
+    /// The step's mask for a sliding-window layer: a query at column `past + t` also hides
+    /// every key `window` or more columns before it. Columns are positions shifted by the
+    /// sequence's pads, so this is transformers' rule (`query - key < window`) for every
+    /// sequence, padded or not.
+    pub(crate) fn windowed_mask(&self, window: usize) -> Vec<f32> {
+        let keys = self.past + self.seq;
+        let mut out = self.mask.clone();
+        for (r, row) in out.chunks_exact_mut(keys.max(1)).enumerate() {
+            let query = self.past + r % self.seq.max(1);
+            // Keys at columns ..=query-window are out of the window.
+            let hidden = (query + 1).saturating_sub(window);
+            row[..hidden.min(keys)].fill(f32::NEG_INFINITY);
+        }
+        out
+    }
+
+    /// The distinct windows of `windows` with their masks, for the layers that slide.
+    pub(crate) fn window_masks(&self, windows: &[Option<usize>]) -> Vec<(usize, Vec<f32>)> {
+        let mut masks: Vec<(usize, Vec<f32>)> = Vec::new();
+        for window in windows.iter().flatten() {
+            if !masks.iter().any(|(w, _)| w == window) {
+                masks.push((*window, self.windowed_mask(*window)));
+            }
+        }
+        masks
+    }
+}
+
 /// The layout of a left-padded batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PaddedBatch {
@@ -185,6 +214,34 @@ mod tests {
         assert_eq!(
             batch.decode_mask(3),
             vec![0.0, 0.0, 0.0, 0.0, NEG, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn a_window_hides_keys_as_far_back_as_its_length() {
+        let batch = PaddedBatch::new(vec![4, 2]);
+        #[rustfmt::skip]
+        let expected = vec![
+            // window 2: each real query sees itself and the one before
+            0.0, NEG, NEG, NEG,
+            0.0, 0.0, NEG, NEG,
+            NEG, 0.0, 0.0, NEG,
+            NEG, NEG, 0.0, 0.0,
+            // two pads: the pad rows keep seeing themselves only
+            0.0, NEG, NEG, NEG,
+            NEG, 0.0, NEG, NEG,
+            NEG, NEG, 0.0, NEG,
+            NEG, NEG, 0.0, 0.0,
+        ];
+        assert_eq!(
+            batch.prefill(&[vec![5; 4], vec![6; 2]]).windowed_mask(2),
+            expected
+        );
+        // Decode after 4 cached positions, window 3: the query at column 4 sees columns 2..=4.
+        let step = batch.decode(1, &[7, 8], 4);
+        assert_eq!(
+            step.windowed_mask(3),
+            vec![NEG, NEG, 0.0, 0.0, 0.0, NEG, NEG, 0.0, 0.0, 0.0]
         );
     }
 }

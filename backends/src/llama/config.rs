@@ -11,6 +11,7 @@ use api::runtime::RuntimeError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::families::{Architecture, Family, FamilyError, FamilyKeys};
 use super::rope::{RopeConfig, RopeScaling};
 use crate::error::{BackendError, FileProblem};
 
@@ -88,6 +89,9 @@ pub(crate) struct LlamaConfig {
     /// Standard deviation of the normal distribution random weights are drawn from.
     /// `initializer_range`; default `0.02` (Hugging Face's `LlamaConfig` default).
     pub initializer_range: f64,
+    /// The family (`model_type`) and the building blocks it switches on, from the family's
+    /// own keys (see [`super::families`]).
+    pub arch: Architecture,
 }
 
 /// `eos_token_id` is an int in most configs and a list in Llama 3 style ones.
@@ -124,18 +128,16 @@ struct RawConfig {
     rope_parameters: Option<Value>,
     #[serde(default)]
     tie_word_embeddings: bool,
-    #[serde(default)]
-    attention_bias: bool,
-    #[serde(default)]
-    mlp_bias: bool,
     vocab_size: usize,
     max_position_embeddings: usize,
     bos_token_id: Option<u32>,
     eos_token_id: Option<TokenIds>,
-    hidden_act: Option<String>,
     initializer_range: Option<f64>,
     pretraining_tp: Option<usize>,
     quantization_config: Option<Value>,
+    /// The keys families differ in.
+    #[serde(flatten)]
+    family: FamilyKeys,
 }
 
 impl LlamaConfig {
@@ -160,45 +162,29 @@ impl LlamaConfig {
         };
         let raw: RawConfig = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
 
-        match raw.model_type.as_deref() {
-            Some("llama") => {}
-            Some(other) => {
-                return Err(BackendError::UnsupportedArchitecture {
+        let family = match raw.model_type.as_deref() {
+            Some(name) => Family::from_model_type(name).ok_or_else(|| {
+                BackendError::UnsupportedArchitecture {
                     path: path.to_string(),
                     key: "model_type",
-                    found: other.to_string(),
-                    supported: "llama",
+                    found: name.to_string(),
+                    supported: Family::supported_model_types(),
                 }
-                .into());
-            }
+            })?,
             None => return Err(invalid("missing field `model_type`".into())),
-        }
+        };
         if let Some(archs) = &raw.architectures
-            && let Some(other) = archs.iter().find(|a| a.as_str() != "LlamaForCausalLM")
+            && let Some(other) = archs
+                .iter()
+                .find(|a| a.as_str() != family.causal_lm_class())
         {
             return Err(BackendError::UnsupportedArchitecture {
                 path: path.to_string(),
                 key: "architectures entry",
                 found: other.clone(),
-                supported: "LlamaForCausalLM",
+                supported: family.causal_lm_class().to_string(),
             }
             .into());
-        }
-        let act = raw.hidden_act.as_deref().unwrap_or("silu");
-        if act != "silu" {
-            return Err(unsupported(format!(
-                "hidden_act `{act}`: only `silu` (SwiGLU) is supported"
-            )));
-        }
-        if raw.attention_bias {
-            return Err(unsupported(
-                "attention_bias = true: attention projections with bias are not supported".into(),
-            ));
-        }
-        if raw.mlp_bias {
-            return Err(unsupported(
-                "mlp_bias = true: MLP projections with bias are not supported".into(),
-            ));
         }
         if let Some(tp) = raw.pretraining_tp
             && tp != 1
@@ -278,12 +264,36 @@ impl LlamaConfig {
             )));
         }
 
-        let rope = parse_rope(raw.rope_theta, raw.rope_scaling, raw.rope_parameters).map_err(
-            |e| match e {
+        // transformers 5 keeps Phi-3's partial rotary factor with the RoPE parameters; it says
+        // which dimensions rotate, not how, so it is taken out before the RoPE is read.
+        let mut rope_parameters = raw.rope_parameters;
+        let rope_partial_factor = match rope_parameters.as_mut().and_then(Value::as_object_mut) {
+            Some(map) => match map.remove("partial_rotary_factor") {
+                None => None,
+                Some(v) => Some(v.as_f64().ok_or_else(|| {
+                    invalid("rope_parameters.partial_rotary_factor must be a number".into())
+                })?),
+            },
+            None => None,
+        };
+        let arch = family
+            .architecture(&raw.family, num_layers, rope_partial_factor)
+            .map_err(|e| match e {
+                FamilyError::Unsupported(r) => unsupported(r),
+                FamilyError::Invalid(r) => invalid(r),
+            })?;
+        let rotary_dim = (head_dim as f64 * arch.partial_rotary_factor).round() as usize;
+        if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) {
+            return Err(invalid(format!(
+                "partial_rotary_factor ({}) of head_dim ({head_dim}) gives {rotary_dim} rotated dimensions, which must be even and positive",
+                arch.partial_rotary_factor
+            )));
+        }
+        let rope =
+            parse_rope(raw.rope_theta, raw.rope_scaling, rope_parameters).map_err(|e| match e {
                 RopeError::Unsupported(r) => unsupported(r),
                 RopeError::Invalid(r) => invalid(r),
-            },
-        )?;
+            })?;
 
         Ok(LlamaConfig {
             hidden_size,
@@ -300,7 +310,23 @@ impl LlamaConfig {
             bos_token_id: raw.bos_token_id,
             eos_token_ids: raw.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             initializer_range,
+            arch,
         })
+    }
+
+    /// Dimensions of each head that rotary embeddings rotate (the leading ones): `head_dim`
+    /// unless the family rotates part of it (Phi-3).
+    pub(crate) fn rotary_dim(&self) -> usize {
+        (self.head_dim as f64 * self.arch.partial_rotary_factor).round() as usize
+    }
+
+    /// The attention scores' scale: `1/√head_dim`, or `1/√query_pre_attn_scalar` (Gemma).
+    pub(crate) fn attention_scale(&self) -> f64 {
+        1.0 / self
+            .arch
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim as f64)
+            .sqrt()
     }
 }
 
@@ -636,8 +662,12 @@ mod tests {
     #[test]
     fn other_model_types_and_quantization_are_rejected() {
         let mut v = base();
-        v["model_type"] = serde_json::json!("mistral");
-        assert!(unsupported_reason(&v).contains("mistral"));
+        v["model_type"] = serde_json::json!("falcon");
+        let reason = unsupported_reason(&v);
+        assert!(
+            reason.contains("falcon") && reason.contains("llama, mistral"),
+            "{reason}"
+        );
 
         let mut v = base();
         v["quantization_config"] = serde_json::json!({"quant_method": "gptq"});

@@ -44,6 +44,7 @@ mod tests {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             initializer_range: 0.02,
+            arch: crate::llama::families::Architecture::llama(4),
         }
     }
 

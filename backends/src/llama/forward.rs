@@ -144,6 +144,7 @@ mod tests {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             initializer_range: 0.2,
+            arch: crate::llama::families::Architecture::llama(2),
         }
     }
 

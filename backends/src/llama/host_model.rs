@@ -20,6 +20,7 @@ use api::runtime::{DType, RuntimeError};
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
+use super::families::{Activation, Architecture};
 use super::forward::{ForwardPass, LogitRows, PassState, StepLogits, argmax_row};
 use super::host_cache::{HostCache, HostRope, Scratch, sized};
 use super::host_weights::{HostLayer, HostWeights};
@@ -27,7 +28,7 @@ use super::memory;
 use super::spinning::{self, with_spinning_helpers};
 use crate::error::{BackendError, InputError};
 use crate::handle::HOST_COMPUTE;
-use kernels::{AttentionShape, attention, rms_norm, rotate_half, silu_mul};
+use kernels::{AttentionShape, Scores, attention, gelu_tanh_mul, rms_norm, rotate_half, silu_mul};
 
 /// A step's logits in host memory, f32 row-major `[rows, vocab]`: tokens are picked there,
 /// without a round trip through a device tensor.
@@ -151,12 +152,20 @@ impl HostPass {
     ) -> Result<Vec<f32>, BackendError> {
         let HostState { rope, cache } = state;
         let dims = StepDims::check(&self.config, step, cache)?;
+        let arch = &self.config.arch;
+        let window_masks = step.window_masks(&arch.layer_windows);
         let input = LayerInput {
             dims,
             step,
             rope,
             eps: self.config.rms_norm_eps as f32,
-            scale: 1.0 / (self.config.head_dim as f32).sqrt(),
+            scores: Scores {
+                scale: self.config.attention_scale() as f32,
+                soft_cap: arch.attn_logit_softcap.map(|c| c as f32),
+            },
+            rotary_dim: self.config.rotary_dim(),
+            arch,
+            window_masks: &window_masks,
             flops: &self.executed_flops,
         };
         let n = dims.rows();
@@ -179,6 +188,11 @@ impl HostPass {
         } = scratch;
         let x = sized(x, n * dims.hidden);
         self.weights.embed(&step.tokens, dims.hidden, x)?;
+        if arch.embedding_scale {
+            // transformers scales by √hidden rounded to the activations' dtype (f32 here).
+            let scale = (dims.hidden as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         let mut buffers = LayerBuffers {
             h: sized(h, n * dims.hidden),
             qkv: sized(qkv, n * (dims.q_width() + 2 * dims.kv_width())),
@@ -187,9 +201,16 @@ impl HostPass {
             gate_up: sized(gate_up, n * 2 * dims.intermediate),
             act: sized(act, n * dims.intermediate),
         };
-        for ((layer, keys), values) in self.weights.layers.iter().zip(keys).zip(values) {
+        for (((layer, keys), values), window) in self
+            .weights
+            .layers
+            .iter()
+            .zip(keys)
+            .zip(values)
+            .zip(&arch.layer_windows)
+        {
             let cache = LayerCache { keys, values };
-            layer.forward(&input, x, cache, &mut buffers)?;
+            layer.forward(&input, *window, x, cache, &mut buffers)?;
         }
         cache.len += dims.seq;
         self.weights.logits(&input, rows, x, last, normed)
@@ -230,7 +251,7 @@ impl ForwardPass for HostPass {
     fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> HostState {
         let c = &self.config;
         HostState {
-            rope: HostRope::new(&c.rope, c.head_dim, rope_len),
+            rope: HostRope::new(&c.rope, c.rotary_dim(), rope_len),
             cache: HostCache::new(c, batch, capacity),
         }
     }
@@ -357,8 +378,14 @@ struct LayerInput<'a> {
     rope: &'a HostRope,
     /// RMSNorm's epsilon.
     eps: f32,
-    /// Attention's score scale, `1/√head_dim`.
-    scale: f32,
+    /// How attention forms its scores: the scale (`1/√head_dim` in Llama) and soft cap.
+    scores: Scores,
+    /// Leading dimensions of each head that RoPE rotates.
+    rotary_dim: usize,
+    /// The family's building blocks.
+    arch: &'a Architecture,
+    /// The step's mask for each sliding window a layer uses.
+    window_masks: &'a [(usize, Vec<f32>)],
     /// Where each product's FLOPs are counted.
     flops: &'a AtomicU64,
 }
@@ -389,23 +416,31 @@ struct LayerBuffers<'s> {
 }
 
 impl HostLayer {
-    /// One decoder layer, pre-norm with residuals: `x += attention(norm(x))`, then
-    /// `x += mlp(norm(x))`, appending the step's keys and values to `cache`.
+    /// One decoder layer with residuals: `x += attention(norm(x))`, then `x += mlp(norm(x))`
+    /// (Gemma 2 also norms each block's output), appending the step's keys and values to
+    /// `cache`; `window` is the layer's sliding window, if it has one.
     ///
     /// # Shapes
     /// - `x`: `[rows, hidden]`, the residual stream, updated in place
     fn forward(
         &self,
         input: &LayerInput<'_>,
+        window: Option<usize>,
         x: &mut [f32],
         mut cache: LayerCache<'_>,
         b: &mut LayerBuffers<'_>,
     ) -> Result<(), BackendError> {
         rms_norm(x, &self.input_norm, input.eps, b.h);
-        self.attention(input, &mut cache, b)?;
+        self.attention(input, window, &mut cache, b)?;
+        if let Some(norm) = &self.attn_out_norm {
+            rms_norm_in_place(b.h, norm, input.eps);
+        }
         add_in_place(x, b.h);
-        rms_norm(x, &self.post_attention_norm, input.eps, b.h);
+        rms_norm(x, &self.mlp_norm, input.eps, b.h);
         self.mlp(input, b)?;
+        if let Some(norm) = &self.mlp_out_norm {
+            rms_norm_in_place(b.h, norm, input.eps);
+        }
         add_in_place(x, b.h);
         Ok(())
     }
@@ -423,21 +458,47 @@ impl HostLayer {
     fn attention(
         &self,
         input: &LayerInput<'_>,
+        window: Option<usize>,
         cache: &mut LayerCache<'_>,
         b: &mut LayerBuffers<'_>,
     ) -> Result<(), BackendError> {
         let dims = input.dims;
         let n = dims.rows();
         self.qkv.apply(b.h, n, b.qkv, input.flops)?;
+        let row_width = dims.q_width() + 2 * dims.kv_width();
+        if let Some(bias) = &self.qkv_bias {
+            for row in b.qkv.chunks_exact_mut(row_width) {
+                add_in_place(row, bias);
+            }
+        }
+        if let Some([q_norm, k_norm]) = &self.qk_norm {
+            // Each head normed over its own width (the weight's length), before the rotation.
+            for row in b.qkv.chunks_exact_mut(row_width) {
+                let (q, rest) = row.split_at_mut(dims.q_width());
+                rms_norm_in_place(q, q_norm, input.eps);
+                rms_norm_in_place(&mut rest[..dims.kv_width()], k_norm, input.eps);
+            }
+        }
         rotate_and_cache(input, b.qkv, b.q, cache)?;
         let shape = dims.attention_shape();
+        let mask = match window {
+            None => &input.step.mask,
+            Some(w) => input
+                .window_masks
+                .iter()
+                .find(|(mw, _)| *mw == w)
+                .map(|(_, m)| m)
+                .ok_or_else(|| {
+                    BackendError::Internal(format!("no mask for the sliding window {w}"))
+                })?,
+        };
         if !attention(
             b.q,
             cache.keys,
             cache.values,
-            &input.step.mask,
+            mask,
             shape,
-            input.scale,
+            input.scores,
             b.attn,
         ) {
             return Err(BackendError::Internal(format!(
@@ -454,7 +515,7 @@ impl HostLayer {
         Ok(())
     }
 
-    /// SwiGLU: `down(silu(gate(h)) · up(h))`.
+    /// The gated MLP: `down(act(gate(h)) · up(h))`, `act` SiLU (SwiGLU) or GELU-tanh (Gemma).
     ///
     /// # Shapes
     /// - `b.h`: in `[rows, hidden]` (the normed residual), out `[rows, hidden]`
@@ -462,7 +523,10 @@ impl HostLayer {
     fn mlp(&self, input: &LayerInput<'_>, b: &mut LayerBuffers<'_>) -> Result<(), BackendError> {
         let n = input.dims.rows();
         self.gate_up.apply(b.h, n, b.gate_up, input.flops)?;
-        silu_mul(b.gate_up, input.dims.intermediate, b.act);
+        match input.arch.activation {
+            Activation::Silu => silu_mul(b.gate_up, input.dims.intermediate, b.act),
+            Activation::GeluTanh => gelu_tanh_mul(b.gate_up, input.dims.intermediate, b.act),
+        }
         self.down_proj.apply(b.act, n, b.h, input.flops)?;
         Ok(())
     }
@@ -492,8 +556,15 @@ fn rotate_and_cache(
         })?;
         let (row_q, rest) = row.split_at_mut(qd);
         let (row_k, row_v) = rest.split_at_mut(kvd);
-        rotate_half(row_q, cos, sin);
-        rotate_half(row_k, cos, sin);
+        if input.rotary_dim == d {
+            rotate_half(row_q, cos, sin);
+            rotate_half(row_k, cos, sin);
+        } else {
+            // Partial rotation (Phi-3): each head's leading `rotary_dim` values only.
+            for head in row_q.chunks_exact_mut(d).chain(row_k.chunks_exact_mut(d)) {
+                rotate_half(&mut head[..input.rotary_dim], cos, sin);
+            }
+        }
         q[r * qd..(r + 1) * qd].copy_from_slice(row_q);
         let (sequence, column) = (r / t, r % t);
         for g in 0..dims.kv_heads {
@@ -566,6 +637,10 @@ impl HostWeights {
                 .embed_tokens
                 .apply(normed, count, &mut logits, input.flops),
         }?;
+        if let Some(cap) = input.arch.final_logit_softcap {
+            let cap = cap as f32;
+            logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
+        }
         Ok(logits)
     }
 }
@@ -584,6 +659,13 @@ fn step_splits(w: &HostWeights, step: &HostStep, rows: LogitRows) -> bool {
             .iter()
             .any(|m| m.splits(n))
     }) || head.splits(head_rows)
+}
+
+/// RMSNorm of each `weight.len()`-wide row of `x`, in place, by the same kernel as the other
+/// norms (so the numerics agree).
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let input = x.to_vec();
+    rms_norm(&input, weight, eps, x);
 }
 
 fn add_in_place(x: &mut [f32], delta: &[f32]) {

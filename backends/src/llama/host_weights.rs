@@ -12,8 +12,8 @@ use api::runtime::{DType, QuantMethod, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
 use super::weights::{
-    LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, reject_unexpected_tensors,
-    weight_specs,
+    LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, layer_norm_names,
+    reject_unexpected_tensors, weight_specs,
 };
 use crate::error::BackendError;
 use kernels::huge_pages::WeightBuffer;
@@ -223,15 +223,24 @@ struct LinearRead {
 /// One decoder layer.
 #[derive(Debug, Clone)]
 pub(super) struct HostLayer {
-    /// `[hidden]`: the attention block's RMSNorm scale.
+    /// `[hidden]`: the attention block's input norm.
     pub(super) input_norm: Vec<f32>,
-    /// `q_proj`, `k_proj` and `v_proj` stacked: `[(heads + 2·kv_heads)·head_dim, hidden]`.
+    /// `q_proj`, `k_proj` and `v_proj` stacked (as Phi-3 stores them):
+    /// `[(heads + 2·kv_heads)·head_dim, hidden]`.
     pub(super) qkv: HostMatrix,
+    /// The q, k and v biases stacked like `qkv`'s rows (Qwen2).
+    pub(super) qkv_bias: Option<Vec<f32>>,
+    /// `[head_dim]` each: the per-head query and key norms (Qwen3).
+    pub(super) qk_norm: Option<[Vec<f32>; 2]>,
     /// `[hidden, heads·head_dim]`.
     pub(super) o_proj: HostMatrix,
-    /// `[hidden]`: the MLP block's RMSNorm scale.
-    pub(super) post_attention_norm: Vec<f32>,
-    /// `gate_proj` then `up_proj`: `[2·intermediate, hidden]`.
+    /// `[hidden]`: the attention output's norm (Gemma 2).
+    pub(super) attn_out_norm: Option<Vec<f32>>,
+    /// `[hidden]`: the MLP block's input norm.
+    pub(super) mlp_norm: Vec<f32>,
+    /// `[hidden]`: the MLP output's norm (Gemma 2).
+    pub(super) mlp_out_norm: Option<Vec<f32>>,
+    /// `gate_proj` then `up_proj` (as Phi-3 stores them): `[2·intermediate, hidden]`.
     pub(super) gate_up: HostMatrix,
     /// `[hidden, intermediate]`.
     pub(super) down_proj: HostMatrix,
@@ -313,28 +322,61 @@ impl HostWeights {
                 }
             }
         };
+        let arch = &config.arch;
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("model.layers.{i}");
+            let (qkv, gate_up) = if arch.fused_projections {
+                (
+                    matrix(&format!("{p}.self_attn.qkv_proj.weight"))?,
+                    matrix(&format!("{p}.mlp.gate_up_proj.weight"))?,
+                )
+            } else {
+                (
+                    stacked(
+                        &[
+                            linear(&format!("{p}.self_attn.q_proj.weight"))?,
+                            linear(&format!("{p}.self_attn.k_proj.weight"))?,
+                            linear(&format!("{p}.self_attn.v_proj.weight"))?,
+                        ],
+                        formats.linear,
+                    )?,
+                    stacked(
+                        &[
+                            linear(&format!("{p}.mlp.gate_proj.weight"))?,
+                            linear(&format!("{p}.mlp.up_proj.weight"))?,
+                        ],
+                        formats.linear,
+                    )?,
+                )
+            };
+            let qkv_bias = if arch.qkv_bias {
+                let mut bias = read(&format!("{p}.self_attn.q_proj.bias"))?;
+                bias.extend(read(&format!("{p}.self_attn.k_proj.bias"))?);
+                bias.extend(read(&format!("{p}.self_attn.v_proj.bias"))?);
+                Some(bias)
+            } else {
+                None
+            };
+            let qk_norm = if arch.qk_norm {
+                Some([
+                    read(&format!("{p}.self_attn.q_norm.weight"))?,
+                    read(&format!("{p}.self_attn.k_norm.weight"))?,
+                ])
+            } else {
+                None
+            };
+            let (input, attn_out, mlp, mlp_out) = layer_norm_names(config, i);
             layers.push(HostLayer {
-                input_norm: read(&format!("{p}.input_layernorm.weight"))?,
-                qkv: stacked(
-                    &[
-                        linear(&format!("{p}.self_attn.q_proj.weight"))?,
-                        linear(&format!("{p}.self_attn.k_proj.weight"))?,
-                        linear(&format!("{p}.self_attn.v_proj.weight"))?,
-                    ],
-                    formats.linear,
-                )?,
+                input_norm: read(&input)?,
+                qkv,
+                qkv_bias,
+                qk_norm,
                 o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
-                post_attention_norm: read(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_up: stacked(
-                    &[
-                        linear(&format!("{p}.mlp.gate_proj.weight"))?,
-                        linear(&format!("{p}.mlp.up_proj.weight"))?,
-                    ],
-                    formats.linear,
-                )?,
+                attn_out_norm: attn_out.map(|n| read(&n)).transpose()?,
+                mlp_norm: read(&mlp)?,
+                mlp_out_norm: mlp_out.map(|n| read(&n)).transpose()?,
+                gate_up,
                 down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
             });
         }
@@ -360,8 +402,15 @@ impl HostWeights {
             .layers
             .iter()
             .map(|l| {
+                let optional = |v: &Option<Vec<f32>>| v.as_deref().map_or(0, vectors);
                 vectors(&l.input_norm)
-                    + vectors(&l.post_attention_norm)
+                    + vectors(&l.mlp_norm)
+                    + optional(&l.qkv_bias)
+                    + l.qk_norm
+                        .as_ref()
+                        .map_or(0, |[q, k]| vectors(q) + vectors(k))
+                    + optional(&l.attn_out_norm)
+                    + optional(&l.mlp_out_norm)
                     + l.qkv.bytes()
                     + l.o_proj.bytes()
                     + l.gate_up.bytes()

@@ -8,6 +8,7 @@
 use api::runtime::{DType, Quantization, RuntimeError};
 
 use super::config::LlamaConfig;
+use super::families::NormPlacement;
 use super::host_weights::HostFormats;
 use crate::error::InputError;
 use kernels::{KEY_TAIL_BLOCK, WeightFormat};
@@ -29,6 +30,30 @@ fn sum(terms: &[Option<u64>]) -> Option<u64> {
 
 fn overflow(what: &'static str) -> RuntimeError {
     InputError::SizeOverflow { what }.into()
+}
+
+/// Elements of one decoder layer's vectors: its norms (two, four with Gemma 2's sandwich, plus
+/// Qwen3's per-head q/k norms) and Qwen2's q/k/v biases.
+fn layer_vector_elements(c: &LlamaConfig) -> Option<u64> {
+    let arch = &c.arch;
+    let norms = if arch.norms == NormPlacement::Sandwich {
+        4
+    } else {
+        2
+    };
+    let qk_norm = if arch.qk_norm { 2 * c.head_dim } else { 0 };
+    let bias = if arch.qkv_bias {
+        c.num_heads
+            .checked_add(c.num_kv_heads.checked_mul(2)?)?
+            .checked_mul(c.head_dim)?
+    } else {
+        0
+    };
+    sum(&[
+        product(&[norms, c.hidden_size]),
+        Some(qk_norm as u64),
+        Some(bias as u64),
+    ])
 }
 
 /// Weights' bytes: `(resident, load_peak)`. `host` is the host-kernel path
@@ -60,7 +85,7 @@ pub(crate) fn weight_bytes(
     // (input, output) features of each linear layer of one decoder layer.
     let linears = [(h, q), (h, kv), (h, kv), (q, h), (h, ff), (h, ff), (ff, h)];
     let layer_linear = sum(&linears.map(|(i, o)| product(&[i, o])));
-    let layer_norms = product(&[2, h]);
+    let layer_norms = layer_vector_elements(c);
     let dense_elements = sum(&[
         product(&[tables, c.vocab_size, h]),
         layer_linear.and_then(|l| l.checked_mul(c.num_layers as u64)),
@@ -129,7 +154,7 @@ fn host_weight_bytes(
         linear(h, q),
         linear(2 * ff, h),
         linear(h, ff),
-        product(&[2, h]).and_then(|n| n.checked_mul(F32_BYTES)),
+        layer_vector_elements(c).and_then(|n| n.checked_mul(F32_BYTES)),
     ]);
     let resident = sum(&[
         matrix(formats.table, c.vocab_size, h).and_then(|t| t.checked_mul(tables)),
@@ -267,6 +292,35 @@ mod tests {
             "tie_word_embeddings": tied
         });
         LlamaConfig::from_json(&text.to_string(), "config.json").unwrap()
+    }
+
+    /// Every family's extra vectors (biases, q/k norms, sandwich norms) are in the estimate.
+    #[test]
+    fn every_familys_dense_weights_match_its_parameter_count() {
+        for name in [
+            "tiny-qwen2",
+            "tiny-qwen3",
+            "tiny-mistral",
+            "tiny-phi3",
+            "tiny-gemma2",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models")
+                .join(name)
+                .join("config.json");
+            let c = LlamaConfig::from_file(&path).unwrap();
+            let n = parameter_count(&c);
+            assert_eq!(
+                weight_bytes(&c, DType::F32, None, false).unwrap(),
+                (4 * n, 4 * n),
+                "{name}"
+            );
+            assert_eq!(
+                weight_bytes(&c, DType::F32, None, true).unwrap().0,
+                4 * n,
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod batch;
 mod burn_quant;
 mod config;
 mod device_timing;
+mod families;
 mod files;
 mod forward;
 mod generation;

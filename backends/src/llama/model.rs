@@ -12,6 +12,7 @@ use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use super::batch::HostStep;
 use super::config::LlamaConfig;
+use super::families::Activation;
 use super::forward::{ForwardPass, LogitRows, PassState, StepLogits};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
@@ -106,6 +107,19 @@ fn ids_to_host<B: Backend>(ids: Tensor<B, 2, Int>) -> Result<Vec<u32>, BackendEr
         .collect()
 }
 
+/// `cap · tanh(x / cap)`: Gemma 2's soft cap on scores and logits.
+fn soft_cap<B: Backend, const D: usize>(x: Tensor<B, D>, cap: f64) -> Tensor<B, D> {
+    x.div_scalar(cap).tanh().mul_scalar(cap)
+}
+
+/// PyTorch's tanh approximation of GELU (`gelu_pytorch_tanh`):
+/// `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`.
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
 /// A generation's RoPE rows and KV cache on the burn device.
 pub(crate) struct BurnState<B: Backend> {
     rope: RopeTable<B>,
@@ -132,13 +146,22 @@ struct StepInput<B: Backend> {
     sin: Tensor<B, 4>,
     /// f32 additive mask `[batch, 1, 1, seq, past + seq]`.
     mask: Tensor<B, 5>,
+    /// The mask of each sliding window the layers use, same shape.
+    window_masks: Vec<(usize, Tensor<B, 5>)>,
     batch: usize,
     seq: usize,
 }
 
 impl<B: Backend> StepInput<B> {
-    /// Uploads host-side ids and mask and gathers the RoPE rows for the positions.
-    fn upload(host: HostStep, rope: &RopeTable<B>, device: &B::Device) -> Self {
+    /// Uploads host-side ids and masks (one per sliding window in `windows`) and gathers the
+    /// RoPE rows for the positions.
+    fn upload(
+        host: HostStep,
+        windows: &[Option<usize>],
+        rope: &RopeTable<B>,
+        device: &B::Device,
+    ) -> Self {
+        let masks = host.window_masks(windows);
         let HostStep {
             tokens,
             positions,
@@ -150,15 +173,21 @@ impl<B: Backend> StepInput<B> {
         let n = batch * seq;
         let ints = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), device);
         let (cos, sin) = rope.gather(ints(positions), batch, seq);
-        let mask = Tensor::from_data(
-            TensorData::new(mask, [batch, 1, 1, seq, past + seq]),
-            (device, DType::F32),
-        );
+        let upload_mask = |mask: Vec<f32>| {
+            Tensor::from_data(
+                TensorData::new(mask, [batch, 1, 1, seq, past + seq]),
+                (device, DType::F32),
+            )
+        };
         Self {
             tokens: ints(tokens),
             cos,
             sin,
-            mask,
+            mask: upload_mask(mask),
+            window_masks: masks
+                .into_iter()
+                .map(|(w, m)| (w, upload_mask(m)))
+                .collect(),
             batch,
             seq,
         }
@@ -229,13 +258,21 @@ impl<B: Backend> BurnPass<B> {
         rows: LogitRows,
     ) -> Result<Tensor<B, 2>, BackendError> {
         let weights = &self.weights;
+        let arch = &self.config.arch;
         let (b, t, hidden) = (input.batch, input.seq, self.config.hidden_size);
         let mut x = weights.embed_tokens.clone().select(0, input.tokens.clone());
+        if arch.embedding_scale {
+            // transformers scales by √hidden rounded to the activations' dtype first.
+            let scale = crate::host::round_to(self.run_dtype, (hidden as f64).sqrt() as f32);
+            x = x.mul_scalar(scale);
+        }
         for (i, layer) in weights.layers.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &layer.input_norm);
-            x = x + self.attention(i, layer, h, input, cache)?;
-            let h = self.rms_norm(x.clone(), &layer.post_attention_norm);
-            x = x + self.mlp(layer, h);
+            let a = self.attention(i, layer, h, input, cache)?;
+            x = x + self.maybe_norm(a, layer.attn_out_norm.as_ref());
+            let h = self.rms_norm(x.clone(), &layer.mlp_norm);
+            let m = self.mlp(layer, h);
+            x = x + self.maybe_norm(m, layer.mlp_out_norm.as_ref());
         }
         cache.advance(t);
         let x = match rows {
@@ -246,26 +283,39 @@ impl<B: Backend> BurnPass<B> {
             LogitRows::All => x,
         };
         let x = self.rms_norm(x, &weights.norm);
-        Ok(match &weights.lm_head {
+        let logits = match &weights.lm_head {
             Some(w) => self.linear(w, x),
             None => self.matmul(x, weights.embed_tokens.clone().transpose()),
+        };
+        Ok(match arch.final_logit_softcap {
+            Some(cap) => soft_cap(logits, cap),
+            None => logits,
         })
     }
 
-    /// transformers' LlamaRMSNorm: statistics in f32, the scale applied after casting back.
+    /// transformers' LlamaRMSNorm over the last axis: statistics in f32, the scale applied
+    /// after casting back. (Gemma's `1 + w` is folded into the scale at load.)
     ///
     /// # Shapes
-    /// - `x`: `[rows, hidden]`
-    fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>) -> Tensor<B, 2> {
+    /// - `x`: `[.., width]`; `weight`: `[width]`
+    fn rms_norm<const D: usize>(&self, x: Tensor<B, D>, weight: &Tensor<B, 1>) -> Tensor<B, D> {
         let x = x.cast(DType::F32);
         let inv_rms = x
             .clone()
             .square()
-            .mean_dim(1)
+            .mean_dim(D - 1)
             .add_scalar(self.config.rms_norm_eps)
             .sqrt()
             .recip();
-        (x * inv_rms).cast(self.dtype) * weight.clone().unsqueeze::<2>()
+        (x * inv_rms).cast(self.dtype) * weight.clone().unsqueeze::<D>()
+    }
+
+    /// `norm(x)` where the layer has that norm, else `x`.
+    fn maybe_norm(&self, x: Tensor<B, 2>, weight: Option<&Tensor<B, 1>>) -> Tensor<B, 2> {
+        match weight {
+            Some(w) => self.rms_norm(x, w),
+            None => x,
+        }
     }
 
     /// Grouped-query self-attention. Query heads sharing a key/value head are stacked along the
@@ -287,24 +337,55 @@ impl<B: Backend> BurnPass<B> {
         let (b, t) = (input.batch, input.seq);
         let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let group = heads / kv_heads;
-        let split = |x: Tensor<B, 2>, n: usize| x.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = split(self.linear(&w.q_proj, h.clone()), heads);
-        let k = split(self.linear(&w.k_proj, h.clone()), kv_heads);
-        let v = split(self.linear(&w.v_proj, h), kv_heads);
-        let q = apply_rope(q, &input.cos, &input.sin);
-        let k = apply_rope(k, &input.cos, &input.sin);
+        let project = |linear: &Linear<B>, bias: Option<&Tensor<B, 1>>| {
+            let y = self.linear(linear, h.clone());
+            match bias {
+                Some(bias) => y + bias.clone().unsqueeze::<2>(),
+                None => y,
+            }
+        };
+        let biases = w.qkv_bias.as_ref();
+        let q = project(&w.q_proj, biases.map(|[q, _, _]| q));
+        let k = project(&w.k_proj, biases.map(|[_, k, _]| k));
+        let v = project(&w.v_proj, biases.map(|[_, _, v]| v));
+        let heads_of = |x: Tensor<B, 2>, n: usize| x.reshape([b, t, n, d]);
+        let (q, k) = match &w.qk_norm {
+            // Qwen3: each head normed over its own width, before the rotation.
+            Some([q_norm, k_norm]) => (
+                self.rms_norm(heads_of(q, heads), q_norm),
+                self.rms_norm(heads_of(k, kv_heads), k_norm),
+            ),
+            None => (heads_of(q, heads), heads_of(k, kv_heads)),
+        };
+        let q = self.rotate(q.swap_dims(1, 2), input);
+        let k = self.rotate(k.swap_dims(1, 2), input);
+        let v = heads_of(v, kv_heads).swap_dims(1, 2);
         let (k_all, v_all) = cache.append(index, k, v)?;
         let s = k_all.dims()[2];
 
         // Scaling q before the product keeps f16 scores in range.
         let q = q
-            .mul_scalar(1.0 / (d as f64).sqrt())
+            .mul_scalar(c.attention_scale())
             .reshape([b, kv_heads, group * t, d]);
         let scores = self.matmul(q, k_all.swap_dims(2, 3));
         // Softmax in f32 like transformers' eager path, so f16/bf16 only round the inputs.
-        let scores =
-            scores.cast(DType::F32).reshape([b, kv_heads, group, t, s]) + input.mask.clone();
-        let probs = softmax(scores, 4)
+        let scores = scores.cast(DType::F32).reshape([b, kv_heads, group, t, s]);
+        let scores = match c.arch.attn_logit_softcap {
+            Some(cap) => soft_cap(scores, cap),
+            None => scores,
+        };
+        let mask = match c.arch.layer_windows.get(index).copied().flatten() {
+            Some(window) => input
+                .window_masks
+                .iter()
+                .find(|(w, _)| *w == window)
+                .map(|(_, m)| m.clone())
+                .ok_or_else(|| {
+                    BackendError::Internal(format!("no mask for the sliding window {window}"))
+                })?,
+            None => input.mask.clone(),
+        };
+        let probs = softmax(scores + mask, 4)
             .cast(self.dtype)
             .reshape([b, kv_heads, group * t, s]);
         let out = self
@@ -315,12 +396,35 @@ impl<B: Backend> BurnPass<B> {
         Ok(self.linear(&w.o_proj, out))
     }
 
-    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
+    /// RoPE on each head's leading `rotary_dim` dimensions (all of them but for Phi-3), the
+    /// rest passed through.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, heads, seq, head_dim]`
+    fn rotate(&self, x: Tensor<B, 4>, input: &StepInput<B>) -> Tensor<B, 4> {
+        let [b, h, t, d] = x.dims();
+        let r = self.config.rotary_dim();
+        if r == d {
+            return apply_rope(x, &input.cos, &input.sin);
+        }
+        let rotated = apply_rope(
+            x.clone().slice([0..b, 0..h, 0..t, 0..r]),
+            &input.cos,
+            &input.sin,
+        );
+        Tensor::cat(vec![rotated, x.slice([0..b, 0..h, 0..t, r..d])], 3)
+    }
+
+    /// The gated MLP: `down(act(gate(x)) * up(x))`, `act` SiLU (SwiGLU) or GELU-tanh (Gemma).
     ///
     /// # Shapes
     /// - `h`: `[rows, hidden]`, returns `[rows, hidden]`
     fn mlp(&self, w: &LayerWeights<B>, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        let gate = silu(self.linear(&w.gate_proj, h.clone()));
+        let gate = self.linear(&w.gate_proj, h.clone());
+        let gate = match self.config.arch.activation {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        };
         let up = self.linear(&w.up_proj, h);
         self.linear(&w.down_proj, gate * up)
     }
@@ -373,7 +477,7 @@ impl<B: Backend> ForwardPass for BurnPass<B> {
     fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> BurnState<B> {
         let c = &self.config;
         BurnState {
-            rope: RopeTable::new(&c.rope, c.head_dim, rope_len, &self.device, self.dtype),
+            rope: RopeTable::new(&c.rope, c.rotary_dim(), rope_len, &self.device, self.dtype),
             cache: KvCache::new(
                 c.num_layers,
                 batch,
@@ -392,7 +496,12 @@ impl<B: Backend> ForwardPass for BurnPass<B> {
         state: &mut BurnState<B>,
         rows: LogitRows,
     ) -> Result<DeviceLogits<B>, BackendError> {
-        let input = StepInput::upload(step, &state.rope, &self.device);
+        let input = StepInput::upload(
+            step,
+            &self.config.arch.layer_windows,
+            &state.rope,
+            &self.device,
+        );
         self.forward(&input, &mut state.cache, rows)
             .map(DeviceLogits)
     }

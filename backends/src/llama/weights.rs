@@ -14,6 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType as BurnDType, Tensor, TensorData};
 
 use super::config::LlamaConfig;
+use super::families::NormPlacement;
 use crate::checkpoint::{Checkpoint, transposed};
 use crate::host::{RunFloat, burn_dtype, with_run_float};
 use crate::random_init;
@@ -28,8 +29,10 @@ pub(crate) enum Role {
     Embedding,
     /// Stored `[out, in]`, kept as `[in, out]`.
     Linear,
-    /// RMSNorm scale, `[hidden]`.
+    /// RMSNorm scale, `[hidden]` (or `[head_dim]` for per-head q/k norms).
     Norm,
+    /// A linear layer's bias, `[out]`.
+    Bias,
 }
 
 /// One tensor a config requires.
@@ -64,15 +67,18 @@ impl WeightSpec {
     }
 }
 
-/// Every tensor of a `LlamaForCausalLM` with this config, in checkpoint order. A tied model has
-/// no `lm_head.weight`: the embedding doubles as the output projection.
+/// Every tensor of a model with this config, in checkpoint order (Llama's order, a family's
+/// extra tensors beside the ones they belong to). A tied model has no `lm_head.weight`: the
+/// embedding doubles as the output projection.
 pub(crate) fn weight_specs(c: &LlamaConfig) -> Vec<WeightSpec> {
-    let (h, q, kv, ff) = (
+    let (h, q, kv, ff, d) = (
         c.hidden_size,
         c.num_heads * c.head_dim,
         c.num_kv_heads * c.head_dim,
         c.intermediate_size,
+        c.head_dim,
     );
+    let arch = &c.arch;
     let mut specs = vec![WeightSpec::new(
         "model.embed_tokens.weight",
         &[c.vocab_size, h],
@@ -80,43 +86,85 @@ pub(crate) fn weight_specs(c: &LlamaConfig) -> Vec<WeightSpec> {
     )];
     for i in 0..c.num_layers {
         let p = format!("model.layers.{i}");
+        let spec =
+            |name: &str, shape: &[usize], role| WeightSpec::new(format!("{p}.{name}"), shape, role);
+        specs.push(spec("input_layernorm.weight", &[h], Role::Norm));
+        if arch.fused_projections {
+            specs.push(spec(
+                "self_attn.qkv_proj.weight",
+                &[q + 2 * kv, h],
+                Role::Linear,
+            ));
+        } else {
+            specs.extend([
+                spec("self_attn.q_proj.weight", &[q, h], Role::Linear),
+                spec("self_attn.k_proj.weight", &[kv, h], Role::Linear),
+                spec("self_attn.v_proj.weight", &[kv, h], Role::Linear),
+            ]);
+        }
+        if arch.qkv_bias {
+            specs.extend([
+                spec("self_attn.q_proj.bias", &[q], Role::Bias),
+                spec("self_attn.k_proj.bias", &[kv], Role::Bias),
+                spec("self_attn.v_proj.bias", &[kv], Role::Bias),
+            ]);
+        }
+        if arch.qk_norm {
+            specs.extend([
+                spec("self_attn.q_norm.weight", &[d], Role::Norm),
+                spec("self_attn.k_norm.weight", &[d], Role::Norm),
+            ]);
+        }
         specs.extend([
-            WeightSpec::new(format!("{p}.input_layernorm.weight"), &[h], Role::Norm),
-            WeightSpec::new(
-                format!("{p}.self_attn.q_proj.weight"),
-                &[q, h],
-                Role::Linear,
-            ),
-            WeightSpec::new(
-                format!("{p}.self_attn.k_proj.weight"),
-                &[kv, h],
-                Role::Linear,
-            ),
-            WeightSpec::new(
-                format!("{p}.self_attn.v_proj.weight"),
-                &[kv, h],
-                Role::Linear,
-            ),
-            WeightSpec::new(
-                format!("{p}.self_attn.o_proj.weight"),
-                &[h, q],
-                Role::Linear,
-            ),
-            WeightSpec::new(
-                format!("{p}.post_attention_layernorm.weight"),
-                &[h],
-                Role::Norm,
-            ),
-            WeightSpec::new(format!("{p}.mlp.gate_proj.weight"), &[ff, h], Role::Linear),
-            WeightSpec::new(format!("{p}.mlp.up_proj.weight"), &[ff, h], Role::Linear),
-            WeightSpec::new(format!("{p}.mlp.down_proj.weight"), &[h, ff], Role::Linear),
+            spec("self_attn.o_proj.weight", &[h, q], Role::Linear),
+            spec("post_attention_layernorm.weight", &[h], Role::Norm),
         ]);
+        if arch.norms == NormPlacement::Sandwich {
+            specs.extend([
+                spec("pre_feedforward_layernorm.weight", &[h], Role::Norm),
+                spec("post_feedforward_layernorm.weight", &[h], Role::Norm),
+            ]);
+        }
+        if arch.fused_projections {
+            specs.push(spec("mlp.gate_up_proj.weight", &[2 * ff, h], Role::Linear));
+        } else {
+            specs.extend([
+                spec("mlp.gate_proj.weight", &[ff, h], Role::Linear),
+                spec("mlp.up_proj.weight", &[ff, h], Role::Linear),
+            ]);
+        }
+        specs.push(spec("mlp.down_proj.weight", &[h, ff], Role::Linear));
     }
     specs.push(WeightSpec::new("model.norm.weight", &[h], Role::Norm));
     if !c.tie_word_embeddings {
         specs.push(WeightSpec::new(LM_HEAD, &[c.vocab_size, h], Role::Linear));
     }
     specs
+}
+
+/// The checkpoint names of layer `i`'s norms, by the role they play in the forward pass:
+/// `(input, attention output, MLP input, MLP output)`. Llama's `post_attention_layernorm` is
+/// its MLP's input norm; Gemma 2's is the attention output's, its MLP's being
+/// `pre_feedforward_layernorm`.
+pub(crate) fn layer_norm_names(
+    c: &LlamaConfig,
+    i: usize,
+) -> (String, Option<String>, String, Option<String>) {
+    let p = format!("model.layers.{i}");
+    match c.arch.norms {
+        NormPlacement::Pre => (
+            format!("{p}.input_layernorm.weight"),
+            None,
+            format!("{p}.post_attention_layernorm.weight"),
+            None,
+        ),
+        NormPlacement::Sandwich => (
+            format!("{p}.input_layernorm.weight"),
+            Some(format!("{p}.post_attention_layernorm.weight")),
+            format!("{p}.pre_feedforward_layernorm.weight"),
+            Some(format!("{p}.post_feedforward_layernorm.weight")),
+        ),
+    }
 }
 
 /// Total parameter count of a config (tied weights counted once).
@@ -127,6 +175,7 @@ pub(crate) fn parameter_count(c: &LlamaConfig) -> u64 {
 /// One decoder layer's tensors.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerWeights<B: Backend> {
+    /// `[hidden]`: the attention block's input norm.
     pub input_norm: Tensor<B, 1>,
     /// `[hidden, heads * head_dim]`
     pub q_proj: Linear<B>,
@@ -134,9 +183,19 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub k_proj: Linear<B>,
     /// `[hidden, kv_heads * head_dim]`
     pub v_proj: Linear<B>,
+    /// The query, key and value biases (Qwen2), `[heads * head_dim]`, `[kv_heads * head_dim]`
+    /// twice.
+    pub qkv_bias: Option<[Tensor<B, 1>; 3]>,
+    /// `[head_dim]` each: the per-head query and key norms (Qwen3).
+    pub qk_norm: Option<[Tensor<B, 1>; 2]>,
     /// `[heads * head_dim, hidden]`
     pub o_proj: Linear<B>,
-    pub post_attention_norm: Tensor<B, 1>,
+    /// `[hidden]`: the attention output's norm (Gemma 2's sandwich).
+    pub attn_out_norm: Option<Tensor<B, 1>>,
+    /// `[hidden]`: the MLP block's input norm.
+    pub mlp_norm: Tensor<B, 1>,
+    /// `[hidden]`: the MLP output's norm (Gemma 2's sandwich).
+    pub mlp_out_norm: Option<Tensor<B, 1>>,
     /// `[hidden, intermediate]`
     pub gate_proj: Linear<B>,
     /// `[hidden, intermediate]`
@@ -146,7 +205,8 @@ pub(crate) struct LayerWeights<B: Backend> {
 }
 
 impl<B: Backend> LayerWeights<B> {
-    /// The linear layers with their checkpoint names.
+    /// The linear layers with their checkpoint names (a fused checkpoint's parts under the
+    /// separate names they are computed as).
     pub(crate) fn linears(&self) -> [(&'static str, &Linear<B>); 7] {
         [
             ("self_attn.q_proj", &self.q_proj),
@@ -214,7 +274,7 @@ impl<B: Backend> LlamaWeights<B> {
                 spec.device_shape()
             ));
             match spec.role {
-                Role::Norm => {
+                Role::Norm | Role::Bias => {
                     vectors.insert(
                         spec.name.clone(),
                         Tensor::from_data(data, (device, run_dtype)),
@@ -238,28 +298,75 @@ impl<B: Backend> LlamaWeights<B> {
         } else {
             Some(Linear::Dense(matrix(LM_HEAD.into())?))
         };
+        let mut vector = |name: &str| vectors.remove(name).ok_or_else(|| missing(name));
+        let arch = &config.arch;
+        let (q, kv, ff) = (
+            config.num_heads * config.head_dim,
+            config.num_kv_heads * config.head_dim,
+            config.intermediate_size,
+        );
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("model.layers.{i}");
+            let (q_proj, k_proj, v_proj, gate_proj, up_proj) = if arch.fused_projections {
+                // Device layout `[in, out]`: the fused outputs are column ranges.
+                let qkv = matrix(format!("{p}.self_attn.qkv_proj.weight"))?;
+                let gate_up = matrix(format!("{p}.mlp.gate_up_proj.weight"))?;
+                let columns = |m: &Tensor<B, 2>, range: std::ops::Range<usize>| {
+                    let rows = m.dims()[0];
+                    Linear::Dense(m.clone().slice([0..rows, range]))
+                };
+                (
+                    columns(&qkv, 0..q),
+                    columns(&qkv, q..q + kv),
+                    columns(&qkv, q + kv..q + 2 * kv),
+                    columns(&gate_up, 0..ff),
+                    columns(&gate_up, ff..2 * ff),
+                )
+            } else {
+                (
+                    Linear::Dense(matrix(format!("{p}.self_attn.q_proj.weight"))?),
+                    Linear::Dense(matrix(format!("{p}.self_attn.k_proj.weight"))?),
+                    Linear::Dense(matrix(format!("{p}.self_attn.v_proj.weight"))?),
+                    Linear::Dense(matrix(format!("{p}.mlp.gate_proj.weight"))?),
+                    Linear::Dense(matrix(format!("{p}.mlp.up_proj.weight"))?),
+                )
+            };
+            let qkv_bias = if arch.qkv_bias {
+                Some([
+                    vector(&format!("{p}.self_attn.q_proj.bias"))?,
+                    vector(&format!("{p}.self_attn.k_proj.bias"))?,
+                    vector(&format!("{p}.self_attn.v_proj.bias"))?,
+                ])
+            } else {
+                None
+            };
+            let qk_norm = if arch.qk_norm {
+                Some([
+                    vector(&format!("{p}.self_attn.q_norm.weight"))?,
+                    vector(&format!("{p}.self_attn.k_norm.weight"))?,
+                ])
+            } else {
+                None
+            };
+            let (input, attn_out, mlp, mlp_out) = layer_norm_names(config, i);
             layers.push(LayerWeights {
-                input_norm: vectors
-                    .remove(&format!("{p}.input_layernorm.weight"))
-                    .ok_or_else(|| missing("input_layernorm"))?,
-                q_proj: Linear::Dense(matrix(format!("{p}.self_attn.q_proj.weight"))?),
-                k_proj: Linear::Dense(matrix(format!("{p}.self_attn.k_proj.weight"))?),
-                v_proj: Linear::Dense(matrix(format!("{p}.self_attn.v_proj.weight"))?),
+                input_norm: vector(&input)?,
+                q_proj,
+                k_proj,
+                v_proj,
+                qkv_bias,
+                qk_norm,
                 o_proj: Linear::Dense(matrix(format!("{p}.self_attn.o_proj.weight"))?),
-                post_attention_norm: vectors
-                    .remove(&format!("{p}.post_attention_layernorm.weight"))
-                    .ok_or_else(|| missing("post_attention_layernorm"))?,
-                gate_proj: Linear::Dense(matrix(format!("{p}.mlp.gate_proj.weight"))?),
-                up_proj: Linear::Dense(matrix(format!("{p}.mlp.up_proj.weight"))?),
+                attn_out_norm: attn_out.map(|n| vector(&n)).transpose()?,
+                mlp_norm: vector(&mlp)?,
+                mlp_out_norm: mlp_out.map(|n| vector(&n)).transpose()?,
+                gate_proj,
+                up_proj,
                 down_proj: Linear::Dense(matrix(format!("{p}.mlp.down_proj.weight"))?),
             });
         }
-        let norm = vectors
-            .remove("model.norm.weight")
-            .ok_or_else(|| missing("model.norm.weight"))?;
+        let norm = vector("model.norm.weight")?;
         Ok(Self {
             embed_tokens,
             layers,
@@ -278,16 +385,29 @@ fn host_values<T: RunFloat>(
 ) -> Result<Vec<T>, BackendError> {
     match source {
         WeightSource::Checkpoint(ckpt) => {
+            if stored_as_offset(spec, config) {
+                // The scale `1 + w` in f32, then rounded to the run dtype once.
+                let values = ckpt.read::<f32>(&spec.name, &spec.shape, false)?;
+                return Ok(values.into_iter().map(|w| T::from_f32(1.0 + w)).collect());
+            }
             ckpt.read::<T>(&spec.name, &spec.shape, spec.role == Role::Linear)
         }
         WeightSource::Random { seed } => Ok(match spec.role {
-            // transformers initialises RMSNorm scales to one.
+            // transformers initialises RMSNorm scales to one (Gemma's offsets to zero, the
+            // same scale) and biases to zero.
             Role::Norm => vec![T::from_f32(1.0); spec.numel()],
+            Role::Bias => vec![T::from_f32(0.0); spec.numel()],
             Role::Linear | Role::Embedding => {
                 random_init::normal::<T>(*seed, index, spec.numel(), config.initializer_range)
             }
         }),
     }
+}
+
+/// Whether the checkpoint stores this norm's scale as an offset from one (Gemma's
+/// `(1 + w)`), which the loader adds so both passes see the scale itself.
+fn stored_as_offset(spec: &WeightSpec, config: &LlamaConfig) -> bool {
+    spec.role == Role::Norm && config.arch.norm_weight_offset
 }
 
 /// One tensor's f32 values in the checkpoint's layout (`[out, in]` for a linear weight), for
@@ -300,6 +420,9 @@ pub(crate) fn checkpoint_layout_f32(
     config: &LlamaConfig,
 ) -> Result<Vec<f32>, BackendError> {
     match (source, spec.role, spec.shape.as_slice()) {
+        (WeightSource::Checkpoint(_), Role::Norm, _) => {
+            host_values::<f32>(spec, index, source, config)
+        }
         (WeightSource::Checkpoint(ckpt), _, _) => ckpt.read::<f32>(&spec.name, &spec.shape, false),
         (WeightSource::Random { .. }, Role::Linear, &[out, inp]) => {
             let device_layout = host_values::<f32>(spec, index, source, config)?;
@@ -333,8 +456,9 @@ pub(crate) fn reject_unexpected_tensors(
     Err(RuntimeError::InvalidModelFile {
         path: ckpt.origin().display().to_string(),
         reason: format!(
-            "{} tensor(s) not used by LlamaForCausalLM with this config, e.g. `{}`",
+            "{} tensor(s) not used by {} with this config, e.g. `{}`",
             unexpected.len(),
+            config.arch.family.causal_lm_class(),
             shown.join("`, `")
         ),
     })
@@ -364,6 +488,7 @@ mod tests {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             initializer_range: 0.02,
+            arch: crate::llama::families::Architecture::llama(5),
         }
     }
 
