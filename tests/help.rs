@@ -173,3 +173,15 @@ fn a_misspelt_aggregate_column_fails_before_anything_runs() {
     // Nothing ran: no study folder with results.
     assert!(!dir.path().join("runs/agg/runs.parquet").exists());
 }
+
+/// The scripting reference names every model that loads with random weights without a
+/// download, and every bundled alias (the text is the engine's, which cannot see backends).
+#[test]
+fn help_on_load_names_every_preset_and_bundled_alias() {
+    // `llmeff help` wraps nothing, but a name may sit across a line break in the source text:
+    // compare with whitespace removed.
+    let text: String = stdout_of(&["help", "load"]).split_whitespace().collect();
+    for id in backends::preset_ids().chain(backends::bundled_aliases()) {
+        assert!(text.contains(id), "`llmeff help load` does not name {id}");
+    }
+}

@@ -37,7 +37,7 @@ pub(crate) const MODELS_DIR_ENV: &str = "LLMEFF_MODELS_DIR";
 const MARKER_FILE: &str = ".llmeff-bundle";
 
 /// The aliases of the bundled models, in the order errors list them.
-pub(crate) fn aliases() -> impl Iterator<Item = &'static str> {
+pub fn aliases() -> impl Iterator<Item = &'static str> {
     BUNDLED.iter().map(|m| m.alias)
 }
 

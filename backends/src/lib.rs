@@ -25,6 +25,7 @@ mod tokenizer;
 #[cfg(feature = "wgpu")]
 mod wgpu_adapter;
 
+pub use bundled::aliases as bundled_aliases;
 pub use cores::{AffinityError, CoreSet, CoreSetError};
 pub use handle::{BurnModel, LogitPositions, Logits};
 pub use hub::HubCache;

@@ -1,7 +1,7 @@
 //! Built-in configs of the models the original tool measured, so their shapes can be run with
 //! random weights without downloading anything.
 //!
-//! Each preset is the model's public `config.json` (the fields the Llama implementation reads),
+//! Each preset is the model's public `config.json` (the fields the decoder implementation reads),
 //! copied from its Hugging Face repository, so a preset model has exactly the shapes, RoPE
 //! settings and special token ids of the real one. A cached `config.json` for the same id, when
 //! present, takes precedence over the preset.
@@ -169,8 +169,281 @@ const SMOLLM_135M: &str = r#"{
   "vocab_size": 49152
 }"#;
 
-/// Every built-in preset, smallest model first.
-pub(crate) const PRESETS: [Preset; 5] = [
+/// `Qwen/Qwen2.5-0.5B`: q/k/v biases, GQA 14/2, tied.
+const QWEN2_5_0_5B: &str = r#"{
+  "architectures": ["Qwen2ForCausalLM"],
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151643,
+  "hidden_act": "silu",
+  "hidden_size": 896,
+  "initializer_range": 0.02,
+  "intermediate_size": 4864,
+  "max_position_embeddings": 32768,
+  "max_window_layers": 24,
+  "model_type": "qwen2",
+  "num_attention_heads": 14,
+  "num_hidden_layers": 24,
+  "num_key_value_heads": 2,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 1000000.0,
+  "sliding_window": 32768,
+  "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 151936
+}"#;
+/// `Qwen/Qwen2.5-1.5B`: q/k/v biases, GQA 12/2, tied.
+const QWEN2_5_1_5B: &str = r#"{
+  "architectures": ["Qwen2ForCausalLM"],
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151643,
+  "hidden_act": "silu",
+  "hidden_size": 1536,
+  "initializer_range": 0.02,
+  "intermediate_size": 8960,
+  "max_position_embeddings": 131072,
+  "max_window_layers": 28,
+  "model_type": "qwen2",
+  "num_attention_heads": 12,
+  "num_hidden_layers": 28,
+  "num_key_value_heads": 2,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 1000000.0,
+  "sliding_window": 131072,
+  "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 151936
+}"#;
+/// `Qwen/Qwen2.5-7B`: q/k/v biases, GQA 28/4, untied.
+const QWEN2_5_7B: &str = r#"{
+  "architectures": ["Qwen2ForCausalLM"],
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151643,
+  "hidden_act": "silu",
+  "hidden_size": 3584,
+  "initializer_range": 0.02,
+  "intermediate_size": 18944,
+  "max_position_embeddings": 131072,
+  "max_window_layers": 28,
+  "model_type": "qwen2",
+  "num_attention_heads": 28,
+  "num_hidden_layers": 28,
+  "num_key_value_heads": 4,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 1000000.0,
+  "sliding_window": 131072,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 152064
+}"#;
+/// `Qwen/Qwen3-0.6B`: per-head q/k norms, head_dim 128 on a 1024-wide stream, tied.
+const QWEN3_0_6B: &str = r#"{
+  "architectures": ["Qwen3ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151645,
+  "head_dim": 128,
+  "hidden_act": "silu",
+  "hidden_size": 1024,
+  "initializer_range": 0.02,
+  "intermediate_size": 3072,
+  "max_position_embeddings": 40960,
+  "max_window_layers": 28,
+  "model_type": "qwen3",
+  "num_attention_heads": 16,
+  "num_hidden_layers": 28,
+  "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-06,
+  "rope_scaling": null,
+  "rope_theta": 1000000,
+  "sliding_window": null,
+  "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 151936
+}"#;
+/// `Qwen/Qwen3-1.7B`: per-head q/k norms, GQA 16/8, tied (the repository also stores a copy of the head).
+const QWEN3_1_7B: &str = r#"{
+  "architectures": ["Qwen3ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151645,
+  "head_dim": 128,
+  "hidden_act": "silu",
+  "hidden_size": 2048,
+  "initializer_range": 0.02,
+  "intermediate_size": 6144,
+  "max_position_embeddings": 40960,
+  "max_window_layers": 28,
+  "model_type": "qwen3",
+  "num_attention_heads": 16,
+  "num_hidden_layers": 28,
+  "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-06,
+  "rope_scaling": null,
+  "rope_theta": 1000000,
+  "sliding_window": null,
+  "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 151936
+}"#;
+/// `Qwen/Qwen3-8B`: per-head q/k norms, GQA 32/8, untied.
+const QWEN3_8B: &str = r#"{
+  "architectures": ["Qwen3ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151645,
+  "head_dim": 128,
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "initializer_range": 0.02,
+  "intermediate_size": 12288,
+  "max_position_embeddings": 40960,
+  "max_window_layers": 36,
+  "model_type": "qwen3",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 36,
+  "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-06,
+  "rope_scaling": null,
+  "rope_theta": 1000000,
+  "sliding_window": null,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 151936
+}"#;
+/// `mistralai/Mistral-7B-v0.3`: GQA 32/8, no sliding window (v0.1 had 4096), vocabulary 32768.
+const MISTRAL_7B_V0_3: &str = r#"{
+  "architectures": ["MistralForCausalLM"],
+  "attention_dropout": 0.0,
+  "bos_token_id": 1,
+  "eos_token_id": 2,
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "initializer_range": 0.02,
+  "intermediate_size": 14336,
+  "max_position_embeddings": 32768,
+  "model_type": "mistral",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05,
+  "rope_theta": 1000000.0,
+  "sliding_window": null,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "vocab_size": 32768
+}"#;
+/// `microsoft/Phi-3-mini-4k-instruct`: fused qkv and gate/up projections, multi-head attention
+/// (32/32), a 2047-position sliding window.
+const PHI_3_MINI_4K_INSTRUCT: &str = r#"{
+  "architectures": ["Phi3ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "bos_token_id": 1,
+  "embd_pdrop": 0.0,
+  "eos_token_id": 32000,
+  "hidden_act": "silu",
+  "hidden_size": 3072,
+  "initializer_range": 0.02,
+  "intermediate_size": 8192,
+  "max_position_embeddings": 4096,
+  "model_type": "phi3",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 32,
+  "original_max_position_embeddings": 4096,
+  "pad_token_id": 32000,
+  "resid_pdrop": 0.0,
+  "rms_norm_eps": 1e-05,
+  "rope_scaling": null,
+  "rope_theta": 10000.0,
+  "sliding_window": 2047,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "use_cache": true,
+  "vocab_size": 32064
+}"#;
+/// `google/gemma-2-2b`: sandwich norms, soft-capping, local/global layers, tied (the config relies on Gemma 2's default).
+const GEMMA_2_2B: &str = r#"{
+  "architectures": ["Gemma2ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "attn_logit_softcapping": 50.0,
+  "bos_token_id": 2,
+  "cache_implementation": "hybrid",
+  "eos_token_id": 1,
+  "final_logit_softcapping": 30.0,
+  "head_dim": 256,
+  "hidden_act": "gelu_pytorch_tanh",
+  "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 2304,
+  "initializer_range": 0.02,
+  "intermediate_size": 9216,
+  "max_position_embeddings": 8192,
+  "model_type": "gemma2",
+  "num_attention_heads": 8,
+  "num_hidden_layers": 26,
+  "num_key_value_heads": 4,
+  "pad_token_id": 0,
+  "query_pre_attn_scalar": 256,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 10000.0,
+  "sliding_window": 4096,
+  "torch_dtype": "float32",
+  "use_cache": true,
+  "vocab_size": 256000
+}"#;
+/// `google/gemma-2-9b`: as 2B, GQA 16/8, 42 layers.
+const GEMMA_2_9B: &str = r#"{
+  "architectures": ["Gemma2ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "attn_logit_softcapping": 50.0,
+  "bos_token_id": 2,
+  "cache_implementation": "hybrid",
+  "eos_token_id": 1,
+  "final_logit_softcapping": 30.0,
+  "head_dim": 256,
+  "hidden_act": "gelu_pytorch_tanh",
+  "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 3584,
+  "initializer_range": 0.02,
+  "intermediate_size": 14336,
+  "max_position_embeddings": 8192,
+  "model_type": "gemma2",
+  "num_attention_heads": 16,
+  "num_hidden_layers": 42,
+  "num_key_value_heads": 8,
+  "pad_token_id": 0,
+  "query_pre_attn_scalar": 256,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 10000.0,
+  "sliding_window": 4096,
+  "torch_dtype": "float32",
+  "use_cache": true,
+  "vocab_size": 256000
+}"#;
+
+/// Every built-in preset, by family, smallest model first.
+pub(crate) const PRESETS: [Preset; 15] = [
     Preset {
         id: "HuggingFaceTB/SmolLM-135M",
         config_json: SMOLLM_135M,
@@ -191,6 +464,46 @@ pub(crate) const PRESETS: [Preset; 5] = [
         id: "meta-llama/Llama-3.1-8B",
         config_json: LLAMA_3_1_8B,
     },
+    Preset {
+        id: "Qwen/Qwen2.5-0.5B",
+        config_json: QWEN2_5_0_5B,
+    },
+    Preset {
+        id: "Qwen/Qwen2.5-1.5B",
+        config_json: QWEN2_5_1_5B,
+    },
+    Preset {
+        id: "Qwen/Qwen2.5-7B",
+        config_json: QWEN2_5_7B,
+    },
+    Preset {
+        id: "Qwen/Qwen3-0.6B",
+        config_json: QWEN3_0_6B,
+    },
+    Preset {
+        id: "Qwen/Qwen3-1.7B",
+        config_json: QWEN3_1_7B,
+    },
+    Preset {
+        id: "Qwen/Qwen3-8B",
+        config_json: QWEN3_8B,
+    },
+    Preset {
+        id: "mistralai/Mistral-7B-v0.3",
+        config_json: MISTRAL_7B_V0_3,
+    },
+    Preset {
+        id: "microsoft/Phi-3-mini-4k-instruct",
+        config_json: PHI_3_MINI_4K_INSTRUCT,
+    },
+    Preset {
+        id: "google/gemma-2-2b",
+        config_json: GEMMA_2_2B,
+    },
+    Preset {
+        id: "google/gemma-2-9b",
+        config_json: GEMMA_2_9B,
+    },
 ];
 
 /// The preset for a Hub id. Matching is exact: the Hub cache's folder names are
@@ -203,4 +516,42 @@ pub(crate) fn find(id: &str) -> Option<&'static Preset> {
 /// Hub ids that load with random weights without any download (built-in configs).
 pub fn preset_ids() -> impl Iterator<Item = &'static str> {
     PRESETS.iter().map(|p| p.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::{LlamaConfig, parameter_count};
+
+    /// Each preset's parameter count, tied weights once. The checks come from the model cards:
+    /// Qwen3's "0.44B / 1.4B / 6.95B non-embedding" are these minus the embedding table
+    /// (twice for the untied 8B); Qwen3-1.7B's repository stores a copy of its tied head, which
+    /// is why its safetensors hold 2,031,739,904 (= 1,720,574,976 + 151936 · 2048).
+    #[test]
+    fn every_preset_has_its_models_exact_parameter_count() {
+        let expected: [(&str, u64); 15] = [
+            ("HuggingFaceTB/SmolLM-135M", 134_515_008),
+            ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", 1_100_048_384),
+            ("meta-llama/Llama-3.2-1B", 1_235_814_400),
+            ("meta-llama/Llama-3.2-3B", 3_212_749_824),
+            ("meta-llama/Llama-3.1-8B", 8_030_261_248),
+            ("Qwen/Qwen2.5-0.5B", 494_032_768),
+            ("Qwen/Qwen2.5-1.5B", 1_543_714_304),
+            ("Qwen/Qwen2.5-7B", 7_615_616_512),
+            ("Qwen/Qwen3-0.6B", 596_049_920),
+            ("Qwen/Qwen3-1.7B", 1_720_574_976),
+            ("Qwen/Qwen3-8B", 8_190_735_360),
+            ("mistralai/Mistral-7B-v0.3", 7_248_023_552),
+            ("microsoft/Phi-3-mini-4k-instruct", 3_821_079_552),
+            ("google/gemma-2-2b", 2_614_341_888),
+            ("google/gemma-2-9b", 9_241_705_984),
+        ];
+        assert_eq!(PRESETS.len(), expected.len(), "a preset without a count");
+        for (id, count) in expected {
+            let preset = find(id).unwrap_or_else(|| panic!("no preset {id}"));
+            let config = LlamaConfig::from_json(preset.config_json, &preset.label())
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert_eq!(parameter_count(&config), count, "{id}");
+        }
+    }
 }

@@ -278,13 +278,18 @@ pub const TOPICS: &[Topic] = &[
         kind: TopicKind::Stage,
         signatures: &["load(model)", "load(model, #{ options })"],
         summary: "A model on a device, in a precision.",
-        description: "`model` is a bundled alias (`tiny-stories`, `tiny-llama3-gqa`: read from \
-            `LLMEFF_MODELS_DIR`, else beside the binary or unpacked from its built-in copy into the data folder), a local folder holding a Hugging Face Llama \
-            checkpoint (`config.json`, `tokenizer.json`, safetensors), or a Hub id (`org/name`) \
+        description: "`model` is a bundled alias (`tiny-stories`, `tiny-llama3-gqa`, `tiny-qwen2`, \
+            `tiny-qwen3`, `tiny-mistral`, `tiny-phi3`, `tiny-gemma2`: read from \
+            `LLMEFF_MODELS_DIR`, else beside the binary or unpacked from its built-in copy into the data folder), a local folder holding a Hugging Face \
+            checkpoint of a supported family (`model_type` llama, mistral, qwen2, qwen3, phi3 or \
+            gemma2: `config.json`, `tokenizer.json`, safetensors), or a Hub id (`org/name`) \
             found in the Hugging Face cache (`HF_HUB_CACHE`, `HF_HOME`; `HF_HUB_OFFLINE=1` never \
             touches the network). With `weights: \"random\"` these Hub ids need no download at \
-            all: TinyLlama/TinyLlama-1.1B-Chat-v1.0, meta-llama/Llama-3.2-1B, \
-            meta-llama/Llama-3.2-3B, meta-llama/Llama-3.1-8B, HuggingFaceTB/SmolLM-135M. \
+            all: HuggingFaceTB/SmolLM-135M, TinyLlama/TinyLlama-1.1B-Chat-v1.0, \
+            meta-llama/Llama-3.2-1B, meta-llama/Llama-3.2-3B, meta-llama/Llama-3.1-8B, \
+            Qwen/Qwen2.5-0.5B, Qwen/Qwen2.5-1.5B, Qwen/Qwen2.5-7B, Qwen/Qwen3-0.6B, \
+            Qwen/Qwen3-1.7B, Qwen/Qwen3-8B, mistralai/Mistral-7B-v0.3, \
+            microsoft/Phi-3-mini-4k-instruct, google/gemma-2-2b, google/gemma-2-9b. \
             Equal calls return the same node, so a model is loaded once per cycle for all the \
             runs that use it.",
         returns: "a model (pass it to `quantize` or `infer`)",

@@ -72,7 +72,8 @@ pub(crate) struct LlamaConfig {
     /// must agree when both are present. Default: no scaling.
     pub rope: RopeConfig,
     /// Whether the output projection reuses the token embedding table (no `lm_head.weight`
-    /// in the checkpoint). `tie_word_embeddings`; default `false`.
+    /// in the checkpoint). `tie_word_embeddings`; default the family's transformers default
+    /// (`true` for Gemma 2, `false` for the others).
     pub tie_word_embeddings: bool,
     /// Number of token ids (rows of the embedding table, columns of the logits).
     /// `vocab_size`.
@@ -126,8 +127,7 @@ struct RawConfig {
     rope_theta: Option<f64>,
     rope_scaling: Option<Value>,
     rope_parameters: Option<Value>,
-    #[serde(default)]
-    tie_word_embeddings: bool,
+    tie_word_embeddings: Option<bool>,
     vocab_size: usize,
     max_position_embeddings: usize,
     bos_token_id: Option<u32>,
@@ -237,7 +237,7 @@ impl LlamaConfig {
                 "num_attention_heads ({num_heads}) is not a multiple of num_key_value_heads ({num_kv_heads})"
             )));
         }
-        let head_dim = match raw.head_dim {
+        let head_dim = match raw.head_dim.or(family.default_head_dim()) {
             Some(d) => positive("head_dim", d)?,
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => {
@@ -251,7 +251,11 @@ impl LlamaConfig {
                 "head_dim ({head_dim}) must be even for rotary embeddings"
             )));
         }
-        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(DEFAULT_RMS_NORM_EPS);
+        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(
+            family
+                .default_rms_norm_eps()
+                .unwrap_or(DEFAULT_RMS_NORM_EPS),
+        );
         if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
             return Err(invalid(format!(
                 "rms_norm_eps ({rms_norm_eps}) must be positive"
@@ -304,7 +308,9 @@ impl LlamaConfig {
             head_dim,
             rms_norm_eps,
             rope,
-            tie_word_embeddings: raw.tie_word_embeddings,
+            tie_word_embeddings: raw
+                .tie_word_embeddings
+                .unwrap_or(family.default_tie_word_embeddings()),
             vocab_size,
             max_position_embeddings,
             bos_token_id: raw.bos_token_id,

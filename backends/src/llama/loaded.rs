@@ -116,7 +116,7 @@ pub(crate) fn load_llama<B: Backend>(
     };
     let info = |config: &LlamaConfig, compute: String, weight_bytes: i64| ModelInfo {
         name: source.name.clone(),
-        architecture: "llama".into(),
+        architecture: config.arch.family.model_type().into(),
         compute,
         parameters,
         weight_bytes: weight_bytes.max(0) as u64,

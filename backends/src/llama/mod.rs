@@ -25,6 +25,8 @@ mod spinning;
 mod weights;
 
 pub(crate) use burn_quant::BurnQuantFormats;
+#[cfg(test)]
+pub(crate) use config::LlamaConfig;
 pub(crate) use files::ModelFiles;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub(crate) use loaded::AdapterInfo;
@@ -32,3 +34,5 @@ pub(crate) use loaded::{PassChoice, load_llama};
 pub(crate) use spinning::as_step_owner;
 #[cfg(test)]
 pub(crate) use spinning::is_step_owner;
+#[cfg(test)]
+pub(crate) use weights::parameter_count;

@@ -67,6 +67,22 @@ impl Family {
         }
     }
 
+    /// transformers' default for `tie_word_embeddings` in this family's config class.
+    pub(crate) fn default_tie_word_embeddings(self) -> bool {
+        self == Family::Gemma2
+    }
+
+    /// transformers' default `head_dim` where the config class has one of its own (Gemma 2:
+    /// 256), else `None` (`hidden_size / num_attention_heads`).
+    pub(crate) fn default_head_dim(self) -> Option<usize> {
+        (self == Family::Gemma2).then_some(256)
+    }
+
+    /// transformers' default `rms_norm_eps` where it differs from Llama's 1e-6 (Phi-3: 1e-5).
+    pub(crate) fn default_rms_norm_eps(self) -> Option<f64> {
+        (self == Family::Phi3).then_some(1e-5)
+    }
+
     /// The family whose `model_type` is `name`.
     pub(crate) fn from_model_type(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.model_type() == name)
