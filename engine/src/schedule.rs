@@ -153,6 +153,15 @@ impl Schedule {
         })
     }
 
+    /// What each of `count` shards runs, to show before submitting `count` tasks
+    /// (`llmeff plan --shards`): cut by [`Schedule::shard`], as the tasks cut it.
+    pub fn shard_listing(&self, count: usize) -> ShardListing<'_> {
+        ShardListing {
+            schedule: self,
+            count,
+        }
+    }
+
     /// Number of model loads this schedule performs.
     pub fn loads(&self) -> usize {
         let mut loads = 0;
@@ -222,6 +231,80 @@ impl Shard {
         let start = |i: usize| i * size + i.min(extra);
         let index = self.index.min(count);
         start(index)..start((index + 1).min(count))
+    }
+}
+
+/// Each of `count` shards of a schedule with its loads and runs (see
+/// [`Schedule::shard_listing`]). Executions are numbered by their place in the whole schedule,
+/// as its `Display` numbers them, so each line points back to the schedule's.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardListing<'a> {
+    schedule: &'a Schedule,
+    count: usize,
+}
+
+impl fmt::Display for ShardListing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.count.max(1);
+        writeln!(
+            f,
+            "Shards: {} executions in {count} tasks (sbatch --array=0-{}, or llmeff run --shard I/{count})",
+            self.schedule.items.len(),
+            count - 1
+        )?;
+        if let Some(warning) = self.schedule.shard_warning(count) {
+            writeln!(f, "  warning: {warning}")?;
+        }
+        let position: HashMap<(StageId, usize), usize> = self
+            .schedule
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| ((item.run.id, item.cycle), i + 1))
+            .collect();
+        // With more shards than executions the last ones get nothing: one line for them all,
+        // however many were asked for.
+        let total = self.schedule.items.len();
+        for index in 0..count.min(total) {
+            let part = self.schedule.clone().shard(Shard { index, count });
+            writeln!(
+                f,
+                "  shard {index}/{count}: {} executions, {} loads",
+                part.items.len(),
+                part.loads()
+            )?;
+            let mut previous = None;
+            for item in &part.items {
+                let key = (item.cycle, item.run.load_id);
+                if previous != Some(key) {
+                    writeln!(
+                        f,
+                        "    cycle {} load {} {} {} on {}",
+                        item.cycle,
+                        item.run.load_id,
+                        item.run.load.model,
+                        item.run.load.dtype,
+                        item.run.load.device
+                    )?;
+                }
+                previous = Some(key);
+                let at = position
+                    .get(&(item.run.id, item.cycle))
+                    .copied()
+                    .unwrap_or_default();
+                writeln!(f, "      {at:>4} run {}", item.run.id)?;
+            }
+        }
+        match count - count.min(total) {
+            0 => {}
+            1 => writeln!(f, "  shard {total}/{count}: nothing to run")?,
+            _ => writeln!(
+                f,
+                "  shards {total} to {} (of {count}): nothing to run",
+                count - 1
+            )?,
+        }
+        Ok(())
     }
 }
 

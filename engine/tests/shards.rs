@@ -171,3 +171,13 @@ fn more_shards_than_executions_is_warned_about() {
     let empty: Vec<usize> = (0..10).filter(|&i| parts[i].items.is_empty()).collect();
     assert_eq!(empty, [8, 9]);
 }
+
+#[test]
+fn the_shard_listing_shows_what_each_task_runs() {
+    // `llmeff plan experiments/grid.rhai --shards 6`, the README's Slurm example: more tasks
+    // than load groups, each task's loads and runs numbered as the schedule numbers them.
+    let grid = Schedule::from_plan(&plan_of("grid"));
+    let single = Schedule::from_plan(&plan_of("single"));
+    let text = format!("{}{}", grid.shard_listing(6), single.shard_listing(3));
+    insta::assert_snapshot!("shard_listing", text);
+}

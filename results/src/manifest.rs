@@ -29,6 +29,13 @@ pub struct Manifest {
     pub placement: Option<String>,
     /// Every run's hash and its full configuration.
     pub runs: BTreeMap<String, serde_json::Value>,
+    /// The shard count the study's last sharded run split it into (`--shard I/N`, a Slurm
+    /// array, an Indexed Job): a batch-system task of another count is refused, since it
+    /// would run another slice than the one a task of this layout left unfinished. `None`
+    /// when never sharded, and in manifests written before layouts were kept. Not part of the
+    /// plan: never a change of plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
     /// Every machine the study ran on, in the order they were first seen (manifests written
     /// before machines were kept hold a single object: it reads as a one-machine list).
     #[serde(deserialize_with = "one_or_many_machines")]
@@ -248,6 +255,7 @@ mod tests {
             script: "s.rhai".into(),
             cycles,
             placement: None,
+            shards: None,
             runs: runs
                 .iter()
                 .map(|r| (r.to_string(), serde_json::json!({})))

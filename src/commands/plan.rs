@@ -1,11 +1,12 @@
-//! `llmeff plan`: print what a script would run.
+//! `llmeff plan`: print what a script would run, and with `--shards N` what each of N batch
+//! tasks would run.
 
 use std::process::ExitCode;
 
 use crate::Failure;
 use crate::cli::{PlanArgs, PlanFormat};
 use api::runtime::Runtime;
-use engine::schedule::Schedule;
+use engine::schedule::{Schedule, Shard};
 
 /// Prints the plan in the requested format.
 pub fn run(args: PlanArgs) -> Result<ExitCode, Failure> {
@@ -13,17 +14,62 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, Failure> {
     match args.format {
         PlanFormat::Text => {
             print!("{plan}");
-            print!("{}", Schedule::from_plan(&plan));
+            let schedule = Schedule::from_plan(&plan);
+            print!("{schedule}");
+            if let Some(count) = args.shards {
+                print!("{}", schedule.shard_listing(count));
+            }
             print!("{}", memory_lines(&plan));
+        }
+        PlanFormat::Dot if args.shards.is_some() => {
+            return Err(Failure::input(
+                "--shards lists each task's runs in text or json, not dot: drop --shards or use --format text",
+            ));
         }
         PlanFormat::Dot => print!("{}", plan.to_dot()),
         PlanFormat::Json => {
-            let text = serde_json::to_string_pretty(&plan.to_json())
+            let mut json = plan.to_json();
+            if let (Some(count), Some(object)) = (args.shards, json.as_object_mut()) {
+                let schedule = Schedule::from_plan(&plan);
+                object.insert("shards".into(), shards_json(&schedule, count));
+            }
+            let text = serde_json::to_string_pretty(&json)
                 .map_err(|e| Failure::work(format!("cannot render plan: {e}")))?;
             println!("{text}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--shards N` in the JSON plan: per shard its index, count, loads and executions (full run
+/// hashes, as the `run_hash` column holds them, and cycles).
+fn shards_json(schedule: &Schedule, count: usize) -> serde_json::Value {
+    let total = schedule.items.len();
+    let shards: Vec<serde_json::Value> = (0..count)
+        .map(|index| {
+            // Shards past the executions are empty: not cut, so a large count stays cheap.
+            let part = if index < total {
+                schedule.clone().shard(Shard { index, count })
+            } else {
+                Schedule {
+                    items: Vec::new(),
+                    ..schedule.clone()
+                }
+            };
+            let executions: Vec<serde_json::Value> = part
+                .items
+                .iter()
+                .map(|i| serde_json::json!({ "run": i.run.id.hex(), "cycle": i.cycle }))
+                .collect();
+            serde_json::json!({
+                "index": index,
+                "count": count,
+                "loads": part.loads(),
+                "executions": executions,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(shards)
 }
 
 /// Prompt length assumed when a run does not cap it: prompts are only tokenised when run.

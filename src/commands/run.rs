@@ -10,10 +10,10 @@ use crate::cli::RunArgs;
 use crate::table::{ProgressDisplay, StudyConsole, Verbosity};
 use api::runtime::Runtime;
 use engine::plan::Plan;
-use engine::schedule::{Shard, parse_shard};
+use engine::schedule::parse_shard;
 use study::{
     BuildInfo, Provenance, ScriptOrigin, StudyError, StudyOptions, StudyResult, StudySession,
-    shard_from_env,
+    TaskShard, shard_from_env,
 };
 
 /// How a study execution reports to the terminal, and what can stop it.
@@ -53,7 +53,7 @@ pub fn execute_plan(
     plan: &Plan,
     origin: &ScriptOrigin<'_>,
     out: &Path,
-    shard: Option<Shard>,
+    shard: Option<TaskShard>,
     force: bool,
     console: Console<'_>,
 ) -> Result<StudyResult, Failure> {
@@ -112,19 +112,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         path: &path,
         text: &text,
     };
-    let from_env = || shard_from_env(|name| std::env::var(name).ok());
-    let shard_text = match args.shard.clone() {
-        Some(text) => Some(text),
-        None => from_env().map_err(|e| Failure::input(e.to_string()))?,
-    };
-    let shard = match shard_text {
-        Some(text) => Some(parse_shard(&text).ok_or_else(|| {
+    let shard = match &args.shard {
+        Some(text) => Some(TaskShard::flag(parse_shard(text).ok_or_else(|| {
             Failure::input(format!(
                 "invalid shard `{text}`: expected I/N with 0 <= I < N <= {}",
                 engine::schedule::MAX_SHARDS
             ))
-        })?),
-        None => None,
+        })?)),
+        None => shard_from_env(|name| std::env::var(name).ok())
+            .map_err(|e| Failure::input(e.to_string()))?,
     };
     let verbosity = match (args.quiet, args.verbose) {
         (true, _) => Verbosity::Quiet,

@@ -8,6 +8,7 @@ use results::{Machine, Manifest, Store, StoreError};
 
 use crate::error::StudyError;
 use crate::observer::StudyNote;
+use crate::shard::{ShardLayoutError, TaskShard};
 
 /// Where a plan came from, for the study manifest.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,9 @@ pub struct Claim<'a> {
     pub force: bool,
     /// This machine, added to the machines the study ran on.
     pub machine: Machine,
+    /// The shard this invocation runs, recorded as the study's layout; `None` for the whole
+    /// study, which keeps the layout recorded.
+    pub shard: Option<TaskShard>,
     /// Now, seconds since the Unix epoch: the manifest's creation time and the
     /// `superseded/<label>/` folder's name.
     pub now_unix_s: f64,
@@ -40,6 +44,10 @@ pub struct Claim<'a> {
 /// move to `superseded/<label>/`; runs stored on burn-flex under the retired
 /// `LLMEFF_CPU_FORWARD` move too, even where the plan still holds them, since their hashes name
 /// the default pass they were not measured on.
+///
+/// A shard named by a batch system whose count differs from the shard layout the manifest
+/// records is refused ([`TaskShard::fits_layout`]) unless the plan changed or `force` is set;
+/// a sharded run records its count as the layout.
 pub fn claim_study(
     store: &Store,
     plan: &Plan,
@@ -57,6 +65,7 @@ pub fn claim_study(
         script: claim.origin.path.to_string(),
         cycles: plan.study.cycles,
         placement: Some(plan.study.placement.name().to_string()),
+        shards: claim.shard.as_ref().map(|t| t.shard.count),
         runs,
         environment: Vec::new(),
         legacy_cpu_forward: None,
@@ -76,6 +85,22 @@ pub fn claim_study(
         // The machines the stored results were measured on stay listed whatever changed:
         // superseded results keep them in the record too.
         manifest.environment = old.environment.clone();
+        if change.is_none() {
+            if let (Some(task), Some(recorded)) = (&claim.shard, old.shards)
+                && !claim.force
+                && !task.fits_layout(recorded)
+            {
+                return Err(StudyError::ShardLayout(ShardLayoutError {
+                    study: plan.study.name.clone(),
+                    dir: store.dir().to_path_buf(),
+                    recorded,
+                    task: task.clone(),
+                }));
+            }
+            // A run of the whole study keeps the layout its tasks left; a changed plan is
+            // laid out afresh by whoever shards it next.
+            manifest.shards = manifest.shards.or(old.shards);
+        }
         if change.is_none() || change.is_pure_addition() {
             manifest.created_unix_s = old.created_unix_s;
             if change.is_pure_addition() {
@@ -154,6 +179,7 @@ mod tests {
             },
             force,
             machine: Machine::new(serde_json::json!({ "hostname": "node-1" }), 1.0),
+            shard: None,
             now_unix_s: 1_700_000_000.0,
         }
     }
@@ -218,6 +244,68 @@ mod tests {
             plan(&[1]).runs()[0].id,
             "placement is not part of a run's identity"
         );
+    }
+
+    /// Task `id` of a Slurm array of `count` tasks starting at `min`.
+    fn array_task(id: usize, count: usize, min: usize) -> TaskShard {
+        let vars = [
+            ("SLURM_ARRAY_TASK_ID", id.to_string()),
+            ("SLURM_ARRAY_TASK_COUNT", count.to_string()),
+            ("SLURM_ARRAY_TASK_MIN", min.to_string()),
+        ];
+        crate::shard::shard_from_env(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn claim_shard(
+        store: &Store,
+        plan: &Plan,
+        shard: Option<TaskShard>,
+        force: bool,
+    ) -> Result<Vec<StudyNote>, StudyError> {
+        let mut notes = Vec::new();
+        let claim = Claim {
+            shard,
+            ..claim(force)
+        };
+        claim_study(store, plan, claim, &mut |n| notes.push(n))?;
+        Ok(notes)
+    }
+
+    #[test]
+    fn an_array_task_of_another_count_than_the_recorded_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let layout = || Manifest::load(store.dir()).unwrap().unwrap().shards;
+        let two = plan(&[1, 2]);
+        claim_shard(&store, &two, Some(array_task(1, 4, 0)), false).unwrap();
+        assert_eq!(layout(), Some(4));
+        // A whole-study run keeps the layout; another task of it is welcome.
+        claim_shard(&store, &two, None, false).unwrap();
+        assert_eq!(layout(), Some(4));
+        claim_shard(&store, &two, Some(array_task(3, 4, 0)), false).unwrap();
+        // Task 2 resubmitted alone (`sbatch --array=2`) is an array of one: refused, as bad
+        // input, naming the shard that resumes it.
+        let err = claim_shard(&store, &two, Some(array_task(2, 1, 2)), false).unwrap_err();
+        assert!(
+            matches!(&err, StudyError::ShardLayout(e) if e.recorded == 4) && err.is_input(),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--shard 2/4"), "{err}");
+        assert_eq!(layout(), Some(4), "a refused task records nothing");
+        // Named with --shard, or forced, a count lays the study out anew.
+        let flag = TaskShard::flag(engine::schedule::parse_shard("2/4").unwrap());
+        claim_shard(&store, &two, Some(flag), false).unwrap();
+        claim_shard(&store, &two, Some(array_task(2, 1, 2)), true).unwrap();
+        assert_eq!(layout(), Some(1));
+        // A plan that adds runs may be laid out in another count without --force.
+        claim_shard(&store, &plan(&[1, 2, 3]), Some(array_task(0, 8, 0)), false).unwrap();
+        assert_eq!(layout(), Some(8));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use engine::record::SinkError;
 use results::StoreError;
 
+use crate::shard::ShardLayoutError;
+
 /// Why a study could not run, or its results could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
@@ -37,6 +39,9 @@ pub enum StudyError {
         /// Stored executions outside the plan.
         foreign: usize,
     },
+    /// A batch-system task's shard count differs from the layout the study folder records.
+    #[error(transparent)]
+    ShardLayout(#[from] ShardLayoutError),
     /// A summary's grouping or statistics do not fit the runs table.
     #[error("{0}")]
     Aggregate(#[source] StoreError),
@@ -57,6 +62,7 @@ impl StudyError {
             StudyError::NoRuns
                 | StudyError::PlannedDifferently { .. }
                 | StudyError::ForeignRuns { .. }
+                | StudyError::ShardLayout(_)
                 | StudyError::Aggregate(_)
         )
     }

@@ -19,5 +19,5 @@ pub use observer::{StudyNote, StudyObserver};
 pub use provenance::{BuildInfo, Provenance};
 pub use quality_cache::StudyReferenceCache;
 pub use session::{StudyOptions, StudyResult, StudySession};
-pub use shard::{ShardEnvError, shard_from_env};
+pub use shard::{ShardEnvError, ShardLayoutError, ShardSource, TaskShard, shard_from_env};
 pub use sink::{StoreSink, replica_row, run_row};

@@ -8,6 +8,8 @@ use engine::execute::{Outcome, Progress};
 use engine::schedule::ShardWarning;
 use results::Row;
 
+use crate::shard::TaskShard;
+
 /// Receives a study session's events, in order.
 pub trait StudyObserver {
     /// A note about the study folder or the study's end.
@@ -23,6 +25,15 @@ pub trait StudyObserver {
 /// A note a study session gives; its `Display` is the line to show.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StudyNote {
+    /// This invocation runs one shard: which, what named it, and its share of the study.
+    ShardSelected {
+        /// The shard and what named it.
+        task: TaskShard,
+        /// Executions in this shard.
+        executions: usize,
+        /// Executions in the whole study.
+        total: usize,
+    },
     /// Sharding cannot split this schedule as asked.
     ShardWarning(ShardWarning),
     /// Temporary files an interrupted run left were removed when the lock was taken.
@@ -84,16 +95,24 @@ pub enum StudyNote {
 }
 
 impl StudyNote {
-    /// True for notes a quiet caller may leave out (the summaries written); the others are
-    /// warnings or the final line.
+    /// True for notes a quiet caller may leave out (the shard run, the summaries written); the
+    /// others are warnings or the final line.
     pub fn is_detail(&self) -> bool {
-        matches!(self, StudyNote::SummaryWritten { .. })
+        matches!(
+            self,
+            StudyNote::ShardSelected { .. } | StudyNote::SummaryWritten { .. }
+        )
     }
 }
 
 impl fmt::Display for StudyNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StudyNote::ShardSelected {
+                task,
+                executions,
+                total,
+            } => write!(f, "{task}: {executions} of the study's {total} executions"),
             StudyNote::ShardWarning(warning) => write!(f, "warning: {warning}"),
             StudyNote::TemporariesRemoved(n) => write!(
                 f,

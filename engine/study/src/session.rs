@@ -10,7 +10,7 @@ use api::meter::MeterProvider;
 use api::runtime::Runtime;
 use engine::execute::{Executor, MonotonicClock, Outcome, Progress};
 use engine::plan::Plan;
-use engine::schedule::{Schedule, Shard};
+use engine::schedule::Schedule;
 use results::{Machine, Row, Store, StudyLock};
 
 use crate::claim::{Claim, ScriptOrigin, claim_study};
@@ -18,6 +18,7 @@ use crate::error::StudyError;
 use crate::observer::{StudyNote, StudyObserver};
 use crate::provenance::Provenance;
 use crate::quality_cache::StudyReferenceCache;
+use crate::shard::TaskShard;
 use crate::sink::StoreSink;
 
 /// What runs and measures a study's runs, and what is recorded about them.
@@ -34,10 +35,11 @@ pub struct StudySession<'a> {
 }
 
 /// How one execution of a plan goes.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct StudyOptions<'a> {
-    /// Run only this shard of the schedule.
-    pub shard: Option<Shard>,
+    /// Run only this shard of the schedule (and what named it, which the study's recorded
+    /// shard layout is checked against).
+    pub shard: Option<TaskShard>,
     /// Supersede stored results of a different plan instead of refusing.
     pub force: bool,
     /// Raised to stop the study; runs finished before stay stored.
@@ -72,14 +74,22 @@ impl StudySession<'_> {
         if schedule.items.is_empty() {
             return Err(StudyError::NoRuns);
         }
-        if let Some(shard) = options.shard {
-            if let Some(warning) = schedule.shard_warning(shard.count) {
+        let shard = options.shard.as_ref().map(|t| t.shard);
+        if let Some(task) = &options.shard {
+            if let Some(warning) = schedule.shard_warning(task.shard.count) {
                 observer.note(&StudyNote::ShardWarning(warning));
             }
-            schedule = schedule.shard(shard);
+            let total = schedule.items.len();
+            schedule = schedule.shard(task.shard);
+            // A batch task's log starts with what it runs, so each log says which slice it was.
+            observer.note(&StudyNote::ShardSelected {
+                task: task.clone(),
+                executions: schedule.items.len(),
+                total,
+            });
         }
         let dir = out.join(&plan.study.name);
-        let lock = match options.shard {
+        let lock = match shard {
             Some(s) => StudyLock::acquire_shard(&dir, s.index, s.count),
             None => StudyLock::acquire(&dir),
         }?;
@@ -101,6 +111,7 @@ impl StudySession<'_> {
             origin,
             force: options.force,
             machine: self.machine(now_unix_s),
+            shard: options.shard.clone(),
             now_unix_s,
         };
         claim_study(&store, plan, claim, &mut |n| observer.note(&n))?;
@@ -110,7 +121,7 @@ impl StudySession<'_> {
         let mut on_stored = |row: &Row| observer.borrow_mut().stored(row);
         let mut sink = StoreSink::new(
             store.clone(),
-            options.shard.map(|s| (s.index, s.count)),
+            shard.map(|s| (s.index, s.count)),
             self.provenance,
         )?
         .with_on_stored(&mut on_stored);
