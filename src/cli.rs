@@ -176,6 +176,10 @@ pub struct RunArgs {
     pub study: Option<String>,
     /// Run only shard I of N (0-based, `I/N`); defaults from SLURM_ARRAY_TASK_ID or
     /// JOB_COMPLETION_INDEX with SLURM_ARRAY_TASK_COUNT / LLMEFF_SHARDS.
+    ///
+    /// A shard from those variables must have the count the study is laid out in (its
+    /// manifest.json records it) unless --force; --shard may name any, e.g. to resume one task
+    /// of an array resubmitted alone (`sbatch --array=2 job.sh ... --shard 2/4`).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Plain log lines instead of a progress bar.
@@ -216,15 +220,26 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// Also show what each of N tasks runs when the study is split into N shards (a Slurm
+    /// array `sbatch --array=0-<N-1>`, an Indexed Job of N completions, or `llmeff run --shard
+    /// I/N`): each shard's loads and runs, in the order it runs them (text and json).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(1..=engine::schedule::MAX_SHARDS as u64)
+    )]
+    pub shards: Option<usize>,
 }
 
 /// Arguments of `llmeff generate`.
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// Model: bundled alias (tiny-stories, tiny-llama3-gqa), local folder, or Hub id
-    /// (org/name, from the Hugging Face cache; HF_HUB_OFFLINE=1 never touches the network).
-    /// With --weights random, the built-in presets need no download: TinyLlama/TinyLlama-1.1B-Chat-v1.0,
-    /// meta-llama/Llama-3.2-1B, meta-llama/Llama-3.2-3B, meta-llama/Llama-3.1-8B, HuggingFaceTB/SmolLM-135M.
+    /// Model: bundled alias (tiny-stories, tiny-llama3-gqa, tiny-qwen2, tiny-qwen3,
+    /// tiny-mistral, tiny-phi3, tiny-gemma2), local folder (a Hugging Face Llama, Mistral, Qwen2,
+    /// Qwen3, Phi-3 or Gemma 2 checkpoint), or Hub id (org/name, from the Hugging Face cache;
+    /// HF_HUB_OFFLINE=1 never touches the network). With --weights random, the built-in presets
+    /// need no download: `llmeff help load` lists them.
     #[arg(long, default_value = "tiny-stories")]
     pub model: String,
     /// Hub revision (branch, tag or commit) of a Hub id.
@@ -242,6 +257,13 @@ pub struct GenerateArgs {
     /// Trained weights or seeded random weights shaped by the model's config.
     #[arg(long, value_parser = ["pretrained", "random"], default_value = "pretrained")]
     pub weights: String,
+    /// Weight-only quantization of the linear layers, in blocks of --block-size (a GGUF file
+    /// stored as Q8_0 or Q4_0 needs the matching int8 or int4 at block 32).
+    #[arg(long, value_parser = ["int8", "int4", "nf4", "fp8"])]
+    pub quantize: Option<String>,
+    /// Weights per quantization block along the input dimension (with --quantize).
+    #[arg(long, default_value_t = 32, requires = "quantize")]
+    pub block_size: usize,
     /// Device: cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

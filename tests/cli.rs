@@ -813,7 +813,7 @@ fn shards_run_disjoint_slices_that_merge_into_the_whole_study() {
 }
 
 #[test]
-fn models_study_runs_full_precision_and_int8_side_by_side() {
+fn models_study_runs_full_precision_int8_and_every_family_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let out = llmeff()
         .current_dir(repo())
@@ -831,7 +831,21 @@ fn models_study_runs_full_precision_and_int8_side_by_side() {
         results::schema::RUN_COLUMNS,
     )
     .unwrap();
-    assert_eq!(rows.len(), 3);
+    // tiny-stories at f32 and int8, and one fixture per family.
+    assert_eq!(rows.len(), 8);
+    let mut families: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match r.get("architecture") {
+            Some(results::Cell::Text(a)) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    families.sort();
+    families.dedup();
+    assert_eq!(
+        families,
+        ["gemma2", "llama", "mistral", "phi3", "qwen2", "qwen3"]
+    );
     let bytes = |q: &str| {
         rows.iter()
             .find(|r| {

@@ -1,6 +1,7 @@
 //! The README's "A short tour" runs top to bottom as written: every shell command of the
 //! section's `sh` blocks runs, in order, against the built binary (`cargo run --release --`
-//! becomes the test's `llmeff`) in a scratch folder holding a copy of `experiments/`, so its
+//! becomes the test's `llmeff`) in a scratch folder holding a copy of `experiments/` and
+//! `models/`, so its
 //! `runs/` and `plan.svg` land there.
 //!
 //! Commands that need Graphviz's `dot` or `python3` with pyarrow are skipped where those are
@@ -117,6 +118,8 @@ fn the_readme_tour_runs_top_to_bottom() {
     let require_tools = std::env::var("LLMEFF_REQUIRE_TOUR_TOOLS").as_deref() == Ok("1");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("experiments"), &dir.path().join("experiments"));
+    // The tour names a bundled model by its folder, `models/<alias>`, as from the repository.
+    copy_dir(&repo().join("models"), &dir.path().join("models"));
     let binary = shell_quote(env!("CARGO_BIN_EXE_llmeff"));
     let mut ran = Vec::new();
     for command in tour_commands(&readme) {
@@ -165,6 +168,8 @@ fn the_readme_tour_runs_top_to_bottom() {
     assert!(ran_with(" help load"), "{ran:?}");
     assert!(ran_with(" repl"), "{ran:?}");
     assert!(ran_with(" run experiments/single.rhai"), "{ran:?}");
+    assert!(ran_with("generate --model models/tiny-gemma2"), "{ran:?}");
+    assert!(dir.path().join("runs/models/runs.parquet").is_file());
     assert!(dir.path().join("runs/single/runs.parquet").is_file());
     assert!(dir.path().join("runs/single/requests").is_dir());
     if ran_with("| dot ") {

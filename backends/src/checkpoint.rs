@@ -1,6 +1,7 @@
-//! Safetensors checkpoints: opening a single `model.safetensors` or a sharded set listed in
-//! `model.safetensors.index.json`, validating headers, and turning one stored tensor into a
-//! host buffer at the run dtype.
+//! Checkpoints: opening a single `model.safetensors`, a sharded set listed in
+//! `model.safetensors.index.json`, or a llama.cpp GGUF file ([`crate::gguf`], its tensors under
+//! their Hugging Face names), validating headers, and turning one stored tensor into a host
+//! buffer at the run dtype.
 //!
 //! Files are memory-mapped so a tensor is copied once (stored dtype to run dtype) rather than
 //! read into memory whole first.
@@ -17,6 +18,7 @@ use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use serde::Deserialize;
 
 use crate::error::{BackendError, FileProblem};
+use crate::gguf::{GgufFile, QuantizedMatrix};
 use crate::host::RunFloat;
 
 /// Name of a single-file checkpoint.
@@ -36,12 +38,22 @@ struct Shard {
     metadata: Metadata,
 }
 
-/// An opened checkpoint: every tensor name mapped to the shard holding it.
+/// An opened checkpoint.
 pub(crate) struct Checkpoint {
     /// The file named in errors about the checkpoint as a whole.
     origin: PathBuf,
-    shards: Vec<Shard>,
-    location: HashMap<String, usize>,
+    storage: Storage,
+}
+
+/// Where a checkpoint's tensors are stored.
+enum Storage {
+    /// Safetensors files: every tensor name mapped to the shard holding it.
+    Safetensors {
+        shards: Vec<Shard>,
+        location: HashMap<String, usize>,
+    },
+    /// A GGUF file, read under Hugging Face names.
+    Gguf(Box<GgufFile>),
 }
 
 #[derive(Deserialize)]
@@ -71,8 +83,10 @@ impl Checkpoint {
                 .collect();
             return Ok(Self {
                 origin: single,
-                shards: vec![shard],
-                location,
+                storage: Storage::Safetensors {
+                    shards: vec![shard],
+                    location,
+                },
             });
         }
         if index.is_file() {
@@ -133,14 +147,46 @@ impl Checkpoint {
         }
         Ok(Self {
             origin: index_path.to_path_buf(),
-            shards,
-            location,
+            storage: Storage::Safetensors { shards, location },
         })
     }
 
-    /// Every tensor name in the checkpoint.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
-        self.location.keys().map(String::as_str)
+    /// Opens a GGUF file. A tensor with no Hugging Face name (an architecture's extra the
+    /// forward pass would ignore) makes it an error here, before anything is loaded.
+    pub(crate) fn open_gguf(path: &Path) -> Result<Self, BackendError> {
+        let gguf = GgufFile::open(path).map_err(|e| invalid(path, FileProblem::Gguf(e)))?;
+        if let Some(name) = gguf.unmapped_tensors().next() {
+            return Err(invalid(
+                path,
+                FileProblem::UnmappedGgufTensor {
+                    tensor: name.to_string(),
+                    architecture: gguf.architecture().to_string(),
+                },
+            ));
+        }
+        Ok(Self {
+            origin: path.to_path_buf(),
+            storage: Storage::Gguf(Box::new(gguf)),
+        })
+    }
+
+    /// Every tensor name in the checkpoint (Hugging Face names, for a GGUF file too).
+    pub(crate) fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.storage {
+            Storage::Safetensors { location, .. } => Box::new(location.keys().map(String::as_str)),
+            Storage::Gguf(gguf) => Box::new(gguf.names()),
+        }
+    }
+
+    /// Tensor `name`'s codes and scales where the file stores it as llama.cpp's Q8_0 or
+    /// Q4_0 (llmeff's int8 or int4 at block 32); `None` for every other storage.
+    pub(crate) fn blocks(&self, name: &str) -> Result<Option<QuantizedMatrix<'_>>, BackendError> {
+        match &self.storage {
+            Storage::Safetensors { .. } => Ok(None),
+            Storage::Gguf(gguf) => gguf
+                .blocks(name)
+                .map_err(|e| invalid(&self.origin, FileProblem::Gguf(e))),
+        }
     }
 
     /// The checkpoint file (or index) as a whole, for error messages.
@@ -165,44 +211,72 @@ impl Checkpoint {
                 },
             )
         };
-        let Some(&shard_idx) = self.location.get(name) else {
-            return Err(missing(&self.origin));
+        let (path, values) = match &self.storage {
+            Storage::Safetensors { shards, location } => {
+                let Some(&shard_idx) = location.get(name) else {
+                    return Err(missing(&self.origin));
+                };
+                let shard = &shards[shard_idx];
+                let info = shard
+                    .metadata
+                    .info(name)
+                    .ok_or_else(|| missing(&shard.path))?;
+                if info.shape != shape {
+                    return Err(invalid(
+                        &shard.path,
+                        FileProblem::TensorShape {
+                            tensor: tensor(),
+                            expected: shape.to_vec(),
+                            found: info.shape.clone(),
+                        },
+                    ));
+                }
+                let bytes = shard.data(info).ok_or_else(|| {
+                    invalid(
+                        &shard.path,
+                        FileProblem::TensorOutsideFile { tensor: tensor() },
+                    )
+                })?;
+                let values =
+                    decode::<E>(info.dtype, bytes).map_err(|UnsupportedStorage(dtype)| {
+                        invalid(
+                            &shard.path,
+                            FileProblem::TensorStorage {
+                                tensor: tensor(),
+                                dtype,
+                            },
+                        )
+                    })?;
+                (shard.path.as_path(), values)
+            }
+            Storage::Gguf(gguf) => {
+                let found = gguf.shape(name).ok_or_else(|| missing(&self.origin))?;
+                if found != shape {
+                    return Err(invalid(
+                        &self.origin,
+                        FileProblem::TensorShape {
+                            tensor: tensor(),
+                            expected: shape.to_vec(),
+                            found: found.to_vec(),
+                        },
+                    ));
+                }
+                // Every GGUF type goes through f32 (exact for F16 and BF16, ggml's own
+                // dequantization for Q8_0/Q4_0), so the only rounding is the one to `E`.
+                let values = gguf
+                    .read_f32(name)
+                    .map_err(|e| invalid(&self.origin, FileProblem::Gguf(e)))?;
+                (
+                    self.origin.as_path(),
+                    values.into_iter().map(E::from_f32).collect(),
+                )
+            }
         };
-        let shard = &self.shards[shard_idx];
-        let info = shard
-            .metadata
-            .info(name)
-            .ok_or_else(|| missing(&shard.path))?;
-        if info.shape != shape {
-            return Err(invalid(
-                &shard.path,
-                FileProblem::TensorShape {
-                    tensor: tensor(),
-                    expected: shape.to_vec(),
-                    found: info.shape.clone(),
-                },
-            ));
-        }
-        let bytes = shard.data(info).ok_or_else(|| {
-            invalid(
-                &shard.path,
-                FileProblem::TensorOutsideFile { tensor: tensor() },
-            )
-        })?;
-        let values = decode::<E>(info.dtype, bytes).map_err(|UnsupportedStorage(dtype)| {
-            invalid(
-                &shard.path,
-                FileProblem::TensorStorage {
-                    tensor: tensor(),
-                    dtype,
-                },
-            )
-        })?;
         if transpose {
             match *shape {
                 [rows, cols] => Ok(transposed(&values, rows, cols)),
                 _ => Err(invalid(
-                    &shard.path,
+                    path,
                     FileProblem::NotAMatrix {
                         tensor: tensor(),
                         shape: shape.to_vec(),

@@ -152,6 +152,19 @@ pub(crate) enum FileProblem {
         /// The index file's name.
         index: &'static str,
     },
+    /// A GGUF file that does not parse, or a tensor in it that cannot be read.
+    #[error("{0}")]
+    Gguf(#[source] crate::gguf::GgufError),
+    /// A GGUF tensor with no counterpart in the Hugging Face model its architecture maps to.
+    #[error(
+        "tensor `{tensor}` of this `{architecture}` GGUF has no Hugging Face counterpart the forward pass computes"
+    )]
+    UnmappedGgufTensor {
+        /// The GGUF tensor's name.
+        tensor: String,
+        /// `general.architecture`.
+        architecture: String,
+    },
     /// A tensor the model needs is not in the checkpoint.
     #[error("missing tensor `{tensor}`")]
     MissingTensor {

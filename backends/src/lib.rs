@@ -10,6 +10,7 @@ mod checkpoint;
 pub mod cores;
 mod device;
 mod error;
+pub(crate) mod gguf;
 mod guard;
 mod handle;
 mod host;

@@ -33,6 +33,9 @@ pub(crate) struct ResolvedSource {
     pub dir: Option<PathBuf>,
     /// Built-in config for a Hub id loaded with random weights.
     pub preset: Option<&'static Preset>,
+    /// A llama.cpp GGUF file holding the config, tokenizer and weights (`dir` and `preset`
+    /// are then `None`).
+    pub gguf: Option<PathBuf>,
     /// Alias, folder name or Hub id.
     pub name: String,
 }
@@ -73,6 +76,7 @@ pub(crate) fn resolve_with(
         Ok(ResolvedSource {
             dir: Some(dir),
             preset: None,
+            gguf: None,
             name,
         })
     };
@@ -85,6 +89,27 @@ pub(crate) fn resolve_with(
         return local(dir, source.to_string());
     }
     let path = Path::new(source);
+    if path.is_file() {
+        let is_gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        if !is_gguf {
+            return Err(not_found(format!(
+                "{} is a file, and the only model file llmeff reads is a llama.cpp `.gguf`; a Hugging Face model is a folder with config.json",
+                path.display()
+            )));
+        }
+        local_only()?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| source.to_string(), |n| n.to_string_lossy().into_owned());
+        return Ok(ResolvedSource {
+            dir: None,
+            preset: None,
+            gguf: Some(path.to_path_buf()),
+            name,
+        });
+    }
     if path.is_dir() {
         if !path.join("config.json").is_file() {
             return Err(not_found(format!(
@@ -101,7 +126,7 @@ pub(crate) fn resolve_with(
     }
     if !is_hub_id(source) {
         return Err(not_found(format!(
-            "not a bundled alias ({}), a folder with config.json, nor a Hugging Face Hub id of the form `org/name`",
+            "not a bundled alias ({}), a folder with config.json, a `.gguf` file, nor a Hugging Face Hub id of the form `org/name`",
             bundled::aliases().collect::<Vec<_>>().join(", ")
         )));
     }
@@ -109,6 +134,7 @@ pub(crate) fn resolve_with(
     let hub_source = |dir, preset| ResolvedSource {
         dir,
         preset,
+        gguf: None,
         name: source.to_string(),
     };
     match (weights, presets::find(source)) {

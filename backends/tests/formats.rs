@@ -11,7 +11,15 @@ use api::runtime::{
 use backends::{BurnModel, LogitPositions};
 use common::*;
 
-const MODELS: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
+const MODELS: [&str; 7] = [
+    "tiny-stories",
+    "tiny-llama3-gqa",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-phi3",
+    "tiny-gemma2",
+];
 
 fn quantized(source: &str, method: QuantMethod, compute: Compute) -> ModelSpec {
     let mut spec = spec(source, DType::F32, WeightsKind::Pretrained, 0);
@@ -85,8 +93,9 @@ fn quantized_formats_on_the_host_kernels_equal_dequantize_then_f32() {
                 "{compute}"
             );
             // burn-flex holds int8 as its own Q8S tensor where blocks of 32 divide the rows
-            // (both models' MLP width, 172, does not: the down projection stays in llmeff's
-            // matrix, and the label says so); the other methods stay in llmeff's matrix.
+            // (the Llama fixtures' MLP width, 172, does not: their down projection stays in
+            // llmeff's matrix, and the label says so); the other methods stay in llmeff's
+            // matrix.
             let burn_compute = &reference.info().compute;
             assert!(
                 burn_compute.starts_with(&format!("burn-flex.w-{}", method.name())),
@@ -94,7 +103,12 @@ fn quantized_formats_on_the_host_kernels_equal_dequantize_then_f32() {
             );
             let burn_held = burn_compute.contains("/b32.burn-q8s");
             assert_eq!(burn_held, method == QuantMethod::Int8, "{burn_compute}");
-            assert!(burn_compute.contains("/b32.dequantized"), "{burn_compute}");
+            let mlp_width = golden(source)["config_json"]["intermediate_size"]
+                .as_u64()
+                .unwrap();
+            if method != QuantMethod::Int8 || !mlp_width.is_multiple_of(32) {
+                assert!(burn_compute.contains("/b32.dequantized"), "{burn_compute}");
+            }
             let (h, r) = (
                 all_logits(&host, &prompts),
                 all_logits(&reference, &prompts),
@@ -108,9 +122,9 @@ fn quantized_formats_on_the_host_kernels_equal_dequantize_then_f32() {
                 // Activations rounded to int8 per 32 columns (int8 and int4 on AVX-512 VNNI):
                 // each moves by at most 1/254 of its group's largest (the kernels' unit tests
                 // hold every product to that bound). Through the layers the logits moved by
-                // 0.27 to 0.54 at most on these models (largest logits 7 to 18) while the
-                // next-token distributions stayed within 0.003 nats (mean KL); the bounds leave
-                // about 2x and 3x.
+                // 0.04 to 0.65 at most on the seven fixtures while the next-token
+                // distributions stayed within 0.0032 nats (mean KL); the bounds leave about
+                // 1.5x and 3x.
                 let kl = mean_kl(&r, &h, 512);
                 eprintln!("  mean KL(dequantize-then-f32 || host) {kl}");
                 assert!(kl < 0.01, "{source} {}: KL {kl}", method.name());
@@ -134,9 +148,9 @@ fn half_precision_on_the_host_kernels_is_close_to_f32() {
             &prompts,
         );
         // Weights rounded to 11 (f16) or 8 (bf16) significant bits, products in f32: the
-        // errors measured on these models (largest logits 7 to 18) were 0.017 to 0.027 (f16)
-        // and 0.08 to 0.11 (bf16); the bounds leave about 2x.
-        for (dtype, tolerance) in [(DType::F16, 0.05), (DType::BF16, 0.25)] {
+        // errors measured on the seven fixtures were 0.004 to 0.035 (f16) and 0.03 to 0.23
+        // (bf16); the bounds leave about 2x.
+        for (dtype, tolerance) in [(DType::F16, 0.07), (DType::BF16, 0.5)] {
             let mut s = spec(source, dtype, WeightsKind::Pretrained, 0);
             s.compute = Compute::Host;
             let model = loaded(&s);
@@ -153,8 +167,10 @@ fn eight_bit_and_half_formats_keep_the_golden_greedy_start() {
     // The golden continuation from transformers (f32). Its smallest top-1/top-2 logit margin is
     // about 0.13 on both models, so only formats whose logit error stays well below that are
     // held to it: int8 and f16 on both, fp8 and bf16 on the trained model only (on the random
-    // one their error reaches the margin and the argmax may flip).
-    for source in MODELS {
+    // one their error reaches the margin and the argmax may flip). The other families' random
+    // fixtures have margins too small to hold any format to (int8 flips tiny-qwen3's first
+    // token); their formats are checked against dequantize-then-f32 above.
+    for source in ["tiny-stories", "tiny-llama3-gqa"] {
         let golden = golden(source);
         let case = &golden["prompts"][0];
         let prompt = vec![ids(&case["input_ids"])];

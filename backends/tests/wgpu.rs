@@ -16,7 +16,23 @@ use common::*;
 /// reductions): the logits agree to a few ulps of their size.
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
-const MODELS: [&str; 2] = ["tiny-stories", "tiny-llama3-gqa"];
+const MODELS: [&str; 7] = [
+    "tiny-stories",
+    "tiny-llama3-gqa",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-phi3",
+    "tiny-gemma2",
+];
+
+/// The models whose greedy continuation is also checked on wgpu.
+const GENERATE: [&str; 4] = [
+    "tiny-stories",
+    "tiny-llama3-gqa",
+    "tiny-mistral",
+    "tiny-gemma2",
+];
 
 fn on_wgpu(source: &str, dtype: DType) -> ModelSpec {
     let mut s = spec(source, dtype, WeightsKind::Pretrained, 0);
@@ -74,6 +90,12 @@ fn golden_logits_and_greedy_tokens_on_wgpu() {
         }
         eprintln!("{name} on wgpu ({adapter}): max abs logit error vs transformers = {worst:e}");
         assert!(worst <= LOGIT_TOLERANCE, "{name}: {worst}");
+        // Each decode step is a new key length, so new kernels for lavapipe to compile: the
+        // greedy continuation runs on the Llama fixtures and the families whose sliding
+        // windows only act during generation; the others' blocks are all in the logits above.
+        if !GENERATE.contains(&name) {
+            continue;
+        }
         let steps = golden["generation"]["max_new_tokens"].as_u64().unwrap() as usize;
         let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["input_ids"])).collect();
         let expected: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["greedy_new_ids"])).collect();

@@ -282,7 +282,10 @@ pub const TOPICS: &[Topic] = &[
             `tiny-qwen3`, `tiny-mistral`, `tiny-phi3`, `tiny-gemma2`: read from \
             `LLMEFF_MODELS_DIR`, else beside the binary or unpacked from its built-in copy into the data folder), a local folder holding a Hugging Face \
             checkpoint of a supported family (`model_type` llama, mistral, qwen2, qwen3, phi3 or \
-            gemma2: `config.json`, `tokenizer.json`, safetensors), or a Hub id (`org/name`) \
+            gemma2: `config.json`, `tokenizer.json`, safetensors), a llama.cpp `.gguf` file of \
+            those families (F32/F16/BF16/Q8_0/Q4_0; a Q8_0 or Q4_0 file runs as \
+            `quantize(load(\"m.gguf\"), #{ method: \"int8\" or \"int4\", block_size: 32 })`, from its \
+            own codes), or a Hub id (`org/name`) \
             found in the Hugging Face cache (`HF_HUB_CACHE`, `HF_HOME`; `HF_HUB_OFFLINE=1` never \
             touches the network). With `weights: \"random\"` these Hub ids need no download at \
             all: HuggingFaceTB/SmolLM-135M, TinyLlama/TinyLlama-1.1B-Chat-v1.0, \
@@ -956,8 +959,8 @@ pub const TOPICS: &[Topic] = &[
         kind: TopicKind::Module,
         signatures: &["import \"models\" as models;"],
         summary: "Model lists for studies.",
-        description: "Hub ids of `original()` need their weights in the Hugging Face cache, or \
-            `weights: \"random\"` (built from their configs, no download).",
+        description: "Hub ids of `original()` and `small_open()` need their weights in the \
+            Hugging Face cache, or `weights: \"random\"` (built from their configs, no download).",
         returns: "",
         options: &[],
         functions: &[
@@ -968,9 +971,22 @@ pub const TOPICS: &[Topic] = &[
                  1B and 3B, Llama 3.1 8B), as Hub ids.",
             ),
             func(
+                "small_open",
+                "models::small_open()",
+                "Small open models of every supported family (Qwen2.5-0.5B, Qwen3-0.6B, \
+                 Llama-3.2-1B, gemma-2-2b, Phi-3-mini-4k-instruct), as Hub ids.",
+            ),
+            func(
                 "bundled",
                 "models::bundled()",
                 "Models bundled with llmeff: `[\"tiny-stories\"]`.",
+            ),
+            func(
+                "families",
+                "models::families()",
+                "One bundled fixture per model family (tiny-llama3-gqa, tiny-qwen2, tiny-qwen3, \
+                 tiny-mistral, tiny-phi3, tiny-gemma2): random weights, exact against \
+                 transformers.",
             ),
         ],
         example: "import \"models\" as models;\n\

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::Failure;
 use crate::cli::GenerateArgs;
 use api::runtime::{
-    Compute, DType, Decoding, GenerateOptions, ModelSpec, Runtime, RuntimeError, WeightsKind,
+    Compute, DType, Decoding, GenerateOptions, ModelSpec, QuantMethod, Quantization, Runtime,
+    RuntimeError, WeightsKind,
 };
 
 /// The decoding `--temperature`, `--top-k`, `--top-p` and `--seed` ask for, checked as a
@@ -107,7 +108,15 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, Failure> {
         },
         device: args.device.clone(),
         seed: args.seed,
-        quantization: None,
+        // clap's value_parser only admits the methods' names.
+        quantization: args
+            .quantize
+            .as_deref()
+            .and_then(QuantMethod::parse)
+            .map(|method| Quantization {
+                method,
+                block_size: args.block_size,
+            }),
         compute: Compute::Auto,
     };
     let model = runtime.load(&spec).map_err(|e| match e {

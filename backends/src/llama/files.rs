@@ -7,6 +7,8 @@ use api::runtime::RuntimeError;
 use serde_json::Value;
 
 use super::config::{LlamaConfig, TokenIds};
+use crate::error::{BackendError, FileProblem};
+use crate::gguf::GgufFile;
 use crate::source::ResolvedSource;
 use crate::tokenizer::{ByteTokenizer, TOKENIZER_FILE, TextTokenizer};
 
@@ -25,6 +27,9 @@ impl ModelFiles {
     /// Reads them from the source's folder; a preset fills in the config and (byte-level) the
     /// tokenizer where the folder lacks them or there is none.
     pub(crate) fn read(source: &ResolvedSource) -> Result<Self, RuntimeError> {
+        if let Some(path) = &source.gguf {
+            return Self::read_gguf(path);
+        }
         let dir = source.dir.as_deref();
         let missing = |file: &str| RuntimeError::InvalidModelFile {
             path: dir.map_or_else(|| file.to_string(), |d| d.join(file).display().to_string()),
@@ -57,6 +62,29 @@ impl ModelFiles {
         Ok(Self {
             config,
             eos_token_ids,
+            tokenizer,
+        })
+    }
+}
+
+impl ModelFiles {
+    /// The config and tokenizer a GGUF file's metadata implies (the config as the
+    /// `config.json` it stands for, read by the same parser).
+    fn read_gguf(path: &Path) -> Result<Self, RuntimeError> {
+        let problem = |e| BackendError::ModelFile {
+            path: path.to_path_buf(),
+            problem: FileProblem::Gguf(e),
+        };
+        let gguf = GgufFile::open(path).map_err(problem)?;
+        let config_json = gguf.hf_config().map_err(problem)?;
+        let config = LlamaConfig::from_json(
+            &config_json.to_string(),
+            &format!("{} (its metadata as config.json)", path.display()),
+        )?;
+        let tokenizer = TextTokenizer::HuggingFace(Box::new(gguf.tokenizer().map_err(problem)?));
+        Ok(Self {
+            eos_token_ids: config.eos_token_ids.clone(),
+            config,
             tokenizer,
         })
     }
@@ -95,6 +123,7 @@ mod tests {
         let source = ResolvedSource {
             dir: None,
             preset: presets::find(id),
+            gguf: None,
             name: id.to_string(),
         };
         ModelFiles::read(&source).unwrap_or_else(|e| panic!("{id}: {e}"))
@@ -103,13 +132,27 @@ mod tests {
     #[test]
     fn every_preset_has_the_published_parameter_count() {
         // Counted analytically from the shapes (no weights are allocated); these are the
-        // totals `model.num_parameters()` reports for the real checkpoints.
+        // totals `model.num_parameters()` reports for the real checkpoints (tied weights
+        // once). The model cards agree: Qwen3's "0.44B / 1.4B / 6.95B non-embedding" are these
+        // minus the embedding table (twice for the untied 8B); Qwen3-1.7B's repository stores
+        // a copy of its tied head, which is why its safetensors hold 2,031,739,904
+        // (= 1,720,574,976 + 151936 · 2048).
         let expected = [
             ("HuggingFaceTB/SmolLM-135M", 134_515_008u64),
             ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", 1_100_048_384),
             ("meta-llama/Llama-3.2-1B", 1_235_814_400),
             ("meta-llama/Llama-3.2-3B", 3_212_749_824),
             ("meta-llama/Llama-3.1-8B", 8_030_261_248),
+            ("Qwen/Qwen2.5-0.5B", 494_032_768),
+            ("Qwen/Qwen2.5-1.5B", 1_543_714_304),
+            ("Qwen/Qwen2.5-7B", 7_615_616_512),
+            ("Qwen/Qwen3-0.6B", 596_049_920),
+            ("Qwen/Qwen3-1.7B", 1_720_574_976),
+            ("Qwen/Qwen3-8B", 8_190_735_360),
+            ("mistralai/Mistral-7B-v0.3", 7_248_023_552),
+            ("microsoft/Phi-3-mini-4k-instruct", 3_821_079_552),
+            ("google/gemma-2-2b", 2_614_341_888),
+            ("google/gemma-2-9b", 9_241_705_984),
         ];
         assert_eq!(PRESETS.len(), expected.len());
         for (id, count) in expected {
@@ -209,6 +252,7 @@ mod tests {
         let source = ResolvedSource {
             dir: Some(tmp.path().to_path_buf()),
             preset: presets::find("HuggingFaceTB/SmolLM-135M"),
+            gguf: None,
             name: "HuggingFaceTB/SmolLM-135M".into(),
         };
         let files = ModelFiles::read(&source).unwrap();
@@ -229,6 +273,7 @@ mod tests {
         let source = ResolvedSource {
             dir: Some(tmp.path().to_path_buf()),
             preset: None,
+            gguf: None,
             name: "x".into(),
         };
         assert!(matches!(

@@ -15,6 +15,7 @@ use super::weights::{
     LM_HEAD, Role, WeightSource, WeightSpec, checkpoint_layout_f32, layer_norm_names,
     reject_unexpected_tensors, weight_specs,
 };
+use crate::checkpoint::Checkpoint;
 use crate::error::BackendError;
 use kernels::huge_pages::WeightBuffer;
 use kernels::{CodedMatrix, Matrix, MatrixMut, ShapeError, WeightFormat, linear_coded, linear_f32};
@@ -131,6 +132,54 @@ impl HostMatrix {
             rest = tail;
         }
         Self::stored(values, out_features, in_features, format)
+    }
+
+    /// The matrices of a checkpoint that stores them quantized in `format` (a GGUF's Q8_0 or
+    /// Q4_0), rows stacked, from their codes and scales as stored: no f32 copy is made.
+    /// `None` when any part is stored otherwise (it is then read dense and encoded, which for
+    /// the same format gives the same codes).
+    fn from_stored_codes(
+        ckpt: &Checkpoint,
+        names: &[String],
+        format: WeightFormat,
+    ) -> Result<Option<Self>, BackendError> {
+        let mut parts = Vec::with_capacity(names.len());
+        for name in names {
+            match ckpt.blocks(name)? {
+                Some(blocks) if blocks.weight_format() == format => parts.push(blocks),
+                _ => return Ok(None),
+            }
+        }
+        let Some(in_features) = parts.first().map(|p| p.cols()) else {
+            return Ok(None);
+        };
+        if parts.iter().any(|p| p.cols() != in_features) {
+            return Ok(None);
+        }
+        let out_features: usize = parts.iter().map(|p| p.rows()).sum();
+        let code_row = parts[0].code_bytes_per_row();
+        let blocks_per_row = parts[0].blocks_per_row();
+        let mut codes = vec![0u8; out_features * code_row];
+        let mut scales = vec![0f32; out_features * blocks_per_row];
+        let mut row = 0;
+        for part in &parts {
+            let rows = row..row + part.rows();
+            part.copy_into(
+                &mut codes[rows.start * code_row..rows.end * code_row],
+                &mut scales[rows.start * blocks_per_row..rows.end * blocks_per_row],
+            )
+            .map_err(|e| BackendError::ModelFile {
+                path: ckpt.origin().to_path_buf(),
+                problem: crate::error::FileProblem::Gguf(e),
+            })?;
+            row = rows.end;
+        }
+        let coded = CodedMatrix::from_codes(format, out_features, in_features, &codes, scales)?;
+        Ok(Some(Self {
+            stored: Stored::Coded(coded),
+            out_features,
+            in_features,
+        }))
     }
 
     /// `values` (`[out_features, in_features]`) stored in `format`.
@@ -305,10 +354,24 @@ impl HostWeights {
                 _ => Err(BackendError::Internal(format!("`{name}` is not a linear weight")).into()),
             }
         };
+        // A decoder linear the checkpoint stores in the load's quantized format is taken as
+        // stored; any other is read dense and encoded.
+        let linears = |names: &[String]| -> Result<HostMatrix, RuntimeError> {
+            if let (WeightSource::Checkpoint(ckpt), Some(format)) = (source, formats.linear)
+                && let Some(matrix) = HostMatrix::from_stored_codes(ckpt, names, format)?
+            {
+                return Ok(matrix);
+            }
+            let parts = names
+                .iter()
+                .map(|n| linear(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(HostMatrix::stacked(&parts, formats.linear)?)
+        };
         let stacked = |parts: &[LinearRead], format| -> Result<HostMatrix, RuntimeError> {
             Ok(HostMatrix::stacked(parts, format)?)
         };
-        let matrix = |name: &str| stacked(&[linear(name)?], formats.linear);
+        let matrix = |name: &str| linears(&[name.to_string()]);
         let embed_tokens = {
             let (_, spec) = lookup("model.embed_tokens.weight")?;
             let values = WeightBuffer::from_slice(&read("model.embed_tokens.weight")?);
@@ -326,28 +389,22 @@ impl HostWeights {
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("model.layers.{i}");
+            let names = |suffixes: &[&str]| -> Vec<String> {
+                suffixes.iter().map(|n| format!("{p}.{n}.weight")).collect()
+            };
             let (qkv, gate_up) = if arch.fused_projections {
                 (
-                    matrix(&format!("{p}.self_attn.qkv_proj.weight"))?,
-                    matrix(&format!("{p}.mlp.gate_up_proj.weight"))?,
+                    linears(&names(&["self_attn.qkv_proj"]))?,
+                    linears(&names(&["mlp.gate_up_proj"]))?,
                 )
             } else {
                 (
-                    stacked(
-                        &[
-                            linear(&format!("{p}.self_attn.q_proj.weight"))?,
-                            linear(&format!("{p}.self_attn.k_proj.weight"))?,
-                            linear(&format!("{p}.self_attn.v_proj.weight"))?,
-                        ],
-                        formats.linear,
-                    )?,
-                    stacked(
-                        &[
-                            linear(&format!("{p}.mlp.gate_proj.weight"))?,
-                            linear(&format!("{p}.mlp.up_proj.weight"))?,
-                        ],
-                        formats.linear,
-                    )?,
+                    linears(&names(&[
+                        "self_attn.q_proj",
+                        "self_attn.k_proj",
+                        "self_attn.v_proj",
+                    ]))?,
+                    linears(&names(&["mlp.gate_proj", "mlp.up_proj"]))?,
                 )
             };
             let qkv_bias = if arch.qkv_bias {

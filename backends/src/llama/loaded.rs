@@ -3,9 +3,11 @@
 //! `LoadedModel` contract.
 
 use api::runtime::{
-    GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, RuntimeError, WeightsKind,
+    GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, Quantization, RuntimeError,
+    WeightsKind,
 };
 use burn::tensor::backend::Backend;
+use kernels::WeightFormat;
 
 use super::batch::PaddedBatch;
 use super::burn_quant::BurnQuantFormats;
@@ -17,8 +19,9 @@ use super::host_model::HostPass;
 use super::host_weights::{HostFormats, HostWeights};
 use super::memory::{self, MemoryBudget};
 use super::model::BurnPass;
-use super::weights::{LlamaWeights, WeightSource, parameter_count};
+use super::weights::{LM_HEAD, LlamaWeights, Role, WeightSource, parameter_count, weight_specs};
 use crate::checkpoint::Checkpoint;
+use crate::error::BackendError;
 use crate::guard::catch_backend_panic;
 use crate::handle::{ErasedModel, LogitPositions, Logits};
 use crate::host::burn_dtype;
@@ -80,10 +83,11 @@ pub(crate) fn load_llama<B: Backend>(
         });
     }
     let checkpoint = match spec.weights {
-        WeightsKind::Pretrained => match &source.dir {
-            Some(dir) => Some(Checkpoint::open(dir)?),
+        WeightsKind::Pretrained => match (&source.dir, &source.gguf) {
+            (Some(dir), _) => Some(Checkpoint::open(dir)?),
+            (None, Some(file)) => Some(Checkpoint::open_gguf(file)?),
             // Resolution only yields a folderless source for random weights.
-            None => {
+            (None, None) => {
                 return Err(RuntimeError::ModelNotFound {
                     name: source.name.clone(),
                     reason: "pretrained weights need the model's files, not a built-in preset"
@@ -93,6 +97,9 @@ pub(crate) fn load_llama<B: Backend>(
         },
         WeightsKind::Random => None,
     };
+    if let Some(c) = &checkpoint {
+        check_stored_quantization(c, &config, spec.quantization, pass)?;
+    }
     let weight_source = match &checkpoint {
         Some(c) => WeightSource::Checkpoint(c),
         None => WeightSource::Random { seed: spec.seed },
@@ -168,6 +175,79 @@ pub(crate) fn load_llama<B: Backend>(
         pass,
         budget,
     }))
+}
+
+/// A checkpoint whose linear weights are stored quantized (a GGUF's Q8_0 or Q4_0) runs at
+/// that quantization only, and only when the spec says so: the run's `quantization` column
+/// comes from the script, so a file's int8 weights under an unquantized spec would be
+/// recorded as f32, and re-quantizing them to another format would quantize twice. Linears
+/// the file stores dense (llama.cpp keeps rows that are not whole blocks at F16) are quantized
+/// to the same format as the load's other linears.
+///
+/// The host kernels take the stored codes as they are. The burn pass reads the values and
+/// quantizes them again, which gives back Q8_0's codes exactly (both are absmax over 127,
+/// rounded half away from zero) but not Q4_0's (its scale is the signed maximum over −8,
+/// burn's and llmeff's int4 quantizers use absmax over 7): a Q4_0 file runs on the host only.
+fn check_stored_quantization(
+    checkpoint: &Checkpoint,
+    config: &LlamaConfig,
+    quantization: Option<Quantization>,
+    pass: PassChoice,
+) -> Result<(), RuntimeError> {
+    let mut stored: Option<(String, WeightFormat)> = None;
+    for spec in weight_specs(config) {
+        if spec.role != Role::Linear || spec.name == LM_HEAD {
+            continue;
+        }
+        if let Some(blocks) = checkpoint.blocks(&spec.name)? {
+            let format = blocks.weight_format();
+            match &stored {
+                Some((_, first)) if *first != format => {
+                    return Err(RuntimeError::InvalidModelFile {
+                        path: checkpoint.origin().display().to_string(),
+                        reason: format!(
+                            "linear weights stored in two quantized formats ({} and {}): one run has one quantization",
+                            first, format
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => stored = Some((spec.name.clone(), format)),
+            }
+        }
+    }
+    let Some((example, format)) = stored else {
+        return Ok(());
+    };
+    let (method, block) = match format {
+        WeightFormat::Int8 { block } => ("int8", block),
+        WeightFormat::Int4 { block } => ("int4", block),
+        other => {
+            return Err(BackendError::Internal(format!(
+                "a stored quantized format llmeff has no method for: {}",
+                other
+            ))
+            .into());
+        }
+    };
+    let matches = quantization.is_some_and(|q| q.method.name() == method && q.block_size == block);
+    if matches && method == "int4" && pass != PassChoice::Host {
+        return Err(RuntimeError::InvalidInput(format!(
+            "{} stores Q4_0 weights, which only llmeff's host kernels run as stored (compute: \"host\", the CPU's default): burn's int4 would quantize them a second time with another scale",
+            checkpoint.origin().display()
+        )));
+    }
+    if matches {
+        return Ok(());
+    }
+    let asked = quantization.map_or_else(
+        || "no quantization".to_string(),
+        |q| format!("{} with blocks of {}", q.method.name(), q.block_size),
+    );
+    Err(RuntimeError::InvalidInput(format!(
+        "{path} stores its linear weights quantized ({example}: {method}, blocks of {block}) but the load asks for {asked}: load it as `quantize(load(\"{path}\"), #{{ method: \"{method}\", block_size: {block} }})` (`llmeff generate --quantize {method}`) so the run computes and records the file's own quantization",
+        path = checkpoint.origin().display(),
+    )))
 }
 
 impl<P: ForwardPass + 'static> LoadedModel for LoadedLlama<P> {

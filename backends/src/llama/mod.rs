@@ -11,6 +11,8 @@ mod families;
 mod files;
 mod forward;
 mod generation;
+#[cfg(test)]
+mod gguf_load_tests;
 mod host_cache;
 mod host_model;
 mod host_weights;
@@ -25,8 +27,6 @@ mod spinning;
 mod weights;
 
 pub(crate) use burn_quant::BurnQuantFormats;
-#[cfg(test)]
-pub(crate) use config::LlamaConfig;
 pub(crate) use files::ModelFiles;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub(crate) use loaded::AdapterInfo;
@@ -34,5 +34,3 @@ pub(crate) use loaded::{PassChoice, load_llama};
 pub(crate) use spinning::as_step_owner;
 #[cfg(test)]
 pub(crate) use spinning::is_step_owner;
-#[cfg(test)]
-pub(crate) use weights::parameter_count;

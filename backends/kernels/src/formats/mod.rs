@@ -130,6 +130,20 @@ pub enum FormatError {
         /// The block size asked for.
         block: usize,
     },
+    /// Codes or scales given for a matrix do not have its layout's length.
+    #[error("{what}: {got} given, a {rows} × {cols} matrix in this format holds {expected}")]
+    PartLength {
+        /// `codes` or `scales`.
+        what: &'static str,
+        /// Length the layout needs.
+        expected: usize,
+        /// Length given.
+        got: usize,
+        /// Rows of the matrix.
+        rows: usize,
+        /// Columns of the matrix.
+        cols: usize,
+    },
     /// The values do not fill `rows × cols`.
     #[error("{len} values cannot fill a {rows} × {cols} matrix")]
     Length {
@@ -213,6 +227,50 @@ impl CodedMatrix {
             rows,
             cols,
             codes,
+            scales,
+        })
+    }
+
+    /// A matrix from codes and scales already in `format`'s layout, as another quantizer
+    /// wrote them (llama.cpp's Q8_0 and Q4_0 are llmeff's int8 and int4 at block 32): `codes`
+    /// row after row, `cols · bits / 8` bytes each (whole [`GROUP`]s: `cols` a multiple of it,
+    /// the rows need no padding), `scales` `[rows, cols / block]`, each the value of one code
+    /// step. No value is widened: the codes are copied once, into the matrix's buffer.
+    pub fn from_codes(
+        format: WeightFormat,
+        rows: usize,
+        cols: usize,
+        codes: &[u8],
+        scales: Vec<f32>,
+    ) -> Result<Self, FormatError> {
+        let Some(block) = format.block() else {
+            return Err(FormatError::Block { block: 0 });
+        };
+        if block == 0 || !block.is_multiple_of(GROUP) || !cols.is_multiple_of(block) {
+            return Err(FormatError::Block { block });
+        }
+        let row_bytes = cols * format.bits() / 8;
+        for (what, expected, got) in [
+            ("codes", rows * row_bytes, codes.len()),
+            ("scales", rows * (cols / block), scales.len()),
+        ] {
+            if expected != got {
+                return Err(FormatError::PartLength {
+                    what,
+                    expected,
+                    got,
+                    rows,
+                    cols,
+                });
+            }
+        }
+        let mut buffer = WeightBuffer::zeroed(codes.len().div_ceil(4));
+        as_bytes_mut(&mut buffer)[..codes.len()].copy_from_slice(codes);
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            codes: buffer,
             scales,
         })
     }
@@ -408,6 +466,38 @@ mod tests {
                 ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// Codes and scales taken out of an encoded matrix and put back with `from_codes` give the
+    /// same matrix; lengths that disagree with the layout are refused.
+    #[test]
+    fn a_matrix_from_its_own_codes_and_scales_is_the_same_matrix() {
+        let (rows, cols) = (5, 96);
+        let v = values(rows * cols, 11);
+        for format in [
+            WeightFormat::Int8 { block: 32 },
+            WeightFormat::Int4 { block: 32 },
+        ] {
+            let encoded = CodedMatrix::encode(format, &v, rows, cols).unwrap();
+            let codes = &as_bytes(&encoded.codes)[..rows * encoded.row_bytes()];
+            let rebuilt =
+                CodedMatrix::from_codes(format, rows, cols, codes, encoded.scales.clone()).unwrap();
+            let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
+            for r in 0..rows {
+                encoded.dequantize_row(r, &mut a);
+                rebuilt.dequantize_row(r, &mut b);
+                assert_eq!(a, b, "{format:?} row {r}");
+            }
+            assert!(matches!(
+                CodedMatrix::from_codes(format, rows, cols, &codes[1..], encoded.scales.clone()),
+                Err(FormatError::PartLength { what: "codes", .. })
+            ));
+            assert!(matches!(
+                CodedMatrix::from_codes(format, rows, cols, codes, vec![1.0; 3]),
+                Err(FormatError::PartLength { what: "scales", .. })
+            ));
+        }
+        assert!(CodedMatrix::from_codes(WeightFormat::F16, 1, 32, &[0; 64], vec![]).is_err());
     }
 
     const FORMATS: [WeightFormat; 6] = [

@@ -1,5 +1,7 @@
 //! Each family's `config.json` keys read into its building blocks, and the refusals.
 
+#![cfg(test)]
+
 use serde_json::{Value, json};
 
 use super::*;
