@@ -15,13 +15,17 @@ use crate::placement::{InFlight, Placement, Ticket, lanes};
 use crate::plan::RunSpec;
 use crate::prompts;
 use crate::quality_run::{QualityFailure, QualityInputs, ReferenceCache, measure_quality};
-use crate::record::{RecordSink, ReplicaRecord, RunMetrics, RunRecord, RunStatus, SinkError};
+use crate::record::{
+    RecordSink, ReplicaRecord, RunMetrics, RunRecord, RunStatus, ServingMetrics, SinkError,
+};
 use crate::replicas::{ReplicaGpu, cores_of, meter_device, split_between};
 use crate::schedule::{Schedule, ScheduledRun};
-use crate::stage::StageId;
+use crate::serving::{self, ServeStop, ServeWork, ServedRequest};
+use crate::stage::{InferStage, ServeSpec, StageId};
 use api::device::replica_devices;
 use api::meter::{MeterProvider, NoMeters};
 use api::runtime::{GenerateOptions, LoadedModel, Runtime, RuntimeError, StepOutput};
+use api::serving::ServeOptions;
 
 /// A monotonic clock in seconds; tests substitute a scripted one. Replicas read it from their
 /// own threads.
@@ -592,10 +596,28 @@ impl<'a> Executor<'a> {
         models: &mut [Box<dyn LoadedModel>],
     ) -> Result<(RunMetrics, Vec<RequestTiming>, Vec<ReplicaRecord>), RunFailure> {
         let run = &item.run;
-        let encoded = encode_prompts(run, models[0].as_ref())?;
+        let mut encoded = encode_prompts(run, models[0].as_ref())?;
         if encoded.is_empty() {
             return Err(RuntimeError::InvalidInput("the prompt set is empty".into()).into());
         }
+        // A trace sets the requests: their arrivals, prompt lengths and output lengths.
+        let trace = match &run.infer.arrival {
+            crate::stage::ArrivalSpec::Trace { path, time_scale } => Some(
+                crate::trace::read(std::path::Path::new(path), *time_scale)
+                    .map_err(|e| RuntimeError::InvalidInput(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let max_new_tokens: Vec<usize> = match &trace {
+            Some(requests) => {
+                encoded = trace_prompts(&encoded, requests);
+                requests
+                    .iter()
+                    .map(|r| r.output_tokens.clamp(1, run.infer.max_new_tokens))
+                    .collect()
+            }
+            None => vec![run.infer.max_new_tokens; encoded.len()],
+        };
         let options = GenerateOptions {
             max_new_tokens: run.infer.max_new_tokens,
             min_new_tokens: run.infer.min_new_tokens,
@@ -621,8 +643,18 @@ impl<'a> Executor<'a> {
                 .collect()
             })
             .collect();
-        let arrivals = run.infer.arrival.arrivals(encoded.len());
+        let arrivals = match &trace {
+            Some(requests) => requests.iter().map(|r| r.arrival_s).collect(),
+            None => run.infer.arrival.arrivals(encoded.len()),
+        };
         let closed_loop = run.infer.arrival == crate::stage::ArrivalSpec::ClosedLoop;
+        if run.infer.serve.is_some() && replicated {
+            return Err(RuntimeError::InvalidInput(format!(
+                "serve (continuous batching) runs on one device; this run has {} replicas",
+                devices.len()
+            ))
+            .into());
+        }
 
         let meter_device = meter_device(&run.load.device);
         let mut meters = RunMeters::open(self.meters, &meter_device, &run.measure);
@@ -679,6 +711,7 @@ impl<'a> Executor<'a> {
             encoded: &encoded,
             lengths: &lengths,
             arrivals: &arrivals,
+            max_new_tokens: &max_new_tokens,
             run_start,
             closed_loop,
             options: &options,
@@ -756,6 +789,12 @@ impl<'a> Executor<'a> {
                 return Err(f);
             }
             outcomes
+        } else if let Some(spec) = &run.infer.serve {
+            let (outcome, serving) =
+                driver.serve_share(models[0].as_ref(), &work(0, 0, run_start), spec, &run.infer)?;
+            metrics.num_batches = serving.iterations;
+            metrics.serving = Some(serving);
+            vec![outcome]
         } else {
             vec![driver.run_share(
                 models[0].as_ref(),
@@ -832,7 +871,8 @@ impl<'a> Executor<'a> {
             prefill_s: metrics.prefill_s,
             decode_s: metrics.decode_s,
             wall_s: metrics.wall_s,
-            phases_overlap: replicated,
+            // Served iterations interleave prompt passes and decode steps.
+            phases_overlap: replicated || metrics.serving.is_some(),
         });
         if replicated {
             metrics.meters.notes.push(format!(
@@ -1038,6 +1078,8 @@ struct ShareWork<'w> {
     encoded: &'w [Vec<u32>],
     lengths: &'w [usize],
     arrivals: &'w [f64],
+    /// Tokens each request generates at most (a trace's own; else the run's for all).
+    max_new_tokens: &'w [usize],
     run_start: f64,
     closed_loop: bool,
     options: &'w GenerateOptions,
@@ -1100,6 +1142,83 @@ impl Driver<'_> {
         }
     }
 
+    /// Serves the run's requests with continuous batching ([`crate::serving`]) on `model`.
+    /// Energy is not split into prefill and decode: the phases interleave every iteration.
+    fn serve_share(
+        &self,
+        model: &dyn LoadedModel,
+        work: &ShareWork,
+        spec: &ServeSpec,
+        infer: &InferStage,
+    ) -> Result<(ShareOutcome, ServingMetrics), RunFailure> {
+        let options = work.options;
+        let longest = work.lengths.iter().copied().max().unwrap_or(0);
+        let most_new = work.max_new_tokens.iter().copied().max().unwrap_or(0);
+        let mut batch = model.serve(&ServeOptions {
+            max_batch: spec.max_batch,
+            slot_capacity: longest + most_new,
+            min_new_tokens: options.min_new_tokens,
+            stop_at_eos: options.stop_at_eos,
+            decoding: options.decoding.clone(),
+        })?;
+        let kv_cache_bytes = batch.kv_cache_bytes();
+        let served = serving::serve(
+            batch.as_mut(),
+            &ServeWork {
+                prompts: work.encoded,
+                max_new_tokens: work.max_new_tokens,
+                arrivals: work.arrivals,
+                window_start_s: work.run_start,
+                spec,
+            },
+            self.clock,
+            &|| self.check(),
+            &|s| self.wait(s),
+        )
+        .map_err(|stop| match stop {
+            ServeStop::Runtime(e) => RunFailure::Runtime(e),
+            ServeStop::Caller(f) => f,
+        })?;
+        drop(batch);
+        let requests = served
+            .requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| served_timing(i, work.lengths[i], r, work.run_start, work.closed_loop))
+            .collect::<Vec<_>>();
+        let decode_steps: u64 = requests
+            .iter()
+            .map(|r| r.output_tokens.saturating_sub(1) as u64)
+            .max()
+            .unwrap_or(0);
+        let outcome = ShareOutcome {
+            decode_bytes: crate::flops::decode_read_bytes(
+                model.info(),
+                decode_steps,
+                requests
+                    .iter()
+                    .map(|r| (r.input_tokens as u64, r.output_tokens as u64)),
+                work.dtype_bytes,
+            ),
+            requests,
+            prefill_s: served.prefill_s,
+            decode_s: served.decode_s,
+            kv_cache_peak_bytes: kv_cache_bytes,
+            device_memory_peak_bytes: model.device_memory_bytes(),
+            start_s: Some(work.run_start),
+            end_s: served.end_s,
+        };
+        let serving = ServingMetrics {
+            spec: spec.clone(),
+            offered_rate_per_s: infer.arrival.offered_rate_per_s(),
+            iterations: served.iterations,
+            schedule_s: served.schedule_s,
+            idle: served.idle,
+            occupancy: served.occupancy,
+        };
+        Ok((outcome, serving))
+    }
+
     /// Runs a share's batches one after another on `model`. With `meters` (a run on one
     /// device) the energy counters are read at each phase boundary; a replica's GPU, if any,
     /// is read over its own window.
@@ -1134,6 +1253,16 @@ impl Driver<'_> {
             }
             let energy_start = meters.as_ref().map(|m| m.read_energy());
             let mut energy_prefilled = energy_start;
+            // Requests with their own output lengths (a trace) generate, as a static batch
+            // does, until the longest of them ends; each keeps its own tokens only.
+            let caps = &work.max_new_tokens[range.clone()];
+            let longest = caps.iter().copied().max().unwrap_or(options.max_new_tokens);
+            let batch_options = GenerateOptions {
+                max_new_tokens: longest,
+                min_new_tokens: options.min_new_tokens.min(longest),
+                ..options.clone()
+            };
+            let options = &batch_options;
             let mut generation = model.start(batch, options)?;
             let mut steps: Vec<StepOutput> = Vec::with_capacity(options.max_new_tokens);
             let mut ends = Vec::with_capacity(options.max_new_tokens);
@@ -1161,6 +1290,7 @@ impl Driver<'_> {
                 let end = m.read_energy();
                 m.add_decode(before, &end);
             }
+            cap_outputs(&mut steps, caps);
             if let Some(g) = gpu.as_deref_mut() {
                 g.sample();
             }
@@ -1216,6 +1346,83 @@ impl Driver<'_> {
         }
         Ok(out)
     }
+}
+
+/// A served request's timings, as [`crate::latency`] defines them: from its arrival (in a
+/// closed loop, every request arrives when the window opens), its admission taking the place
+/// of a batch's start.
+fn served_timing(
+    index: usize,
+    input_tokens: usize,
+    r: &ServedRequest,
+    window_start_s: f64,
+    closed_loop: bool,
+) -> RequestTiming {
+    let arrival = if closed_loop {
+        window_start_s
+    } else {
+        r.arrival_s
+    };
+    let admitted = if r.admitted_s.is_nan() {
+        arrival
+    } else {
+        r.admitted_s
+    };
+    let first = r.token_s.first().copied();
+    let last = r.token_s.last().copied();
+    let n = r.token_s.len();
+    let ttft_s = first.map_or(0.0, |t| t - arrival);
+    let e2e_s = last.map_or(0.0, |t| t - arrival);
+    RequestTiming {
+        replica: 0,
+        batch_index: r.iteration,
+        request_index: index,
+        input_tokens,
+        output_tokens: n,
+        arrival_s: arrival - window_start_s,
+        queue_s: admitted - arrival,
+        ttft_s,
+        ttft_service_s: first.map_or(0.0, |t| t - admitted),
+        tpot_s: (n >= 2).then(|| (e2e_s - ttft_s) / (n - 1) as f64),
+        e2e_s,
+        inter_token_s: r.token_s.windows(2).map(|w| w[1] - w[0]).collect(),
+        output_ids: r.output_ids.clone(),
+    }
+}
+
+/// Drops each sequence's tokens past its own cap: they were computed (a static batch runs
+/// until its longest sequence ends) but are not the request's output.
+fn cap_outputs(steps: &mut [StepOutput], caps: &[usize]) {
+    let mut seen = vec![0usize; caps.len()];
+    for step in steps {
+        for ((token, seen), &cap) in step.tokens.iter_mut().zip(&mut seen).zip(caps) {
+            if token.is_some() {
+                if *seen >= cap {
+                    *token = None;
+                } else {
+                    *seen += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Each trace request's prompt: the run's prompt `i` (cycled) repeated or cut to the
+/// request's token count. The contents are synthetic; the lengths are the trace's.
+fn trace_prompts(encoded: &[Vec<u32>], requests: &[crate::trace::TraceRequest]) -> Vec<Vec<u32>> {
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let source = &encoded[i % encoded.len()];
+            source
+                .iter()
+                .copied()
+                .cycle()
+                .take(r.input_tokens)
+                .collect()
+        })
+        .collect()
 }
 
 /// The run's prompts as token ids, cut to `max_input_tokens`.

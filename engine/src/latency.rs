@@ -105,6 +105,16 @@ pub fn batch_timings(
         .collect()
 }
 
+/// The requests meeting both targets of `slo` (vLLM's `--goodput`: TTFT from arrival and
+/// TPOT each within its target; an unset target always holds). Goodput is this count per
+/// second of the run.
+pub fn slo_met(requests: &[RequestTiming], slo: &crate::stage::SloSpec) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.output_tokens > 0 && slo.met(r.ttft_s, r.tpot_s))
+        .count()
+}
+
 /// Percentile with linear interpolation between closest ranks (numpy's default).
 /// `q` in [0, 100]; `None` for no values.
 pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
@@ -193,6 +203,44 @@ impl RunLatency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Goodput's count on scripted latencies: both targets must hold, a missing target
+    /// always holds, a one-token request has no TPOT, a request without tokens never counts.
+    #[test]
+    fn slo_counts_requests_meeting_both_targets() {
+        let request = |ttft_s: f64, tpot_s: Option<f64>, output_tokens: usize| RequestTiming {
+            replica: 0,
+            batch_index: 0,
+            request_index: 0,
+            input_tokens: 4,
+            output_tokens,
+            arrival_s: 0.0,
+            queue_s: 0.0,
+            ttft_s,
+            ttft_service_s: ttft_s,
+            tpot_s,
+            e2e_s: ttft_s,
+            inter_token_s: Vec::new(),
+            output_ids: Vec::new(),
+        };
+        let requests = vec![
+            request(0.10, Some(0.02), 5), // meets both
+            request(0.30, Some(0.02), 5), // TTFT too slow
+            request(0.10, Some(0.08), 5), // TPOT too slow
+            request(0.20, None, 1),       // one token: TTFT decides (0.20 <= 0.25)
+            request(0.00, None, 0),       // nothing produced
+        ];
+        let both = crate::stage::SloSpec {
+            ttft_s: Some(0.25),
+            tpot_s: Some(0.05),
+        };
+        assert_eq!(slo_met(&requests, &both), 2);
+        let ttft_only = crate::stage::SloSpec {
+            ttft_s: Some(0.25),
+            tpot_s: None,
+        };
+        assert_eq!(slo_met(&requests, &ttft_only), 3);
+    }
 
     fn step(tokens: &[Option<u32>]) -> StepOutput {
         StepOutput {

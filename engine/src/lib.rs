@@ -5,6 +5,7 @@
 //! models run behind the traits of the `api` crate, and finished runs leave through
 //! [`record::RecordSink`].
 
+mod arrivals;
 pub mod batching;
 pub mod carbon;
 pub mod execute;
@@ -24,7 +25,9 @@ pub mod replicas;
 pub mod resolver;
 pub mod schedule;
 pub mod script;
+pub mod serving;
 pub mod shuffle;
 pub mod stage;
 pub mod suggest;
+pub mod trace;
 pub mod vocabulary;

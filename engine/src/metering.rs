@@ -13,6 +13,30 @@ use std::time::{Duration, Instant};
 use crate::stage::MeasureStage;
 use api::meter::{Domain, EnergyCounter, MeterProvider, Probe, Sample, Source};
 
+/// Joules over `intervals` (seconds after the window opened) from the samples' total power:
+/// each sample's power is its domains' mean over the interval since the previous sample (the
+/// first's since the window opened), charged for the part of that interval inside
+/// `intervals`. `None` when no sample has a power figure.
+pub fn energy_over(samples: &[Sample], intervals: &[(f64, f64)]) -> Option<f64> {
+    let mut any = false;
+    let mut joules = 0.0;
+    let mut from = 0.0;
+    for s in samples {
+        let powers: Vec<f64> = Domain::ALL.iter().filter_map(|d| s.power_w(*d)).collect();
+        if !powers.is_empty() {
+            any = true;
+            let watts: f64 = powers.iter().sum();
+            let inside: f64 = intervals
+                .iter()
+                .map(|&(a, b)| (b.min(s.t_s) - a.max(from)).max(0.0))
+                .sum();
+            joules += watts * inside;
+        }
+        from = s.t_s;
+    }
+    any.then_some(joules)
+}
+
 /// Cumulative joules per domain at one instant (`None`: no counter, or it failed).
 pub type EnergyReading = [Option<f64>; 3];
 
@@ -629,6 +653,29 @@ pub const STEAL_NOTE_PCT: f64 = 5.0;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Idle energy on scripted samples: each sample's power counts over its own interval,
+    /// clipped to the idle intervals.
+    #[test]
+    fn energy_over_intervals_charges_each_samples_power_over_its_overlap() {
+        let sample = |t_s: f64, cpu: f64, ram: Option<f64>| Sample {
+            t_s,
+            power_cpu_w: Some(cpu),
+            power_ram_w: ram,
+            ..Sample::default()
+        };
+        // 0–1 s at 10 W, 1–2 s at 20 W (+5 W RAM), 2–3 s at 30 W.
+        let samples = [
+            sample(1.0, 10.0, None),
+            sample(2.0, 20.0, Some(5.0)),
+            sample(3.0, 30.0, None),
+        ];
+        // Idle 0.5–1.5 s and 2.5–3.0 s: 0.5·10 + 0.5·25 + 0.5·30 = 32.5 J.
+        let joules = energy_over(&samples, &[(0.5, 1.5), (2.5, 3.0)]).unwrap();
+        assert!((joules - 32.5).abs() < 1e-12, "{joules}");
+        assert_eq!(energy_over(&samples, &[]), Some(0.0));
+        assert_eq!(energy_over(&[Sample::default()], &[(0.0, 1.0)]), None);
+    }
     use api::meter::{DevicePeak, MeterError, MeterStatus, NoMeters};
 
     /// A counter whose joules are scripted: each read returns the next value.

@@ -143,6 +143,11 @@ impl OptionMap {
         self.map.get(key).filter(|v| !v.is_unit())
     }
 
+    /// Whether `key` is given (a unit value `()` counts as left out).
+    pub fn is_set(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
     /// A string option.
     pub fn string(&self, key: &str) -> Result<Option<String>, OptionError> {
         match self.get(key) {

@@ -138,9 +138,36 @@ impl RunSpec {
         if let Some(n) = self.prompts.count {
             c.insert("num_prompts", n.to_string());
         }
-        c.insert("batch_size", self.batch.size.to_string());
-        if let Some(t) = self.batch.token_budget {
-            c.insert("token_budget", t.to_string());
+        match &self.infer.serve {
+            // A served run schedules requests one by one: its batch size does not apply.
+            Some(serve) => {
+                c.insert(
+                    "serve",
+                    format!(
+                        "max_batch={} max_batch_tokens={} prefill={}",
+                        serve.max_batch,
+                        serve.max_batch_tokens,
+                        serve.prefill.name()
+                    ),
+                );
+            }
+            None => {
+                c.insert("batch_size", self.batch.size.to_string());
+                if let Some(t) = self.batch.token_budget {
+                    c.insert("token_budget", t.to_string());
+                }
+            }
+        }
+        if let Some(slo) = &self.infer.slo {
+            let target = |t: Option<f64>| t.map_or("-".to_string(), |v| v.to_string());
+            c.insert(
+                "slo",
+                format!(
+                    "ttft_s={} tpot_s={}",
+                    target(slo.ttft_s),
+                    target(slo.tpot_s)
+                ),
+            );
         }
         if self.infer.arrival != crate::stage::ArrivalSpec::ClosedLoop {
             c.insert("arrival", self.infer.arrival.describe());
@@ -171,6 +198,7 @@ impl RunSpec {
                 (Some(v), _) => v.as_str(),
                 (None, "arrival") => "closed_loop",
                 (None, "quantization") => "none",
+                (None, "serve") => "none",
                 (None, _) => "-",
             };
             parts.push(format!("{key}={value}"));
@@ -537,13 +565,24 @@ fn summary(stage: &Stage) -> String {
             Some(t) => format!("size={} token_budget={t}", b.size),
             None => format!("size={}", b.size),
         },
-        Stage::Infer(i) => format!(
-            "max_new_tokens={} decoding={} warmup={} arrival={}",
-            i.max_new_tokens,
-            i.decoding.method(),
-            i.warmup,
-            i.arrival.name()
-        ),
+        Stage::Infer(i) => {
+            let mut text = format!(
+                "max_new_tokens={} decoding={} warmup={} arrival={}",
+                i.max_new_tokens,
+                i.decoding.method(),
+                i.warmup,
+                i.arrival.name()
+            );
+            if let Some(serve) = &i.serve {
+                text.push_str(&format!(
+                    " serve=max_batch:{}/tokens:{}/{}",
+                    serve.max_batch,
+                    serve.max_batch_tokens,
+                    serve.prefill.name()
+                ));
+            }
+            text
+        }
         Stage::Measure(m) => format!("meters={}", m.meters.join(",")),
         Stage::Aggregate(a) => format!("by={} stats={}", a.by.join(","), a.stats.join(",")),
     }

@@ -10,6 +10,8 @@ use crate::latency::RequestTiming;
 use crate::metering::{EnergySource, MeterReport};
 use crate::plan::RunSpec;
 use crate::quality::QualityMetrics;
+use crate::serving::Occupancy;
+use crate::stage::ServeSpec;
 use api::meter::DevicePeak;
 use api::runtime::ModelInfo;
 
@@ -70,6 +72,50 @@ pub struct RunMetrics {
     pub intensity: Option<Intensity>,
     /// Quality against the f32 unquantized reference, when measured (`quality_*` columns).
     pub quality: Option<QualityMetrics>,
+    /// What the continuous-batching scheduler did, for a served run.
+    pub serving: Option<ServingMetrics>,
+}
+
+/// What a served run's scheduler did ([`crate::serving`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingMetrics {
+    /// The scheduler's limits.
+    pub spec: ServeSpec,
+    /// The mean rate the arrival pattern offered, requests per second (`None`: all at once).
+    pub offered_rate_per_s: Option<f64>,
+    /// Iterations run.
+    pub iterations: usize,
+    /// Seconds the scheduler itself took (outside the backend's calls).
+    pub schedule_s: f64,
+    /// Intervals with no request in flight, seconds after the window opened.
+    pub idle: Vec<(f64, f64)>,
+    /// The running batch after each iteration.
+    pub occupancy: Vec<Occupancy>,
+}
+
+impl ServingMetrics {
+    /// Seconds with no request in flight.
+    pub fn idle_s(&self) -> f64 {
+        self.idle.iter().fold(0.0, |sum, (a, b)| sum + (b - a))
+    }
+
+    /// Mean sequences in the running batch over the iterations.
+    pub fn mean_running(&self) -> Option<f64> {
+        (!self.occupancy.is_empty()).then(|| {
+            self.occupancy.iter().map(|o| o.running as f64).sum::<f64>()
+                / self.occupancy.len() as f64
+        })
+    }
+
+    /// The running batch and queue at `t_s` (seconds after the window opened): as left by
+    /// the last iteration that ended by then; empty before the first and while idle.
+    pub fn occupancy_at(&self, t_s: f64) -> (usize, usize) {
+        let idle = self.idle.iter().any(|&(a, b)| a <= t_s && t_s < b);
+        match self.occupancy.iter().rev().find(|o| o.t_s <= t_s) {
+            Some(o) if !idle => (o.running, o.queued),
+            _ => (0, 0),
+        }
+    }
 }
 
 impl RunMetrics {

@@ -15,7 +15,8 @@ use crate::prompts::{self, BUILTIN_SETS};
 use crate::resolver::ModuleResolver;
 use crate::stage::{
     AggregateStage, ArrivalSpec, BatchStage, CarbonSpec, DecodingSpec, InferStage, LoadStage,
-    MeasureStage, PromptSource, PromptsStage, QuantizeStage, Stage, StageId, StageKind,
+    MeasureStage, PrefillMode, PromptSource, PromptsStage, QuantizeStage, ServeSpec, SloSpec,
+    Stage, StageId, StageKind,
 };
 use crate::vocabulary::{self, DEFAULT_METERS, GROUP_BY_COLUMNS, METERS, STATS};
 use api::device::{DeviceName, REPLICA_SEPARATOR};
@@ -399,6 +400,8 @@ fn build_infer(opts: OptionMap) -> Result<InferStage, OptionError> {
             format!("{min_new_tokens} is more than max_new_tokens ({max_new_tokens})"),
         ));
     }
+    let arrival = build_arrival(opts.map("arrival")?)?;
+    let serve = build_serve(opts.map("serve")?)?;
     Ok(InferStage {
         max_new_tokens,
         min_new_tokens,
@@ -407,8 +410,65 @@ fn build_infer(opts: OptionMap) -> Result<InferStage, OptionError> {
         warmup: opts
             .count_at_most("warmup", limits::MAX_WARMUP)?
             .unwrap_or(1),
-        arrival: build_arrival(opts.map("arrival")?)?,
+        arrival,
+        serve,
+        slo: build_slo(opts.map("slo")?)?,
     })
+}
+
+fn build_serve(map: Option<Map>) -> Result<Option<ServeSpec>, OptionError> {
+    let Some(map) = map else {
+        return Ok(None);
+    };
+    let opts = OptionMap::declared("serve", map)?;
+    let max_batch = opts
+        .count_at_most("max_batch", limits::MAX_BATCH_SIZE)?
+        .unwrap_or(16);
+    if max_batch == 0 {
+        return Err(opts.invalid("max_batch", "must be at least 1"));
+    }
+    let max_batch_tokens = opts
+        .count_at_most("max_batch_tokens", limits::MAX_TOKENS)?
+        .unwrap_or(2048);
+    if max_batch_tokens < max_batch {
+        return Err(opts.invalid(
+            "max_batch_tokens",
+            format!(
+                "{max_batch_tokens} cannot hold one decode token for each of max_batch ({max_batch}) sequences"
+            ),
+        ));
+    }
+    let prefill = match opts.choice("prefill", &["whole", "chunked"])? {
+        Some("chunked") => PrefillMode::Chunked,
+        _ => PrefillMode::Whole,
+    };
+    Ok(Some(ServeSpec {
+        max_batch,
+        max_batch_tokens,
+        prefill,
+    }))
+}
+
+fn build_slo(map: Option<Map>) -> Result<Option<SloSpec>, OptionError> {
+    let Some(map) = map else {
+        return Ok(None);
+    };
+    let opts = OptionMap::declared("slo", map)?;
+    let target = |key: &str| -> Result<Option<f64>, OptionError> {
+        match opts.seconds(key)? {
+            Some(v) if v > 0.0 => Ok(Some(v)),
+            Some(v) => Err(opts.invalid(key, format!("must be a positive number, got {v}"))),
+            None => Ok(None),
+        }
+    };
+    let slo = SloSpec {
+        ttft_s: target("ttft_s")?,
+        tpot_s: target("tpot_s")?,
+    };
+    if slo.ttft_s.is_none() && slo.tpot_s.is_none() {
+        return Err(opts.invalid("ttft_s", "an slo needs ttft_s, tpot_s or both"));
+    }
+    Ok(Some(slo))
 }
 
 /// A required, positive duration below [`limits::MAX_SECONDS`].
@@ -442,16 +502,28 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
     };
     let opts = OptionMap::declared("arrival", map)?;
     let pattern = opts
-        .choice("pattern", &["closed_loop", "constant", "poisson", "bursty"])?
+        .choice(
+            "pattern",
+            &[
+                "closed_loop",
+                "constant",
+                "poisson",
+                "bursty",
+                "gamma",
+                "trace",
+            ],
+        )?
         .unwrap_or("closed_loop");
     let allowed: &[&str] = match pattern {
         "constant" => &["pattern", "interval_s"],
         "poisson" => &["pattern", "rate_per_s", "seed"],
         "bursty" => &["pattern", "burst", "off_s"],
+        "gamma" => &["pattern", "rate_per_s", "burstiness", "seed"],
+        "trace" => &["pattern", "path", "time_scale"],
         _ => &["pattern"],
     };
     for key in vocabulary::options_of("arrival").iter().map(|k| k.name) {
-        if !allowed.contains(&key) && opts.float(key).ok().flatten().is_some() {
+        if !allowed.contains(&key) && opts.is_set(key) {
             return Err(opts.invalid(key, format!("does not apply to pattern \"{pattern}\"")));
         }
     }
@@ -463,6 +535,33 @@ fn build_arrival(map: Option<Map>) -> Result<ArrivalSpec, OptionError> {
             rate_per_s: rate(&opts, "rate_per_s")?,
             seed: opts.seed("seed")?.unwrap_or(0),
         },
+        "trace" => {
+            let Some(path) = opts.string("path")? else {
+                return Err(opts.invalid("path", "is required for this pattern"));
+            };
+            let time_scale = opts.float("time_scale")?.unwrap_or(1.0);
+            if !(time_scale.is_finite() && time_scale > 0.0) {
+                return Err(opts.invalid(
+                    "time_scale",
+                    format!("must be a positive number, got {time_scale}"),
+                ));
+            }
+            ArrivalSpec::Trace { path, time_scale }
+        }
+        "gamma" => {
+            let burstiness = opts.float("burstiness")?.unwrap_or(1.0);
+            if !(burstiness.is_finite() && (0.01..=1000.0).contains(&burstiness)) {
+                return Err(opts.invalid(
+                    "burstiness",
+                    format!("must be between 0.01 and 1000, got {burstiness}"),
+                ));
+            }
+            ArrivalSpec::Gamma {
+                rate_per_s: rate(&opts, "rate_per_s")?,
+                burstiness,
+                seed: opts.seed("seed")?.unwrap_or(0),
+            }
+        }
         "bursty" => {
             let burst = opts
                 .count_at_most("burst", limits::MAX_PROMPTS)?
@@ -1296,7 +1395,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "test.rhai:2:9: unknown option `arival` for infer(): did you mean `arrival`? valid options: arrival, decoding, max_new_tokens, min_new_tokens, stop_at_eos, warmup\n  |\n2 | let r = infer(load(\"tiny-stories\"), prompts(\"builtin:chat\"), #{ arival: #{} });\n  |         ^"
+            "test.rhai:2:9: unknown option `arival` for infer(): did you mean `arrival`? valid options: arrival, decoding, max_new_tokens, min_new_tokens, serve, slo, stop_at_eos, warmup\n  |\n2 | let r = infer(load(\"tiny-stories\"), prompts(\"builtin:chat\"), #{ arival: #{} });\n  |         ^"
         );
     }
 

@@ -240,6 +240,24 @@ impl Stage {
                             .value("burst", &burst)
                             .value("off_s", &off_s);
                     }
+                    ArrivalSpec::Trace {
+                        ref path,
+                        time_scale,
+                    } => {
+                        c.value("pattern", "trace")
+                            .value("path", path)
+                            .value("time_scale", &time_scale);
+                    }
+                    ArrivalSpec::Gamma {
+                        rate_per_s,
+                        burstiness,
+                        seed,
+                    } => {
+                        c.value("pattern", "gamma")
+                            .value("rate_per_s", &rate_per_s)
+                            .value("burstiness", &burstiness)
+                            .value("seed", &seed);
+                    }
                 });
                 c.value("kind", "infer")
                     .value("max_new_tokens", &s.max_new_tokens)
@@ -248,6 +266,21 @@ impl Stage {
                     .raw("decoding", &decoding)
                     .value("warmup", &s.warmup)
                     .raw("arrival", &arrival);
+                // Only when set, so runs planned before serving existed keep their hash.
+                if let Some(serve) = &s.serve {
+                    let serve = Canonical::object(|c| {
+                        c.value("max_batch", &serve.max_batch)
+                            .value("max_batch_tokens", &serve.max_batch_tokens)
+                            .value("prefill", serve.prefill.name());
+                    });
+                    c.raw("serve", &serve);
+                }
+                if let Some(slo) = &s.slo {
+                    let slo = Canonical::object(|c| {
+                        c.value("ttft_s", &slo.ttft_s).value("tpot_s", &slo.tpot_s);
+                    });
+                    c.raw("slo", &slo);
+                }
             }
             Stage::Measure(s) => {
                 let carbon = Canonical::object(|c| {
@@ -391,6 +424,28 @@ pub enum ArrivalSpec {
         /// Seconds between bursts.
         off_s: f64,
     },
+    /// Gaps drawn from a gamma distribution of mean `1 / rate_per_s` and shape `burstiness`
+    /// (vLLM's `--burstiness`: 1 is Poisson, below 1 burstier, above 1 more regular; the
+    /// gaps' coefficient of variation is `1 / √burstiness`), seeded.
+    Gamma {
+        /// Mean arrivals per second.
+        rate_per_s: f64,
+        /// The gamma shape.
+        burstiness: f64,
+        /// RNG seed.
+        seed: u64,
+    },
+    /// A recorded trace replayed ([`crate::trace`]): each row's arrival, prompt tokens and
+    /// output tokens (the Azure LLM inference traces' columns load as they are). The trace
+    /// sets the requests: the run's prompts are cycled and cut or repeated to each request's
+    /// length; in fixed batches a batch runs until its longest request ends.
+    Trace {
+        /// The CSV or JSON Lines file, as written in the script (relative: to the working
+        /// directory of `llmeff run`).
+        path: String,
+        /// Multiplies the gaps (0.5 replays twice as fast).
+        time_scale: f64,
+    },
 }
 
 impl ArrivalSpec {
@@ -401,6 +456,8 @@ impl ArrivalSpec {
             ArrivalSpec::Constant { .. } => "constant",
             ArrivalSpec::Poisson { .. } => "poisson",
             ArrivalSpec::Bursty { .. } => "bursty",
+            ArrivalSpec::Gamma { .. } => "gamma",
+            ArrivalSpec::Trace { .. } => "trace",
         }
     }
 
@@ -413,12 +470,38 @@ impl ArrivalSpec {
                 format!("poisson {rate_per_s}/s seed={seed}")
             }
             ArrivalSpec::Bursty { burst, off_s } => format!("bursty {burst} every {off_s} s"),
+            ArrivalSpec::Gamma {
+                rate_per_s,
+                burstiness,
+                seed,
+            } => format!("gamma {rate_per_s}/s burstiness={burstiness} seed={seed}"),
+            ArrivalSpec::Trace {
+                ref path,
+                time_scale,
+            } => format!("trace {path} x{time_scale}"),
         }
     }
 
-    /// Arrival time of each of `n` requests, seconds after the run starts.
+    /// The mean arrival rate the pattern offers, requests per second (`None`: everything at
+    /// once, or bursts whose rate depends on the burst).
+    pub fn offered_rate_per_s(&self) -> Option<f64> {
+        match *self {
+            ArrivalSpec::ClosedLoop => None,
+            ArrivalSpec::Constant { interval_s } => Some(1.0 / interval_s),
+            ArrivalSpec::Poisson { rate_per_s, .. } | ArrivalSpec::Gamma { rate_per_s, .. } => {
+                Some(rate_per_s)
+            }
+            ArrivalSpec::Bursty { burst, off_s } => Some(burst as f64 / off_s),
+            // Known once the trace is read.
+            ArrivalSpec::Trace { .. } => None,
+        }
+    }
+
+    /// Arrival time of each of `n` requests, seconds after the run starts (a trace's are
+    /// read by the executor: all zero here).
     pub fn arrivals(&self, n: usize) -> Vec<f64> {
         match *self {
+            ArrivalSpec::Trace { .. } => vec![0.0; n],
             ArrivalSpec::ClosedLoop => vec![0.0; n],
             ArrivalSpec::Constant { interval_s } => (0..n).map(|i| i as f64 * interval_s).collect(),
             ArrivalSpec::Poisson { rate_per_s, seed } => {
@@ -437,6 +520,24 @@ impl ArrivalSpec {
             }
             ArrivalSpec::Bursty { burst, off_s } => {
                 (0..n).map(|i| (i / burst.max(1)) as f64 * off_s).collect()
+            }
+            ArrivalSpec::Gamma {
+                rate_per_s,
+                burstiness,
+                seed,
+            } => {
+                let mut rng = crate::shuffle::SplitMix64::new(seed);
+                // Scale θ = 1 / (rate · shape): the mean gap is shape · θ = 1 / rate.
+                let scale = 1.0 / (rate_per_s * burstiness);
+                let mut t = 0.0;
+                (0..n)
+                    .map(|i| {
+                        if i > 0 {
+                            t += crate::arrivals::gamma(&mut rng, burstiness) * scale;
+                        }
+                        t
+                    })
+                    .collect()
             }
         }
     }
@@ -518,6 +619,69 @@ pub struct InferStage {
     pub warmup: usize,
     /// Request arrival pattern.
     pub arrival: ArrivalSpec,
+    /// Continuous batching (`serve: #{...}`): requests join and leave the running batch at
+    /// every step; `None` runs the fixed batches of `batch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSpec>,
+    /// The latency targets goodput counts requests against (`slo: #{...}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+}
+
+/// `infer(..., #{ serve: #{...} })`: the iteration-level scheduler's limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServeSpec {
+    /// Sequences the running batch holds at most (KV slots).
+    pub max_batch: usize,
+    /// Tokens one iteration processes at most: one per decoding sequence plus the prompt
+    /// tokens prefilled (vLLM's `max_num_batched_tokens`).
+    pub max_batch_tokens: usize,
+    /// How prompts are prefilled.
+    pub prefill: PrefillMode,
+}
+
+/// How the scheduler runs a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefillMode {
+    /// A request is admitted when its whole prompt fits the iteration's remaining token
+    /// budget, and prefilled in one pass.
+    Whole,
+    /// Prompts are cut to the iteration's remaining budget and prefilled over several
+    /// iterations, beside the running decodes (vLLM's chunked prefill).
+    Chunked,
+}
+
+impl PrefillMode {
+    /// `whole` or `chunked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrefillMode::Whole => "whole",
+            PrefillMode::Chunked => "chunked",
+        }
+    }
+}
+
+/// Latency targets of a request, for goodput (vLLM's `--goodput`): a request counts when
+/// its TTFT and its TPOT are both within their targets (an unset target always holds).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloSpec {
+    /// Arrival to first token, seconds.
+    pub ttft_s: Option<f64>,
+    /// Mean time per output token after the first, seconds.
+    pub tpot_s: Option<f64>,
+}
+
+impl SloSpec {
+    /// Whether a request with these latencies meets both targets (a request with one token
+    /// has no TPOT and meets any TPOT target).
+    pub fn met(&self, ttft_s: f64, tpot_s: Option<f64>) -> bool {
+        self.ttft_s.is_none_or(|t| ttft_s <= t)
+            && match (self.tpot_s, tpot_s) {
+                (Some(target), Some(tpot)) => tpot <= target,
+                _ => true,
+            }
+    }
 }
 
 /// `measure(run, #{...})`: the meters of one run.
@@ -706,6 +870,8 @@ mod tests {
                     decoding: DecodingSpec::Greedy,
                     warmup: 1,
                     arrival: ArrivalSpec::ClosedLoop,
+                    serve: None,
+                    slo: None,
                 }),
             ),
             (
@@ -725,6 +891,8 @@ mod tests {
                         rate_per_s: 5.0,
                         seed: 2,
                     },
+                    serve: None,
+                    slo: None,
                 }),
             ),
             (
@@ -741,6 +909,8 @@ mod tests {
                     },
                     warmup: 2,
                     arrival: ArrivalSpec::Constant { interval_s: 0.25 },
+                    serve: None,
+                    slo: None,
                 }),
             ),
             (
@@ -755,6 +925,8 @@ mod tests {
                         burst: 4,
                         off_s: 1e-7,
                     },
+                    serve: None,
+                    slo: None,
                 }),
             ),
             ("measure", Stage::Measure(MeasureStage::default_for_run())),

@@ -570,6 +570,25 @@ pub const TOPICS: &[Topic] = &[
                 "When requests arrive.",
                 "#{ pattern: \"poisson\", rate_per_s: 5.0 }",
             ),
+            opt(
+                "serve",
+                KeyType::Map,
+                "none (fixed batches)",
+                "",
+                "see `serve`",
+                "Continuous batching: requests join the running batch as they arrive and \
+                 leave at their own end, as serving engines schedule them.",
+                "#{ max_batch: 16, max_batch_tokens: 2048 }",
+            ),
+            opt(
+                "slo",
+                KeyType::Map,
+                "none",
+                "",
+                "see `slo`",
+                "Latency targets; goodput counts the requests per second meeting them.",
+                "#{ ttft_s: 0.5, tpot_s: 0.05 }",
+            ),
         ],
         functions: &[],
         example: "let m = load(\"tiny-stories\");\n\
@@ -643,7 +662,17 @@ pub const TOPICS: &[Topic] = &[
         signatures: &["infer(model, batches, #{ arrival: #{ options } })"],
         summary: "When `infer`'s requests arrive: all at once, or over time.",
         description: "A pattern takes only its own keys: `constant` takes interval_s, \
-            `poisson` rate_per_s and seed, `bursty` burst and off_s; others are rejected.",
+            `poisson` rate_per_s and seed, `bursty` burst and off_s, `gamma` rate_per_s, \
+            burstiness and seed, `trace` path and time_scale; others are rejected. A trace \
+            holds one request per row: its arrival (seconds, or a `YYYY-MM-DD HH:MM:SS.fff` \
+            time), prompt tokens and output tokens, in columns `TIMESTAMP, ContextTokens, \
+            GeneratedTokens` (the public Azure LLM inference traces, loaded as they are) or \
+            `arrival_s, input_tokens, output_tokens`. Its requests replace the prompt set's: \
+            request i's prompt is prompt i (cycled) cut or repeated to its token count (the \
+            contents are synthetic, the lengths are the trace's); it generates at most its \
+            output tokens (at least 1, at most max_new_tokens; with stop_at_eos false, \
+            exactly); in fixed batches a batch runs until its longest request ends, as a static \
+            batch does.",
         returns: "",
         options: &[
             opt(
@@ -651,10 +680,12 @@ pub const TOPICS: &[Topic] = &[
                 KeyType::Str,
                 "\"closed_loop\"",
                 "",
-                "closed_loop, constant, poisson, bursty",
+                "closed_loop, constant, poisson, bursty, gamma, trace",
                 "closed_loop: every request is waiting when the run starts; constant: one \
                  every interval_s; poisson: a seeded Poisson process of rate_per_s; bursty: \
-                 burst requests at once, then off_s of silence.",
+                 burst requests at once, then off_s of silence; gamma: gamma-distributed gaps \
+                 of mean 1/rate_per_s and shape burstiness; trace: the requests of a CSV or \
+                 JSON Lines file.",
                 "\"poisson\"",
             ),
             opt(
@@ -669,20 +700,49 @@ pub const TOPICS: &[Topic] = &[
             opt(
                 "rate_per_s",
                 KeyType::Number,
-                "required by poisson",
+                "required by poisson and gamma",
                 "requests/s",
                 "1/86400 to 1000000",
                 "Mean arrival rate.",
                 "5.0",
             ),
             opt(
+                "burstiness",
+                KeyType::Number,
+                "1.0",
+                "",
+                "0.01 to 1000; gamma only",
+                "Shape of the gamma-distributed gaps (vLLM's --burstiness): 1 is Poisson, \
+                 below 1 burstier, above 1 more regular; the gaps' coefficient of variation \
+                 is 1/sqrt(burstiness).",
+                "0.5",
+            ),
+            opt(
                 "seed",
                 KeyType::Int,
                 "0",
                 "",
-                ">= 0; poisson only",
+                ">= 0; poisson and gamma only",
                 "Seed of the arrival times.",
                 "1",
+            ),
+            opt(
+                "path",
+                KeyType::Str,
+                "required by trace",
+                "",
+                "a readable .csv or .jsonl file; relative to the working directory",
+                "The trace to replay.",
+                "\"traces/azure_conv.csv\"",
+            ),
+            opt(
+                "time_scale",
+                KeyType::Number,
+                "1.0",
+                "",
+                "above 0; trace only",
+                "Multiplies the trace's gaps (0.5 replays twice as fast).",
+                "0.5",
             ),
             opt(
                 "burst",
@@ -708,6 +768,93 @@ pub const TOPICS: &[Topic] = &[
             let p = prompts(\"builtin:chat\", #{ count: 12 });\n\
             infer(m, p, #{ arrival: #{ pattern: \"poisson\", rate_per_s: 5.0, seed: 1 } });\n\
             infer(m, p, #{ arrival: #{ pattern: \"bursty\", burst: 4, off_s: 0.5 } });\n",
+    },
+    Topic {
+        name: "serve",
+        kind: TopicKind::OptionMap,
+        signatures: &["infer(model, prompts, #{ serve: #{ options } })"],
+        summary: "Continuous (iteration-level) batching: the scheduler of vLLM, TGI and \
+            llama.cpp's server.",
+        description: "Requests queue as the arrival pattern delivers them. Every iteration \
+            the running batch admits queued requests (first come, first served) while it has \
+            a free slot and the iteration's token budget allows, prefills them, decodes every \
+            running sequence one token, and retires those that end; a retired sequence's KV \
+            slot goes to the next request. The budget counts one token per decoding sequence \
+            plus the prompt tokens prefilled. With `prefill: \"whole\"` a request is admitted \
+            when its whole prompt fits the remaining budget (a prompt longer than the whole \
+            budget fails the run); `\"chunked\"` cuts prompts to the remaining budget and \
+            prefills them over several iterations beside the decodes. `batch` sizes are \
+            ignored: requests are scheduled one by one.",
+        returns: "",
+        options: &[
+            opt(
+                "max_batch",
+                KeyType::Int,
+                "16",
+                "sequences",
+                "1 to 4096",
+                "Sequences the running batch holds at most (KV slots, reserved up front).",
+                "32",
+            ),
+            opt(
+                "max_batch_tokens",
+                KeyType::Int,
+                "2048",
+                "tokens",
+                "at least max_batch",
+                "Tokens one iteration processes at most (vLLM's max_num_batched_tokens).",
+                "4096",
+            ),
+            opt(
+                "prefill",
+                KeyType::Str,
+                "\"whole\"",
+                "",
+                "whole, chunked",
+                "Prefill a prompt in one pass, or in chunks over several iterations.",
+                "\"chunked\"",
+            ),
+        ],
+        functions: &[],
+        example: "let m = load(\"tiny-stories\");\n\
+            let p = prompts(\"builtin:stories\", #{ count: 32 });\n\
+            infer(m, p, #{ serve: #{ max_batch: 8, max_batch_tokens: 512 },\n\
+            \x20              arrival: #{ pattern: \"poisson\", rate_per_s: 20.0, seed: 1 },\n\
+            \x20              slo: #{ ttft_s: 0.2, tpot_s: 0.02 } });\n",
+    },
+    Topic {
+        name: "slo",
+        kind: TopicKind::OptionMap,
+        signatures: &["infer(model, prompts, #{ slo: #{ options } })"],
+        summary: "Latency targets for goodput (vLLM's --goodput).",
+        description: "A request meets the SLO when its TTFT (from arrival) and its TPOT are \
+            both within their targets; a target left out always holds, and a request with one \
+            token has no TPOT. `goodput_requests_per_s` is the requests meeting it per second \
+            of the run, `slo_attainment_ratio` their share.",
+        returns: "",
+        options: &[
+            opt(
+                "ttft_s",
+                KeyType::Number,
+                "none",
+                "s",
+                "above 0",
+                "Arrival to first token, at most.",
+                "0.5",
+            ),
+            opt(
+                "tpot_s",
+                KeyType::Number,
+                "none",
+                "s",
+                "above 0",
+                "Mean time per output token after the first, at most.",
+                "0.05",
+            ),
+        ],
+        functions: &[],
+        example: "infer(load(\"tiny-stories\"), prompts(\"builtin:chat\", #{ count: 8 }),\n\
+            \x20     #{ slo: #{ ttft_s: 0.1 } });\n",
     },
     Topic {
         name: "measure",
@@ -899,6 +1046,12 @@ pub const TOPICS: &[Topic] = &[
                 "sweep::controlled(base, variations)",
                 "One parameter varied at a time: `base` first, then for each key of \
                  `variations` (sorted) one copy of `base` per value that differs from it.",
+            ),
+            func(
+                "request_rates",
+                "sweep::request_rates(rates, seed)",
+                "A Poisson `arrival` map per rate of `rates` (requests per second), all with \
+                 `seed`: a request-rate sweep for served runs (`serve`).",
             ),
         ],
         example: "import \"sweep\" as sweep;\n\

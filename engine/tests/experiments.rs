@@ -34,6 +34,7 @@ fn every_experiment_plans_and_matches_its_snapshot() {
             "models",
             "parallel",
             "scenarios",
+            "serving",
             "single",
             "suite",
             "wgpu"

@@ -23,7 +23,7 @@ fn script(topic: &str, opts: &str) -> String {
         "prompts" => format!("{};", run("", &map, "", "")),
         "batch" => format!("{};", run("", "", &map, "")),
         "infer" => format!("{};", run("", "", "", &map)),
-        "decoding" | "arrival" => {
+        "decoding" | "arrival" | "serve" | "slo" => {
             format!(
                 "{};",
                 run("", "", "", &format!(", #{{ {topic}: #{{ {opts} }} }}"))
@@ -68,6 +68,13 @@ fn cases(topic: &str, key: &str, example: &str) -> (String, String) {
         ("arrival", "seed") => ("pattern: \"poisson\", rate_per_s: 1.0", None),
         ("arrival", "burst") => ("pattern: \"bursty\", off_s: 1.0", Some("1")),
         ("arrival", "off_s") => ("pattern: \"bursty\", burst: 2", Some("1.0")),
+        ("arrival", "burstiness") => ("pattern: \"gamma\", rate_per_s: 1.0", None),
+        ("arrival", "path") => return trace_cases(&set, "\"other.csv\""),
+        ("arrival", "time_scale") => return trace_cases(&set, "1.0"),
+        // The defaults' neighbours: with 16 slots the budget is 2048 unless set.
+        ("serve", "max_batch_tokens") => ("", Some("1024")),
+        ("slo", "ttft_s") => ("tpot_s: 0.05", None),
+        ("slo", "tpot_s") => ("ttft_s: 0.5", None),
         ("carbon", "region") => ("country: \"SWE\"", None),
         _ => ("", None),
     };
@@ -79,6 +86,21 @@ fn cases(topic: &str, key: &str, example: &str) -> (String, String) {
             .join(", ")
     };
     (join(other.map(|v| format!("{key}: {v}"))), join(Some(set)))
+}
+
+/// A trace pattern with `set` (`path: ...` or `time_scale: ...`) against the same with `other`
+/// for that key.
+fn trace_cases(set: &str, other: &str) -> (String, String) {
+    let key = set.split(':').next().unwrap_or_default();
+    let base = |kv: String| {
+        let path = if key == "path" {
+            String::new()
+        } else {
+            "path: \"t.csv\", ".to_string()
+        };
+        format!("pattern: \"trace\", {path}{kv}")
+    };
+    (base(format!("{key}: {other}")), base(set.to_string()))
 }
 
 /// Sets each declared key to its example, beside the same script without it (or with another

@@ -114,13 +114,67 @@ pub const RUN_COLUMNS: &[Column] = &[
         "arrival",
         Text,
         false,
-        "request arrival pattern: closed_loop (a request arrives when its batch is handed to the engine), constant, poisson, bursty",
+        "request arrival pattern: closed_loop (a request arrives when its batch is handed to the engine), constant, poisson, bursty, gamma, trace",
     ),
     col(
         "arrival_rate_per_s",
         Float,
         true,
-        "poisson: mean arrivals per second",
+        "poisson, gamma: mean arrivals per second",
+    ),
+    col(
+        "arrival_burstiness",
+        Float,
+        true,
+        "gamma: shape of the gaps (vLLM's burstiness; 1 is Poisson, the gaps' CV is 1/sqrt of it)",
+    ),
+    col(
+        "arrival_trace",
+        Text,
+        true,
+        "trace: the replayed file, as the script names it",
+    ),
+    col(
+        "arrival_time_scale",
+        Float,
+        true,
+        "trace: factor on the trace's gaps (0.5 replays twice as fast)",
+    ),
+    col(
+        "offered_rate_per_s",
+        Float,
+        true,
+        "mean request rate the arrival pattern offers (null: closed loop, all at once)",
+    ),
+    col(
+        "serve_max_batch",
+        Int,
+        true,
+        "continuous batching (`serve`): sequences the running batch holds at most; null for fixed batches",
+    ),
+    col(
+        "serve_max_batch_tokens",
+        Int,
+        true,
+        "continuous batching: tokens one iteration processes at most (decodes plus prompt tokens)",
+    ),
+    col(
+        "serve_prefill",
+        Text,
+        true,
+        "continuous batching: whole (a prompt in one pass) or chunked",
+    ),
+    col(
+        "slo_ttft_s",
+        Float,
+        true,
+        "SLO: arrival to first token at most (null: no target)",
+    ),
+    col(
+        "slo_tpot_s",
+        Float,
+        true,
+        "SLO: mean time per output token after the first at most (null: no target)",
     ),
     col(
         "arrival_interval_s",
@@ -144,7 +198,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "arrival_seed",
         Int,
         true,
-        "poisson: seed of the arrival times",
+        "poisson, gamma: seed of the arrival times",
     ),
     col("max_new_tokens", Int, false, "generation cap per prompt"),
     col(
@@ -238,6 +292,42 @@ pub const RUN_COLUMNS: &[Column] = &[
         "(input_tokens + output_tokens) / wall_s",
     ),
     col("requests_per_s", Float, true, "num_requests / wall_s"),
+    col(
+        "goodput_requests_per_s",
+        Float,
+        true,
+        "requests meeting both SLO targets (slo_ttft_s, slo_tpot_s) per second of wall_s (vLLM's goodput); null without an SLO",
+    ),
+    col(
+        "slo_attainment_ratio",
+        Float,
+        true,
+        "share of the requests meeting both SLO targets; null without an SLO",
+    ),
+    col(
+        "serve_iterations",
+        Int,
+        true,
+        "continuous batching: scheduler iterations (each prefills what it admitted and decodes every running sequence once)",
+    ),
+    col(
+        "serve_running_mean",
+        Float,
+        true,
+        "continuous batching: mean sequences in the running batch over the iterations",
+    ),
+    col(
+        "serve_schedule_s",
+        Float,
+        true,
+        "continuous batching: seconds the scheduler itself took, outside the model's calls",
+    ),
+    col(
+        "idle_s",
+        Float,
+        true,
+        "continuous batching: seconds of the window with no request in flight (none running or queued)",
+    ),
     col(
         "ttft_mean_s",
         Float,
@@ -480,6 +570,24 @@ pub const RUN_COLUMNS: &[Column] = &[
         Float,
         true,
         "energy_total_j / output_tokens",
+    ),
+    col(
+        "energy_per_request_j",
+        Float,
+        true,
+        "energy_total_j / num_requests",
+    ),
+    col(
+        "energy_idle_j",
+        Float,
+        true,
+        "continuous batching: energy over the intervals with no request in flight (the samples' total power over those intervals; source energy_total_source)",
+    ),
+    col(
+        "energy_idle_ratio",
+        Float,
+        true,
+        "energy_idle_j / energy_total_j: the share of energy spent with no request in flight",
     ),
     col(
         "carbon_intensity_g_per_kwh",
@@ -747,7 +855,30 @@ pub const REQUEST_COLUMNS: &[Column] = &[
         false,
         "arrival, seconds after the run's timed window opened (closed loop: its batch's start)",
     ),
-    col("queue_s", Float, false, "arrival to batch start"),
+    col(
+        "queue_s",
+        Float,
+        false,
+        "arrival to batch start (continuous batching: to admission into the running batch)",
+    ),
+    col(
+        "admitted_s",
+        Float,
+        false,
+        "when its batch started or (continuous batching) it was admitted, seconds after the window opened",
+    ),
+    col(
+        "first_token_s",
+        Float,
+        true,
+        "when its first token reached the host, seconds after the window opened",
+    ),
+    col(
+        "last_token_s",
+        Float,
+        true,
+        "when its last token reached the host, seconds after the window opened",
+    ),
     col(
         "ttft_s",
         Float,
@@ -782,11 +913,49 @@ pub const REQUEST_COLUMNS: &[Column] = &[
     ),
 ];
 
+/// Columns of `tokens/<hash>-c<cycle>.parquet`: one row per generated token of a run, so
+/// inter-token latency percentiles are over tokens, as vLLM reports them.
+pub const TOKEN_COLUMNS: &[Column] = &[
+    col("run_hash", Text, false, "content hash of the run"),
+    col("cycle_id", Int, false, "0-based repetition"),
+    col("request_index", Int, false, "prompt index within the run"),
+    col(
+        "token_index",
+        Int,
+        false,
+        "0-based position among the request's generated tokens",
+    ),
+    col(
+        "t_s",
+        Float,
+        false,
+        "when the token reached the host, seconds after the window opened",
+    ),
+    col(
+        "itl_s",
+        Float,
+        true,
+        "gap since the request's previous token (inter-token latency); null for its first",
+    ),
+];
+
 /// Columns of `samples/<hash>-c<cycle>.parquet`: the background meter series of a run.
 pub const SAMPLE_COLUMNS: &[Column] = &[
     col("run_hash", Text, false, "content hash of the run"),
     col("cycle_id", Int, false, "0-based repetition"),
     col("t_s", Float, false, "seconds since the timed window opened"),
+    col(
+        "running_requests",
+        Int,
+        true,
+        "continuous batching: sequences in the running batch at t_s (as the last iteration before left it)",
+    ),
+    col(
+        "queued_requests",
+        Int,
+        true,
+        "continuous batching: requests arrived and waiting for a slot at t_s",
+    ),
     col(
         "rss_bytes",
         Int,
@@ -1108,6 +1277,7 @@ mod tests {
             REQUEST_COLUMNS,
             SAMPLE_COLUMNS,
             REPLICA_COLUMNS,
+            TOKEN_COLUMNS,
         ] {
             let mut names: Vec<&str> = columns.iter().map(|c| c.name).collect();
             names.sort_unstable();

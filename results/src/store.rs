@@ -14,7 +14,9 @@ use crate::StoreError;
 use crate::lock::{COMPACTION_TIMEOUT, CompactionLock};
 use crate::parquet_io::{read_rows, write_bytes, write_rows};
 use crate::row::{Cell, Row};
-use crate::schema::{Column, REPLICA_COLUMNS, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS};
+use crate::schema::{
+    Column, REPLICA_COLUMNS, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS, TOKEN_COLUMNS,
+};
 
 /// The compacted per-replica table of a study folder.
 pub const REPLICA_TABLE: &str = "replicas.parquet";
@@ -110,11 +112,14 @@ fn move_into(path: &Path, to_dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(to)
 }
 
+/// The folder of the per-token tables (one file per execution).
+pub const TOKENS_DIR: &str = "tokens";
+
 impl Store {
     /// Opens (creating if needed) the folder of a study.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let dir = dir.into();
-        for sub in ["parts", "requests", "samples"] {
+        for sub in ["parts", "requests", "samples", TOKENS_DIR] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
         }
@@ -195,6 +200,20 @@ impl Store {
             .join("samples")
             .join(format!("{hash}-c{cycle}.parquet"));
         write_rows(&path, SAMPLE_COLUMNS, samples)
+    }
+
+    /// Writes one execution's token rows (`tokens/<hash>-c<cycle>.parquet`), atomically.
+    /// Written before the execution's part, like its samples: a part on disk means its
+    /// tokens are too.
+    pub fn write_tokens(&self, hash: &str, cycle: usize, tokens: &[Row]) -> Result<(), StoreError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let path = self
+            .dir
+            .join(TOKENS_DIR)
+            .join(format!("{hash}-c{cycle}.parquet"));
+        write_rows(&path, TOKEN_COLUMNS, tokens)
     }
 
     /// (run hash, cycle) of every successfully stored execution.
@@ -387,7 +406,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let target = self.dir.join("superseded").join(label);
         let mut moved = 0;
-        for sub in ["parts", "requests", "samples", REPLICA_PARTS] {
+        for sub in ["parts", "requests", "samples", TOKENS_DIR, REPLICA_PARTS] {
             let from_dir = self.dir.join(sub);
             // The replica folder exists only once a replicated run was stored.
             if !from_dir.is_dir() {
@@ -452,7 +471,15 @@ impl Store {
 /// no other process writes the study.
 pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, StoreError> {
     let mut removed = 0;
-    for sub in ["", "parts", "requests", "samples", REPLICA_PARTS, "quality"] {
+    for sub in [
+        "",
+        "parts",
+        "requests",
+        "samples",
+        TOKENS_DIR,
+        REPLICA_PARTS,
+        "quality",
+    ] {
         let folder = dir.join(sub);
         let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,

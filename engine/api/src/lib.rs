@@ -11,3 +11,4 @@
 pub mod device;
 pub mod meter;
 pub mod runtime;
+pub mod serving;

@@ -338,6 +338,19 @@ pub trait LoadedModel: Send {
             model: self.info().name.clone(),
         })
     }
+    /// Sets the model up to serve continuously batched requests ([`crate::serving`]): the KV
+    /// cache of `options.max_batch` slots is reserved here. A model that cannot returns
+    /// [`RuntimeError::Unsupported`].
+    fn serve<'a>(
+        &'a self,
+        options: &crate::serving::ServeOptions,
+    ) -> Result<Box<dyn crate::serving::ServingBatch + 'a>, RuntimeError> {
+        let _ = options;
+        Err(RuntimeError::Unsupported {
+            what: "continuous batching".into(),
+            model: self.info().name.clone(),
+        })
+    }
     /// Bytes the model's device allocator holds in live tensors now (weights, KV cache,
     /// activations), as the runtime's allocator counts them; `None` on the CPU, where the
     /// process's resident memory says it, and where the backend does not tell.

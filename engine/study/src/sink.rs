@@ -5,12 +5,13 @@
 use std::collections::HashSet;
 
 use api::meter::{Domain, Sample};
-use engine::latency::{RequestTiming, RunLatency, percentile};
-use engine::metering::EnergySource;
+use engine::latency::{RequestTiming, RunLatency, percentile, slo_met};
+use engine::metering::{EnergySource, energy_over};
 use engine::record::{RecordSink, ReplicaRecord, RunRecord, SinkError};
 use engine::stage::{ArrivalSpec, DecodingSpec};
 use results::schema::{
     PER_RUN_ENERGY_SOURCE, REPLICA_COLUMNS, REQUEST_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS,
+    TOKEN_COLUMNS,
 };
 use results::{Row, Store, StoreError};
 
@@ -92,6 +93,13 @@ impl RecordSink for StoreSink<'_> {
         self.store
             .write_samples(&record.run_hash, record.cycle, &samples)
             .map_err(wrap)?;
+        let mut tokens = Vec::new();
+        for r in &record.requests {
+            tokens.extend(token_rows(record, r).map_err(wrap)?);
+        }
+        self.store
+            .write_tokens(&record.run_hash, record.cycle, &tokens)
+            .map_err(wrap)?;
         self.store
             .write_run(&run, &requests, &replicas)
             .map_err(wrap)?;
@@ -151,6 +159,19 @@ pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, Store
         .set("config_json", spec.config_json().to_string())?
         .set("llmeff_version", provenance.version.as_str())?;
     set_arrival_columns(&mut row, &spec.infer.arrival)?;
+    row.set(
+        "offered_rate_per_s",
+        spec.infer.arrival.offered_rate_per_s(),
+    )?;
+    if let Some(serve) = &spec.infer.serve {
+        row.set("serve_max_batch", serve.max_batch)?
+            .set("serve_max_batch_tokens", serve.max_batch_tokens)?
+            .set("serve_prefill", serve.prefill.name())?;
+    }
+    if let Some(slo) = &spec.infer.slo {
+        row.set("slo_ttft_s", slo.ttft_s)?
+            .set("slo_tpot_s", slo.tpot_s)?;
+    }
     set_provenance_columns(&mut row, provenance)?;
     if let DecodingSpec::Sample {
         temperature,
@@ -193,6 +214,7 @@ pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, Store
             .set("flops_decode", m.flops_decode)?
             .set("flops_per_s", m.flops_per_s())?;
         set_meter_columns(&mut row, m)?;
+        set_serving_columns(&mut row, record, m)?;
         if let Some(q) = &m.quality {
             row.set("quality_ref", q.reference.as_str())?
                 .set("quality_kl_mean_nats", q.kl_mean_nats)?
@@ -212,6 +234,47 @@ pub fn run_row(record: &RunRecord, provenance: &Provenance) -> Result<Row, Store
     Ok(row)
 }
 
+/// Goodput against the run's SLO, energy per request, and what a served run's scheduler did:
+/// its iterations, mean occupancy, own time, and the time and energy with no request in
+/// flight.
+fn set_serving_columns(
+    row: &mut Row,
+    record: &RunRecord,
+    m: &engine::record::RunMetrics,
+) -> Result<(), StoreError> {
+    let total_j = m.meters.total_j();
+    if let Some(slo) = &record.spec.infer.slo {
+        let met = slo_met(&record.requests, slo);
+        row.set(
+            "goodput_requests_per_s",
+            (m.wall_s > 0.0).then(|| met as f64 / m.wall_s),
+        )?
+        .set(
+            "slo_attainment_ratio",
+            (m.num_requests > 0).then(|| met as f64 / m.num_requests as f64),
+        )?;
+    }
+    row.set(
+        "energy_per_request_j",
+        total_j
+            .filter(|_| m.num_requests > 0)
+            .map(|j| j / m.num_requests as f64),
+    )?;
+    if let Some(serving) = &m.serving {
+        let idle_j = energy_over(&m.meters.samples, &serving.idle);
+        row.set("serve_iterations", serving.iterations)?
+            .set("serve_running_mean", serving.mean_running())?
+            .set("serve_schedule_s", serving.schedule_s)?
+            .set("idle_s", serving.idle_s())?
+            .set("energy_idle_j", idle_j)?
+            .set(
+                "energy_idle_ratio",
+                idle_j.zip(total_j.filter(|j| *j > 0.0)).map(|(i, t)| i / t),
+            )?;
+    }
+    Ok(())
+}
+
 /// The parameters of the run's arrival pattern, each in its own column.
 fn set_arrival_columns(row: &mut Row, arrival: &ArrivalSpec) -> Result<(), StoreError> {
     match *arrival {
@@ -226,6 +289,22 @@ fn set_arrival_columns(row: &mut Row, arrival: &ArrivalSpec) -> Result<(), Store
         ArrivalSpec::Bursty { burst, off_s } => {
             row.set("arrival_burst", burst)?
                 .set("arrival_off_s", off_s)?;
+        }
+        ArrivalSpec::Gamma {
+            rate_per_s,
+            burstiness,
+            seed,
+        } => {
+            row.set("arrival_rate_per_s", rate_per_s)?
+                .set("arrival_burstiness", burstiness)?
+                .set("arrival_seed", seed)?;
+        }
+        ArrivalSpec::Trace {
+            ref path,
+            time_scale,
+        } => {
+            row.set("arrival_trace", path.as_str())?
+                .set("arrival_time_scale", time_scale)?;
         }
     }
     Ok(())
@@ -327,6 +406,11 @@ fn set_meter_columns(row: &mut Row, m: &engine::record::RunMetrics) -> Result<()
 fn sample_row(record: &RunRecord, s: &Sample) -> Result<Row, StoreError> {
     let powers: Vec<f64> = Domain::ALL.iter().filter_map(|d| s.power_w(*d)).collect();
     let mut row = Row::new(SAMPLE_COLUMNS);
+    if let Some(serving) = record.metrics.as_ref().and_then(|m| m.serving.as_ref()) {
+        let (running, queued) = serving.occupancy_at(s.t_s);
+        row.set("running_requests", running)?
+            .set("queued_requests", queued)?;
+    }
     row.set("run_hash", record.run_hash.as_str())?
         .set("cycle_id", record.cycle)?
         .set("t_s", s.t_s)?
@@ -377,6 +461,31 @@ pub fn replica_row(record: &RunRecord, r: &ReplicaRecord) -> Result<Row, StoreEr
     Ok(row)
 }
 
+/// One row per generated token of a request: when it reached the host and the gap since the
+/// request's previous one.
+fn token_rows(record: &RunRecord, r: &RequestTiming) -> Result<Vec<Row>, StoreError> {
+    let mut rows = Vec::with_capacity(r.output_tokens);
+    let mut t = r.arrival_s + r.ttft_s;
+    for index in 0..r.output_tokens {
+        let gap = index
+            .checked_sub(1)
+            .and_then(|g| r.inter_token_s.get(g))
+            .copied();
+        if let Some(gap) = gap {
+            t += gap;
+        }
+        let mut row = Row::new(TOKEN_COLUMNS);
+        row.set("run_hash", record.run_hash.as_str())?
+            .set("cycle_id", record.cycle)?
+            .set("request_index", r.request_index)?
+            .set("token_index", index)?
+            .set("t_s", t)?
+            .set("itl_s", gap)?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError> {
     let mut row = Row::new(REQUEST_COLUMNS);
     row.set("run_hash", record.run_hash.as_str())?
@@ -388,6 +497,15 @@ fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError>
         .set("output_tokens", r.output_tokens)?
         .set("arrival_s", r.arrival_s)?
         .set("queue_s", r.queue_s)?
+        .set("admitted_s", r.arrival_s + r.queue_s)?
+        .set(
+            "first_token_s",
+            (r.output_tokens > 0).then(|| r.arrival_s + r.ttft_s),
+        )?
+        .set(
+            "last_token_s",
+            (r.output_tokens > 0).then(|| r.arrival_s + r.e2e_s),
+        )?
         .set("ttft_s", r.ttft_s)?
         .set("ttft_service_s", r.ttft_service_s)?
         .set("tpot_s", r.tpot_s)?
