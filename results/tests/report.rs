@@ -674,3 +674,304 @@ fn quality_per_joule_chart_and_columns_when_quality_was_measured() {
         report.notes
     );
 }
+
+/// Serving charts, by file stem.
+const SERVING_CHARTS: &[&str] = &[
+    "serving_ttft_p50",
+    "serving_ttft_p99",
+    "serving_tpot_p50",
+    "serving_tpot_p99",
+    "serving_requests",
+    "serving_goodput",
+    "serving_throughput",
+    "serving_energy",
+];
+
+/// A request-rate sweep under Poisson arrivals: continuous batching (max_batch 8) beside
+/// fixed batches of 8, at each of `rates` requests/s, with an SLO. Continuous batching keeps
+/// up (97% of the offered rate); fixed batches manage at most 150 requests/s, so fall behind
+/// from 200/s. Continuous batching at 100/s has two cycles (goodput 93 and 95). Without
+/// `energy`, the energy columns are null.
+fn serving_study(dir: &Path, rates: &[f64], energy: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    struct Run {
+        served: bool,
+        rate: f64,
+        cycle: i64,
+        goodput: f64,
+    }
+    let mut runs = Vec::new();
+    for served in [true, false] {
+        for &rate in rates {
+            let goodput = if served {
+                rate * 0.9
+            } else {
+                rate.min(100.0) * 0.8
+            };
+            runs.push(Run {
+                served,
+                rate,
+                cycle: 0,
+                goodput: if served && rate == 100.0 {
+                    93.0
+                } else {
+                    goodput
+                },
+            });
+            if served && rate == 100.0 {
+                runs.push(Run {
+                    served,
+                    rate,
+                    cycle: 1,
+                    goodput: 95.0,
+                });
+            }
+        }
+    }
+    let achieved = |r: &Run| {
+        if r.served {
+            r.rate * 0.97
+        } else {
+            (r.rate * 0.98).min(150.0)
+        }
+    };
+    let f = |g: &dyn Fn(&Run) -> f64| floats(&runs.iter().map(g).collect::<Vec<_>>());
+    let optional = |g: &dyn Fn(&Run) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from(
+            runs.iter()
+                .map(|r| energy.then(|| g(r)))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let served_int = |v: i64| -> ArrayRef {
+        Arc::new(Int64Array::from(
+            runs.iter()
+                .map(|r| r.served.then_some(v))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let n = runs.len();
+    let hashes: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{}{}", if r.served { "s" } else { "f" }, r.rate))
+        .collect();
+    write_table(
+        &dir.join("runs.parquet"),
+        vec![
+            ("study", strings(&vec!["serving"; n])),
+            (
+                "run_hash",
+                strings(&hashes.iter().map(String::as_str).collect::<Vec<_>>()),
+            ),
+            (
+                "cycle_id",
+                Arc::new(Int64Array::from(
+                    runs.iter().map(|r| r.cycle).collect::<Vec<_>>(),
+                )),
+            ),
+            ("status", strings(&vec!["ok"; n])),
+            ("model", strings(&vec!["tiny-stories"; n])),
+            ("dtype", strings(&vec!["f32"; n])),
+            ("quantization", strings(&vec!["none"; n])),
+            (
+                "batch_size",
+                Arc::new(Int64Array::from(
+                    runs.iter()
+                        .map(|r| if r.served { 1 } else { 8 })
+                        .collect::<Vec<_>>(),
+                )),
+            ),
+            ("serve_max_batch", served_int(8)),
+            ("serve_max_batch_tokens", served_int(512)),
+            (
+                "serve_prefill",
+                Arc::new(StringArray::from(
+                    runs.iter()
+                        .map(|r| r.served.then_some("whole"))
+                        .collect::<Vec<_>>(),
+                )),
+            ),
+            ("arrival", strings(&vec!["poisson"; n])),
+            ("arrival_rate_per_s", f(&|r| r.rate)),
+            ("arrival_seed", Arc::new(Int64Array::from(vec![7; n]))),
+            ("offered_rate_per_s", f(&|r| r.rate)),
+            ("slo_ttft_s", floats(&vec![0.05; n])),
+            ("slo_tpot_s", floats(&vec![0.004; n])),
+            ("requests_per_s", f(&achieved)),
+            ("goodput_requests_per_s", f(&|r| r.goodput)),
+            ("output_tokens_per_s", f(&|r| achieved(r) * 30.0)),
+            ("e2e_p50_s", f(&|r| 0.1 + r.rate / 1000.0)),
+            ("ttft_p50_s", f(&|r| r.rate / 10000.0)),
+            (
+                "ttft_p99_s",
+                f(&|r| r.rate / 2000.0 * if r.served { 1.0 } else { 4.0 }),
+            ),
+            ("tpot_p50_s", floats(&vec![0.002; n])),
+            ("tpot_p99_s", f(&|r| 0.003 + r.rate / 1e5)),
+            ("j_per_output_token", optional(&|r| 2.0 / r.rate.sqrt())),
+            ("energy_per_request_j", optional(&|r| 60.0 / r.rate.sqrt())),
+            ("energy_idle_ratio", optional(&|r| 5.0 / r.rate)),
+            ("energy_total_source", strings(&vec!["rapl"; n])),
+        ],
+    );
+}
+
+/// The tables whose title starts with `prefix`, as printed: stable text for snapshots.
+fn tables_text(report: &results::Report, prefix: &str) -> String {
+    let mut text = String::new();
+    for t in report.tables.iter().filter(|t| t.title.starts_with(prefix)) {
+        text.push_str(&format!("\n{}\n{}\n", t.title, t.header.join(" | ")));
+        for r in &t.rows {
+            text.push_str(&r.join(" | "));
+            text.push('\n');
+        }
+    }
+    text
+}
+
+#[test]
+fn a_request_rate_sweep_gets_serving_curves_and_saturation_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("serving");
+    serving_study(&dir, &[50.0, 100.0, 200.0, 400.0], true);
+    let report = write_report(&dir).unwrap();
+    let out = dir.join("report");
+    for stem in SERVING_CHARTS {
+        assert_svg(&out.join(format!("{stem}.svg")));
+        assert_png(&out.join(format!("{stem}.png")));
+    }
+    assert!(
+        !report.notes.iter().any(|n| n.starts_with("serving")),
+        "{:?}",
+        report.notes
+    );
+    let table = |prefix: &str| {
+        report
+            .tables
+            .iter()
+            .find(|t| t.title.starts_with(prefix))
+            .unwrap()
+    };
+    let saturation = table("Serving under load: saturation");
+    assert!(
+        saturation.title.contains(
+            "the lowest offered rate at which the achieved request rate (requests_per_s) falls below 90% of the offered rate"
+        ),
+        "{}",
+        saturation.title
+    );
+    let col = |t: &results::report::TextTable, name: &str| {
+        t.header.iter().position(|h| h == name).unwrap()
+    };
+    let sat = col(saturation, "saturation (offered requests/s)");
+    assert_eq!(saturation.rows[0][sat], "not reached up to 400/s");
+    // 150 of 200/s is 75%.
+    assert_eq!(saturation.rows[1][sat], "200");
+    let max = col(saturation, "max goodput (requests/s)");
+    assert_eq!(saturation.rows[0][max..], ["360", "400"]);
+    assert_eq!(saturation.rows[1][max..], ["80", "100"]);
+
+    let curves = table("Serving under load: figures");
+    assert_eq!(curves.rows.len(), 8);
+    // Continuous batching at 100/s: two cycles, goodput 93 and 95.
+    assert_eq!(curves.rows[1][col(curves, "cycles")], "2");
+    assert_eq!(curves.rows[1][col(curves, "goodput (requests/s)")], "94");
+    assert_eq!(
+        curves.rows[1][col(curves, "energy (J/output token)")],
+        "0.2"
+    );
+
+    // The ring sits on the fixed batches' point at 200/s in every chart; the goodput and
+    // request charts carry their reference lines.
+    let svg = |stem: &str| std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+    for stem in SERVING_CHARTS {
+        assert!(
+            has_text(&svg(stem), "saturation point (achieved below 90% of offered)"),
+            "{stem}"
+        );
+    }
+    assert!(has_text(
+        &svg("serving_goodput"),
+        "ideal: goodput = offered"
+    ));
+    let requests = svg("serving_requests");
+    assert!(has_text(&requests, "ideal: achieved = offered"));
+    assert!(has_text(&requests, "saturation threshold: 90% of offered"));
+    assert!(has_text(
+        &requests,
+        "continuous max_batch=8 max_batch_tokens=512 prefill=whole"
+    ));
+    assert!(has_text(&requests, "fixed batch_size=8"));
+    let goodput = report
+        .plots
+        .iter()
+        .find(|p| p.svg_path.ends_with("serving_goodput.svg"))
+        .unwrap();
+    assert!(
+        goodput.caption.contains("TTFT ≤ 0.05 s and TPOT ≤ 0.004 s"),
+        "{}",
+        goodput.caption
+    );
+    // The configuration table tells the two schedulers apart.
+    let config = &report.tables[0];
+    assert!(config.header.iter().any(|h| h == "serve max batch"));
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_self_contained(&html);
+    assert!(html.contains("Serving under load: saturation"));
+    assert!(html.contains("Goodput vs offered rate"));
+    insta::assert_snapshot!("serving_tables", tables_text(&report, "Serving under load"));
+
+    // Energy gone in a later version of the study: its chart goes, a note says why, and the
+    // table says not measured.
+    serving_study(&dir, &[50.0, 100.0, 200.0, 400.0], false);
+    let report = write_report(&dir).unwrap();
+    assert!(!out.join("serving_energy.svg").exists());
+    assert!(!out.join("serving_energy.png").exists());
+    assert!(out.join("serving_goodput.svg").exists());
+    assert!(
+        report.notes.iter().any(|n| n.starts_with(
+            "serving: energy per output token against offered rate not drawn: energy not measured"
+        )),
+        "{:?}",
+        report.notes
+    );
+    let curves = report
+        .tables
+        .iter()
+        .find(|t| t.title.starts_with("Serving under load: figures"))
+        .unwrap();
+    assert!(
+        curves
+            .rows
+            .iter()
+            .all(|r| r[col(curves, "energy (J/output token)")] == "not measured")
+    );
+    assert!(!curves.header.iter().any(|h| h == "energy (J/request)"));
+}
+
+#[test]
+fn a_single_offered_rate_has_no_serving_section() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("serving");
+    serving_study(&dir, &[50.0, 100.0], true);
+    write_report(&dir).unwrap();
+    let out = dir.join("report");
+    assert!(out.join("serving_requests.svg").exists());
+    // The same study at one rate: the section and its stale charts are gone, without a note.
+    serving_study(&dir, &[100.0], true);
+    let report = write_report(&dir).unwrap();
+    for stem in SERVING_CHARTS {
+        assert!(!out.join(format!("{stem}.svg")).exists(), "{stem}");
+        assert!(!out.join(format!("{stem}.png")).exists(), "{stem}");
+    }
+    assert!(
+        !report
+            .tables
+            .iter()
+            .any(|t| t.title.starts_with("Serving under load"))
+    );
+    assert!(!report.notes.iter().any(|n| n.starts_with("serving")));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains("Serving under load"));
+}

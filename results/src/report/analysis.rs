@@ -9,7 +9,7 @@ use super::view::TableView;
 use crate::row::Cell;
 
 /// Configuration columns, in display order, with their short headers.
-const CONFIG_COLUMNS: &[(&str, &str)] = &[
+pub(super) const CONFIG_COLUMNS: &[(&str, &str)] = &[
     ("model", "model"),
     ("revision", "revision"),
     ("dtype", "dtype"),
@@ -21,11 +21,19 @@ const CONFIG_COLUMNS: &[(&str, &str)] = &[
     ("max_input_tokens", "max input tokens"),
     ("batch_size", "batch size"),
     ("token_budget", "token budget"),
+    ("serve_max_batch", "serve max batch"),
+    ("serve_max_batch_tokens", "serve max batch tokens"),
+    ("serve_prefill", "serve prefill"),
     ("arrival", "arrival"),
     ("arrival_rate_per_s", "arrival rate (/s)"),
     ("arrival_interval_s", "arrival interval (s)"),
     ("arrival_burst", "arrival burst"),
     ("arrival_off_s", "arrival off (s)"),
+    ("arrival_burstiness", "arrival burstiness"),
+    ("arrival_trace", "arrival trace"),
+    ("arrival_time_scale", "arrival time scale"),
+    ("slo_ttft_s", "SLO TTFT (s)"),
+    ("slo_tpot_s", "SLO TPOT (s)"),
     ("max_new_tokens", "max new tokens"),
     ("min_new_tokens", "min new tokens"),
     ("stop_at_eos", "stop at EOS"),
@@ -38,7 +46,7 @@ const CONFIG_COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// Shown even when constant, since every reader asks for them first.
-const ALWAYS_SHOWN: &[&str] = &["model", "dtype", "quantization", "batch_size"];
+pub(super) const ALWAYS_SHOWN: &[&str] = &["model", "dtype", "quantization", "batch_size"];
 
 /// A metric averaged per configuration: column name and table header (with unit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +239,7 @@ fn varies(runs: &TableView, firsts: &[usize], column: &str) -> bool {
 
 /// Whether a row is a successful execution; a file without `status` holds only successes,
 /// since failures are recorded with a status.
-fn is_ok(runs: &TableView, row: usize) -> bool {
+pub(super) fn is_ok(runs: &TableView, row: usize) -> bool {
     match runs.text(row, "status") {
         Some(s) => s == "ok",
         None => !runs.has_column("status"),

@@ -4,13 +4,15 @@
 //! Tables are read by column name ([`view::TableView`]) rather than through the schema, so a
 //! report works on folders written by any llmeff version, including columns this code has never
 //! heard of being absent or all null. A figure that was not measured is said so, never drawn as
-//! zero.
+//! zero. A request-rate sweep adds a serving section ([`serving`]): curves against the offered
+//! rate and each configuration's saturation point.
 
 pub mod analysis;
 pub mod format;
 pub mod html;
 pub mod plot;
 pub mod requests;
+pub mod serving;
 pub mod view;
 
 use std::collections::BTreeSet;
@@ -175,6 +177,14 @@ const CHART_STEMS: &[&str] = &[
     "ttft_distribution",
     "tpot_distribution",
     "power_time",
+    "serving_ttft_p50",
+    "serving_ttft_p99",
+    "serving_tpot_p50",
+    "serving_tpot_p99",
+    "serving_requests",
+    "serving_goodput",
+    "serving_throughput",
+    "serving_energy",
 ];
 
 /// Environment columns of the runs table, with their labels; any may be absent (older files).
@@ -374,6 +384,15 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
             charts.push(("quality_energy", Figure::Xy(c), caption));
         }
         Err(why) => notes.push(format!("quality per joule chart left out: {why}")),
+    }
+    // Serving under load: only for a request-rate sweep, so a study without one shows
+    // nothing of it, not even a note.
+    if let Some(sweep) = serving::rate_sweep(&runs) {
+        tables.push(serving::saturation_table(&sweep));
+        tables.push(serving::curve_table(&sweep));
+        let (serving_charts, serving_notes) = serving::charts(&sweep, estimate_note.as_deref());
+        charts.extend(serving_charts);
+        notes.extend(serving_notes);
     }
     let requests = requests::read(dir, &runs)?;
     for e in &requests.unreadable {

@@ -45,7 +45,19 @@ pub enum SeriesKind {
     Line,
     /// A dashed black line (a Pareto front), drawn over the others.
     Front,
+    /// A black ring around each point, drawn over the others: points the caption explains
+    /// (a saturation point). Takes no colour of its own, so the other series keep theirs.
+    Highlight,
+    /// A grey line that is no data but a reference (an ideal, a threshold): dashed, and dotted
+    /// for a chart's second reference line so the two read apart. Takes no colour of its own.
+    Reference,
 }
+
+/// Grey of reference lines.
+const REFERENCE_GREY: RGBColor = RGBColor(110, 110, 110);
+
+/// Dash and gap lengths in pixels of the first and later reference lines of a chart.
+const REFERENCE_DASHES: [(u32, u32); 2] = [(8, 5), (2, 4)];
 
 /// The spread of one point over its cycles, in data units: `(low, high)` per axis.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -78,7 +90,8 @@ pub enum XScale {
     Linear,
     /// Linear, ticks only at integers (batch sizes).
     Integer,
-    /// Base-2 logarithmic, ticks at powers of two (batch sizes spanning a wide range).
+    /// Base-2 logarithmic, ticks at powers of two (batch sizes or request rates spanning a
+    /// wide range; rates below one per second get ticks at 0.5, 0.25, ...).
     Log2,
 }
 
@@ -420,14 +433,32 @@ impl Chart {
         }
     }
 
+    /// The dash and gap of each series (reference lines only), in order.
+    fn dashes(&self) -> Vec<(u32, u32)> {
+        let mut references = 0;
+        self.series
+            .iter()
+            .map(|s| {
+                if s.kind == SeriesKind::Reference {
+                    references += 1;
+                    REFERENCE_DASHES[(references - 1).min(REFERENCE_DASHES.len() - 1)]
+                } else {
+                    (8, 5)
+                }
+            })
+            .collect()
+    }
+
     /// The colour and stroke of each series, in order.
     fn styles(&self) -> Vec<(ShapeStyle, ShapeStyle)> {
         let mut colour = 0;
         self.series
             .iter()
             .map(|s| {
-                if s.kind == SeriesKind::Front {
+                if matches!(s.kind, SeriesKind::Front | SeriesKind::Highlight) {
                     (BLACK.stroke_width(2), BLACK.filled())
+                } else if s.kind == SeriesKind::Reference {
+                    (REFERENCE_GREY.stroke_width(2), REFERENCE_GREY.filled())
                 } else {
                     let c = PALETTE[colour % PALETTE.len()];
                     colour += 1;
@@ -458,7 +489,7 @@ impl Chart {
         let x_format = |v: &f64| match self.x_scale {
             XScale::Linear => tick(*v),
             XScale::Integer => integer_tick(*v),
-            XScale::Log2 => integer_tick(v.exp2()),
+            XScale::Log2 => power_of_two_tick(*v),
         };
         let y_format = |v: &f64| tick(*v);
         chart
@@ -475,7 +506,9 @@ impl Chart {
             .map_err(err)?;
 
         let styles = self.styles();
-        for (series, &(line, fill)) in self.series.iter().zip(&styles) {
+        let dashes = self.dashes();
+        for ((series, &(line, fill)), &(dash, gap)) in self.series.iter().zip(&styles).zip(&dashes)
+        {
             let mapped = self.mapped(series);
             if mapped.is_empty() {
                 continue;
@@ -524,9 +557,14 @@ impl Chart {
                         .draw_series(LineSeries::new(sorted, line))
                         .map_err(err)?;
                 }
-                SeriesKind::Front => {
+                SeriesKind::Front | SeriesKind::Reference => {
                     chart
-                        .draw_series(DashedLineSeries::new(sorted, 8, 5, line))
+                        .draw_series(DashedLineSeries::new(sorted, dash, gap, line))
+                        .map_err(err)?;
+                }
+                SeriesKind::Highlight => {
+                    chart
+                        .draw_series(points.iter().map(|&p| Circle::new(p, 10, line)))
                         .map_err(err)?;
                 }
             }
@@ -546,20 +584,38 @@ impl Chart {
         }
 
         // The legend, in its own band below the plot.
-        let drawn: Vec<(&Series, (ShapeStyle, ShapeStyle))> = self
+        let drawn: Vec<_> = self
             .series
             .iter()
             .zip(styles)
-            .filter(|(s, _)| !self.mapped(s).is_empty())
+            .zip(dashes)
+            .filter(|((s, _), _)| !self.mapped(s).is_empty())
+            .map(|((s, style), dash)| (s, style, dash))
             .collect();
         let top = legend.top as i32;
-        for ((text, (x, y)), (series, (line, fill))) in legend.entries.iter().zip(drawn) {
+        for ((text, (x, y)), (series, (line, fill), (dash, gap))) in
+            legend.entries.iter().zip(drawn)
+        {
             let (x, y) = (*x, *y - top);
             let mid = y + LEGEND_ROW as i32 / 2;
             if series.kind == SeriesKind::Markers {
                 below
                     .draw(&Circle::new((x + 10, mid), 5, fill))
                     .map_err(err)?;
+            } else if series.kind == SeriesKind::Highlight {
+                below
+                    .draw(&Circle::new((x + 10, mid), 8, line))
+                    .map_err(err)?;
+            } else if series.kind == SeriesKind::Reference {
+                let (dash, gap) = (dash as i32, gap as i32);
+                let mut from = x;
+                while from < x + 21 {
+                    let to = (from + dash).min(x + 21);
+                    below
+                        .draw(&PathElement::new(vec![(from, mid), (to, mid)], line))
+                        .map_err(err)?;
+                    from = to + gap;
+                }
             } else if series.kind == SeriesKind::Front {
                 below
                     .draw(&PathElement::new(vec![(x, mid), (x + 8, mid)], line))
@@ -776,6 +832,16 @@ fn integer_tick(v: f64) -> String {
     }
 }
 
+/// The tick label of a log2 axis at `log2_value`: the power of two where it is a whole
+/// exponent (`0.5`, `1`, `1024`), blank between them.
+fn power_of_two_tick(log2_value: f64) -> String {
+    if (log2_value - log2_value.round()).abs() < 1e-6 {
+        tick(log2_value.round().exp2())
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -955,5 +1021,64 @@ mod tests {
         assert_eq!(tick(2.25), "2.25");
         assert_eq!(integer_tick(4.0), "4");
         assert_eq!(integer_tick(4.5), "");
+        assert_eq!(power_of_two_tick(3.0), "8");
+        assert_eq!(power_of_two_tick(10.0), "1024");
+        assert_eq!(power_of_two_tick(-1.0), "0.5");
+        assert_eq!(power_of_two_tick(-2.0), "0.25");
+        assert_eq!(power_of_two_tick(3.5), "");
+    }
+
+    #[test]
+    fn highlights_and_references_take_no_colour_and_have_legend_entries() {
+        let mut c = chart(XScale::Log2, vec![(100.0, 90.0), (400.0, 300.0)]);
+        c.series.push(Series {
+            name: "ideal".into(),
+            points: vec![(100.0, 100.0), (400.0, 400.0)],
+            labels: Vec::new(),
+            errors: Vec::new(),
+            kind: SeriesKind::Reference,
+        });
+        c.series.push(Series {
+            name: "threshold".into(),
+            points: vec![(100.0, 90.0), (400.0, 360.0)],
+            labels: Vec::new(),
+            errors: Vec::new(),
+            kind: SeriesKind::Reference,
+        });
+        c.series.push(Series {
+            name: "saturation point".into(),
+            points: vec![(400.0, 300.0)],
+            labels: vec!["saturates at 400/s".into()],
+            errors: Vec::new(),
+            kind: SeriesKind::Highlight,
+        });
+        c.series.push(Series {
+            name: "second".into(),
+            points: vec![(100.0, 50.0)],
+            labels: Vec::new(),
+            errors: Vec::new(),
+            kind: SeriesKind::Markers,
+        });
+        let styles = c.styles();
+        // The data series take the palette's first two colours, whatever lies between them.
+        assert_eq!(styles[0].0.color, PALETTE[0].to_rgba());
+        assert_eq!(styles[4].0.color, PALETTE[1].to_rgba());
+        assert_eq!(styles[1].0.color, REFERENCE_GREY.to_rgba());
+        assert_eq!(styles[3].0.color, BLACK.to_rgba());
+        assert_eq!(c.dashes()[1], REFERENCE_DASHES[0]);
+        assert_eq!(c.dashes()[2], REFERENCE_DASHES[1]);
+        let svg = c.to_svg().unwrap();
+        for name in ["ideal", "threshold", "saturation point", "second"] {
+            assert_eq!(text_y(&svg, name).len(), 1, "{name} in the legend");
+        }
+        assert_eq!(text_y(&svg, "saturates at 400/s").len(), 1);
+        // The ring: a hollow circle of radius 10 at the point, and one in the legend.
+        let radii = attrs(&svg, "circle", "r");
+        assert_eq!(radii.iter().filter(|&&r| r == 10.0).count(), 1, "{radii:?}");
+        // Ticks at powers of two across 100..400/s.
+        for t in ["128", "256"] {
+            assert_eq!(text_y(&svg, t).len(), 1, "tick {t}");
+        }
+        assert!(c.to_png().is_ok());
     }
 }
