@@ -88,6 +88,128 @@ pub(crate) enum InputError {
     /// A nucleus bound outside `[0, 1]`.
     #[error("top_p must be in [0, 1], got {0}")]
     TopP(f64),
+    /// A continuously batched workload asked for what its serving batch cannot do.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// What a serving batch (continuous batching, `api::serving`) was asked that it cannot do: a
+/// request that cannot fit, or a call its scheduler should not have made. Refused before
+/// anything runs, so the batch stays usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// `max_batch` is 0.
+    #[error("a serving batch needs at least one slot (max_batch is 0)")]
+    NoSlots,
+    /// `slot_capacity` is 0: no request could ever fit.
+    #[error("a slot needs room for at least one position (slot_capacity is 0)")]
+    NoSlotCapacity,
+    /// Every slot is held by a request.
+    #[error("all {slots} slots are held; release one before admitting request {request}")]
+    SlotsFull {
+        /// Slots in all.
+        slots: usize,
+        /// The request refused.
+        request: u64,
+    },
+    /// A request with no prompt token.
+    #[error("request {request} has an empty prompt")]
+    EmptyPrompt {
+        /// The request's id.
+        request: u64,
+    },
+    /// A request asking for no new token.
+    #[error("request {request} asks for no new tokens (max_new_tokens is 0)")]
+    NoNewTokens {
+        /// The request's id.
+        request: u64,
+    },
+    /// A request's prompt holds an id the vocabulary does not.
+    #[error(
+        "request {request}'s prompt contains token id {token}, outside the vocabulary of {vocab}"
+    )]
+    TokenOutsideVocabulary {
+        /// The request's id.
+        request: u64,
+        /// The offending id.
+        token: u32,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
+    /// A request whose prompt and new tokens exceed the model's positions.
+    #[error(
+        "request {request} has {tokens} prompt tokens; with {new_tokens} new tokens that exceeds the model's {max_positions} positions"
+    )]
+    TooLongForModel {
+        /// The request's id.
+        request: u64,
+        /// Its prompt's length.
+        tokens: usize,
+        /// Its `max_new_tokens`.
+        new_tokens: usize,
+        /// The model's `max_position_embeddings`.
+        max_positions: usize,
+    },
+    /// A request whose prompt and new tokens do not fit a slot.
+    #[error(
+        "request {request} has {tokens} prompt tokens; with {new_tokens} new tokens that exceeds a slot's {capacity} positions"
+    )]
+    TooLongForSlot {
+        /// The request's id.
+        request: u64,
+        /// Its prompt's length.
+        tokens: usize,
+        /// Its `max_new_tokens`.
+        new_tokens: usize,
+        /// Positions a slot holds.
+        capacity: usize,
+    },
+    /// A slot number past the batch's slots.
+    #[error("slot {slot} is not one of the batch's {slots} slots")]
+    NoSuchSlot {
+        /// The slot named.
+        slot: usize,
+        /// Slots in all.
+        slots: usize,
+    },
+    /// A slot that holds no request (never admitted, or released).
+    #[error("slot {slot} holds no request")]
+    FreeSlot {
+        /// The slot named.
+        slot: usize,
+    },
+    /// One call naming a slot twice.
+    #[error("slot {slot} is named twice in one call")]
+    RepeatedSlot {
+        /// The slot named.
+        slot: usize,
+    },
+    /// A prefill chunk that is empty or longer than what is left of the slot's prompt.
+    #[error(
+        "a prefill chunk of {tokens} tokens for slot {slot}, which has {pending} prompt tokens pending"
+    )]
+    Chunk {
+        /// The slot named.
+        slot: usize,
+        /// Tokens asked for.
+        tokens: usize,
+        /// Prompt tokens not yet run.
+        pending: usize,
+    },
+    /// A decode step for a slot whose prompt has not all run.
+    #[error("slot {slot} cannot decode: {pending} of its prompt tokens have not run")]
+    NotPrefilled {
+        /// The slot named.
+        slot: usize,
+        /// Prompt tokens not yet run.
+        pending: usize,
+    },
+    /// A decode step for a slot whose request has ended.
+    #[error("slot {slot} has finished its request; release it")]
+    Finished {
+        /// The slot named.
+        slot: usize,
+    },
 }
 
 /// What is wrong with one model file (a checkpoint, its index, the tokenizer): the `reason`
@@ -264,7 +386,7 @@ pub(crate) enum BackendError {
         needed: usize,
     },
     /// An earlier step failed part-way, leaving the KV cache inconsistent.
-    #[error("an earlier step of this generation failed; start a new one")]
+    #[error("an earlier step of this generation (or serving batch) failed; start a new one")]
     GenerationFailed,
     /// Token selection on the device returned an id that is not a token id.
     #[error("token selection on the device returned {0}, not a token id")]
@@ -282,20 +404,24 @@ pub(crate) enum BackendError {
         /// Values it holds.
         found: usize,
     },
-    /// A step's inputs do not match the generation state it runs on.
+    /// A step's inputs do not match the generation state it runs on: a sequence names a slot
+    /// the cache lacks, or one another sequence of the step names too, or starts elsewhere than
+    /// where its slot's positions end.
     #[error(
-        "internal: step for {batch}×{seq} after {past} positions does not fit a cache of {cache_batch} sequences at {cache_len}"
+        "internal: a step of {batch}×{seq} writes slot {slot} from position {start}, but the cache has {cache_slots} slots and that one holds {cache_len} positions (or another sequence of the step writes it too)"
     )]
     StepMismatch {
         /// Sequences in the step.
         batch: usize,
         /// Positions per sequence in the step.
         seq: usize,
-        /// Cached positions the step assumes.
-        past: usize,
-        /// Sequences the cache holds.
-        cache_batch: usize,
-        /// Positions the cache holds.
+        /// The slot the offending sequence names.
+        slot: usize,
+        /// Where the step writes it from: the positions it assumes the slot holds.
+        start: usize,
+        /// Slots the cache holds.
+        cache_slots: usize,
+        /// Positions that slot holds (0 for a slot the cache lacks).
         cache_len: usize,
     },
     /// A broken invariant inside the backend (a bug, not a user error).
@@ -338,6 +464,12 @@ impl From<BackendError> for RuntimeError {
 impl From<InputError> for RuntimeError {
     fn from(e: InputError) -> Self {
         BackendError::Input(e).into()
+    }
+}
+
+impl From<ServeError> for RuntimeError {
+    fn from(e: ServeError) -> Self {
+        InputError::Serve(e).into()
     }
 }
 

@@ -2,6 +2,7 @@
 //! (for golden tests and quality measurement), with the burn backend type erased.
 
 use api::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError};
+use api::serving::{ServeOptions, ServingBatch};
 
 use crate::cores::{self, AffinityError, CoreSet};
 
@@ -17,14 +18,17 @@ pub enum LogitPositions {
     All,
 }
 
-/// What every backend-specific model offers; `BurnModel` holds one behind a box. `Sync` and
-/// [`ErasedModel::start_send`] let a pinned model hand its work to its own pool's threads.
+/// What every backend-specific model offers; `BurnModel` holds one behind a box. `Sync`,
+/// [`ErasedModel::start_send`] and [`ErasedModel::serve_send`] let a pinned model hand its
+/// work to its own pool's threads.
 pub(crate) trait ErasedModel: LoadedModel + Sync {
+    /// Logits of the prompts' positions (see [`BurnModel::logits`]).
     fn logits(
         &self,
         prompts: &[Vec<u32>],
         positions: LogitPositions,
     ) -> Result<Logits, RuntimeError>;
+    /// FLOPs of the products executed since loading (see [`BurnModel::executed_flops`]).
     fn executed_flops(&self) -> u64;
     /// [`LoadedModel::start`], with a generation that may be stepped from another thread.
     fn start_send<'a>(
@@ -32,6 +36,11 @@ pub(crate) trait ErasedModel: LoadedModel + Sync {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + Send + 'a>, RuntimeError>;
+    /// [`LoadedModel::serve`], with a serving batch that may be driven from another thread.
+    fn serve_send<'a>(
+        &'a self,
+        options: &ServeOptions,
+    ) -> Result<Box<dyn ServingBatch + Send + 'a>, RuntimeError>;
     /// The core set the model's steps are pinned to, if any.
     fn cores(&self) -> Option<&CoreSet> {
         None
@@ -137,6 +146,13 @@ impl LoadedModel for BurnModel {
 
     fn prompt_logits(&self, prompts: &[Vec<u32>]) -> Result<Logits, RuntimeError> {
         self.inner.logits(prompts, LogitPositions::All)
+    }
+
+    fn serve<'a>(
+        &'a self,
+        options: &ServeOptions,
+    ) -> Result<Box<dyn ServingBatch + 'a>, RuntimeError> {
+        self.inner.serve(options)
     }
 
     fn device_memory_bytes(&self) -> Option<u64> {

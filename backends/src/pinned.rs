@@ -1,8 +1,10 @@
 //! A model on a core set (`cpu:0-3`): the loaded model plus a rayon pool pinned to those
-//! cores, entered for every computation (starting a generation, each step, logits), so the
-//! model's work, its products split over the pool included, runs on those cores only.
+//! cores, entered for every computation (starting a generation, each step, logits, setting up
+//! a serving batch, each prefill and decode), so the model's work, its products split over the
+//! pool included, runs on those cores only.
 
 use api::runtime::{GenerateOptions, Generation, LoadedModel, ModelInfo, RuntimeError, StepOutput};
+use api::serving::{ServeOptions, ServeRequest, ServingBatch, SlotToken};
 use rayon::ThreadPool;
 
 use crate::cores::{self, AffinityError, CoreSet};
@@ -55,6 +57,13 @@ impl LoadedModel for PinnedModel {
     fn prompt_logits(&self, prompts: &[Vec<u32>]) -> Result<Logits, RuntimeError> {
         self.logits(prompts, LogitPositions::All)
     }
+
+    fn serve<'a>(
+        &'a self,
+        options: &ServeOptions,
+    ) -> Result<Box<dyn ServingBatch + 'a>, RuntimeError> {
+        Ok(self.serve_send(options)?)
+    }
 }
 
 impl ErasedModel for PinnedModel {
@@ -86,6 +95,19 @@ impl ErasedModel for PinnedModel {
         }))
     }
 
+    fn serve_send<'a>(
+        &'a self,
+        options: &ServeOptions,
+    ) -> Result<Box<dyn ServingBatch + Send + 'a>, RuntimeError> {
+        let inner = &*self.inner;
+        // On the pool, as a generation starts: the slots' cache is first touched there.
+        let batch = on_pool(&self.pool, || inner.serve_send(options))?;
+        Ok(Box::new(PinnedServing {
+            inner: batch,
+            pool: &self.pool,
+        }))
+    }
+
     fn cores(&self) -> Option<&CoreSet> {
         Some(&self.cores)
     }
@@ -105,6 +127,50 @@ impl Generation for PinnedGeneration<'_> {
     fn step(&mut self) -> Result<StepOutput, RuntimeError> {
         let inner = &mut self.inner;
         on_pool(self.pool, || inner.step())
+    }
+
+    fn kv_cache_bytes(&self) -> u64 {
+        self.inner.kv_cache_bytes()
+    }
+}
+
+/// A serving batch of a [`PinnedModel`]: each prefill and decode runs on the model's pinned
+/// pool. Admission, release and the counts only update the batch's bookkeeping, which a
+/// hand-over to the pool would cost more than.
+struct PinnedServing<'a> {
+    inner: Box<dyn ServingBatch + Send + 'a>,
+    pool: &'a ThreadPool,
+}
+
+impl ServingBatch for PinnedServing<'_> {
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    fn occupied(&self) -> usize {
+        self.inner.occupied()
+    }
+
+    fn admit(&mut self, request: ServeRequest) -> Result<usize, RuntimeError> {
+        self.inner.admit(request)
+    }
+
+    fn pending_prompt(&self, slot: usize) -> usize {
+        self.inner.pending_prompt(slot)
+    }
+
+    fn prefill(&mut self, chunks: &[(usize, usize)]) -> Result<Vec<SlotToken>, RuntimeError> {
+        let inner = &mut self.inner;
+        on_pool(self.pool, || inner.prefill(chunks))
+    }
+
+    fn decode(&mut self, slots: &[usize]) -> Result<Vec<SlotToken>, RuntimeError> {
+        let inner = &mut self.inner;
+        on_pool(self.pool, || inner.decode(slots))
+    }
+
+    fn release(&mut self, slot: usize) {
+        self.inner.release(slot);
     }
 
     fn kv_cache_bytes(&self) -> u64 {
@@ -149,6 +215,45 @@ mod tests {
 
     struct ProbeGeneration<'a> {
         probe: &'a Probe,
+    }
+
+    /// A serving batch that computes nothing and records where its calls ran.
+    struct ProbeServing<'a> {
+        probe: &'a Probe,
+    }
+
+    impl ServingBatch for ProbeServing<'_> {
+        fn capacity(&self) -> usize {
+            1
+        }
+
+        fn occupied(&self) -> usize {
+            0
+        }
+
+        fn admit(&mut self, _request: ServeRequest) -> Result<usize, RuntimeError> {
+            Ok(0)
+        }
+
+        fn pending_prompt(&self, _slot: usize) -> usize {
+            0
+        }
+
+        fn prefill(&mut self, _chunks: &[(usize, usize)]) -> Result<Vec<SlotToken>, RuntimeError> {
+            self.probe.record("prefill");
+            Ok(Vec::new())
+        }
+
+        fn decode(&mut self, _slots: &[usize]) -> Result<Vec<SlotToken>, RuntimeError> {
+            self.probe.record("decode");
+            Ok(Vec::new())
+        }
+
+        fn release(&mut self, _slot: usize) {}
+
+        fn kv_cache_bytes(&self) -> u64 {
+            0
+        }
     }
 
     impl Generation for ProbeGeneration<'_> {
@@ -209,6 +314,14 @@ mod tests {
             self.record("start");
             Ok(Box::new(ProbeGeneration { probe: self }))
         }
+
+        fn serve_send<'a>(
+            &'a self,
+            _options: &ServeOptions,
+        ) -> Result<Box<dyn ServingBatch + Send + 'a>, RuntimeError> {
+            self.record("serve");
+            Ok(Box::new(ProbeServing { probe: self }))
+        }
     }
 
     fn probe_info() -> ModelInfo {
@@ -235,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn start_steps_and_logits_run_on_the_pinned_pool_as_step_owners() {
+    fn start_steps_logits_and_serving_run_on_the_pinned_pool_as_step_owners() {
         let allowed = cores::allowed_cores().expect("this process's cores");
         let first = CoreSet::from_cores([allowed.cores()[0]]).expect("one core");
         let pool = cores::pinned_pool(&first).expect("a pool on one core");
@@ -255,13 +368,27 @@ mod tests {
         assert!(generation.step().expect("step").finished);
         drop(generation);
         model.prompt_logits(&[vec![1]]).expect("logits");
+        let serve = ServeOptions {
+            max_batch: 1,
+            slot_capacity: 2,
+            min_new_tokens: 0,
+            stop_at_eos: false,
+            decoding: Decoding::Greedy,
+        };
+        let mut serving = model.serve(&serve).expect("serve");
+        serving.prefill(&[(0, 1)]).expect("prefill");
+        serving.decode(&[0]).expect("decode");
+        drop(serving);
         assert_eq!(model.cores(), Some(&first));
         assert_eq!(model.step_thread_cores().expect("probe"), first);
         // The caller itself stays unpinned.
         assert_eq!(cores::current_affinity().expect("cores"), allowed);
         let seen = seen.lock().expect("probe lock").clone();
         let what: Vec<&str> = seen.iter().map(|s| s.what).collect();
-        assert_eq!(what, ["start", "step", "logits"]);
+        assert_eq!(
+            what,
+            ["start", "step", "logits", "serve", "prefill", "decode"]
+        );
         for s in seen {
             assert_eq!(s.cores, first, "{}", s.what);
             assert_eq!(s.thread, Some(format!("llmeff-cpu{first}-0")), "{}", s.what);

@@ -136,6 +136,47 @@ fn int8_runs_as_burns_quantized_tensor_on_wgpu() {
     assert!(err < 1e-3, "{err}");
 }
 
+/// Continuous batching on the device: a request joining mid-decode (its prompt in two chunks
+/// while the other decodes), then both decoded in one call from slots of different lengths,
+/// generate transformers' greedy tokens, as each does alone (the test above). Few tokens:
+/// every new key length is a kernel for lavapipe to compile.
+#[test]
+fn requests_joining_a_running_batch_keep_their_greedy_tokens_on_wgpu() {
+    let Some(model) = load_wgpu(&on_wgpu("tiny-stories", DType::F32)) else {
+        return;
+    };
+    let golden = golden("tiny-stories");
+    let case = |i: usize| &golden["prompts"][i];
+    let options = api::serving::ServeOptions {
+        max_batch: 2,
+        slot_capacity: 16,
+        min_new_tokens: 0,
+        stop_at_eos: false,
+        decoding: api::runtime::Decoding::Greedy,
+    };
+    let mut batch = model.serve(&options).unwrap();
+    let request = |id, i: usize, max_new_tokens| api::serving::ServeRequest {
+        id,
+        prompt: ids(&case(i)["input_ids"]),
+        max_new_tokens,
+    };
+    let mut tokens = vec![Vec::new(); 2];
+    let a = batch.admit(request(0, 0, 5)).unwrap();
+    tokens[0].extend(batch.prefill(&[(a, 5)]).unwrap().iter().map(|t| t.token));
+    tokens[0].push(batch.decode(&[a]).unwrap()[0].token);
+    let b = batch.admit(request(1, 2, 3)).unwrap();
+    assert!(batch.prefill(&[(b, 3)]).unwrap().is_empty());
+    tokens[0].push(batch.decode(&[a]).unwrap()[0].token);
+    tokens[1].extend(batch.prefill(&[(b, 2)]).unwrap().iter().map(|t| t.token));
+    for _ in 0..2 {
+        for t in batch.decode(&[a, b]).unwrap() {
+            tokens[usize::from(t.slot == b)].push(t.token);
+        }
+    }
+    assert_eq!(tokens[0], ids(&case(0)["greedy_new_ids"])[..5]);
+    assert_eq!(tokens[1], ids(&case(2)["greedy_new_ids"])[..3]);
+}
+
 #[test]
 fn f16_runs_where_the_adapter_has_shader_f16_and_is_refused_with_the_reason_elsewhere() {
     match runtime().load_model(&on_wgpu("tiny-stories", DType::F16)) {

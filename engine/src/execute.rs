@@ -1180,11 +1180,12 @@ impl Driver<'_> {
             ServeStop::Caller(f) => f,
         })?;
         drop(batch);
-        let requests = served
-            .requests
-            .iter()
+        let mut served = served;
+        // Converted one by one, each request's token times freed as its timing is made.
+        let requests = std::mem::take(&mut served.requests)
+            .into_iter()
             .enumerate()
-            .map(|(i, r)| served_timing(i, work.lengths[i], r, work.run_start, work.closed_loop))
+            .map(|(i, r)| served_timing(i, work.lengths[i], &r, work.run_start, work.closed_loop))
             .collect::<Vec<_>>();
         let decode_steps: u64 = requests
             .iter()

@@ -89,7 +89,7 @@ pub struct ServingMetrics {
     pub schedule_s: f64,
     /// Intervals with no request in flight, seconds after the window opened.
     pub idle: Vec<(f64, f64)>,
-    /// The running batch after each iteration.
+    /// The running batch after each iteration that changed it.
     pub occupancy: Vec<Occupancy>,
 }
 
@@ -99,12 +99,20 @@ impl ServingMetrics {
         self.idle.iter().fold(0.0, |sum, (a, b)| sum + (b - a))
     }
 
-    /// Mean sequences in the running batch over the iterations.
+    /// Mean sequences in the running batch over time, from the first change to the last
+    /// (the series is a step function; idle intervals hold none).
     pub fn mean_running(&self) -> Option<f64> {
-        (!self.occupancy.is_empty()).then(|| {
-            self.occupancy.iter().map(|o| o.running as f64).sum::<f64>()
-                / self.occupancy.len() as f64
-        })
+        let (first, last) = (self.occupancy.first()?, self.occupancy.last()?);
+        let span = last.t_s - first.t_s;
+        if span <= 0.0 {
+            return Some(first.running as f64);
+        }
+        let area: f64 = self
+            .occupancy
+            .windows(2)
+            .map(|w| w[0].running as f64 * (w[1].t_s - w[0].t_s))
+            .sum();
+        Some(area / span)
     }
 
     /// The running batch and queue at `t_s` (seconds after the window opened): as left by
@@ -348,6 +356,35 @@ impl RecordSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The occupancy series is a step function over time: its mean weights each level by how
+    /// long it held, and a lookup inside an idle interval is empty.
+    #[test]
+    fn occupancy_is_a_step_function_over_time() {
+        let at = |t_s, running, queued| Occupancy {
+            t_s,
+            running,
+            queued,
+        };
+        let serving = ServingMetrics {
+            spec: ServeSpec {
+                max_batch: 4,
+                max_batch_tokens: 64,
+                prefill: crate::stage::PrefillMode::Whole,
+            },
+            offered_rate_per_s: Some(2.0),
+            iterations: 10,
+            schedule_s: 0.0,
+            idle: vec![(3.0, 4.0)],
+            occupancy: vec![at(0.0, 1, 0), at(1.0, 3, 2), at(3.0, 0, 0), at(4.0, 2, 0)],
+        };
+        // 1 for 1 s, 3 for 2 s, 0 for 1 s: 7 / 4.
+        assert_eq!(serving.mean_running(), Some(1.75));
+        assert_eq!(serving.occupancy_at(2.5), (3, 2));
+        assert_eq!(serving.occupancy_at(3.5), (0, 0));
+        assert_eq!(serving.occupancy_at(5.0), (2, 0));
+        assert_eq!(serving.idle_s(), 1.0);
+    }
     use crate::metering::{DomainEnergy, EnergySource};
     use api::meter::{Domain, Sample, Source};
 

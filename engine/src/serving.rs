@@ -62,7 +62,7 @@ pub struct Occupancy {
 pub struct ServeOutcome {
     /// Per request, in request order.
     pub requests: Vec<ServedRequest>,
-    /// After every iteration.
+    /// After every iteration that changed it (a step function: each holds until the next).
     pub occupancy: Vec<Occupancy>,
     /// Iterations run.
     pub iterations: usize,
@@ -231,11 +231,20 @@ pub fn serve<F>(
             }
         }
         out.iterations += 1;
-        out.occupancy.push(Occupancy {
-            t_s: clock.now_s() - work.window_start_s,
-            running: batch.occupied(),
-            queued: queue.len(),
-        });
+        // Only changes are kept: the series is a step function, and a long run at a steady
+        // occupancy would otherwise hold one record per iteration.
+        let (running, queued) = (batch.occupied(), queue.len());
+        if out
+            .occupancy
+            .last()
+            .is_none_or(|o| (o.running, o.queued) != (running, queued))
+        {
+            out.occupancy.push(Occupancy {
+                t_s: clock.now_s() - work.window_start_s,
+                running,
+                queued,
+            });
+        }
         out.schedule_s += clock.now_s() - bookkeeping;
     }
     Ok(out)

@@ -245,7 +245,7 @@ fn chunked_prefill_cuts_a_long_prompt_to_the_remaining_budget() {
     assert_eq!(out.requests[1].iteration, 0);
     assert_eq!(out.requests[1].output_ids, vec![100]);
     assert!(out.requests[0].token_s.len() == 6);
-    // Whole prefill of the same workload refuses nothing (10 > 4 is an error there).
+    // Whole prefill refuses the same workload: a 10-token prompt never fits a 4-token budget.
     let clock = ScriptedClock::default();
     let mut batch = FakeBatch::new(&clock, 2, 4);
     let prompts = vec![vec![1; 2], vec![1; 10]];
@@ -263,8 +263,7 @@ fn chunked_prefill_cuts_a_long_prompt_to_the_remaining_budget() {
         &|| Ok(()),
         &|_| Ok(()),
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(format!("{err:?}").contains("max_batch_tokens"), "{err:?}");
 }
 

@@ -314,7 +314,7 @@ pub const RUN_COLUMNS: &[Column] = &[
         "serve_running_mean",
         Float,
         true,
-        "continuous batching: mean sequences in the running batch over the iterations",
+        "continuous batching: mean sequences in the running batch over time (first to last iteration)",
     ),
     col(
         "serve_schedule_s",

@@ -886,7 +886,10 @@ fn a_request_rate_sweep_gets_serving_curves_and_saturation_points() {
     let svg = |stem: &str| std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
     for stem in SERVING_CHARTS {
         assert!(
-            has_text(&svg(stem), "saturation point (achieved below 90% of offered)"),
+            has_text(
+                &svg(stem),
+                "saturation point (achieved below 90% of offered)"
+            ),
             "{stem}"
         );
     }

@@ -1,6 +1,8 @@
 //! Causal self-attention with grouped key/value heads over a preallocated KV cache, in one pass
 //! per query row: scores, a float32 softmax and the weighted sum of values, with no repeated
-//! copies of the cache (each query head reads its key/value head in place).
+//! copies of the cache (each query head reads its key/value head in place). The cache is a set
+//! of slots, one sequence each, and a call maps each of its sequences to the slot it reads, so
+//! a continuously batched step reads its requests wherever they sit ([`CacheSlots`]).
 //!
 //! The cache stores keys transposed, `[head_dim, capacity]` per head, so the scores of a block
 //! of keys are `head_dim` vertical multiply-adds, one key per lane. Keys stored as rows cost a
@@ -30,15 +32,18 @@ pub struct AttentionShape {
     /// Positions the cache has room for: the length of a transposed key row, and the stride
     /// between value heads.
     pub capacity: usize,
+    /// Sequences the cache holds (its slots): `batch` for a cache of the step's own sequences,
+    /// more for a serving batch's cache, of which a step reads some.
+    pub slots: usize,
 }
 
 impl AttentionShape {
-    fn agrees(&self, q: &[f32], keys: &[f32], values: &[f32], mask: &[f32], out: &[f32]) -> bool {
+    fn agrees(&self, q: &[f32], cache: &CacheSlots<'_>, mask: &[f32], out: &[f32]) -> bool {
         let s = *self;
         let rows = s.batch.checked_mul(s.seq);
         let q_len = rows.and_then(|r| r.checked_mul(s.heads * s.head_dim));
-        let cache = s
-            .batch
+        let cache_len = s
+            .slots
             .checked_mul(s.kv_heads)
             .and_then(|n| n.checked_mul(s.capacity))
             .and_then(|n| n.checked_mul(s.head_dim));
@@ -48,10 +53,25 @@ impl AttentionShape {
             && s.keys <= s.capacity
             && q_len == Some(q.len())
             && q_len == Some(out.len())
-            && cache == Some(keys.len())
-            && cache == Some(values.len())
+            && cache_len == Some(cache.keys.len())
+            && cache_len == Some(cache.values.len())
             && mask_len == Some(mask.len())
+            && cache.slot_of.len() == s.batch
+            && cache.slot_of.iter().all(|&slot| slot < s.slots)
     }
+}
+
+/// The KV cache an attention call reads, and which of its slots each of the step's sequences
+/// reads: a step of an ordinary batch reads slot `b` for sequence `b`; a step of a serving
+/// batch reads the slots of the requests it runs, wherever they sit.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSlots<'a> {
+    /// `[slots, kv_heads, head_dim, capacity]`: keys transposed.
+    pub keys: &'a [f32],
+    /// `[slots, kv_heads, capacity, head_dim]`.
+    pub values: &'a [f32],
+    /// `[batch]`: the slot of each sequence of the step, each below `slots`.
+    pub slot_of: &'a [usize],
 }
 
 /// How a row's scores are formed from `q·k`, before the mask.
@@ -67,30 +87,37 @@ pub struct Scores {
 /// costs more than a decode step's attention on a small model.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
 
-/// `out[b·seq + t, h] = softmax(cap(q[b·seq + t, h] · K[b, h/g]ᵀ · scale) + mask[b, t]) · V[b, h/g]`,
-/// `cap` the identity unless `scores.soft_cap` is set.
+/// `out[b·seq + t, h] = softmax(cap(q[b·seq + t, h] · K[s, h/g]ᵀ · scale) + mask[b, t]) · V[s, h/g]`
+/// with `s = cache.slot_of[b]`, `cap` the identity unless `scores.soft_cap` is set.
 ///
 /// # Shapes
 /// - `q`, `out`: `[batch · seq, heads · head_dim]`, rows ordered by sequence then position
-/// - `keys`: `[batch, kv_heads, head_dim, capacity]` (transposed); positions `0..keys` are used
-///   (later ones may be read, their lanes dropped: a capacity of whole 16-key blocks is fastest)
-/// - `values`: `[batch, kv_heads, capacity, head_dim]`; positions `0..keys` are read
-/// - `mask`: additive, `[batch, seq, keys]`; `-inf` hides a key (and skips its work)
+/// - `cache.keys`: `[slots, kv_heads, head_dim, capacity]` (transposed); positions `0..keys`
+///   are used (later ones may be read, their lanes dropped: a capacity of whole 16-key blocks
+///   is fastest)
+/// - `cache.values`: `[slots, kv_heads, capacity, head_dim]`; positions `0..keys` are read
+/// - `cache.slot_of`: `[batch]`
+/// - `mask`: additive, `[batch, seq, keys]`; `-inf` hides a key (and skips its work: a row
+///   computes only the span from its first to its last visible key)
 ///
-/// Returns `false`, leaving `out` untouched, when the lengths disagree with `shape`. A row whose
-/// keys are all hidden comes out as zeros rather than NaN.
+/// Returns `false`, leaving `out` untouched, when the lengths disagree with `shape` or a slot
+/// is not in the cache. A row whose keys are all hidden comes out as zeros rather than NaN.
 pub fn attention(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    cache: CacheSlots<'_>,
     mask: &[f32],
     shape: AttentionShape,
     scores: Scores,
     out: &mut [f32],
 ) -> bool {
-    if !shape.agrees(q, keys, values, mask, out) {
+    if !shape.agrees(q, &cache, mask, out) {
         return false;
     }
+    let CacheSlots {
+        keys,
+        values,
+        slot_of,
+    } = cache;
     let width = shape.heads * shape.head_dim;
     if width == 0 || shape.keys == 0 {
         out.fill(0.0);
@@ -102,7 +129,7 @@ pub fn attention(
         let context = RowContext {
             shape,
             scores: form,
-            sequence: b,
+            slot: slot_of[b],
         };
         scores.resize(shape.keys.next_multiple_of(SCORE_LANES), 0.0);
         attend_row(
@@ -134,7 +161,8 @@ pub fn attention(
 struct RowContext {
     shape: AttentionShape,
     scores: Scores,
-    sequence: usize,
+    /// The cache slot the row's sequence reads.
+    slot: usize,
 }
 
 isa_specialised! {
@@ -149,7 +177,7 @@ isa_specialised! {
         scores: &mut [f32],
         out_row: &mut [f32],
     ) {
-        let RowContext { shape, scores: form, sequence } = context;
+        let RowContext { shape, scores: form, slot } = context;
         let d = shape.head_dim;
         let group = shape.heads / shape.kv_heads;
         // Only the span between the first and last visible key is computed: a causal prefill
@@ -166,7 +194,7 @@ isa_specialised! {
         // the vector part.
         let scores = &mut scores[..n.next_multiple_of(SCORE_LANES)];
         for (h, (qh, oh)) in q_row.chunks_exact(d).zip(out_row.chunks_exact_mut(d)).enumerate() {
-            let head = sequence * shape.kv_heads + h / group;
+            let head = slot * shape.kv_heads + h / group;
             let k_head = &keys[head * d * shape.capacity..(head + 1) * d * shape.capacity];
             let v_head = &values[(head * shape.capacity + lo) * d..(head * shape.capacity + hi) * d];
             let (span, padding) = scores.split_at_mut(n);
@@ -323,15 +351,16 @@ mod tests {
     use super::*;
     use crate::tests::values;
 
-    /// Straightforward f64 attention with repeated KV heads, as the definition reads.
+    /// Straightforward f64 attention with repeated KV heads, as the definition reads; sequence
+    /// `b` reads cache slot `slot_of[b]`.
     fn reference(
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        cache: CacheSlots<'_>,
         mask: &[f32],
         s: AttentionShape,
         form: Scores,
     ) -> Vec<f32> {
+        let (k, v) = (cache.keys, cache.values);
         let d = s.head_dim;
         let mut out = vec![0.0; s.batch * s.seq * s.heads * d];
         for b in 0..s.batch {
@@ -339,7 +368,7 @@ mod tests {
                 let r = b * s.seq + t;
                 for h in 0..s.heads {
                     let kv = h / (s.heads / s.kv_heads);
-                    let base = (b * s.kv_heads + kv) * s.capacity * d;
+                    let base = (cache.slot_of[b] * s.kv_heads + kv) * s.capacity * d;
                     let qh = &q[(r * s.heads + h) * d..][..d];
                     let scores: Vec<f64> = (0..s.keys)
                         .map(|j| {
@@ -370,23 +399,34 @@ mod tests {
         out
     }
 
+    /// Checks a cache of the step's own sequences (slot `b` for sequence `b`).
     fn check(shape: AttentionShape, mask: Vec<f32>) {
+        let slot_of: Vec<usize> = (0..shape.batch).collect();
+        check_slots(shape, &mask, &slot_of);
+    }
+
+    fn check_slots(shape: AttentionShape, mask: &[f32], slot_of: &[usize]) {
         let d = shape.head_dim;
         let scale = 1.0 / (d as f32).sqrt();
         // Plain scores, and Gemma 2's soft cap at a value the scores reach.
         for soft_cap in [None, Some(0.7)] {
-            check_scores(shape, &mask, Scores { scale, soft_cap });
+            check_scores(shape, mask, slot_of, Scores { scale, soft_cap });
         }
     }
 
-    fn check_scores(shape: AttentionShape, mask: &[f32], form: Scores) {
+    fn check_scores(shape: AttentionShape, mask: &[f32], slot_of: &[usize], form: Scores) {
         let d = shape.head_dim;
         let q = values(shape.batch * shape.seq * shape.heads * d, 1);
-        let cache = shape.batch * shape.kv_heads * shape.capacity * d;
-        let (k, v) = (values(cache, 2), values(cache, 3));
+        let len = shape.slots * shape.kv_heads * shape.capacity * d;
+        let (k, v) = (values(len, 2), values(len, 3));
+        let cache = CacheSlots {
+            keys: &k,
+            values: &v,
+            slot_of,
+        };
         let mut out = vec![f32::NAN; q.len()];
-        assert!(attention(&q, &k, &v, mask, shape, form, &mut out));
-        let want = reference(&q, &k, &v, mask, shape, form);
+        assert!(attention(&q, cache, mask, shape, form, &mut out));
+        let want = reference(&q, cache, mask, shape, form);
         for (a, b) in out.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{shape:?} {form:?}: {a} vs {b}");
         }
@@ -402,6 +442,7 @@ mod tests {
             kv_heads: 2,
             head_dim: 20,
             capacity: 7,
+            slots: 2,
         };
         let mut mask = vec![f32::NEG_INFINITY; 2 * 5 * 5];
         for b in 0..2 {
@@ -430,6 +471,7 @@ mod tests {
             kv_heads: 4,
             head_dim: 64,
             capacity: 50,
+            slots: 3,
         };
         let mut mask = vec![0.0; 3 * 41];
         mask[41..44].fill(f32::NEG_INFINITY);
@@ -449,6 +491,7 @@ mod tests {
                 kv_heads: 2,
                 head_dim,
                 capacity: keys + 3,
+                slots: 2,
             };
             let mut mask = vec![0.0; 2 * keys];
             mask[10..13].fill(f32::NEG_INFINITY);
@@ -456,8 +499,33 @@ mod tests {
         }
     }
 
+    /// A serving batch's decode step: its sequences read scattered slots of a larger cache,
+    /// each over its own length (the mask hides what lies past it), in a call large enough to
+    /// run in parallel and in a small one.
     #[test]
-    fn fully_hidden_rows_are_zero_and_bad_lengths_are_refused() {
+    fn sequences_read_the_slots_they_are_mapped_to() {
+        for (heads, head_dim) in [(32, 64), (2, 8)] {
+            let shape = AttentionShape {
+                batch: 3,
+                seq: 1,
+                keys: 40,
+                heads,
+                kv_heads: 2,
+                head_dim,
+                capacity: 48,
+                slots: 5,
+            };
+            let lens = [40, 7, 23];
+            let mut mask = vec![f32::NEG_INFINITY; 3 * 40];
+            for (row, len) in mask.chunks_exact_mut(40).zip(lens) {
+                row[..len].fill(0.0);
+            }
+            check_slots(shape, &mask, &[4, 0, 2]);
+        }
+    }
+
+    #[test]
+    fn fully_hidden_rows_are_zero_and_bad_lengths_or_slots_are_refused() {
         let shape = AttentionShape {
             batch: 1,
             seq: 1,
@@ -466,6 +534,7 @@ mod tests {
             kv_heads: 1,
             head_dim: 4,
             capacity: 2,
+            slots: 1,
         };
         let mut out = vec![f32::NAN; 8];
         let mask = [f32::NEG_INFINITY; 2];
@@ -473,14 +542,40 @@ mod tests {
             scale: 1.0,
             soft_cap: None,
         };
+        let cache = |keys, slot_of| CacheSlots {
+            keys,
+            values: &[1.0; 8],
+            slot_of,
+        };
         assert!(attention(
-            &[1.0; 8], &[1.0; 8], &[1.0; 8], &mask, shape, plain, &mut out
+            &[1.0; 8],
+            cache(&[1.0; 8], &[0]),
+            &mask,
+            shape,
+            plain,
+            &mut out
         ));
         assert_eq!(out, vec![0.0; 8]);
         let mut out = vec![7.0; 8];
         assert!(!attention(
-            &[1.0; 8], &[1.0; 7], &[1.0; 8], &mask, shape, plain, &mut out
+            &[1.0; 8],
+            cache(&[1.0; 7], &[0]),
+            &mask,
+            shape,
+            plain,
+            &mut out
         ));
+        // A slot the cache does not hold, and a map not one slot per sequence.
+        for slot_of in [&[1][..], &[0, 0][..], &[][..]] {
+            assert!(!attention(
+                &[1.0; 8],
+                cache(&[1.0; 8], slot_of),
+                &mask,
+                shape,
+                plain,
+                &mut out
+            ));
+        }
         assert_eq!(out, vec![7.0; 8]);
     }
 }

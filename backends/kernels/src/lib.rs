@@ -48,7 +48,7 @@ mod vector;
 mod widen;
 
 pub use activation::{gelu_tanh_mul, silu_mul};
-pub use attention::{AttentionShape, KEY_TAIL_BLOCK, Scores, attention};
+pub use attention::{AttentionShape, CacheSlots, KEY_TAIL_BLOCK, Scores, attention};
 pub use dispatch::{Isa, Path, choose};
 pub use formats::{
     CodedMatrix, E4M3_MAX, E4M3_WIDEN_SCALE, FormatError, GROUP, NF4_CODES, WeightFormat,

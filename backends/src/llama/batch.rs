@@ -6,35 +6,139 @@
 //! the last column and one decode step appends one column for all. Positions count only real
 //! tokens (`index - pad`), which is what transformers' `generate` derives from the attention
 //! mask, so RoPE sees the same positions as for the unpadded prompt.
+//!
+//! A serving batch's steps ([`HostStep::slot_chunk`], [`HostStep::slot_decode`]) have no pads:
+//! each request sits in its own cache slot from position 0, so its columns are its positions,
+//! and a step's mask is as wide as its longest sequence, the rest of each row hidden.
+
+use crate::error::BackendError;
 
 /// Token id written into pad slots; any valid id works because pads are never attended to.
 const PAD_TOKEN: i64 = 0;
 
 /// Host-side inputs of one forward call, ready to upload.
+///
+/// Each sequence of the step reads and writes one slot of the KV cache and writes its `seq` new
+/// positions from its own column: an ordinary batch's sequence `b` is slot `b`, all writing
+/// after the same `past` columns; a serving batch's step runs the slots of the requests it
+/// names, each at its own length.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HostStep {
     /// `[batch * seq]`, row-major.
     pub tokens: Vec<i64>,
     /// `[batch * seq]`, row-major.
     pub positions: Vec<i64>,
-    /// Additive mask `[batch, seq, past + seq]`.
+    /// Additive mask `[batch, seq, keys]` ([`HostStep::keys`]): a row's key columns are its
+    /// slot's positions.
     pub mask: Vec<f32>,
     pub batch: usize,
     pub seq: usize,
-    /// Positions already in the KV cache.
-    pub past: usize,
+    /// `[batch]`: the cache slot each sequence reads and writes.
+    pub slots: Vec<usize>,
+    /// `[batch]`: the column each sequence's first new position is written at; the columns
+    /// before it are what its slot holds already.
+    pub starts: Vec<usize>,
 }
 
 impl HostStep {
-    /// The step's mask for a sliding-window layer: a query at column `past + t` also hides
-    /// every key `window` or more columns before it. Columns are positions shifted by the
-    /// sequence's pads, so this is transformers' rule (`query - key < window`) for every
-    /// sequence, padded or not.
+    /// Key columns every mask row spans: up to the furthest new position of any sequence.
+    pub(crate) fn keys(&self) -> usize {
+        self.starts.iter().max().map_or(0, |start| start + self.seq)
+    }
+
+    /// Checks the step's placement against a cache whose slots hold `lens` positions each, of
+    /// `capacity`: every sequence names a slot of it, no two the same, starts where that slot's
+    /// positions end, and fits the slot with its new positions.
+    pub(crate) fn check_slots(&self, lens: &[usize], capacity: usize) -> Result<(), BackendError> {
+        let (batch, seq) = (self.batch, self.seq);
+        for (input, found) in [
+            ("cache slots", self.slots.len()),
+            ("write starts", self.starts.len()),
+        ] {
+            if found != batch {
+                return Err(BackendError::StepInputLength {
+                    input,
+                    shape: vec![batch],
+                    found,
+                });
+            }
+        }
+        for (i, (&slot, &start)) in self.slots.iter().zip(&self.starts).enumerate() {
+            let held = lens.get(slot).copied();
+            if held != Some(start) || self.slots[..i].contains(&slot) {
+                return Err(BackendError::StepMismatch {
+                    batch,
+                    seq,
+                    slot,
+                    start,
+                    cache_slots: lens.len(),
+                    cache_len: held.unwrap_or(0),
+                });
+            }
+            if start + seq > capacity {
+                return Err(BackendError::KvCacheFull {
+                    capacity,
+                    needed: start + seq,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The next `tokens` of one slot's prompt, written from column `start` after the `start`
+    /// prompt tokens the slot holds (a slot holds one sequence from position 0, with no pads,
+    /// so columns are positions).
+    pub(crate) fn slot_chunk(slot: usize, start: usize, tokens: &[u32]) -> Self {
+        let seq = tokens.len();
+        let keys = start + seq;
+        // Causal: the new position `start + t` sees every column up to itself.
+        let mut mask = vec![f32::NEG_INFINITY; seq * keys];
+        for (t, row) in mask.chunks_exact_mut(keys.max(1)).enumerate() {
+            row[..=start + t].fill(0.0);
+        }
+        Self {
+            tokens: tokens.iter().map(|&t| i64::from(t)).collect(),
+            positions: (start..keys).map(|p| p as i64).collect(),
+            mask,
+            batch: 1,
+            seq,
+            slots: vec![slot],
+            starts: vec![start],
+        }
+    }
+
+    /// One new position per slot: `tokens[i]` at position `lens[i]` of slot `slots[i]`, which
+    /// sees its own columns `0..=lens[i]`; the mask is as wide as the longest, the rest of each
+    /// row hidden (those columns are another request's or unwritten).
+    pub(crate) fn slot_decode(slots: &[usize], lens: &[usize], tokens: &[u32]) -> Self {
+        let batch = slots.len();
+        let keys = lens.iter().max().map_or(0, |len| len + 1);
+        let mut mask = vec![f32::NEG_INFINITY; batch * keys];
+        for (row, &len) in mask.chunks_exact_mut(keys.max(1)).zip(lens) {
+            row[..=len].fill(0.0);
+        }
+        Self {
+            tokens: tokens.iter().map(|&t| i64::from(t)).collect(),
+            positions: lens.iter().map(|&len| len as i64).collect(),
+            mask,
+            batch,
+            seq: 1,
+            slots: slots.to_vec(),
+            starts: lens.to_vec(),
+        }
+    }
+
+    /// The step's mask for a sliding-window layer: a query at column `start + t` also hides
+    /// every key `window` or more columns before it. Columns are positions (shifted by the
+    /// sequence's pads in a padded batch), so this is transformers' rule
+    /// (`query - key < window`) for every sequence, padded or not, whatever its start.
     pub(crate) fn windowed_mask(&self, window: usize) -> Vec<f32> {
-        let keys = self.past + self.seq;
+        let keys = self.keys();
+        let seq = self.seq.max(1);
         let mut out = self.mask.clone();
         for (r, row) in out.chunks_exact_mut(keys.max(1)).enumerate() {
-            let query = self.past + r % self.seq.max(1);
+            let start = self.starts.get(r / seq).copied().unwrap_or(0);
+            let query = start + r % seq;
             // Keys at columns ..=query-window are out of the window.
             let hidden = (query + 1).saturating_sub(window);
             row[..hidden.min(keys)].fill(f32::NEG_INFINITY);
@@ -95,7 +199,8 @@ impl PaddedBatch {
             mask: self.prefill_mask(),
             batch: self.batch(),
             seq: self.width,
-            past: 0,
+            slots: (0..self.batch()).collect(),
+            starts: vec![0; self.batch()],
         }
     }
 
@@ -108,7 +213,8 @@ impl PaddedBatch {
             mask: self.decode_mask(past),
             batch: self.batch(),
             seq: 1,
-            past,
+            slots: (0..self.batch()).collect(),
+            starts: vec![past; self.batch()],
         }
     }
 
@@ -193,7 +299,8 @@ mod tests {
         assert_eq!(batch.decode_positions(1), vec![3, 1]);
         assert_eq!(batch.decode_positions(2), vec![4, 2]);
         let step = batch.decode(2, &[11, 12], 4);
-        assert_eq!((step.tokens, step.seq, step.past), (vec![11, 12], 1, 4));
+        assert_eq!((&step.tokens, step.seq, step.keys()), (&vec![11, 12], 1, 5));
+        assert_eq!((step.slots, step.starts), (vec![0, 1], vec![4, 4]));
     }
 
     #[test]
@@ -242,6 +349,40 @@ mod tests {
         assert_eq!(
             step.windowed_mask(3),
             vec![NEG, NEG, 0.0, 0.0, 0.0, NEG, NEG, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn a_slot_chunk_is_causal_from_its_start() {
+        let step = HostStep::slot_chunk(3, 2, &[7, 8]);
+        assert_eq!(step.keys(), 4);
+        assert_eq!((step.slots, step.starts), (vec![3], vec![2]));
+        assert_eq!(step.positions, vec![2, 3]);
+        #[rustfmt::skip]
+        let expected = vec![
+            0.0, 0.0, 0.0, NEG,
+            0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(step.mask, expected);
+    }
+
+    #[test]
+    fn slots_decode_at_their_own_lengths_and_windows_follow_them() {
+        // Slot 4 holds 3 positions, slot 1 holds 1: each sees its own, the mask is 4 wide.
+        let step = HostStep::slot_decode(&[4, 1], &[3, 1], &[9, 10]);
+        assert_eq!((step.batch, step.seq, step.keys()), (2, 1, 4));
+        assert_eq!(step.positions, vec![3, 1]);
+        assert_eq!(step.starts, vec![3, 1]);
+        assert_eq!(step.mask, vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, NEG, NEG]);
+        // Window 2: the query at position 3 sees 2..=3, the one at position 1 sees 0..=1.
+        assert_eq!(
+            step.windowed_mask(2),
+            vec![NEG, NEG, 0.0, 0.0, 0.0, 0.0, NEG, NEG]
+        );
+        // A chunk's rows slide from its start: position 3 sees 2..=3, position 4 sees 3..=4.
+        assert_eq!(
+            HostStep::slot_chunk(0, 3, &[5, 6]).windowed_mask(2),
+            vec![NEG, NEG, 0.0, 0.0, NEG, NEG, NEG, NEG, 0.0, 0.0]
         );
     }
 }

@@ -44,15 +44,16 @@ pub(crate) trait ForwardPass: Send + Sync {
     /// Bytes the KV cache of `sequences` × `capacity` positions takes in this pass's layout.
     fn kv_cache_bytes(&self, sequences: usize, capacity: usize) -> Result<u64, RuntimeError>;
 
-    /// An empty KV cache with room for `capacity` positions of `batch` sequences, and RoPE
-    /// rows for positions `0..rope_len`.
-    fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> Self::State;
+    /// An empty KV cache of `slots` slots with room for `capacity` positions each (a slot per
+    /// sequence), and RoPE rows for positions `0..rope_len`.
+    fn new_state(&self, slots: usize, capacity: usize, rope_len: usize) -> Self::State;
 
-    /// Runs one step (`step`: the prompt pass, or one decode position per sequence) and
-    /// appends its keys and values to `state`'s cache.
+    /// Runs one step (`step`: a prompt pass or chunk, or one decode position per sequence),
+    /// each sequence writing its keys and values into its own slot of `state`'s cache from its
+    /// own start, which must be the positions that slot holds.
     ///
     /// # Shapes
-    /// - `step`: `batch` sequences of `seq` tokens, `state.len()` positions already cached
+    /// - `step`: `batch` sequences of `seq` tokens, mask `[batch, seq, step.keys()]`
     /// - returns `[batch, vocab]` for [`LogitRows::Last`], `[batch * seq, vocab]` (row-major
     ///   over `(sequence, column)`) for [`LogitRows::All`]
     fn step(
@@ -63,12 +64,18 @@ pub(crate) trait ForwardPass: Send + Sync {
     ) -> Result<Self::Logits, BackendError>;
 }
 
-/// A generation's state in a pass's form: what the generation reads of it.
+/// A generation's (or serving batch's) state in a pass's form: what its owner reads of it and
+/// does to it.
 pub(crate) trait PassState {
-    /// Positions cached so far.
+    /// Positions cached so far in the fullest slot (every slot, in an ordinary batch).
     fn len(&self) -> usize;
     /// Bytes of keys and values cached so far.
     fn kv_bytes(&self) -> u64;
+    /// Bytes the cache holds reserved for keys and values, written or not.
+    fn reserved_bytes(&self) -> u64;
+    /// Empties `slot` for the next sequence: it holds no positions, and the next step writing
+    /// it starts at 0 (nothing is cleared or reallocated). A slot the cache lacks is ignored.
+    fn release(&mut self, slot: usize);
 }
 
 /// A step's logits, `[rows, vocab]`, where the forward pass left them, and what token
@@ -151,14 +158,20 @@ mod tests {
     const SOURCE: WeightSource<'static> = WeightSource::Random { seed: 7 };
 
     fn burn_pass() -> BurnPass<Flex> {
-        let c = config();
+        burn_pass_of(config())
+    }
+
+    fn burn_pass_of(c: LlamaConfig) -> BurnPass<Flex> {
         let weights =
             LlamaWeights::build(&c, &SOURCE, &FlexDevice, api::runtime::DType::F32).unwrap();
         BurnPass::new(c, weights, FlexDevice, api::runtime::DType::F32)
     }
 
     fn host_pass() -> HostPass {
-        let c = config();
+        host_pass_of(config())
+    }
+
+    fn host_pass_of(c: LlamaConfig) -> HostPass {
         let weights = HostWeights::build(&c, &SOURCE, HostFormats::f32()).unwrap();
         HostPass::new(c, weights)
     }
@@ -219,7 +232,22 @@ mod tests {
         let stale = batch.decode(1, &[5], 0);
         assert!(matches!(
             host.step(stale, &mut state, LogitRows::Last),
-            Err(BackendError::StepMismatch { past: 0, .. })
+            Err(BackendError::StepMismatch {
+                start: 0,
+                cache_len: 2,
+                ..
+            })
+        ));
+        // A step naming a slot the cache lacks.
+        let mut elsewhere = batch.decode(1, &[5], 2);
+        elsewhere.slots = vec![1];
+        assert!(matches!(
+            host.step(elsewhere, &mut state, LogitRows::Last),
+            Err(BackendError::StepMismatch {
+                slot: 1,
+                cache_slots: 1,
+                ..
+            })
         ));
         // A mask one value short of `[batch, seq, past + seq]`.
         let mut short_mask = batch.decode(1, &[5], 2);
@@ -238,6 +266,82 @@ mod tests {
             .step(batch.decode(2, &[6], 3), &mut state, LogitRows::Last)
             .expect_err("a full cache");
         assert!(err.to_string().contains("KV cache holds 3"), "{err}");
+    }
+
+    /// The last prompt position's logits and the next position's (fed `next`) for `prompt` run
+    /// alone, the ordinary way.
+    fn alone<P: ForwardPass>(pass: &P, prompt: &[u32], next: u32) -> Vec<f32> {
+        let batch = PaddedBatch::new(vec![prompt.len()]);
+        let mut state = pass.new_state(1, prompt.len() + 1, prompt.len() + 1);
+        let mut out = pass
+            .step(
+                batch.prefill(&[prompt.to_vec()]),
+                &mut state,
+                LogitRows::Last,
+            )
+            .unwrap()
+            .into_host()
+            .unwrap();
+        let decode = batch.decode(1, &[next], prompt.len());
+        out.extend(
+            pass.step(decode, &mut state, LogitRows::Last)
+                .unwrap()
+                .into_host()
+                .unwrap(),
+        );
+        out
+    }
+
+    /// The same for two prompts in a serving batch's slots: `a` in slot 2 in two chunks, `b`
+    /// in slot 0 between them, then both decoded in one step at their different lengths.
+    fn in_slots<P: ForwardPass>(pass: &P, a: &[u32], b: &[u32], next: [u32; 2]) -> [Vec<f32>; 2] {
+        let mut state = pass.new_state(3, 8, 8);
+        let mut run = |step: HostStep| {
+            pass.step(step, &mut state, LogitRows::Last)
+                .unwrap()
+                .into_host()
+                .unwrap()
+        };
+        run(HostStep::slot_chunk(2, 0, &a[..3]));
+        let mut b_out = run(HostStep::slot_chunk(0, 0, b));
+        let mut a_out = run(HostStep::slot_chunk(2, 3, &a[3..]));
+        let lens = [a.len(), b.len()];
+        let decoded = run(HostStep::slot_decode(&[2, 0], &lens, &next));
+        let (a_next, b_next) = decoded.split_at(decoded.len() / 2);
+        a_out.extend(a_next);
+        b_out.extend(b_next);
+        assert_eq!(state.len(), a.len() + 1);
+        [a_out, b_out]
+    }
+
+    /// A serving batch's steps compute what each sequence computes alone, on both passes,
+    /// with and without a sliding window shorter than the prompts.
+    #[test]
+    fn slot_steps_compute_what_each_sequence_computes_alone() {
+        let (a, b) = ([3, 5, 8, 13, 21, 4], [34, 55, 89]);
+        for window in [None, Some(3)] {
+            let mut c = config();
+            c.arch.layer_windows = vec![window, None];
+            fn check<P: ForwardPass>(pass: &P, a: &[u32], b: &[u32]) {
+                let slots = in_slots(pass, a, b, [7, 9]);
+                for (got, want) in slots.iter().zip([alone(pass, a, 7), alone(pass, b, 9)]) {
+                    assert_eq!(got.len(), want.len());
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0f32, f32::max);
+                    // f32 products over other row counts: rounding only.
+                    assert!(
+                        worst < 1e-4,
+                        "{}: max abs difference {worst}",
+                        pass.compute()
+                    );
+                }
+            }
+            check(&host_pass_of(c.clone()), &a, &b);
+            check(&burn_pass_of(c), &a, &b);
+        }
     }
 
     /// Logits built from `values` (`[2, vocab]`) in each pass's form.

@@ -1,5 +1,7 @@
 //! One batched generation on a Llama model: the prefill step over the left-padded prompts, then
 //! one decode step per token with the KV cache, per-sequence stopping, and token selection.
+//! How a sequence ends ([`Ending`], [`SequenceState`]) and how its tokens are picked
+//! ([`choose`], [`sampler`]) are shared with continuous batching ([`super::serving`]).
 
 use api::runtime::{Decoding, GenerateOptions, Generation, RuntimeError, StepOutput};
 
@@ -7,22 +9,135 @@ use super::batch::PaddedBatch;
 use super::forward::{ForwardPass, LogitRows, PassState, StepLogits};
 use crate::error::{BackendError, InputError};
 use crate::guard::catch_backend_panic;
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, Warpers};
 
-/// How tokens are chosen from a step's logits.
-enum Picker {
-    /// Argmax where the logits are: on a device, only `batch` ids cross to the host each step.
-    Greedy,
-    Sample(Box<Sampler>),
+/// When a sequence ends: the rules its generated tokens are checked against.
+#[derive(Debug, Clone)]
+pub(crate) struct Ending {
+    /// The model's end-of-sequence ids.
+    pub eos: Vec<u32>,
+    /// EOS is suppressed until a sequence has this many new tokens.
+    pub min_new_tokens: usize,
+    /// Whether EOS ends a sequence (else it runs to its `max_new_tokens`).
+    pub stop_at_eos: bool,
 }
 
 /// Per-sequence progress.
 #[derive(Debug, Clone)]
-struct SequenceState {
-    generated: usize,
-    finished: bool,
+pub(crate) struct SequenceState {
+    /// Tokens generated so far.
+    pub generated: usize,
+    /// Whether it has ended.
+    pub finished: bool,
     /// The token to feed on the next decode step.
-    last: u32,
+    pub last: u32,
+}
+
+impl SequenceState {
+    /// A sequence yet to generate, whose prompt ends with `last`.
+    pub(crate) fn new(last: u32) -> Self {
+        Self {
+            generated: 0,
+            finished: false,
+            last,
+        }
+    }
+
+    /// Whether its EOS logits go to −inf before its next token is picked: it is live and short
+    /// of `min_new_tokens`, as transformers' `MinNewTokensLengthLogitsProcessor` does (applied
+    /// whether or not generation stops at EOS, again as there).
+    pub(crate) fn holds_eos(&self, ending: &Ending) -> bool {
+        !self.finished && self.generated < ending.min_new_tokens
+    }
+
+    /// Records `token` as its next one and returns whether the sequence has now ended: at EOS
+    /// (where `ending` stops there) or at its `max_new_tokens`.
+    pub(crate) fn accept(&mut self, token: u32, ending: &Ending, max_new_tokens: usize) -> bool {
+        self.generated += 1;
+        self.last = token;
+        // EOS was suppressed before min_new_tokens; the count check only guards a degenerate
+        // all −inf row, where the suppressed id could still come out.
+        let at_eos = ending.stop_at_eos
+            && self.generated > ending.min_new_tokens
+            && ending.eos.contains(&token);
+        self.finished = at_eos || self.generated >= max_new_tokens;
+        self.finished
+    }
+}
+
+/// The sampler `decoding` asks for, its seed passed through `seed` (a serving batch derives
+/// one per request), or `None` for greedy decoding (temperature 0 included). Fails on
+/// settings the sampler refuses.
+pub(crate) fn sampler(
+    decoding: &Decoding,
+    seed: impl FnOnce(u64) -> u64,
+) -> Result<Option<Sampler>, InputError> {
+    match *decoding {
+        Decoding::Greedy
+        | Decoding::Sample {
+            temperature: 0.0, ..
+        } => Ok(None),
+        Decoding::Sample {
+            temperature,
+            top_k,
+            top_p,
+            seed: base,
+        } => Sampler::new(temperature, top_k, top_p, seed(base)).map(Some),
+    }
+}
+
+/// How a step's tokens are drawn from its logits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Draws<'u> {
+    /// Each row's argmax where the logits are: on a device, only the ids cross to the host.
+    Greedy,
+    /// One draw per row through `warpers` at the row's uniform; a row without one (a finished
+    /// sequence) consumes none and gets id 0, for its caller to discard.
+    Sample {
+        /// Temperature, top-k and top-p, the same for every row.
+        warpers: Warpers,
+        /// `[rows]`: each row's uniform in `[0, 1)`.
+        uniforms: &'u [Option<f64>],
+    },
+}
+
+/// Token ids from `[rows, vocab]` logits: EOS (`eos`) set to −inf first in the rows flagged in
+/// `suppress` ([`SequenceState::holds_eos`]), then one id per row as `draws` says. Greedy ties
+/// go to the lowest id, as in torch.
+pub(crate) fn choose<L: StepLogits>(
+    logits: L,
+    suppress: &[bool],
+    eos: &[u32],
+    draws: Draws<'_>,
+) -> Result<Vec<u32>, BackendError> {
+    let logits = if suppress.contains(&true) && !eos.is_empty() {
+        logits.suppress(suppress, eos)
+    } else {
+        logits
+    };
+    let (warpers, uniforms) = match draws {
+        Draws::Greedy => return logits.argmax(),
+        Draws::Sample { warpers, uniforms } => (warpers, uniforms),
+    };
+    if warpers.truncates() {
+        // Top-k and top-p need each row sorted, which burn 0.21's cubecl backends do by
+        // reading the tensor to the host anyway: the rows cross once, here.
+        let vocab = logits.vocab();
+        let values = logits.into_host()?;
+        Ok(values
+            .chunks_exact(vocab.max(1))
+            .zip(uniforms)
+            .map(|(row, u)| u.map_or(0, |u| warpers.sample_at(row, u)))
+            .collect())
+    } else {
+        let draws: Vec<f64> = uniforms.iter().map(|u| u.unwrap_or(0.0)).collect();
+        logits.sample_softmax(warpers.temperature(), &draws)
+    }
+}
+
+/// The first id of `prompt` outside a vocabulary of `vocab_size`, if any.
+pub(crate) fn outside_vocabulary(prompt: &[u32], vocab_size: usize) -> Option<u32> {
+    prompt.iter().copied().find(|&t| t as usize >= vocab_size)
 }
 
 /// A generation in progress; borrows the forward pass it runs on.
@@ -32,8 +147,9 @@ pub(crate) struct LlamaGeneration<'a, P: ForwardPass> {
     prompts: Vec<Vec<u32>>,
     batch: PaddedBatch,
     state: P::State,
-    picker: Picker,
-    eos: Vec<u32>,
+    /// One generator for the whole batch; `None` for greedy decoding.
+    sampler: Option<Box<Sampler>>,
+    ending: Ending,
     options: GenerateOptions,
     states: Vec<SequenceState>,
     steps: usize,
@@ -56,7 +172,7 @@ pub(crate) fn validate_prompts(
         if prompt.is_empty() {
             return Err(InputError::EmptyPrompt { prompt: i });
         }
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
+        if let Some(bad) = outside_vocabulary(prompt, vocab_size) {
             return Err(InputError::TokenOutsideVocabulary {
                 prompt: i,
                 token: bad,
@@ -103,18 +219,7 @@ impl<'a, P: ForwardPass> LlamaGeneration<'a, P> {
             prompts.len(),
             longest.saturating_add(options.max_new_tokens),
         )?;
-        let picker = match options.decoding {
-            Decoding::Greedy => Picker::Greedy,
-            Decoding::Sample {
-                temperature: 0.0, ..
-            } => Picker::Greedy,
-            Decoding::Sample {
-                temperature,
-                top_k,
-                top_p,
-                seed,
-            } => Picker::Sample(Box::new(Sampler::new(temperature, top_k, top_p, seed)?)),
-        };
+        let sampler = sampler(&options.decoding, |seed| seed)?.map(Box::new);
         let batch = PaddedBatch::new(prompts.iter().map(Vec::len).collect());
         // The last generated token is never fed back, hence the `- 1`s.
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -127,19 +232,19 @@ impl<'a, P: ForwardPass> LlamaGeneration<'a, P> {
         })?;
         let states = prompts
             .iter()
-            .map(|p| SequenceState {
-                generated: 0,
-                finished: false,
-                last: p[p.len() - 1],
-            })
+            .map(|p| SequenceState::new(p[p.len() - 1]))
             .collect();
         Ok(Self {
             model,
             prompts: prompts.to_vec(),
             batch,
             state,
-            picker,
-            eos: eos.to_vec(),
+            sampler,
+            ending: Ending {
+                eos: eos.to_vec(),
+                min_new_tokens: options.min_new_tokens,
+                stop_at_eos: options.stop_at_eos,
+            },
             options: options.clone(),
             states,
             steps: 0,
@@ -156,60 +261,50 @@ impl<'a, P: ForwardPass> LlamaGeneration<'a, P> {
             let last: Vec<u32> = self.states.iter().map(|s| s.last).collect();
             self.batch.decode(self.steps, &last, self.state.len())
         };
-        // Live sequences short of min_new_tokens may not end yet: their EOS logits go to −inf
-        // before picking, as transformers' MinNewTokensLengthLogitsProcessor does (applied
-        // whether or not generation stops at EOS, again as there).
-        let min_new_tokens = self.options.min_new_tokens;
         let suppress: Vec<bool> = self
             .states
             .iter()
-            .map(|s| !s.finished && s.generated < min_new_tokens)
+            .map(|s| s.holds_eos(&self.ending))
             .collect();
         let model = self.model;
-        let (state, picker, states, eos) =
-            (&mut self.state, &mut self.picker, &self.states, &self.eos);
+        let (state, sampler, states, eos) = (
+            &mut self.state,
+            self.sampler.as_deref_mut(),
+            &self.states,
+            &self.ending.eos,
+        );
         catch_backend_panic("generation step", || {
-            let mut logits = model.step(host, state, LogitRows::Last)?;
-            if suppress.contains(&true) && !eos.is_empty() {
-                logits = logits.suppress(&suppress, eos);
-            }
-            pick(picker, logits, states)
+            let logits = model.step(host, state, LogitRows::Last)?;
+            pick(sampler, logits, &suppress, eos, states)
         })
     }
 }
 
-/// Token ids from `[batch, vocab]` logits. Greedy ties go to the lowest id, as in torch.
+/// Token ids for a generation's step from `[batch, vocab]` logits, drawn from the batch's one
+/// generator (`None`: greedy); a finished sequence keeps its last token (it is discarded).
 fn pick<L: StepLogits>(
-    picker: &mut Picker,
+    sampler: Option<&mut Sampler>,
     logits: L,
+    suppress: &[bool],
+    eos: &[u32],
     states: &[SequenceState],
 ) -> Result<Vec<u32>, BackendError> {
-    let sampler = match picker {
-        // Where the logits are: on a device, only `batch` ids cross to the host each step.
-        Picker::Greedy => return logits.argmax(),
-        Picker::Sample(sampler) => sampler,
-    };
-    // One draw per live row, in row order, wherever the row is then sampled: the same seed
-    // gives the same draws on every pass. Finished rows consume none; their token is
-    // discarded.
-    let uniforms: Vec<Option<f64>> = states
-        .iter()
-        .map(|state| (!state.finished).then(|| sampler.uniform()))
-        .collect();
-    let warpers = sampler.warpers();
-    let ids = if warpers.truncates() {
-        // Top-k and top-p need each row sorted, which burn 0.21's cubecl backends do by
-        // reading the tensor to the host anyway: the rows cross once, here.
-        let vocab = logits.vocab();
-        let values = logits.into_host()?;
-        values
-            .chunks_exact(vocab.max(1))
-            .zip(&uniforms)
-            .map(|(row, u)| u.map_or(0, |u| warpers.sample_at(row, u)))
-            .collect()
-    } else {
-        let draws: Vec<f64> = uniforms.iter().map(|u| u.unwrap_or(0.0)).collect();
-        logits.sample_softmax(warpers.temperature(), &draws)?
+    let ids = match sampler {
+        None => choose(logits, suppress, eos, Draws::Greedy)?,
+        Some(sampler) => {
+            // One draw per live row, in row order, wherever the row is then sampled: the same
+            // seed gives the same draws on every pass. Finished rows consume none.
+            let uniforms: Vec<Option<f64>> = states
+                .iter()
+                .map(|state| (!state.finished).then(|| sampler.uniform()))
+                .collect();
+            let warpers = sampler.warpers();
+            let draws = Draws::Sample {
+                warpers,
+                uniforms: &uniforms,
+            };
+            choose(logits, suppress, eos, draws)?
+        }
     };
     Ok(ids
         .into_iter()
@@ -237,7 +332,7 @@ impl<P: ForwardPass> Generation for LlamaGeneration<'_, P> {
             }
         };
         self.steps += 1;
-        let opts = &self.options;
+        let max_new_tokens = self.options.max_new_tokens;
         let tokens = self
             .states
             .iter_mut()
@@ -246,16 +341,7 @@ impl<P: ForwardPass> Generation for LlamaGeneration<'_, P> {
                 if state.finished {
                     return None;
                 }
-                state.generated += 1;
-                state.last = token;
-                // EOS was suppressed before min_new_tokens; the count check only guards a
-                // degenerate all −inf row, where the suppressed id could still come out.
-                let at_eos = opts.stop_at_eos
-                    && state.generated > opts.min_new_tokens
-                    && self.eos.contains(&token);
-                if at_eos || state.generated >= opts.max_new_tokens {
-                    state.finished = true;
-                }
+                state.accept(token, &self.ending, max_new_tokens);
                 Some(token)
             })
             .collect();
@@ -277,11 +363,7 @@ mod tests {
 
     #[test]
     fn sampling_never_draws_suppressed_tokens_and_skips_finished_rows() {
-        let live = SequenceState {
-            generated: 0,
-            finished: false,
-            last: 0,
-        };
+        let live = SequenceState::new(0);
         let done = SequenceState {
             generated: 3,
             finished: true,
@@ -293,20 +375,73 @@ mod tests {
         let values: Vec<f32> = row.iter().chain(row.iter()).copied().collect();
         let logits = || HostLogits::new(values.clone(), vocab);
         let ids = pick(
-            &mut Picker::Greedy,
-            logits().suppress(&[true, false], &[2, 5, 99]),
+            None,
+            logits(),
+            &[true, false],
+            &[2, 5, 99],
             &[live.clone(), live.clone()],
         )
         .unwrap();
         assert_eq!(ids, vec![4, 2]);
         // Sampling at a high temperature still never draws them.
-        let sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
-        let mut picker = Picker::Sample(Box::new(sampler));
+        let mut sampler = Sampler::new(100.0, 0, 1.0, 1).unwrap();
         for _ in 0..200 {
-            let suppressed = logits().suppress(&[true, true], &[2, 5]);
-            let ids = pick(&mut picker, suppressed, &[live.clone(), done.clone()]).unwrap();
+            let states = [live.clone(), done.clone()];
+            let ids = pick(
+                Some(&mut sampler),
+                logits(),
+                &[true, true],
+                &[2, 5],
+                &states,
+            )
+            .unwrap();
             assert!(ids[0] != 2 && ids[0] != 5, "{ids:?}");
             assert_eq!(ids[1], 9, "a finished row keeps its last token");
         }
+    }
+
+    #[test]
+    fn a_sequence_ends_at_eos_only_past_min_new_tokens_or_at_its_cap() {
+        let ending = Ending {
+            eos: vec![2],
+            min_new_tokens: 1,
+            stop_at_eos: true,
+        };
+        let mut s = SequenceState::new(7);
+        assert!(s.holds_eos(&ending));
+        // An EOS that slipped through before min_new_tokens does not end it.
+        assert!(!s.accept(2, &ending, 4));
+        assert!(!s.holds_eos(&ending));
+        assert!(s.accept(2, &ending, 4));
+        let mut capped = SequenceState::new(7);
+        assert!(!capped.accept(5, &ending, 2));
+        assert!(capped.accept(5, &ending, 2));
+        let running = Ending {
+            stop_at_eos: false,
+            ..ending
+        };
+        let mut s = SequenceState::new(7);
+        s.accept(3, &running, 9);
+        assert!(
+            !s.accept(2, &running, 9),
+            "EOS ends nothing without stop_at_eos"
+        );
+    }
+
+    #[test]
+    fn temperature_zero_is_greedy_and_bad_settings_are_refused() {
+        let sample = |temperature| Decoding::Sample {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 3,
+        };
+        assert!(sampler(&Decoding::Greedy, |s| s).unwrap().is_none());
+        assert!(sampler(&sample(0.0), |s| s).unwrap().is_none());
+        assert!(sampler(&sample(0.8), |s| s).unwrap().is_some());
+        assert_eq!(
+            sampler(&sample(-1.0), |s| s).unwrap_err(),
+            InputError::Temperature(-1.0)
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The host forward pass's per-generation state: RoPE rows, the KV cache in the layout the
-//! attention kernel reads, and the step's scratch buffers, all allocated once per generation.
+//! attention kernel reads (a slot per sequence), and the step's scratch buffers, all allocated
+//! once per generation or serving batch.
 
 use super::config::LlamaConfig;
 use super::rope::{RopeConfig, rope_table_values};
@@ -27,56 +28,78 @@ impl HostRope {
     }
 }
 
-/// Keys and values of every layer, written in place: keys `[batch, kv_heads, head_dim,
-/// stride]` (transposed, as `kernels::attention` reads them), values `[batch, kv_heads,
-/// stride, head_dim]`; plus the step's scratch buffers, so a generation allocates once.
+/// Keys and values of every layer, written in place: keys `[slots, kv_heads, head_dim,
+/// stride]` (transposed, as `kernels::attention` reads them), values `[slots, kv_heads,
+/// stride, head_dim]`, a slot per sequence (an ordinary batch's sequences, or a serving batch's
+/// requests, a slot reused once its request leaves); plus the step's scratch buffers, so a
+/// generation allocates once.
 pub(crate) struct HostCache {
-    /// Per layer, `[batch, kv_heads, head_dim, stride]`.
+    /// Per layer, `[slots, kv_heads, head_dim, stride]`.
     pub(super) keys: Vec<Vec<f32>>,
-    /// Per layer, `[batch, kv_heads, stride, head_dim]`.
+    /// Per layer, `[slots, kv_heads, stride, head_dim]`.
     pub(super) values: Vec<Vec<f32>>,
-    /// Sequences.
-    pub(super) batch: usize,
     kv_heads: usize,
     head_dim: usize,
-    /// Positions reserved per sequence.
+    /// Positions reserved per slot.
     pub(super) capacity: usize,
     /// Positions allocated per head: `capacity` rounded up to whole key blocks of the attention
     /// kernel, which then computes every span without a scalar tail.
     pub(super) stride: usize,
-    /// Positions written so far.
-    pub(super) len: usize,
+    /// Positions written so far in each slot.
+    pub(super) lens: Vec<usize>,
     /// The step's activation buffers.
     pub(super) scratch: Scratch,
 }
 
 impl HostCache {
-    /// Reserves room for `capacity` positions of `batch` sequences.
-    pub(crate) fn new(config: &LlamaConfig, batch: usize, capacity: usize) -> Self {
+    /// Reserves room for `capacity` positions in each of `slots` slots.
+    pub(crate) fn new(config: &LlamaConfig, slots: usize, capacity: usize) -> Self {
         let stride = capacity.next_multiple_of(KEY_TAIL_BLOCK);
-        let size = batch * config.num_kv_heads * stride * config.head_dim;
+        let size = slots * config.num_kv_heads * stride * config.head_dim;
         let layer = || committed_zeros(size);
         Self {
             keys: (0..config.num_layers).map(|_| layer()).collect(),
             values: (0..config.num_layers).map(|_| layer()).collect(),
-            batch,
             kv_heads: config.num_kv_heads,
             head_dim: config.head_dim,
             capacity,
             stride,
-            len: 0,
+            lens: vec![0; slots],
             scratch: Scratch::default(),
         }
     }
 
-    /// Positions written so far.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Slots the cache holds.
+    pub(crate) fn slots(&self) -> usize {
+        self.lens.len()
     }
 
-    /// Bytes of the positions written so far, keys and values of every layer.
+    /// Positions written so far in the fullest slot (every slot, in an ordinary batch).
+    pub(crate) fn len(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Bytes of one position of one slot: keys and values of every layer.
+    fn position_bytes(&self) -> u64 {
+        (2 * self.keys.len() * self.kv_heads * self.head_dim * size_of::<f32>()) as u64
+    }
+
+    /// Bytes of the positions written so far, keys and values of every layer and slot.
     pub(crate) fn bytes(&self) -> u64 {
-        (2 * self.keys.len() * self.batch * self.kv_heads * self.len * self.head_dim * 4) as u64
+        self.position_bytes() * self.lens.iter().sum::<usize>() as u64
+    }
+
+    /// Bytes allocated for keys and values: every slot's `stride` positions.
+    pub(crate) fn reserved_bytes(&self) -> u64 {
+        self.position_bytes() * (self.slots() * self.stride) as u64
+    }
+
+    /// Forgets what `slot` holds, so the next sequence in it writes from position 0 (nothing is
+    /// cleared: masks never show a position before it is written again).
+    pub(crate) fn release(&mut self, slot: usize) {
+        if let Some(len) = self.lens.get_mut(slot) {
+            *len = 0;
+        }
     }
 }
 

@@ -28,7 +28,9 @@ use super::memory;
 use super::spinning::{self, with_spinning_helpers};
 use crate::error::{BackendError, InputError};
 use crate::handle::HOST_COMPUTE;
-use kernels::{AttentionShape, Scores, attention, gelu_tanh_mul, rms_norm, rotate_half, silu_mul};
+use kernels::{
+    AttentionShape, CacheSlots, Scores, attention, gelu_tanh_mul, rms_norm, rotate_half, silu_mul,
+};
 
 /// A step's logits in host memory, f32 row-major `[rows, vocab]`: tokens are picked there,
 /// without a round trip through a device tensor.
@@ -94,6 +96,14 @@ impl PassState for HostState {
     fn kv_bytes(&self) -> u64 {
         self.cache.bytes()
     }
+
+    fn reserved_bytes(&self) -> u64 {
+        self.cache.reserved_bytes()
+    }
+
+    fn release(&mut self, slot: usize) {
+        self.cache.release(slot);
+    }
 }
 
 /// The host forward pass over one model's f32 weights.
@@ -114,9 +124,9 @@ impl HostPass {
         }
     }
 
-    /// Runs `step` through the model, appending its keys and values to `state`'s cache, and
-    /// returns f32 logits: `[batch, vocab]` for [`LogitRows::Last`], `[batch·seq, vocab]` for
-    /// [`LogitRows::All`].
+    /// Runs `step` through the model, writing its keys and values into its sequences' slots
+    /// of `state`'s cache, and returns f32 logits: `[batch, vocab]` for [`LogitRows::Last`],
+    /// `[batch·seq, vocab]` for [`LogitRows::All`].
     fn forward(
         &self,
         step: &HostStep,
@@ -212,7 +222,9 @@ impl HostPass {
             let cache = LayerCache { keys, values };
             layer.forward(&input, *window, x, cache, &mut buffers)?;
         }
-        cache.len += dims.seq;
+        for (&slot, &start) in step.slots.iter().zip(&step.starts) {
+            cache.lens[slot] = start + dims.seq;
+        }
         self.weights.logits(&input, rows, x, last, normed)
     }
 }
@@ -248,11 +260,11 @@ impl ForwardPass for HostPass {
         )
     }
 
-    fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> HostState {
+    fn new_state(&self, slots: usize, capacity: usize, rope_len: usize) -> HostState {
         let c = &self.config;
         HostState {
             rope: HostRope::new(&c.rope, c.rotary_dim(), rope_len),
-            cache: HostCache::new(c, batch, capacity),
+            cache: HostCache::new(c, slots, capacity),
         }
     }
 
@@ -274,8 +286,8 @@ struct StepDims {
     batch: usize,
     /// New positions per sequence.
     seq: usize,
-    /// Positions cached before the step.
-    past: usize,
+    /// Key columns each mask row spans ([`HostStep::keys`]).
+    keys: usize,
     hidden: usize,
     heads: usize,
     kv_heads: usize,
@@ -284,54 +296,49 @@ struct StepDims {
     vocab: usize,
     /// Positions allocated per head in the cache (see [`HostCache`]).
     stride: usize,
+    /// Slots the cache holds.
+    slots: usize,
 }
 
 impl StepDims {
-    /// The sizes of `step` on a model of `config`, or why it cannot run on `cache`.
+    /// The sizes of `step` on a model of `config`, or why it cannot run on `cache`: every
+    /// sequence names a slot of the cache once and starts where that slot's positions end,
+    /// and its new positions fit the slot.
     fn check(
         config: &LlamaConfig,
         step: &HostStep,
         cache: &HostCache,
     ) -> Result<Self, BackendError> {
-        let (b, t, past) = (step.batch, step.seq, cache.len);
-        let n = b * t;
-        if step.past != past || cache.batch != b || step.tokens.len() != n {
-            return Err(BackendError::StepMismatch {
-                batch: b,
-                seq: t,
-                past: step.past,
-                cache_batch: cache.batch,
-                cache_len: past,
-            });
-        }
+        let (b, t) = (step.batch, step.seq);
         if t == 0 || b == 0 {
             return Err(InputError::EmptyStep.into());
         }
-        if past + t > cache.capacity {
-            return Err(BackendError::KvCacheFull {
-                capacity: cache.capacity,
-                needed: past + t,
-            });
+        let n = b * t;
+        for (input, found) in [
+            ("token ids", step.tokens.len()),
+            ("position ids", step.positions.len()),
+        ] {
+            if found != n {
+                return Err(BackendError::StepInputLength {
+                    input,
+                    shape: vec![b, t],
+                    found,
+                });
+            }
         }
-        let keys_seen = past + t;
-        if step.mask.len() != n * keys_seen {
+        step.check_slots(&cache.lens, cache.capacity)?;
+        let keys = step.keys();
+        if step.mask.len() != n * keys {
             return Err(BackendError::StepInputLength {
                 input: "attention mask",
-                shape: vec![b, t, keys_seen],
+                shape: vec![b, t, keys],
                 found: step.mask.len(),
-            });
-        }
-        if step.positions.len() != n {
-            return Err(BackendError::StepInputLength {
-                input: "position ids",
-                shape: vec![b, t],
-                found: step.positions.len(),
             });
         }
         Ok(Self {
             batch: b,
             seq: t,
-            past,
+            keys,
             hidden: config.hidden_size,
             heads: config.num_heads,
             kv_heads: config.num_kv_heads,
@@ -339,6 +346,7 @@ impl StepDims {
             intermediate: config.intermediate_size,
             vocab: config.vocab_size,
             stride: cache.stride,
+            slots: cache.slots(),
         })
     }
 
@@ -362,11 +370,12 @@ impl StepDims {
         AttentionShape {
             batch: self.batch,
             seq: self.seq,
-            keys: self.past + self.seq,
+            keys: self.keys,
             heads: self.heads,
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
             capacity: self.stride,
+            slots: self.slots,
         }
     }
 }
@@ -392,9 +401,9 @@ struct LayerInput<'a> {
 
 /// One layer's part of the KV cache.
 struct LayerCache<'c> {
-    /// `[batch, kv_heads, head_dim, stride]`: transposed, as `kernels::attention` reads them.
+    /// `[slots, kv_heads, head_dim, stride]`: transposed, as `kernels::attention` reads them.
     keys: &'c mut [f32],
-    /// `[batch, kv_heads, stride, head_dim]`.
+    /// `[slots, kv_heads, stride, head_dim]`.
     values: &'c mut [f32],
 }
 
@@ -445,16 +454,17 @@ impl HostLayer {
         Ok(())
     }
 
-    /// Grouped-query self-attention of the step's rows over every cached position and their
-    /// own, as transformers computes it (scores scaled by `1/√head_dim`, the mask added, a
-    /// softmax per row).
+    /// Grouped-query self-attention of the step's rows over their slots' cached positions and
+    /// their own, as transformers computes it (scores scaled by `1/√head_dim`, the mask added,
+    /// a softmax per row).
     ///
     /// # Shapes
     /// - `b.h`: in `[rows, hidden]` (the normed residual), out `[rows, hidden]` (after
     ///   `o_proj`)
-    /// - `cache`: keys `[batch, kv_heads, head_dim, stride]`, values
-    ///   `[batch, kv_heads, stride, head_dim]`, positions `past..past + seq` written
-    /// - mask (`input.step.mask`): `[batch, seq, past + seq]`
+    /// - `cache`: keys `[slots, kv_heads, head_dim, stride]`, values
+    ///   `[slots, kv_heads, stride, head_dim]`, each sequence's positions
+    ///   `start..start + seq` of its slot written
+    /// - mask (`input.step.mask`): `[batch, seq, keys]`
     fn attention(
         &self,
         input: &LayerInput<'_>,
@@ -492,21 +502,18 @@ impl HostLayer {
                     BackendError::Internal(format!("no mask for the sliding window {w}"))
                 })?,
         };
-        if !attention(
-            b.q,
-            cache.keys,
-            cache.values,
-            mask,
-            shape,
-            input.scores,
-            b.attn,
-        ) {
+        let slots = CacheSlots {
+            keys: cache.keys,
+            values: cache.values,
+            slot_of: &input.step.slots,
+        };
+        if !attention(b.q, slots, mask, shape, input.scores, b.attn) {
             return Err(BackendError::Internal(format!(
                 "attention shapes disagree: {shape:?}"
             )));
         }
-        // Scores and weighted values, over every visible and hidden key, as the burn path
-        // and the analytic count reckon them.
+        // Scores and weighted values, over every visible and hidden key of the mask's width
+        // (the longest sequence's), as the burn path and the analytic count reckon them.
         input.flops.fetch_add(
             2 * 2 * (dims.batch * dims.heads * dims.seq * shape.keys * dims.head_dim) as u64,
             Ordering::Relaxed,
@@ -533,13 +540,14 @@ impl HostLayer {
 }
 
 /// Rotates each row's queries and keys by its position (RoPE), copies the queries out, and
-/// writes the keys and values into the cache after the `past` positions already there.
+/// writes the keys and values into its sequence's slot of the cache from the sequence's start.
 ///
 /// # Shapes
 /// - `qkv`: `[rows, (heads + 2 · kv_heads) · head_dim]`, rotated in place
 /// - `q`: `[rows, heads · head_dim]`, written
-/// - `cache`: keys `[batch, kv_heads, head_dim, stride]`, values
-///   `[batch, kv_heads, stride, head_dim]`, positions `past..past + seq` written
+/// - `cache`: keys `[slots, kv_heads, head_dim, stride]`, values
+///   `[slots, kv_heads, stride, head_dim]`, each sequence's positions `start..start + seq` of
+///   its slot written
 fn rotate_and_cache(
     input: &LayerInput<'_>,
     qkv: &mut [f32],
@@ -547,7 +555,7 @@ fn rotate_and_cache(
     cache: &mut LayerCache<'_>,
 ) -> Result<(), BackendError> {
     let dims = input.dims;
-    let (t, past, d, stride) = (dims.seq, dims.past, dims.head_dim, dims.stride);
+    let (t, d, stride) = (dims.seq, dims.head_dim, dims.stride);
     let (qd, kvd) = (dims.q_width(), dims.kv_width());
     for (r, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
         let position = usize::try_from(input.step.positions[r]).unwrap_or(usize::MAX);
@@ -566,16 +574,17 @@ fn rotate_and_cache(
             }
         }
         q[r * qd..(r + 1) * qd].copy_from_slice(row_q);
-        let (sequence, column) = (r / t, r % t);
+        let sequence = r / t;
+        let column = input.step.starts[sequence] + r % t;
         for g in 0..dims.kv_heads {
-            let head = sequence * dims.kv_heads + g;
+            let head = input.step.slots[sequence] * dims.kv_heads + g;
             // Keys transposed (see `kernels::attention`): value i of this position at
             // i·stride.
-            let key_column = &mut cache.keys[head * d * stride + past + column..];
+            let key_column = &mut cache.keys[head * d * stride + column..];
             for (i, k) in row_k[g * d..(g + 1) * d].iter().enumerate() {
                 key_column[i * stride] = *k;
             }
-            let at = (head * stride + past + column) * d;
+            let at = (head * stride + column) * d;
             cache.values[at..at + d].copy_from_slice(&row_v[g * d..(g + 1) * d]);
         }
     }

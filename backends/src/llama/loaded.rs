@@ -6,6 +6,7 @@ use api::runtime::{
     GenerateOptions, Generation, LoadedModel, ModelInfo, ModelSpec, Quantization, RuntimeError,
     WeightsKind,
 };
+use api::serving::{ServeOptions, ServingBatch};
 use burn::tensor::backend::Backend;
 use kernels::WeightFormat;
 
@@ -19,6 +20,7 @@ use super::host_model::HostPass;
 use super::host_weights::{HostFormats, HostWeights};
 use super::memory::{self, MemoryBudget};
 use super::model::BurnPass;
+use super::serving::LlamaServing;
 use super::weights::{LM_HEAD, LlamaWeights, Role, WeightSource, parameter_count, weight_specs};
 use crate::checkpoint::Checkpoint;
 use crate::error::BackendError;
@@ -250,6 +252,20 @@ fn check_stored_quantization(
     )))
 }
 
+impl<P: ForwardPass> LoadedLlama<P> {
+    /// Refuses a KV cache of `sequences` × `capacity` positions that the memory budget cannot
+    /// hold beside the weights, before it is allocated.
+    fn reserve_kv(&self, sequences: usize, capacity: usize) -> Result<(), RuntimeError> {
+        let needed = self.pass.kv_cache_bytes(sequences, capacity)?;
+        self.budget.ensure(self.info.weight_bytes, needed, || {
+            format!(
+                "the KV cache of {} ({sequences} sequences × {capacity} positions)",
+                self.info.name
+            )
+        })
+    }
+}
+
 impl<P: ForwardPass + 'static> LoadedModel for LoadedLlama<P> {
     fn info(&self) -> &ModelInfo {
         &self.info
@@ -270,6 +286,13 @@ impl<P: ForwardPass + 'static> LoadedModel for LoadedLlama<P> {
     ) -> Result<Box<dyn Generation + 'a>, RuntimeError> {
         Ok(self.start_send(prompts, options)?)
     }
+
+    fn serve<'a>(
+        &'a self,
+        options: &ServeOptions,
+    ) -> Result<Box<dyn ServingBatch + 'a>, RuntimeError> {
+        Ok(self.serve_send(options)?)
+    }
 }
 
 impl<P: ForwardPass + 'static> ErasedModel for LoadedLlama<P> {
@@ -279,23 +302,28 @@ impl<P: ForwardPass + 'static> ErasedModel for LoadedLlama<P> {
         options: &GenerateOptions,
     ) -> Result<Box<dyn Generation + Send + 'a>, RuntimeError> {
         // What the generation reserves is refused before it is allocated.
-        let admit = |sequences: usize, capacity: usize| {
-            let needed = self.pass.kv_cache_bytes(sequences, capacity)?;
-            self.budget.ensure(self.info.weight_bytes, needed, || {
-                format!(
-                    "the KV cache of {} ({sequences} sequences × {capacity} positions)",
-                    self.info.name
-                )
-            })
-        };
         let generation = LlamaGeneration::start(
             &self.pass,
             &self.info.eos_token_ids,
             prompts,
             options,
-            admit,
+            |sequences, capacity| self.reserve_kv(sequences, capacity),
         )?;
         Ok(Box::new(generation))
+    }
+
+    fn serve_send<'a>(
+        &'a self,
+        options: &ServeOptions,
+    ) -> Result<Box<dyn ServingBatch + Send + 'a>, RuntimeError> {
+        // The slots' cache is checked against the budget as a generation's is.
+        let serving = LlamaServing::new(
+            &self.pass,
+            &self.info.eos_token_ids,
+            options,
+            |slots, capacity| self.reserve_kv(slots, capacity),
+        )?;
+        Ok(Box::new(serving))
     }
 
     fn executed_flops(&self) -> u64 {

@@ -23,6 +23,7 @@ pub(crate) mod memory;
 mod model;
 mod quant;
 mod rope;
+mod serving;
 mod spinning;
 mod weights;
 

@@ -14,7 +14,7 @@ use super::batch::HostStep;
 use super::config::LlamaConfig;
 use super::families::Activation;
 use super::forward::{ForwardPass, LogitRows, PassState, StepLogits};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, StepRows};
 use super::linear::Linear;
 use super::memory;
 use super::rope::{RopeTable, apply_rope};
@@ -134,6 +134,14 @@ impl<B: Backend> PassState for BurnState<B> {
     fn kv_bytes(&self) -> u64 {
         self.cache.bytes()
     }
+
+    fn reserved_bytes(&self) -> u64 {
+        self.cache.reserved_bytes()
+    }
+
+    fn release(&mut self, slot: usize) {
+        self.cache.release(slot);
+    }
 }
 
 /// The inputs of one forward call, already on the device.
@@ -144,7 +152,7 @@ struct StepInput<B: Backend> {
     cos: Tensor<B, 4>,
     /// `[batch, 1, seq, head_dim]`
     sin: Tensor<B, 4>,
-    /// f32 additive mask `[batch, 1, 1, seq, past + seq]`.
+    /// f32 additive mask `[batch, 1, 1, seq, keys]`.
     mask: Tensor<B, 5>,
     /// The mask of each sliding window the layers use, same shape.
     window_masks: Vec<(usize, Tensor<B, 5>)>,
@@ -162,20 +170,21 @@ impl<B: Backend> StepInput<B> {
         device: &B::Device,
     ) -> Self {
         let masks = host.window_masks(windows);
+        let keys = host.keys();
         let HostStep {
             tokens,
             positions,
             mask,
             batch,
             seq,
-            past,
+            ..
         } = host;
         let n = batch * seq;
         let ints = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), device);
         let (cos, sin) = rope.gather(ints(positions), batch, seq);
         let upload_mask = |mask: Vec<f32>| {
             Tensor::from_data(
-                TensorData::new(mask, [batch, 1, 1, seq, past + seq]),
+                TensorData::new(mask, [batch, 1, 1, seq, keys]),
                 (device, DType::F32),
             )
         };
@@ -244,16 +253,17 @@ impl<B: Backend> BurnPass<B> {
         w.forward(x)
     }
 
-    /// Runs `seq` new tokens per sequence through the model, appending their keys and values to
-    /// `cache`, and returns logits in the run dtype.
+    /// Runs `seq` new tokens per sequence through the model, writing their keys and values into
+    /// their slots of `cache` (where `slots` places them), and returns logits in the run dtype.
     ///
     /// # Shapes
-    /// - `input`: `batch` sequences of `seq` tokens each, `cache.len()` positions already cached
+    /// - `input`: `batch` sequences of `seq` tokens each
     /// - returns `[batch, vocab]` for [`LogitRows::Last`], `[batch * seq, vocab]` (row-major
     ///   over `(sequence, column)`) for [`LogitRows::All`]
     fn forward(
         &self,
         input: &StepInput<B>,
+        slots: &StepRows<B>,
         cache: &mut KvCache<B>,
         rows: LogitRows,
     ) -> Result<Tensor<B, 2>, BackendError> {
@@ -268,13 +278,13 @@ impl<B: Backend> BurnPass<B> {
         }
         for (i, layer) in weights.layers.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &layer.input_norm);
-            let a = self.attention(i, layer, h, input, cache)?;
+            let a = self.attention(i, layer, h, input, (slots, cache))?;
             x = x + self.maybe_norm(a, layer.attn_out_norm.as_ref());
             let h = self.rms_norm(x.clone(), &layer.mlp_norm);
             let m = self.mlp(layer, h);
             x = x + self.maybe_norm(m, layer.mlp_out_norm.as_ref());
         }
-        cache.advance(t);
+        cache.advance(slots);
         let x = match rows {
             LogitRows::Last => x
                 .reshape([b, t, hidden])
@@ -324,6 +334,7 @@ impl<B: Backend> BurnPass<B> {
     ///
     /// # Shapes
     /// - `h`: `[batch * seq, hidden]`
+    /// - keys and values attended: `[batch, kv_heads, keys, head_dim]`, each sequence's slot
     /// - returns `[batch * seq, hidden]`
     fn attention(
         &self,
@@ -331,7 +342,7 @@ impl<B: Backend> BurnPass<B> {
         w: &LayerWeights<B>,
         h: Tensor<B, 2>,
         input: &StepInput<B>,
-        cache: &mut KvCache<B>,
+        (slots, cache): (&StepRows<B>, &mut KvCache<B>),
     ) -> Result<Tensor<B, 2>, BackendError> {
         let c = &self.config;
         let (b, t) = (input.batch, input.seq);
@@ -360,7 +371,7 @@ impl<B: Backend> BurnPass<B> {
         let q = self.rotate(q.swap_dims(1, 2), input);
         let k = self.rotate(k.swap_dims(1, 2), input);
         let v = heads_of(v, kv_heads).swap_dims(1, 2);
-        let (k_all, v_all) = cache.append(index, k, v)?;
+        let (k_all, v_all) = cache.append(index, k, v, slots)?;
         let s = k_all.dims()[2];
 
         // Scaling q before the product keeps f16 scores in range.
@@ -474,13 +485,13 @@ impl<B: Backend> ForwardPass for BurnPass<B> {
         )
     }
 
-    fn new_state(&self, batch: usize, capacity: usize, rope_len: usize) -> BurnState<B> {
+    fn new_state(&self, slots: usize, capacity: usize, rope_len: usize) -> BurnState<B> {
         let c = &self.config;
         BurnState {
             rope: RopeTable::new(&c.rope, c.rotary_dim(), rope_len, &self.device, self.dtype),
             cache: KvCache::new(
                 c.num_layers,
-                batch,
+                slots,
                 c.num_kv_heads,
                 c.head_dim,
                 capacity,
@@ -496,13 +507,15 @@ impl<B: Backend> ForwardPass for BurnPass<B> {
         state: &mut BurnState<B>,
         rows: LogitRows,
     ) -> Result<DeviceLogits<B>, BackendError> {
+        // Checked before anything is uploaded or written.
+        let slots = state.cache.rows(&step, &self.device)?;
         let input = StepInput::upload(
             step,
             &self.config.arch.layer_windows,
             &state.rope,
             &self.device,
         );
-        self.forward(&input, &mut state.cache, rows)
+        self.forward(&input, &slots, &mut state.cache, rows)
             .map(DeviceLogits)
     }
 }

@@ -14,7 +14,8 @@ use crate::runtime::{Decoding, RuntimeError};
 pub struct ServeOptions {
     /// KV slots: sequences the running batch holds at most.
     pub max_batch: usize,
-    /// Positions each slot holds: a request's prompt plus its new tokens must fit.
+    /// Positions each slot holds: a request's prompt plus its new tokens must fit. A backend
+    /// may reserve fewer where no request could use more (past the model's positions).
     pub slot_capacity: usize,
     /// EOS is ignored until a sequence has this many new tokens.
     pub min_new_tokens: usize,

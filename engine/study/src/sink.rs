@@ -500,11 +500,11 @@ fn request_row(record: &RunRecord, r: &RequestTiming) -> Result<Row, StoreError>
         .set("admitted_s", r.arrival_s + r.queue_s)?
         .set(
             "first_token_s",
-            (r.output_tokens > 0).then(|| r.arrival_s + r.ttft_s),
+            (r.output_tokens > 0).then_some(r.arrival_s + r.ttft_s),
         )?
         .set(
             "last_token_s",
-            (r.output_tokens > 0).then(|| r.arrival_s + r.e2e_s),
+            (r.output_tokens > 0).then_some(r.arrival_s + r.e2e_s),
         )?
         .set("ttft_s", r.ttft_s)?
         .set("ttft_service_s", r.ttft_service_s)?
