@@ -28,15 +28,7 @@ fn check(model: &backends::BurnModel, prompts: &[Vec<u32>], new_tokens: usize) {
 /// does: the products run over them).
 #[test]
 fn analytic_flops_equal_the_executed_matmuls_on_every_bundled_model() {
-    for name in [
-        "tiny-stories",
-        "tiny-llama3-gqa",
-        "tiny-qwen2",
-        "tiny-qwen3",
-        "tiny-mistral",
-        "tiny-phi3",
-        "tiny-gemma2",
-    ] {
+    for name in BUNDLED_MODELS {
         for (forward, model) in load_f32_each_forward(name) {
             let prompts = vec![vec![1, 2, 3, 4, 5, 6, 7], vec![1, 9]];
             eprintln!("{name} on {forward:?}");

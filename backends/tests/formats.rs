@@ -11,15 +11,7 @@ use api::runtime::{
 use backends::{BurnModel, LogitPositions};
 use common::*;
 
-const MODELS: [&str; 7] = [
-    "tiny-stories",
-    "tiny-llama3-gqa",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-mistral",
-    "tiny-phi3",
-    "tiny-gemma2",
-];
+const MODELS: [&str; 7] = BUNDLED_MODELS;
 
 fn quantized(source: &str, method: QuantMethod, compute: Compute) -> ModelSpec {
     let mut spec = spec(source, DType::F32, WeightsKind::Pretrained, 0);

@@ -11,15 +11,7 @@ use common::*;
 /// differ only in summation order).
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
-const MODELS: [&str; 7] = [
-    "tiny-stories",
-    "tiny-llama3-gqa",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-mistral",
-    "tiny-phi3",
-    "tiny-gemma2",
-];
+const MODELS: [&str; 7] = BUNDLED_MODELS;
 
 /// Every bundled model in f32 on each CPU forward pass: both must reproduce transformers.
 fn each_model_and_forward() -> Vec<(&'static str, Compute, BurnModel)> {

@@ -16,15 +16,7 @@ use common::*;
 /// reductions): the logits agree to a few ulps of their size.
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
-const MODELS: [&str; 7] = [
-    "tiny-stories",
-    "tiny-llama3-gqa",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-mistral",
-    "tiny-phi3",
-    "tiny-gemma2",
-];
+const MODELS: [&str; 7] = BUNDLED_MODELS;
 
 /// The models whose greedy continuation is also checked on wgpu.
 const GENERATE: [&str; 4] = [

@@ -10,6 +10,17 @@ use api::runtime::{
 use backends::{BurnModel, BurnRuntime, HubCache};
 use serde_json::Value;
 
+/// Every bundled fixture: the trained tiny-stories, then one per model family.
+pub const BUNDLED_MODELS: [&str; 7] = [
+    "tiny-stories",
+    "tiny-llama3-gqa",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-phi3",
+    "tiny-gemma2",
+];
+
 /// The repository's bundled models.
 pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
