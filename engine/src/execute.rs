@@ -1162,7 +1162,7 @@ impl Driver<'_> {
             decoding: options.decoding.clone(),
         })?;
         let kv_cache_bytes = batch.kv_cache_bytes();
-        let served = serving::serve(
+        let mut served = serving::serve(
             batch.as_mut(),
             &ServeWork {
                 prompts: work.encoded,
@@ -1180,7 +1180,6 @@ impl Driver<'_> {
             ServeStop::Caller(f) => f,
         })?;
         drop(batch);
-        let mut served = served;
         // Converted one by one, each request's token times freed as its timing is made.
         let requests = std::mem::take(&mut served.requests)
             .into_iter()

@@ -56,7 +56,7 @@ pub use formats::{
 };
 pub use matrix::{Dimension, Matrix, MatrixMut, ShapeError};
 pub use narrow_linear::{activation_format, linear_coded, linear_coded_on, linear_coded_splits};
-pub use norm::rms_norm;
+pub use norm::{rms_norm, rms_norm_in_place};
 pub use rotary::rotate_half;
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ`, choosing the fastest path for the shape and this CPU.

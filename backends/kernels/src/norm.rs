@@ -22,9 +22,39 @@ isa_specialised! {
     }
 }
 
+isa_specialised! {
+    /// [`rms_norm`] of every `weight.len()`-wide row of `x`, written back into `x` (the same
+    /// arithmetic, so the numerics agree): for norms on a block's output and per-head q/k
+    /// norms, which have no separate buffer to write to.
+    pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+        let len = weight.len();
+        if len == 0 {
+            return;
+        }
+        for row in x.chunks_exact_mut(len) {
+            let mean = sum_of_squares(row) / len as f32;
+            let inv = 1.0 / (mean + eps).sqrt();
+            for (v, w) in row.iter_mut().zip(weight) {
+                *v = w * (*v * inv);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_place_equals_the_out_of_place_norm() {
+        let x: Vec<f32> = (0..48).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        let w: Vec<f32> = (0..16).map(|i| 0.5 + i as f32 * 0.1).collect();
+        let mut out = vec![0.0; 48];
+        rms_norm(&x, &w, 1e-6, &mut out);
+        let mut y = x.clone();
+        rms_norm_in_place(&mut y, &w, 1e-6);
+        assert_eq!(y, out);
+    }
 
     #[test]
     fn matches_the_definition() {

@@ -521,17 +521,6 @@ mod tests {
     use super::writer::{ConvertOptions, GgufWriter, convert_hf_folder};
     use super::*;
 
-    /// The bundled Hugging Face fixtures, one per family.
-    const FIXTURES: [&str; 7] = [
-        "tiny-stories",
-        "tiny-llama3-gqa",
-        "tiny-qwen2",
-        "tiny-qwen3",
-        "tiny-mistral",
-        "tiny-phi3",
-        "tiny-gemma2",
-    ];
-
     /// A bundled fixture's folder in the repository's `models/`.
     fn fixture(name: &str) -> PathBuf {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -592,7 +581,7 @@ mod tests {
     #[test]
     fn every_fixture_reads_back_at_every_type() {
         let dir = tempfile::tempdir().unwrap();
-        for name in FIXTURES {
+        for name in crate::bundled::aliases() {
             let folder = fixture(name);
             let bytes = std::fs::read(folder.join("model.safetensors")).unwrap();
             let tensors = SafeTensors::deserialize(&bytes).unwrap();
@@ -681,7 +670,7 @@ mod tests {
         let runtime = crate::BurnRuntime::with_hub_cache(
             crate::HubCache::new(dir.path().join("no-hub-cache")).offline(true),
         );
-        for name in FIXTURES {
+        for name in crate::bundled::aliases() {
             let file = convert(name, GgmlType::F32, dir.path());
             let folder = dir.path().join(format!("{name}-from-gguf"));
             std::fs::create_dir(&folder).unwrap();

@@ -17,16 +17,6 @@ use crate::handle::{BurnModel, LogitPositions};
 use crate::hub::HubCache;
 use crate::runtime::BurnRuntime;
 
-const FAMILIES: [&str; 7] = [
-    "tiny-stories",
-    "tiny-llama3-gqa",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-mistral",
-    "tiny-phi3",
-    "tiny-gemma2",
-];
-
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models")
@@ -116,7 +106,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn every_family_from_an_f32_gguf_is_golden_on_both_passes() {
     let dir = tempfile::tempdir().unwrap();
-    for name in FAMILIES {
+    for name in crate::bundled::aliases() {
         let path = convert(name, GgmlType::F32, dir.path());
         let golden = golden(name);
         let steps = golden["generation"]["max_new_tokens"].as_u64().unwrap() as usize;

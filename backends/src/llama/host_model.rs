@@ -29,7 +29,8 @@ use super::spinning::{self, with_spinning_helpers};
 use crate::error::{BackendError, InputError};
 use crate::handle::HOST_COMPUTE;
 use kernels::{
-    AttentionShape, CacheSlots, Scores, attention, gelu_tanh_mul, rms_norm, rotate_half, silu_mul,
+    AttentionShape, CacheSlots, Scores, attention, gelu_tanh_mul, rms_norm, rms_norm_in_place,
+    rotate_half, silu_mul,
 };
 
 /// A step's logits in host memory, f32 row-major `[rows, vocab]`: tokens are picked there,
@@ -668,13 +669,6 @@ fn step_splits(w: &HostWeights, step: &HostStep, rows: LogitRows) -> bool {
             .iter()
             .any(|m| m.splits(n))
     }) || head.splits(head_rows)
-}
-
-/// RMSNorm of each `weight.len()`-wide row of `x`, in place, by the same kernel as the other
-/// norms (so the numerics agree).
-fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    let input = x.to_vec();
-    rms_norm(&input, weight, eps, x);
 }
 
 fn add_in_place(x: &mut [f32], delta: &[f32]) {
